@@ -1,0 +1,1 @@
+//! Pure compilation of policy definitions into the [`crate::model`].

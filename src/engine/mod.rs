@@ -1,0 +1,1 @@
+//! The interpreter, scheduler, executor and result writer.

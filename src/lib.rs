@@ -1,0 +1,41 @@
+//! steadfast: a declarative delivery engine.
+//!
+//! Policy files (YAML or TOML, kept in git) describe how each partner is
+//! delivered to; the engine interprets them against a durable step log so that
+//! no job is lost in a crash and every attempt is recorded.
+//!
+//! # Layout
+//!
+//! Data flows top to bottom; dependencies point the same way (nothing below
+//! imports `cli`, and `model`, `retry` know nothing of `engine`, `store`, `api`).
+//!
+//! - [`policy`]: the files as users write them: serde `*Def` types, loading a
+//!   directory (YAML/TOML by extension), `${ENV}` expansion, and the table of
+//!   key paths to `file:line:col` that every diagnostic uses.
+//! - [`compile`]: pure. Resolves names across files and checks every reference,
+//!   template, regex and duration; returns every diagnostic at once.
+//! - [`model`]: the compiled, immutable policy the engine reads.
+//! - [`retry`]: pure maths: backoff delays with jitter and caps, and
+//!   classification of a partner's answer into a verdict.
+//! - [`engine`]: the interpreter (a pure function from a job's position and a
+//!   verdict to the next action), the scheduler that claims due jobs, the
+//!   executor that runs one attempt, and the batched result writer.
+//! - [`channels`]: where deliveries go: `http` and `file` spool.
+//! - [`store`]: the durable step log behind the [`store::StepLog`] trait
+//!   (SQLite embedded).
+//! - [`api`]: the HTTP API (axum).
+//! - [`telemetry`]: logs and Prometheus metrics.
+//! - [`cli`]: one module per subcommand; `main.rs` only calls [`cli::main`].
+//! - [`clock`]: the one source of time, injectable for exact tests.
+
+pub mod api;
+pub mod channels;
+pub mod cli;
+pub mod clock;
+pub mod compile;
+pub mod engine;
+pub mod model;
+pub mod policy;
+pub mod retry;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,175 @@
+//! The compiled policy: immutable, validated types the engine reads. Built
+//! only by [`crate::compile`]; every name in here has been resolved.
+
+mod answer;
+mod classifier;
+mod template;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use answer::{DeliveryResult, Response, TransportError, MAX_BODY};
+pub use classifier::{Classifier, ErrorKind, Matcher, Outcome, RetryAfter, Rule, StatusPattern};
+pub use template::{Backoff, Jitter, RetryTemplate};
+
+/// A whole, consistent set of policy files, versioned by the hash of its
+/// sources.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    pub version: PolicyVersion,
+    /// The files this set was loaded from, in load order.
+    pub files: Vec<PathBuf>,
+    pub templates: BTreeMap<String, Arc<RetryTemplate>>,
+    pub classifiers: BTreeMap<String, Arc<Classifier>>,
+    pub channels: BTreeMap<String, Arc<Channel>>,
+    pub flows: BTreeMap<String, Arc<Flow>>,
+}
+
+impl CompiledPolicy {
+    pub fn flow(&self, name: &str) -> Option<&Arc<Flow>> {
+        self.flows.get(name)
+    }
+
+    pub fn channel(&self, name: &str) -> Option<&Arc<Channel>> {
+        self.channels.get(name)
+    }
+}
+
+/// A short hex digest of the policy sources (file names and contents).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyVersion(pub String);
+
+impl fmt::Display for PolicyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub name: String,
+    pub steps: Vec<Step>,
+    pub on_dead: Option<OnDead>,
+}
+
+impl Flow {
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: String,
+    /// The primary channel.
+    pub channel: String,
+    /// Tried in order once the primary's retries run out.
+    pub fallback: Vec<String>,
+    pub retry: Arc<RetryTemplate>,
+    /// The step's own classifier, tried before the built-in rules.
+    pub classifier: Option<Arc<Classifier>>,
+}
+
+impl Step {
+    /// The channel at `index`: 0 is the primary, `k` the k-th fallback.
+    pub fn channel_at(&self, index: usize) -> Option<&str> {
+        if index == 0 {
+            Some(&self.channel)
+        } else {
+            self.fallback.get(index - 1).map(String::as_str)
+        }
+    }
+
+    /// How many channels the step may use: the primary and its fallbacks.
+    pub fn channel_count(&self) -> usize {
+        1 + self.fallback.len()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OnDead {
+    /// A channel that receives the dead job.
+    pub notify: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub name: String,
+    pub kind: ChannelKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChannelKind {
+    Http(HttpChannel),
+    File(FileChannel),
+}
+
+impl ChannelKind {
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ChannelKind::Http(_) => "http",
+            ChannelKind::File(_) => "file",
+        }
+    }
+}
+
+/// An HTTP endpoint. Values may hold secrets expanded from `${ENV}`; they are
+/// kept in [`Secret`] so that no `Debug` or log line prints them.
+#[derive(Debug, Clone)]
+pub struct HttpChannel {
+    pub url: Secret,
+    /// The URL as written in the policy file (`${VAR}` not expanded): safe to
+    /// show.
+    pub url_display: String,
+    pub method: String,
+    pub headers: Vec<(String, Secret)>,
+    pub timeout: Duration,
+}
+
+/// A spool directory: one JSON file per job, written atomically.
+#[derive(Debug, Clone)]
+pub struct FileChannel {
+    pub dir: PathBuf,
+}
+
+/// A string that may hold a secret: `Debug` and `Display` never print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The real value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

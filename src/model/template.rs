@@ -1,0 +1,87 @@
+use std::time::Duration;
+
+/// A compiled retry template: how many retries and how far apart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryTemplate {
+    pub name: String,
+    /// Retries after the first attempt.
+    pub retries: u32,
+    pub backoff: Backoff,
+    /// Upper bound of a delay, jitter included. Always set for exponential
+    /// templates (default 60s); for fixed and schedule only when written.
+    pub max_interval: Option<Duration>,
+    /// No new attempt later than this after the first attempt of a series.
+    pub total_timeout: Option<Duration>,
+    pub jitter: Jitter,
+    /// Upper bound of an honoured `Retry-After`.
+    pub retry_after_cap: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backoff {
+    Exponential {
+        initial: Duration,
+        multiplier: f64,
+    },
+    Fixed {
+        interval: Duration,
+    },
+    /// Delay before retry `i` is `delays[i - 1]`; the last does not repeat.
+    Schedule {
+        delays: Vec<Duration>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Jitter {
+    None,
+    /// Uniform in `[0, delay]`.
+    Full,
+    /// Uniform in `delay × [1 − f, 1 + f]`, `f` in `0.0..=1.0`.
+    Proportional(f64),
+}
+
+impl RetryTemplate {
+    pub const DEFAULT_RETRIES: u32 = 3;
+    pub const DEFAULT_INITIAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_MULTIPLIER: f64 = 2.0;
+    pub const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(60);
+    pub const DEFAULT_JITTER: Jitter = Jitter::Proportional(0.2);
+    /// Cap of `Retry-After` when the template has no `max_interval`.
+    pub const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
+    /// The built-in templates of the product contract.
+    pub fn builtins() -> Vec<RetryTemplate> {
+        let exponential = |name: &str, retries, initial| RetryTemplate {
+            name: name.to_string(),
+            retries,
+            backoff: Backoff::Exponential {
+                initial: Duration::from_secs(initial),
+                multiplier: 2.0,
+            },
+            max_interval: Some(Self::DEFAULT_MAX_INTERVAL),
+            total_timeout: None,
+            jitter: Self::DEFAULT_JITTER,
+            retry_after_cap: Self::DEFAULT_MAX_INTERVAL,
+        };
+        vec![
+            RetryTemplate {
+                name: "conservative".to_string(),
+                retries: 2,
+                backoff: Backoff::Fixed {
+                    interval: Duration::from_secs(5),
+                },
+                max_interval: None,
+                total_timeout: None,
+                jitter: Self::DEFAULT_JITTER,
+                retry_after_cap: Self::DEFAULT_RETRY_AFTER_CAP,
+            },
+            exponential("standard", 3, 2),
+            exponential("aggressive", 5, 1),
+        ]
+    }
+
+    pub fn builtin(name: &str) -> Option<RetryTemplate> {
+        Self::builtins().into_iter().find(|t| t.name == name)
+    }
+}

@@ -1,0 +1,1 @@
+//! The policy files as users write them.

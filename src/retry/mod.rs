@@ -1,0 +1,11 @@
+//! Pure retry maths: how long to wait before the next attempt
+//! ([`backoff`]) and what a partner's answer means ([`classify`]).
+//!
+//! Nothing here does I/O or reads the clock: the time and the random jitter
+//! sample are arguments, so every result can be tested exactly.
+
+pub mod backoff;
+pub mod classify;
+
+pub use backoff::{delay_before_retry, nominal_delay, parse_retry_after};
+pub use classify::{classify, Verdict, BUILTIN_RULES};

@@ -1,0 +1,146 @@
+//! The durable step log: the single source of truth about jobs and attempts.
+//!
+//! One trait, [`StepLog`], with noun-verb methods; SQLite is the embedded
+//! implementation. Every state transition is a guarded update (`… WHERE
+//! state = 'running' AND lease_owner = $me`), so a late or stale writer can
+//! never move a job twice. Times are stored as milliseconds since the Unix
+//! epoch.
+
+mod records;
+// The SQLite implementation lands with `mod sqlite;`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+pub use records::{
+    AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState, JobUpdate,
+    NewJob, NotificationClaim, StateCounts, Transition,
+};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL `{0}`: use sqlite://PATH")]
+    UnsupportedUrl(String),
+    #[error("corrupt row in the step log: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+pub type SharedStepLog = Arc<dyn StepLog>;
+
+/// Opens the step log a URL names (`sqlite://path`, `sqlite::memory:`).
+pub async fn open(url: &str) -> StoreResult<SharedStepLog> {
+    Err(StoreError::UnsupportedUrl(redact_url(url)))
+}
+
+/// A database URL with its password replaced, safe to print.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[async_trait]
+pub trait StepLog: Send + Sync + 'static {
+    /// Inserts a job, idempotent on `(flow, idempotency_key)`: the same key
+    /// with the same payload returns the existing job, with another payload a
+    /// conflict.
+    async fn job_insert(&self, job: NewJob) -> StoreResult<InsertOutcome>;
+
+    /// Inserts many jobs in one transaction; one outcome per job, in order.
+    async fn jobs_insert_batch(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<InsertOutcome>>;
+
+    /// Claims up to `limit` jobs that are `pending` or `suspended` with
+    /// `next_at <= now`, earliest first, and marks them `running` under a
+    /// lease held by `owner` until `lease_until`.
+    async fn jobs_claim_due(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedJob>>;
+
+    /// Applies many attempt results in one transaction: for each, appends the
+    /// attempt row (when there is one) and moves the job, but only while it is
+    /// still `running` under `owner`'s lease. Returns, per transition, whether
+    /// it applied.
+    async fn transitions_apply(&self, transitions: Vec<Transition>) -> StoreResult<Vec<bool>>;
+
+    /// The earliest `next_at` of a claimable job, to know how long to sleep.
+    async fn next_due_at(&self) -> StoreResult<Option<Timestamp>>;
+
+    /// Returns every job `owner` holds to `pending` (clean shutdown).
+    async fn leases_release(&self, owner: &str) -> StoreResult<u64>;
+
+    /// Returns jobs whose lease expired before `now` to `pending`.
+    async fn leases_rescue(&self, now: Timestamp) -> StoreResult<u64>;
+
+    /// Dead jobs whose `on_dead` notification is due; claiming pushes the
+    /// notification's due time to `lease_until` so a crash retries it.
+    async fn notifications_claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationClaim>>;
+
+    /// Records a notification attempt and sets when the next one is due
+    /// (`None`: done, delivered or given up).
+    async fn notification_record(
+        &self,
+        attempt: AttemptRecord,
+        next_at: Option<Timestamp>,
+    ) -> StoreResult<()>;
+
+    async fn job_get(&self, id: &str) -> StoreResult<Option<JobRecord>>;
+
+    /// Every attempt of a job, oldest first.
+    async fn attempts_list(&self, job_id: &str) -> StoreResult<Vec<AttemptRecord>>;
+
+    /// A page of jobs, newest first; `cursor` is the last id of the previous
+    /// page.
+    async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage>;
+
+    /// How many jobs are in each state.
+    async fn jobs_count_by_state(&self) -> StoreResult<StateCounts>;
+
+    /// Applies an operator's change to a job (retry, payload edit, cancel),
+    /// guarded by the states it may come from. `None` when the job does not
+    /// exist; `Some(false)` when its state forbids the change.
+    async fn job_update(&self, id: &str, update: JobUpdate) -> StoreResult<Option<bool>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+    }
+}

@@ -1,0 +1,236 @@
+//! The rows of the step log, as the rest of the engine sees them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// Where a job is in its life. Who moves a job out of each state:
+///
+/// - `pending`: waiting for `next_at`; the scheduler claims it (→ `running`),
+///   an operator may cancel it.
+/// - `running`: claimed under a lease; the executor records the attempt and
+///   moves it on, or the rescuer returns it to `pending` when the lease
+///   expires.
+/// - `suspended`: held until `next_at` (calendar, open breaker, quota, flow
+///   removed from the policy); the scheduler claims it like `pending`.
+/// - `succeeded`, `cancelled`: final.
+/// - `dead`: final until an operator retries it (→ `pending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Running,
+    Suspended,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Pending,
+        JobState::Running,
+        JobState::Suspended,
+        JobState::Succeeded,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Suspended => "suspended",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown job state `{s}`: expected one of {}",
+                    JobState::ALL.map(JobState::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// A job to insert.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub flow: String,
+    pub idempotency_key: String,
+    /// The payload as JSON text.
+    pub payload: String,
+    /// The name of the flow's first step.
+    pub step: String,
+    pub created_at: Timestamp,
+    /// When the first attempt is due.
+    pub next_at: Timestamp,
+    pub policy_version: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum InsertOutcome {
+    Created(JobRecord),
+    /// The same key and payload: the job that already exists.
+    Existing(JobRecord),
+    /// The same key with another payload.
+    Conflict(JobRecord),
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    pub id: String,
+    pub flow: String,
+    pub state: JobState,
+    /// Position in the flow: the index and name of the current step.
+    pub step_index: u32,
+    pub step: String,
+    /// 0 is the step's primary channel, `k` its k-th fallback.
+    pub channel_index: u32,
+    /// Attempts made on the current channel of the current step.
+    pub attempt: u32,
+    /// First attempt on the current channel, for `total_timeout`.
+    pub series_started_at: Option<Timestamp>,
+    /// Time the current series spent held by calendars or breakers, which
+    /// does not count against `total_timeout`.
+    pub held_ms: i64,
+    pub next_at: Option<Timestamp>,
+    /// Why the job is suspended or dead.
+    pub reason: Option<String>,
+    pub idempotency_key: String,
+    pub payload: String,
+    pub policy_version: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Attempts over the job's whole life, notifications excluded.
+    pub attempts_total: u32,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<Timestamp>,
+    /// When the `on_dead` notification is next due (`None`: none owed).
+    pub notify_at: Option<Timestamp>,
+    /// Notification attempts made so far.
+    pub notify_attempts: u32,
+}
+
+pub type ClaimedJob = JobRecord;
+
+/// One attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub job_id: String,
+    pub step: String,
+    pub channel: String,
+    /// 1-based attempt number on this channel of this step.
+    pub attempt: u32,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// The HTTP status, when the partner answered.
+    pub status: Option<u16>,
+    /// The error kind (`timeout`, `connect`, …) when it did not.
+    pub error: Option<String>,
+    pub error_message: Option<String>,
+    /// The classifier's verdict: `success`, `retry`, `fail`, …
+    pub outcome: String,
+    /// The rule that decided: `classifier[index]`, `builtin[index]`, a rule
+    /// name, or `default`.
+    pub rule: Option<String>,
+    /// What the engine did next: `retry`, `fallback`, `next_step`,
+    /// `succeeded`, `dead`, `suspend`.
+    pub decision: String,
+    pub delay_ms: Option<i64>,
+    pub next_at: Option<Timestamp>,
+    pub policy_version: String,
+}
+
+/// The result of one attempt: the attempt row to append and where the job
+/// goes. Applied only while the job is `running` under `owner`.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub job_id: String,
+    pub owner: String,
+    pub attempt: Option<AttemptRecord>,
+    pub to: JobState,
+    pub step_index: u32,
+    pub step: String,
+    pub channel_index: u32,
+    pub series_attempts: u32,
+    pub series_started_at: Option<Timestamp>,
+    pub held_ms: i64,
+    pub next_at: Option<Timestamp>,
+    pub reason: Option<String>,
+    pub policy_version: String,
+    /// Set when the job dies and its flow has an `on_dead` notification.
+    pub notify_at: Option<Timestamp>,
+    pub now: Timestamp,
+}
+
+/// A dead job whose notification is due.
+#[derive(Debug, Clone)]
+pub struct NotificationClaim {
+    pub job: JobRecord,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub flow: Option<String>,
+    pub step: Option<String>,
+    /// At most this many (the store caps it at 1000).
+    pub limit: u32,
+    /// The last id of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobPage {
+    pub jobs: Vec<JobRecord>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+pub type StateCounts = BTreeMap<JobState, u64>;
+
+/// An operator's change to one job.
+#[derive(Debug, Clone)]
+pub enum JobUpdate {
+    /// `dead` → `pending`: the failed step starts afresh on its primary
+    /// channel (series count reset, history kept).
+    Retry { at: Timestamp },
+    /// Replace the payload of a `dead`, `pending` or `suspended` job; the old
+    /// payload is kept in the audit table with who changed it and when.
+    EditPayload {
+        payload: String,
+        editor: String,
+        at: Timestamp,
+    },
+    /// `pending`, `suspended` or `dead` → `cancelled`.
+    Cancel { at: Timestamp },
+}
