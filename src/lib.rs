@@ -23,6 +23,8 @@
 //! - [`channels`]: where deliveries go: `http` and `file` spool.
 //! - [`store`]: the durable step log behind the [`store::StepLog`] trait
 //!   (SQLite embedded).
+//! - [`reload`]: the policy in force, swapped whole, and the last reload's
+//!   outcome.
 //! - [`api`]: the HTTP API (axum).
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`cli`]: one module per subcommand; `main.rs` only calls [`cli::main`].
@@ -36,6 +38,17 @@ pub mod compile;
 pub mod engine;
 pub mod model;
 pub mod policy;
+pub mod reload;
 pub mod retry;
 pub mod store;
 pub mod telemetry;
+
+/// Installs ring as the process's TLS provider, once. reqwest and sqlx share
+/// rustls; two providers would make it panic at the first connection.
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider is already installed, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

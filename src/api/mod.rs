@@ -1,1 +1,111 @@
-//! The HTTP API.
+//! The HTTP API of PRODUCT.md: submit jobs, inspect them and the policy in
+//! force, health and Prometheus metrics.
+
+mod body;
+mod error;
+mod jobs;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tower_http::timeout::TimeoutLayer;
+
+pub use error::ApiError;
+
+use crate::clock::SharedClock;
+use crate::reload::LivePolicy;
+use crate::store::SharedStepLog;
+
+/// The largest request body accepted: 10 MiB (a batch of jobs).
+pub const BODY_LIMIT: usize = 10 * 1024 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: SharedStepLog,
+    pub policy: Arc<LivePolicy>,
+    pub clock: SharedClock,
+    /// Wakes the scheduler when a job may be due now.
+    pub wake: Arc<Notify>,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/v1/policies", get(policies))
+        .route("/v1/flows/{flow}/jobs", post(jobs::submit))
+        .route("/v1/flows/{flow}/jobs:batch", post(jobs::submit_batch))
+        .route("/v1/jobs", get(jobs::list))
+        .route("/v1/jobs/{id}", get(jobs::show).patch(jobs::edit))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(60),
+        ))
+        .with_state(state)
+}
+
+/// Serves the API until `shutdown` completes, then finishes the requests in
+/// flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let counts = state.store.jobs_count_by_state().await?;
+    crate::telemetry::record_job_counts(&counts);
+    Ok((
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    ))
+}
+
+async fn policies(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let policy = state.policy.current();
+    let status = state.policy.status();
+    Json(json!({
+        "version": policy.version.to_string(),
+        "files": policy.files,
+        "loaded_at": status.loaded_at,
+        "last_error": status.last_error,
+        "last_error_at": status.last_error_at,
+        "flows": policy.flows.keys().collect::<Vec<_>>(),
+        "channels": policy.channels.values()
+            .map(|c| json!({ "name": c.name, "kind": c.kind.kind_name() }))
+            .collect::<Vec<_>>(),
+        "templates": policy.templates.keys().collect::<Vec<_>>(),
+        "classifiers": policy.classifiers.keys().collect::<Vec<_>>(),
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound(
+        "no such endpoint; see the API reference in the README (e.g. POST /v1/flows/{flow}/jobs, GET /v1/jobs)"
+            .to_string(),
+    )
+}

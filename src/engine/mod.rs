@@ -1,1 +1,125 @@
-//! The interpreter, scheduler, executor and result writer.
+//! Runs jobs: the [`interpreter`] decides, the [`scheduler`] claims due jobs
+//! in batches up to the free worker slots, the [`executor`] runs one attempt
+//! and the [`writer`] commits results in batched transactions.
+
+pub mod executor;
+pub mod interpreter;
+pub mod scheduler;
+pub mod writer;
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+pub use interpreter::{decide, DeadReason, Next, Position};
+pub use scheduler::SchedulerConfig;
+
+use crate::channels::SharedChannels;
+use crate::clock::SharedClock;
+use crate::reload::LivePolicy;
+use crate::store::{SharedStepLog, StoreError};
+
+/// How an engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub scheduler: SchedulerConfig,
+    /// This node's name in leases.
+    pub owner: String,
+    /// The step log belongs to this process alone (SQLite): at start, every
+    /// job left `running` by a previous run is returned to `pending` at once
+    /// instead of waiting for its lease to expire.
+    pub exclusive_store: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            scheduler: SchedulerConfig::default(),
+            owner: format!("node-{}", uuid::Uuid::now_v7().simple()),
+            exclusive_store: true,
+        }
+    }
+}
+
+/// What the engine is built from.
+#[derive(Clone)]
+pub struct EngineParts {
+    pub store: SharedStepLog,
+    pub policy: Arc<LivePolicy>,
+    pub channels: SharedChannels,
+    pub clock: SharedClock,
+}
+
+/// A running engine: scheduler, executors and result writer.
+pub struct Engine {
+    wake: Arc<Notify>,
+    shutdown: watch::Sender<bool>,
+    scheduler: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    store: SharedStepLog,
+    owner: String,
+}
+
+impl Engine {
+    /// Starts the engine on a tokio runtime.
+    pub async fn start(parts: EngineParts, config: EngineConfig) -> Result<Engine, StoreError> {
+        if config.exclusive_store {
+            let resumed = parts.store.leases_rescue(Timestamp::MAX).await?;
+            if resumed > 0 {
+                tracing::info!(
+                    resumed,
+                    "resuming jobs that were running when the engine last stopped"
+                );
+            }
+        }
+        let wake = Arc::new(Notify::new());
+        let (writer, writer_task) = writer::ResultWriter::start(parts.store.clone(), wake.clone());
+        let executor = executor::Executor {
+            policy: parts.policy,
+            channels: parts.channels,
+            clock: parts.clock,
+            store: parts.store.clone(),
+            owner: Arc::from(config.owner.as_str()),
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let scheduler = scheduler::Scheduler {
+            executor,
+            writer,
+            config: config.scheduler,
+            wake: wake.clone(),
+        };
+        let scheduler = tokio::spawn(scheduler.run(shutdown_rx));
+        Ok(Engine {
+            wake,
+            shutdown,
+            scheduler,
+            writer: writer_task,
+            store: parts.store,
+            owner: config.owner,
+        })
+    }
+
+    /// A handle that wakes the scheduler (a job was submitted or retried).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Stops claiming, lets attempts in flight finish and commit, then
+    /// releases the leases still held.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(error) = self.scheduler.await {
+            tracing::error!(%error, "scheduler task failed");
+        }
+        if let Err(error) = self.writer.await {
+            tracing::error!(%error, "result writer task failed");
+        }
+        match self.store.leases_release(&self.owner).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "released leases at shutdown"),
+            Err(error) => tracing::error!(%error, "releasing leases at shutdown failed"),
+        }
+    }
+}

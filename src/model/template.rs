@@ -52,33 +52,47 @@ impl RetryTemplate {
 
     /// The built-in templates of the product contract.
     pub fn builtins() -> Vec<RetryTemplate> {
-        let exponential = |name: &str, retries, initial| RetryTemplate {
+        vec![Self::conservative(), Self::standard(), Self::aggressive()]
+    }
+
+    /// 2 retries, 5s apart.
+    pub fn conservative() -> RetryTemplate {
+        RetryTemplate {
+            name: "conservative".to_string(),
+            retries: 2,
+            backoff: Backoff::Fixed {
+                interval: Duration::from_secs(5),
+            },
+            max_interval: None,
+            total_timeout: None,
+            jitter: Self::DEFAULT_JITTER,
+            retry_after_cap: Self::DEFAULT_RETRY_AFTER_CAP,
+        }
+    }
+
+    /// 3 retries after 2s, 4s, 8s.
+    pub fn standard() -> RetryTemplate {
+        Self::exponential("standard", 3, Duration::from_secs(2))
+    }
+
+    /// 5 retries after 1s, 2s, 4s, 8s, 16s.
+    pub fn aggressive() -> RetryTemplate {
+        Self::exponential("aggressive", 5, Duration::from_secs(1))
+    }
+
+    fn exponential(name: &str, retries: u32, initial: Duration) -> RetryTemplate {
+        RetryTemplate {
             name: name.to_string(),
             retries,
             backoff: Backoff::Exponential {
-                initial: Duration::from_secs(initial),
-                multiplier: 2.0,
+                initial,
+                multiplier: Self::DEFAULT_MULTIPLIER,
             },
             max_interval: Some(Self::DEFAULT_MAX_INTERVAL),
             total_timeout: None,
             jitter: Self::DEFAULT_JITTER,
             retry_after_cap: Self::DEFAULT_MAX_INTERVAL,
-        };
-        vec![
-            RetryTemplate {
-                name: "conservative".to_string(),
-                retries: 2,
-                backoff: Backoff::Fixed {
-                    interval: Duration::from_secs(5),
-                },
-                max_interval: None,
-                total_timeout: None,
-                jitter: Self::DEFAULT_JITTER,
-                retry_after_cap: Self::DEFAULT_RETRY_AFTER_CAP,
-            },
-            exponential("standard", 3, 2),
-            exponential("aggressive", 5, 1),
-        ]
+        }
     }
 
     pub fn builtin(name: &str) -> Option<RetryTemplate> {

@@ -7,6 +7,7 @@
 //! epoch.
 
 mod records;
+pub mod view;
 // The SQLite implementation lands with `mod sqlite;`.
 
 use std::sync::Arc;

@@ -1,1 +1,68 @@
-//! Logs and Prometheus metrics.
+//! Logs (tracing) and Prometheus metrics.
+//!
+//! Metric names, all prefixed `steadfast_`:
+//! - `jobs{state}`: jobs by state, read from the step log at each scrape;
+//! - `attempts_total{flow,step,channel,outcome}`;
+//! - `attempt_duration_seconds{flow,channel}`: histogram;
+//! - `claim_lag_seconds`: histogram of start time minus due time;
+//! - `policy_reloads_total{result}`;
+//! - `notifications_total{flow,result}`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::StateCounts;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Installs the process-wide metrics recorder once and returns the handle
+/// that renders `/metrics`.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only when another recorder is installed (an embedding
+            // program's); ours still renders what it records.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Sets the `steadfast_jobs{state}` gauges from fresh counts.
+pub fn record_job_counts(counts: &StateCounts) {
+    for (state, count) in counts {
+        metrics::gauge!("steadfast_jobs", "state" => state.as_str()).set(*count as f64);
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Starts logging to stderr, filtered by `RUST_LOG` (default `info`, or
+/// `default_level`). Safe to call more than once.
+pub fn init_logs(format: LogFormat, default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -1,0 +1,358 @@
+//! Job endpoints: submit (one or a batch), list, show, and an operator's
+//! retry, payload edit and cancel.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::body::{parse, JsonBody};
+use super::{ApiError, AppState};
+use crate::model::CompiledPolicy;
+use crate::store::view::JobView;
+use crate::store::{InsertOutcome, JobFilter, JobState, JobUpdate, NewJob};
+
+/// The longest idempotency key accepted.
+const MAX_KEY_LEN: usize = 256;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    pub payload: Option<Value>,
+    pub idempotency_key: Option<String>,
+    /// When the first attempt is due (RFC 3339); default now.
+    pub run_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SubmitResponse {
+    pub id: String,
+    pub state: JobState,
+    pub idempotency_key: String,
+    /// `false` when the key was already known and the existing job is
+    /// returned.
+    pub created: bool,
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    Path(flow): Path<String>,
+    JsonBody(request): JsonBody<SubmitRequest>,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let policy = state.policy.current();
+    let job = new_job(&state, &policy, &flow, request)?;
+    let outcome = state.store.job_insert(job).await?;
+    let (status, body) = insert_response(outcome)?;
+    if status == StatusCode::CREATED {
+        state.wake.notify_one();
+    }
+    Ok((status, Json(body)))
+}
+
+fn insert_response(outcome: InsertOutcome) -> Result<(StatusCode, SubmitResponse), ApiError> {
+    let respond = |job: crate::store::JobRecord, created| SubmitResponse {
+        id: job.id,
+        state: job.state,
+        idempotency_key: job.idempotency_key,
+        created,
+    };
+    match outcome {
+        InsertOutcome::Created(job) => Ok((StatusCode::CREATED, respond(job, true))),
+        InsertOutcome::Existing(job) => Ok((StatusCode::OK, respond(job, false))),
+        InsertOutcome::Conflict(job) => Err(ApiError::Conflict(format!(
+            "idempotency key `{}` is already used by job {} with a different payload; \
+             send the same payload, or use a new key",
+            job.idempotency_key, job.id
+        ))),
+    }
+}
+
+fn new_job(
+    state: &AppState,
+    policy: &CompiledPolicy,
+    flow_name: &str,
+    request: SubmitRequest,
+) -> Result<NewJob, ApiError> {
+    let Some(flow) = policy.flow(flow_name) else {
+        let known: Vec<&str> = policy.flows.keys().map(String::as_str).collect();
+        return Err(ApiError::NotFound(format!(
+            "unknown flow `{flow_name}`; flows in force: {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    let Some(payload) = request.payload else {
+        return Err(ApiError::Unprocessable(
+            "body field `payload` is missing: send {\"payload\": …} with the data to deliver"
+                .to_string(),
+        ));
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let idempotency_key = match request.idempotency_key {
+        Some(key) if key.trim().is_empty() => {
+            return Err(ApiError::Unprocessable(
+                "body field `idempotency_key` is empty: omit it to let the engine generate one"
+                    .to_string(),
+            ))
+        }
+        Some(key) if key.len() > MAX_KEY_LEN => {
+            return Err(ApiError::Unprocessable(format!(
+                "body field `idempotency_key` is {} bytes long; the limit is {MAX_KEY_LEN}",
+                key.len()
+            )))
+        }
+        Some(key) => key,
+        None => id.clone(),
+    };
+    let now = state.clock.now();
+    let payload = serde_json::to_string(&payload)
+        .map_err(|e| ApiError::Unprocessable(format!("body field `payload`: {e}")))?;
+    Ok(NewJob {
+        id,
+        flow: flow.name.clone(),
+        idempotency_key,
+        payload,
+        step: flow.steps[0].name.clone(),
+        created_at: now,
+        next_at: request.run_at.unwrap_or(now),
+        policy_version: policy.version.to_string(),
+    })
+}
+
+/// `POST /v1/flows/{flow}/jobs:batch`: a JSON array or NDJSON of jobs, one
+/// transaction, a result per item.
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    Path(flow): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let policy = state.policy.current();
+    if policy.flow(&flow).is_none() {
+        new_job(
+            &state,
+            &policy,
+            &flow,
+            SubmitRequest {
+                payload: None,
+                idempotency_key: None,
+                run_at: None,
+            },
+        )?;
+    }
+    let items = split_batch(&body)?;
+    if items.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "the batch is empty: send a JSON array of jobs or one job per line".to_string(),
+        ));
+    }
+    let mut results: Vec<Value> = Vec::with_capacity(items.len());
+    let mut jobs = Vec::new();
+    let mut slots = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let parsed = parse::<SubmitRequest>(item.get().as_bytes())
+            .and_then(|request| new_job(&state, &policy, &flow, request));
+        match parsed {
+            Ok(job) => {
+                slots.push(index);
+                jobs.push(job);
+                results.push(Value::Null);
+            }
+            Err(error) => results.push(json!({
+                "index": index, "status": error.status().as_u16(), "error": error.to_string(),
+            })),
+        }
+    }
+    let outcomes = state.store.jobs_insert_batch(jobs).await?;
+    let mut created = 0;
+    for (index, outcome) in slots.into_iter().zip(outcomes) {
+        results[index] = match insert_response(outcome) {
+            Ok((status, body)) => {
+                created += usize::from(body.created);
+                json!({ "index": index, "status": status.as_u16(), "id": body.id,
+                        "idempotency_key": body.idempotency_key, "created": body.created })
+            }
+            Err(error) => {
+                json!({ "index": index, "status": error.status().as_u16(), "error": error.to_string() })
+            }
+        };
+    }
+    if created > 0 {
+        state.wake.notify_one();
+    }
+    let failed = results.iter().filter(|r| r.get("error").is_some()).count();
+    Ok(Json(
+        json!({ "created": created, "failed": failed, "results": results }),
+    ))
+}
+
+/// Items of a batch: a JSON array, or one JSON object per line.
+fn split_batch(body: &[u8]) -> Result<Vec<Box<serde_json::value::RawValue>>, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::BadRequest("the batch is not UTF-8 text".to_string()))?;
+    if text.trim_start().starts_with('[') {
+        return parse(body);
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                ApiError::BadRequest(format!("NDJSON line {}: not valid JSON: {e}", n + 1))
+            })
+        })
+        .collect()
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = state
+        .store
+        .job_get(&id)
+        .await?
+        .ok_or_else(|| job_not_found(&id))?;
+    let attempts = state.store.attempts_list(&id).await?;
+    Ok(Json(JobView::new(job, Some(attempts))))
+}
+
+fn job_not_found(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no job `{id}`; list jobs with GET /v1/jobs"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub state: Option<String>,
+    pub flow: Option<String>,
+    pub step: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::BadRequest(format!(
+            "bad query: {}; parameters are state, flow, step, limit, cursor",
+            e.body_text()
+        ))
+    })?;
+    let job_state = match query.state.as_deref() {
+        Some(s) => Some(s.parse::<JobState>().map_err(ApiError::BadRequest)?),
+        None => None,
+    };
+    if query.limit.is_some_and(|l| l == 0 || l > 1000) {
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 1000".to_string(),
+        ));
+    }
+    let filter = JobFilter {
+        state: job_state,
+        flow: query.flow,
+        step: query.step,
+        limit: query.limit.unwrap_or(100),
+        cursor: query.cursor,
+    };
+    let page = state.store.jobs_list(&filter).await?;
+    let jobs: Vec<JobView> = page
+        .jobs
+        .into_iter()
+        .map(|j| JobView::new(j, None))
+        .collect();
+    Ok(Json(
+        json!({ "jobs": jobs, "next_cursor": page.next_cursor }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditRequest {
+    pub payload: Option<Value>,
+}
+
+pub async fn edit(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(request): JsonBody<EditRequest>,
+) -> Result<Json<JobView>, ApiError> {
+    let Some(payload) = request.payload else {
+        return Err(ApiError::Unprocessable(
+            "body field `payload` is missing: send {\"payload\": …} with the new payload".into(),
+        ));
+    };
+    let payload = serde_json::to_string(&payload)
+        .map_err(|e| ApiError::Unprocessable(format!("body field `payload`: {e}")))?;
+    let update = JobUpdate::EditPayload {
+        payload,
+        editor: "api".to_string(),
+        at: state.clock.now(),
+    };
+    apply(
+        &state,
+        &id,
+        update,
+        "edit the payload of",
+        "dead, pending or suspended",
+    )
+    .await
+}
+
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let update = JobUpdate::Retry {
+        at: state.clock.now(),
+    };
+    let view = apply(&state, &id, update, "retry", "dead").await?;
+    state.wake.notify_one();
+    Ok(view)
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let update = JobUpdate::Cancel {
+        at: state.clock.now(),
+    };
+    apply(&state, &id, update, "cancel", "pending, suspended or dead").await
+}
+
+async fn apply(
+    state: &AppState,
+    id: &str,
+    update: JobUpdate,
+    verb: &str,
+    allowed: &str,
+) -> Result<Json<JobView>, ApiError> {
+    match state.store.job_update(id, update).await? {
+        None => Err(job_not_found(id)),
+        Some(true) => {
+            let job = state
+                .store
+                .job_get(id)
+                .await?
+                .ok_or_else(|| job_not_found(id))?;
+            Ok(Json(JobView::new(job, None)))
+        }
+        Some(false) => {
+            let current = state
+                .store
+                .job_get(id)
+                .await?
+                .map_or("gone".to_string(), |j| j.state.to_string());
+            Err(ApiError::Conflict(format!(
+                "cannot {verb} job {id}: it is {current}; only {allowed} jobs can be"
+            )))
+        }
+    }
+}

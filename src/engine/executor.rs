@@ -1,0 +1,350 @@
+//! Runs one attempt of a claimed job under the policy in force when it
+//! starts, and turns the interpreter's decision into a [`Transition`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::interpreter::{decide, signed, Next, Position};
+use crate::channels::{Delivery, SharedChannels};
+use crate::clock::SharedClock;
+use crate::model::{CompiledPolicy, DeliveryResult, Flow, Outcome, RetryTemplate};
+use crate::reload::LivePolicy;
+use crate::retry::classify;
+use crate::store::view::JobView;
+use crate::store::{AttemptRecord, JobRecord, JobState, SharedStepLog, Transition};
+
+/// How long a job whose flow or step vanished waits before it is looked at
+/// again (a reload may bring it back).
+pub const VANISHED_RECHECK: Duration = Duration::from_secs(30);
+
+/// The step name notification attempts are recorded under.
+pub const ON_DEAD_STEP: &str = "on_dead";
+
+/// What every attempt needs.
+#[derive(Clone)]
+pub struct Executor {
+    pub policy: Arc<LivePolicy>,
+    pub channels: SharedChannels,
+    pub clock: SharedClock,
+    pub store: SharedStepLog,
+    pub owner: Arc<str>,
+}
+
+impl Executor {
+    /// Runs the next attempt of `job` and returns where it goes.
+    pub async fn attempt(&self, job: &JobRecord) -> Transition {
+        let policy = self.policy.current();
+        let started = self.clock.now();
+        if let Some(due) = job.next_at {
+            let lag = started.duration_since(due).as_secs_f64().max(0.0);
+            metrics::histogram!("steadfast_claim_lag_seconds").record(lag);
+        }
+        let Some(flow) = policy.flow(&job.flow) else {
+            return self.vanished(job, &policy, started, "flow_removed");
+        };
+        // A reload may have reordered steps: follow the name, not the index.
+        let step_index = match flow.steps.get(job.step_index as usize) {
+            Some(step) if step.name == job.step => job.step_index as usize,
+            _ => match flow.step_index(&job.step) {
+                Some(index) => index,
+                None => return self.vanished(job, &policy, started, "flow_removed"),
+            },
+        };
+        let step = &flow.steps[step_index];
+        let channel_index = (job.channel_index as usize).min(step.channel_count() - 1);
+        let channel_name = step.channel_at(channel_index).unwrap_or(&step.channel);
+        let Some(channel) = policy.channel(channel_name) else {
+            return self.vanished(job, &policy, started, "flow_removed");
+        };
+
+        let key = step_idempotency_key(&job.idempotency_key, step_index, &step.name);
+        let delivery = Delivery {
+            job_id: &job.id,
+            flow: &job.flow,
+            step: &step.name,
+            idempotency_key: &key,
+            payload: &job.payload,
+        };
+        let result = self.channels.deliver(&channel.kind, &delivery).await;
+        let finished = self.clock.now();
+
+        let attempts = job.attempt + 1;
+        let series_started_at = match (job.attempt, job.series_started_at) {
+            (0, _) | (_, None) => started,
+            (_, Some(at)) => at,
+        };
+        let verdict = classify(step.classifier.as_deref(), &result, &step.retry, finished);
+        let position = Position {
+            step_index,
+            channel_index,
+            attempts,
+            series_started_at,
+            held: Duration::from_millis(job.held_ms.max(0) as u64),
+        };
+        let next = decide(flow, &position, &verdict, finished, fastrand::f64());
+
+        let seconds = finished.duration_since(started).as_secs_f64().max(0.0);
+        metrics::histogram!("steadfast_attempt_duration_seconds",
+            "flow" => job.flow.clone(), "channel" => channel_name.to_string())
+        .record(seconds);
+        metrics::counter!("steadfast_attempts_total",
+            "flow" => job.flow.clone(), "step" => step.name.clone(),
+            "channel" => channel_name.to_string(), "outcome" => verdict.outcome.as_str())
+        .increment(1);
+        log_attempt(
+            job,
+            &step.name,
+            channel_name,
+            attempts,
+            &result,
+            &verdict.rule,
+            &next,
+        );
+
+        let (status, error, error_message) = split_result(&result);
+        let (delay_ms, next_at) = match &next {
+            Next::Retry { at, delay } => (Some(delay.as_millis() as i64), Some(*at)),
+            Next::Fallback { .. } | Next::NextStep { .. } => (Some(0), Some(finished)),
+            Next::Succeeded | Next::Dead { .. } => (None, None),
+        };
+        let record = AttemptRecord {
+            job_id: job.id.clone(),
+            step: step.name.clone(),
+            channel: channel_name.to_string(),
+            attempt: attempts,
+            started_at: started,
+            finished_at: finished,
+            status,
+            error,
+            error_message,
+            outcome: verdict.outcome.as_str().to_string(),
+            rule: Some(verdict.rule.clone()),
+            decision: next.decision().to_string(),
+            delay_ms,
+            next_at,
+            policy_version: policy.version.to_string(),
+        };
+        let mut transition = Transition {
+            job_id: job.id.clone(),
+            owner: self.owner.to_string(),
+            attempt: Some(record),
+            to: JobState::Pending,
+            step_index: step_index as u32,
+            step: step.name.clone(),
+            channel_index: channel_index as u32,
+            series_attempts: attempts,
+            series_started_at: Some(series_started_at),
+            held_ms: job.held_ms,
+            next_at,
+            reason: None,
+            policy_version: policy.version.to_string(),
+            notify_at: None,
+            now: finished,
+        };
+        match next {
+            Next::Retry { .. } => {}
+            Next::Fallback { channel_index } => {
+                transition.channel_index = channel_index as u32;
+                fresh_series(&mut transition);
+            }
+            Next::NextStep { step_index } => {
+                transition.step_index = step_index as u32;
+                transition.step = flow.steps[step_index].name.clone();
+                transition.channel_index = 0;
+                fresh_series(&mut transition);
+            }
+            Next::Succeeded => transition.to = JobState::Succeeded,
+            Next::Dead { reason } => {
+                transition.to = JobState::Dead;
+                transition.reason = Some(reason.as_str().to_string());
+                transition.notify_at = flow.on_dead.as_ref().map(|_| finished);
+            }
+        }
+        transition
+    }
+
+    /// Suspends a job whose flow, step or channel is no longer in the policy;
+    /// it is looked at again later, never dropped.
+    fn vanished(
+        &self,
+        job: &JobRecord,
+        policy: &CompiledPolicy,
+        now: Timestamp,
+        reason: &str,
+    ) -> Transition {
+        tracing::warn!(job = %job.id, flow = %job.flow, step = %job.step, reason,
+            "job's flow or step is not in the policy in force; suspended");
+        Transition {
+            job_id: job.id.clone(),
+            owner: self.owner.to_string(),
+            attempt: None,
+            to: JobState::Suspended,
+            step_index: job.step_index,
+            step: job.step.clone(),
+            channel_index: job.channel_index,
+            series_attempts: job.attempt,
+            series_started_at: job.series_started_at,
+            held_ms: job.held_ms,
+            next_at: Some(now + signed(VANISHED_RECHECK)),
+            reason: Some(reason.to_string()),
+            policy_version: policy.version.to_string(),
+            notify_at: None,
+            now,
+        }
+    }
+
+    /// Sends a dead job to its flow's `on_dead` channel, retried with the
+    /// `standard` template, recorded as an attempt of step `on_dead`.
+    pub async fn notify(&self, job: &JobRecord) {
+        let policy = self.policy.current();
+        let target = notify_target(&policy, &job.flow)
+            .and_then(|(flow, name)| Some((flow, policy.channel(&name)?.clone(), name)));
+        let Some((flow, channel, channel_name)) = target else {
+            self.notification_skipped(job, &policy).await;
+            return;
+        };
+        let attempts = match self.store.attempts_list(&job.id).await {
+            Ok(attempts) => attempts,
+            Err(error) => {
+                tracing::error!(%error, job = %job.id, "cannot read attempts for the notification");
+                return;
+            }
+        };
+        let body = match serde_json::to_string(&JobView::new(job.clone(), Some(attempts))) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%error, job = %job.id, "cannot encode the notification");
+                return;
+            }
+        };
+        let key = format!("{}:{ON_DEAD_STEP}", job.idempotency_key);
+        let delivery = Delivery {
+            job_id: &job.id,
+            flow: &flow.name,
+            step: ON_DEAD_STEP,
+            idempotency_key: &key,
+            payload: &body,
+        };
+        let started = self.clock.now();
+        let result = self.channels.deliver(&channel.kind, &delivery).await;
+        let finished = self.clock.now();
+        // Notifications retry like the built-in `standard` template.
+        let template = RetryTemplate::standard();
+        let verdict = classify(None, &result, &template, finished);
+        let attempt = job.notify_attempts + 1;
+        let (decision, next_at) = match verdict.outcome {
+            Outcome::Success => ("notified", None),
+            Outcome::Fail => ("gave_up", None),
+            Outcome::Retry | Outcome::RefreshAuth => {
+                match crate::retry::delay_before_retry(&template, attempt, fastrand::f64()) {
+                    Some(delay) => {
+                        let wait = verdict.retry_after.unwrap_or(delay);
+                        ("retry", Some(finished + signed(wait)))
+                    }
+                    None => ("gave_up", None),
+                }
+            }
+        };
+        metrics::counter!("steadfast_notifications_total",
+            "flow" => job.flow.clone(), "result" => decision)
+        .increment(1);
+        let (status, error, error_message) = split_result(&result);
+        let record = AttemptRecord {
+            job_id: job.id.clone(),
+            step: ON_DEAD_STEP.to_string(),
+            channel: channel_name,
+            attempt,
+            started_at: started,
+            finished_at: finished,
+            status,
+            error,
+            error_message,
+            outcome: verdict.outcome.as_str().to_string(),
+            rule: Some(verdict.rule),
+            decision: decision.to_string(),
+            delay_ms: next_at.map(|at: Timestamp| at.duration_since(finished).as_millis() as i64),
+            next_at,
+            policy_version: policy.version.to_string(),
+        };
+        if let Err(error) = self.store.notification_record(record, next_at).await {
+            tracing::error!(%error, job = %job.id, "cannot record the notification attempt");
+        }
+    }
+
+    /// The flow or its `on_dead` is gone from the policy: nothing to send,
+    /// and nothing owed any more.
+    async fn notification_skipped(&self, job: &JobRecord, policy: &CompiledPolicy) {
+        let now = self.clock.now();
+        let record = AttemptRecord {
+            job_id: job.id.clone(),
+            step: ON_DEAD_STEP.to_string(),
+            channel: String::new(),
+            attempt: job.notify_attempts + 1,
+            started_at: now,
+            finished_at: now,
+            status: None,
+            error: None,
+            error_message: Some("the flow has no on_dead notify channel any more".into()),
+            outcome: "skipped".to_string(),
+            rule: None,
+            decision: "skipped".to_string(),
+            delay_ms: None,
+            next_at: None,
+            policy_version: policy.version.to_string(),
+        };
+        if let Err(error) = self.store.notification_record(record, None).await {
+            tracing::error!(%error, job = %job.id, "cannot record the skipped notification");
+        }
+    }
+}
+
+fn notify_target(policy: &CompiledPolicy, flow: &str) -> Option<(Arc<Flow>, String)> {
+    let flow = policy.flow(flow)?;
+    let notify = flow.on_dead.as_ref()?.notify.clone();
+    Some((flow.clone(), notify))
+}
+
+/// Step 1 sends the submitted key unchanged; later steps `{key}:{step}`.
+pub fn step_idempotency_key(job_key: &str, step_index: usize, step_name: &str) -> String {
+    if step_index == 0 {
+        job_key.to_string()
+    } else {
+        format!("{job_key}:{step_name}")
+    }
+}
+
+fn fresh_series(transition: &mut Transition) {
+    transition.series_attempts = 0;
+    transition.series_started_at = None;
+    transition.held_ms = 0;
+}
+
+fn split_result(result: &DeliveryResult) -> (Option<u16>, Option<String>, Option<String>) {
+    match result {
+        Ok(response) => (Some(response.status), None, None),
+        Err(error) => (
+            None,
+            Some(error.kind.as_str().to_string()),
+            Some(error.message.clone()),
+        ),
+    }
+}
+
+fn log_attempt(
+    job: &JobRecord,
+    step: &str,
+    channel: &str,
+    attempt: u32,
+    result: &DeliveryResult,
+    rule: &str,
+    next: &Next,
+) {
+    let answer = match result {
+        Ok(response) => response.status.to_string(),
+        Err(error) => error.kind.to_string(),
+    };
+    tracing::debug!(job = %job.id, flow = %job.flow, step, channel, attempt, answer, rule,
+        decision = next.decision(), "attempt");
+}

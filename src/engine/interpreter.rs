@@ -1,0 +1,402 @@
+//! The interpreter: a pure function from where a job stands and the verdict
+//! on its last attempt to what happens next.
+//!
+//! A step is tried on its primary channel until its template's retries run
+//! out (or its `total_timeout` would be passed); then each fallback channel in
+//! order, each with the step's template afresh; then the job is dead. A
+//! permanent failure goes dead at once. A success moves to the next step, or
+//! finishes the job.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::model::{Flow, Outcome};
+use crate::retry::{delay_before_retry, Verdict};
+
+/// Where a job stands after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    pub step_index: usize,
+    /// 0 is the primary channel, `k` the k-th fallback.
+    pub channel_index: usize,
+    /// Attempts made on this channel of this step, the last one included.
+    pub attempts: u32,
+    /// When the first attempt of this channel's series started.
+    pub series_started_at: Timestamp,
+    /// Time held by calendars or breakers during the series, which does not
+    /// count against `total_timeout`.
+    pub held: Duration,
+}
+
+/// What the engine does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Try the same channel again at `at`.
+    Retry {
+        at: Timestamp,
+        delay: Duration,
+    },
+    /// Retries ran out: start a fresh series on this fallback channel now.
+    Fallback {
+        channel_index: usize,
+    },
+    /// The step succeeded: start the next one now.
+    NextStep {
+        step_index: usize,
+    },
+    /// The last step succeeded.
+    Succeeded,
+    Dead {
+        reason: DeadReason,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Every channel's retries ran out.
+    Exhausted,
+    /// The classifier called the failure permanent.
+    Permanent,
+}
+
+impl DeadReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Exhausted => "exhausted",
+            DeadReason::Permanent => "permanent",
+        }
+    }
+}
+
+impl Next {
+    /// The word recorded as the attempt's decision.
+    pub fn decision(&self) -> &'static str {
+        match self {
+            Next::Retry { .. } => "retry",
+            Next::Fallback { .. } => "fallback",
+            Next::NextStep { .. } => "next_step",
+            Next::Succeeded => "succeeded",
+            Next::Dead { .. } => "dead",
+        }
+    }
+}
+
+/// Decides what follows an attempt judged `verdict` at `now`. `jitter_sample`
+/// is uniform in `[0, 1)`.
+pub fn decide(
+    flow: &Flow,
+    at: &Position,
+    verdict: &Verdict,
+    now: Timestamp,
+    jitter_sample: f64,
+) -> Next {
+    let Some(step) = flow.steps.get(at.step_index) else {
+        // The caller checks the step exists; a vanished step cannot go on.
+        return Next::Dead {
+            reason: DeadReason::Permanent,
+        };
+    };
+    match verdict.outcome {
+        Outcome::Success => {
+            if at.step_index + 1 < flow.steps.len() {
+                Next::NextStep {
+                    step_index: at.step_index + 1,
+                }
+            } else {
+                Next::Succeeded
+            }
+        }
+        Outcome::Fail => Next::Dead {
+            reason: DeadReason::Permanent,
+        },
+        Outcome::Retry | Outcome::RefreshAuth => {
+            let template = &step.retry;
+            let delay = delay_before_retry(template, at.attempts, jitter_sample)
+                .map(|backoff| verdict.retry_after.unwrap_or(backoff));
+            let retry_at = delay.map(|d| (now + signed(d), d));
+            let within_deadline = |when: Timestamp| match template.total_timeout {
+                Some(total) => when <= at.series_started_at + signed(total) + signed(at.held),
+                None => true,
+            };
+            match retry_at {
+                Some((when, delay)) if within_deadline(when) => Next::Retry { at: when, delay },
+                _ if at.channel_index + 1 < step.channel_count() => Next::Fallback {
+                    channel_index: at.channel_index + 1,
+                },
+                _ => Next::Dead {
+                    reason: DeadReason::Exhausted,
+                },
+            }
+        }
+    }
+}
+
+/// A `Duration` as jiff's signed duration, saturating.
+pub fn signed(d: Duration) -> SignedDuration {
+    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{Backoff, Jitter, RetryTemplate, Step};
+
+    fn t0() -> Timestamp {
+        "2026-05-04T10:00:00Z".parse().unwrap()
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn step(name: &str, template: RetryTemplate, fallback: &[&str]) -> Step {
+        Step {
+            name: name.into(),
+            channel: format!("{name}-primary"),
+            fallback: fallback.iter().map(|s| s.to_string()).collect(),
+            retry: Arc::new(template),
+            classifier: None,
+        }
+    }
+
+    fn no_jitter(name: &str) -> RetryTemplate {
+        RetryTemplate {
+            jitter: Jitter::None,
+            ..RetryTemplate::builtin(name).unwrap()
+        }
+    }
+
+    fn flow(steps: Vec<Step>) -> Flow {
+        Flow {
+            name: "f".into(),
+            steps,
+            on_dead: None,
+        }
+    }
+
+    fn verdict(outcome: Outcome) -> Verdict {
+        Verdict {
+            outcome,
+            rule: "test".into(),
+            retry_after: None,
+        }
+    }
+
+    /// Drives a step that keeps failing; returns each decision and the time
+    /// it was made, as the engine would.
+    fn run_failing(flow: &Flow, sample: f64) -> Vec<(Timestamp, Next)> {
+        let mut now = t0();
+        let mut pos = Position {
+            step_index: 0,
+            channel_index: 0,
+            attempts: 1,
+            series_started_at: now,
+            held: Duration::ZERO,
+        };
+        let mut out = Vec::new();
+        loop {
+            let next = decide(flow, &pos, &verdict(Outcome::Retry), now, sample);
+            out.push((now, next.clone()));
+            match next {
+                Next::Retry { at, .. } => {
+                    now = at;
+                    pos.attempts += 1;
+                }
+                Next::Fallback { channel_index } => {
+                    pos = Position {
+                        channel_index,
+                        attempts: 1,
+                        series_started_at: now,
+                        ..pos
+                    };
+                }
+                _ => return out,
+            }
+        }
+    }
+
+    fn offsets(run: &[(Timestamp, Next)]) -> Vec<i64> {
+        run.iter()
+            .map(|(at, _)| at.duration_since(t0()).as_secs())
+            .collect()
+    }
+
+    #[test]
+    fn builtin_templates_space_attempts_exactly() {
+        let cases = [
+            ("conservative", vec![0, 5, 10]),
+            ("standard", vec![0, 2, 6, 14]),
+            ("aggressive", vec![0, 1, 3, 7, 15, 31]),
+        ];
+        for (name, expected) in cases {
+            let f = flow(vec![step("s", no_jitter(name), &[])]);
+            let run = run_failing(&f, 0.5);
+            assert_eq!(offsets(&run), expected, "{name}");
+            assert_eq!(
+                run.last().unwrap().1,
+                Next::Dead {
+                    reason: DeadReason::Exhausted
+                },
+                "dead after exhaustion"
+            );
+        }
+    }
+
+    #[test]
+    fn jitter_bounds_hold_for_every_retry() {
+        let f = flow(vec![step(
+            "s",
+            RetryTemplate::builtin("standard").unwrap(),
+            &[],
+        )]);
+        for sample in [0.0, 0.25, 0.5, 0.999] {
+            let run = run_failing(&f, sample);
+            for (i, (_, next)) in run.iter().enumerate() {
+                if let Next::Retry { delay, .. } = next {
+                    let nominal = 2f64 * 2f64.powi(i as i32);
+                    let d = delay.as_secs_f64();
+                    assert!(d >= nominal * 0.8 - 1e-9 && d <= nominal * 1.2 + 1e-9);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn total_timeout_stops_new_attempts() {
+        let template = RetryTemplate {
+            retries: 10,
+            total_timeout: Some(secs(20)),
+            ..no_jitter("standard")
+        };
+        let f = flow(vec![step("s", template, &[])]);
+        // 0, 2, 6, 14: the next (30) is past 20s after the first attempt.
+        assert_eq!(offsets(&run_failing(&f, 0.5)), vec![0, 2, 6, 14]);
+    }
+
+    #[test]
+    fn held_time_does_not_count_against_the_deadline() {
+        let template = RetryTemplate {
+            retries: 10,
+            total_timeout: Some(secs(20)),
+            ..no_jitter("standard")
+        };
+        let f = flow(vec![step("s", template, &[])]);
+        let pos = Position {
+            step_index: 0,
+            channel_index: 0,
+            attempts: 4,
+            series_started_at: t0(),
+            held: secs(3600),
+        };
+        let now = t0() + signed(secs(3614));
+        let next = decide(&f, &pos, &verdict(Outcome::Retry), now, 0.5);
+        assert!(matches!(next, Next::Retry { delay, .. } if delay == secs(16)));
+    }
+
+    #[test]
+    fn schedule_lists_are_followed_then_the_job_dies() {
+        let template = RetryTemplate {
+            name: "nightly".into(),
+            retries: 3,
+            backoff: Backoff::Schedule {
+                delays: vec![secs(60), secs(300), secs(3600)],
+            },
+            max_interval: None,
+            total_timeout: None,
+            jitter: Jitter::None,
+            retry_after_cap: secs(3600),
+        };
+        let f = flow(vec![step("s", template, &[])]);
+        assert_eq!(offsets(&run_failing(&f, 0.5)), vec![0, 60, 360, 3960]);
+    }
+
+    #[test]
+    fn retry_after_replaces_the_backoff_delay() {
+        let f = flow(vec![step("s", no_jitter("standard"), &[])]);
+        let pos = Position {
+            step_index: 0,
+            channel_index: 0,
+            attempts: 1,
+            series_started_at: t0(),
+            held: Duration::ZERO,
+        };
+        let v = Verdict {
+            retry_after: Some(secs(30)),
+            ..verdict(Outcome::Retry)
+        };
+        assert_eq!(
+            decide(&f, &pos, &v, t0(), 0.5),
+            Next::Retry {
+                at: t0() + signed(secs(30)),
+                delay: secs(30)
+            }
+        );
+    }
+
+    #[test]
+    fn fallbacks_are_tried_in_order_each_with_a_fresh_template() {
+        let f = flow(vec![step(
+            "s",
+            no_jitter("conservative"),
+            &["backup", "spool"],
+        )]);
+        let run = run_failing(&f, 0.5);
+        let decisions: Vec<&str> = run.iter().map(|(_, n)| n.decision()).collect();
+        assert_eq!(
+            decisions,
+            [
+                "retry", "retry", "fallback", // primary: 3 attempts
+                "retry", "retry", "fallback", // backup: 3 attempts
+                "retry", "retry", "dead", // spool: 3 attempts
+            ]
+        );
+        assert_eq!(run[2].1, Next::Fallback { channel_index: 1 });
+        assert_eq!(run[5].1, Next::Fallback { channel_index: 2 });
+        assert_eq!(offsets(&run), vec![0, 5, 10, 10, 15, 20, 20, 25, 30]);
+    }
+
+    #[test]
+    fn a_permanent_failure_dies_at_once_even_with_fallbacks() {
+        let f = flow(vec![step("s", no_jitter("standard"), &["backup"])]);
+        let pos = Position {
+            step_index: 0,
+            channel_index: 0,
+            attempts: 1,
+            series_started_at: t0(),
+            held: Duration::ZERO,
+        };
+        assert_eq!(
+            decide(&f, &pos, &verdict(Outcome::Fail), t0(), 0.5),
+            Next::Dead {
+                reason: DeadReason::Permanent
+            }
+        );
+    }
+
+    #[test]
+    fn success_moves_through_the_steps_then_finishes() {
+        let f = flow(vec![
+            step("deliver", no_jitter("standard"), &[]),
+            step("confirm", no_jitter("standard"), &[]),
+        ]);
+        let mut pos = Position {
+            step_index: 0,
+            channel_index: 0,
+            attempts: 2,
+            series_started_at: t0(),
+            held: Duration::ZERO,
+        };
+        assert_eq!(
+            decide(&f, &pos, &verdict(Outcome::Success), t0(), 0.5),
+            Next::NextStep { step_index: 1 }
+        );
+        pos.step_index = 1;
+        assert_eq!(
+            decide(&f, &pos, &verdict(Outcome::Success), t0(), 0.5),
+            Next::Succeeded
+        );
+    }
+}

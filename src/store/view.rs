@@ -1,0 +1,54 @@
+//! Jobs and attempts as users see them: in the API, the CLI's `--json`, and
+//! the body an `on_dead` notification sends.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::{AttemptRecord, JobRecord, JobState};
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobView {
+    pub id: String,
+    pub flow: String,
+    pub state: JobState,
+    pub step: String,
+    /// The channel the next attempt uses: 0 the primary, `k` the k-th
+    /// fallback.
+    pub channel_index: u32,
+    pub payload: serde_json::Value,
+    pub idempotency_key: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub next_at: Option<Timestamp>,
+    /// Why the job is suspended or dead.
+    pub reason: Option<String>,
+    pub policy_version: String,
+    pub attempts_total: u32,
+    /// Present on a single job; omitted in lists.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub attempts: Option<Vec<AttemptRecord>>,
+}
+
+impl JobView {
+    pub fn new(job: JobRecord, attempts: Option<Vec<AttemptRecord>>) -> Self {
+        let payload = serde_json::from_str(&job.payload)
+            .unwrap_or(serde_json::Value::String(job.payload.clone()));
+        Self {
+            id: job.id,
+            flow: job.flow,
+            state: job.state,
+            step: job.step,
+            channel_index: job.channel_index,
+            payload,
+            idempotency_key: job.idempotency_key,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            next_at: job.next_at,
+            reason: job.reason,
+            policy_version: job.policy_version,
+            attempts_total: job.attempts_total,
+            attempts,
+        }
+    }
+}
