@@ -287,13 +287,23 @@ mod tests {
         let pos = Position {
             step_index: 0,
             channel_index: 0,
-            attempts: 4,
+            attempts: 3,
             series_started_at: t0(),
             held: secs(3600),
         };
-        let now = t0() + signed(secs(3614));
+        // 10s of active time + 8s delay fits the 20s deadline once the held
+        // hour is left out.
+        let now = t0() + signed(secs(3610));
         let next = decide(&f, &pos, &verdict(Outcome::Retry), now, 0.5);
-        assert!(matches!(next, Next::Retry { delay, .. } if delay == secs(16)));
+        assert!(matches!(next, Next::Retry { delay, .. } if delay == secs(8)), "{next:?}");
+        let not_held = Position {
+            held: Duration::ZERO,
+            ..pos
+        };
+        assert!(matches!(
+            decide(&f, &not_held, &verdict(Outcome::Retry), now, 0.5),
+            Next::Dead { .. }
+        ));
     }
 
     #[test]
