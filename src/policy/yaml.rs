@@ -26,6 +26,9 @@ pub fn parse(text: &str) -> Result<Node, YamlSyntaxError> {
     // same way for YAML and TOML), so the parser must hand them through.
     options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
     options.with_snippet = false;
+    // YAML 1.2 booleans only: a channel named `n` or a value `no` stays
+    // text (the "Norway problem" of YAML 1.1).
+    options.strict_booleans = true;
     let root: Spanned<Raw> = serde_saphyr::from_str_with_options(text, options).map_err(|err| {
         let pos = err
             .location()
@@ -222,6 +225,22 @@ flows:
                 ("d", NodeValue::Null, (1, 26)),
                 ("200", NodeValue::Str("x".into()), (1, 34)),
                 ("e", NodeValue::Str("7".into()), (1, 40)),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_yaml_1_2_booleans_are_booleans() {
+        let root = parse("n: no\ny: true\n").unwrap();
+        let values: Vec<_> = entries(&root)
+            .iter()
+            .map(|(k, v)| (k.name.as_str(), v.value.clone()))
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                ("n", NodeValue::Str("no".into())),
+                ("y", NodeValue::Bool(true)),
             ]
         );
     }
