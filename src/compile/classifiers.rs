@@ -57,9 +57,11 @@ fn compile_classifier(
             None => format!("{name}[{index}]"),
         };
         if let Some(earlier) = labels.insert(label.clone(), index) {
+            let at = rule_site.child("name");
+            let shown = ctx.shown(&at, &label).to_string();
             ctx.error(
-                &rule_site.child("name"),
-                format_args!("rule name `{label}` is already used by rule {earlier}"),
+                &at,
+                format_args!("rule name `{shown}` is already used by rule {earlier}"),
             );
             ok = false;
         }
@@ -174,19 +176,12 @@ fn compile_rule(ctx: &mut Ctx<'_>, site: &Site, label: String, def: &RuleDef) ->
     })
 }
 
-/// The items of a one-or-many value with the site of each: `key[i]` when
-/// written as a list, `key` when written as one value.
+/// The items of a one-or-many value with the site of each.
 fn items<'d, T>(ctx: &Ctx<'_>, site: &Site, values: &'d OneOrMany<T>) -> Vec<(&'d T, Site)> {
-    let as_list = ctx
-        .file(site)
-        .positions
-        .exact(&site.index(0).path)
-        .is_some();
     values
         .0
         .iter()
-        .enumerate()
-        .map(|(i, v)| (v, if as_list { site.index(i) } else { site.clone() }))
+        .zip(ctx.item_sites(site, values.0.len()))
         .collect()
 }
 

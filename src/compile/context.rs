@@ -64,6 +64,20 @@ impl<'a> Ctx<'a> {
         self.file(site).shown(&site.path, value)
     }
 
+    /// The site of each of `count` values written at `site` either as a
+    /// list (`key[i]`) or, for keys that take one value or a list, as one
+    /// value (`key`).
+    pub fn item_sites(&self, site: &Site, count: usize) -> Vec<Site> {
+        let as_list = self
+            .file(site)
+            .positions
+            .exact(&site.index(0).path)
+            .is_some();
+        (0..count)
+            .map(|i| if as_list { site.index(i) } else { site.clone() })
+            .collect()
+    }
+
     /// `file:line:col` of a site's key, for messages that name another
     /// place.
     pub fn describe_key(&self, site: &Site) -> String {

@@ -87,9 +87,10 @@ impl Refs<'_, '_, '_, '_> {
                 );
                 ok = false;
             } else if let Some(earlier) = names.insert(step_name, index) {
+                let shown = self.ctx.shown(&name_site, step_name).to_string();
                 self.ctx.error(
                     &name_site,
-                    format_args!("step `{step_name}` is already the name of steps[{earlier}]"),
+                    format_args!("step `{shown}` is already the name of steps[{earlier}]"),
                 );
                 ok = false;
             } else {
@@ -140,23 +141,13 @@ impl Refs<'_, '_, '_, '_> {
 
         let fallback: Vec<String> = def.fallback.as_ref().map_or_else(Vec::new, |f| f.0.clone());
         let fallback_site = site.child("fallback");
-        let as_list = self
-            .ctx
-            .file(&fallback_site)
-            .positions
-            .exact(&fallback_site.index(0).path)
-            .is_some();
-        for (i, channel) in fallback.iter().enumerate() {
-            let at = if as_list {
-                fallback_site.index(i)
-            } else {
-                fallback_site.clone()
-            };
-            ok &= self.channel(&at, channel, compiled).is_some();
-            let shown = self.ctx.shown(&at, channel).to_string();
+        let sites = self.ctx.item_sites(&fallback_site, fallback.len());
+        for (i, (channel, at)) in fallback.iter().zip(&sites).enumerate() {
+            ok &= self.channel(at, channel, compiled).is_some();
+            let shown = self.ctx.shown(at, channel).to_string();
             if *channel == def.channel {
                 self.ctx.warning(
-                    &at,
+                    at,
                     format_args!(
                         "fallback `{shown}` is the step's own channel: it runs the \
                          same retries again against the same partner"
@@ -164,7 +155,7 @@ impl Refs<'_, '_, '_, '_> {
                 );
             } else if fallback[..i].contains(channel) {
                 self.ctx
-                    .warning(&at, format_args!("fallback `{shown}` is listed twice"));
+                    .warning(at, format_args!("fallback `{shown}` is listed twice"));
             }
         }
 

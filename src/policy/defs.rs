@@ -148,7 +148,8 @@ pub struct TemplateDef {
     pub multiplier: Option<f64>,
     pub max_interval: Option<Text>,
     pub total_timeout: Option<Text>,
-    /// `20%`, `full` or `none`.
+    /// `20%`, `full` or `none`. A bare number (`0.2`, `20`) is refused as
+    /// ambiguous.
     pub jitter: Option<Text>,
     /// The delays of `backoff: schedule`, in order.
     pub schedule: Option<Vec<Text>>,

@@ -185,6 +185,17 @@ name = "confirm"
     }
 
     #[test]
+    fn arrays_inside_arrays_keep_positions() {
+        let root = parse("a = [1, [\"x\", \"y\"],\n  [{ b = 2 }]]\n").unwrap();
+        let a = &entries(&root)[0].1;
+        let inner = &items(a)[1];
+        assert_eq!(at(&items(inner)[1]), (1, 15));
+        let tables = &items(a)[2];
+        let b = &entries(&items(tables)[0])[0];
+        assert_eq!((key_at(&b.0), at(&b.1)), ((2, 6), (2, 10)));
+    }
+
+    #[test]
     fn datetimes_become_text_and_numbers_stay_numbers() {
         let text = "holidays = [2026-12-25]\nfrom = 2026-12-01T00:00:00Z\nn = 0x1F\nf = 2.5\n";
         let root = parse(text).unwrap();

@@ -210,6 +210,17 @@ flows:
     }
 
     #[test]
+    fn lists_inside_lists_keep_positions() {
+        let root = parse("a:\n  - [1, [x, y]]\n  -\n    - z\n").unwrap();
+        let a = &entries(&root)[0].1;
+        let first = &items(a)[0];
+        let inner = &items(first)[1];
+        assert_eq!(pos(&items(inner)[1]), (2, 13));
+        let second = &items(a)[1];
+        assert_eq!(pos(&items(second)[0]), (4, 7));
+    }
+
+    #[test]
     fn flow_mappings_and_scalar_types() {
         let root = parse("a: { b: 1.5, c: true, d: ~, 200: x, e: '7' }\n").unwrap();
         let a = &entries(&root)[0].1;
