@@ -1,0 +1,218 @@
+//! Flows: their steps' references (channel, fallbacks, template,
+//! classifier, `on_dead.notify`) resolved against the compiled definitions,
+//! and the step rules checked (at least one step, unique names, `on_dead`
+//! reserved).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::context::{Ctx, Site};
+use super::names::{check_name_value, Ref, Registry};
+use crate::model::{Channel, Classifier, Flow, OnDead, RetryTemplate, Step};
+use crate::policy::defs::{FlowDef, StepDef};
+use crate::policy::Section;
+
+/// The template a step uses when it names none.
+pub const DEFAULT_TEMPLATE: &str = "standard";
+
+/// The step name attempts of the dead-job notification are recorded under.
+pub const ON_DEAD_STEP: &str = "on_dead";
+
+/// What the compiled flows can refer to.
+pub struct Compiled<'m> {
+    pub templates: &'m BTreeMap<String, Arc<RetryTemplate>>,
+    pub classifiers: &'m BTreeMap<String, Arc<Classifier>>,
+    pub channels: &'m BTreeMap<String, Arc<Channel>>,
+}
+
+/// Names referred to by flows, for "unused" warnings.
+#[derive(Debug, Default)]
+pub struct Used {
+    pub templates: BTreeSet<String>,
+    pub classifiers: BTreeSet<String>,
+    pub channels: BTreeSet<String>,
+}
+
+pub fn compile_flows(
+    ctx: &mut Ctx<'_>,
+    registry: &Registry<'_>,
+    compiled: &Compiled<'_>,
+    used: &mut Used,
+) -> BTreeMap<String, Arc<Flow>> {
+    let mut flows = BTreeMap::new();
+    for entry in registry.flows.values() {
+        let mut refs = Refs {
+            ctx: &mut *ctx,
+            registry,
+            used: &mut *used,
+        };
+        if let Some(flow) = refs.flow(&entry.site, entry.name, entry.def, compiled) {
+            flows.insert(flow.name.clone(), Arc::new(flow));
+        }
+    }
+    flows
+}
+
+struct Refs<'c, 'x, 'r, 'a> {
+    ctx: &'c mut Ctx<'x>,
+    registry: &'r Registry<'a>,
+    used: &'c mut Used,
+}
+
+impl Refs<'_, '_, '_, '_> {
+    fn flow(
+        &mut self,
+        site: &Site,
+        name: &str,
+        def: &FlowDef,
+        compiled: &Compiled<'_>,
+    ) -> Option<Flow> {
+        let mut ok = true;
+        if def.steps.is_empty() {
+            self.ctx
+                .error_at_key(site, "a flow needs at least one step under `steps`");
+            ok = false;
+        }
+        let steps_site = site.child("steps");
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut steps = Vec::new();
+        for (index, step_def) in def.steps.iter().enumerate() {
+            let step_site = steps_site.index(index);
+            let name_site = step_site.child("name");
+            let step_name = step_def.name.as_str();
+            if step_name == ON_DEAD_STEP {
+                self.ctx.error(
+                    &name_site,
+                    "`on_dead` is reserved for the dead-job notification; choose another step name",
+                );
+                ok = false;
+            } else if let Some(earlier) = names.insert(step_name, index) {
+                let shown = self.ctx.shown(&name_site, step_name).to_string();
+                self.ctx.error(
+                    &name_site,
+                    format_args!("step `{shown}` is already the name of steps[{earlier}]"),
+                );
+                ok = false;
+            } else {
+                check_name_value(self.ctx, &name_site, "step", step_name);
+            }
+            match self.step(&step_site, step_def, compiled) {
+                Some(step) => steps.push(step),
+                None => ok = false,
+            }
+        }
+        let on_dead = match &def.on_dead {
+            None => None,
+            Some(on_dead) => {
+                let at = site.child("on_dead").child("notify");
+                match self.channel(&at, &on_dead.notify, compiled) {
+                    Some(()) => Some(OnDead {
+                        notify: on_dead.notify.clone(),
+                    }),
+                    None => {
+                        ok = false;
+                        None
+                    }
+                }
+            }
+        };
+        ok.then(|| Flow {
+            name: name.to_string(),
+            steps,
+            on_dead,
+        })
+    }
+
+    fn step(&mut self, site: &Site, def: &StepDef, compiled: &Compiled<'_>) -> Option<Step> {
+        let mut ok = true;
+        if def.hours.is_some() {
+            self.ctx.not_supported(&site.child("hours"), "hours");
+            ok = false;
+        }
+        if def.circuit_breaker.is_some() {
+            self.ctx
+                .not_supported(&site.child("circuit_breaker"), "circuit_breaker");
+            ok = false;
+        }
+
+        ok &= self
+            .channel(&site.child("channel"), &def.channel, compiled)
+            .is_some();
+
+        let fallback: Vec<String> = def.fallback.as_ref().map_or_else(Vec::new, |f| f.0.clone());
+        let fallback_site = site.child("fallback");
+        let sites = self.ctx.item_sites(&fallback_site, fallback.len());
+        for (i, (channel, at)) in fallback.iter().zip(&sites).enumerate() {
+            ok &= self.channel(at, channel, compiled).is_some();
+            let shown = self.ctx.shown(at, channel).to_string();
+            if *channel == def.channel {
+                self.ctx.warning(
+                    at,
+                    format_args!(
+                        "fallback `{shown}` is the step's own channel: it runs the \
+                         same retries again against the same partner"
+                    ),
+                );
+            } else if fallback[..i].contains(channel) {
+                self.ctx
+                    .warning(at, format_args!("fallback `{shown}` is listed twice"));
+            }
+        }
+
+        let template_name = def.retry.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+        let retry = self.lookup(
+            &site.child("retry"),
+            Section::Templates,
+            template_name,
+            compiled.templates,
+        );
+        if def.retry.is_some() {
+            self.used.templates.insert(template_name.to_string());
+        }
+        let classifier = match &def.classify {
+            None => Some(None),
+            Some(name) => {
+                self.used.classifiers.insert(name.clone());
+                self.lookup(
+                    &site.child("classify"),
+                    Section::Classifiers,
+                    name,
+                    compiled.classifiers,
+                )
+                .map(Some)
+            }
+        };
+        match (retry, classifier) {
+            (Some(retry), Some(classifier)) if ok => Some(Step {
+                name: def.name.clone(),
+                channel: def.channel.clone(),
+                fallback,
+                retry,
+                classifier,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Checks a channel reference and records its use.
+    fn channel(&mut self, site: &Site, name: &str, compiled: &Compiled<'_>) -> Option<()> {
+        self.used.channels.insert(name.to_string());
+        self.lookup(site, Section::Channels, name, compiled.channels)
+            .map(|_| ())
+    }
+
+    /// The compiled definition `name` refers to; `None` (reported where the
+    /// problem is) when it is unknown or broken.
+    fn lookup<T>(
+        &mut self,
+        site: &Site,
+        section: Section,
+        name: &str,
+        compiled: &BTreeMap<String, Arc<T>>,
+    ) -> Option<Arc<T>> {
+        match self.registry.reference(self.ctx, site, section, name) {
+            Ref::Found => compiled.get(name).cloned(),
+            Ref::Broken | Ref::Unknown => None,
+        }
+    }
+}

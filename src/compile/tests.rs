@@ -1,0 +1,688 @@
+//! Compilation end to end on small policy texts: each check with its exact
+//! `file:line:col`, defaults, `extends`, and `${VAR}` handling.
+
+use std::time::Duration;
+
+use super::*;
+use crate::model::{Backoff, ChannelKind, Jitter, Outcome, RetryAfter, RetryTemplate};
+use crate::policy::{Format, MapEnv, SourceFile};
+
+fn yaml(path: &str, text: &str) -> SourceFile {
+    SourceFile::new(path, text, Format::Yaml)
+}
+
+fn toml(path: &str, text: &str) -> SourceFile {
+    SourceFile::new(path, text, Format::Toml)
+}
+
+fn env() -> EnvMode {
+    EnvMode::from_source(
+        MapEnv::new()
+            .with("ACME_TOKEN", "tok-very-secret")
+            .with("ACME_HOST", "api.acme.example")
+            .with("BAD_URL", "not-a-url-secret"),
+    )
+}
+
+fn run(sources: &[SourceFile]) -> Compilation {
+    compile(sources, &env())
+}
+
+fn shown(c: &Compilation) -> Vec<String> {
+    c.diagnostics.iter().map(ToString::to_string).collect()
+}
+
+/// The diagnostics of one YAML file `p.yaml`.
+fn diags(text: &str) -> Vec<String> {
+    shown(&run(&[yaml("p.yaml", text)]))
+}
+
+/// Compiles one YAML file that must have no error.
+fn ok(text: &str) -> CompiledPolicy {
+    let c = run(&[yaml("p.yaml", text)]);
+    assert!(!c.has_errors(), "{:#?}", shown(&c));
+    c.policy.expect("a policy when there is no error")
+}
+
+/// A flow using everything, so that nothing below is "unused".
+const USES: &str = "\
+flows:
+  f:
+    steps:
+      - name: s
+        channel: c
+";
+
+const CHANNEL: &str = "\
+channels:
+  c:
+    file: { dir: spool }
+";
+
+fn template(policy: &CompiledPolicy, name: &str) -> RetryTemplate {
+    (*policy.templates[name]).clone()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+// ---------- templates ----------
+
+#[test]
+fn template_defaults_follow_the_contract() {
+    let p = ok(&format!(
+        "templates:\n  bare: {{}}\n  fixed: {{ backoff: fixed }}\n  \
+         nightly: {{ schedule: [1m, 5m, 1h] }}\n{CHANNEL}{USES}        retry: bare\n      \
+         - {{ name: t, channel: c, retry: fixed }}\n      - {{ name: u, channel: c, retry: nightly }}\n"
+    ));
+    assert_eq!(
+        template(&p, "bare"),
+        RetryTemplate {
+            name: "bare".into(),
+            retries: 3,
+            backoff: Backoff::Exponential {
+                initial: secs(1),
+                multiplier: 2.0
+            },
+            max_interval: Some(secs(60)),
+            total_timeout: None,
+            jitter: Jitter::Proportional(0.2),
+            retry_after_cap: secs(60),
+        }
+    );
+    let fixed = template(&p, "fixed");
+    assert_eq!(fixed.backoff, Backoff::Fixed { interval: secs(1) });
+    assert_eq!(fixed.max_interval, None);
+    assert_eq!(fixed.retry_after_cap, secs(3600));
+    let nightly = template(&p, "nightly");
+    assert_eq!(nightly.retries, 3);
+    assert_eq!(
+        nightly.backoff,
+        Backoff::Schedule {
+            delays: vec![secs(60), secs(300), secs(3600)]
+        }
+    );
+    assert_eq!(nightly.max_interval, None);
+    // The built-ins are there too.
+    assert_eq!(
+        template(&p, "standard"),
+        RetryTemplate::builtin("standard").unwrap()
+    );
+}
+
+#[test]
+fn every_template_key_is_read() {
+    let p = ok(&format!(
+        "templates:\n  t:\n    retries: 6\n    backoff: exponential\n    initial: 2s\n    \
+         multiplier: 1.5\n    max_interval: 1m30s\n    total_timeout: 30m\n    jitter: full\n    \
+         retry_after_cap: 10m\n{CHANNEL}{USES}        retry: t\n"
+    ));
+    assert_eq!(
+        template(&p, "t"),
+        RetryTemplate {
+            name: "t".into(),
+            retries: 6,
+            backoff: Backoff::Exponential {
+                initial: secs(2),
+                multiplier: 1.5
+            },
+            max_interval: Some(secs(90)),
+            total_timeout: Some(secs(1800)),
+            jitter: Jitter::Full,
+            retry_after_cap: secs(600),
+        }
+    );
+}
+
+#[test]
+fn extends_merges_key_by_key_from_user_and_builtin_parents() {
+    let p = ok(&format!(
+        "templates:\n  base:\n    extends: aggressive\n    retries: 8\n    jitter: none\n  \
+         child:\n    extends: base\n    initial: 3s\n    max_interval: 20s\n  \
+         slow:\n    extends: conservative\n    backoff: exponential\n\
+         {CHANNEL}{USES}        retry: child\n      - {{ name: t, channel: c, retry: slow }}\n"
+    ));
+    let child = template(&p, "child");
+    assert_eq!(child.retries, 8);
+    assert_eq!(child.jitter, Jitter::None);
+    assert_eq!(
+        child.backoff,
+        Backoff::Exponential {
+            initial: secs(3),
+            multiplier: 2.0
+        }
+    );
+    assert_eq!(child.max_interval, Some(secs(20)));
+    assert_eq!(child.retry_after_cap, secs(20));
+    // Switching conservative (fixed 5s) to exponential keeps its 5s and
+    // gains the exponential default cap.
+    let slow = template(&p, "slow");
+    assert_eq!(
+        slow.backoff,
+        Backoff::Exponential {
+            initial: secs(5),
+            multiplier: 2.0
+        }
+    );
+    assert_eq!(slow.retries, 2);
+    assert_eq!(slow.max_interval, Some(secs(60)));
+}
+
+#[test]
+fn bad_template_values_are_reported_where_written() {
+    let text = format!(
+        "templates:\n  t:\n    initial: 2 s\n    jitter: 0.2\n    multiplier: 0.5\n    \
+         schedule: [1m, soon]\n    total_timeout: 0s\n{CHANNEL}{USES}        retry: t\n"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:3:14: error: templates.t.initial: bad duration `2 s`: write a number and \
+             a unit (ms, s, m, h, d), e.g. `30s`",
+            "p.yaml:4:13: error: templates.t.jitter: bad jitter `0.2`: write a percentage from \
+             0% to 100% (e.g. `20%`), `full` or `none`",
+            "p.yaml:5:17: error: templates.t.multiplier: multiplier 0.5 must be at least 1.0",
+            "p.yaml:6:20: error: templates.t.schedule[1]: bad duration `soon`: write a number \
+             and a unit (ms, s, m, h, d), e.g. `30s`",
+            "p.yaml:7:20: error: templates.t.total_timeout: total_timeout must be longer than \
+             0s (leave it out for no limit)",
+        ]
+    );
+}
+
+#[test]
+fn schedule_conflicts_and_lengths() {
+    let text = format!(
+        "templates:\n  a:\n    backoff: fixed\n    schedule: [1m]\n  b:\n    backoff: schedule\n  \
+         c:\n    schedule: [1m, 2m]\n    retries: 3\n  d:\n    schedule: []\n\
+         {CHANNEL}{USES}        retry: a\n      - {{ name: t2, channel: c, retry: b }}\n      \
+         - {{ name: t3, channel: c, retry: c }}\n      - {{ name: t4, channel: c, retry: d }}\n"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:4:5: error: templates.a.schedule: `schedule` goes only with backoff \
+             schedule, not fixed",
+            "p.yaml:6:14: error: templates.b.backoff: backoff `schedule` needs a non-empty \
+             `schedule` list of delays",
+            "p.yaml:9:14: error: templates.c.retries: retries 3 is more than the 2 delays of \
+             `schedule` (the last delay does not repeat)",
+            "p.yaml:11:5: error: templates.d.schedule: backoff `schedule` needs a non-empty \
+             `schedule` list of delays",
+        ]
+    );
+}
+
+#[test]
+fn extends_cycles_and_unknown_parents() {
+    let text = format!(
+        "templates:\n  a: {{ extends: b }}\n  b: {{ extends: a }}\n  c: {{ extends: a }}\n  \
+         d: {{ extends: nope }}\n  e: {{ extends: e }}\n{CHANNEL}{USES}        retry: c\n      \
+         - {{ name: t, channel: c, retry: d }}\n      - {{ name: u, channel: c, retry: e }}\n"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:3:17: error: templates.b.extends: `extends` makes a cycle: a → b → a",
+            "p.yaml:5:17: error: templates.d.extends: unknown template `nope`; defined \
+             templates: a, aggressive, b, c, conservative, d, e, standard",
+            "p.yaml:6:17: error: templates.e.extends: `extends` makes a cycle: e → e",
+        ]
+    );
+}
+
+#[test]
+fn builtin_names_cannot_be_redefined() {
+    assert_eq!(
+        diags(&format!(
+            "templates:\n  standard: {{ retries: 1 }}\n{CHANNEL}{USES}"
+        )),
+        vec![
+            "p.yaml:2:3: error: templates.standard: template `standard` is built in; choose \
+             another name (`extends: standard` starts from the built-in one)"
+        ]
+    );
+}
+
+#[test]
+fn keys_without_effect_are_warned_about() {
+    let text = format!(
+        "templates:\n  t:\n    backoff: fixed\n    multiplier: 3.0\n{CHANNEL}{USES}        retry: t\n"
+    );
+    assert_eq!(
+        diags(&text),
+        vec!["p.yaml:4:17: warning: templates.t.multiplier: `multiplier` has no effect with backoff fixed"]
+    );
+}
+
+// ---------- classifiers ----------
+
+#[test]
+fn classifier_rules_compile_with_labels() {
+    let p = ok(&format!(
+        "classifiers:\n  acme:\n    rules:\n      \
+         - match: {{ status: [502, 4xx], body: '(?i)busy' }}\n        outcome: retry\n        \
+         retry_after: honor\n      - match: {{ error: [timeout, dns], error_message: cert }}\n        \
+         outcome: fail\n        name: cert-failure\n      - outcome: success\n    default: fail\n\
+         {CHANNEL}{USES}        classify: acme\n"
+    ));
+    let c = &p.classifiers["acme"];
+    assert_eq!(c.default, Outcome::Fail);
+    let labels: Vec<&str> = c.rules.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(labels, vec!["acme[0]", "cert-failure", "acme[2]"]);
+    assert_eq!(c.rules[0].retry_after, RetryAfter::Honor);
+    assert_eq!(
+        c.rules[0].matcher.status,
+        vec![
+            crate::model::StatusPattern::Code(502),
+            crate::model::StatusPattern::Class(4)
+        ]
+    );
+    assert!(c.rules[0].matcher.body.as_ref().unwrap().is_match("BUSY"));
+    assert_eq!(
+        c.rules[1].matcher.error,
+        vec![
+            crate::model::ErrorKind::Timeout,
+            crate::model::ErrorKind::Dns
+        ]
+    );
+    assert!(c.rules[2].matcher.status.is_empty());
+    assert!(p.flows["f"].steps[0].classifier.is_some());
+}
+
+#[test]
+fn bad_rules_are_reported() {
+    let text = format!(
+        "classifiers:\n  k:\n    rules:\n      - match: {{ status: [200, 6xx] }}\n        \
+         outcome: success\n      - match: {{ status: 99 }}\n        outcome: fail\n      \
+         - match: {{ body: '(unclosed' }}\n        outcome: retry\n      - match: {{ status: 401 }}\n        \
+         outcome: refresh_auth\n      - {{ match: {{ status: 500 }}, outcome: retry, name: x }}\n      \
+         - {{ match: {{ status: 501 }}, outcome: retry, name: x }}\n  \
+         typo:\n    rules:\n      - match: {{ error: tmeout }}\n        outcome: retry\n\
+         {CHANNEL}{USES}        classify: k\n      - {{ name: t, channel: c, classify: typo }}\n"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:4:32: error: classifiers.k.rules[0].match.status[1]: bad status `6xx`: \
+             write a code from 100 to 599 or a class from `1xx` to `5xx`",
+            "p.yaml:6:26: error: classifiers.k.rules[1].match.status: bad status `99`: write a \
+             code from 100 to 599 or a class from `1xx` to `5xx`",
+            "p.yaml:8:24: error: classifiers.k.rules[2].match.body: bad regex: unclosed group",
+            "p.yaml:11:18: error: classifiers.k.rules[3].outcome: `refresh_auth` is not \
+             supported yet by this engine version",
+            "p.yaml:13:57: error: classifiers.k.rules[5].name: rule name `x` is already used \
+             by rule 4",
+            "p.yaml:16:25: error: classifiers.typo.rules[0].match.error: unknown variant \
+             `tmeout`, expected one of `timeout`, `connect`, `dns`, `reset`, `tls`, `io`, \
+             `other`",
+        ]
+    );
+}
+
+#[test]
+fn rules_that_cannot_matter_are_warned_about() {
+    let text = format!(
+        "classifiers:\n  k:\n    rules:\n      - match: {{ status: 500, error: timeout }}\n        \
+         outcome: retry\n      - outcome: fail\n        retry_after: honor\n      \
+         - match: {{ status: 200 }}\n        outcome: success\n{CHANNEL}{USES}        classify: k\n"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:4:9: warning: classifiers.k.rules[0].match: this rule never matches: \
+             `status` and `body` test HTTP answers, `error` and `error_message` test \
+             deliveries that got no answer",
+            "p.yaml:7:22: warning: classifiers.k.rules[1].retry_after: `retry_after: honor` \
+             has no effect with outcome fail",
+            "p.yaml:8:9: warning: classifiers.k.rules[2]: never reached: rule 1 before it \
+             matches everything",
+        ]
+    );
+}
+
+// ---------- channels ----------
+
+#[test]
+fn http_channels_compile_with_defaults_and_secrets() {
+    let p = ok(&format!(
+        "channels:\n  c:\n    http:\n      url: https://${{ACME_HOST}}/leads\n      \
+         headers: {{ Authorization: 'Bearer ${{ACME_TOKEN}}', X-Version: 2 }}\n  \
+         d:\n    http: {{ url: 'http://x.example', method: put, timeout: 10s }}\n\
+         {USES}        fallback: d\n"
+    ));
+    let ChannelKind::Http(c) = &p.channels["c"].kind else {
+        panic!("http")
+    };
+    assert_eq!(c.url.expose(), "https://api.acme.example/leads");
+    assert_eq!(c.url_display, "https://${ACME_HOST}/leads");
+    assert_eq!(c.method, "POST");
+    assert_eq!(c.timeout, secs(30));
+    let headers: Vec<(&str, &str)> = c
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose()))
+        .collect();
+    assert_eq!(
+        headers,
+        vec![
+            ("Authorization", "Bearer tok-very-secret"),
+            ("X-Version", "2")
+        ]
+    );
+    assert!(!format!("{:?}", p.channels).contains("tok-very-secret"));
+    let ChannelKind::Http(d) = &p.channels["d"].kind else {
+        panic!("http")
+    };
+    assert_eq!((d.method.as_str(), d.timeout), ("PUT", secs(10)));
+    assert_eq!(p.flows["f"].steps[0].fallback, vec!["d".to_string()]);
+}
+
+#[test]
+fn bad_channels_are_reported() {
+    let text = format!(
+        "channels:\n  c:\n    file: {{ dir: spool }}\n  both:\n    http: {{ url: 'https://a.example' }}\n    \
+         file: {{ dir: x }}\n  none: {{}}\n  h:\n    http:\n      url: api.example/leads\n      \
+         method: FETCH\n      timeout: 0s\n      headers:\n        Bad Name: x\n        \
+         Idempotency-Key: k\n        x-a: 1\n        X-A: 2\n        X-B: \"a\\nb\"\n  \
+         e:\n    file: {{ dir: '' }}\n  u:\n    file: {{ dir: x }}\n    circuit_breaker: {{ failures: 5, \
+         window: 60s, cooldown: 30s }}\n    concurrency: 4\n    rate: {{ per: 1s }}\n    \
+         refresh_auth: {{ url: 'https://a.example' }}\n\
+         {USES}        fallback: [both, none, h, e, u]\n"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:4:3: error: channels.both: a channel has exactly one kind: write `http` or \
+             `file`, not both",
+            "p.yaml:7:3: error: channels.none: a channel needs its kind: `http` or `file`",
+            "p.yaml:10:12: error: channels.h.http.url: url `api.example/leads` is not an \
+             absolute http(s) URL, e.g. `https://api.example.com/leads`",
+            "p.yaml:11:15: error: channels.h.http.method: unknown method `FETCH`; use one of \
+             GET, POST, PUT, PATCH, DELETE",
+            "p.yaml:12:16: error: channels.h.http.timeout: timeout must be longer than 0s",
+            "p.yaml:14:9: error: channels.h.http.headers.Bad Name: bad header name `Bad Name`: \
+             use letters, digits and `-` (no spaces or `:`)",
+            "p.yaml:15:9: error: channels.h.http.headers.Idempotency-Key: `Idempotency-Key` is \
+             set by the engine on every attempt (the job's key); remove it here",
+            "p.yaml:17:9: error: channels.h.http.headers.X-A: header `X-A` is written twice \
+             (also as `x-a`; names ignore case)",
+            "p.yaml:18:14: error: channels.h.http.headers.X-B: header value holds a line break \
+             or another control character",
+            "p.yaml:20:18: error: channels.e.file.dir: dir must name a directory",
+            "p.yaml:23:5: error: channels.u.circuit_breaker: `circuit_breaker` is not supported \
+             yet by this engine version",
+            "p.yaml:24:5: error: channels.u.concurrency: `concurrency` is not supported yet by \
+             this engine version",
+            "p.yaml:25:5: error: channels.u.rate: `rate` is not supported yet by this engine \
+             version",
+            "p.yaml:26:5: error: channels.u.refresh_auth: `refresh_auth` is not supported yet by \
+             this engine version",
+        ]
+    );
+}
+
+// ---------- flows ----------
+
+#[test]
+fn flows_resolve_every_reference() {
+    let p = ok(
+        "templates:\n  t: { retries: 1 }\nclassifiers:\n  k: { rules: [] }\nchannels:\n  \
+         a: { file: { dir: a } }\n  b: { file: { dir: b } }\n  n: { file: { dir: n } }\n\
+         flows:\n  f:\n    steps:\n      - { name: one, channel: a, retry: t, classify: k, fallback: [b] }\n      \
+         - { name: two, channel: b }\n    on_dead: { notify: n }\n",
+    );
+    let f = &p.flows["f"];
+    assert_eq!(f.steps.len(), 2);
+    assert_eq!(f.steps[0].retry.name, "t");
+    assert_eq!(f.steps[0].classifier.as_ref().unwrap().name, "k");
+    assert_eq!(f.steps[0].fallback, vec!["b".to_string()]);
+    assert_eq!(f.steps[1].retry.name, DEFAULT_TEMPLATE);
+    assert!(f.steps[1].classifier.is_none());
+    assert_eq!(f.on_dead.as_ref().unwrap().notify, "n");
+}
+
+#[test]
+fn unknown_references_list_what_exists() {
+    let text = "\
+channels:
+  acme-api: { file: { dir: a } }
+  acme-backup: { file: { dir: b } }
+flows:
+  f:
+    steps:
+      - name: deliver
+        channel: acme-apii
+        fallback: [acme-backup, nope]
+        retry: agressive
+        classify: acme
+    on_dead:
+      notify: ops
+";
+    assert_eq!(
+        diags(text),
+        vec![
+            "p.yaml:2:3: warning: channels.acme-api: channel `acme-api` is not used by any \
+             step, fallback or on_dead",
+            "p.yaml:8:18: error: flows.f.steps[0].channel: unknown channel `acme-apii`; \
+             defined channels: acme-api, acme-backup",
+            "p.yaml:9:33: error: flows.f.steps[0].fallback[1]: unknown channel `nope`; \
+             defined channels: acme-api, acme-backup",
+            "p.yaml:10:16: error: flows.f.steps[0].retry: unknown template `agressive`; \
+             defined templates: aggressive, conservative, standard",
+            "p.yaml:11:19: error: flows.f.steps[0].classify: unknown classifier `acme`; no \
+             classifiers are defined",
+            "p.yaml:13:15: error: flows.f.on_dead.notify: unknown channel `ops`; defined \
+             channels: acme-api, acme-backup",
+        ]
+    );
+}
+
+#[test]
+fn step_rules_and_unsupported_step_keys() {
+    let text = format!(
+        "{CHANNEL}flows:\n  empty: {{ steps: [] }}\n  f:\n    steps:\n      - {{ name: a, channel: c }}\n      \
+         - {{ name: a, channel: c }}\n      - {{ name: on_dead, channel: c }}\n      \
+         - name: b\n        channel: c\n        fallback: c\n        hours: {{ calendar: x }}\n        \
+         circuit_breaker: {{ failures: 5, window: 60s, cooldown: 30s }}\n"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:5:3: error: flows.empty: a flow needs at least one step under `steps`",
+            "p.yaml:9:17: error: flows.f.steps[1].name: step `a` is already the name of steps[0]",
+            "p.yaml:10:17: error: flows.f.steps[2].name: `on_dead` is reserved for the dead-job \
+             notification; choose another step name",
+            "p.yaml:13:19: warning: flows.f.steps[3].fallback: fallback `c` is the step's own \
+             channel: it runs the same retries again against the same partner",
+            "p.yaml:14:9: error: flows.f.steps[3].hours: `hours` is not supported yet by this \
+             engine version",
+            "p.yaml:15:9: error: flows.f.steps[3].circuit_breaker: `circuit_breaker` is not \
+             supported yet by this engine version",
+        ]
+    );
+}
+
+#[test]
+fn unused_definitions_are_warned_about() {
+    let text = format!(
+        "templates:\n  lonely: {{}}\n  parent: {{}}\n  child: {{ extends: parent }}\n\
+         classifiers:\n  k: {{}}\nchannels:\n  c: {{ file: {{ dir: a }} }}\n  spare: {{ file: {{ dir: b }} }}\n\
+         {}        retry: child\n",
+        USES
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:2:3: warning: templates.lonely: template `lonely` is not used by any step",
+            "p.yaml:6:3: warning: classifiers.k: classifier `k` is not used by any step",
+            "p.yaml:9:3: warning: channels.spare: channel `spare` is not used by any step, \
+             fallback or on_dead",
+        ]
+    );
+}
+
+#[test]
+fn calendars_are_parsed_then_reported_as_not_supported() {
+    let text = format!(
+        "calendars:\n  office:\n    timezone: America/New_York\n    hours: {{ mon-fri: \"09:00-18:00\" }}\n    \
+         holidays: [2026-12-25]\n    maintenance:\n      - weekly: \"sun 02:00-04:00\"\n{CHANNEL}{USES}"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:1:1: error: calendars: `calendars` is not supported yet by this engine version"
+        ]
+    );
+    let typo = format!("calendars:\n  office: {{ timezon: UTC }}\n{CHANNEL}{USES}");
+    assert_eq!(diags(&typo).len(), 2, "{:?}", diags(&typo));
+}
+
+#[test]
+fn bad_names_are_refused() {
+    assert_eq!(
+        diags("channels:\n  'a b': { file: { dir: x } }\nflows:\n  f:\n    steps: [{ name: 's:1', channel: 'a b' }]\n"),
+        vec![
+            "p.yaml:2:3: error: channels.a b: bad channel name `a b`: use letters, digits, `-`, \
+             `_` and `.`, starting with a letter or digit",
+            "p.yaml:5:21: error: flows.f.steps[0].name: bad step name `s:1`: use letters, \
+             digits, `-`, `_` and `.`, starting with a letter or digit",
+        ]
+    );
+}
+
+// ---------- across files ----------
+
+#[test]
+fn a_name_defined_twice_names_both_files() {
+    let c = run(&[
+        yaml("policies/a.yaml", &format!("{CHANNEL}{USES}")),
+        toml(
+            "policies/b.toml",
+            "[channels.c]\nfile = { dir = \"other\" }\n",
+        ),
+    ]);
+    assert_eq!(
+        shown(&c),
+        vec![
+            "policies/b.toml:1:11: error: channels.c: channel `c` is defined twice: at \
+             policies/a.yaml:2:3 and at policies/b.toml:1:11"
+        ]
+    );
+    assert!(c.policy.is_none());
+}
+
+#[test]
+fn every_problem_in_every_file_is_reported_and_ordered() {
+    let c = run(&[
+        yaml(
+            "a.yaml",
+            "flows:\n  f:\n    steps: [{ name: s, channel: x }]\n",
+        ),
+        yaml(
+            "b.yaml",
+            "templates:\n  t: { initial: soon }\nchannels:\n  c: {}\n",
+        ),
+        toml("c.toml", "[templates.u]\nretries = -1\n"),
+    ]);
+    assert_eq!(
+        shown(&c),
+        vec![
+            "a.yaml:3:33: error: flows.f.steps[0].channel: unknown channel `x`; defined \
+             channels: c",
+            "b.yaml:2:17: error: templates.t.initial: bad duration `soon`: write a number and \
+             a unit (ms, s, m, h, d), e.g. `30s`",
+            "b.yaml:4:3: error: channels.c: a channel needs its kind: `http` or `file`",
+            "c.toml:2:11: error: templates.u.retries: invalid value: integer `-1`, expected u32",
+        ]
+    );
+}
+
+#[test]
+fn a_file_that_cannot_be_parsed_does_not_cause_unknown_name_errors() {
+    let c = run(&[
+        yaml(
+            "a.yaml",
+            "flows:\n  f:\n    steps: [{ name: s, channel: c }]\n",
+        ),
+        yaml("b.yaml", "channels:\n  c: [\n"),
+    ]);
+    assert_eq!(c.diagnostics.len(), 1, "{:?}", shown(&c));
+    assert_eq!(c.diagnostics[0].file, std::path::Path::new("b.yaml"));
+}
+
+#[test]
+fn policy_version_and_files_come_from_the_sources() {
+    let sources = [yaml("p/a.yaml", &format!("{CHANNEL}{USES}"))];
+    let c = run(&sources);
+    let p = c.policy.unwrap();
+    assert_eq!(p.files, vec![std::path::PathBuf::from("p/a.yaml")]);
+    assert_eq!(p.version, policy_version(&sources));
+}
+
+// ---------- ${VAR} ----------
+
+#[test]
+fn missing_variables_are_errors_at_the_value() {
+    assert_eq!(
+        diags(&format!(
+            "channels:\n  c:\n    http: {{ url: 'https://${{NOPE}}/x' }}\n{USES}"
+        )),
+        vec!["p.yaml:3:18: error: channels.c.http.url: environment variable `NOPE` is not set"]
+    );
+}
+
+#[test]
+fn placeholders_validate_without_secrets() {
+    let text = format!(
+        "channels:\n  c:\n    http:\n      url: ${{PARTNER_URL}}\n      \
+         headers: {{ Authorization: 'Bearer ${{TOKEN}}' }}\n{USES}"
+    );
+    let c = compile(&[yaml("p.yaml", &text)], &EnvMode::Placeholders);
+    assert!(c.diagnostics.is_empty(), "{:?}", shown(&c));
+    let p = c.policy.unwrap();
+    let ChannelKind::Http(h) = &p.channels["c"].kind else {
+        panic!("http")
+    };
+    assert_eq!(h.url_display, "${PARTNER_URL}");
+}
+
+#[test]
+fn expanded_values_never_reach_a_diagnostic() {
+    let text = format!(
+        "channels:\n  c:\n    http: {{ url: '${{BAD_URL}}', method: '${{ACME_TOKEN}}' }}\n\
+         templates:\n  t: {{ initial: '${{ACME_TOKEN}}', backoff: '${{ACME_HOST}}' }}\n{USES}        \
+         retry: t\n        classify: '${{ACME_TOKEN}}'\n"
+    );
+    let all = diags(&text).join("\n");
+    for secret in ["not-a-url-secret", "tok-very-secret", "api.acme.example"] {
+        assert!(!all.contains(secret), "{secret} in:\n{all}");
+    }
+    assert!(
+        all.contains("url `${BAD_URL}` (after expanding variables) is not an absolute"),
+        "{all}"
+    );
+    assert!(all.contains("unknown method `${ACME_TOKEN}`"), "{all}");
+    assert!(all.contains("unknown classifier `${ACME_TOKEN}`"), "{all}");
+}
+
+#[test]
+fn toml_diagnostics_point_into_toml() {
+    let text = "\
+[channels.c]
+file = { dir = \"spool\" }
+
+[[flows.f.steps]]
+name = \"s\"
+channel = \"c\"
+retry = \"nope\"
+";
+    assert_eq!(
+        shown(&run(&[toml("p.toml", text)])),
+        vec![
+            "p.toml:7:9: error: flows.f.steps[0].retry: unknown template `nope`; defined \
+             templates: aggressive, conservative, standard"
+        ]
+    );
+}

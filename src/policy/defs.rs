@@ -1,0 +1,440 @@
+//! The policy file shape as users write it: serde `*Def` types for the
+//! top-level keys `templates`, `classifiers`, `calendars`, `channels` and
+//! `flows`.
+//!
+//! Values stay close to the text: durations, jitter and names are strings
+//! here and are checked by [`crate::compile`], so that every problem is
+//! reported at once with its position. Every type denies unknown fields, so a
+//! typo is an error, never a silently ignored key. Some keys are parsed
+//! but not implemented yet (`calendars`, a step's `hours` and
+//! `circuit_breaker`, a channel's `circuit_breaker`, `rate`, `concurrency`
+//! and `refresh_auth`); compile reports each one as not supported.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserialize, Deserializer, IntoDeserializer, Visitor};
+
+/// The top-level keys a policy file may hold. `tests` is reserved for policy
+/// test cases and skipped by the loader.
+pub const TOP_LEVEL_KEYS: [&str; 6] = [
+    "templates",
+    "classifiers",
+    "calendars",
+    "channels",
+    "flows",
+    "tests",
+];
+
+/// A scalar kept as its text: `10s`, `20%`, a header value. A number is kept
+/// as its digits so that compile can say what to write instead (`2` is not
+/// a duration; `2s` is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+
+        impl Visitor<'_> for TextVisitor {
+            type Value = Text;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("text")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text, E> {
+                Ok(Text(v))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
+/// One value or a list of them: `status: 503` or `status: [502, 503]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrManyVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> OneOrManyVisitor<T> {
+            fn one<E: de::Error>(d: impl Deserializer<'de, Error = E>) -> Result<OneOrMany<T>, E> {
+                T::deserialize(d).map(|one| OneOrMany(vec![one]))
+            }
+        }
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OneOrManyVisitor<T> {
+            type Value = OneOrMany<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(OneOrMany)
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Self::one(de::value::MapAccessDeserializer::new(map))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Self::one(v.into_deserializer())
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Self::one(v.into_deserializer())
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Self::one(v.into_deserializer())
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Self::one(v.into_deserializer())
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Self::one(v.into_deserializer())
+            }
+        }
+
+        deserializer.deserialize_any(OneOrManyVisitor(PhantomData))
+    }
+}
+
+/// `templates.NAME`. Every key is optional: defaults and `extends` fill in.
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateDef {
+    /// Start from another template (user-defined or built-in); keys written
+    /// here win, key by key.
+    pub extends: Option<String>,
+    /// Retries after the first attempt.
+    pub retries: Option<u32>,
+    pub backoff: Option<BackoffDef>,
+    /// Exponential: the first delay; fixed: every delay.
+    pub initial: Option<Text>,
+    pub multiplier: Option<f64>,
+    pub max_interval: Option<Text>,
+    pub total_timeout: Option<Text>,
+    /// `20%`, `full` or `none`. A bare number (`0.2`, `20`) is refused as
+    /// ambiguous.
+    pub jitter: Option<Text>,
+    /// The delays of `backoff: schedule`, in order.
+    pub schedule: Option<Vec<Text>>,
+    pub retry_after_cap: Option<Text>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackoffDef {
+    Exponential,
+    Fixed,
+    Schedule,
+}
+
+/// `classifiers.NAME`: rules tried in order, first match wins.
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierDef {
+    #[serde(default)]
+    pub rules: Vec<RuleDef>,
+    /// What neither the rules nor the built-in ones classify; retry unless
+    /// set.
+    pub default: Option<DefaultOutcomeDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDef {
+    /// Absent or empty: the rule matches everything.
+    #[serde(rename = "match", default)]
+    pub matcher: MatchDef,
+    pub outcome: OutcomeDef,
+    pub retry_after: Option<RetryAfterDef>,
+    /// How attempts name this rule; `classifier[index]` if absent.
+    pub name: Option<String>,
+}
+
+/// Conditions of a rule; all that are written must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchDef {
+    pub status: Option<OneOrMany<StatusDef>>,
+    /// A regex searched in the response body.
+    pub body: Option<String>,
+    pub error: Option<OneOrMany<ErrorKindDef>>,
+    /// A regex searched in a transport error's message.
+    pub error_message: Option<String>,
+}
+
+/// `503`, `"503"` or a class `4xx`; checked by compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusDef {
+    Code(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for StatusDef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StatusVisitor;
+
+        impl Visitor<'_> for StatusVisitor {
+            type Value = StatusDef;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a status code like 503 or a class like `4xx`")
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusDef, E> {
+                Ok(StatusDef::Code(v))
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusDef, E> {
+                Ok(StatusDef::Code(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusDef, E> {
+                Ok(StatusDef::Text(v.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(StatusVisitor)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKindDef {
+    Timeout,
+    Connect,
+    Dns,
+    Reset,
+    Tls,
+    Io,
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeDef {
+    Success,
+    Retry,
+    Fail,
+    /// Parsed so that compile can say it is not supported yet.
+    RefreshAuth,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultOutcomeDef {
+    Retry,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryAfterDef {
+    Honor,
+    Ignore,
+}
+
+/// `calendars.NAME`. Not supported yet: parsed so that its shape is checked
+/// and compile can report it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarDef {
+    pub timezone: String,
+    /// Day or day range (`mon-fri`) → `HH:MM-HH:MM`.
+    #[serde(default)]
+    pub hours: BTreeMap<String, String>,
+    /// Dates (`2026-12-25`); TOML dates arrive as the same text.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+    #[serde(default)]
+    pub maintenance: Vec<MaintenanceDef>,
+}
+
+/// A maintenance window: `weekly: "sun 02:00-04:00"` or `{from, to}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceDef {
+    pub weekly: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// `channels.NAME`: exactly one kind (`http` or `file`).
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelDef {
+    pub http: Option<HttpDef>,
+    pub file: Option<FileDef>,
+    /// Not supported yet.
+    pub circuit_breaker: Option<BreakerDef>,
+    /// Not supported yet; its shape is settled when it lands, so it is kept
+    /// as written.
+    pub rate: Option<serde_json::Value>,
+    /// Not supported yet: the most attempts in flight on this channel.
+    pub concurrency: Option<u32>,
+    /// Not supported yet; kept as written.
+    pub refresh_auth: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDef {
+    pub url: String,
+    /// POST unless written.
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Text>,
+    /// 30s unless written.
+    pub timeout: Option<Text>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDef {
+    pub dir: String,
+}
+
+/// A circuit breaker. Not supported yet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerDef {
+    pub failures: u32,
+    pub window: Text,
+    pub cooldown: Text,
+}
+
+/// `flows.NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowDef {
+    #[serde(default)]
+    pub steps: Vec<StepDef>,
+    pub on_dead: Option<OnDeadDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDef {
+    pub name: String,
+    pub channel: String,
+    /// A template name; `standard` unless written.
+    pub retry: Option<String>,
+    /// A classifier name; the built-in rules only, unless written.
+    pub classify: Option<String>,
+    /// Channels tried in order once the primary's retries run out.
+    pub fallback: Option<OneOrMany<String>>,
+    /// Not supported yet.
+    pub hours: Option<StepHoursDef>,
+    /// Not supported yet.
+    pub circuit_breaker: Option<BreakerDef>,
+}
+
+/// A step's business hours. Not supported yet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepHoursDef {
+    pub calendar: String,
+    pub off_hours: Option<OffHoursDef>,
+    /// `suspend`: no attempt inside a maintenance window.
+    pub maintenance: Option<String>,
+}
+
+/// `hold`, or `{ retry: TEMPLATE }`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum OffHoursDef {
+    Mode(String),
+    Retry(OffHoursRetryDef),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffHoursRetryDef {
+    pub retry: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnDeadDef {
+    /// A channel that receives the dead job.
+    pub notify: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn one_or_many_takes_a_value_or_a_list() {
+        let one: OneOrMany<StatusDef> = serde_json::from_value(json!(503)).unwrap();
+        assert_eq!(one.0, vec![StatusDef::Code(503)]);
+        let many: OneOrMany<StatusDef> = serde_json::from_value(json!([502, "4xx"])).unwrap();
+        assert_eq!(
+            many.0,
+            vec![StatusDef::Code(502), StatusDef::Text("4xx".into())]
+        );
+        let kinds: OneOrMany<ErrorKindDef> = serde_json::from_value(json!("dns")).unwrap();
+        assert_eq!(kinds.0, vec![ErrorKindDef::Dns]);
+        let err = serde_json::from_value::<OneOrMany<ErrorKindDef>>(json!(["dns", "tmeout"]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `tmeout`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn text_keeps_numbers_as_digits() {
+        let t: Text = serde_json::from_value(json!(2)).unwrap();
+        assert_eq!(t.as_str(), "2");
+        let t: Text = serde_json::from_value(json!("2s")).unwrap();
+        assert_eq!(t.as_str(), "2s");
+    }
+
+    #[test]
+    fn unknown_fields_are_errors() {
+        let err = serde_json::from_value::<StepDef>(json!({
+            "name": "a", "channel": "b", "retyr": "standard"
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `retyr`"), "{err}");
+    }
+}

@@ -1,0 +1,155 @@
+//! One problem found in the policy files, pointing at `file:line:col` and the
+//! key path, so that both a person and a script can find it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::node::Pos;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The policy set cannot be used.
+    Error,
+    /// Worth a look; the policy set is still used.
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A problem in a policy file.
+///
+/// `Display` prints `file:line:col: error: path: message`, the form editors
+/// and CI annotate (`file: error: message` when there is no position, e.g.
+/// a file that cannot be read). `message` never holds a value expanded from
+/// `${VAR}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub file: PathBuf,
+    /// 1-based; 0 when the problem concerns the file as a whole.
+    pub line: u32,
+    /// 1-based, in characters; 0 with `line` 0.
+    pub column: u32,
+    /// The key path, e.g. `flows.acme-leads.steps[0].channel`; empty when
+    /// the problem is not about one key.
+    pub path: String,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn error(
+        file: &Path,
+        pos: Pos,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(Severity::Error, file, pos, path, message)
+    }
+
+    pub fn warning(
+        file: &Path,
+        pos: Pos,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(Severity::Warning, file, pos, path, message)
+    }
+
+    pub fn new(
+        severity: Severity,
+        file: &Path,
+        pos: Pos,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            severity,
+            file: file.to_path_buf(),
+            line: pos.line,
+            column: pos.column,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    pub fn pos(&self) -> Pos {
+        Pos::new(self.line, self.column)
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        write!(f, ": {}: ", self.severity)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Whether any of `diagnostics` is an error.
+pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
+    diagnostics.iter().any(Diagnostic::is_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn displays_as_file_line_col_severity_path_message() {
+        let d = Diagnostic::error(
+            Path::new("policies/acme.yaml"),
+            Pos::new(41, 18),
+            "flows.acme-leads.steps[0].channel",
+            "unknown channel `acme-apii`; defined channels: acme-api",
+        );
+        assert_eq!(
+            d.to_string(),
+            "policies/acme.yaml:41:18: error: flows.acme-leads.steps[0].channel: \
+             unknown channel `acme-apii`; defined channels: acme-api"
+        );
+        let d = Diagnostic::warning(Path::new("p"), Pos::UNKNOWN, "", "cannot read");
+        assert_eq!(d.to_string(), "p: warning: cannot read");
+    }
+
+    #[test]
+    fn serializes_for_scripts() {
+        let d = Diagnostic::error(Path::new("a.toml"), Pos::new(2, 3), "flows.x", "bad");
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            serde_json::json!({
+                "severity": "error",
+                "file": "a.toml",
+                "line": 2,
+                "column": 3,
+                "path": "flows.x",
+                "message": "bad",
+            })
+        );
+    }
+}
