@@ -7,7 +7,8 @@
 //! # Layout
 //!
 //! Data flows top to bottom; dependencies point the same way (nothing below
-//! imports `cli`, and `model`, `retry` know nothing of `engine`, `store`, `api`).
+//! imports `cli`, and `model`, `retry`, `calendar` know nothing of `engine`,
+//! `store`, `api`).
 //!
 //! - [`policy`]: the files as users write them: serde `*Def` types, loading a
 //!   directory (YAML/TOML by extension), `${ENV}` expansion, and the table of
@@ -17,6 +18,9 @@
 //! - [`model`]: the compiled, immutable policy the engine reads.
 //! - [`retry`]: pure maths: backoff delays with jitter and caps, and
 //!   classification of a partner's answer into a verdict.
+//! - [`calendar`]: pure. Partner calendars: time zone, weekly hours,
+//!   holidays, maintenance windows; "is this instant open?", "when does it
+//!   next open?", "when does this window end?", DST-correct.
 //! - [`engine`]: the interpreter (a pure function from a job's position and a
 //!   verdict to the next action), the scheduler that claims due jobs, the
 //!   executor that runs one attempt, and the batched result writer.
@@ -31,6 +35,7 @@
 //! - [`clock`]: the one source of time, injectable for exact tests.
 
 pub mod api;
+pub mod calendar;
 pub mod channels;
 pub mod cli;
 pub mod clock;
