@@ -30,6 +30,7 @@
 //! - [`reload`]: the policy in force, swapped whole, and the last reload's
 //!   outcome.
 //! - [`api`]: the HTTP API (axum).
+//! - [`node`]: one engine node: step log, engine and API started together.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`cli`]: one module per subcommand; `main.rs` only calls [`cli::main`].
 //! - [`clock`]: the one source of time, injectable for exact tests.
@@ -42,6 +43,7 @@ pub mod clock;
 pub mod compile;
 pub mod engine;
 pub mod model;
+pub mod node;
 pub mod policy;
 pub mod reload;
 pub mod retry;

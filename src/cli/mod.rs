@@ -1,5 +1,129 @@
-//! The command line: one module per subcommand.
+//! The command line: one module per subcommand. Errors get their context
+//! here, at the edge; exit codes are 0 success, 1 a check or an operation
+//! failed, 2 bad usage or bad input.
 
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+mod client;
+mod demo;
+mod jobs;
+mod output;
+mod run;
+mod submit;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "steadfast",
+    version,
+    about = "A declarative delivery engine: policy files in git, a durable step log, retries that respect your partners."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The whole engine end to end against a flaky partner on loopback.
+    Demo(demo::DemoArgs),
+    /// Runs the engine: workers, scheduler and HTTP API.
+    Run(run::RunArgs),
+    /// Checks policy files; prints `path:line:col: message` per problem.
+    Validate(validate::ValidateArgs),
+    /// Enqueues a job through a running engine's API.
+    Submit(submit::SubmitArgs),
+    /// Inspects jobs of a running engine.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+}
+
+/// How a command ended.
+#[derive(Debug)]
+pub enum Failure {
+    /// A check failed (exit 1), already reported.
+    CheckFailed,
+    /// The operation failed (exit 1).
+    Operation(anyhow::Error),
+    /// Bad usage or bad input (exit 2).
+    BadInput(anyhow::Error),
+}
+
+pub type CliResult = Result<(), Failure>;
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Failure::Operation(error)
+    }
+}
+
+/// Parses the command line, runs the command, and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(dispatch(cli.command)),
+        Err(e) => Err(Failure::Operation(anyhow::anyhow!(
+            "cannot start the runtime: {e}"
+        ))),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::CheckFailed) => ExitCode::from(1),
+        Err(Failure::Operation(error)) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+        Err(Failure::BadInput(error)) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> CliResult {
+    match command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Submit(args) => submit::run(args).await,
+        Command::Jobs(command) => jobs::run(command).await,
+        Command::Validate(args) => validate::run(args),
+    }
+}
+
+/// `--json`, and its synonym `--format json`, on every read command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OutputArgs {
+    /// Print JSON for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    /// `text` or `json` (same as --json).
+    #[arg(long, value_name = "FORMAT", global = true)]
+    format: Option<OutputFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+impl OutputArgs {
+    pub fn json(&self) -> bool {
+        self.json || self.format == Some(OutputFormat::Json)
+    }
+}
+
+/// Logging flags for commands that run the engine.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log format on stderr; `RUST_LOG` sets the level.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
 }

@@ -15,8 +15,7 @@ use crate::policy::Section;
 /// The template a step uses when it names none.
 pub const DEFAULT_TEMPLATE: &str = "standard";
 
-/// The step name attempts of the dead-job notification are recorded under.
-pub const ON_DEAD_STEP: &str = "on_dead";
+pub use crate::model::ON_DEAD_STEP;
 
 /// What the compiled flows can refer to.
 pub struct Compiled<'m> {

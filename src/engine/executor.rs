@@ -19,8 +19,7 @@ use crate::store::{AttemptRecord, JobRecord, JobState, SharedStepLog, Transition
 /// again (a reload may bring it back).
 pub const VANISHED_RECHECK: Duration = Duration::from_secs(30);
 
-/// The step name notification attempts are recorded under.
-pub const ON_DEAD_STEP: &str = "on_dead";
+pub use crate::model::ON_DEAD_STEP;
 
 /// What every attempt needs.
 #[derive(Clone)]

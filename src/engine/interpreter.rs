@@ -295,7 +295,10 @@ mod tests {
         // hour is left out.
         let now = t0() + signed(secs(3610));
         let next = decide(&f, &pos, &verdict(Outcome::Retry), now, 0.5);
-        assert!(matches!(next, Next::Retry { delay, .. } if delay == secs(8)), "{next:?}");
+        assert!(
+            matches!(next, Next::Retry { delay, .. } if delay == secs(8)),
+            "{next:?}"
+        );
         let not_held = Position {
             held: Duration::ZERO,
             ..pos

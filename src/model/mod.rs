@@ -15,6 +15,10 @@ pub use answer::{DeliveryResult, Response, TransportError, MAX_BODY};
 pub use classifier::{Classifier, ErrorKind, Matcher, Outcome, RetryAfter, Rule, StatusPattern};
 pub use template::{Backoff, Jitter, RetryTemplate};
 
+/// The step name under which `on_dead` notifications are recorded; no flow
+/// may name a step so.
+pub const ON_DEAD_STEP: &str = "on_dead";
+
 /// A whole, consistent set of policy files, versioned by the hash of its
 /// sources.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@
 //! epoch.
 
 mod records;
+pub mod sqlite;
 pub mod view;
-// The SQLite implementation lands with `mod sqlite;`.
 
 use std::sync::Arc;
 
@@ -39,7 +39,16 @@ pub type SharedStepLog = Arc<dyn StepLog>;
 
 /// Opens the step log a URL names (`sqlite://path`, `sqlite::memory:`).
 pub async fn open(url: &str) -> StoreResult<SharedStepLog> {
-    Err(StoreError::UnsupportedUrl(redact_url(url)))
+    open_with(url, sqlite::SqliteOptions::default()).await
+}
+
+/// Opens the step log with explicit SQLite options.
+pub async fn open_with(url: &str, options: sqlite::SqliteOptions) -> StoreResult<SharedStepLog> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStepLog::open(url, options).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(redact_url(url)))
+    }
 }
 
 /// A database URL with its password replaced, safe to print.

@@ -1,0 +1,98 @@
+//! `steadfast run`: the engine with its API until SIGTERM or ctrl-c.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::anyhow;
+
+use super::{CliResult, Failure, LogArgs};
+use crate::clock::SystemClock;
+use crate::engine::{EngineConfig, SchedulerConfig};
+use crate::model::CompiledPolicy;
+use crate::node::{Node, NodeConfig};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The policy directory.
+    #[arg(long, default_value = "./policies", env = "STEADFAST_POLICIES")]
+    policies: PathBuf,
+    /// The step log: sqlite://PATH.
+    #[arg(long, default_value = "sqlite://steadfast.db", env = "STEADFAST_DB")]
+    db: String,
+    /// The API's address.
+    #[arg(long, default_value = "127.0.0.1:8787", env = "STEADFAST_LISTEN")]
+    listen: String,
+    /// Attempts in flight at once.
+    #[arg(long, default_value_t = 64, env = "STEADFAST_WORKERS")]
+    workers: usize,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+pub async fn run(args: RunArgs) -> CliResult {
+    crate::telemetry::init_logs(args.log.log_format, "info");
+    let policy = load_policies(&args.policies)?;
+    tracing::info!(version = %policy.version, files = policy.files.len(), flows = policy.flows.len(),
+        "policies loaded");
+    let config = NodeConfig {
+        policy,
+        db_url: args.db.clone(),
+        listen: args.listen.clone(),
+        engine: EngineConfig {
+            scheduler: SchedulerConfig {
+                workers: args.workers.max(1),
+                ..SchedulerConfig::default()
+            },
+            ..EngineConfig::default()
+        },
+        clock: Arc::new(SystemClock),
+    };
+    let node = Node::start(config)
+        .await
+        .map_err(|e| Failure::BadInput(anyhow!(e)))?;
+    tracing::info!(api = %node.url(), db = %crate::store::redact_url(&args.db), "engine running");
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new claims; finishing attempts in flight");
+    node.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads and compiles a policy directory; prints every problem and refuses
+/// (exit 2) when there is an error.
+pub fn load_policies(dir: &std::path::Path) -> Result<CompiledPolicy, Failure> {
+    let compilation =
+        crate::compile::load_policy(&[dir.to_path_buf()], &crate::policy::EnvMode::process());
+    for diagnostic in &compilation.diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    compilation.policy.ok_or_else(|| {
+        Failure::BadInput(anyhow!(
+            "the policies in {} have errors (above); fix them, or check with `steadfast validate {}`",
+            dir.display(),
+            dir.display()
+        ))
+    })
+}
+
+/// Completes on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

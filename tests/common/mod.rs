@@ -1,0 +1,294 @@
+//! Shared pieces of the integration tests: a scriptable partner (a real HTTP
+//! server on loopback that records every request) and a real engine node on
+//! a real SQLite file.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use steadfast::clock::SystemClock;
+use steadfast::compile::load_policy;
+use steadfast::engine::{EngineConfig, SchedulerConfig};
+use steadfast::node::{Node, NodeConfig};
+use steadfast::policy::{EnvMode, MapEnv};
+
+/// One request the partner received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub idempotency_key: String,
+    pub body: Value,
+    pub at: Instant,
+    /// 1-based count of requests with this key on this path.
+    pub attempt: u32,
+}
+
+type Script = dyn Fn(&Received) -> Response + Send + Sync;
+
+/// A partner whose answers a test scripts per request.
+#[derive(Clone)]
+pub struct Partner {
+    pub url: String,
+    log: Arc<Mutex<Vec<Received>>>,
+}
+
+#[derive(Clone)]
+struct PartnerState {
+    log: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Script>,
+}
+
+impl Partner {
+    /// Serves `script` on a free loopback port.
+    pub async fn start(script: impl Fn(&Received) -> Response + Send + Sync + 'static) -> Partner {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let state = PartnerState {
+            log: log.clone(),
+            script: Arc::new(script),
+        };
+        let app = axum::Router::new().fallback(handle).with_state(state);
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Partner { url, log }
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn requests_to(&self, path: &str) -> Vec<Received> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+}
+
+async fn handle(
+    State(state): State<PartnerState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let path = uri.path().to_string();
+    let received = {
+        let mut log = state.log.lock().unwrap();
+        let attempt = 1 + log
+            .iter()
+            .filter(|r| r.path == path && r.idempotency_key == idempotency_key)
+            .count() as u32;
+        let received = Received {
+            path,
+            idempotency_key,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            at: Instant::now(),
+            attempt,
+        };
+        log.push(received.clone());
+        received
+    };
+    let mut response = (state.script)(&received);
+    if let Some(delay) = response.headers_mut().remove(DELAY_HEADER) {
+        let ms = delay
+            .to_str()
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    response
+}
+
+/// A response header the partner strips and obeys: answer this late.
+const DELAY_HEADER: &str = "x-test-delay-ms";
+
+/// `response`, sent after `delay`.
+pub fn delayed(delay: Duration, mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(DELAY_HEADER, delay.as_millis().to_string().parse().unwrap());
+    response
+}
+
+pub fn status(code: u16) -> Response {
+    StatusCode::from_u16(code).unwrap().into_response()
+}
+
+pub fn status_body(code: u16, body: &str) -> Response {
+    (StatusCode::from_u16(code).unwrap(), body.to_string()).into_response()
+}
+
+/// Writes policy files into a fresh directory.
+pub fn policy_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+/// A plain HTTP client for talking to the API under test.
+pub fn http_client() -> reqwest::Client {
+    steadfast::install_tls_provider();
+    reqwest::Client::new()
+}
+
+/// A running node on a real SQLite file.
+pub struct TestNode {
+    pub node: Node,
+    pub client: reqwest::Client,
+    pub db_dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    /// Compiles `policies` (with `env`) and starts a node on a fresh SQLite
+    /// file.
+    pub async fn start(policies: &Path, env: &[(&str, &str)]) -> TestNode {
+        let db_dir = tempfile::tempdir().unwrap();
+        let node = start_node(policies, env, &db_dir.path().join("steadfast.db")).await;
+        TestNode {
+            node,
+            client: http_client(),
+            db_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.node.url())
+    }
+
+    /// Submits a job; returns (HTTP status, body).
+    pub async fn submit(&self, flow: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/v1/flows/{flow}/jobs")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits a job that must be created; returns its id.
+    pub async fn submit_ok(&self, flow: &str, payload: Value, key: Option<&str>) -> String {
+        let mut body = json!({ "payload": payload });
+        if let Some(key) = key {
+            body["idempotency_key"] = json!(key);
+        }
+        let (status, answer) = self.submit(flow, body).await;
+        assert_eq!(status, 201, "{answer}");
+        answer["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        self.client
+            .get(self.url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the job is in a final state (succeeded, dead, cancelled)
+    /// and, when dead with a notification owed, until it is sent.
+    pub async fn wait_final(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = self.job(id).await;
+            let state = job["state"].as_str().unwrap_or_default().to_string();
+            if ["succeeded", "dead", "cancelled"].contains(&state.as_str()) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never finished: {job:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn shutdown(self) {
+        self.node.shutdown().await;
+    }
+}
+
+pub async fn start_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Node {
+    let env = env
+        .iter()
+        .fold(MapEnv::overlaying_process(), |env, (name, value)| {
+            env.with(*name, *value)
+        });
+    let compilation = load_policy(&[policies.to_path_buf()], &EnvMode::from_source(env));
+    let policy = compilation.policy.unwrap_or_else(|| {
+        panic!(
+            "test policies do not compile:\n{}",
+            compilation
+                .diagnostics
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    Node::start(NodeConfig {
+        policy,
+        db_url: format!("sqlite://{}", db.display()),
+        listen: "127.0.0.1:0".to_string(),
+        engine: EngineConfig {
+            scheduler: SchedulerConfig {
+                workers: 16,
+                ..SchedulerConfig::default()
+            },
+            ..EngineConfig::default()
+        },
+        clock: Arc::new(SystemClock),
+    })
+    .await
+    .unwrap()
+}
+
+/// The attempts of a job's JSON, as (step, channel, status or error,
+/// outcome, decision).
+pub fn attempt_summary(job: &Value) -> Vec<(String, String, String, String, String)> {
+    job["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let answer = a["status"]
+                .as_u64()
+                .map(|s| s.to_string())
+                .or_else(|| a["error"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            (
+                a["step"].as_str().unwrap().to_string(),
+                a["channel"].as_str().unwrap().to_string(),
+                answer,
+                a["outcome"].as_str().unwrap().to_string(),
+                a["decision"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn path_of(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().to_path_buf()
+}
