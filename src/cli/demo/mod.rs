@@ -372,7 +372,7 @@ fn print_next_steps(api: &str, keep: bool) {
         );
         println!("                                        `steadfast jobs list --state dead`, `jobs show ID`,");
         println!("                                        GET /v1/jobs, GET /metrics");
-        println!("  steadfast validate policies/          check the policies this demo ran");
+        println!("  steadfast validate --no-env policies/ check the policies this demo ran");
         println!(
             "  steadfast run --policies policies/    the engine on your own partners (see README)"
         );
