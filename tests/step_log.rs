@@ -1,0 +1,449 @@
+//! The step log's contract, checked against a real SQLite file: idempotent
+//! inserts, claims, guarded transitions, leases, paging, operator updates.
+//! A PostgreSQL implementation must pass the same cases.
+
+use jiff::{SignedDuration, Timestamp};
+use steadfast::store::{
+    self, AttemptRecord, InsertOutcome, JobFilter, JobRecord, JobState, JobUpdate, NewJob,
+    SharedStepLog, Transition,
+};
+
+struct Db {
+    log: SharedStepLog,
+    _dir: tempfile::TempDir,
+}
+
+async fn open() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("log.db").display());
+    Db {
+        log: store::open(&url).await.unwrap(),
+        _dir: dir,
+    }
+}
+
+fn t(seconds: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+}
+
+fn new_job(n: u32, next_at: Timestamp) -> NewJob {
+    NewJob {
+        id: uuid::Uuid::now_v7().to_string(),
+        flow: "leads".into(),
+        idempotency_key: format!("key-{n}"),
+        payload: format!(r#"{{"n":{n}}}"#),
+        step: "deliver".into(),
+        created_at: t(0),
+        next_at,
+        policy_version: "v1".into(),
+    }
+}
+
+async fn insert(db: &Db, n: u32, next_at: Timestamp) -> JobRecord {
+    match db.log.job_insert(new_job(n, next_at)).await.unwrap() {
+        InsertOutcome::Created(job) => job,
+        other => panic!("expected a new job, got {other:?}"),
+    }
+}
+
+fn attempt_of(job: &JobRecord, at: Timestamp, decision: &str) -> AttemptRecord {
+    AttemptRecord {
+        job_id: job.id.clone(),
+        step: job.step.clone(),
+        channel: "api".into(),
+        attempt: job.attempt + 1,
+        started_at: at,
+        finished_at: at,
+        status: Some(503),
+        error: None,
+        error_message: None,
+        outcome: "retry".into(),
+        rule: Some("builtin[1]".into()),
+        decision: decision.into(),
+        delay_ms: Some(2000),
+        next_at: Some(at + SignedDuration::from_secs(2)),
+        policy_version: "v1".into(),
+    }
+}
+
+fn retry_later(job: &JobRecord, owner: &str, at: Timestamp) -> Transition {
+    Transition {
+        job_id: job.id.clone(),
+        owner: owner.into(),
+        attempt: Some(attempt_of(job, at, "retry")),
+        to: JobState::Pending,
+        step_index: 0,
+        step: job.step.clone(),
+        channel_index: 0,
+        series_attempts: job.attempt + 1,
+        series_started_at: Some(at),
+        held_ms: 0,
+        next_at: Some(at + SignedDuration::from_secs(2)),
+        reason: None,
+        policy_version: "v1".into(),
+        notify_at: None,
+        now: at,
+    }
+}
+
+fn die(job: &JobRecord, owner: &str, at: Timestamp, notify: bool) -> Transition {
+    Transition {
+        to: JobState::Dead,
+        next_at: None,
+        reason: Some("permanent".into()),
+        notify_at: notify.then_some(at),
+        ..retry_later(job, owner, at)
+    }
+}
+
+#[tokio::test]
+async fn insert_is_idempotent_on_flow_and_key() {
+    let db = open().await;
+    let first = insert(&db, 1, t(0)).await;
+
+    let mut same = new_job(1, t(5));
+    same.payload = r#"{ "n": 1 }"#.into(); // same JSON, other spacing
+    match db.log.job_insert(same).await.unwrap() {
+        InsertOutcome::Existing(job) => assert_eq!(job.id, first.id),
+        other => panic!("{other:?}"),
+    }
+    let mut other_payload = new_job(1, t(5));
+    other_payload.payload = r#"{"n":2}"#.into();
+    match db.log.job_insert(other_payload).await.unwrap() {
+        InsertOutcome::Conflict(job) => assert_eq!(job.payload, r#"{"n":1}"#),
+        other => panic!("{other:?}"),
+    }
+    let mut other_flow = new_job(1, t(5));
+    other_flow.flow = "orders".into();
+    assert!(matches!(
+        db.log.job_insert(other_flow).await.unwrap(),
+        InsertOutcome::Created(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_batch_reports_each_item_in_order() {
+    let db = open().await;
+    insert(&db, 1, t(0)).await;
+    let mut conflicting = new_job(1, t(0));
+    conflicting.payload = r#"{"n":"changed"}"#.into();
+    let outcomes = db
+        .log
+        .jobs_insert_batch(vec![new_job(2, t(0)), new_job(1, t(0)), conflicting])
+        .await
+        .unwrap();
+    assert!(matches!(outcomes[0], InsertOutcome::Created(_)));
+    assert!(matches!(outcomes[1], InsertOutcome::Existing(_)));
+    assert!(matches!(outcomes[2], InsertOutcome::Conflict(_)));
+}
+
+#[tokio::test]
+async fn claims_take_due_jobs_earliest_first_and_only_once() {
+    let db = open().await;
+    let late = insert(&db, 1, t(30)).await;
+    let early = insert(&db, 2, t(10)).await;
+    let future = insert(&db, 3, t(100)).await;
+
+    let claimed = db.log.jobs_claim_due("a", t(50), t(350), 10).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, [early.id.as_str(), late.id.as_str()]);
+    assert!(claimed
+        .iter()
+        .all(|j| j.state == JobState::Running && j.lease_owner.as_deref() == Some("a")));
+
+    // Another node sees nothing more until the future job is due.
+    assert!(db
+        .log
+        .jobs_claim_due("b", t(50), t(350), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(db.log.next_due_at().await.unwrap(), Some(t(100)));
+    let claimed = db
+        .log
+        .jobs_claim_due("b", t(100), t(400), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, future.id);
+}
+
+#[tokio::test]
+async fn claims_respect_the_limit() {
+    let db = open().await;
+    for n in 0..5 {
+        insert(&db, n, t(n as i64)).await;
+    }
+    assert_eq!(
+        db.log
+            .jobs_claim_due("a", t(10), t(310), 3)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        db.log
+            .jobs_claim_due("a", t(10), t(310), 0)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_transition_applies_only_under_the_owners_lease() {
+    let db = open().await;
+    insert(&db, 1, t(0)).await;
+    let job = db.log.jobs_claim_due("a", t(1), t(301), 1).await.unwrap()[0].clone();
+
+    let stale = retry_later(&job, "b", t(2));
+    assert_eq!(
+        db.log.transitions_apply(vec![stale]).await.unwrap(),
+        [false]
+    );
+    assert!(db.log.attempts_list(&job.id).await.unwrap().is_empty());
+
+    let mine = retry_later(&job, "a", t(2));
+    assert_eq!(
+        db.log.transitions_apply(vec![mine.clone()]).await.unwrap(),
+        [true]
+    );
+    // Applying it again (a duplicate commit) moves nothing.
+    assert_eq!(db.log.transitions_apply(vec![mine]).await.unwrap(), [false]);
+
+    let stored = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, JobState::Pending);
+    assert_eq!(stored.attempt, 1);
+    assert_eq!(stored.attempts_total, 1);
+    assert_eq!(stored.next_at, Some(t(4)));
+    assert_eq!(stored.lease_owner, None);
+    assert_eq!(stored.lease_until, None);
+    let attempts = db.log.attempts_list(&job.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, Some(503));
+    assert_eq!(attempts[0].next_at, Some(t(4)));
+}
+
+#[tokio::test]
+async fn released_and_expired_leases_return_jobs_to_pending() {
+    let db = open().await;
+    let a = insert(&db, 1, t(0)).await;
+    let b = insert(&db, 2, t(0)).await;
+    let claimed = db.log.jobs_claim_due("a", t(1), t(10), 1).await.unwrap();
+    assert_eq!(claimed[0].id, a.id);
+    db.log.jobs_claim_due("b", t(1), t(1000), 1).await.unwrap();
+
+    // Node a's lease expired at t(10); node b's has not.
+    assert_eq!(db.log.leases_rescue(t(11)).await.unwrap(), 1);
+    assert_eq!(
+        db.log.job_get(&a.id).await.unwrap().unwrap().state,
+        JobState::Pending
+    );
+    assert_eq!(
+        db.log.job_get(&b.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+    // A transition from a's lost lease no longer applies.
+    assert_eq!(
+        db.log
+            .transitions_apply(vec![retry_later(&claimed[0], "a", t(12))])
+            .await
+            .unwrap(),
+        [false]
+    );
+
+    assert_eq!(db.log.leases_release("b").await.unwrap(), 1);
+    let counts = db.log.jobs_count_by_state().await.unwrap();
+    assert_eq!(counts[&JobState::Pending], 2);
+    assert_eq!(counts[&JobState::Running], 0);
+    assert_eq!(counts[&JobState::Dead], 0);
+}
+
+#[tokio::test]
+async fn dead_jobs_owe_a_notification_until_it_is_recorded() {
+    let db = open().await;
+    insert(&db, 1, t(0)).await;
+    let job = db.log.jobs_claim_due("a", t(1), t(301), 1).await.unwrap()[0].clone();
+    db.log
+        .transitions_apply(vec![die(&job, "a", t(2), true)])
+        .await
+        .unwrap();
+
+    let claims = db
+        .log
+        .notifications_claim_due(t(3), t(63), 10)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+    // Claimed: not due again until the claim runs out.
+    assert!(db
+        .log
+        .notifications_claim_due(t(4), t(64), 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let mut attempt = attempt_of(&claims[0].job, t(5), "notified");
+    attempt.step = "on_dead".into();
+    db.log.notification_record(attempt, None).await.unwrap();
+    let stored = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!(stored.notify_at, None);
+    assert_eq!(stored.notify_attempts, 1);
+    // The notification is in the history but is not a delivery attempt.
+    assert_eq!(stored.attempts_total, 1);
+    assert_eq!(db.log.attempts_list(&job.id).await.unwrap().len(), 2);
+    assert!(db
+        .log
+        .notifications_claim_due(t(100), t(160), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn pages_go_newest_first_and_cursors_reach_every_job_once() {
+    let db = open().await;
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        ids.push(insert(&db, n, t(0)).await.id);
+    }
+    ids.reverse();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = db
+            .log
+            .jobs_list(&JobFilter {
+                limit: 3,
+                cursor: cursor.clone(),
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        assert!(page.jobs.len() <= 3);
+        seen.extend(page.jobs.into_iter().map(|j| j.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+
+    let filtered = db
+        .log
+        .jobs_list(&JobFilter {
+            state: Some(JobState::Dead),
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(filtered.jobs.is_empty());
+    assert_eq!(filtered.next_cursor, None);
+}
+
+#[tokio::test]
+async fn operator_updates_are_guarded_by_state() {
+    let db = open().await;
+    insert(&db, 1, t(0)).await;
+    let job = db.log.jobs_claim_due("a", t(1), t(301), 1).await.unwrap()[0].clone();
+
+    // Running: no edit, no retry, no cancel.
+    let edit = JobUpdate::EditPayload {
+        payload: r#"{"n":"fixed"}"#.into(),
+        editor: "ops@example.com".into(),
+        at: t(2),
+    };
+    assert_eq!(
+        db.log.job_update(&job.id, edit.clone()).await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        db.log
+            .job_update(&job.id, JobUpdate::Cancel { at: t(2) })
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        db.log
+            .job_update("no-such-job", JobUpdate::Cancel { at: t(2) })
+            .await
+            .unwrap(),
+        None
+    );
+
+    db.log
+        .transitions_apply(vec![die(&job, "a", t(3), false)])
+        .await
+        .unwrap();
+    assert_eq!(db.log.job_update(&job.id, edit).await.unwrap(), Some(true));
+    assert_eq!(
+        db.log
+            .job_update(&job.id, JobUpdate::Retry { at: t(4) })
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    let retried = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!(retried.state, JobState::Pending);
+    assert_eq!(retried.payload, r#"{"n":"fixed"}"#);
+    assert_eq!(retried.attempt, 0);
+    assert_eq!(retried.channel_index, 0);
+    assert_eq!(retried.next_at, Some(t(4)));
+    assert_eq!(retried.reason, None);
+    // History is kept across a retry.
+    assert_eq!(retried.attempts_total, 1);
+
+    // Only dead jobs are retried; pending ones may be cancelled.
+    assert_eq!(
+        db.log
+            .job_update(&job.id, JobUpdate::Retry { at: t(5) })
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        db.log
+            .job_update(&job.id, JobUpdate::Cancel { at: t(5) })
+            .await
+            .unwrap(),
+        Some(true)
+    );
+    let cancelled = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert!(db
+        .log
+        .jobs_claim_due("a", t(100), t(400), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn the_log_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("log.db").display());
+    let id = {
+        let log = store::open(&url).await.unwrap();
+        match log.job_insert(new_job(1, t(0))).await.unwrap() {
+            InsertOutcome::Created(job) => job.id,
+            other => panic!("{other:?}"),
+        }
+    };
+    let log = store::open(&url).await.unwrap();
+    let job = log.job_get(&id).await.unwrap().unwrap();
+    assert_eq!(job.payload, r#"{"n":1}"#);
+}
+
+#[tokio::test]
+async fn urls_the_store_cannot_open_are_refused_by_name() {
+    let error = match store::open("mysql://u:pw@db/x").await {
+        Err(error) => error.to_string(),
+        Ok(_) => panic!("opened a mysql URL"),
+    };
+    assert!(error.contains("mysql://u:***@db/x"), "{error}");
+    assert!(!error.contains("pw"), "{error}");
+}
