@@ -193,6 +193,43 @@ async fn claims_respect_the_limit() {
 }
 
 #[tokio::test]
+async fn a_backlog_in_one_flow_does_not_starve_another() {
+    let db = open().await;
+    for n in 0..50 {
+        insert(&db, n, t(n as i64)).await;
+    }
+    let mut newcomer = new_job(1000, t(60));
+    newcomer.flow = "orders".into();
+    db.log.job_insert(newcomer).await.unwrap();
+
+    // One round of 10 at t(100): the orders job is due last of all 51, yet
+    // it is in the round.
+    let round = db
+        .log
+        .jobs_claim_due("a", t(100), t(400), 10)
+        .await
+        .unwrap();
+    assert_eq!(round.len(), 10);
+    assert_eq!(round.iter().filter(|j| j.flow == "orders").count(), 1);
+    // The leads taken are still the earliest of their flow.
+    let leads: Vec<u32> = round
+        .iter()
+        .filter(|j| j.flow == "leads")
+        .map(|j| j.idempotency_key[4..].parse().unwrap())
+        .collect();
+    assert_eq!(leads, (0..9).collect::<Vec<u32>>());
+
+    // With one flow left, it gets the whole round.
+    let round = db
+        .log
+        .jobs_claim_due("a", t(100), t(400), 10)
+        .await
+        .unwrap();
+    assert_eq!(round.len(), 10);
+    assert!(round.iter().all(|j| j.flow == "leads"));
+}
+
+#[tokio::test]
 async fn a_transition_applies_only_under_the_owners_lease() {
     let db = open().await;
     insert(&db, 1, t(0)).await;

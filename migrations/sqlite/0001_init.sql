@@ -27,8 +27,11 @@ CREATE TABLE jobs (
     CHECK ((state = 'running') = (lease_owner IS NOT NULL))
 );
 
--- What the scheduler claims: only waiting jobs are indexed.
+-- What the scheduler claims: only waiting jobs are indexed. Claims go flow
+-- by flow (fairness), and the earliest due time overall says how long to
+-- sleep.
 CREATE INDEX jobs_due ON jobs (next_at) WHERE state IN ('pending', 'suspended');
+CREATE INDEX jobs_due_by_flow ON jobs (flow, next_at) WHERE state IN ('pending', 'suspended');
 -- Expired leases to rescue.
 CREATE INDEX jobs_leased ON jobs (lease_until) WHERE state = 'running';
 -- Dead-job notifications owed.

@@ -29,6 +29,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL `{0}`: use sqlite://PATH")]
     UnsupportedUrl(String),
+    #[error("database URL `{url}`: {message}")]
+    BadUrlOption { url: String, message: String },
     #[error("corrupt row in the step log: {0}")]
     Corrupt(String),
 }
@@ -37,7 +39,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 pub type SharedStepLog = Arc<dyn StepLog>;
 
-/// Opens the step log a URL names (`sqlite://path`, `sqlite::memory:`).
+/// Opens the step log a URL names (`sqlite://path`, `sqlite::memory:`;
+/// `?synchronous=normal` trades power-loss durability for speed).
 pub async fn open(url: &str) -> StoreResult<SharedStepLog> {
     open_with(url, sqlite::SqliteOptions::default()).await
 }
@@ -45,7 +48,8 @@ pub async fn open(url: &str) -> StoreResult<SharedStepLog> {
 /// Opens the step log with explicit SQLite options.
 pub async fn open_with(url: &str, options: sqlite::SqliteOptions) -> StoreResult<SharedStepLog> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStepLog::open(url, options).await?))
+        let (url, options) = sqlite::url_options(url, options)?;
+        Ok(Arc::new(sqlite::SqliteStepLog::open(&url, options).await?))
     } else {
         Err(StoreError::UnsupportedUrl(redact_url(url)))
     }

@@ -75,6 +75,39 @@ impl Default for SqliteOptions {
     }
 }
 
+/// Takes steadfast's own options (`synchronous=full|normal`) out of a
+/// `sqlite:` URL's query; the rest goes to SQLite as it is.
+pub fn url_options(url: &str, mut options: SqliteOptions) -> StoreResult<(String, SqliteOptions)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), options));
+    };
+    let mut passed = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("synchronous", value)) => options.synchronous = match value
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "full" => Synchronous::Full,
+                "normal" => Synchronous::Normal,
+                _ => return Err(StoreError::BadUrlOption {
+                    url: url.to_string(),
+                    message: format!(
+                        "synchronous={value} is not supported: use full (the default) or normal"
+                    ),
+                }),
+            },
+            _ => passed.push(pair),
+        }
+    }
+    let url = if passed.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", passed.join("&"))
+    };
+    Ok((url, options))
+}
+
 pub struct SqliteStepLog {
     pool: SqlitePool,
 }
@@ -295,6 +328,68 @@ async fn insert_attempt(
     Ok(())
 }
 
+struct Lease<'a> {
+    owner: &'a str,
+    now: Timestamp,
+    lease_until: Timestamp,
+}
+
+/// The flows that have a job due at `now`, the one waiting longest first.
+/// Walks the distinct flows of the `jobs_due_by_flow` index one seek at a
+/// time, so the cost follows the number of flows, not of waiting jobs.
+async fn flows_due(conn: &mut sqlx::SqliteConnection, now: Timestamp) -> StoreResult<Vec<String>> {
+    let mut due: Vec<(i64, String)> = Vec::new();
+    let mut after = String::new();
+    loop {
+        let flow: Option<String> = sqlx::query_scalar(
+            "SELECT flow FROM jobs INDEXED BY jobs_due_by_flow \
+             WHERE state IN ('pending', 'suspended') AND flow > ?1 \
+             ORDER BY flow LIMIT 1",
+        )
+        .bind(&after)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(flow) = flow else { break };
+        let earliest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_at) FROM jobs INDEXED BY jobs_due_by_flow \
+             WHERE state IN ('pending', 'suspended') AND flow = ?1",
+        )
+        .bind(&flow)
+        .fetch_one(&mut *conn)
+        .await?;
+        if let Some(earliest) = earliest.filter(|at| *at <= ms(now)) {
+            due.push((earliest, flow.clone()));
+        }
+        after = flow;
+    }
+    due.sort();
+    Ok(due.into_iter().map(|(_, flow)| flow).collect())
+}
+
+/// Claims up to `limit` due jobs of one flow, earliest first.
+async fn claim_flow(
+    conn: &mut sqlx::SqliteConnection,
+    flow: &str,
+    lease: &Lease<'_>,
+    limit: usize,
+) -> StoreResult<Vec<JobRecord>> {
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
+         WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_due_by_flow \
+                      WHERE state IN ('pending', 'suspended') AND flow = ?4 AND next_at <= ?3 \
+                      ORDER BY next_at LIMIT ?5) \
+         RETURNING *",
+    )
+    .bind(lease.owner)
+    .bind(ms(lease.lease_until))
+    .bind(ms(lease.now))
+    .bind(flow)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    jobs_from_rows(&rows)
+}
+
 #[async_trait]
 impl StepLog for SqliteStepLog {
     async fn job_insert(&self, job: NewJob) -> StoreResult<InsertOutcome> {
@@ -324,21 +419,39 @@ impl StepLog for SqliteStepLog {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
-            "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
-             WHERE id IN (SELECT id FROM jobs \
-                          WHERE state IN ('pending', 'suspended') AND next_at <= ?3 \
-                          ORDER BY next_at LIMIT ?4) \
-             RETURNING *",
-        )
-        .bind(owner)
-        .bind(ms(lease_until))
-        .bind(ms(now))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        let mut jobs = jobs_from_rows(&rows)?;
-        // RETURNING gives no order; the earliest due goes first.
+        let mut tx = self.begin_write().await?;
+        let due = flows_due(&mut tx, now).await?;
+        let lease = Lease {
+            owner,
+            now,
+            lease_until,
+        };
+        let mut jobs = Vec::with_capacity(limit);
+        // Round robin: every flow with due jobs gets an equal share of the
+        // round first, so a backlog in one flow delays another flow's job by
+        // one round at most; what the share leaves free goes, in order, to
+        // the flows that had more.
+        let share = (limit / due.len().max(1)).max(1);
+        let mut hungry = Vec::new();
+        for flow in &due {
+            let room = share.min(limit - jobs.len());
+            if room == 0 {
+                break;
+            }
+            let claimed = claim_flow(&mut tx, flow, &lease, room).await?;
+            if claimed.len() == room {
+                hungry.push(flow);
+            }
+            jobs.extend(claimed);
+        }
+        for flow in hungry {
+            let room = limit - jobs.len();
+            if room == 0 {
+                break;
+            }
+            jobs.extend(claim_flow(&mut tx, flow, &lease, room).await?);
+        }
+        tx.commit().await?;
         jobs.sort_by_key(|job| job.next_at);
         Ok(jobs)
     }
@@ -396,7 +509,8 @@ impl StepLog for SqliteStepLog {
 
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {
         let next: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_at) FROM jobs WHERE state IN ('pending', 'suspended')",
+            "SELECT MIN(next_at) FROM jobs INDEXED BY jobs_due \
+             WHERE state IN ('pending', 'suspended')",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -416,7 +530,8 @@ impl StepLog for SqliteStepLog {
 
     async fn leases_rescue(&self, now: Timestamp) -> StoreResult<u64> {
         let result = sqlx::query(
-            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
+            "UPDATE jobs INDEXED BY jobs_leased \
+             SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
                  next_at = COALESCE(next_at, ?1) \
              WHERE state = 'running' AND lease_until < ?1",
         )
@@ -438,6 +553,7 @@ impl StepLog for SqliteStepLog {
         let rows = sqlx::query(
             "UPDATE jobs SET notify_at = ?2 \
              WHERE id IN (SELECT id FROM jobs \
+                          INDEXED BY jobs_notify \
                           WHERE notify_at IS NOT NULL AND notify_at <= ?1 AND state = 'dead' \
                           ORDER BY notify_at LIMIT ?3) \
              RETURNING *",
@@ -594,7 +710,29 @@ impl StepLog for SqliteStepLog {
 
 #[cfg(test)]
 mod tests {
-    use super::same_payload;
+    use super::{same_payload, url_options, SqliteOptions, Synchronous};
+
+    #[test]
+    fn synchronous_comes_from_the_url() {
+        let (url, options) = url_options(
+            "sqlite://a.db?synchronous=normal&mode=rwc",
+            SqliteOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(url, "sqlite://a.db?mode=rwc");
+        assert_eq!(options.synchronous, Synchronous::Normal);
+        let (url, options) = url_options("sqlite://a.db", SqliteOptions::default()).unwrap();
+        assert_eq!(url, "sqlite://a.db");
+        assert_eq!(options.synchronous, Synchronous::Full);
+        let error = url_options("sqlite://a.db?synchronous=off", SqliteOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("use full (the default) or normal"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn payloads_compare_as_json() {
