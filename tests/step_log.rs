@@ -249,18 +249,29 @@ async fn a_transition_applies_only_under_the_owners_lease() {
     );
     // Applying it again (a duplicate commit) moves nothing.
     assert_eq!(db.log.transitions_apply(vec![mine]).await.unwrap(), [false]);
+    // Nor does a batch that carries the same job twice move it twice.
+    let again = db.log.jobs_claim_due("a", t(10), t(310), 1).await.unwrap()[0].clone();
+    let twice = vec![
+        retry_later(&again, "a", t(11)),
+        retry_later(&again, "a", t(12)),
+    ];
+    assert_eq!(
+        db.log.transitions_apply(twice).await.unwrap(),
+        [true, false]
+    );
+    assert_eq!(db.log.attempts_list(&job.id).await.unwrap().len(), 2);
 
     let stored = db.log.job_get(&job.id).await.unwrap().unwrap();
     assert_eq!(stored.state, JobState::Pending);
-    assert_eq!(stored.attempt, 1);
-    assert_eq!(stored.attempts_total, 1);
-    assert_eq!(stored.next_at, Some(t(4)));
+    assert_eq!(stored.attempt, 2);
+    assert_eq!(stored.attempts_total, 2);
+    assert_eq!(stored.next_at, Some(t(13)));
     assert_eq!(stored.lease_owner, None);
     assert_eq!(stored.lease_until, None);
     let attempts = db.log.attempts_list(&job.id).await.unwrap();
-    assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].status, Some(503));
     assert_eq!(attempts[0].next_at, Some(t(4)));
+    assert_eq!(attempts[1].started_at, t(11));
 }
 
 #[tokio::test]

@@ -41,6 +41,14 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// While busy, how long to wait for several slots to free up before
+/// claiming for fewer: the most a due job waits for batching's sake.
+const REFILL_WAIT: Duration = Duration::from_millis(2);
+
+/// While busy, how often dead jobs' notifications are looked for (an idle
+/// scheduler looks every time it wakes).
+const NOTIFICATIONS_EVERY: Duration = Duration::from_millis(500);
+
 pub(crate) struct Scheduler {
     pub executor: Executor,
     pub writer: ResultWriter,
@@ -51,7 +59,11 @@ pub(crate) struct Scheduler {
 impl Scheduler {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.config.workers));
+        // One claim should fill several slots: claiming job by job as single
+        // slots free up would cost a write transaction per attempt.
+        let refill = (self.config.workers / 8).clamp(1, self.config.claim_batch);
         let mut next_rescue = Timestamp::MIN;
+        let mut next_notifications = Timestamp::MIN;
         while !*shutdown.borrow() {
             let now = self.executor.clock.now();
             if now >= next_rescue {
@@ -59,19 +71,27 @@ impl Scheduler {
                 next_rescue = now + signed(self.config.lease / 4);
             }
             let free = slots.available_permits();
-            if free == 0 {
+            if free < refill {
                 tokio::select! {
-                    permit = slots.acquire() => drop(permit),
+                    _ = slots.acquire_many(refill as u32) => {}
+                    _ = tokio::time::sleep(REFILL_WAIT) => {}
                     _ = shutdown.changed() => {}
                 }
-                continue;
+                if slots.available_permits() == 0 {
+                    continue;
+                }
             }
+            let now = self.executor.clock.now();
+            let free = slots.available_permits();
             let wanted = free.min(self.config.claim_batch);
             let claimed = self.claim(now, wanted, &slots).await;
             let filled = claimed >= wanted;
-            let free = slots.available_permits();
-            if free > 0 {
-                self.start_notifications(now, free, &slots).await;
+            if now >= next_notifications || !filled {
+                let free = slots.available_permits();
+                if free > 0 {
+                    self.start_notifications(now, free, &slots).await;
+                }
+                next_notifications = now + signed(NOTIFICATIONS_EVERY);
             }
             if !filled {
                 self.idle(&mut shutdown).await;

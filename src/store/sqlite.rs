@@ -5,6 +5,7 @@
 //! read first could not upgrade to a writer after another commit and would
 //! fail with `SQLITE_BUSY` instead of waiting.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -84,19 +85,20 @@ pub fn url_options(url: &str, mut options: SqliteOptions) -> StoreResult<(String
     let mut passed = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         match pair.split_once('=') {
-            Some(("synchronous", value)) => options.synchronous = match value
-                .to_ascii_lowercase()
-                .as_str()
-            {
-                "full" => Synchronous::Full,
-                "normal" => Synchronous::Normal,
-                _ => return Err(StoreError::BadUrlOption {
-                    url: url.to_string(),
-                    message: format!(
+            Some(("synchronous", value)) => {
+                options.synchronous = match value.to_ascii_lowercase().as_str() {
+                    "full" => Synchronous::Full,
+                    "normal" => Synchronous::Normal,
+                    _ => {
+                        return Err(StoreError::BadUrlOption {
+                            url: url.to_string(),
+                            message: format!(
                         "synchronous={value} is not supported: use full (the default) or normal"
                     ),
-                }),
-            },
+                        })
+                    }
+                }
+            }
             _ => passed.push(pair),
         }
     }
@@ -246,41 +248,97 @@ fn attempt_from_row(row: &SqliteRow) -> StoreResult<AttemptRecord> {
     })
 }
 
-const INSERT_JOB: &str = "\
-    INSERT INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
-                      next_at, policy_version, created_at, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6, ?7, ?8, ?8) \
-    ON CONFLICT (flow, idempotency_key) DO NOTHING \
-    RETURNING *";
+// Batches travel as one JSON array bound to one parameter and are taken
+// apart by `json_each` inside SQLite: one statement per batch instead of one
+// per row keeps the round trips to the database thread constant.
 
-const SELECT_BY_KEY: &str = "SELECT * FROM jobs WHERE flow = ?1 AND idempotency_key = ?2";
+/// A [`NewJob`] as the insert statement reads it.
+#[derive(serde::Serialize)]
+struct NewJobRow<'a> {
+    id: &'a str,
+    flow: &'a str,
+    key: &'a str,
+    payload: &'a str,
+    step: &'a str,
+    next_at: i64,
+    version: &'a str,
+    created_at: i64,
+}
 
-async fn insert_one(conn: &mut sqlx::SqliteConnection, job: &NewJob) -> StoreResult<InsertOutcome> {
-    let created = sqlx::query(INSERT_JOB)
-        .bind(&job.id)
-        .bind(&job.flow)
-        .bind(&job.idempotency_key)
-        .bind(&job.payload)
-        .bind(&job.step)
-        .bind(ms(job.next_at))
-        .bind(&job.policy_version)
-        .bind(ms(job.created_at))
-        .fetch_optional(&mut *conn)
+async fn insert_many(
+    conn: &mut sqlx::SqliteConnection,
+    jobs: &[NewJob],
+) -> StoreResult<Vec<InsertOutcome>> {
+    let rows: Vec<NewJobRow<'_>> = jobs
+        .iter()
+        .map(|job| NewJobRow {
+            id: &job.id,
+            flow: &job.flow,
+            key: &job.idempotency_key,
+            payload: &job.payload,
+            step: &job.step,
+            next_at: ms(job.next_at),
+            version: &job.policy_version,
+            created_at: ms(job.created_at),
+        })
+        .collect();
+    let batch = to_json(&rows)?;
+    // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the
+    // INSERT, not to a join in the SELECT.
+    let created = sqlx::query(
+        "INSERT INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
+                           next_at, policy_version, created_at, updated_at) \
+         SELECT j.value ->> 'id', j.value ->> 'flow', j.value ->> 'key', j.value ->> 'payload', \
+                'pending', 0, j.value ->> 'step', j.value ->> 'next_at', j.value ->> 'version', \
+                j.value ->> 'created_at', j.value ->> 'created_at' \
+         FROM json_each(?1) AS j WHERE true ORDER BY j.key \
+         ON CONFLICT (flow, idempotency_key) DO NOTHING \
+         RETURNING *",
+    )
+    .bind(&batch)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut created: HashMap<String, JobRecord> = jobs_from_rows(&created)?
+        .into_iter()
+        .map(|job| (job.id.clone(), job))
+        .collect();
+    let mut existing: HashMap<(String, String), JobRecord> = HashMap::new();
+    if created.len() < jobs.len() {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE (flow, idempotency_key) IN \
+                 (SELECT j.value ->> 'flow', j.value ->> 'key' FROM json_each(?1) AS j)",
+        )
+        .bind(&batch)
+        .fetch_all(&mut *conn)
         .await?;
-    if let Some(row) = created {
-        return Ok(InsertOutcome::Created(job_from_row(&row)?));
+        for job in jobs_from_rows(&rows)? {
+            existing.insert((job.flow.clone(), job.idempotency_key.clone()), job);
+        }
     }
-    let row = sqlx::query(SELECT_BY_KEY)
-        .bind(&job.flow)
-        .bind(&job.idempotency_key)
-        .fetch_one(&mut *conn)
-        .await?;
-    let existing = job_from_row(&row)?;
-    if same_payload(&existing.payload, &job.payload) {
-        Ok(InsertOutcome::Existing(existing))
-    } else {
-        Ok(InsertOutcome::Conflict(existing))
-    }
+    jobs.iter()
+        .map(|job| {
+            if let Some(record) = created.remove(&job.id) {
+                return Ok(InsertOutcome::Created(record));
+            }
+            let key = (job.flow.clone(), job.idempotency_key.clone());
+            let record = existing.get(&key).cloned().ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "job with key `{}` in flow `{}` neither inserted nor found",
+                    job.idempotency_key, job.flow
+                ))
+            })?;
+            Ok(if same_payload(&record.payload, &job.payload) {
+                InsertOutcome::Existing(record)
+            } else {
+                InsertOutcome::Conflict(record)
+            })
+        })
+        .collect()
+}
+
+fn to_json(value: &impl serde::Serialize) -> StoreResult<String> {
+    serde_json::to_string(value)
+        .map_err(|error| StoreError::Corrupt(format!("cannot encode a batch: {error}")))
 }
 
 /// Payloads are compared as JSON values, so key order and spacing do not
@@ -298,31 +356,166 @@ fn same_payload(stored: &str, submitted: &str) -> bool {
     }
 }
 
-async fn insert_attempt(
+/// A [`Transition`]'s update of its job, as the statement reads it.
+#[derive(serde::Serialize)]
+struct TransitionRow<'a> {
+    id: &'a str,
+    owner: &'a str,
+    state: &'a str,
+    step_index: u32,
+    step: &'a str,
+    channel_index: u32,
+    attempt: u32,
+    series_started_at: Option<i64>,
+    held_ms: i64,
+    next_at: Option<i64>,
+    reason: Option<&'a str>,
+    version: &'a str,
+    notify_at: Option<i64>,
+    now: i64,
+    /// 1 when the attempt counts towards `attempts_total`.
+    counts: u8,
+    /// 1 when the job stays `running` (and keeps its lease).
+    running: u8,
+}
+
+#[derive(serde::Serialize)]
+struct AttemptRow<'a> {
+    job_id: &'a str,
+    step: &'a str,
+    channel: &'a str,
+    attempt: u32,
+    started_at: i64,
+    finished_at: i64,
+    status: Option<u16>,
+    error: Option<&'a str>,
+    error_message: Option<&'a str>,
+    outcome: &'a str,
+    rule: Option<&'a str>,
+    decision: &'a str,
+    delay_ms: Option<i64>,
+    next_at: Option<i64>,
+    version: &'a str,
+}
+
+impl<'a> From<&'a AttemptRecord> for AttemptRow<'a> {
+    fn from(attempt: &'a AttemptRecord) -> Self {
+        AttemptRow {
+            job_id: &attempt.job_id,
+            step: &attempt.step,
+            channel: &attempt.channel,
+            attempt: attempt.attempt,
+            started_at: ms(attempt.started_at),
+            finished_at: ms(attempt.finished_at),
+            status: attempt.status,
+            error: attempt.error.as_deref(),
+            error_message: attempt.error_message.as_deref(),
+            outcome: &attempt.outcome,
+            rule: attempt.rule.as_deref(),
+            decision: &attempt.decision,
+            delay_ms: attempt.delay_ms,
+            next_at: opt_ms(attempt.next_at),
+            version: &attempt.policy_version,
+        }
+    }
+}
+
+/// Splits a batch into runs in which no job appears twice, so that one
+/// set-based update per run says exactly which transitions applied.
+fn runs_of_distinct_jobs(transitions: &[Transition]) -> Vec<&[Transition]> {
+    let mut runs = Vec::new();
+    let mut seen = HashSet::new();
+    let mut start = 0;
+    for (index, transition) in transitions.iter().enumerate() {
+        if !seen.insert(transition.job_id.as_str()) {
+            runs.push(&transitions[start..index]);
+            seen.clear();
+            seen.insert(transition.job_id.as_str());
+            start = index;
+        }
+    }
+    runs.push(&transitions[start..]);
+    runs
+}
+
+/// Applies transitions of distinct jobs: one guarded update for all, then
+/// one insert for the attempts of those that applied.
+async fn apply_run(
     conn: &mut sqlx::SqliteConnection,
-    attempt: &AttemptRecord,
+    run: &[Transition],
+) -> StoreResult<Vec<bool>> {
+    let rows: Vec<TransitionRow<'_>> = run
+        .iter()
+        .map(|t| TransitionRow {
+            id: &t.job_id,
+            owner: &t.owner,
+            state: t.to.as_str(),
+            step_index: t.step_index,
+            step: &t.step,
+            channel_index: t.channel_index,
+            attempt: t.series_attempts,
+            series_started_at: opt_ms(t.series_started_at),
+            held_ms: t.held_ms,
+            next_at: opt_ms(t.next_at),
+            reason: t.reason.as_deref(),
+            version: &t.policy_version,
+            notify_at: opt_ms(t.notify_at),
+            now: ms(t.now),
+            counts: u8::from(
+                t.attempt
+                    .as_ref()
+                    .is_some_and(|attempt| attempt.step != ON_DEAD_STEP),
+            ),
+            running: u8::from(t.to == JobState::Running),
+        })
+        .collect();
+    let moved: Vec<String> = sqlx::query_scalar(
+        "UPDATE jobs SET state = t.value ->> 'state', step_index = t.value ->> 'step_index', \
+             step = t.value ->> 'step', channel_index = t.value ->> 'channel_index', \
+             attempt = t.value ->> 'attempt', series_started_at = t.value ->> 'series_started_at', \
+             held_ms = t.value ->> 'held_ms', next_at = t.value ->> 'next_at', \
+             reason = t.value ->> 'reason', policy_version = t.value ->> 'version', \
+             notify_at = t.value ->> 'notify_at', updated_at = t.value ->> 'now', \
+             attempts_total = jobs.attempts_total + (t.value ->> 'counts'), \
+             lease_owner = CASE WHEN t.value ->> 'running' = 1 THEN jobs.lease_owner END, \
+             lease_until = CASE WHEN t.value ->> 'running' = 1 THEN jobs.lease_until END \
+         FROM json_each(?1) AS t \
+         WHERE jobs.id = t.value ->> 'id' AND jobs.state = 'running' \
+           AND jobs.lease_owner = t.value ->> 'owner' \
+         RETURNING jobs.id",
+    )
+    .bind(to_json(&rows)?)
+    .fetch_all(&mut *conn)
+    .await?;
+    let moved: HashSet<String> = moved.into_iter().collect();
+    let attempts: Vec<AttemptRow<'_>> = run
+        .iter()
+        .filter(|t| moved.contains(&t.job_id))
+        .filter_map(|t| t.attempt.as_ref().map(AttemptRow::from))
+        .collect();
+    attempts_insert(conn, &attempts).await?;
+    Ok(run.iter().map(|t| moved.contains(&t.job_id)).collect())
+}
+
+async fn attempts_insert(
+    conn: &mut sqlx::SqliteConnection,
+    attempts: &[AttemptRow<'_>],
 ) -> StoreResult<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, status, \
                                error, error_message, outcome, rule, decision, delay_ms, next_at, \
                                policy_version) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         SELECT a.value ->> 'job_id', a.value ->> 'step', a.value ->> 'channel', \
+                a.value ->> 'attempt', a.value ->> 'started_at', a.value ->> 'finished_at', \
+                a.value ->> 'status', a.value ->> 'error', a.value ->> 'error_message', \
+                a.value ->> 'outcome', a.value ->> 'rule', a.value ->> 'decision', \
+                a.value ->> 'delay_ms', a.value ->> 'next_at', a.value ->> 'version' \
+         FROM json_each(?1) AS a ORDER BY a.key",
     )
-    .bind(&attempt.job_id)
-    .bind(&attempt.step)
-    .bind(&attempt.channel)
-    .bind(i64::from(attempt.attempt))
-    .bind(ms(attempt.started_at))
-    .bind(ms(attempt.finished_at))
-    .bind(attempt.status.map(i64::from))
-    .bind(&attempt.error)
-    .bind(&attempt.error_message)
-    .bind(&attempt.outcome)
-    .bind(&attempt.rule)
-    .bind(&attempt.decision)
-    .bind(attempt.delay_ms)
-    .bind(opt_ms(attempt.next_at))
-    .bind(&attempt.policy_version)
+    .bind(to_json(&attempts)?)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -393,18 +586,18 @@ async fn claim_flow(
 #[async_trait]
 impl StepLog for SqliteStepLog {
     async fn job_insert(&self, job: NewJob) -> StoreResult<InsertOutcome> {
-        let mut tx = self.begin_write().await?;
-        let outcome = insert_one(&mut tx, &job).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        self.jobs_insert_batch(vec![job])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an insert returned no outcome".into()))
     }
 
     async fn jobs_insert_batch(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<InsertOutcome>> {
-        let mut tx = self.begin_write().await?;
-        let mut outcomes = Vec::with_capacity(jobs.len());
-        for job in &jobs {
-            outcomes.push(insert_one(&mut tx, job).await?);
+        if jobs.is_empty() {
+            return Ok(Vec::new());
         }
+        let mut tx = self.begin_write().await?;
+        let outcomes = insert_many(&mut tx, &jobs).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -462,46 +655,8 @@ impl StepLog for SqliteStepLog {
         }
         let mut tx = self.begin_write().await?;
         let mut applied = Vec::with_capacity(transitions.len());
-        for transition in &transitions {
-            let counts = transition
-                .attempt
-                .as_ref()
-                .is_some_and(|attempt| attempt.step != ON_DEAD_STEP);
-            let still_running = transition.to == JobState::Running;
-            let result = sqlx::query(
-                "UPDATE jobs SET state = ?3, step_index = ?4, step = ?5, channel_index = ?6, \
-                     attempt = ?7, series_started_at = ?8, held_ms = ?9, next_at = ?10, \
-                     reason = ?11, policy_version = ?12, notify_at = ?13, updated_at = ?14, \
-                     attempts_total = attempts_total + ?15, \
-                     lease_owner = CASE WHEN ?16 THEN lease_owner END, \
-                     lease_until = CASE WHEN ?16 THEN lease_until END \
-                 WHERE id = ?1 AND state = 'running' AND lease_owner = ?2",
-            )
-            .bind(&transition.job_id)
-            .bind(&transition.owner)
-            .bind(transition.to.as_str())
-            .bind(i64::from(transition.step_index))
-            .bind(&transition.step)
-            .bind(i64::from(transition.channel_index))
-            .bind(i64::from(transition.series_attempts))
-            .bind(opt_ms(transition.series_started_at))
-            .bind(transition.held_ms)
-            .bind(opt_ms(transition.next_at))
-            .bind(&transition.reason)
-            .bind(&transition.policy_version)
-            .bind(opt_ms(transition.notify_at))
-            .bind(ms(transition.now))
-            .bind(i64::from(counts))
-            .bind(still_running)
-            .execute(&mut *tx)
-            .await?;
-            let moved = result.rows_affected() == 1;
-            if moved {
-                if let Some(attempt) = &transition.attempt {
-                    insert_attempt(&mut tx, attempt).await?;
-                }
-            }
-            applied.push(moved);
+        for run in runs_of_distinct_jobs(&transitions) {
+            applied.extend(apply_run(&mut tx, run).await?);
         }
         tx.commit().await?;
         Ok(applied)
@@ -582,7 +737,7 @@ impl StepLog for SqliteStepLog {
         .bind(opt_ms(next_at))
         .execute(&mut *tx)
         .await?;
-        insert_attempt(&mut tx, &attempt).await?;
+        attempts_insert(&mut tx, &[AttemptRow::from(&attempt)]).await?;
         tx.commit().await?;
         Ok(())
     }
