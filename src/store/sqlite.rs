@@ -470,7 +470,11 @@ async fn apply_run(
         })
         .collect();
     let moved: Vec<String> = sqlx::query_scalar(
-        "UPDATE jobs SET state = t.value ->> 'state', step_index = t.value ->> 'step_index', \
+        // The primary key's index, named so that the planner walks the batch
+        // and looks each job up, rather than walking every running job and
+        // searching the batch for it.
+        "UPDATE jobs INDEXED BY sqlite_autoindex_jobs_1 \
+         SET state = t.value ->> 'state', step_index = t.value ->> 'step_index', \
              step = t.value ->> 'step', channel_index = t.value ->> 'channel_index', \
              attempt = t.value ->> 'attempt', series_started_at = t.value ->> 'series_started_at', \
              held_ms = t.value ->> 'held_ms', next_at = t.value ->> 'next_at', \
