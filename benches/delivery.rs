@@ -285,6 +285,7 @@ impl Engine {
                 ..EngineConfig::default()
             },
             clock: Arc::new(SystemClock),
+            reload: None,
         })
         .await?;
         let pool = sqlx::sqlite::SqlitePoolOptions::new()

@@ -2,6 +2,7 @@
 //! stopped together. `run`, `demo` and the integration tests all start one.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -13,7 +14,8 @@ use crate::channels::Channels;
 use crate::clock::SharedClock;
 use crate::engine::{Engine, EngineConfig, EngineParts};
 use crate::model::CompiledPolicy;
-use crate::reload::LivePolicy;
+use crate::policy::EnvMode;
+use crate::reload::{LivePolicy, Reloader, WatchConfig, Watcher};
 use crate::store::{self, SharedStepLog, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,15 @@ pub enum NodeError {
     },
     #[error("HTTP channels: {0}")]
     Channels(String),
+    #[error("cannot watch the policy files: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// Where the policy came from, to reload it when the files change.
+pub struct ReloadSource {
+    pub paths: Vec<PathBuf>,
+    pub env: EnvMode,
+    pub watch: WatchConfig,
 }
 
 pub struct NodeConfig {
@@ -37,6 +48,9 @@ pub struct NodeConfig {
     pub listen: String,
     pub engine: EngineConfig,
     pub clock: SharedClock,
+    /// Watch the policy files and reload on change; `None`: the policy is
+    /// fixed for the node's life.
+    pub reload: Option<ReloadSource>,
 }
 
 /// A running node.
@@ -48,6 +62,8 @@ pub struct Node {
     engine: Engine,
     api: JoinHandle<std::io::Result<()>>,
     stop_api: oneshot::Sender<()>,
+    reloader: Option<Arc<Reloader>>,
+    watcher: Option<Watcher>,
 }
 
 impl Node {
@@ -76,6 +92,23 @@ impl Node {
             config.engine,
         )
         .await?;
+        let (reloader, watcher) = match config.reload {
+            Some(source) => {
+                let reloader = Arc::new(Reloader::new(
+                    source.paths,
+                    source.env,
+                    policy.clone(),
+                    config.clock.clone(),
+                ));
+                let watcher = Watcher::start(
+                    reloader.clone(),
+                    source.watch,
+                    resume_after_reload(store.clone(), config.clock.clone(), engine.waker()),
+                )?;
+                (Some(reloader), Some(watcher))
+            }
+            None => (None, None),
+        };
         let state = AppState {
             store: store.clone(),
             policy: policy.clone(),
@@ -94,7 +127,22 @@ impl Node {
             engine,
             api,
             stop_api,
+            reloader,
+            watcher,
         })
+    }
+
+    /// Reloads the policy files now (SIGHUP); a node without a reload
+    /// source keeps its policy.
+    pub fn reload(&self) {
+        if let Some(watcher) = &self.watcher {
+            watcher.reload();
+        }
+    }
+
+    /// The reloader, to reload synchronously (tests, benchmarks).
+    pub fn reloader(&self) -> Option<&Arc<Reloader>> {
+        self.reloader.as_ref()
     }
 
     /// The API's base URL, e.g. `http://127.0.0.1:8787`.
@@ -105,6 +153,9 @@ impl Node {
     /// Stops taking requests, then stops the engine: no new claims, attempts
     /// in flight finish and commit, leases are released.
     pub async fn shutdown(self) {
+        if let Some(watcher) = self.watcher {
+            watcher.stop().await;
+        }
         let _ = self.stop_api.send(());
         match self.api.await {
             Ok(Ok(())) => {}
@@ -113,4 +164,26 @@ impl Node {
         }
         self.engine.shutdown().await;
     }
+}
+
+/// After a new policy is in force, jobs suspended because their flow was
+/// missing are looked at again at once instead of at their next recheck.
+fn resume_after_reload(
+    store: SharedStepLog,
+    clock: SharedClock,
+    wake: Arc<tokio::sync::Notify>,
+) -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(move || {
+        let (store, now, wake) = (store.clone(), clock.now(), wake.clone());
+        tokio::spawn(async move {
+            match store.jobs_resume("flow_removed", now).await {
+                Ok(0) => {}
+                Ok(count) => {
+                    tracing::info!(count, "jobs whose flow was missing are looked at again");
+                    wake.notify_one();
+                }
+                Err(error) => tracing::error!(%error, "resuming jobs after a reload failed"),
+            }
+        });
+    })
 }

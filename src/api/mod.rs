@@ -94,6 +94,8 @@ async fn policies(State(state): State<AppState>) -> Json<serde_json::Value> {
         "loaded_at": status.loaded_at,
         "last_error": status.last_error,
         "last_error_at": status.last_error_at,
+        "reloads": status.reloads,
+        "failed_reloads": status.failed_reloads,
         "flows": policy.flows.keys().collect::<Vec<_>>(),
         "channels": policy.channels.values()
             .map(|c| json!({ "name": c.name, "kind": c.kind.kind_name() }))

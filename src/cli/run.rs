@@ -9,7 +9,9 @@ use super::{CliResult, Failure, LogArgs};
 use crate::clock::SystemClock;
 use crate::engine::{EngineConfig, SchedulerConfig};
 use crate::model::CompiledPolicy;
-use crate::node::{Node, NodeConfig};
+use crate::node::{Node, NodeConfig, ReloadSource};
+use crate::policy::EnvMode;
+use crate::reload::WatchConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -22,6 +24,9 @@ pub struct RunArgs {
     /// The API's address.
     #[arg(long, default_value = "127.0.0.1:8787", env = "STEADFAST_LISTEN")]
     listen: String,
+    /// How long the policy files must be quiet before a change is loaded.
+    #[arg(long, default_value = "250ms", value_parser = parse_duration_arg, env = "STEADFAST_RELOAD_DEBOUNCE")]
+    reload_debounce: std::time::Duration,
     /// Attempts in flight at once.
     #[arg(long, default_value_t = 64, env = "STEADFAST_WORKERS")]
     workers: usize,
@@ -46,12 +51,24 @@ pub async fn run(args: RunArgs) -> CliResult {
             ..EngineConfig::default()
         },
         clock: Arc::new(SystemClock),
+        reload: Some(ReloadSource {
+            paths: vec![args.policies.clone()],
+            env: EnvMode::process(),
+            watch: WatchConfig {
+                debounce: args.reload_debounce,
+                ..WatchConfig::default()
+            },
+        }),
     };
     let node = Node::start(config)
         .await
         .map_err(|e| Failure::BadInput(anyhow!(e)))?;
-    tracing::info!(api = %node.url(), db = %crate::store::redact_url(&args.db), "engine running");
-    shutdown_signal().await;
+    tracing::info!(api = %node.url(), db = %crate::store::redact_url(&args.db),
+        policies = %args.policies.display(), "engine running; policy files are watched");
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = reload_on_sighup(&node) => {}
+    }
     tracing::info!("shutting down: no new claims; finishing attempts in flight");
     node.shutdown().await;
     tracing::info!("stopped");
@@ -73,6 +90,22 @@ pub fn load_policies(dir: &std::path::Path) -> Result<CompiledPolicy, Failure> {
             dir.display()
         ))
     })
+}
+
+/// Reloads the policy files on every SIGHUP; never completes.
+async fn reload_on_sighup(node: &Node) {
+    #[cfg(unix)]
+    if let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the policy files");
+            node.reload();
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
+    crate::compile::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Completes on ctrl-c or SIGTERM.

@@ -1,5 +1,12 @@
 //! The policy in force, swapped whole: load → compile → swap the `Arc`; on
 //! failure the last good set stays and the error is kept for the API.
+//!
+//! [`Reloader`] does one reload; [`watcher`] runs it when the files change
+//! (debounced), on SIGHUP, and on a slow timer as a safety net.
+
+pub mod watcher;
+
+pub use watcher::{ReloadOutcome, Reloader, WatchConfig, Watcher};
 
 use std::sync::{Arc, Mutex};
 
@@ -23,16 +30,23 @@ pub struct ReloadStatus {
     /// each; empty when the last reload succeeded.
     pub last_error: Vec<String>,
     pub last_error_at: Option<Timestamp>,
+    /// Reloads that put a new version in force since the start.
+    pub reloads: u64,
+    /// Reloads refused because the files had errors.
+    pub failed_reloads: u64,
 }
 
 impl LivePolicy {
     pub fn new(policy: CompiledPolicy, now: Timestamp) -> Self {
+        record_loaded_at(now);
         Self {
             current: ArcSwap::from_pointee(policy),
             status: Mutex::new(ReloadStatus {
                 loaded_at: now,
                 last_error: Vec::new(),
                 last_error_at: None,
+                reloads: 0,
+                failed_reloads: 0,
             }),
         }
     }
@@ -49,7 +63,20 @@ impl LivePolicy {
         status.loaded_at = now;
         status.last_error.clear();
         status.last_error_at = None;
+        status.reloads += 1;
+        record_loaded_at(now);
         metrics::counter!("steadfast_policy_reloads_total", "result" => "success").increment(1);
+    }
+
+    /// Records a reload that found the version in force: a bad edit that was
+    /// reverted clears its error.
+    pub fn unchanged(&self) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        if !status.last_error.is_empty() {
+            status.last_error.clear();
+            status.last_error_at = None;
+        }
+        metrics::counter!("steadfast_policy_reloads_total", "result" => "unchanged").increment(1);
     }
 
     /// Records a failed reload; the policy in force does not change.
@@ -57,6 +84,7 @@ impl LivePolicy {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
         status.last_error = errors;
         status.last_error_at = Some(now);
+        status.failed_reloads += 1;
         metrics::counter!("steadfast_policy_reloads_total", "result" => "error").increment(1);
     }
 
@@ -66,4 +94,9 @@ impl LivePolicy {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+}
+
+fn record_loaded_at(at: Timestamp) {
+    metrics::gauge!("steadfast_policy_loaded_timestamp_seconds")
+        .set(at.as_millisecond() as f64 / 1000.0);
 }

@@ -139,6 +139,10 @@ pub trait StepLog: Send + Sync + 'static {
     /// How many jobs are in each state.
     async fn jobs_count_by_state(&self) -> StoreResult<StateCounts>;
 
+    /// Makes every job suspended for `reason` due at `now` (a reload brought
+    /// back what they were waiting for); returns how many.
+    async fn jobs_resume(&self, reason: &str, now: Timestamp) -> StoreResult<u64>;
+
     /// Applies an operator's change to a job (retry, payload edit, cancel),
     /// guarded by the states it may come from. `None` when the job does not
     /// exist; `Some(false)` when its state forbids the change.

@@ -801,6 +801,18 @@ impl StepLog for SqliteStepLog {
         Ok(counts)
     }
 
+    async fn jobs_resume(&self, reason: &str, now: Timestamp) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "UPDATE jobs SET next_at = ?2, updated_at = ?2 \
+             WHERE state = 'suspended' AND reason = ?1 AND next_at > ?2",
+        )
+        .bind(reason)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
     async fn job_update(&self, id: &str, update: JobUpdate) -> StoreResult<Option<bool>> {
         let mut tx = self.begin_write().await?;
         let changed = match &update {

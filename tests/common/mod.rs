@@ -16,8 +16,9 @@ use serde_json::{json, Value};
 use steadfast::clock::SystemClock;
 use steadfast::compile::load_policy;
 use steadfast::engine::{EngineConfig, SchedulerConfig};
-use steadfast::node::{Node, NodeConfig};
+use steadfast::node::{Node, NodeConfig, ReloadSource};
 use steadfast::policy::{EnvMode, MapEnv};
+use steadfast::reload::WatchConfig;
 
 /// One request the partner received.
 #[derive(Debug, Clone)]
@@ -158,6 +159,17 @@ pub struct TestNode {
 impl TestNode {
     /// Compiles `policies` (with `env`) and starts a node on a fresh SQLite
     /// file.
+    /// Like [`TestNode::start`], with the policy files watched.
+    pub async fn start_watching(policies: &Path, env: &[(&str, &str)]) -> TestNode {
+        let db_dir = tempfile::tempdir().unwrap();
+        let node = start_watching_node(policies, env, &db_dir.path().join("steadfast.db")).await;
+        TestNode {
+            node,
+            client: http_client(),
+            db_dir,
+        }
+    }
+
     pub async fn start(policies: &Path, env: &[(&str, &str)]) -> TestNode {
         let db_dir = tempfile::tempdir().unwrap();
         let node = start_node(policies, env, &db_dir.path().join("steadfast.db")).await;
@@ -231,12 +243,22 @@ impl TestNode {
 }
 
 pub async fn start_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Node {
+    start_node_with(policies, env, db, false).await
+}
+
+/// A node whose policy files are watched and reloaded on change.
+pub async fn start_watching_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Node {
+    start_node_with(policies, env, db, true).await
+}
+
+async fn start_node_with(policies: &Path, env: &[(&str, &str)], db: &Path, watch: bool) -> Node {
     let env = env
         .iter()
         .fold(MapEnv::overlaying_process(), |env, (name, value)| {
             env.with(*name, *value)
         });
-    let compilation = load_policy(&[policies.to_path_buf()], &EnvMode::from_source(env));
+    let env = EnvMode::from_source(env);
+    let compilation = load_policy(&[policies.to_path_buf()], &env);
     let policy = compilation.policy.unwrap_or_else(|| {
         panic!(
             "test policies do not compile:\n{}",
@@ -260,6 +282,14 @@ pub async fn start_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Nod
             ..EngineConfig::default()
         },
         clock: Arc::new(SystemClock),
+        reload: watch.then(|| ReloadSource {
+            paths: vec![policies.to_path_buf()],
+            env,
+            watch: WatchConfig {
+                debounce: Duration::from_millis(100),
+                rescan: Duration::from_secs(5),
+            },
+        }),
     })
     .await
     .unwrap()

@@ -1,0 +1,265 @@
+//! Hot reload: a debounced watcher on the policy paths.
+//!
+//! Any event re-reads *everything*: editors save by writing a temporary file
+//! and renaming it, git-sync swaps a `..data` symlink, operators replace the
+//! whole directory. None of these needs special handling when a change means
+//! "load the paths again". After each reload the watches are set up afresh,
+//! so a directory that was replaced is watched again; the parent directory
+//! is watched too, to see the replacement happen. A slow rescan catches
+//! anything the kernel's events missed.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::RecursiveMode;
+use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::LivePolicy;
+use crate::clock::SharedClock;
+use crate::compile::{compile, policy_version};
+use crate::policy::{has_errors, load_paths, EnvMode, Severity};
+
+/// What one reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new version is in force.
+    Swapped { from: String, to: String },
+    /// The files compile to the version already in force.
+    Unchanged,
+    /// The files have errors; the last good version stays in force.
+    Rejected { errors: Vec<String> },
+}
+
+/// Loads and compiles the policy paths and swaps the result in.
+pub struct Reloader {
+    paths: Vec<PathBuf>,
+    env: EnvMode,
+    live: Arc<LivePolicy>,
+    clock: SharedClock,
+    /// The version of the sources last looked at, good or bad, so that the
+    /// rescan stays quiet while nothing changes.
+    last_seen: Mutex<Option<String>>,
+}
+
+impl Reloader {
+    pub fn new(
+        paths: Vec<PathBuf>,
+        env: EnvMode,
+        live: Arc<LivePolicy>,
+        clock: SharedClock,
+    ) -> Self {
+        let seen = live.current().version.to_string();
+        Reloader {
+            paths,
+            env,
+            live,
+            clock,
+            last_seen: Mutex::new(Some(seen)),
+        }
+    }
+
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Reloads now (file events, SIGHUP). Blocking: reads files.
+    pub fn reload_now(&self) -> ReloadOutcome {
+        self.reload(true).unwrap_or(ReloadOutcome::Unchanged)
+    }
+
+    /// Reloads only if the sources changed since the last look; `None` when
+    /// they did not.
+    fn reload(&self, always: bool) -> Option<ReloadOutcome> {
+        let (sources, mut diagnostics) = load_paths(&self.paths);
+        let version = policy_version(&sources).to_string();
+        {
+            let mut seen = self.last_seen.lock().unwrap_or_else(|e| e.into_inner());
+            if !always && seen.as_deref() == Some(version.as_str()) && !has_errors(&diagnostics) {
+                return None;
+            }
+            *seen = Some(version);
+        }
+        let mut compilation = compile(&sources, &self.env);
+        diagnostics.append(&mut compilation.diagnostics);
+        let now = self.clock.now();
+        let policy = match compilation.policy {
+            Some(policy) if !has_errors(&diagnostics) => policy,
+            _ => {
+                let errors: Vec<String> = diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .map(ToString::to_string)
+                    .collect();
+                tracing::error!(
+                    errors = errors.len(),
+                    "policy reload refused; the last good policy stays in force:\n{}",
+                    errors.join("\n")
+                );
+                self.live.reject(errors.clone(), now);
+                return Some(ReloadOutcome::Rejected { errors });
+            }
+        };
+        for warning in diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+        {
+            tracing::warn!("{warning}");
+        }
+        let from = self.live.current().version.to_string();
+        let to = policy.version.to_string();
+        if from == to {
+            self.live.unchanged();
+            return Some(ReloadOutcome::Unchanged);
+        }
+        tracing::info!(%from, %to, flows = policy.flows.len(), files = policy.files.len(),
+            "policy reloaded");
+        self.live.swap(policy, now);
+        Some(ReloadOutcome::Swapped { from, to })
+    }
+}
+
+/// How the watcher reacts.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Events closer together than this are one change.
+    pub debounce: Duration,
+    /// How often the sources are compared anyway.
+    pub rescan: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            debounce: Duration::from_millis(250),
+            rescan: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The running watcher; [`Watcher::stop`] ends it.
+pub struct Watcher {
+    force: Arc<Notify>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+type AfterSwap = Arc<dyn Fn() + Send + Sync>;
+
+impl Watcher {
+    /// Watches the reloader's paths; `after_swap` runs after each new
+    /// version is put in force.
+    pub fn start(
+        reloader: Arc<Reloader>,
+        config: WatchConfig,
+        after_swap: AfterSwap,
+    ) -> Result<Watcher, notify::Error> {
+        let (changed_tx, changed) = mpsc::channel::<()>(1);
+        let mut debouncer = new_debouncer(
+            config.debounce,
+            None,
+            move |result: DebounceEventResult| match result {
+                Ok(events) if !events.is_empty() => {
+                    // A full channel already holds a pending reload.
+                    let _ = changed_tx.try_send(());
+                }
+                Ok(_) => {}
+                Err(errors) => {
+                    for error in errors {
+                        tracing::warn!(%error, "watching the policy files");
+                    }
+                    let _ = changed_tx.try_send(());
+                }
+            },
+        )?;
+        arm(&mut debouncer, reloader.paths());
+        let force = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(watch_loop(
+            reloader,
+            config,
+            after_swap,
+            debouncer,
+            changed,
+            force.clone(),
+            stopped,
+        ));
+        Ok(Watcher { force, stop, task })
+    }
+
+    /// Reloads at once (SIGHUP).
+    pub fn reload(&self) {
+        self.force.notify_one();
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+type Debouncer = notify_debouncer_full::Debouncer<
+    notify::RecommendedWatcher,
+    notify_debouncer_full::RecommendedCache,
+>;
+
+async fn watch_loop(
+    reloader: Arc<Reloader>,
+    config: WatchConfig,
+    after_swap: AfterSwap,
+    mut debouncer: Debouncer,
+    mut changed: mpsc::Receiver<()>,
+    force: Arc<Notify>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut rescan = tokio::time::interval(config.rescan);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    rescan.tick().await;
+    loop {
+        let always = tokio::select! {
+            _ = changed.recv() => true,
+            _ = force.notified() => true,
+            _ = rescan.tick() => false,
+            _ = stopped.changed() => break,
+        };
+        let worker = reloader.clone();
+        let outcome = tokio::task::spawn_blocking(move || worker.reload(always))
+            .await
+            .ok()
+            .flatten();
+        if matches!(outcome, Some(ReloadOutcome::Swapped { .. })) {
+            after_swap();
+        }
+        if outcome.is_some() {
+            arm(&mut debouncer, reloader.paths());
+        }
+    }
+    debouncer.stop_nonblocking();
+}
+
+/// (Re)watches each path and its parent; paths that do not exist (a
+/// directory being replaced) are picked up by the parent's watch.
+fn arm(debouncer: &mut Debouncer, paths: &[PathBuf]) {
+    for path in paths {
+        let parent = parent_of(path);
+        let _ = debouncer.unwatch(&parent);
+        if let Err(error) = debouncer.watch(&parent, RecursiveMode::NonRecursive) {
+            tracing::debug!(%error, path = %parent.display(), "cannot watch");
+        }
+        if path.is_dir() {
+            let _ = debouncer.unwatch(path);
+            if let Err(error) = debouncer.watch(path, RecursiveMode::Recursive) {
+                tracing::warn!(%error, path = %path.display(), "cannot watch the policy directory");
+            }
+        }
+    }
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
