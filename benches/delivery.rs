@@ -24,8 +24,9 @@ use sqlx::Row;
 use steadfast::clock::SystemClock;
 use steadfast::compile::load_policy;
 use steadfast::engine::{EngineConfig, SchedulerConfig};
-use steadfast::node::{Node, NodeConfig};
+use steadfast::node::{Node, NodeConfig, ReloadSource};
 use steadfast::policy::{EnvMode, MapEnv};
+use steadfast::reload::WatchConfig;
 use steadfast::store::{JobState, NewJob};
 
 const ROLE: &str = "STEADFAST_BENCH_ROLE";
@@ -139,6 +140,15 @@ async fn run(sizes: Sizes) -> Result<()> {
         }
         engine.stop().await;
     }
+
+    eprintln!("reload: file write → policy in force …");
+    let reload = reload_latency(&work.path().join("reload"), &partner.url).await?;
+    figures.push(Figure {
+        name: "reload: write → in force (median of 5)",
+        value: reload,
+        unit: "ms",
+        note: "default 250 ms debounce included".into(),
+    });
 
     eprintln!("backlog: {} waiting retries …", sizes.backlog_jobs);
     let engine = Engine::start(&work.path().join("backlog"), "full", &partner.url).await?;
@@ -493,6 +503,50 @@ impl Engine {
         lags.sort_by(f64::total_cmp);
         Ok(lags)
     }
+}
+
+/// A node watching its policy directory: the time from writing a file that
+/// adds a flow to that flow being in force, median of five.
+async fn reload_latency(dir: &Path, partner: &str) -> Result<f64> {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies)?;
+    std::fs::write(policies.join("bench.yaml"), POLICY)?;
+    let env = EnvMode::from_source(MapEnv::overlaying_process().with("PARTNER", partner));
+    let Some(policy) = load_policy(std::slice::from_ref(&policies), &env).policy else {
+        bail!("the bench policy does not compile");
+    };
+    let node = Node::start(NodeConfig {
+        policy,
+        db_url: format!("sqlite://{}", dir.join("steadfast.db").display()),
+        listen: "127.0.0.1:0".into(),
+        engine: EngineConfig::default(),
+        clock: Arc::new(SystemClock),
+        reload: Some(ReloadSource {
+            paths: vec![policies.clone()],
+            env,
+            watch: WatchConfig::default(),
+        }),
+    })
+    .await?;
+    let mut times = Vec::new();
+    for round in 0..5 {
+        let flow = format!("added-{round}");
+        let text =
+            format!("flows:\n  {flow}:\n    steps: [ {{ name: deliver, channel: partner }} ]\n");
+        let written = Instant::now();
+        std::fs::write(policies.join(format!("{flow}.yaml")), text)?;
+        while node.policy.current().flow(&flow).is_none() {
+            if written.elapsed() > Duration::from_secs(30) {
+                bail!("flow {flow} never came into force");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        times.push(written.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    node.shutdown().await;
+    times.sort_by(f64::total_cmp);
+    Ok(percentile(&times, 0.5))
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
