@@ -72,9 +72,14 @@ impl Scheduler {
             }
             let free = slots.available_permits();
             if free < refill {
+                // Either enough slots free up, or at least one and then
+                // REFILL_WAIT passes; never a spin while every slot is busy.
                 tokio::select! {
                     _ = slots.acquire_many(refill as u32) => {}
-                    _ = tokio::time::sleep(REFILL_WAIT) => {}
+                    _ = async {
+                        drop(slots.acquire().await);
+                        tokio::time::sleep(REFILL_WAIT).await;
+                    } => {}
                     _ = shutdown.changed() => {}
                 }
                 if slots.available_permits() == 0 {

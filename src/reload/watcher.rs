@@ -157,15 +157,24 @@ impl Watcher {
         after_swap: AfterSwap,
     ) -> Result<Watcher, notify::Error> {
         let (changed_tx, changed) = mpsc::channel::<()>(1);
+        let targets = reloader.paths().to_vec();
         let mut debouncer = new_debouncer(
             config.debounce,
             None,
             move |result: DebounceEventResult| match result {
-                Ok(events) if !events.is_empty() => {
-                    // A full channel already holds a pending reload.
-                    let _ = changed_tx.try_send(());
+                Ok(events) => {
+                    // The parent directory's watch also sees its other
+                    // files (a database beside `policies/`): only changes
+                    // to the policy paths count.
+                    let relevant = events
+                        .iter()
+                        .flat_map(|event| event.paths.iter())
+                        .any(|path| concerns(path, &targets));
+                    if relevant {
+                        // A full channel already holds a pending reload.
+                        let _ = changed_tx.try_send(());
+                    }
                 }
-                Ok(_) => {}
                 Err(errors) => {
                     for error in errors {
                         tracing::warn!(%error, "watching the policy files");
@@ -257,9 +266,46 @@ fn arm(debouncer: &mut Debouncer, paths: &[PathBuf]) {
     }
 }
 
+/// Whether a changed path is, or is inside, one of the policy paths.
+fn concerns(changed: &Path, targets: &[PathBuf]) -> bool {
+    let changed = changed.strip_prefix(".").unwrap_or(changed);
+    targets.iter().any(|target| {
+        let target = target.strip_prefix(".").unwrap_or(target);
+        changed.starts_with(target)
+            || target.starts_with(changed)
+            || (changed.file_name().is_some() && changed.file_name() == target.file_name())
+    })
+}
+
 fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::concerns;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn only_changes_to_the_policy_paths_count() {
+        let targets = [PathBuf::from("./policies")];
+        assert!(concerns(Path::new("./policies/acme.yaml"), &targets));
+        assert!(concerns(Path::new("policies/..data"), &targets));
+        // The directory itself renamed into place.
+        assert!(concerns(Path::new("./policies"), &targets));
+        assert!(!concerns(Path::new("./steadfast.db-wal"), &targets));
+        assert!(!concerns(Path::new("./policies.new"), &targets));
+        let absolute = [PathBuf::from("/etc/steadfast/policies")];
+        assert!(concerns(
+            Path::new("/etc/steadfast/policies/a.toml"),
+            &absolute
+        ));
+        assert!(!concerns(
+            Path::new("/etc/steadfast/steadfast.toml"),
+            &absolute
+        ));
     }
 }
