@@ -223,6 +223,7 @@ async fn watch_loop(
     force: Arc<Notify>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let mut watched = identities(reloader.paths());
     let mut rescan = tokio::time::interval(config.rescan);
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     rescan.tick().await;
@@ -241,8 +242,12 @@ async fn watch_loop(
         if matches!(outcome, Some(ReloadOutcome::Swapped { .. })) {
             after_swap();
         }
-        if outcome.is_some() {
+        // Watching again is only needed when a directory was replaced;
+        // doing it on every reload would itself raise events.
+        let now_watched = identities(reloader.paths());
+        if outcome.is_some() && now_watched != watched {
             arm(&mut debouncer, reloader.paths());
+            watched = now_watched;
         }
     }
     debouncer.stop_nonblocking();
@@ -266,9 +271,35 @@ fn arm(debouncer: &mut Debouncer, paths: &[PathBuf]) {
     }
 }
 
+/// Which directory each path is now (device and inode), to notice one
+/// replaced by another of the same name.
+fn identities(paths: &[PathBuf]) -> Vec<Option<(u64, u64)>> {
+    paths
+        .iter()
+        .map(|path| {
+            let metadata = std::fs::metadata(path).ok()?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::MetadataExt;
+                Some((metadata.dev(), metadata.ino()))
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = metadata;
+                None
+            }
+        })
+        .collect()
+}
+
 /// Whether a changed path is, or is inside, one of the policy paths.
 fn concerns(changed: &Path, targets: &[PathBuf]) -> bool {
     let changed = changed.strip_prefix(".").unwrap_or(changed);
+    // An event on the parent directory itself says nothing about ours (and
+    // the empty path would be a prefix of every target).
+    if changed.as_os_str().is_empty() {
+        return false;
+    }
     targets.iter().any(|target| {
         let target = target.strip_prefix(".").unwrap_or(target);
         changed.starts_with(target)
@@ -298,6 +329,7 @@ mod tests {
         assert!(concerns(Path::new("./policies"), &targets));
         assert!(!concerns(Path::new("./steadfast.db-wal"), &targets));
         assert!(!concerns(Path::new("./policies.new"), &targets));
+        assert!(!concerns(Path::new("."), &targets));
         let absolute = [PathBuf::from("/etc/steadfast/policies")];
         assert!(concerns(
             Path::new("/etc/steadfast/policies/a.toml"),
