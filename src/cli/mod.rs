@@ -7,6 +7,7 @@ mod demo;
 mod jobs;
 mod output;
 mod run;
+mod schema;
 mod submit;
 mod validate;
 
@@ -40,6 +41,8 @@ enum Command {
     /// Inspects jobs of a running engine.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Prints the JSON Schema of policy files, for editors and CI.
+    Schema(schema::SchemaArgs),
 }
 
 /// How a command ended.
@@ -94,6 +97,7 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Submit(args) => submit::run(args).await,
         Command::Jobs(command) => jobs::run(command).await,
         Command::Validate(args) => validate::run(args),
+        Command::Schema(args) => schema::run(args),
     }
 }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
+use super::cases::TestCaseDef;
 use super::defs::{CalendarDef, ChannelDef, ClassifierDef, FlowDef, TemplateDef, TOP_LEVEL_KEYS};
 use super::diagnostic::Diagnostic;
 use super::env::{expand, EnvMode, ExpandOutcome, Expansion};
@@ -213,6 +214,132 @@ pub fn decode(source: &SourceFile, env: &EnvMode) -> (ParsedFile, Vec<Diagnostic
         decode_section(&mut file, section, section_node, &mut diags);
     }
     (file, diags)
+}
+
+/// Where test cases are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasesIn {
+    /// The `tests` key of a policy file; the rest of the file is policy,
+    /// checked (and its syntax reported) by [`crate::compile`].
+    PolicyFile,
+    /// A `*.test.yaml` / `*.test.toml` file, which holds only `tests`.
+    TestFile,
+}
+
+/// The test cases of one file and what is needed to point into it.
+#[derive(Debug, Clone)]
+pub struct CaseFile {
+    pub path: PathBuf,
+    /// The cases that could be decoded, each with its index in `tests`.
+    pub cases: Vec<(usize, TestCaseDef)>,
+    pub positions: Positions,
+}
+
+impl CaseFile {
+    /// Where to point for `path` (see [`Positions::at`]).
+    pub fn at(&self, path: &str) -> Pos {
+        self.positions.at(path)
+    }
+}
+
+/// Reads the test cases of one file: every case is decoded on its own, and
+/// every problem is a diagnostic at its `file:line:col`. `${VAR}` is not
+/// expanded in test cases: what they say is what they test.
+pub fn decode_cases(source: &SourceFile, kind: CasesIn) -> (CaseFile, Vec<Diagnostic>) {
+    let mut file = ParsedFile {
+        path: source.path.clone(),
+        defs: FileDefs::default(),
+        positions: Positions::default(),
+        expansions: BTreeMap::new(),
+        parsed: false,
+    };
+    let mut cases = Vec::new();
+    let mut diags = Vec::new();
+    let is_test_file = kind == CasesIn::TestFile;
+    let finish = |file: ParsedFile, cases| CaseFile {
+        path: file.path,
+        cases,
+        positions: file.positions,
+    };
+    let root = match parse(source) {
+        Ok(root) => root,
+        Err(err) => {
+            if is_test_file {
+                diags.push(Diagnostic::error(&source.path, err.pos, "", err.message));
+            }
+            return (finish(file, cases), diags);
+        }
+    };
+    file.parsed = true;
+    file.positions.record("", None, &root);
+    let NodeValue::Map(entries) = &root.value else {
+        if is_test_file {
+            diags.push(Diagnostic::error(
+                &source.path,
+                root.pos,
+                "",
+                format!(
+                    "a test file is a mapping with one key, `tests`; this one is {}",
+                    root.kind()
+                ),
+            ));
+        }
+        return (finish(file, cases), diags);
+    };
+    if is_test_file {
+        for dup in duplicate_keys("", &root) {
+            diags.push(Diagnostic::error(
+                &source.path,
+                dup.pos,
+                dup.path.clone(),
+                format!(
+                    "key written twice in one mapping (first at line {}, column {})",
+                    dup.first.line, dup.first.column
+                ),
+            ));
+        }
+        for (key, _) in entries.iter().filter(|(k, _)| k.name != "tests") {
+            diags.push(Diagnostic::error(
+                &source.path,
+                key.pos,
+                key.name.clone(),
+                format!(
+                    "a test file holds only `tests`; `{}` belongs in a policy file (files \
+                     named *.test.yaml, *.test.yml or *.test.toml are not loaded as policy)",
+                    key.name
+                ),
+            ));
+        }
+    }
+    let Some(tests) = root.get("tests") else {
+        if is_test_file {
+            diags.push(Diagnostic::error(
+                &source.path,
+                Pos::new(1, 1),
+                "",
+                "a test file needs a `tests` list of test cases",
+            ));
+        }
+        return (finish(file, cases), diags);
+    };
+    match &tests.value {
+        NodeValue::Seq(items) => {
+            for (index, item) in items.iter().enumerate() {
+                let path = index_path("tests", index);
+                if let Some(case) = decode_entry::<TestCaseDef>(&file, &path, item, &mut diags) {
+                    cases.push((index, case));
+                }
+            }
+        }
+        NodeValue::Null => {}
+        _ => diags.push(Diagnostic::error(
+            &source.path,
+            file.key_at("tests"),
+            "tests",
+            format!("`tests` must be a list of test cases, not {}", tests.kind()),
+        )),
+    }
+    (finish(file, cases), diags)
 }
 
 fn decode_section(
