@@ -9,6 +9,7 @@ mod output;
 mod run;
 mod schema;
 mod submit;
+mod test;
 mod validate;
 
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Command {
     Run(run::RunArgs),
     /// Checks policy files; prints `path:line:col: message` per problem.
     Validate(validate::ValidateArgs),
+    /// Runs the policy test cases beside the policies; exit 1 on a failure.
+    Test(test::TestArgs),
     /// Enqueues a job through a running engine's API.
     Submit(submit::SubmitArgs),
     /// Inspects jobs of a running engine.
@@ -98,6 +101,7 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Jobs(command) => jobs::run(command).await,
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Test(args) => test::run(args),
     }
 }
 

@@ -32,7 +32,7 @@ pub use diagnostic::{has_errors, Diagnostic, Severity};
 pub use env::{
     expand, EnvMode, EnvSource, ExpandError, ExpandOutcome, Expansion, MapEnv, ProcessEnv, Redactor,
 };
-pub use load::{is_policy_file_name, load_paths};
+pub use load::{is_policy_file_name, is_test_file_name, load_paths};
 pub use node::{Located, Pos, Positions};
 pub use schema::policy_schema;
 pub use source::{parse, Format, SourceFile, SyntaxError};
