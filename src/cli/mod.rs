@@ -4,6 +4,7 @@
 
 mod client;
 mod demo;
+mod explain;
 mod jobs;
 mod output;
 mod run;
@@ -37,6 +38,8 @@ enum Command {
     Run(run::RunArgs),
     /// Checks policy files; prints `path:line:col: message` per problem.
     Validate(validate::ValidateArgs),
+    /// Prints the attempt timeline the policy gives a partner that keeps failing.
+    Explain(explain::ExplainArgs),
     /// Runs the policy test cases beside the policies; exit 1 on a failure.
     Test(test::TestArgs),
     /// Enqueues a job through a running engine's API.
@@ -102,6 +105,7 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Test(args) => test::run(args),
+        Command::Explain(args) => explain::run(args),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::engine::interpreter::DeadReason;
 use crate::policy::Pos;
-use crate::simulate::{simulate, End, Hours, Run, SimAttempt, SimError};
+use crate::simulate::{simulate, End, Hours, JitterSplit, Options, Run, SimAttempt, SimError};
 
 use super::case::{Case, ExpectAttempt, Fact, MAX_ANSWERS};
 use super::expect::{Bounds, ShowAt, ShowDelay};
@@ -40,7 +40,10 @@ pub fn run_case(case: Case, hours: &dyn Hours) -> CaseResult {
         case.step_index,
         case.start,
         hours,
-        MAX_ANSWERS + 1,
+        Options {
+            limit: MAX_ANSWERS + 1,
+            split: JitterSplit::Refuse,
+        },
         |_| answers.next(),
     );
     let mismatches = match &run {

@@ -12,8 +12,10 @@
 //! latest the engine could choose, with the middle lane's value as the one
 //! to show (for `±p%` jitter, the delay before jitter). Without jitter the
 //! three lanes agree and a span is one instant. When the lanes would decide
-//! differently (a retry that fits under `total_timeout` only with luck) the
-//! run stops with [`SimError::DependsOnJitter`]: no single answer is true.
+//! differently (a retry that fits under `total_timeout` only with luck),
+//! [`JitterSplit`] says what to do: stop with [`SimError::DependsOnJitter`]
+//! (no single answer is true: `test`), or follow the middle lane and mark
+//! the attempt (`explain`).
 //!
 //! # What is left out
 //!
@@ -188,6 +190,10 @@ pub struct SimAttempt {
     pub delay: Option<DurationSpan>,
     /// The partner's `Retry-After`, when the rule honoured it.
     pub retry_after: Option<Duration>,
+    /// With [`JitterSplit::FollowNominal`]: what the engine would do after
+    /// this attempt with the shortest and the longest delays, when that
+    /// differs from the nominal path.
+    pub split: Option<(&'static str, &'static str)>,
 }
 
 /// How a simulated job ends.
@@ -229,6 +235,24 @@ pub enum SimError {
     },
 }
 
+/// What to do when the lanes would decide differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JitterSplit {
+    /// Stop with [`SimError::DependsOnJitter`] (`test`: no single answer).
+    Refuse,
+    /// Follow the middle lane and mark the attempt ([`SimAttempt::split`]):
+    /// `explain` shows the nominal path and says where luck decides.
+    FollowNominal,
+}
+
+/// How a run is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// The most attempts before the run stops with [`End::Limit`].
+    pub limit: u32,
+    pub split: JitterSplit,
+}
+
 /// Where one lane stands: its own clock and position.
 #[derive(Debug, Clone)]
 struct Lane {
@@ -239,13 +263,12 @@ struct Lane {
 
 /// Runs a job of `flow` from `step_index`, its first attempt due at
 /// `start`, asking `partner` for each attempt's answer (`None`: no more).
-/// Stops after `limit` attempts.
 pub fn simulate(
     flow: &Flow,
     step_index: usize,
     start: Timestamp,
     hours: &dyn Hours,
-    limit: u32,
+    options: Options,
     mut partner: impl FnMut(Upcoming<'_>) -> Option<Answer>,
 ) -> Result<Run, SimError> {
     if step_index >= flow.steps.len() {
@@ -274,7 +297,7 @@ pub fn simulate(
         );
         let step = &flow.steps[step_index];
         let channel = step.channel_at(channel_index).unwrap_or(&step.channel);
-        if number >= limit {
+        if number >= options.limit {
             return Ok(Run {
                 attempts,
                 end: End::Limit,
@@ -330,13 +353,30 @@ pub fn simulate(
             nexts.push(decide(flow, &lane.position, &verdict, at, *sample));
             verdicts.push(verdict);
         }
-        let (lo, hi) = (&nexts[0], &nexts[2]);
-        if !same_path(lo, &nexts[1]) || !same_path(&nexts[1], hi) {
-            return Err(SimError::DependsOnJitter {
-                attempt: number,
-                lo: describe(lo),
-                hi: describe(hi),
-            });
+        let mut split = None;
+        if !same_path(&nexts[0], &nexts[1]) || !same_path(&nexts[1], &nexts[2]) {
+            let (lo, hi) = (describe(&nexts[0]), describe(&nexts[2]));
+            if options.split == JitterSplit::Refuse {
+                return Err(SimError::DependsOnJitter {
+                    attempt: number,
+                    lo,
+                    hi,
+                });
+            }
+            split = Some((lo, hi));
+            for i in [0, 2] {
+                if !same_path(&nexts[i], &nexts[1]) {
+                    // The outer lane follows the nominal path, at its own
+                    // time where it has one.
+                    nexts[i] = match &nexts[1] {
+                        Next::Retry { at, delay } => Next::Retry {
+                            at: (*at).max(starts[i]),
+                            delay: *delay,
+                        },
+                        other => other.clone(),
+                    };
+                }
+            }
         }
         let next = nexts[1].clone();
         let delays: Option<Vec<Duration>> = nexts
@@ -364,6 +404,7 @@ pub fn simulate(
             decision: next.decision(),
             delay: delays.map(|d| DurationSpan::of([d[0], d[1], d[2]])),
             retry_after: verdict.retry_after,
+            split,
         });
         for ((lane, next), at) in lanes.iter_mut().zip(&nexts).zip(starts) {
             match next {

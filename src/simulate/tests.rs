@@ -16,6 +16,13 @@ fn policy(text: &str) -> CompiledPolicy {
     c.policy.unwrap()
 }
 
+fn opts(limit: u32) -> Options {
+    Options {
+        limit,
+        split: JitterSplit::Refuse,
+    }
+}
+
 fn t0() -> Timestamp {
     "2026-05-04T10:00:00Z".parse().unwrap()
 }
@@ -49,7 +56,7 @@ fn a_failing_partner_without_jitter_gets_exact_times_then_fallbacks_then_death()
          {CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t, \
          fallback: [b, c] }}\n"
     ));
-    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, 100, |_| {
+    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
         Some(Answer::Failing)
     })
     .unwrap();
@@ -79,7 +86,7 @@ fn jitter_gives_bounds_that_add_up() {
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a }}\n"
     ));
     // standard: 2s, 4s, 8s, each ±20%.
-    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, 100, |_| {
+    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
         Some(Answer::Failing)
     })
     .unwrap();
@@ -118,7 +125,10 @@ fn answers_are_judged_by_the_steps_classifier_and_move_through_steps() {
         })),
     ]
     .into_iter();
-    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, 100, |_| answers.next()).unwrap();
+    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
+        answers.next()
+    })
+    .unwrap();
     let seen: Vec<(&str, &str, &str)> = run
         .attempts
         .iter()
@@ -158,7 +168,7 @@ fn a_permanent_failure_is_dead_at_once() {
     let p = policy(&format!(
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, fallback: b }}\n"
     ));
-    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, 100, |_| {
+    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
         Some(status(400, "", None))
     })
     .unwrap();
@@ -194,7 +204,7 @@ fn calendar_holds_move_attempts_without_burning_the_deadline() {
          jitter: none }}\n{CHANNELS}flows:\n  f:\n    steps:\n      \
          - {{ name: s, channel: a, retry: t }}\n"
     ));
-    let run = simulate(&p.flows["f"], 0, t0(), &ClosedFirstHour, 100, |_| {
+    let run = simulate(&p.flows["f"], 0, t0(), &ClosedFirstHour, opts(100), |_| {
         Some(Answer::Failing)
     })
     .unwrap();
@@ -217,7 +227,7 @@ fn a_path_that_depends_on_jitter_is_refused() {
         "templates:\n  t: {{ backoff: fixed, initial: 10s, retries: 3, total_timeout: 25s }}\n\
          {CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t }}\n"
     ));
-    let err = simulate(&p.flows["f"], 0, t0(), &NoHours, 100, |_| {
+    let err = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
         Some(Answer::Failing)
     })
     .unwrap_err();
@@ -229,6 +239,24 @@ fn a_path_that_depends_on_jitter_is_refused() {
             hi: "give up (dead)",
         }
     );
+    // Explain follows the nominal path (dead at 30s) and says where luck
+    // decides.
+    let run = simulate(
+        &p.flows["f"],
+        0,
+        t0(),
+        &NoHours,
+        Options {
+            limit: 100,
+            split: JitterSplit::FollowNominal,
+        },
+        |_| Some(Answer::Failing),
+    )
+    .unwrap();
+    assert_eq!(run.attempts.len(), 3);
+    assert_eq!(run.attempts[2].split, Some(("retry", "give up (dead)")));
+    assert_eq!(run.attempts[1].split, None);
+    assert_eq!(run.end, End::Dead(DeadReason::Exhausted));
 }
 
 #[test]
@@ -237,12 +265,12 @@ fn the_limit_and_the_start_step_are_kept() {
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: one, channel: a }}\n      \
          - {{ name: two, channel: b }}\n"
     ));
-    let run = simulate(&p.flows["f"], 1, t0(), &NoHours, 2, |_| {
+    let run = simulate(&p.flows["f"], 1, t0(), &NoHours, opts(2), |_| {
         Some(Answer::Failing)
     })
     .unwrap();
     assert_eq!(run.attempts.len(), 2);
     assert_eq!(run.attempts[0].step, "two");
     assert_eq!(run.end, End::Limit);
-    assert!(simulate(&p.flows["f"], 2, t0(), &NoHours, 2, |_| None).is_err());
+    assert!(simulate(&p.flows["f"], 2, t0(), &NoHours, opts(2), |_| None).is_err());
 }
