@@ -622,7 +622,7 @@ fn every_problem_in_every_file_is_reported_and_ordered() {
             "b.yaml:2:17: error: templates.t.initial: bad duration `soon`: write a number and \
              a unit (ms, s, m, h, d), e.g. `30s`",
             "b.yaml:4:3: error: channels.c: a channel needs its kind: `http` or `file`",
-            "c.toml:2:11: error: templates.u.retries: invalid value: integer `-1`, expected u32",
+            "c.toml:2:11: error: templates.u.retries: invalid value: integer `-1`, expected a whole number, 0 or more",
         ]
     );
 }

@@ -467,7 +467,7 @@ fn serde_diagnostic(file: &ParsedFile, mut path: String, message: &str) -> Diagn
         }
         pos = file.key_at(&path);
     }
-    let mut message = message.to_string();
+    let mut message = plain_serde_message(message);
     if let Some(expansion) = file.expansion(&path) {
         if expansion.resolved && !expansion.value.is_empty() {
             let escaped: String = expansion.value.escape_debug().collect();
@@ -477,6 +477,30 @@ fn serde_diagnostic(file: &ParsedFile, mut path: String, message: &str) -> Diagn
         }
     }
     Diagnostic::error(&file.path, pos, path, message)
+}
+
+/// serde's words for Rust types, in the words of the file: `expected u32`
+/// becomes "expected a whole number", a list where a mapping goes is said
+/// to be one.
+fn plain_serde_message(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("invalid length ") {
+        if rest.contains("expected struct ") {
+            return "expected a mapping of keys here, not a list".to_string();
+        }
+    }
+    let Some((head, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let plain = match expected {
+        "u32" | "u64" | "u16" | "i64" => "a whole number, 0 or more",
+        "f64" => "a number",
+        "a boolean" => "true or false",
+        "a string" => "text",
+        "a sequence" => "a list",
+        struct_name if struct_name.starts_with("struct ") => "a mapping of keys",
+        _ => return message.to_string(),
+    };
+    format!("{head}, expected {plain}")
 }
 
 /// The text between `prefix` and the next backtick.
@@ -596,6 +620,29 @@ mod tests {
         assert_eq!(diags.len(), 1);
         assert_eq!((diags[0].line, diags[0].column), (2, 11));
         assert_eq!(diags[0].path, "templates.t.retries");
+    }
+
+    #[test]
+    fn serde_messages_speak_of_the_file_not_of_rust() {
+        let (_, diags) = decode(
+            &yaml(
+                "templates:\n  t:\n    retries: many\n  u:\n    multiplier: x\n\
+                 channels:\n  c:\n    http: [a]\n  d:\n    file: 3\n",
+            ),
+            &env(),
+        );
+        assert_eq!(
+            messages(&diags),
+            vec![
+                "p.yaml:3:14: error: templates.t.retries: invalid type: string \"many\", \
+                 expected a whole number, 0 or more",
+                "p.yaml:5:17: error: templates.u.multiplier: invalid type: string \"x\", \
+                 expected a number",
+                "p.yaml:8:5: error: channels.c.http: expected a mapping of keys here, not a list",
+                "p.yaml:10:11: error: channels.d.file: invalid type: integer `3`, expected a \
+                 mapping of keys",
+            ]
+        );
     }
 
     #[test]
