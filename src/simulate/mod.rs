@@ -1,4 +1,4 @@
-//! A job on paper: the engine's own classifier ([`crate::retry::classify`])
+//! A job on paper: the engine's own classifier ([`crate::retry::classify()`])
 //! and interpreter ([`crate::engine::interpreter::decide`]) driven on a
 //! manual clock, with answers supplied by the caller instead of a network.
 //! `steadfast test` and `steadfast explain` both show what this computes, so
