@@ -36,7 +36,7 @@ impl Bounds {
 
     /// Whether `[lo, hi]` lies within these bounds.
     pub fn contains(&self, lo: Duration, hi: Duration) -> bool {
-        lo + TOLERANCE >= self.lo && hi <= self.hi + TOLERANCE
+        lo.saturating_add(TOLERANCE) >= self.lo && hi <= self.hi.saturating_add(TOLERANCE)
     }
 }
 

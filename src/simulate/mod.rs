@@ -330,7 +330,10 @@ pub fn simulate(
                 Gate::Hold { until, reason } if until > lane.due => {
                     hold = Some(reason);
                     let waited = lane.due.duration_until(until);
-                    lane.position.held += Duration::try_from(waited).unwrap_or_default();
+                    lane.position.held = lane
+                        .position
+                        .held
+                        .saturating_add(Duration::try_from(waited).unwrap_or_default());
                     until
                 }
                 Gate::Hold { .. } => lane.due,
