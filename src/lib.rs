@@ -24,6 +24,12 @@
 //! - [`engine`]: the interpreter (a pure function from a job's position and a
 //!   verdict to the next action), the scheduler that claims due jobs, the
 //!   executor that runs one attempt, and the batched result writer.
+//! - [`simulate`]: a job on paper: the classifier and the interpreter driven
+//!   on a manual clock with given answers, jitter as bounds, a seam for
+//!   calendar holds; no network. What `test` and `explain` show.
+//! - [`policytest`]: policy test cases (`steadfast test`): found beside the
+//!   policies, checked, run through [`simulate`], reported as a diff or
+//!   JUnit.
 //! - [`channels`]: where deliveries go: `http` and `file` spool.
 //! - [`store`]: the durable step log behind the [`store::StepLog`] trait
 //!   (SQLite embedded).
@@ -45,8 +51,10 @@ pub mod engine;
 pub mod model;
 pub mod node;
 pub mod policy;
+pub mod policytest;
 pub mod reload;
 pub mod retry;
+pub mod simulate;
 pub mod store;
 pub mod telemetry;
 

@@ -4,10 +4,13 @@
 
 mod client;
 mod demo;
+mod explain;
 mod jobs;
 mod output;
 mod run;
+mod schema;
 mod submit;
+mod test;
 mod validate;
 
 use std::process::ExitCode;
@@ -35,11 +38,17 @@ enum Command {
     Run(run::RunArgs),
     /// Checks policy files; prints `path:line:col: message` per problem.
     Validate(validate::ValidateArgs),
+    /// Prints the attempt timeline the policy gives a partner that keeps failing.
+    Explain(explain::ExplainArgs),
+    /// Runs the policy test cases beside the policies; exit 1 on a failure.
+    Test(test::TestArgs),
     /// Enqueues a job through a running engine's API.
     Submit(submit::SubmitArgs),
     /// Inspects jobs of a running engine.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Prints the JSON Schema of policy files, for editors and CI.
+    Schema(schema::SchemaArgs),
 }
 
 /// How a command ended.
@@ -94,6 +103,9 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Submit(args) => submit::run(args).await,
         Command::Jobs(command) => jobs::run(command).await,
         Command::Validate(args) => validate::run(args),
+        Command::Schema(args) => schema::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Explain(args) => explain::run(args),
     }
 }
 

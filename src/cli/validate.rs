@@ -1,5 +1,11 @@
 //! `steadfast validate [PATH…]`: every problem at once, `path:line:col:
 //! message`; exit 1 on errors (or on warnings with `--deny-warnings`).
+//!
+//! Warnings are likely mistakes found by [`crate::compile`]: a rule no
+//! answer can reach (after a catch-all, or covered by an earlier rule), a
+//! template whose retries run past its `total_timeout`, an unused template,
+//! classifier or channel, a fallback to the step's own channel, keys that
+//! have no effect.
 
 use std::path::PathBuf;
 
@@ -59,15 +65,33 @@ pub fn run(args: ValidateArgs) -> CliResult {
                 policy.templates.len(),
                 policy.classifiers.len(),
                 policy.version,
-                if warnings > 0 { format!("; {warnings} warnings") } else { String::new() }
+                if warnings > 0 { format!("; {}", counted(warnings, "warning")) } else { String::new() }
             )
             }
-            _ => eprintln!("{errors} errors, {warnings} warnings"),
+            _ => eprintln!(
+                "{}, {}{}",
+                counted(errors, "error"),
+                counted(warnings, "warning"),
+                if errors == 0 && failed {
+                    " (--deny-warnings)"
+                } else {
+                    ""
+                }
+            ),
         }
     }
     if failed {
         Err(Failure::CheckFailed)
     } else {
         Ok(())
+    }
+}
+
+/// `1 error`, `2 errors`.
+fn counted(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }

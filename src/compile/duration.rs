@@ -73,6 +73,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_millis(total))
 }
 
+/// Writes a duration the way policy files do, to the millisecond:
+/// `1h2m3s4ms`, `300ms`, `0s`. [`parse_duration`] reads it back.
+pub fn format_duration(d: Duration) -> String {
+    let mut millis = d.as_millis();
+    if millis == 0 {
+        return "0s".to_string();
+    }
+    let mut out = String::new();
+    for (unit, len) in UNITS {
+        let len = u128::from(len);
+        if millis >= len {
+            out.push_str(&format!("{}{unit}", millis / len));
+            millis %= len;
+        }
+    }
+    out
+}
+
 /// Jitter that cannot be read; as with durations, the caller quotes the text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("write a percentage from 0% to 100% (e.g. `20%`), `full` or `none`")]
@@ -137,6 +155,25 @@ mod tests {
             DurationError::Syntax.to_string(),
             "write a number and a unit (ms, s, m, h, d), e.g. `30s`"
         );
+    }
+
+    #[test]
+    fn durations_are_written_back_as_policy_files_write_them() {
+        for (d, text) in [
+            (Duration::ZERO, "0s"),
+            (ms(300), "300ms"),
+            (ms(1_600), "1s600ms"),
+            (ms(90_000), "1m30s"),
+            (ms(3_723_004), "1h2m3s4ms"),
+            (ms(86_400_000 * 2 + 3_600_000), "2d1h"),
+            (Duration::from_nanos(1_999_999), "1ms"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(
+                parse_duration(text).map(format_duration).as_deref(),
+                Ok(text)
+            );
+        }
     }
 
     #[test]

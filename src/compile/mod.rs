@@ -12,6 +12,8 @@
 //!   names, references.
 //! - `templates`, `classifiers`, `channels`, `flows`: one kind each, in
 //!   that order (flows refer to the others).
+//! - `lints`: warnings about likely mistakes in what compiled (retries
+//!   past the deadline, rules never reached).
 //! - `duration`: `1m30s` and `20%`.
 //! - `version`: the [`PolicyVersion`](crate::model::PolicyVersion) hash.
 //! - `context`: the files and diagnostics being built.
@@ -21,6 +23,7 @@ mod classifiers;
 mod context;
 mod duration;
 mod flows;
+mod lints;
 mod names;
 mod templates;
 mod version;
@@ -29,8 +32,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 pub use channels::DEFAULT_HTTP_TIMEOUT;
-pub use duration::{parse_duration, parse_jitter, DurationError, JitterError};
+pub use duration::{format_duration, parse_duration, parse_jitter, DurationError, JitterError};
 pub use flows::{DEFAULT_TEMPLATE, ON_DEAD_STEP};
+pub use lints::{covers, retries_past_deadline, shadowed_rules, DeadlineCut};
 pub use version::policy_version;
 
 pub use crate::policy::{Diagnostic, EnvMode, Severity};
@@ -108,6 +112,7 @@ pub fn compile(sources: &[SourceFile], env: &EnvMode) -> Compilation {
     if registry.complete && !registry.has_broken(Section::Flows) {
         report_unused(&mut ctx, &registry, &compiled, &used);
     }
+    lints::lint(&mut ctx, &registry, &compiled);
     diagnostics.extend(ctx.into_diagnostics());
 
     // The last guard: whatever a message says, it never shows a value that

@@ -342,6 +342,34 @@ fn rules_that_cannot_matter_are_warned_about() {
     );
 }
 
+#[test]
+fn likely_mistakes_are_warned_about_at_the_key_to_change() {
+    let text = format!(
+        "templates:\n  short:\n    backoff: schedule\n    schedule: [1m, 5m, 1h]\n    \
+         total_timeout: 30m\n  child:\n    extends: short\n    schedule: [1m, 5m]\n    \
+         total_timeout: 1h\n  inherits:\n    extends: short\n    schedule: [10m, 30m]\n\
+         classifiers:\n  k:\n    rules:\n      - match: {{ status: 4xx }}\n        \
+         outcome: fail\n      - match: {{ status: 429 }}\n        outcome: retry\n\
+         {CHANNEL}{USES}        classify: k\n        retry: short\n      \
+         - name: t\n        channel: c\n        retry: child\n      \
+         - name: u\n        channel: c\n        retry: inherits\n"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:5:20: warning: templates.short.total_timeout: retry 3 can never run: \
+             retry 3 would start 1h6m after the first attempt (delays before jitter), past \
+             total_timeout 30m; lower `retries` to 2 or raise `total_timeout` to at least 1h6m",
+            "p.yaml:10:3: warning: templates.inherits: retry 2 can never run: retry 2 would \
+             start 40m after the first attempt (delays before jitter), past total_timeout \
+             30m; lower `retries` to 1 or raise `total_timeout` to at least 40m",
+            "p.yaml:18:9: warning: classifiers.k.rules[1]: never reached: rule 0 \
+             (`k[0]`) matches every answer this rule matches, and comes first; move this \
+             rule above it or narrow rule 0",
+        ]
+    );
+}
+
 // ---------- channels ----------
 
 #[test]
@@ -594,7 +622,7 @@ fn every_problem_in_every_file_is_reported_and_ordered() {
             "b.yaml:2:17: error: templates.t.initial: bad duration `soon`: write a number and \
              a unit (ms, s, m, h, d), e.g. `30s`",
             "b.yaml:4:3: error: channels.c: a channel needs its kind: `http` or `file`",
-            "c.toml:2:11: error: templates.u.retries: invalid value: integer `-1`, expected u32",
+            "c.toml:2:11: error: templates.u.retries: invalid value: integer `-1`, expected a whole number, 0 or more",
         ]
     );
 }

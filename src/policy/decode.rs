@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
+use super::cases::TestCaseDef;
 use super::defs::{CalendarDef, ChannelDef, ClassifierDef, FlowDef, TemplateDef, TOP_LEVEL_KEYS};
 use super::diagnostic::Diagnostic;
 use super::env::{expand, EnvMode, ExpandOutcome, Expansion};
@@ -215,6 +216,132 @@ pub fn decode(source: &SourceFile, env: &EnvMode) -> (ParsedFile, Vec<Diagnostic
     (file, diags)
 }
 
+/// Where test cases are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasesIn {
+    /// The `tests` key of a policy file; the rest of the file is policy,
+    /// checked (and its syntax reported) by [`crate::compile`].
+    PolicyFile,
+    /// A `*.test.yaml` / `*.test.toml` file, which holds only `tests`.
+    TestFile,
+}
+
+/// The test cases of one file and what is needed to point into it.
+#[derive(Debug, Clone)]
+pub struct CaseFile {
+    pub path: PathBuf,
+    /// The cases that could be decoded, each with its index in `tests`.
+    pub cases: Vec<(usize, TestCaseDef)>,
+    pub positions: Positions,
+}
+
+impl CaseFile {
+    /// Where to point for `path` (see [`Positions::at`]).
+    pub fn at(&self, path: &str) -> Pos {
+        self.positions.at(path)
+    }
+}
+
+/// Reads the test cases of one file: every case is decoded on its own, and
+/// every problem is a diagnostic at its `file:line:col`. `${VAR}` is not
+/// expanded in test cases: what they say is what they test.
+pub fn decode_cases(source: &SourceFile, kind: CasesIn) -> (CaseFile, Vec<Diagnostic>) {
+    let mut file = ParsedFile {
+        path: source.path.clone(),
+        defs: FileDefs::default(),
+        positions: Positions::default(),
+        expansions: BTreeMap::new(),
+        parsed: false,
+    };
+    let mut cases = Vec::new();
+    let mut diags = Vec::new();
+    let is_test_file = kind == CasesIn::TestFile;
+    let finish = |file: ParsedFile, cases| CaseFile {
+        path: file.path,
+        cases,
+        positions: file.positions,
+    };
+    let root = match parse(source) {
+        Ok(root) => root,
+        Err(err) => {
+            if is_test_file {
+                diags.push(Diagnostic::error(&source.path, err.pos, "", err.message));
+            }
+            return (finish(file, cases), diags);
+        }
+    };
+    file.parsed = true;
+    file.positions.record("", None, &root);
+    let NodeValue::Map(entries) = &root.value else {
+        if is_test_file {
+            diags.push(Diagnostic::error(
+                &source.path,
+                root.pos,
+                "",
+                format!(
+                    "a test file is a mapping with one key, `tests`; this one is {}",
+                    root.kind()
+                ),
+            ));
+        }
+        return (finish(file, cases), diags);
+    };
+    if is_test_file {
+        for dup in duplicate_keys("", &root) {
+            diags.push(Diagnostic::error(
+                &source.path,
+                dup.pos,
+                dup.path.clone(),
+                format!(
+                    "key written twice in one mapping (first at line {}, column {})",
+                    dup.first.line, dup.first.column
+                ),
+            ));
+        }
+        for (key, _) in entries.iter().filter(|(k, _)| k.name != "tests") {
+            diags.push(Diagnostic::error(
+                &source.path,
+                key.pos,
+                key.name.clone(),
+                format!(
+                    "a test file holds only `tests`; `{}` belongs in a policy file (files \
+                     named *.test.yaml, *.test.yml or *.test.toml are not loaded as policy)",
+                    key.name
+                ),
+            ));
+        }
+    }
+    let Some(tests) = root.get("tests") else {
+        if is_test_file {
+            diags.push(Diagnostic::error(
+                &source.path,
+                Pos::new(1, 1),
+                "",
+                "a test file needs a `tests` list of test cases",
+            ));
+        }
+        return (finish(file, cases), diags);
+    };
+    match &tests.value {
+        NodeValue::Seq(items) => {
+            for (index, item) in items.iter().enumerate() {
+                let path = index_path("tests", index);
+                if let Some(case) = decode_entry::<TestCaseDef>(&file, &path, item, &mut diags) {
+                    cases.push((index, case));
+                }
+            }
+        }
+        NodeValue::Null => {}
+        _ => diags.push(Diagnostic::error(
+            &source.path,
+            file.key_at("tests"),
+            "tests",
+            format!("`tests` must be a list of test cases, not {}", tests.kind()),
+        )),
+    }
+    (finish(file, cases), diags)
+}
+
 fn decode_section(
     file: &mut ParsedFile,
     section: Section,
@@ -340,7 +467,7 @@ fn serde_diagnostic(file: &ParsedFile, mut path: String, message: &str) -> Diagn
         }
         pos = file.key_at(&path);
     }
-    let mut message = message.to_string();
+    let mut message = plain_serde_message(message);
     if let Some(expansion) = file.expansion(&path) {
         if expansion.resolved && !expansion.value.is_empty() {
             let escaped: String = expansion.value.escape_debug().collect();
@@ -350,6 +477,30 @@ fn serde_diagnostic(file: &ParsedFile, mut path: String, message: &str) -> Diagn
         }
     }
     Diagnostic::error(&file.path, pos, path, message)
+}
+
+/// serde's words for Rust types, in the words of the file: `expected u32`
+/// becomes "expected a whole number", a list where a mapping goes is said
+/// to be one.
+fn plain_serde_message(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("invalid length ") {
+        if rest.contains("expected struct ") {
+            return "expected a mapping of keys here, not a list".to_string();
+        }
+    }
+    let Some((head, expected)) = message.rsplit_once(", expected ") else {
+        return message.to_string();
+    };
+    let plain = match expected {
+        "u32" | "u64" | "u16" | "i64" => "a whole number, 0 or more",
+        "f64" => "a number",
+        "a boolean" => "true or false",
+        "a string" => "text",
+        "a sequence" => "a list",
+        struct_name if struct_name.starts_with("struct ") => "a mapping of keys",
+        _ => return message.to_string(),
+    };
+    format!("{head}, expected {plain}")
 }
 
 /// The text between `prefix` and the next backtick.
@@ -469,6 +620,29 @@ mod tests {
         assert_eq!(diags.len(), 1);
         assert_eq!((diags[0].line, diags[0].column), (2, 11));
         assert_eq!(diags[0].path, "templates.t.retries");
+    }
+
+    #[test]
+    fn serde_messages_speak_of_the_file_not_of_rust() {
+        let (_, diags) = decode(
+            &yaml(
+                "templates:\n  t:\n    retries: many\n  u:\n    multiplier: x\n\
+                 channels:\n  c:\n    http: [a]\n  d:\n    file: 3\n",
+            ),
+            &env(),
+        );
+        assert_eq!(
+            messages(&diags),
+            vec![
+                "p.yaml:3:14: error: templates.t.retries: invalid type: string \"many\", \
+                 expected a whole number, 0 or more",
+                "p.yaml:5:17: error: templates.u.multiplier: invalid type: string \"x\", \
+                 expected a number",
+                "p.yaml:8:5: error: channels.c.http: expected a mapping of keys here, not a list",
+                "p.yaml:10:11: error: channels.d.file: invalid type: integer `3`, expected a \
+                 mapping of keys",
+            ]
+        );
     }
 
     #[test]

@@ -136,28 +136,43 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 /// `templates.NAME`. Every key is optional: defaults and `extends` fill in.
 #[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct TemplateDef {
     /// Start from another template (user-defined or built-in); keys written
     /// here win, key by key.
     pub extends: Option<String>,
     /// Retries after the first attempt.
     pub retries: Option<u32>,
+    /// How delays grow: `exponential` (default), `fixed` or `schedule`.
     pub backoff: Option<BackoffDef>,
     /// Exponential: the first delay; fixed: every delay.
+    #[schemars(with = "Option<super::schema::DurationText>")]
     pub initial: Option<Text>,
+    /// Exponential: each delay is the previous one times this; 2.0 unless
+    /// written.
     pub multiplier: Option<f64>,
+    /// No delay longer than this, jitter included; 60s for exponential.
+    #[schemars(with = "Option<super::schema::DurationText>")]
     pub max_interval: Option<Text>,
+    /// No new attempt this long after the first one of a series.
+    #[schemars(with = "Option<super::schema::DurationText>")]
     pub total_timeout: Option<Text>,
     /// `20%`, `full` or `none`. A bare number (`0.2`, `20`) is refused as
     /// ambiguous.
+    #[schemars(with = "Option<super::schema::JitterText>")]
     pub jitter: Option<Text>,
     /// The delays of `backoff: schedule`, in order.
+    #[schemars(with = "Option<Vec<super::schema::DurationText>>")]
     pub schedule: Option<Vec<Text>>,
+    /// Upper bound of an honoured `Retry-After`: `max_interval` unless
+    /// written, else 1h.
+    #[schemars(with = "Option<super::schema::DurationText>")]
     pub retry_after_cap: Option<Text>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum BackoffDef {
     Exponential,
     Fixed,
@@ -167,6 +182,7 @@ pub enum BackoffDef {
 /// `classifiers.NAME`: rules tried in order, first match wins.
 #[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct ClassifierDef {
     #[serde(default)]
     pub rules: Vec<RuleDef>,
@@ -177,6 +193,7 @@ pub struct ClassifierDef {
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct RuleDef {
     /// Absent or empty: the rule matches everything.
     #[serde(rename = "match", default)]
@@ -190,6 +207,7 @@ pub struct RuleDef {
 /// Conditions of a rule; all that are written must hold.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct MatchDef {
     pub status: Option<OneOrMany<StatusDef>>,
     /// A regex searched in the response body.
@@ -236,6 +254,7 @@ impl<'de> Deserialize<'de> for StatusDef {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum ErrorKindDef {
     Timeout,
     Connect,
@@ -248,6 +267,7 @@ pub enum ErrorKindDef {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum OutcomeDef {
     Success,
     Retry,
@@ -258,6 +278,7 @@ pub enum OutcomeDef {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum DefaultOutcomeDef {
     Retry,
     Fail,
@@ -265,6 +286,7 @@ pub enum DefaultOutcomeDef {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
 pub enum RetryAfterDef {
     Honor,
     Ignore,
@@ -274,6 +296,7 @@ pub enum RetryAfterDef {
 /// and compile can report it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct CalendarDef {
     pub timezone: String,
     /// Day or day range (`mon-fri`) → `HH:MM-HH:MM`.
@@ -289,6 +312,7 @@ pub struct CalendarDef {
 /// A maintenance window: `weekly: "sun 02:00-04:00"` or `{from, to}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct MaintenanceDef {
     pub weekly: Option<String>,
     pub from: Option<String>,
@@ -298,6 +322,7 @@ pub struct MaintenanceDef {
 /// `channels.NAME`: exactly one kind (`http` or `file`).
 #[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct ChannelDef {
     pub http: Option<HttpDef>,
     pub file: Option<FileDef>,
@@ -314,6 +339,7 @@ pub struct ChannelDef {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct HttpDef {
     pub url: String,
     /// POST unless written.
@@ -321,11 +347,13 @@ pub struct HttpDef {
     #[serde(default)]
     pub headers: BTreeMap<String, Text>,
     /// 30s unless written.
+    #[schemars(with = "Option<super::schema::DurationText>")]
     pub timeout: Option<Text>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct FileDef {
     pub dir: String,
 }
@@ -333,6 +361,7 @@ pub struct FileDef {
 /// A circuit breaker. Not supported yet.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct BreakerDef {
     pub failures: u32,
     pub window: Text,
@@ -342,6 +371,7 @@ pub struct BreakerDef {
 /// `flows.NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct FlowDef {
     #[serde(default)]
     pub steps: Vec<StepDef>,
@@ -350,6 +380,7 @@ pub struct FlowDef {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct StepDef {
     pub name: String,
     pub channel: String,
@@ -368,6 +399,7 @@ pub struct StepDef {
 /// A step's business hours. Not supported yet.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct StepHoursDef {
     pub calendar: String,
     pub off_hours: Option<OffHoursDef>,
@@ -378,6 +410,7 @@ pub struct StepHoursDef {
 /// `hold`, or `{ retry: TEMPLATE }`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(untagged)]
+#[derive(schemars::JsonSchema)]
 pub enum OffHoursDef {
     Mode(String),
     Retry(OffHoursRetryDef),
@@ -385,12 +418,14 @@ pub enum OffHoursDef {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct OffHoursRetryDef {
     pub retry: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
 pub struct OnDeadDef {
     /// A channel that receives the dead job.
     pub notify: String,

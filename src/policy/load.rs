@@ -72,10 +72,20 @@ pub fn is_policy_file_name(path: &Path) -> bool {
     if name.starts_with('.') || Format::from_path(path).is_none() {
         return false;
     }
+    !is_test_file_name(path)
+}
+
+/// Whether a file holds policy test cases (`*.test.yaml`, `*.test.yml`,
+/// `*.test.toml`), which the loader skips and `steadfast test` reads.
+pub fn is_test_file_name(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
     let lower = name.to_ascii_lowercase();
-    ![".test.yaml", ".test.yml", ".test.toml"]
-        .iter()
-        .any(|suffix| lower.ends_with(suffix))
+    !name.starts_with('.')
+        && [".test.yaml", ".test.yml", ".test.toml"]
+            .iter()
+            .any(|suffix| lower.ends_with(suffix))
 }
 
 fn read_into(path: &Path, sources: &mut Vec<SourceFile>, diags: &mut Vec<Diagnostic>) {

@@ -1,0 +1,403 @@
+//! `steadfast explain FLOW [--step S] [--from TIME]`: the attempt timeline
+//! the policy gives for a partner that keeps failing: each attempt's time
+//! (UTC, and a zone's local time), the delay before it, the template in
+//! force, calendar holds, the moment each fallback takes over, and when the
+//! job would go dead. Computed by [`crate::simulate`], as `steadfast test`.
+
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use serde_json::{json, Value};
+
+use super::output::print_table;
+use super::{CliResult, Failure, OutputArgs};
+use crate::clock::{Clock, SystemClock};
+use crate::compile::{format_duration, load_policy};
+use crate::model::Flow;
+use crate::policy::EnvMode;
+use crate::simulate::{
+    offset, simulate, Answer, End, Hours, JitterSplit, NoHours, Options, Run, SimAttempt, Span,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The flow to explain.
+    flow: String,
+    /// The step whose partner keeps failing; the flow's first unless given.
+    #[arg(long, value_name = "S")]
+    step: Option<String>,
+    /// When the first attempt starts, in RFC 3339 (`2026-05-04T10:00:00Z`);
+    /// now unless given.
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// The policy directory.
+    #[arg(long, default_value = "./policies", env = "STEADFAST_POLICIES")]
+    policies: PathBuf,
+    /// Treat `${VAR}` as placeholders (no secrets needed to explain).
+    #[arg(long)]
+    no_env: bool,
+    /// Also show times in this zone (an IANA name such as
+    /// `America/New_York`).
+    #[arg(long, value_name = "ZONE")]
+    tz: Option<String>,
+    /// The most attempts shown.
+    #[arg(long, default_value_t = 500)]
+    limit: u32,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+pub fn run(args: ExplainArgs) -> CliResult {
+    let env = if args.no_env {
+        EnvMode::Placeholders
+    } else {
+        EnvMode::process()
+    };
+    let compilation = load_policy(std::slice::from_ref(&args.policies), &env);
+    let Some(policy) = compilation.policy.as_ref() else {
+        for d in compilation.errors() {
+            eprintln!("{d}");
+        }
+        return Err(Failure::BadInput(anyhow!(
+            "the policies in {} have errors (listed above); fix them first (`steadfast \
+             validate {}`)",
+            args.policies.display(),
+            args.policies.display()
+        )));
+    };
+    let Some(flow) = policy.flow(&args.flow) else {
+        let known: Vec<&str> = policy.flows.keys().map(String::as_str).collect();
+        return Err(bad(format!(
+            "unknown flow `{}`; defined flows: {}",
+            args.flow,
+            known.join(", ")
+        )));
+    };
+    let step_index = match &args.step {
+        None => 0,
+        Some(step) => flow.step_index(step).ok_or_else(|| {
+            let steps: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
+            bad(format!(
+                "flow `{}` has no step `{step}`; its steps: {}",
+                flow.name,
+                steps.join(", ")
+            ))
+        })?,
+    };
+    let start = match &args.from {
+        None => SystemClock.now(),
+        Some(text) => text.parse::<Timestamp>().map_err(|_| {
+            bad(format!(
+                "bad --from `{text}`: write an RFC 3339 time such as 2026-05-04T10:00:00Z"
+            ))
+        })?,
+    };
+    let zone = match &args.tz {
+        None => None,
+        Some(name) => Some(TimeZone::get(name).map_err(|_| {
+            bad(format!(
+                "unknown time zone `{name}`: write an IANA name such as America/New_York"
+            ))
+        })?),
+    };
+    // Calendars plug in here once step `hours` compile; until then no
+    // step has one and nothing is held.
+    let hours = NoHours;
+    let zone = zone.or_else(|| hours.zone(flow, step_index));
+    let run = simulate(
+        flow,
+        step_index,
+        start,
+        &hours,
+        Options {
+            limit: args.limit.max(1),
+            split: JitterSplit::FollowNominal,
+        },
+        |_| Some(Answer::Failing),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    let explained = Explained {
+        flow,
+        step_index,
+        start,
+        zone: zone.as_ref(),
+        run: &run,
+    };
+    if args.output.json() {
+        println!("{}", explained.json());
+    } else {
+        explained.print();
+    }
+    Ok(())
+}
+
+fn bad(message: String) -> Failure {
+    Failure::BadInput(anyhow!(message))
+}
+
+struct Explained<'a> {
+    flow: &'a Flow,
+    step_index: usize,
+    start: Timestamp,
+    zone: Option<&'a TimeZone>,
+    run: &'a Run,
+}
+
+impl Explained<'_> {
+    fn print(&self) {
+        let step = &self.flow.steps[self.step_index];
+        println!(
+            "flow {}, step {}: a partner that keeps failing, first attempt at {}",
+            self.flow.name,
+            step.name,
+            utc(self.start)
+        );
+        let jittered = self
+            .run
+            .attempts
+            .iter()
+            .any(|a| !a.at.is_exact() || a.delay.is_some_and(|d| !d.is_exact()));
+        if jittered {
+            println!(
+                "times are nominal (before jitter); `jitter range` is how far jitter can move them"
+            );
+        }
+        println!();
+        let held = self.run.attempts.iter().any(|a| a.hold.is_some());
+        let mut header = vec!["#", "channel", "try", "delay", "at (UTC)", "after"];
+        let local_header = self.zone.map(|z| format!("at ({})", zone_name(z)));
+        if let Some(h) = &local_header {
+            header.push(h);
+        }
+        if jittered {
+            header.push("jitter range");
+        }
+        if held {
+            header.push("held");
+        }
+        header.extend(["template", "then"]);
+        let mut previous: Option<&SimAttempt> = None;
+        let mut rows = Vec::new();
+        for a in &self.run.attempts {
+            let mut row = vec![
+                a.number.to_string(),
+                a.channel.clone(),
+                a.series_attempt.to_string(),
+                delay_before(previous, a),
+                utc(a.at.mid),
+                format!("+{}", format_duration(offset(self.start, a.at.mid))),
+            ];
+            if let Some(zone) = self.zone {
+                row.push(local(a.at.mid, zone));
+            }
+            if jittered {
+                row.push(self.range(&a.at));
+            }
+            if held {
+                row.push(match a.hold {
+                    Some(reason) => format!("{} from {}", reason.as_str(), utc(a.due.mid)),
+                    None => String::new(),
+                });
+            }
+            row.push(a.template.clone());
+            row.push(self.then(a));
+            rows.push(row);
+            previous = Some(a);
+        }
+        print_table(&header, &rows);
+        println!();
+        for a in self
+            .run
+            .attempts
+            .iter()
+            .filter(|a| a.series_attempt == 1 && a.channel_index > 0)
+        {
+            println!(
+                "fallback {}: {} takes over at {} (attempt {})",
+                a.channel_index,
+                a.channel,
+                utc(a.at.mid),
+                a.number
+            );
+        }
+        match (&self.run.end, self.run.attempts.last()) {
+            (End::Dead(reason), Some(last)) => {
+                let mut line = format!(
+                    "dead at {} (+{}, attempt {})",
+                    utc(last.at.mid),
+                    format_duration(offset(self.start, last.at.mid)),
+                    last.number
+                );
+                if !last.at.is_exact() {
+                    line.push_str(&format!("; with jitter between {}", self.range(&last.at)));
+                }
+                let why = match reason.as_str() {
+                    "exhausted" => "every channel's retries ran out",
+                    _ => "a permanent failure",
+                };
+                println!("{line}: {why}");
+            }
+            (End::Limit, _) => println!(
+                "stopped after {} attempts (--limit); the job is still retrying",
+                self.run.attempts.len()
+            ),
+            _ => {}
+        }
+        match self.zone {
+            None => println!(
+                "calendar: none applies to this step; times are UTC (--tz ZONE adds a local column)"
+            ),
+            Some(_) => println!("calendar: none applies to this step"),
+        }
+        println!(
+            "attempts take no time here: a partner that times out moves each later attempt by \
+             up to the channel's timeout"
+        );
+    }
+
+    /// Earliest..latest as offsets from the first attempt, or blank.
+    fn range(&self, span: &Span) -> String {
+        if span.is_exact() {
+            String::new()
+        } else {
+            format!(
+                "+{}..+{}",
+                format_duration(offset(self.start, span.lo)),
+                format_duration(offset(self.start, span.hi))
+            )
+        }
+    }
+
+    fn then(&self, a: &SimAttempt) -> String {
+        let step = &self.flow.steps[a.step_index];
+        let mut then = match a.decision {
+            "fallback" => match step.channel_at(a.channel_index + 1) {
+                Some(next) => format!("fallback to {next}"),
+                None => "fallback".to_string(),
+            },
+            "dead" => match &self.run.end {
+                End::Dead(reason) => format!("dead ({})", reason.as_str()),
+                _ => "dead".to_string(),
+            },
+            other => other.to_string(),
+        };
+        if let Some((shortest, longest)) = a.split {
+            then.push_str(&format!(
+                " (jitter decides: with the shortest delays {shortest}, with the longest \
+                 {longest})"
+            ));
+        }
+        then
+    }
+
+    fn json(&self) -> Value {
+        let step = &self.flow.steps[self.step_index];
+        let span = |s: &Span| {
+            json!({
+                "nominal": s.mid.to_string(),
+                "earliest": s.lo.to_string(),
+                "latest": s.hi.to_string(),
+                "after_ms": offset(self.start, s.mid).as_millis() as u64,
+            })
+        };
+        let mut previous: Option<&SimAttempt> = None;
+        let attempts: Vec<Value> = self
+            .run
+            .attempts
+            .iter()
+            .map(|a| {
+                let delay = previous
+                    .filter(|p| p.channel_index == a.channel_index && p.step_index == a.step_index)
+                    .and_then(|p| p.delay)
+                    .map(|d| {
+                        json!({
+                            "nominal_ms": d.mid.as_millis() as u64,
+                            "min_ms": d.lo.as_millis() as u64,
+                            "max_ms": d.hi.as_millis() as u64,
+                        })
+                    });
+                previous = Some(a);
+                json!({
+                    "number": a.number,
+                    "step": a.step,
+                    "channel": a.channel,
+                    "channel_index": a.channel_index,
+                    "try": a.series_attempt,
+                    "template": a.template,
+                    "delay_before": delay,
+                    "due": span(&a.due),
+                    "at": span(&a.at),
+                    "local": self.zone.map(|z| local(a.at.mid, z)),
+                    "hold": a.hold.map(|r| r.as_str()),
+                    "then": a.decision,
+                    "jitter_decides": a.split.map(|(shortest, longest)| json!({
+                        "shortest_delays": shortest,
+                        "longest_delays": longest,
+                    })),
+                })
+            })
+            .collect();
+        let fallbacks: Vec<Value> = self
+            .run
+            .attempts
+            .iter()
+            .filter(|a| a.series_attempt == 1 && a.channel_index > 0)
+            .map(|a| {
+                json!({
+                    "channel": a.channel,
+                    "channel_index": a.channel_index,
+                    "attempt": a.number,
+                    "at": span(&a.at),
+                })
+            })
+            .collect();
+        let end = match (&self.run.end, self.run.attempts.last()) {
+            (End::Dead(reason), Some(last)) => json!({
+                "state": "dead",
+                "reason": reason.as_str(),
+                "attempt": last.number,
+                "at": span(&last.at),
+            }),
+            _ => json!({ "state": "retrying", "reason": "limit" }),
+        };
+        json!({
+            "flow": self.flow.name,
+            "step": step.name,
+            "from": self.start.to_string(),
+            "zone": self.zone.map(zone_name),
+            "attempts": attempts,
+            "fallbacks": fallbacks,
+            "end": end,
+        })
+    }
+}
+
+/// The wait before attempt `a`: the previous attempt's delay on the same
+/// channel, `0s` where a fallback or the next step starts at once.
+fn delay_before(previous: Option<&SimAttempt>, a: &SimAttempt) -> String {
+    let Some(p) = previous else {
+        return "-".to_string();
+    };
+    match p.delay {
+        Some(d) if p.channel_index == a.channel_index && p.step_index == a.step_index => {
+            format_duration(d.mid)
+        }
+        _ => "0s".to_string(),
+    }
+}
+
+fn utc(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S%.3fZ").to_string()
+}
+
+fn local(t: Timestamp, zone: &TimeZone) -> String {
+    t.to_zoned(zone.clone())
+        .strftime("%Y-%m-%d %H:%M:%S%.3f %Z")
+        .to_string()
+}
+
+fn zone_name(zone: &TimeZone) -> String {
+    zone.iana_name().unwrap_or("local").to_string()
+}

@@ -1,0 +1,121 @@
+//! Policy test cases as users write them: the `tests` list of a policy file
+//! or of a `*.test.yaml` / `*.test.toml` file beside it. [`crate::policytest`]
+//! checks and runs them.
+//!
+//! Like the policy `*Def`s, values stay close to the text (times, durations
+//! and bounds are strings) so that every problem is reported with its
+//! position, and unknown keys are errors.
+
+use std::collections::BTreeMap;
+
+use super::defs::{ErrorKindDef, OutcomeDef, Text};
+
+/// One test case: a job, the partner's answers to its attempts, and what
+/// should happen.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct TestCaseDef {
+    /// What the case shows; reports name it.
+    pub name: String,
+    /// The flow the job is submitted to.
+    pub flow: String,
+    /// The step the job starts at; the flow's first step unless written.
+    pub step: Option<String>,
+    /// When the first attempt starts, in RFC 3339 (`2026-05-04T10:00:00Z`);
+    /// 2026-01-05T09:00:00Z (a Monday) unless written.
+    pub start: Option<String>,
+    /// The partner's answers, one per attempt, in order. When they run out
+    /// the job stays where it is: `pending`.
+    #[serde(default)]
+    pub responses: Vec<ResponseDef>,
+    pub expect: ExpectDef,
+}
+
+/// One answer of the partner: an HTTP response (`status`, `headers`,
+/// `body`) or a transport error (`error`, `message`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct ResponseDef {
+    /// The HTTP status, 100 to 599.
+    pub status: Option<i64>,
+    /// Response headers; `Retry-After` is the one classifiers read.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Text>,
+    /// The body: a string as is, anything else as its JSON text.
+    pub body: Option<serde_json::Value>,
+    /// A delivery that got no answer, by kind.
+    pub error: Option<ErrorKindDef>,
+    /// The transport error's message (what `error_message` rules read).
+    pub message: Option<String>,
+    /// The same answer this many attempts in a row; 1 unless written.
+    pub times: Option<u32>,
+}
+
+/// What the run should show. Only what is written is checked.
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct ExpectDef {
+    /// Every attempt, in order: as many as the run makes.
+    pub attempts: Option<Vec<ExpectAttemptDef>>,
+    /// The job's state at the end: `succeeded`, `dead`, or `pending` (the
+    /// responses ran out while it would try again).
+    pub state: Option<StateDef>,
+    /// Why a dead job died: `exhausted` or `permanent`.
+    pub reason: Option<ReasonDef>,
+    /// The step the job stands at in the end.
+    pub step: Option<String>,
+    /// The channel of the last attempt.
+    pub channel: Option<String>,
+}
+
+/// One attempt's expected facts.
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct ExpectAttemptDef {
+    pub step: Option<String>,
+    /// The channel: the primary or a fallback.
+    pub channel: Option<String>,
+    pub outcome: Option<OutcomeDef>,
+    /// The rule that decided: its `name`, `classifier[index]`,
+    /// `builtin[index]` or `default`.
+    pub rule: Option<String>,
+    /// What the engine does next.
+    pub decision: Option<DecisionDef>,
+    /// When the attempt starts: `+2s` after the first attempt, `+2s±20%`,
+    /// `+2s±500ms`, a range `+1s600ms..+2s400ms`, or an RFC 3339 time.
+    pub at: Option<String>,
+    /// The wait chosen before the next attempt: `2s`, `2s±20%`, `1s..3s`.
+    pub delay: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
+pub enum StateDef {
+    Succeeded,
+    Dead,
+    Pending,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
+pub enum ReasonDef {
+    Exhausted,
+    Permanent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
+pub enum DecisionDef {
+    Retry,
+    Fallback,
+    NextStep,
+    Succeeded,
+    Dead,
+}

@@ -1,0 +1,276 @@
+//! Runs on small compiled policies: exact times without jitter, bounds with
+//! it, answers judged by the step's classifier, calendar holds through the
+//! seam, and runs whose path depends on luck.
+
+use super::*;
+use crate::compile::compile;
+use crate::model::{CompiledPolicy, ErrorKind, Response, TransportError};
+use crate::policy::{EnvMode, Format, SourceFile};
+
+fn policy(text: &str) -> CompiledPolicy {
+    let c = compile(
+        &[SourceFile::new("p.yaml", text, Format::Yaml)],
+        &EnvMode::Placeholders,
+    );
+    assert!(!c.has_errors(), "{:#?}", c.diagnostics);
+    c.policy.unwrap()
+}
+
+fn opts(limit: u32) -> Options {
+    Options {
+        limit,
+        split: JitterSplit::Refuse,
+    }
+}
+
+fn t0() -> Timestamp {
+    "2026-05-04T10:00:00Z".parse().unwrap()
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+fn offsets(run: &Run) -> Vec<(Duration, Duration)> {
+    run.attempts
+        .iter()
+        .map(|a| (offset(t0(), a.at.lo), offset(t0(), a.at.hi)))
+        .collect()
+}
+
+fn status(code: u16, body: &str, retry_after: Option<&str>) -> Answer {
+    Answer::Result(Ok(Response {
+        status: code,
+        retry_after: retry_after.map(str::to_string),
+        body: body.to_string(),
+    }))
+}
+
+const CHANNELS: &str = "channels:\n  a: { file: { dir: a } }\n  b: { file: { dir: b } }\n  \
+                        c: { file: { dir: c } }\n";
+
+#[test]
+fn a_failing_partner_without_jitter_gets_exact_times_then_fallbacks_then_death() {
+    let p = policy(&format!(
+        "templates:\n  t: {{ backoff: fixed, initial: 5s, retries: 1, jitter: none }}\n\
+         {CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t, \
+         fallback: [b, c] }}\n"
+    ));
+    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
+        Some(Answer::Failing)
+    })
+    .unwrap();
+    let at: Vec<u64> = run
+        .attempts
+        .iter()
+        .map(|a| {
+            assert!(a.at.is_exact());
+            offset(t0(), a.at.mid).as_secs()
+        })
+        .collect();
+    assert_eq!(at, [0, 5, 5, 10, 10, 15]);
+    let channels: Vec<&str> = run.attempts.iter().map(|a| a.channel.as_str()).collect();
+    assert_eq!(channels, ["a", "a", "b", "b", "c", "c"]);
+    let decisions: Vec<&str> = run.attempts.iter().map(|a| a.decision).collect();
+    assert_eq!(
+        decisions,
+        ["retry", "fallback", "retry", "fallback", "retry", "dead"]
+    );
+    assert_eq!(run.attempts[3].series_attempt, 2);
+    assert_eq!(run.end, End::Dead(DeadReason::Exhausted));
+}
+
+#[test]
+fn jitter_gives_bounds_that_add_up() {
+    let p = policy(&format!(
+        "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a }}\n"
+    ));
+    // standard: 2s, 4s, 8s, each ±20%.
+    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
+        Some(Answer::Failing)
+    })
+    .unwrap();
+    assert_eq!(
+        offsets(&run),
+        [
+            (secs(0.0), secs(0.0)),
+            (secs(1.6), secs(2.4)),
+            (secs(4.8), secs(7.2)),
+            (secs(11.2), secs(16.8)),
+        ]
+    );
+    assert_eq!(offset(t0(), run.attempts[3].at.mid), secs(14.0));
+    let delay = run.attempts[0].delay.unwrap();
+    assert_eq!(
+        (delay.lo, delay.mid, delay.hi),
+        (secs(1.6), secs(2.0), secs(2.4))
+    );
+    assert_eq!(run.attempts[3].delay, None);
+}
+
+#[test]
+fn answers_are_judged_by_the_steps_classifier_and_move_through_steps() {
+    let p = policy(&format!(
+        "classifiers:\n  k:\n    rules:\n      - name: busy\n        match: {{ status: 200, \
+         body: busy }}\n        outcome: retry\n{CHANNELS}flows:\n  f:\n    steps:\n      \
+         - {{ name: one, channel: a, classify: k }}\n      - {{ name: two, channel: b }}\n"
+    ));
+    let mut answers = vec![
+        status(200, "busy", None),
+        status(429, "", Some("30")),
+        status(201, "ok", None),
+        Answer::Result(Err(TransportError {
+            kind: ErrorKind::Timeout,
+            message: "timed out".into(),
+        })),
+    ]
+    .into_iter();
+    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
+        answers.next()
+    })
+    .unwrap();
+    let seen: Vec<(&str, &str, &str)> = run
+        .attempts
+        .iter()
+        .map(|a| (a.step.as_str(), a.rule.as_str(), a.decision))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("one", "busy", "retry"),
+            ("one", "builtin[1]", "retry"),
+            ("one", "builtin[0]", "next_step"),
+            ("two", "builtin[3]", "retry"),
+        ]
+    );
+    // Retry-After replaces the backoff, jitter and all.
+    let delay = run.attempts[1].delay.unwrap();
+    assert!(delay.is_exact());
+    assert_eq!(delay.mid, secs(30.0));
+    assert_eq!(run.attempts[1].retry_after, Some(secs(30.0)));
+    // The next step starts at once, where the success was.
+    assert_eq!(run.attempts[3].at, run.attempts[2].at);
+    match run.end {
+        End::Pending {
+            step_index,
+            channel_index,
+            next,
+        } => {
+            assert_eq!((step_index, channel_index), (1, 0));
+            assert_eq!(next.lo, run.attempts[3].at.lo + signed(secs(1.6)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_permanent_failure_is_dead_at_once() {
+    let p = policy(&format!(
+        "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, fallback: b }}\n"
+    ));
+    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
+        Some(status(400, "", None))
+    })
+    .unwrap();
+    assert_eq!(run.attempts.len(), 1);
+    assert_eq!(run.end, End::Dead(DeadReason::Permanent));
+}
+
+/// Closed for the first hour after `t0`.
+struct ClosedFirstHour;
+
+impl Hours for ClosedFirstHour {
+    fn gate(&self, _: &Flow, _: usize, due: Timestamp) -> Gate {
+        let opens = t0() + signed(secs(3600.0));
+        if due < opens {
+            Gate::Hold {
+                until: opens,
+                reason: HoldReason::OffHours,
+            }
+        } else {
+            Gate::Open
+        }
+    }
+
+    fn zone(&self, _: &Flow, _: usize) -> Option<TimeZone> {
+        None
+    }
+}
+
+#[test]
+fn calendar_holds_move_attempts_without_burning_the_deadline() {
+    let p = policy(&format!(
+        "templates:\n  t: {{ backoff: fixed, initial: 10s, retries: 3, total_timeout: 30s, \
+         jitter: none }}\n{CHANNELS}flows:\n  f:\n    steps:\n      \
+         - {{ name: s, channel: a, retry: t }}\n"
+    ));
+    let run = simulate(&p.flows["f"], 0, t0(), &ClosedFirstHour, opts(100), |_| {
+        Some(Answer::Failing)
+    })
+    .unwrap();
+    let first = &run.attempts[0];
+    assert_eq!(first.hold, Some(HoldReason::OffHours));
+    assert_eq!(offset(t0(), first.due.mid), secs(0.0));
+    assert_eq!(offset(t0(), first.at.mid), secs(3600.0));
+    let at: Vec<u64> = run
+        .attempts
+        .iter()
+        .map(|a| offset(t0(), a.at.mid).as_secs())
+        .collect();
+    assert_eq!(at, [3600, 3610, 3620, 3630]);
+}
+
+#[test]
+fn a_path_that_depends_on_jitter_is_refused() {
+    // Retry 3 lands at 24s..36s; the deadline is 25s.
+    let p = policy(&format!(
+        "templates:\n  t: {{ backoff: fixed, initial: 10s, retries: 3, total_timeout: 25s }}\n\
+         {CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t }}\n"
+    ));
+    let err = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
+        Some(Answer::Failing)
+    })
+    .unwrap_err();
+    assert_eq!(
+        err,
+        SimError::DependsOnJitter {
+            attempt: 3,
+            lo: "retry",
+            hi: "give up (dead)",
+        }
+    );
+    // Explain follows the nominal path (dead at 30s) and says where luck
+    // decides.
+    let run = simulate(
+        &p.flows["f"],
+        0,
+        t0(),
+        &NoHours,
+        Options {
+            limit: 100,
+            split: JitterSplit::FollowNominal,
+        },
+        |_| Some(Answer::Failing),
+    )
+    .unwrap();
+    assert_eq!(run.attempts.len(), 3);
+    assert_eq!(run.attempts[2].split, Some(("retry", "give up (dead)")));
+    assert_eq!(run.attempts[1].split, None);
+    assert_eq!(run.end, End::Dead(DeadReason::Exhausted));
+}
+
+#[test]
+fn the_limit_and_the_start_step_are_kept() {
+    let p = policy(&format!(
+        "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: one, channel: a }}\n      \
+         - {{ name: two, channel: b }}\n"
+    ));
+    let run = simulate(&p.flows["f"], 1, t0(), &NoHours, opts(2), |_| {
+        Some(Answer::Failing)
+    })
+    .unwrap();
+    assert_eq!(run.attempts.len(), 2);
+    assert_eq!(run.attempts[0].step, "two");
+    assert_eq!(run.end, End::Limit);
+    assert!(simulate(&p.flows["f"], 2, t0(), &NoHours, opts(2), |_| None).is_err());
+}

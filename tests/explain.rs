@@ -1,0 +1,154 @@
+//! `steadfast explain` on the built binary: the timeline of a partner that
+//! keeps failing, in text and JSON, and bad input refused with exit 2.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const POLICY: &str = "\
+templates:
+  quick: { backoff: fixed, initial: 30s, retries: 2, jitter: none }
+  jittery: { initial: 1s, retries: 1 }
+channels:
+  api: { http: { url: 'https://api.example/x' } }
+  backup: { http: { url: 'https://backup.example/x' } }
+  spool: { file: { dir: spool } }
+flows:
+  orders:
+    steps:
+      - { name: deliver, channel: api, retry: quick, fallback: [backup, spool] }
+      - { name: confirm, channel: backup, retry: jittery }
+";
+
+fn explain(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .arg("explain")
+        .args(args)
+        .arg("--policies")
+        .arg(dir)
+        .output()
+        .expect("steadfast runs")
+}
+
+fn policies() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), POLICY).unwrap();
+    dir
+}
+
+#[test]
+fn the_timeline_shows_retries_fallbacks_and_death() {
+    let dir = policies();
+    let out = explain(
+        dir.path(),
+        &[
+            "orders",
+            "--from",
+            "2026-05-04T10:00:00Z",
+            "--tz",
+            "Europe/Paris",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let expected = "\
+flow orders, step deliver: a partner that keeps failing, first attempt at 2026-05-04 10:00:00.000Z
+
+#  channel  try  delay  at (UTC)                  after   at (Europe/Paris)             template  then
+1  api      1    -      2026-05-04 10:00:00.000Z  +0s     2026-05-04 12:00:00.000 CEST  quick     retry
+2  api      2    30s    2026-05-04 10:00:30.000Z  +30s    2026-05-04 12:00:30.000 CEST  quick     retry
+3  api      3    30s    2026-05-04 10:01:00.000Z  +1m     2026-05-04 12:01:00.000 CEST  quick     fallback to backup
+4  backup   1    0s     2026-05-04 10:01:00.000Z  +1m     2026-05-04 12:01:00.000 CEST  quick     retry
+5  backup   2    30s    2026-05-04 10:01:30.000Z  +1m30s  2026-05-04 12:01:30.000 CEST  quick     retry
+6  backup   3    30s    2026-05-04 10:02:00.000Z  +2m     2026-05-04 12:02:00.000 CEST  quick     fallback to spool
+7  spool    1    0s     2026-05-04 10:02:00.000Z  +2m     2026-05-04 12:02:00.000 CEST  quick     retry
+8  spool    2    30s    2026-05-04 10:02:30.000Z  +2m30s  2026-05-04 12:02:30.000 CEST  quick     retry
+9  spool    3    30s    2026-05-04 10:03:00.000Z  +3m     2026-05-04 12:03:00.000 CEST  quick     dead (exhausted)
+";
+    assert!(text.starts_with(expected), "{text}");
+    for line in [
+        "fallback 1: backup takes over at 2026-05-04 10:01:00.000Z (attempt 4)",
+        "fallback 2: spool takes over at 2026-05-04 10:02:00.000Z (attempt 7)",
+        "dead at 2026-05-04 10:03:00.000Z (+3m, attempt 9): every channel's retries ran out",
+        "calendar: none applies to this step",
+    ] {
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+}
+
+#[test]
+fn jitter_shows_as_a_range_and_json_has_every_fact() {
+    let dir = policies();
+    let out = explain(
+        dir.path(),
+        &[
+            "orders",
+            "--step",
+            "confirm",
+            "--from",
+            "2026-05-04T10:00:00Z",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["step"], "confirm");
+    assert_eq!(json["attempts"].as_array().unwrap().len(), 2);
+    let second = &json["attempts"][1];
+    assert_eq!(second["at"]["nominal"], "2026-05-04T10:00:01Z");
+    assert_eq!(second["at"]["earliest"], "2026-05-04T10:00:00.8Z");
+    assert_eq!(second["at"]["latest"], "2026-05-04T10:00:01.2Z");
+    assert_eq!(second["delay_before"]["min_ms"], 800);
+    assert_eq!(second["template"], "jittery");
+    assert_eq!(json["end"]["state"], "dead");
+    assert_eq!(json["end"]["reason"], "exhausted");
+    assert_eq!(json["fallbacks"].as_array().unwrap().len(), 0);
+
+    let out = explain(
+        dir.path(),
+        &[
+            "orders",
+            "--step",
+            "confirm",
+            "--from",
+            "2026-05-04T10:00:00Z",
+        ],
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("+800ms..+1s200ms"), "{text}");
+}
+
+#[test]
+fn bad_input_is_refused_with_exit_2_and_says_what_exists() {
+    let dir = policies();
+    for (args, message) in [
+        (
+            vec!["nope"],
+            "error: unknown flow `nope`; defined flows: orders",
+        ),
+        (
+            vec!["orders", "--step", "x"],
+            "error: flow `orders` has no step `x`; its steps: deliver, confirm",
+        ),
+        (
+            vec!["orders", "--from", "today"],
+            "error: bad --from `today`: write an RFC 3339 time such as 2026-05-04T10:00:00Z",
+        ),
+        (
+            vec!["orders", "--tz", "Mars/Olympus"],
+            "error: unknown time zone `Mars/Olympus`: write an IANA name such as America/New_York",
+        ),
+    ] {
+        let out = explain(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.trim(), message, "{args:?}");
+    }
+    std::fs::write(dir.path().join("q.yaml"), "flows: { x: { steps: [] } }\n").unwrap();
+    let out = explain(dir.path(), &["orders"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("q.yaml:1:10: error: flows.x: a flow needs at least one step"),
+        "{stderr}"
+    );
+}
