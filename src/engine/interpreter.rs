@@ -6,12 +6,36 @@
 //! order, each with the step's template afresh; then the job is dead. A
 //! permanent failure goes dead at once. A success moves to the next step, or
 //! finishes the job.
+//!
+//! # Calendars
+//!
+//! A step with `hours` asks its calendar twice, through [`hold_at`]:
+//!
+//! - before an attempt (the executor asks at the instant the job is
+//!   claimed): inside a maintenance window with `maintenance: suspend`, the
+//!   job is suspended until the window ends; while closed with
+//!   `off_hours: hold`, until the calendar next opens. No attempt is made,
+//!   none is counted;
+//! - after a failure ([`decide`]): the retry's delay, retries and deadline
+//!   come from the template in force at the failure ([`template_at`]: the
+//!   `off_hours` template while the calendar is closed); then, if the retry
+//!   would fall where the step holds, the job is suspended straight to the
+//!   end of that hold ([`Next::Suspend`]), so the API shows the real resume
+//!   time at once.
+//!
+//! Time held never counts against `total_timeout`: the executor adds each
+//! hold's length to [`Position::held`] — from the instant the attempt would
+//! otherwise have run (the claim, or the retry's due time) to the hold's end.
+//! Waiting for a claim after a hold ends counts as active time, like the lag
+//! of any retry. A hold before a series' first attempt adds nothing: the
+//! deadline runs from that attempt.
 
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::model::{Flow, Outcome};
+use crate::calendar::Availability;
+use crate::model::{Flow, MaintenanceRule, OffHours, Outcome, RetryTemplate, Step};
 use crate::retry::{delay_before_retry, Verdict};
 
 /// Where a job stands after an attempt.
@@ -36,6 +60,13 @@ pub enum Next {
     Retry {
         at: Timestamp,
         delay: Duration,
+    },
+    /// Try the same channel again, but the step's calendar holds the job at
+    /// `at`, the time the retry was due: suspend it until `hold.until`.
+    Suspend {
+        at: Timestamp,
+        delay: Duration,
+        hold: Hold,
     },
     /// Retries ran out: start a fresh series on this fallback channel now.
     Fallback {
@@ -74,6 +105,7 @@ impl Next {
     pub fn decision(&self) -> &'static str {
         match self {
             Next::Retry { .. } => "retry",
+            Next::Suspend { .. } => "suspend",
             Next::Fallback { .. } => "fallback",
             Next::NextStep { .. } => "next_step",
             Next::Succeeded => "succeeded",
@@ -111,7 +143,7 @@ pub fn decide(
             reason: DeadReason::Permanent,
         },
         Outcome::Retry | Outcome::RefreshAuth => {
-            let template = &step.retry;
+            let template = template_at(step, now);
             let delay = delay_before_retry(template, at.attempts, jitter_sample)
                 .map(|backoff| verdict.retry_after.unwrap_or(backoff));
             let retry_at = delay.map(|d| (now + signed(d), d));
@@ -120,7 +152,14 @@ pub fn decide(
                 None => true,
             };
             match retry_at {
-                Some((when, delay)) if within_deadline(when) => Next::Retry { at: when, delay },
+                Some((when, delay)) if within_deadline(when) => match hold_at(step, when) {
+                    Some(hold) => Next::Suspend {
+                        at: when,
+                        delay,
+                        hold,
+                    },
+                    None => Next::Retry { at: when, delay },
+                },
                 _ if at.channel_index + 1 < step.channel_count() => Next::Fallback {
                     channel_index: at.channel_index + 1,
                 },
@@ -129,6 +168,87 @@ pub fn decide(
                 },
             }
         }
+    }
+}
+
+/// Why a job waits for its step's calendar: the job's `reason` while it is
+/// suspended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldReason {
+    /// Inside a maintenance window, with `maintenance: suspend`.
+    Maintenance,
+    /// The calendar is closed, with `off_hours: hold`.
+    OffHours,
+}
+
+impl HoldReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::Maintenance => "maintenance",
+            HoldReason::OffHours => "off_hours",
+        }
+    }
+}
+
+/// A calendar's answer for one instant: no attempt before `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub until: Timestamp,
+    pub reason: HoldReason,
+}
+
+impl Hold {
+    /// How long the hold keeps a job that would have run at `from`.
+    pub fn length_from(&self, from: Timestamp) -> Duration {
+        Duration::try_from(self.until.duration_since(from)).unwrap_or(Duration::ZERO)
+    }
+}
+
+/// How long a job is held when its calendar does not open within the
+/// calendar's search horizon (a year and more): then it asks again.
+pub const HOLD_RECHECK: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether `step`'s calendar forbids an attempt at `at`, and until when.
+/// Maintenance comes first: inside a window a step that suspends waits for
+/// the window's end (the calendar may then still be closed, and the next
+/// question holds it again, with reason `off_hours`). Otherwise a closed
+/// calendar — off hours, a holiday, or a window the step does not suspend
+/// for — holds the job until it next opens, when `off_hours` is `hold`.
+pub fn hold_at(step: &Step, at: Timestamp) -> Option<Hold> {
+    let hours = step.hours.as_ref()?;
+    let calendar = &hours.calendar;
+    let opens = match calendar.availability(at) {
+        Availability::Open { .. } => return None,
+        Availability::Maintenance { until } if hours.maintenance == MaintenanceRule::Suspend => {
+            return Some(Hold {
+                until,
+                reason: HoldReason::Maintenance,
+            });
+        }
+        Availability::Maintenance { .. } => None,
+        Availability::OffHours { opens } => Some(opens),
+    };
+    match hours.off_hours {
+        OffHours::Hold => {
+            let opens = opens.unwrap_or_else(|| calendar.next_open(at));
+            Some(Hold {
+                until: opens.unwrap_or_else(|| at + signed(HOLD_RECHECK)),
+                reason: HoldReason::OffHours,
+            })
+        }
+        OffHours::Attempt | OffHours::Retry(_) => None,
+    }
+}
+
+/// The template that governs a retry decided at `at`: the step's
+/// `off_hours` template while its calendar is closed, else its own.
+pub fn template_at(step: &Step, at: Timestamp) -> &RetryTemplate {
+    match &step.hours {
+        Some(hours) => match &hours.off_hours {
+            OffHours::Retry(template) if !hours.calendar.is_open(at) => template,
+            _ => &step.retry,
+        },
+        None => &step.retry,
     }
 }
 
@@ -159,6 +279,7 @@ mod tests {
             fallback: fallback.iter().map(|s| s.to_string()).collect(),
             retry: Arc::new(template),
             classifier: None,
+            hours: None,
         }
     }
 
