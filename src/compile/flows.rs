@@ -216,6 +216,37 @@ impl Refs<'_, '_, '_, '_> {
             compiled.calendars,
         );
 
+        let in_hours_site = site.child("in_hours");
+        let in_hours = match &def.in_hours {
+            None => Some(None),
+            Some(OffHoursDef::Mode(mode)) => {
+                let shown = self.ctx.shown(&in_hours_site, mode).to_string();
+                let hint = if mode == "hold" {
+                    "`hold` waits for the calendar to open, and in hours it is open"
+                } else {
+                    "unknown mode"
+                };
+                self.ctx.error(
+                    &in_hours_site,
+                    format_args!(
+                        "`in_hours: {shown}`: {hint}; write `{{ retry: TEMPLATE }}` to \
+                         retry with another template while the calendar is open"
+                    ),
+                );
+                None
+            }
+            Some(OffHoursDef::Retry(retry)) => {
+                self.used.templates.insert(retry.retry.clone());
+                self.lookup(
+                    &in_hours_site.child("retry"),
+                    Section::Templates,
+                    &retry.retry,
+                    compiled.templates,
+                )
+                .map(Some)
+            }
+        };
+
         let off_hours_site = site.child("off_hours");
         let off_hours = match &def.off_hours {
             None => Some(OffHours::Attempt),
@@ -262,16 +293,17 @@ impl Refs<'_, '_, '_, '_> {
             }
         };
 
-        if def.off_hours.is_none() && def.maintenance.is_none() {
+        if def.in_hours.is_none() && def.off_hours.is_none() && def.maintenance.is_none() {
             self.ctx.warning_at_key(
                 site,
-                "`hours` sets neither `off_hours` nor `maintenance`, so the calendar \
-                 changes nothing: add `off_hours: hold`, `off_hours: { retry: TEMPLATE }` \
-                 or `maintenance: suspend`",
+                "`hours` sets none of `in_hours`, `off_hours` and `maintenance`, so the \
+                 calendar changes nothing: add `off_hours: hold`, `off_hours: { retry: \
+                 TEMPLATE }` or `maintenance: suspend`",
             );
         }
         Some(StepHours {
             calendar: calendar?,
+            in_hours: in_hours?,
             off_hours: off_hours?,
             maintenance: maintenance?,
         })

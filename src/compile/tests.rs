@@ -499,9 +499,9 @@ fn step_rules_and_unsupported_step_keys() {
              notification; choose another step name",
             "p.yaml:13:19: warning: flows.f.steps[3].fallback: fallback `c` is the step's own \
              channel: it runs the same retries again against the same partner",
-            "p.yaml:14:9: warning: flows.f.steps[3].hours: `hours` sets neither `off_hours` nor \
-             `maintenance`, so the calendar changes nothing: add `off_hours: hold`, \
-             `off_hours: { retry: TEMPLATE }` or `maintenance: suspend`",
+            "p.yaml:14:9: warning: flows.f.steps[3].hours: `hours` sets none of `in_hours`, \
+             `off_hours` and `maintenance`, so the calendar changes nothing: add `off_hours: \
+             hold`, `off_hours: { retry: TEMPLATE }` or `maintenance: suspend`",
             "p.yaml:14:28: error: flows.f.steps[3].hours.calendar: unknown calendar `x`; no \
              calendars are defined",
             "p.yaml:15:9: error: flows.f.steps[3].circuit_breaker: `circuit_breaker` is not \
@@ -547,7 +547,9 @@ fn calendars_compile_and_steps_resolve_their_hours() {
     let p = ok(&format!(
         "{OFFICE}{CHANNEL}{USES}        hours:\n          calendar: office\n          \
          off_hours: {{ retry: conservative }}\n          maintenance: suspend\n      \
-         - name: t\n        channel: c\n        hours: {{ calendar: office, off_hours: hold }}\n"
+         - name: t\n        channel: c\n        hours: {{ calendar: office, off_hours: hold }}\n      \
+         - name: u\n        channel: c\n        \
+         hours: {{ calendar: office, in_hours: {{ retry: aggressive }} }}\n"
     ));
     let office = p.calendar("office").expect("compiled calendar");
     assert_eq!(office.name(), "office");
@@ -563,6 +565,13 @@ fn calendars_compile_and_steps_resolve_their_hours() {
     let hours = steps[1].hours.as_ref().expect("hours");
     assert!(matches!(hours.off_hours, OffHours::Hold));
     assert_eq!(hours.maintenance, MaintenanceRule::AsOffHours);
+    assert!(hours.in_hours.is_none());
+    let hours = steps[2].hours.as_ref().expect("hours");
+    assert_eq!(
+        hours.in_hours.as_ref().map(|t| t.name.as_str()),
+        Some("aggressive")
+    );
+    assert!(matches!(hours.off_hours, OffHours::Attempt));
 }
 
 #[test]
@@ -658,7 +667,9 @@ fn step_hours_references_and_modes_are_checked() {
          - name: t\n        channel: c\n        \
          hours: {{ calendar: office, off_hours: wait, maintenance: skip }}\n      \
          - name: u\n        channel: c\n        \
-         hours: {{ calendar: office, off_hours: {{ retry: gentle }} }}\n"
+         hours: {{ calendar: office, off_hours: {{ retry: gentle }} }}\n      \
+         - name: v\n        channel: c\n        \
+         hours: {{ calendar: office, in_hours: hold }}\n"
     );
     assert_eq!(
         diags(&text),
@@ -673,6 +684,9 @@ fn step_hours_references_and_modes_are_checked() {
              it out to treat windows as off hours",
             "p.yaml:23:56: error: flows.f.steps[2].hours.off_hours.retry: unknown template \
              `gentle`; defined templates: aggressive, conservative, standard",
+            "p.yaml:26:46: error: flows.f.steps[3].hours.in_hours: `in_hours: hold`: `hold` \
+             waits for the calendar to open, and in hours it is open; write `{ retry: \
+             TEMPLATE }` to retry with another template while the calendar is open",
         ]
     );
     let typo = format!(

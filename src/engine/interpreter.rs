@@ -18,7 +18,8 @@
 //!   none is counted;
 //! - after a failure ([`decide`]): the retry's delay, retries and deadline
 //!   come from the template in force at the failure ([`template_at`]: the
-//!   `off_hours` template while the calendar is closed); then, if the retry
+//!   `off_hours` template while the calendar is closed, the `in_hours` one
+//!   while it is open, else the step's `retry`); then, if the retry
 //!   would fall where the step holds, the job is suspended straight to the
 //!   end of that hold ([`Next::Suspend`]), so the API shows the real resume
 //!   time at once.
@@ -241,15 +242,21 @@ pub fn hold_at(step: &Step, at: Timestamp) -> Option<Hold> {
 }
 
 /// The template that governs a retry decided at `at`: the step's
-/// `off_hours` template while its calendar is closed, else its own.
+/// `in_hours` template while its calendar is open, its `off_hours` one while
+/// it is closed, and its own `retry` where `hours` chooses none.
 pub fn template_at(step: &Step, at: Timestamp) -> &RetryTemplate {
-    match &step.hours {
-        Some(hours) => match &hours.off_hours {
-            OffHours::Retry(template) if !hours.calendar.is_open(at) => template,
-            _ => &step.retry,
-        },
-        None => &step.retry,
-    }
+    let Some(hours) = &step.hours else {
+        return &step.retry;
+    };
+    let chosen = if hours.calendar.is_open(at) {
+        hours.in_hours.as_ref()
+    } else {
+        match &hours.off_hours {
+            OffHours::Retry(template) => Some(template),
+            OffHours::Attempt | OffHours::Hold => None,
+        }
+    };
+    chosen.unwrap_or(&step.retry)
 }
 
 /// A `Duration` as jiff's signed duration, saturating.
@@ -568,6 +575,7 @@ mod tests {
     ) -> Step {
         step.hours = Some(StepHours {
             calendar,
+            in_hours: None,
             off_hours,
             maintenance,
         });
@@ -689,6 +697,20 @@ mod tests {
             decide(&f, &pos(3), &failed, in_hours, 0.5),
             Next::Retry { .. }
         ));
+
+        // `in_hours` replaces the step's template while open; closed, with
+        // no `off_hours` template, the step's own applies.
+        let mut s = office_step(OffHours::Attempt, MaintenanceRule::AsOffHours);
+        if let Some(hours) = s.hours.as_mut() {
+            hours.in_hours = Some(Arc::new(no_jitter("standard")));
+        }
+        let f = flow(vec![s]);
+        let delay = |now| match decide(&f, &pos(2), &failed, now, 0.5) {
+            Next::Retry { delay, .. } => delay,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(delay(in_hours), secs(4), "standard's second delay");
+        assert_eq!(delay(evening), secs(2), "aggressive's second delay");
     }
 
     #[test]

@@ -108,6 +108,9 @@ impl Step {
 #[derive(Debug, Clone)]
 pub struct StepHours {
     pub calendar: Arc<Calendar>,
+    /// `in_hours: { retry: T }`: the template while the calendar is open;
+    /// `None`: the step's own.
+    pub in_hours: Option<Arc<RetryTemplate>>,
     pub off_hours: OffHours,
     pub maintenance: MaintenanceRule,
 }

@@ -370,12 +370,16 @@ pub struct StepDef {
 #[serde(deny_unknown_fields)]
 pub struct StepHoursDef {
     pub calendar: String,
+    /// `{ retry: TEMPLATE }`: the template while the calendar is open
+    /// (the step's `retry` unless written).
+    pub in_hours: Option<OffHoursDef>,
     pub off_hours: Option<OffHoursDef>,
     /// `suspend`: no attempt inside a maintenance window.
     pub maintenance: Option<String>,
 }
 
-/// `hold`, or `{ retry: TEMPLATE }`.
+/// `hold`, or `{ retry: TEMPLATE }`: what `off_hours` (and, for the
+/// template form, `in_hours`) chooses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OffHoursDef {
     Mode(String),
