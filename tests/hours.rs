@@ -450,3 +450,194 @@ async fn cli_show(server: String, id: String) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+// ---------- the README's walk-through, on the shipped example ----------
+
+/// How a job of `flow` in `examples/office-hours.yaml` goes when its first
+/// `failures` attempts fail (the rest succeed), starting at `start` (local
+/// time in the calendar's zone): one line per event, times local. Driven
+/// the way the executor drives the interpreter, jitter at its midpoint.
+fn walk(flow: &str, start: &str, failures: u32) -> Vec<String> {
+    use steadfast::engine::interpreter::{decide, hold_at, Next, Position};
+    use steadfast::model::Outcome;
+    use steadfast::retry::Verdict;
+
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/office-hours.yaml");
+    let policy = load_policy(&[example], &EnvMode::Placeholders)
+        .policy
+        .expect("the example compiles");
+    let flow = policy.flow(flow).expect("flow").clone();
+    let calendar = policy.calendar("acme-office").expect("calendar").clone();
+    let zone = calendar.timezone().clone();
+    let local = |t: Timestamp| t.to_zoned(zone.clone()).strftime("%a %H:%M:%S").to_string();
+    let start: jiff::civil::DateTime = start.parse().expect("local time");
+    let mut now = zone.to_timestamp(start).expect("unambiguous");
+
+    let mut log = Vec::new();
+    let (mut step_index, mut channel_index) = (0, 0);
+    let (mut attempts, mut made) = (0, 0);
+    let mut series_started_at = now;
+    let mut held = Duration::ZERO;
+    for _ in 0..50 {
+        let step = &flow.steps[step_index];
+        if let Some(hold) = hold_at(step, now) {
+            log.push(format!(
+                "{}: held ({}) until {}",
+                local(now),
+                hold.reason.as_str(),
+                local(hold.until)
+            ));
+            if attempts > 0 {
+                held += hold.length_from(now);
+            }
+            now = hold.until;
+            continue;
+        }
+        if attempts == 0 {
+            series_started_at = now;
+        }
+        attempts += 1;
+        made += 1;
+        let fails = made <= failures;
+        let channel = step.channel_at(channel_index).expect("channel");
+        let verdict = Verdict {
+            outcome: if fails {
+                Outcome::Retry
+            } else {
+                Outcome::Success
+            },
+            rule: "walk".into(),
+            retry_after: None,
+        };
+        let position = Position {
+            step_index,
+            channel_index,
+            attempts,
+            series_started_at,
+            held,
+        };
+        let answer = if fails { "503" } else { "200" };
+        let head = format!("{}: {channel} #{attempts} {answer}", local(now));
+        match decide(&flow, &position, &verdict, now, 0.5) {
+            Next::Retry { at, delay } => {
+                log.push(format!("{head}, retry in {delay:?}"));
+                now = at;
+            }
+            Next::Suspend { at, delay, hold } => {
+                log.push(format!(
+                    "{head}, retry in {delay:?}, at {}: held ({}) until {}",
+                    local(at),
+                    hold.reason.as_str(),
+                    local(hold.until)
+                ));
+                held += hold.length_from(at);
+                now = hold.until;
+            }
+            Next::Fallback {
+                channel_index: next,
+            } => {
+                log.push(format!("{head}, fallback"));
+                channel_index = next;
+                attempts = 0;
+                held = Duration::ZERO;
+            }
+            Next::NextStep { step_index: next } => {
+                log.push(format!("{head}, next step"));
+                step_index = next;
+                channel_index = 0;
+                attempts = 0;
+                held = Duration::ZERO;
+            }
+            Next::Succeeded => {
+                log.push(format!("{head}, delivered"));
+                return log;
+            }
+            Next::Dead { reason } => {
+                log.push(format!("{head}, dead ({})", reason.as_str()));
+                return log;
+            }
+        }
+    }
+    panic!("the walk never ended: {log:#?}");
+}
+
+/// The timelines the README shows, line for line.
+#[test]
+fn the_readme_walk_through() {
+    let cases: [(&str, &str, u32, &[&str]); 7] = [
+        (
+            "acme-leads",
+            "2026-06-05T17:55:00",
+            3,
+            &[
+                "Fri 17:55:00: acme-api #1 503, retry in 1s",
+                "Fri 17:55:01: acme-api #2 503, retry in 2s",
+                "Fri 17:55:03: acme-api #3 503, retry in 4s",
+                "Fri 17:55:07: acme-api #4 200, delivered",
+            ],
+        ),
+        (
+            "acme-leads",
+            "2026-06-05T17:59:58",
+            3,
+            &[
+                "Fri 17:59:58: acme-api #1 503, retry in 1s",
+                "Fri 17:59:59: acme-api #2 503, retry in 2s",
+                "Fri 18:00:01: acme-api #3 503, fallback",
+                "Fri 18:00:01: acme-spool #1 200, delivered",
+            ],
+        ),
+        (
+            "acme-leads",
+            "2026-06-05T20:00:00",
+            1,
+            &[
+                "Fri 20:00:00: acme-api #1 503, retry in 5s",
+                "Fri 20:00:05: acme-api #2 200, delivered",
+            ],
+        ),
+        (
+            "acme-leads",
+            "2026-06-07T01:59:58",
+            2,
+            &[
+                "Sun 01:59:58: acme-api #1 503, retry in 5s, at Sun 02:00:03: held \
+                 (maintenance) until Sun 04:00:00",
+                "Sun 04:00:00: acme-api #2 503, retry in 5s",
+                "Sun 04:00:05: acme-api #3 200, delivered",
+            ],
+        ),
+        (
+            "acme-leads",
+            "2026-06-07T03:00:00",
+            0,
+            &[
+                "Sun 03:00:00: held (maintenance) until Sun 04:00:00",
+                "Sun 04:00:00: acme-api #1 200, delivered",
+            ],
+        ),
+        (
+            "acme-callback-requests",
+            "2026-06-05T17:59:55",
+            2,
+            &[
+                "Fri 17:59:55: acme-callbacks #1 503, retry in 2s",
+                "Fri 17:59:57: acme-callbacks #2 503, retry in 4s, at Fri 18:00:01: held \
+                 (off_hours) until Sat 10:00:00",
+                "Sat 10:00:00: acme-callbacks #3 200, delivered",
+            ],
+        ),
+        (
+            "acme-callback-requests",
+            "2026-11-25T18:30:00",
+            0,
+            &[
+                "Wed 18:30:00: held (off_hours) until Fri 09:00:00",
+                "Fri 09:00:00: acme-callbacks #1 200, delivered",
+            ],
+        ),
+    ];
+    for (flow, start, failures, expected) in cases {
+        assert_eq!(walk(flow, start, failures), expected, "{flow} from {start}");
+    }
+}
