@@ -106,6 +106,11 @@ fn maintenance_spec(def: &MaintenanceDef) -> Option<MaintenanceSpec> {
 fn report(ctx: &mut Ctx<'_>, calendar: &Site, error: &CalendarError, written_at: &[usize]) {
     let path = written_path(error.path(), written_at);
     let site = Site::new(calendar.file, format!("{}.{path}", calendar.path));
+    if !ctx.is_resolved(&site) {
+        // A placeholder (`validate --no-env`) or a missing variable (already
+        // reported): its content cannot be judged.
+        return;
+    }
     let mut message = error.to_string();
     if let Some(expansion) = ctx.file(&site).expansion(&site.path) {
         if !expansion.value.is_empty() {

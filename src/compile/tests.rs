@@ -702,6 +702,40 @@ fn step_hours_references_and_modes_are_checked() {
 }
 
 #[test]
+fn a_calendar_value_from_the_environment_is_judged_only_when_known() {
+    let text = format!(
+        "calendars:\n  office:\n    timezone: ${{OFFICE_TZ}}\n    hours: {{ mon-fri: \"09:00-18:00\" }}\n\
+         {CHANNEL}{USES}        hours: {{ calendar: office, off_hours: hold }}\n"
+    );
+    let placeholders = compile(&[yaml("p.yaml", &text)], &EnvMode::Placeholders);
+    assert!(
+        placeholders.diagnostics.is_empty(),
+        "{:?}",
+        shown(&placeholders)
+    );
+    let missing = compile(
+        &[yaml("p.yaml", &text)],
+        &EnvMode::from_source(MapEnv::new()),
+    );
+    assert_eq!(
+        shown(&missing),
+        vec![
+            "p.yaml:3:15: error: calendars.office.timezone: environment variable `OFFICE_TZ` \
+              is not set"
+        ]
+    );
+    let known = compile(
+        &[yaml("p.yaml", &text)],
+        &EnvMode::from_source(MapEnv::new().with("OFFICE_TZ", "Europe/Paris")),
+    );
+    let policy = known.policy.expect("compiles");
+    assert_eq!(
+        policy.calendar("office").map(|c| c.timezone().iana_name()),
+        Some(Some("Europe/Paris"))
+    );
+}
+
+#[test]
 fn unused_calendars_are_warned_about() {
     assert_eq!(
         diags(&format!("{OFFICE}{CHANNEL}{USES}")),
