@@ -69,7 +69,7 @@ flow orders, step deliver: a partner that keeps failing, first attempt at 2026-0
         "fallback 1: backup takes over at 2026-05-04 10:01:00.000Z (attempt 4)",
         "fallback 2: spool takes over at 2026-05-04 10:02:00.000Z (attempt 7)",
         "dead at 2026-05-04 10:03:00.000Z (+3m, attempt 9): every channel's retries ran out",
-        "calendar: none applies to this step",
+        "calendar: none applies",
     ] {
         assert!(text.contains(line), "{line}\n{text}");
     }
@@ -150,5 +150,38 @@ fn bad_input_is_refused_with_exit_2_and_says_what_exists() {
     assert!(
         stderr.contains("q.yaml:1:10: error: flows.x: a flow needs at least one step"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn calendar_holds_show_with_their_reason_and_the_local_time() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/office-hours.yaml");
+    let out = explain(
+        &dir,
+        &[
+            "acme-callback-requests",
+            "--no-env",
+            "--from",
+            "2026-11-27T22:59:50Z",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["zone"], "America/New_York");
+    let attempts = v["attempts"].as_array().unwrap();
+    // Friday 17:59:56 New York: the retry would fall after closing.
+    assert_eq!(attempts[2]["then"], "suspend");
+    assert_eq!(attempts[3]["hold"], "off_hours");
+    assert_eq!(attempts[3]["local"], "2026-11-28 10:00:00.000 EST");
+    assert_eq!(attempts.len(), 6, "the night does not count: {v:#}");
+    let rule = v["calendars"][0]["rule"].as_str().unwrap();
+    assert!(
+        rule.starts_with("acme-office (America/New_York); closed: held"),
+        "{rule}"
     );
 }

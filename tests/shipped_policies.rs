@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use steadfast::compile::load_policy;
 use steadfast::policy::{is_policy_file_name, is_test_file_name, EnvMode};
 use steadfast::policytest::{run_suite, text};
-use steadfast::simulate::NoHours;
 
 fn repository(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)
@@ -26,7 +25,7 @@ fn assert_clean(paths: &[PathBuf]) {
 }
 
 fn assert_cases_pass(paths: &[PathBuf]) {
-    let suite = run_suite(paths, &EnvMode::Placeholders, &NoHours);
+    let suite = run_suite(paths, &EnvMode::Placeholders);
     assert!(suite.ok(), "{paths:?}:\n{}", text(&suite));
     assert!(suite.passed() > 0, "{paths:?} has no test case");
 }

@@ -15,10 +15,10 @@ use super::output::print_table;
 use super::{CliResult, Failure, OutputArgs};
 use crate::clock::{Clock, SystemClock};
 use crate::compile::{format_duration, load_policy};
-use crate::model::Flow;
+use crate::model::{Flow, MaintenanceRule, OffHours};
 use crate::policy::EnvMode;
 use crate::simulate::{
-    offset, simulate, Answer, End, Hours, JitterSplit, NoHours, Options, Run, SimAttempt, Span,
+    offset, simulate, step_zone, Answer, End, JitterSplit, Options, Run, SimAttempt, Span,
 };
 
 #[derive(Debug, clap::Args)]
@@ -102,15 +102,11 @@ pub fn run(args: ExplainArgs) -> CliResult {
             ))
         })?),
     };
-    // Calendars plug in here once step `hours` compile; until then no
-    // step has one and nothing is held.
-    let hours = NoHours;
-    let zone = zone.or_else(|| hours.zone(flow, step_index));
+    let zone = zone.or_else(|| step_zone(flow, step_index));
     let run = simulate(
         flow,
         step_index,
         start,
-        &hours,
         Options {
             limit: args.limit.max(1),
             split: JitterSplit::FollowNominal,
@@ -245,16 +241,62 @@ impl Explained<'_> {
             ),
             _ => {}
         }
-        match self.zone {
-            None => println!(
-                "calendar: none applies to this step; times are UTC (--tz ZONE adds a local column)"
-            ),
-            Some(_) => println!("calendar: none applies to this step"),
+        let calendars = self.calendars();
+        if calendars.is_empty() {
+            match self.zone {
+                None => println!(
+                    "calendar: none applies; times are UTC (--tz ZONE adds a local column)"
+                ),
+                Some(_) => println!("calendar: none applies"),
+            }
+        }
+        for (step, line) in calendars {
+            println!("calendar of step {step}: {line}");
         }
         println!(
             "attempts take no time here: a partner that times out moves each later attempt by \
              up to the channel's timeout"
         );
+    }
+
+    /// Each step the run goes through that has `hours`, with what its
+    /// calendar does to attempts, in words.
+    fn calendars(&self) -> Vec<(String, String)> {
+        let mut seen = Vec::new();
+        let mut lines = Vec::new();
+        for a in &self.run.attempts {
+            if seen.contains(&a.step_index) {
+                continue;
+            }
+            seen.push(a.step_index);
+            let Some(hours) = self
+                .flow
+                .steps
+                .get(a.step_index)
+                .and_then(|s| s.hours.as_ref())
+            else {
+                continue;
+            };
+            let mut parts = vec![format!(
+                "{} ({})",
+                hours.calendar.name(),
+                zone_name(hours.calendar.timezone())
+            )];
+            if let Some(t) = &hours.in_hours {
+                parts.push(format!("open: template {}", t.name));
+            }
+            parts.push(match &hours.off_hours {
+                OffHours::Attempt => "closed: attempts go on".to_string(),
+                OffHours::Hold => "closed: held until it opens".to_string(),
+                OffHours::Retry(t) => format!("closed: template {}", t.name),
+            });
+            if hours.maintenance == MaintenanceRule::Suspend {
+                parts.push("maintenance: suspended until the window ends".to_string());
+            }
+            parts.push("time held does not count against total_timeout".to_string());
+            lines.push((a.step.clone(), parts.join("; ")));
+        }
+        lines
     }
 
     /// Earliest..latest as offsets from the first attempt, or blank.
@@ -281,6 +323,9 @@ impl Explained<'_> {
                 End::Dead(reason) => format!("dead ({})", reason.as_str()),
                 _ => "dead".to_string(),
             },
+            // The retry falls where the step's calendar holds: the next
+            // row's `held` column says until when.
+            "suspend" => "retry (held)".to_string(),
             other => other.to_string(),
         };
         if let Some((shortest, longest)) = a.split {
@@ -367,6 +412,11 @@ impl Explained<'_> {
             "step": step.name,
             "from": self.start.to_string(),
             "zone": self.zone.map(zone_name),
+            "calendars": self
+                .calendars()
+                .into_iter()
+                .map(|(step, rule)| json!({ "step": step, "rule": rule }))
+                .collect::<Vec<_>>(),
             "attempts": attempts,
             "fallbacks": fallbacks,
             "end": end,

@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use super::{CliResult, Failure, OutputArgs};
 use crate::policy::EnvMode;
 use crate::policytest::{json, junit, run_suite, text};
-use crate::simulate::NoHours;
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
@@ -33,8 +32,7 @@ pub fn run(args: TestArgs) -> CliResult {
     } else {
         EnvMode::process()
     };
-    // Calendars plug in here once step `hours` compile.
-    let suite = run_suite(&args.paths, &env, &NoHours);
+    let suite = run_suite(&args.paths, &env);
     if let Some(path) = &args.junit {
         std::fs::write(path, junit(&suite))
             .with_context(|| format!("cannot write the JUnit report to {}", path.display()))

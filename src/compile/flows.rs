@@ -1,15 +1,19 @@
 //! Flows: their steps' references (channel, fallbacks, template,
-//! classifier, `on_dead.notify`) resolved against the compiled definitions,
-//! and the step rules checked (at least one step, unique names, `on_dead`
-//! reserved).
+//! classifier, `hours.calendar`, `hours.off_hours.retry`, `on_dead.notify`)
+//! resolved against the compiled definitions, and the step rules checked (at
+//! least one step, unique names, `on_dead` reserved, `hours` that change
+//! something).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::context::{Ctx, Site};
 use super::names::{check_name_value, Ref, Registry};
-use crate::model::{Channel, Classifier, Flow, OnDead, RetryTemplate, Step};
-use crate::policy::defs::{FlowDef, StepDef};
+use crate::model::{
+    Calendar, Channel, Classifier, Flow, MaintenanceRule, OffHours, OnDead, RetryTemplate, Step,
+    StepHours,
+};
+use crate::policy::defs::{FlowDef, OffHoursDef, StepDef, StepHoursDef};
 use crate::policy::Section;
 
 /// The template a step uses when it names none.
@@ -21,6 +25,7 @@ pub use crate::model::ON_DEAD_STEP;
 pub struct Compiled<'m> {
     pub templates: &'m BTreeMap<String, Arc<RetryTemplate>>,
     pub classifiers: &'m BTreeMap<String, Arc<Classifier>>,
+    pub calendars: &'m BTreeMap<String, Arc<Calendar>>,
     pub channels: &'m BTreeMap<String, Arc<Channel>>,
 }
 
@@ -29,6 +34,7 @@ pub struct Compiled<'m> {
 pub struct Used {
     pub templates: BTreeSet<String>,
     pub classifiers: BTreeSet<String>,
+    pub calendars: BTreeSet<String>,
     pub channels: BTreeSet<String>,
 }
 
@@ -124,10 +130,6 @@ impl Refs<'_, '_, '_, '_> {
 
     fn step(&mut self, site: &Site, def: &StepDef, compiled: &Compiled<'_>) -> Option<Step> {
         let mut ok = true;
-        if def.hours.is_some() {
-            self.ctx.not_supported(&site.child("hours"), "hours");
-            ok = false;
-        }
         if def.circuit_breaker.is_some() {
             self.ctx
                 .not_supported(&site.child("circuit_breaker"), "circuit_breaker");
@@ -181,16 +183,130 @@ impl Refs<'_, '_, '_, '_> {
                 .map(Some)
             }
         };
-        match (retry, classifier) {
-            (Some(retry), Some(classifier)) if ok => Some(Step {
+        let hours = match &def.hours {
+            None => Some(None),
+            Some(hours) => self.hours(&site.child("hours"), hours, compiled).map(Some),
+        };
+        match (retry, classifier, hours) {
+            (Some(retry), Some(classifier), Some(hours)) if ok => Some(Step {
                 name: def.name.clone(),
                 channel: def.channel.clone(),
                 fallback,
                 retry,
                 classifier,
+                hours,
             }),
             _ => None,
         }
+    }
+
+    /// A step's `hours`: its calendar and templates resolved, its modes
+    /// checked. Every problem is reported before giving up.
+    fn hours(
+        &mut self,
+        site: &Site,
+        def: &StepHoursDef,
+        compiled: &Compiled<'_>,
+    ) -> Option<StepHours> {
+        self.used.calendars.insert(def.calendar.clone());
+        let calendar = self.lookup(
+            &site.child("calendar"),
+            Section::Calendars,
+            &def.calendar,
+            compiled.calendars,
+        );
+
+        let in_hours_site = site.child("in_hours");
+        let in_hours = match &def.in_hours {
+            None => Some(None),
+            Some(OffHoursDef::Mode(mode)) => {
+                let shown = self.ctx.shown(&in_hours_site, mode).to_string();
+                let hint = if mode == "hold" {
+                    "`hold` waits for the calendar to open, and in hours it is open"
+                } else {
+                    "unknown mode"
+                };
+                self.ctx.error(
+                    &in_hours_site,
+                    format_args!(
+                        "`in_hours: {shown}`: {hint}; write `{{ retry: TEMPLATE }}` to \
+                         retry with another template while the calendar is open"
+                    ),
+                );
+                None
+            }
+            Some(OffHoursDef::Retry(retry)) => {
+                self.used.templates.insert(retry.retry.clone());
+                self.lookup(
+                    &in_hours_site.child("retry"),
+                    Section::Templates,
+                    &retry.retry,
+                    compiled.templates,
+                )
+                .map(Some)
+            }
+        };
+
+        let off_hours_site = site.child("off_hours");
+        let off_hours = match &def.off_hours {
+            None => Some(OffHours::Attempt),
+            Some(OffHoursDef::Mode(mode)) if mode == "hold" => Some(OffHours::Hold),
+            Some(OffHoursDef::Mode(mode)) => {
+                let shown = self.ctx.shown(&off_hours_site, mode).to_string();
+                self.ctx.error(
+                    &off_hours_site,
+                    format_args!(
+                        "unknown `off_hours` mode `{shown}`: write `hold` (no attempt \
+                         until the calendar opens) or `{{ retry: TEMPLATE }}` (retry \
+                         with another template while it is closed)"
+                    ),
+                );
+                None
+            }
+            Some(OffHoursDef::Retry(retry)) => {
+                self.used.templates.insert(retry.retry.clone());
+                self.lookup(
+                    &off_hours_site.child("retry"),
+                    Section::Templates,
+                    &retry.retry,
+                    compiled.templates,
+                )
+                .map(OffHours::Retry)
+            }
+        };
+
+        let maintenance_site = site.child("maintenance");
+        let maintenance = match def.maintenance.as_deref() {
+            None => Some(MaintenanceRule::AsOffHours),
+            Some("suspend") => Some(MaintenanceRule::Suspend),
+            Some(other) => {
+                let shown = self.ctx.shown(&maintenance_site, other).to_string();
+                self.ctx.error(
+                    &maintenance_site,
+                    format_args!(
+                        "unknown `maintenance` mode `{shown}`: write `suspend` (no attempt \
+                         inside a maintenance window), or leave it out to treat windows \
+                         as off hours"
+                    ),
+                );
+                None
+            }
+        };
+
+        if def.in_hours.is_none() && def.off_hours.is_none() && def.maintenance.is_none() {
+            self.ctx.warning_at_key(
+                site,
+                "`hours` sets none of `in_hours`, `off_hours` and `maintenance`, so the \
+                 calendar changes nothing: add `off_hours: hold`, `off_hours: { retry: \
+                 TEMPLATE }` or `maintenance: suspend`",
+            );
+        }
+        Some(StepHours {
+            calendar: calendar?,
+            in_hours: in_hours?,
+            off_hours: off_hours?,
+            maintenance: maintenance?,
+        })
     }
 
     /// Checks a channel reference and records its use.

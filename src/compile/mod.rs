@@ -10,14 +10,15 @@
 //!
 //! - `names`: one namespace per kind across all files; duplicates, valid
 //!   names, references.
-//! - `templates`, `classifiers`, `channels`, `flows`: one kind each, in
-//!   that order (flows refer to the others).
+//! - `templates`, `classifiers`, `calendars`, `channels`, `flows`: one kind
+//!   each, in that order (flows refer to the others).
 //! - `lints`: warnings about likely mistakes in what compiled (retries
 //!   past the deadline, rules never reached).
 //! - `duration`: `1m30s` and `20%`.
 //! - `version`: the [`PolicyVersion`](crate::model::PolicyVersion) hash.
 //! - `context`: the files and diagnostics being built.
 
+mod calendars;
 mod channels;
 mod classifiers;
 mod context;
@@ -39,7 +40,7 @@ pub use version::policy_version;
 
 pub use crate::policy::{Diagnostic, EnvMode, Severity};
 
-use self::context::{Ctx, Site};
+use self::context::Ctx;
 use self::flows::{Compiled, Used};
 use self::names::Registry;
 use crate::model::{CompiledPolicy, RetryTemplate};
@@ -95,15 +96,16 @@ pub fn compile(sources: &[SourceFile], env: &EnvMode) -> Compilation {
 
     let mut ctx = Ctx::new(&files);
     let registry = Registry::build(&mut ctx);
-    report_calendars(&mut ctx);
 
     let mut used = Used::default();
     let templates = templates::compile_templates(&mut ctx, &registry, &mut used.templates);
     let classifiers = classifiers::compile_classifiers(&mut ctx, &registry);
+    let calendars = calendars::compile_calendars(&mut ctx, &registry);
     let channels = channels::compile_channels(&mut ctx, &registry);
     let compiled = Compiled {
         templates: &templates,
         classifiers: &classifiers,
+        calendars: &calendars,
         channels: &channels,
     };
     let flows = flows::compile_flows(&mut ctx, &registry, &compiled, &mut used);
@@ -142,30 +144,13 @@ pub fn compile(sources: &[SourceFile], env: &EnvMode) -> Compilation {
         files: sources.iter().map(|s| s.path.clone()).collect(),
         templates,
         classifiers,
+        calendars,
         channels,
         flows,
     });
     Compilation {
         policy,
         diagnostics,
-    }
-}
-
-/// Calendars are parsed (so their shape is checked) but not implemented:
-/// one error per file that has them.
-fn report_calendars(ctx: &mut Ctx<'_>) {
-    let with_calendars: Vec<usize> = ctx
-        .files
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| {
-            !f.defs.calendars.is_empty()
-                || f.defs.broken.iter().any(|(s, _)| *s == Section::Calendars)
-        })
-        .map(|(i, _)| i)
-        .collect();
-    for file in with_calendars {
-        ctx.not_supported(&Site::new(file, "calendars"), "calendars");
     }
 }
 
@@ -186,6 +171,17 @@ fn report_unused(ctx: &mut Ctx<'_>, registry: &Registry<'_>, compiled: &Compiled
             ctx.warning_at_key(
                 &entry.site,
                 format_args!("classifier `{}` is not used by any step", entry.name),
+            );
+        }
+    }
+    for entry in registry.calendars.values() {
+        if compiled.calendars.contains_key(entry.name) && unused(&used.calendars, entry.name) {
+            ctx.warning_at_key(
+                &entry.site,
+                format_args!(
+                    "calendar `{}` is not used by any step's `hours`",
+                    entry.name
+                ),
             );
         }
     }

@@ -1,10 +1,13 @@
 //! Compilation end to end on small policy texts: each check with its exact
 //! `file:line:col`, defaults, `extends`, and `${VAR}` handling.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::model::{Backoff, ChannelKind, Jitter, Outcome, RetryAfter, RetryTemplate};
+use crate::model::{
+    Backoff, ChannelKind, Jitter, MaintenanceRule, OffHours, Outcome, RetryAfter, RetryTemplate,
+};
 use crate::policy::{Format, MapEnv, SourceFile};
 
 fn yaml(path: &str, text: &str) -> SourceFile {
@@ -524,8 +527,11 @@ fn step_rules_and_unsupported_step_keys() {
              notification; choose another step name",
             "p.yaml:13:19: warning: flows.f.steps[3].fallback: fallback `c` is the step's own \
              channel: it runs the same retries again against the same partner",
-            "p.yaml:14:9: error: flows.f.steps[3].hours: `hours` is not supported yet by this \
-             engine version",
+            "p.yaml:14:9: warning: flows.f.steps[3].hours: `hours` sets none of `in_hours`, \
+             `off_hours` and `maintenance`, so the calendar changes nothing: add `off_hours: \
+             hold`, `off_hours: { retry: TEMPLATE }` or `maintenance: suspend`",
+            "p.yaml:14:28: error: flows.f.steps[3].hours.calendar: unknown calendar `x`; no \
+             calendars are defined",
             "p.yaml:15:9: error: flows.f.steps[3].circuit_breaker: `circuit_breaker` is not \
              supported yet by this engine version",
         ]
@@ -551,22 +557,222 @@ fn unused_definitions_are_warned_about() {
     );
 }
 
+// ---------- calendars and step hours ----------
+
+const OFFICE: &str = "\
+calendars:
+  office:
+    timezone: America/New_York
+    hours: { mon-fri: \"09:00-18:00\", sat: [\"10:00-12:00\", \"13:00-14:00\"] }
+    holidays: [2026-12-25]
+    maintenance:
+      - weekly: \"sun 02:00-04:00\"
+      - { from: 2026-12-01T00:00:00Z, to: 2026-12-01T06:00:00Z }
+";
+
 #[test]
-fn calendars_are_parsed_then_reported_as_not_supported() {
+fn calendars_compile_and_steps_resolve_their_hours() {
+    let p = ok(&format!(
+        "{OFFICE}{CHANNEL}{USES}        hours:\n          calendar: office\n          \
+         off_hours: {{ retry: conservative }}\n          maintenance: suspend\n      \
+         - name: t\n        channel: c\n        hours: {{ calendar: office, off_hours: hold }}\n      \
+         - name: u\n        channel: c\n        \
+         hours: {{ calendar: office, in_hours: {{ retry: aggressive }} }}\n"
+    ));
+    let office = p.calendar("office").expect("compiled calendar");
+    assert_eq!(office.name(), "office");
+    // Saturday 2026-05-09, 12:30 local: between the two ranges of the list.
+    let at = |text: &str| -> jiff::Timestamp { text.parse().unwrap() };
+    assert!(office.is_open(at("2026-05-09T15:30:00Z")));
+    assert!(!office.is_open(at("2026-05-09T16:30:00Z")));
+    let steps = &p.flows["f"].steps;
+    let hours = steps[0].hours.as_ref().expect("hours");
+    assert!(Arc::ptr_eq(&hours.calendar, office));
+    assert!(matches!(&hours.off_hours, OffHours::Retry(t) if t.name == "conservative"));
+    assert_eq!(hours.maintenance, MaintenanceRule::Suspend);
+    let hours = steps[1].hours.as_ref().expect("hours");
+    assert!(matches!(hours.off_hours, OffHours::Hold));
+    assert_eq!(hours.maintenance, MaintenanceRule::AsOffHours);
+    assert!(hours.in_hours.is_none());
+    let hours = steps[2].hours.as_ref().expect("hours");
+    assert_eq!(
+        hours.in_hours.as_ref().map(|t| t.name.as_str()),
+        Some("aggressive")
+    );
+    assert!(matches!(hours.off_hours, OffHours::Attempt));
+}
+
+#[test]
+fn the_same_calendar_in_toml_with_date_literals() {
+    let text = "[calendars.office]\ntimezone = \"America/New_York\"\n\
+                hours = { mon-fri = \"09:00-18:00\", sat = [\"10:00-12:00\", \"13:00-14:00\"] }\n\
+                holidays = [2026-12-25]\n\
+                maintenance = [{ weekly = \"sun 02:00-04:00\" }, \
+                { from = 2026-12-01T00:00:00Z, to = 2026-12-01T06:00:00Z }]\n\
+                [channels.c]\nfile = { dir = \"spool\" }\n\
+                [[flows.f.steps]]\nname = \"s\"\nchannel = \"c\"\n\
+                hours = { calendar = \"office\", maintenance = \"suspend\" }\n";
+    let c = run(&[toml("p.toml", text)]);
+    assert!(c.diagnostics.is_empty(), "{:#?}", shown(&c));
+    let p = c.policy.expect("policy");
+    let office = p.calendar("office").expect("calendar");
+    let at = |text: &str| -> jiff::Timestamp { text.parse().unwrap() };
+    // The holiday and both windows are in force.
+    assert!(!office.is_open(at("2026-12-25T15:00:00Z")));
+    assert_eq!(
+        office.in_maintenance(at("2026-12-01T01:00:00Z")),
+        Some(at("2026-12-01T06:00:00Z"))
+    );
+    assert!(office.in_maintenance(at("2026-05-10T06:30:00Z")).is_some());
+}
+
+#[test]
+fn calendar_errors_point_at_the_entry() {
     let text = format!(
-        "calendars:\n  office:\n    timezone: America/New_York\n    hours: {{ mon-fri: \"09:00-18:00\" }}\n    \
-         holidays: [2026-12-25]\n    maintenance:\n      - weekly: \"sun 02:00-04:00\"\n{CHANNEL}{USES}"
+        "calendars:\n  office:\n    timezone: America/New_Yrok\n    \
+         hours: {{ mon-fry: \"09:00-18:00\", sat: \"10:00-25:00\" }}\n    \
+         holidays: [2026-13-01]\n    maintenance:\n      - weekly: \"sunday 02:00\"\n      \
+         - {{ from: yesterday, to: 2026-12-01T06:00:00Z }}\n      \
+         - {{ weekly: \"sun 02:00-04:00\", from: 2026-12-01T00:00:00Z }}\n      \
+         - {{ from: 2026-12-02T00:00:00Z, to: 2026-12-01T00:00:00Z }}\n\
+         {CHANNEL}{USES}        hours: {{ calendar: office, off_hours: hold }}\n"
     );
     assert_eq!(
         diags(&text),
         vec![
-            "p.yaml:1:1: error: calendars: `calendars` is not supported yet by this engine version"
+            "p.yaml:3:15: error: calendars.office.timezone: unknown time zone \
+             `America/New_Yrok`: use an IANA name like America/New_York",
+            "p.yaml:4:14: error: calendars.office.hours.mon-fry: bad day range `mon-fry`: \
+             days are mon, tue, wed, thu, fri, sat, sun",
+            "p.yaml:4:43: error: calendars.office.hours.sat: bad hours `10:00-25:00`: hours \
+             run from 00 to 23 and minutes from 00 to 59 (24:00 may end a range)",
+            "p.yaml:5:16: error: calendars.office.holidays[0]: bad holiday `2026-13-01`: write \
+             a date as YYYY-MM-DD, e.g. 2026-12-25",
+            "p.yaml:7:17: error: calendars.office.maintenance[0].weekly: bad day `sunday`: days \
+             are mon, tue, wed, thu, fri, sat, sun",
+            "p.yaml:8:17: error: calendars.office.maintenance[1].from: bad instant `yesterday`: \
+             write an RFC 3339 time with an offset, e.g. 2026-12-01T00:00:00Z",
+            "p.yaml:9:9: error: calendars.office.maintenance[2]: a maintenance window is either \
+             `weekly: \"sun 02:00-04:00\"` (local time, every week) or `{ from: \
+             2026-12-01T00:00:00Z, to: 2026-12-01T06:00:00Z }` (once)",
+            "p.yaml:10:9: error: calendars.office.maintenance[3]: empty maintenance window from \
+             `2026-12-02T00:00:00Z` to `2026-12-01T00:00:00Z`: `to` must be after `from`",
         ]
     );
-    let typo = format!("calendars:\n  office: {{ timezon: UTC }}\n{CHANNEL}{USES}");
-    assert_eq!(diags(&typo).len(), 2, "{:?}", diags(&typo));
 }
 
+#[test]
+fn a_calendar_that_never_opens_is_an_error() {
+    let text = format!(
+        "calendars:\n  never:\n    timezone: UTC\n    hours: {{ sat-sun: \"00:00-24:00\" }}\n    \
+         maintenance:\n      - weekly: \"sat-sun 00:00-24:00\"\n\
+         {CHANNEL}{USES}        hours: {{ calendar: never, off_hours: hold }}\n"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:5:5: error: calendars.never.maintenance: weekly maintenance covers every \
+             opening hour: the calendar would never open; shorten a window or add hours"
+        ]
+    );
+    let no_hours = format!(
+        "calendars:\n  closed:\n    timezone: UTC\n\
+         {CHANNEL}{USES}        hours: {{ calendar: closed, off_hours: hold }}\n"
+    );
+    assert_eq!(
+        diags(&no_hours),
+        vec![
+            "p.yaml:2:3: error: calendars.closed.hours: no opening hours: a calendar needs \
+             `hours`, e.g. mon-fri: \"09:00-18:00\""
+        ]
+    );
+}
+
+#[test]
+fn step_hours_references_and_modes_are_checked() {
+    let text = format!(
+        "{OFFICE}{CHANNEL}{USES}        hours: {{ calendar: ofice, off_hours: hold }}\n      \
+         - name: t\n        channel: c\n        \
+         hours: {{ calendar: office, off_hours: wait, maintenance: skip }}\n      \
+         - name: u\n        channel: c\n        \
+         hours: {{ calendar: office, off_hours: {{ retry: gentle }} }}\n      \
+         - name: v\n        channel: c\n        \
+         hours: {{ calendar: office, in_hours: hold }}\n"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:17:28: error: flows.f.steps[0].hours.calendar: unknown calendar `ofice`; \
+             defined calendars: office",
+            "p.yaml:20:47: error: flows.f.steps[1].hours.off_hours: unknown `off_hours` mode \
+             `wait`: write `hold` (no attempt until the calendar opens) or `{ retry: TEMPLATE \
+             }` (retry with another template while it is closed)",
+            "p.yaml:20:66: error: flows.f.steps[1].hours.maintenance: unknown `maintenance` \
+             mode `skip`: write `suspend` (no attempt inside a maintenance window), or leave \
+             it out to treat windows as off hours",
+            "p.yaml:23:56: error: flows.f.steps[2].hours.off_hours.retry: unknown template \
+             `gentle`; defined templates: aggressive, conservative, standard",
+            "p.yaml:26:46: error: flows.f.steps[3].hours.in_hours: `in_hours: hold`: `hold` \
+             waits for the calendar to open, and in hours it is open; write `{ retry: \
+             TEMPLATE }` to retry with another template while the calendar is open",
+        ]
+    );
+    let typo = format!(
+        "{OFFICE}{CHANNEL}{USES}        hours: {{ calendar: office, off_hours: {{ retyr: standard }} }}\n"
+    );
+    assert_eq!(
+        diags(&typo),
+        vec![
+            "p.yaml:17:49: error: flows.f.steps[0].hours.off_hours.retyr: unknown field \
+             `retyr`, expected `retry`"
+        ]
+    );
+}
+
+#[test]
+fn a_calendar_value_from_the_environment_is_judged_only_when_known() {
+    let text = format!(
+        "calendars:\n  office:\n    timezone: ${{OFFICE_TZ}}\n    hours: {{ mon-fri: \"09:00-18:00\" }}\n\
+         {CHANNEL}{USES}        hours: {{ calendar: office, off_hours: hold }}\n"
+    );
+    let placeholders = compile(&[yaml("p.yaml", &text)], &EnvMode::Placeholders);
+    assert!(
+        placeholders.diagnostics.is_empty(),
+        "{:?}",
+        shown(&placeholders)
+    );
+    let missing = compile(
+        &[yaml("p.yaml", &text)],
+        &EnvMode::from_source(MapEnv::new()),
+    );
+    assert_eq!(
+        shown(&missing),
+        vec![
+            "p.yaml:3:15: error: calendars.office.timezone: environment variable `OFFICE_TZ` \
+              is not set"
+        ]
+    );
+    let known = compile(
+        &[yaml("p.yaml", &text)],
+        &EnvMode::from_source(MapEnv::new().with("OFFICE_TZ", "Europe/Paris")),
+    );
+    let policy = known.policy.expect("compiles");
+    assert_eq!(
+        policy.calendar("office").map(|c| c.timezone().iana_name()),
+        Some(Some("Europe/Paris"))
+    );
+}
+
+#[test]
+fn unused_calendars_are_warned_about() {
+    assert_eq!(
+        diags(&format!("{OFFICE}{CHANNEL}{USES}")),
+        vec![
+            "p.yaml:2:3: warning: calendars.office: calendar `office` is not used by any \
+              step's `hours`"
+        ]
+    );
+}
 #[test]
 fn bad_names_are_refused() {
     assert_eq!(

@@ -1,12 +1,17 @@
 //! Runs one attempt of a claimed job under the policy in force when it
 //! starts, and turns the interpreter's decision into a [`Transition`].
+//!
+//! Before the attempt, the step's calendar may hold the job (see
+//! [`hold_at`]): it is then suspended with the hold's reason and end, no
+//! attempt is made and none recorded, and the hold's length is added to the
+//! series' held time so that it never counts against `total_timeout`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::interpreter::{decide, signed, Next, Position};
+use super::interpreter::{decide, hold_at, signed, Hold, Next, Position};
 use crate::channels::{Delivery, SharedChannels};
 use crate::clock::SharedClock;
 use crate::model::{CompiledPolicy, DeliveryResult, Flow, Outcome, RetryTemplate};
@@ -52,6 +57,9 @@ impl Executor {
             },
         };
         let step = &flow.steps[step_index];
+        if let Some(hold) = hold_at(step, started) {
+            return self.held(job, &policy, step_index, started, hold);
+        }
         let channel_index = (job.channel_index as usize).min(step.channel_count() - 1);
         let channel_name = step.channel_at(channel_index).unwrap_or(&step.channel);
         let Some(channel) = policy.channel(channel_name) else {
@@ -105,6 +113,7 @@ impl Executor {
         let (status, error, error_message) = split_result(&result);
         let (delay_ms, next_at) = match &next {
             Next::Retry { at, delay } => (Some(delay.as_millis() as i64), Some(*at)),
+            Next::Suspend { delay, hold, .. } => (Some(delay.as_millis() as i64), Some(hold.until)),
             Next::Fallback { .. } | Next::NextStep { .. } => (Some(0), Some(finished)),
             Next::Succeeded | Next::Dead { .. } => (None, None),
         };
@@ -144,6 +153,12 @@ impl Executor {
         };
         match next {
             Next::Retry { .. } => {}
+            Next::Suspend { at, hold, .. } => {
+                transition.to = JobState::Suspended;
+                transition.reason = Some(hold.reason.as_str().to_string());
+                transition.held_ms = add_held(job.held_ms, hold.length_from(at));
+                count_hold(job, &step.name, hold);
+            }
             Next::Fallback { channel_index } => {
                 transition.channel_index = channel_index as u32;
                 fresh_series(&mut transition);
@@ -162,6 +177,44 @@ impl Executor {
             }
         }
         transition
+    }
+
+    /// Suspends a job that its step's calendar holds at `now`, without an
+    /// attempt. The hold counts as held time of the series under way; before
+    /// a series' first attempt there is no deadline running to protect.
+    fn held(
+        &self,
+        job: &JobRecord,
+        policy: &CompiledPolicy,
+        step_index: usize,
+        now: Timestamp,
+        hold: Hold,
+    ) -> Transition {
+        tracing::debug!(job = %job.id, flow = %job.flow, step = %job.step,
+            reason = hold.reason.as_str(), until = %hold.until, "held by the step's calendar");
+        count_hold(job, &job.step, hold);
+        let held_ms = if job.attempt > 0 {
+            add_held(job.held_ms, hold.length_from(now))
+        } else {
+            job.held_ms
+        };
+        Transition {
+            job_id: job.id.clone(),
+            owner: self.owner.to_string(),
+            attempt: None,
+            to: JobState::Suspended,
+            step_index: step_index as u32,
+            step: job.step.clone(),
+            channel_index: job.channel_index,
+            series_attempts: job.attempt,
+            series_started_at: job.series_started_at,
+            held_ms,
+            next_at: Some(hold.until),
+            reason: Some(hold.reason.as_str().to_string()),
+            policy_version: policy.version.to_string(),
+            notify_at: None,
+            now,
+        }
     }
 
     /// Suspends a job whose flow, step or channel is no longer in the policy;
@@ -312,6 +365,19 @@ pub fn step_idempotency_key(job_key: &str, step_index: usize, step_name: &str) -
     } else {
         format!("{job_key}:{step_name}")
     }
+}
+
+/// `held_ms` with `more` added, saturating.
+fn add_held(held_ms: i64, more: Duration) -> i64 {
+    let more = i64::try_from(more.as_millis()).unwrap_or(i64::MAX);
+    held_ms.max(0).saturating_add(more)
+}
+
+fn count_hold(job: &JobRecord, step: &str, hold: Hold) {
+    metrics::counter!("steadfast_holds_total",
+        "flow" => job.flow.clone(), "step" => step.to_string(),
+        "reason" => hold.reason.as_str())
+    .increment(1);
 }
 
 fn fresh_series(transition: &mut Transition) {

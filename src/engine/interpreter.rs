@@ -6,12 +6,37 @@
 //! order, each with the step's template afresh; then the job is dead. A
 //! permanent failure goes dead at once. A success moves to the next step, or
 //! finishes the job.
+//!
+//! # Calendars
+//!
+//! A step with `hours` asks its calendar twice, through [`hold_at`]:
+//!
+//! - before an attempt (the executor asks at the instant the job is
+//!   claimed): inside a maintenance window with `maintenance: suspend`, the
+//!   job is suspended until the window ends; while closed with
+//!   `off_hours: hold`, until the calendar next opens. No attempt is made,
+//!   none is counted;
+//! - after a failure ([`decide`]): the retry's delay, retries and deadline
+//!   come from the template in force at the failure ([`template_at`]: the
+//!   `off_hours` template while the calendar is closed, the `in_hours` one
+//!   while it is open, else the step's `retry`); then, if the retry
+//!   would fall where the step holds, the job is suspended straight to the
+//!   end of that hold ([`Next::Suspend`]), so the API shows the real resume
+//!   time at once.
+//!
+//! Time held never counts against `total_timeout`: the executor adds each
+//! hold's length to [`Position::held`] — from the instant the attempt would
+//! otherwise have run (the claim, or the retry's due time) to the hold's end.
+//! Waiting for a claim after a hold ends counts as active time, like the lag
+//! of any retry. A hold before a series' first attempt adds nothing: the
+//! deadline runs from that attempt.
 
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::model::{Flow, Outcome};
+use crate::calendar::Availability;
+use crate::model::{Flow, MaintenanceRule, OffHours, Outcome, RetryTemplate, Step};
 use crate::retry::{delay_before_retry, Verdict};
 
 /// Where a job stands after an attempt.
@@ -36,6 +61,13 @@ pub enum Next {
     Retry {
         at: Timestamp,
         delay: Duration,
+    },
+    /// Try the same channel again, but the step's calendar holds the job at
+    /// `at`, the time the retry was due: suspend it until `hold.until`.
+    Suspend {
+        at: Timestamp,
+        delay: Duration,
+        hold: Hold,
     },
     /// Retries ran out: start a fresh series on this fallback channel now.
     Fallback {
@@ -74,6 +106,7 @@ impl Next {
     pub fn decision(&self) -> &'static str {
         match self {
             Next::Retry { .. } => "retry",
+            Next::Suspend { .. } => "suspend",
             Next::Fallback { .. } => "fallback",
             Next::NextStep { .. } => "next_step",
             Next::Succeeded => "succeeded",
@@ -111,7 +144,7 @@ pub fn decide(
             reason: DeadReason::Permanent,
         },
         Outcome::Retry | Outcome::RefreshAuth => {
-            let template = &step.retry;
+            let template = template_at(step, now);
             let delay = delay_before_retry(template, at.attempts, jitter_sample)
                 .map(|backoff| verdict.retry_after.unwrap_or(backoff));
             let retry_at = delay.map(|d| (now + signed(d), d));
@@ -120,7 +153,14 @@ pub fn decide(
                 None => true,
             };
             match retry_at {
-                Some((when, delay)) if within_deadline(when) => Next::Retry { at: when, delay },
+                Some((when, delay)) if within_deadline(when) => match hold_at(step, when) {
+                    Some(hold) => Next::Suspend {
+                        at: when,
+                        delay,
+                        hold,
+                    },
+                    None => Next::Retry { at: when, delay },
+                },
                 _ if at.channel_index + 1 < step.channel_count() => Next::Fallback {
                     channel_index: at.channel_index + 1,
                 },
@@ -130,6 +170,93 @@ pub fn decide(
             }
         }
     }
+}
+
+/// Why a job waits for its step's calendar: the job's `reason` while it is
+/// suspended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldReason {
+    /// Inside a maintenance window, with `maintenance: suspend`.
+    Maintenance,
+    /// The calendar is closed, with `off_hours: hold`.
+    OffHours,
+}
+
+impl HoldReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::Maintenance => "maintenance",
+            HoldReason::OffHours => "off_hours",
+        }
+    }
+}
+
+/// A calendar's answer for one instant: no attempt before `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    pub until: Timestamp,
+    pub reason: HoldReason,
+}
+
+impl Hold {
+    /// How long the hold keeps a job that would have run at `from`.
+    pub fn length_from(&self, from: Timestamp) -> Duration {
+        Duration::try_from(self.until.duration_since(from)).unwrap_or(Duration::ZERO)
+    }
+}
+
+/// How long a job is held when its calendar does not open within the
+/// calendar's search horizon (a year and more): then it asks again.
+pub const HOLD_RECHECK: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether `step`'s calendar forbids an attempt at `at`, and until when.
+/// Maintenance comes first: inside a window a step that suspends waits for
+/// the window's end (the calendar may then still be closed, and the next
+/// question holds it again, with reason `off_hours`). Otherwise a closed
+/// calendar — off hours, a holiday, or a window the step does not suspend
+/// for — holds the job until it next opens, when `off_hours` is `hold`.
+pub fn hold_at(step: &Step, at: Timestamp) -> Option<Hold> {
+    let hours = step.hours.as_ref()?;
+    let calendar = &hours.calendar;
+    let opens = match calendar.availability(at) {
+        Availability::Open { .. } => return None,
+        Availability::Maintenance { until } if hours.maintenance == MaintenanceRule::Suspend => {
+            return Some(Hold {
+                until,
+                reason: HoldReason::Maintenance,
+            });
+        }
+        Availability::Maintenance { .. } => None,
+        Availability::OffHours { opens } => Some(opens),
+    };
+    match hours.off_hours {
+        OffHours::Hold => {
+            let opens = opens.unwrap_or_else(|| calendar.next_open(at));
+            Some(Hold {
+                until: opens.unwrap_or_else(|| at + signed(HOLD_RECHECK)),
+                reason: HoldReason::OffHours,
+            })
+        }
+        OffHours::Attempt | OffHours::Retry(_) => None,
+    }
+}
+
+/// The template that governs a retry decided at `at`: the step's
+/// `in_hours` template while its calendar is open, its `off_hours` one while
+/// it is closed, and its own `retry` where `hours` chooses none.
+pub fn template_at(step: &Step, at: Timestamp) -> &RetryTemplate {
+    let Some(hours) = &step.hours else {
+        return &step.retry;
+    };
+    let chosen = if hours.calendar.is_open(at) {
+        hours.in_hours.as_ref()
+    } else {
+        match &hours.off_hours {
+            OffHours::Retry(template) => Some(template),
+            OffHours::Attempt | OffHours::Hold => None,
+        }
+    };
+    chosen.unwrap_or(&step.retry)
 }
 
 /// A `Duration` as jiff's signed duration, saturating.
@@ -142,7 +269,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::model::{Backoff, Jitter, RetryTemplate, Step};
+    use crate::calendar::{Calendar, CalendarSpec, MaintenanceSpec};
+    use crate::model::{Backoff, Jitter, RetryTemplate, Step, StepHours};
 
     fn t0() -> Timestamp {
         "2026-05-04T10:00:00Z".parse().unwrap()
@@ -159,6 +287,7 @@ mod tests {
             fallback: fallback.iter().map(|s| s.to_string()).collect(),
             retry: Arc::new(template),
             classifier: None,
+            hours: None,
         }
     }
 
@@ -411,5 +540,325 @@ mod tests {
             decide(&f, &pos, &verdict(Outcome::Success), t0(), 0.5),
             Next::Succeeded
         );
+    }
+
+    // ---------- calendars ----------
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// Weekdays 09:00-18:00 in New York, a holiday on Friday 2026-07-03,
+    /// Sunday 02:00-04:00 maintenance and a planned outage on Tuesday
+    /// 2026-05-12 from 10:00 to 11:00 local (14:00-15:00 UTC).
+    fn office() -> Arc<Calendar> {
+        let spec = CalendarSpec {
+            timezone: "America/New_York".into(),
+            hours: vec![("mon-fri".into(), vec!["09:00-18:00".into()])],
+            holidays: vec!["2026-07-03".into()],
+            maintenance: vec![
+                MaintenanceSpec::Weekly("sun 02:00-04:00".into()),
+                MaintenanceSpec::Absolute {
+                    from: "2026-05-12T14:00:00Z".into(),
+                    to: "2026-05-12T15:00:00Z".into(),
+                },
+            ],
+        };
+        Arc::new(Calendar::compile("office", &spec).unwrap())
+    }
+
+    fn with_hours(
+        mut step: Step,
+        calendar: Arc<Calendar>,
+        off_hours: OffHours,
+        maintenance: MaintenanceRule,
+    ) -> Step {
+        step.hours = Some(StepHours {
+            calendar,
+            in_hours: None,
+            off_hours,
+            maintenance,
+        });
+        step
+    }
+
+    fn office_step(off_hours: OffHours, maintenance: MaintenanceRule) -> Step {
+        with_hours(
+            step("deliver", no_jitter("aggressive"), &[]),
+            office(),
+            off_hours,
+            maintenance,
+        )
+    }
+
+    fn hold(until: &str, reason: HoldReason) -> Option<Hold> {
+        Some(Hold {
+            until: at(until),
+            reason,
+        })
+    }
+
+    #[test]
+    fn holds_follow_the_step_rules() {
+        use HoldReason::{Maintenance, OffHours as Closed};
+        use MaintenanceRule::{AsOffHours, Suspend};
+        // Friday 2026-05-08 17:59 and 18:00 EDT; Sunday 03:00 EDT (inside
+        // maintenance); the planned outage on Tuesday.
+        let open = at("2026-05-08T21:59:00Z");
+        let evening = at("2026-05-08T22:00:00Z");
+        let sunday_window = at("2026-05-10T07:00:00Z");
+        let outage = at("2026-05-12T14:30:00Z");
+        let monday_nine = "2026-05-11T13:00:00Z";
+
+        let hold_all = office_step(OffHours::Hold, Suspend);
+        assert_eq!(hold_at(&hold_all, open), None);
+        assert_eq!(hold_at(&hold_all, evening), hold(monday_nine, Closed));
+        assert_eq!(
+            hold_at(&hold_all, sunday_window),
+            hold("2026-05-10T08:00:00Z", Maintenance)
+        );
+        assert_eq!(
+            hold_at(&hold_all, outage),
+            hold("2026-05-12T15:00:00Z", Maintenance)
+        );
+
+        // Windows not suspended for are closed time: `hold` waits for the
+        // opening, which for the Sunday window is Monday morning.
+        let hold_only = office_step(OffHours::Hold, AsOffHours);
+        assert_eq!(
+            hold_at(&hold_only, sunday_window),
+            hold(monday_nine, Closed)
+        );
+        assert_eq!(
+            hold_at(&hold_only, outage),
+            hold("2026-05-12T15:00:00Z", Closed)
+        );
+
+        // Suspending for maintenance alone leaves off hours to attempts.
+        let suspend_only = office_step(OffHours::Attempt, Suspend);
+        assert_eq!(hold_at(&suspend_only, evening), None);
+        assert_eq!(
+            hold_at(&suspend_only, sunday_window),
+            hold("2026-05-10T08:00:00Z", Maintenance)
+        );
+
+        let conservative = Arc::new(no_jitter("conservative"));
+        let switch = office_step(OffHours::Retry(conservative), AsOffHours);
+        for instant in [open, evening, sunday_window, outage] {
+            assert_eq!(hold_at(&switch, instant), None);
+        }
+        // The holiday: Friday 2026-07-03 is closed all day.
+        assert_eq!(
+            hold_at(&hold_all, at("2026-07-03T15:00:00Z")),
+            hold("2026-07-06T13:00:00Z", Closed)
+        );
+    }
+
+    #[test]
+    fn a_failure_off_hours_is_retried_with_the_off_hours_template() {
+        let conservative = Arc::new(no_jitter("conservative"));
+        let s = office_step(OffHours::Retry(conservative), MaintenanceRule::Suspend);
+        let f = flow(vec![s]);
+        let pos = |attempts| Position {
+            step_index: 0,
+            channel_index: 0,
+            attempts,
+            series_started_at: at("2026-05-08T21:00:00Z"),
+            held: Duration::ZERO,
+        };
+        let failed = verdict(Outcome::Retry);
+        // 17:59 EDT: in hours, aggressive's second delay.
+        let in_hours = at("2026-05-08T21:59:00Z");
+        assert_eq!(
+            decide(&f, &pos(2), &failed, in_hours, 0.5),
+            Next::Retry {
+                at: in_hours + signed(secs(2)),
+                delay: secs(2)
+            }
+        );
+        // 18:00 EDT: closed, conservative's fixed 5s.
+        let evening = at("2026-05-08T22:00:00Z");
+        assert_eq!(
+            decide(&f, &pos(2), &failed, evening, 0.5),
+            Next::Retry {
+                at: evening + signed(secs(5)),
+                delay: secs(5)
+            }
+        );
+        // Conservative allows 2 retries: a third failure off hours ends the
+        // series, though aggressive would allow five.
+        assert_eq!(
+            decide(&f, &pos(3), &failed, evening, 0.5),
+            Next::Dead {
+                reason: DeadReason::Exhausted
+            }
+        );
+        assert!(matches!(
+            decide(&f, &pos(3), &failed, in_hours, 0.5),
+            Next::Retry { .. }
+        ));
+
+        // `in_hours` replaces the step's template while open; closed, with
+        // no `off_hours` template, the step's own applies.
+        let mut s = office_step(OffHours::Attempt, MaintenanceRule::AsOffHours);
+        if let Some(hours) = s.hours.as_mut() {
+            hours.in_hours = Some(Arc::new(no_jitter("standard")));
+        }
+        let f = flow(vec![s]);
+        let delay = |now| match decide(&f, &pos(2), &failed, now, 0.5) {
+            Next::Retry { delay, .. } => delay,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(delay(in_hours), secs(4), "standard's second delay");
+        assert_eq!(delay(evening), secs(2), "aggressive's second delay");
+    }
+
+    #[test]
+    fn a_retry_due_where_the_step_holds_is_suspended_to_the_opening() {
+        let s = office_step(OffHours::Hold, MaintenanceRule::Suspend);
+        let f = flow(vec![s]);
+        let pos = Position {
+            step_index: 0,
+            channel_index: 0,
+            attempts: 4,
+            series_started_at: at("2026-05-08T21:59:30Z"),
+            held: Duration::ZERO,
+        };
+        // Failing at 17:59:55 EDT, the 8s retry would be at 18:00:03.
+        let now = at("2026-05-08T21:59:55Z");
+        let next = decide(&f, &pos, &verdict(Outcome::Retry), now, 0.5);
+        assert_eq!(
+            next,
+            Next::Suspend {
+                at: now + signed(secs(8)),
+                delay: secs(8),
+                hold: Hold {
+                    until: at("2026-05-11T13:00:00Z"),
+                    reason: HoldReason::OffHours,
+                },
+            }
+        );
+        assert_eq!(next.decision(), "suspend");
+    }
+
+    /// Runs a step that always fails the way the executor does, calendar
+    /// included: the hold before each attempt, the decision after it, and
+    /// the held time added for each hold. Returns each attempt's instant
+    /// and its active time (since the series' first attempt, held time
+    /// left out), and how the series ended.
+    fn run_with_holds(f: &Flow, start: Timestamp) -> (Vec<(Timestamp, Duration)>, Next) {
+        let mut now = start;
+        let mut attempts = 0;
+        let mut series_started_at = start;
+        let mut held = Duration::ZERO;
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            if let Some(hold) = hold_at(&f.steps[0], now) {
+                assert!(hold.until > now, "{now}: {hold:?}");
+                if attempts > 0 {
+                    held += hold.length_from(now);
+                }
+                now = hold.until;
+                continue;
+            }
+            if attempts == 0 {
+                series_started_at = now;
+            }
+            attempts += 1;
+            let active = Duration::try_from(now.duration_since(series_started_at)).unwrap() - held;
+            out.push((now, active));
+            let pos = Position {
+                step_index: 0,
+                channel_index: 0,
+                attempts,
+                series_started_at,
+                held,
+            };
+            match decide(f, &pos, &verdict(Outcome::Retry), now, 0.5) {
+                Next::Retry { at, .. } => now = at,
+                Next::Suspend { at, hold, .. } => {
+                    held += hold.length_from(at);
+                    now = hold.until;
+                }
+                end => return (out, end),
+            }
+        }
+        panic!("the series never ended");
+    }
+
+    #[test]
+    fn property_held_time_costs_neither_retries_nor_the_deadline() {
+        // A minute-scale template whose deadline cuts the series short: five
+        // minutes of opening per hour make holds land inside the series.
+        let template = RetryTemplate {
+            name: "minutes".into(),
+            retries: 8,
+            backoff: Backoff::Exponential {
+                initial: secs(60),
+                multiplier: 2.0,
+            },
+            max_interval: None,
+            total_timeout: Some(secs(40 * 60)),
+            jitter: Jitter::None,
+            retry_after_cap: secs(3600),
+        };
+        let hourly = (0..24)
+            .map(|h| format!("{h:02}:00-{h:02}:05"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let spec = CalendarSpec {
+            timezone: "Europe/Berlin".into(),
+            hours: vec![("mon-sat".into(), vec![hourly])],
+            holidays: vec!["2026-10-24".into()],
+            maintenance: vec![
+                MaintenanceSpec::Weekly("wed 10:02-11:03".into()),
+                MaintenanceSpec::Absolute {
+                    from: "2026-10-25T00:30:00Z".into(),
+                    to: "2026-10-26T00:03:00Z".into(),
+                },
+            ],
+        };
+        let minutes = Arc::new(Calendar::compile("minutes", &spec).unwrap());
+        let plain = flow(vec![step("s", template.clone(), &[])]);
+        let (expected, expected_end) = run_with_holds(&plain, t0());
+        let actives: Vec<Duration> = expected.iter().map(|(_, active)| *active).collect();
+        // 0, 1, 3, 7, 15, 31 minutes; 63 is past the 40-minute deadline.
+        assert_eq!(actives.len(), 6);
+
+        let calendars = [minutes, office()];
+        let mut held_runs = 0;
+        let mut rng = fastrand::Rng::with_seed(0x401d);
+        let first = at("2026-01-01T00:00:00Z").as_second();
+        let last = at("2027-01-01T00:00:00Z").as_second();
+        for calendar in calendars {
+            for rule in [MaintenanceRule::Suspend, MaintenanceRule::AsOffHours] {
+                let f = flow(vec![with_hours(
+                    step("s", template.clone(), &[]),
+                    calendar.clone(),
+                    OffHours::Hold,
+                    rule,
+                )]);
+                for _ in 0..80 {
+                    let start = Timestamp::from_second(rng.i64(first..last)).unwrap();
+                    let (run, end) = run_with_holds(&f, start);
+                    let got: Vec<Duration> = run.iter().map(|(_, active)| *active).collect();
+                    assert_eq!(got, actives, "{} from {start}", calendar.name());
+                    assert_eq!(end, expected_end);
+                    let elapsed = run[run.len() - 1].0.duration_since(run[0].0);
+                    if Duration::try_from(elapsed).unwrap() > actives[actives.len() - 1] {
+                        held_runs += 1;
+                    }
+                    for (instant, _) in &run {
+                        assert!(
+                            calendar.is_open(*instant),
+                            "{}: attempt at {instant} while closed",
+                            calendar.name()
+                        );
+                    }
+                }
+            }
+        }
+        // The property means something only if series were held.
+        assert!(held_runs > 100, "only {held_runs} of 320 series were held");
     }
 }

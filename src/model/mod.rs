@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::calendar::Calendar;
 pub use answer::{DeliveryResult, Response, TransportError, MAX_BODY};
 pub use classifier::{Classifier, ErrorKind, Matcher, Outcome, RetryAfter, Rule, StatusPattern};
 pub use template::{Backoff, Jitter, RetryTemplate};
@@ -28,6 +29,7 @@ pub struct CompiledPolicy {
     pub files: Vec<PathBuf>,
     pub templates: BTreeMap<String, Arc<RetryTemplate>>,
     pub classifiers: BTreeMap<String, Arc<Classifier>>,
+    pub calendars: BTreeMap<String, Arc<Calendar>>,
     pub channels: BTreeMap<String, Arc<Channel>>,
     pub flows: BTreeMap<String, Arc<Flow>>,
 }
@@ -39,6 +41,10 @@ impl CompiledPolicy {
 
     pub fn channel(&self, name: &str) -> Option<&Arc<Channel>> {
         self.channels.get(name)
+    }
+
+    pub fn calendar(&self, name: &str) -> Option<&Arc<Calendar>> {
+        self.calendars.get(name)
     }
 }
 
@@ -75,6 +81,9 @@ pub struct Step {
     pub retry: Arc<RetryTemplate>,
     /// The step's own classifier, tried before the built-in rules.
     pub classifier: Option<Arc<Classifier>>,
+    /// Business hours and maintenance windows: when the step attempts, holds
+    /// or retries with another template. `None`: any time, as `retry` says.
+    pub hours: Option<StepHours>,
 }
 
 impl Step {
@@ -91,6 +100,43 @@ impl Step {
     pub fn channel_count(&self) -> usize {
         1 + self.fallback.len()
     }
+}
+
+/// A step's `hours`: a calendar and what its closed times do to the step.
+/// The rules apply to every attempt of the step, its fallback channels'
+/// included.
+#[derive(Debug, Clone)]
+pub struct StepHours {
+    pub calendar: Arc<Calendar>,
+    /// `in_hours: { retry: T }`: the template while the calendar is open;
+    /// `None`: the step's own.
+    pub in_hours: Option<Arc<RetryTemplate>>,
+    pub off_hours: OffHours,
+    pub maintenance: MaintenanceRule,
+}
+
+/// What a step does while its calendar is closed (off hours, on a holiday,
+/// or, unless the step suspends for maintenance, inside a window).
+#[derive(Debug, Clone)]
+pub enum OffHours {
+    /// `off_hours` not written: attempts go on with the step's template.
+    Attempt,
+    /// `off_hours: hold`: no attempt until the calendar next opens.
+    Hold,
+    /// `off_hours: { retry: T }`: attempts go on; a failure while closed is
+    /// retried (delays, retries, `total_timeout`) as template T says.
+    Retry(Arc<RetryTemplate>),
+}
+
+/// What a step does inside one of its calendar's maintenance windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaintenanceRule {
+    /// `maintenance` not written: a window is closed time like any other,
+    /// and `off_hours` decides.
+    AsOffHours,
+    /// `maintenance: suspend`: no attempt inside a window; the job resumes
+    /// at its end.
+    Suspend,
 }
 
 #[derive(Debug, Clone)]

@@ -114,6 +114,9 @@ pub enum ReasonDef {
 #[derive(schemars::JsonSchema)]
 pub enum DecisionDef {
     Retry,
+    /// A retry that falls where the step's calendar holds: it waits for the
+    /// opening (or the maintenance window's end).
+    Suspend,
     Fallback,
     NextStep,
     Succeeded,

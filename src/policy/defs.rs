@@ -6,9 +6,9 @@
 //! here and are checked by [`crate::compile`], so that every problem is
 //! reported at once with its position. Every type denies unknown fields, so a
 //! typo is an error, never a silently ignored key. Some keys are parsed
-//! but not implemented yet (`calendars`, a step's `hours` and
-//! `circuit_breaker`, a channel's `circuit_breaker`, `rate`, `concurrency`
-//! and `refresh_auth`); compile reports each one as not supported.
+//! but not implemented yet (a step's `circuit_breaker`, a channel's
+//! `circuit_breaker`, `rate`, `concurrency` and `refresh_auth`); compile
+//! reports each one as not supported.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -292,16 +292,16 @@ pub enum RetryAfterDef {
     Ignore,
 }
 
-/// `calendars.NAME`. Not supported yet: parsed so that its shape is checked
-/// and compile can report it.
+/// `calendars.NAME`: checked and built by [`crate::calendar`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 #[derive(schemars::JsonSchema)]
 pub struct CalendarDef {
     pub timezone: String,
-    /// Day or day range (`mon-fri`) → `HH:MM-HH:MM`.
+    /// Day or day range (`mon-fri`) → `HH:MM-HH:MM`, several joined by
+    /// commas or given as a list.
     #[serde(default)]
-    pub hours: BTreeMap<String, String>,
+    pub hours: BTreeMap<String, OneOrMany<String>>,
     /// Dates (`2026-12-25`); TOML dates arrive as the same text.
     #[serde(default)]
     pub holidays: Vec<String>,
@@ -390,30 +390,60 @@ pub struct StepDef {
     pub classify: Option<String>,
     /// Channels tried in order once the primary's retries run out.
     pub fallback: Option<OneOrMany<String>>,
-    /// Not supported yet.
+    /// Business hours and maintenance windows.
     pub hours: Option<StepHoursDef>,
     /// Not supported yet.
     pub circuit_breaker: Option<BreakerDef>,
 }
 
-/// A step's business hours. Not supported yet.
+/// A step's business hours.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 #[derive(schemars::JsonSchema)]
 pub struct StepHoursDef {
     pub calendar: String,
+    /// `{ retry: TEMPLATE }`: the template while the calendar is open
+    /// (the step's `retry` unless written).
+    pub in_hours: Option<OffHoursDef>,
     pub off_hours: Option<OffHoursDef>,
     /// `suspend`: no attempt inside a maintenance window.
     pub maintenance: Option<String>,
 }
 
-/// `hold`, or `{ retry: TEMPLATE }`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(untagged)]
-#[derive(schemars::JsonSchema)]
+/// `hold`, or `{ retry: TEMPLATE }`: what `off_hours` (and, for the
+/// template form, `in_hours`) chooses.
+#[derive(Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
+#[schemars(untagged)]
 pub enum OffHoursDef {
     Mode(String),
     Retry(OffHoursRetryDef),
+}
+
+impl<'de> Deserialize<'de> for OffHoursDef {
+    // By hand rather than `untagged`, so that a typo inside the mapping is
+    // reported as the unknown field it is.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OffHoursVisitor;
+
+        impl<'de> Visitor<'de> for OffHoursVisitor {
+            type Value = OffHoursDef;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`hold` or `{ retry: TEMPLATE }`")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OffHoursDef, E> {
+                Ok(OffHoursDef::Mode(v.to_string()))
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<OffHoursDef, A::Error> {
+                OffHoursRetryDef::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(OffHoursDef::Retry)
+            }
+        }
+
+        deserializer.deserialize_any(OffHoursVisitor)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]

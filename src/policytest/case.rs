@@ -328,6 +328,7 @@ impl Checker<'_> {
                 if let Some(decision) = item.decision {
                     let word = match decision {
                         DecisionDef::Retry => "retry",
+                        DecisionDef::Suspend => "suspend",
                         DecisionDef::Fallback => "fallback",
                         DecisionDef::NextStep => "next_step",
                         DecisionDef::Succeeded => "succeeded",

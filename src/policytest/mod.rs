@@ -35,7 +35,6 @@ use crate::policy::{
     decode_cases, has_errors, is_test_file_name, load_paths, CasesIn, Diagnostic, EnvMode,
     SourceFile,
 };
-use crate::simulate::Hours;
 
 /// Where the policy and the test cases are read from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -123,7 +122,7 @@ impl Suite {
 }
 
 /// Loads the policy and the cases under `paths`, and runs every sound case.
-pub fn run_suite(paths: &[PathBuf], env: &EnvMode, hours: &dyn Hours) -> Suite {
+pub fn run_suite(paths: &[PathBuf], env: &EnvMode) -> Suite {
     let targets = targets(paths);
     let (sources, mut policy_diagnostics) = load_paths(&targets.policy);
     let compilation = compile(&sources, env);
@@ -172,7 +171,7 @@ pub fn run_suite(paths: &[PathBuf], env: &EnvMode, hours: &dyn Hours) -> Suite {
         let cases = case::check_cases(&file, &policy, &mut diags);
         suite.diagnostics.append(&mut diags);
         for case in cases {
-            suite.results.push(run_case(case, hours));
+            suite.results.push(run_case(case));
         }
     }
     suite

@@ -102,13 +102,18 @@ fn end_text(run: &Run, result: &CaseResult) -> String {
 
 /// The attempts as a table; rows of `marked` attempts start with `!`.
 pub fn timeline(start: jiff::Timestamp, run: &Run, marked: &[u32]) -> String {
-    let mut rows = vec![[
+    let held = run.attempts.iter().any(|a| a.hold.is_some());
+    let mut header = [
         "", "#", "step", "channel", "answer", "outcome", "rule", "decision", "at", "delay",
     ]
     .map(str::to_string)
-    .to_vec()];
+    .to_vec();
+    if held {
+        header.push("held".to_string());
+    }
+    let mut rows = vec![header];
     for a in &run.attempts {
-        rows.push(vec![
+        let mut row = vec![
             if marked.contains(&a.number) { "!" } else { "" }.to_string(),
             a.number.to_string(),
             a.step.clone(),
@@ -121,7 +126,14 @@ pub fn timeline(start: jiff::Timestamp, run: &Run, marked: &[u32]) -> String {
             a.delay
                 .as_ref()
                 .map_or("-".to_string(), |d| ShowDelay(d).to_string()),
-        ]);
+        ];
+        if held {
+            // When the attempt was due before its calendar held it.
+            row.push(a.hold.map_or(String::new(), |reason| {
+                format!("{} from {}", reason.as_str(), a.due.mid)
+            }));
+        }
+        rows.push(row);
     }
     table(&rows)
 }
@@ -244,6 +256,7 @@ fn attempt_json(start: jiff::Timestamp, a: &SimAttempt) -> Value {
         "rule": a.rule,
         "decision": a.decision,
         "at": a.at.mid.to_string(),
+        "held": a.hold.map(|reason| json!({ "reason": reason.as_str(), "due": a.due.mid.to_string() })),
         "at_ms": { "min": offset(a.at.lo), "nominal": offset(a.at.mid), "max": offset(a.at.hi) },
         "delay_ms": a.delay.map(|d| json!({ "min": ms(d.lo), "nominal": ms(d.mid), "max": ms(d.hi) })),
     })

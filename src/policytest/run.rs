@@ -3,7 +3,7 @@
 
 use crate::engine::interpreter::DeadReason;
 use crate::policy::Pos;
-use crate::simulate::{simulate, End, Hours, JitterSplit, Options, Run, SimAttempt, SimError};
+use crate::simulate::{simulate, End, JitterSplit, Options, Run, SimAttempt, SimError};
 
 use super::case::{Case, ExpectAttempt, Fact, MAX_ANSWERS};
 use super::expect::{Bounds, ShowAt, ShowDelay};
@@ -32,14 +32,13 @@ impl CaseResult {
     }
 }
 
-/// Runs one case; `hours` is the calendar seam (see [`crate::simulate`]).
-pub fn run_case(case: Case, hours: &dyn Hours) -> CaseResult {
+/// Runs one case, calendars included (see [`crate::simulate`]).
+pub fn run_case(case: Case) -> CaseResult {
     let mut answers = case.answers.clone().into_iter();
     let run = simulate(
         &case.flow,
         case.step_index,
         case.start,
-        hours,
         Options {
             limit: MAX_ANSWERS + 1,
             split: JitterSplit::Refuse,
@@ -202,7 +201,11 @@ fn compare_attempt(
         let lo = crate::simulate::offset(case.start, actual.at.lo);
         let hi = crate::simulate::offset(case.start, actual.at.hi);
         if !f.value.contains(lo, hi) {
-            let got = ShowAt(case.start, &actual.at).to_string();
+            let mut got = ShowAt(case.start, &actual.at).to_string();
+            if !f.written.starts_with('+') && actual.at.is_exact() {
+                // Written as a time: show one to compare with.
+                got = format!("{} ({got})", actual.at.mid);
+            }
             differs(
                 f.pos,
                 "at",

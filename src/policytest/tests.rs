@@ -6,7 +6,6 @@ use std::fs;
 use std::path::PathBuf;
 
 use super::*;
-use crate::simulate::NoHours;
 
 const POLICY: &str = "\
 classifiers:
@@ -33,7 +32,7 @@ fn suite(files: &[(&str, &str)], args: &[&str]) -> (tempfile::TempDir, Suite) {
         fs::write(dir.path().join(name), text).unwrap();
     }
     let paths: Vec<PathBuf> = args.iter().map(|a| dir.path().join(a)).collect();
-    let suite = run_suite(&paths, &EnvMode::Placeholders, &NoHours);
+    let suite = run_suite(&paths, &EnvMode::Placeholders);
     (dir, suite)
 }
 

@@ -21,17 +21,20 @@
 //!
 //! Attempts take no time (the engine decides when an attempt finishes; a
 //! partner that times out after 10s moves every later attempt by 10s).
-//! Calendars plug in through [`Hours`]: before each attempt the run asks
-//! whether it may start or is held until later; held time does not count
-//! against `total_timeout`, as in the engine. [`NoHours`] holds nothing;
-//! step `hours` are not compiled yet, so nothing else exists today.
+//! Calendars are the engine's own: before each attempt the run asks
+//! [`hold_at`] whether the step's `hours` hold it (as the executor does when
+//! it claims the job), and a retry that falls where the step holds waits for
+//! the hold's end; held time does not count against `total_timeout`.
 
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-use crate::engine::interpreter::{decide, signed, DeadReason, Next, Position};
+pub use crate::engine::interpreter::HoldReason;
+use crate::engine::interpreter::{
+    decide, hold_at, signed, template_at, DeadReason, Next, Position,
+};
 use crate::model::{DeliveryResult, Flow, Outcome};
 use crate::retry::{classify, Verdict};
 
@@ -91,55 +94,32 @@ impl DurationSpan {
     }
 }
 
-/// Why an attempt waited past its due time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoldReason {
-    OffHours,
-    Maintenance,
+/// The zone of the calendar of `flow`'s step `step_index`, if it has one:
+/// where its times are worth showing in local time.
+pub fn step_zone(flow: &Flow, step_index: usize) -> Option<TimeZone> {
+    let hours = flow.steps.get(step_index)?.hours.as_ref()?;
+    Some(hours.calendar.timezone().clone())
 }
 
-impl HoldReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HoldReason::OffHours => "off_hours",
-            HoldReason::Maintenance => "maintenance",
+/// When an attempt due at `due` may start under `step`'s calendar, and why
+/// it waited. A hold may end where another begins (a maintenance window
+/// that ends off hours), so this asks again until the step is free, as the
+/// executor does each time it claims the job; a calendar that never opens
+/// stops after a bounded number of hops.
+fn release(step: &crate::model::Step, due: Timestamp) -> (Timestamp, Option<HoldReason>) {
+    const MOST_HOPS: usize = 64;
+    let mut at = due;
+    let mut reason = None;
+    for _ in 0..MOST_HOPS {
+        match hold_at(step, at) {
+            Some(hold) if hold.until > at => {
+                reason.get_or_insert(hold.reason);
+                at = hold.until;
+            }
+            _ => break,
         }
     }
-}
-
-/// Whether an attempt due at some instant may start then.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Gate {
-    Open,
-    /// Held until `until` (which must be later than the due time).
-    Hold {
-        until: Timestamp,
-        reason: HoldReason,
-    },
-}
-
-/// The calendar seam: what holds a step's attempts back, and the time zone
-/// its times are shown in. Implemented once step `hours` compile.
-pub trait Hours {
-    /// Before an attempt of step `step_index` due at `due`.
-    fn gate(&self, flow: &Flow, step_index: usize, due: Timestamp) -> Gate;
-
-    /// The zone of the step's calendar, if it has one.
-    fn zone(&self, flow: &Flow, step_index: usize) -> Option<TimeZone>;
-}
-
-/// No calendar: every attempt starts when due.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoHours;
-
-impl Hours for NoHours {
-    fn gate(&self, _: &Flow, _: usize, _: Timestamp) -> Gate {
-        Gate::Open
-    }
-
-    fn zone(&self, _: &Flow, _: usize) -> Option<TimeZone> {
-        None
-    }
+    (at, reason)
 }
 
 /// What the partner does to one attempt.
@@ -267,7 +247,6 @@ pub fn simulate(
     flow: &Flow,
     step_index: usize,
     start: Timestamp,
-    hours: &dyn Hours,
     options: Options,
     mut partner: impl FnMut(Upcoming<'_>) -> Option<Answer>,
 ) -> Result<Run, SimError> {
@@ -325,19 +304,19 @@ pub fn simulate(
         let mut nexts: Vec<Next> = Vec::with_capacity(3);
         let mut starts = [start; 3];
         for (lane, (sample, started)) in lanes.iter_mut().zip(SAMPLES.iter().zip(&mut starts)) {
-            let at = match hours.gate(flow, step_index, lane.due) {
-                Gate::Open => lane.due,
-                Gate::Hold { until, reason } if until > lane.due => {
-                    hold = Some(reason);
-                    let waited = lane.due.duration_until(until);
+            let (at, reason) = release(step, lane.due);
+            if reason.is_some() {
+                hold = reason;
+                // As in the executor: a hold before a series' first attempt
+                // adds nothing, the deadline runs from that attempt.
+                if lane.position.attempts > 0 {
+                    let waited = Duration::try_from(lane.due.duration_until(at));
                     lane.position.held = lane
                         .position
                         .held
-                        .saturating_add(Duration::try_from(waited).unwrap_or_default());
-                    until
+                        .saturating_add(waited.unwrap_or_default());
                 }
-                Gate::Hold { .. } => lane.due,
-            };
+            }
             *started = at;
             if lane.position.attempts == 0 {
                 lane.position.series_started_at = at;
@@ -376,6 +355,11 @@ pub fn simulate(
                             at: (*at).max(starts[i]),
                             delay: *delay,
                         },
+                        Next::Suspend { at, delay, hold } => Next::Suspend {
+                            at: (*at).max(starts[i]),
+                            delay: *delay,
+                            hold: *hold,
+                        },
                         other => other.clone(),
                     };
                 }
@@ -385,7 +369,7 @@ pub fn simulate(
         let delays: Option<Vec<Duration>> = nexts
             .iter()
             .map(|n| match n {
-                Next::Retry { delay, .. } => Some(*delay),
+                Next::Retry { delay, .. } | Next::Suspend { delay, .. } => Some(*delay),
                 _ => None,
             })
             .collect();
@@ -397,7 +381,7 @@ pub fn simulate(
             channel_index,
             channel: channel.to_string(),
             series_attempt: lanes[1].position.attempts,
-            template: step.retry.name.clone(),
+            template: template_at(step, starts[1]).name.clone(),
             due,
             at: Span::of(starts),
             hold,
@@ -411,7 +395,9 @@ pub fn simulate(
         });
         for ((lane, next), at) in lanes.iter_mut().zip(&nexts).zip(starts) {
             match next {
-                Next::Retry { at, .. } => lane.due = *at,
+                // The hold a suspension names is found again by `release`
+                // before the next attempt, which also counts it as held.
+                Next::Retry { at, .. } | Next::Suspend { at, .. } => lane.due = *at,
                 Next::Fallback { channel_index } => {
                     *lane = fresh(lane.position.step_index, *channel_index, at);
                 }
@@ -432,7 +418,10 @@ pub fn simulate(
                     end: End::Dead(reason),
                 })
             }
-            Next::Retry { .. } | Next::Fallback { .. } | Next::NextStep { .. } => {}
+            Next::Retry { .. }
+            | Next::Suspend { .. }
+            | Next::Fallback { .. }
+            | Next::NextStep { .. } => {}
         }
     }
 }
@@ -440,14 +429,16 @@ pub fn simulate(
 /// Whether two lanes' decisions lead the same way (times aside).
 fn same_path(a: &Next, b: &Next) -> bool {
     match (a, b) {
-        (Next::Retry { .. }, Next::Retry { .. }) => true,
+        (Next::Retry { .. } | Next::Suspend { .. }, Next::Retry { .. } | Next::Suspend { .. }) => {
+            true
+        }
         _ => a == b,
     }
 }
 
 fn describe(next: &Next) -> &'static str {
     match next {
-        Next::Retry { .. } => "retry",
+        Next::Retry { .. } | Next::Suspend { .. } => "retry",
         Next::Fallback { .. } => "go to the next fallback",
         Next::NextStep { .. } => "move to the next step",
         Next::Succeeded => "succeed",

@@ -1,6 +1,6 @@
 //! Runs on small compiled policies: exact times without jitter, bounds with
-//! it, answers judged by the step's classifier, calendar holds through the
-//! seam, and runs whose path depends on luck.
+//! it, answers judged by the step's classifier, calendar holds of real
+//! calendars, and runs whose path depends on luck.
 
 use super::*;
 use crate::compile::compile;
@@ -56,10 +56,7 @@ fn a_failing_partner_without_jitter_gets_exact_times_then_fallbacks_then_death()
          {CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t, \
          fallback: [b, c] }}\n"
     ));
-    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
-        Some(Answer::Failing)
-    })
-    .unwrap();
+    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| Some(Answer::Failing)).unwrap();
     let at: Vec<u64> = run
         .attempts
         .iter()
@@ -86,10 +83,7 @@ fn jitter_gives_bounds_that_add_up() {
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a }}\n"
     ));
     // standard: 2s, 4s, 8s, each ±20%.
-    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
-        Some(Answer::Failing)
-    })
-    .unwrap();
+    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| Some(Answer::Failing)).unwrap();
     assert_eq!(
         offsets(&run),
         [
@@ -125,10 +119,7 @@ fn answers_are_judged_by_the_steps_classifier_and_move_through_steps() {
         })),
     ]
     .into_iter();
-    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
-        answers.next()
-    })
-    .unwrap();
+    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
     let seen: Vec<(&str, &str, &str)> = run
         .attempts
         .iter()
@@ -168,7 +159,7 @@ fn a_permanent_failure_is_dead_at_once() {
     let p = policy(&format!(
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, fallback: b }}\n"
     ));
-    let run = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
+    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| {
         Some(status(400, "", None))
     })
     .unwrap();
@@ -176,38 +167,23 @@ fn a_permanent_failure_is_dead_at_once() {
     assert_eq!(run.end, End::Dead(DeadReason::Permanent));
 }
 
-/// Closed for the first hour after `t0`.
-struct ClosedFirstHour;
-
-impl Hours for ClosedFirstHour {
-    fn gate(&self, _: &Flow, _: usize, due: Timestamp) -> Gate {
-        let opens = t0() + signed(secs(3600.0));
-        if due < opens {
-            Gate::Hold {
-                until: opens,
-                reason: HoldReason::OffHours,
-            }
-        } else {
-            Gate::Open
-        }
-    }
-
-    fn zone(&self, _: &Flow, _: usize) -> Option<TimeZone> {
-        None
-    }
+/// Open Mondays from 11:00 UTC (an hour after `t0`) for `monday`, and
+/// Tuesdays 09:00-18:00; the step holds off hours.
+fn held_policy(template: &str, monday: &str) -> CompiledPolicy {
+    policy(&format!(
+        "templates:\n  t: {template}\ncalendars:\n  c:\n    timezone: UTC\n    hours:\n      \
+         mon: \"{monday}\"\n      tue: \"09:00-18:00\"\n{CHANNELS}flows:\n  f:\n    steps:\n      \
+         - {{ name: s, channel: a, retry: t, hours: {{ calendar: c, off_hours: hold }} }}\n"
+    ))
 }
 
 #[test]
 fn calendar_holds_move_attempts_without_burning_the_deadline() {
-    let p = policy(&format!(
-        "templates:\n  t: {{ backoff: fixed, initial: 10s, retries: 3, total_timeout: 30s, \
-         jitter: none }}\n{CHANNELS}flows:\n  f:\n    steps:\n      \
-         - {{ name: s, channel: a, retry: t }}\n"
-    ));
-    let run = simulate(&p.flows["f"], 0, t0(), &ClosedFirstHour, opts(100), |_| {
-        Some(Answer::Failing)
-    })
-    .unwrap();
+    let p = held_policy(
+        "{ backoff: fixed, initial: 10s, retries: 3, total_timeout: 30s, jitter: none }",
+        "11:00-18:00",
+    );
+    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| Some(Answer::Failing)).unwrap();
     let first = &run.attempts[0];
     assert_eq!(first.hold, Some(HoldReason::OffHours));
     assert_eq!(offset(t0(), first.due.mid), secs(0.0));
@@ -217,7 +193,37 @@ fn calendar_holds_move_attempts_without_burning_the_deadline() {
         .iter()
         .map(|a| offset(t0(), a.at.mid).as_secs())
         .collect();
+    // The hour held before the first attempt is not part of the series.
     assert_eq!(at, [3600, 3610, 3620, 3630]);
+    assert_eq!(run.end, End::Dead(DeadReason::Exhausted));
+}
+
+#[test]
+fn a_retry_due_while_closed_waits_for_the_opening_and_the_night_is_not_counted() {
+    // Monday 11:00-11:15 only: the second retry (11:20) waits until
+    // Tuesday 09:00; the 30m deadline is counted in open time only.
+    let p = held_policy(
+        "{ backoff: fixed, initial: 10m, retries: 3, total_timeout: 30m, jitter: none }",
+        "11:00-11:15",
+    );
+    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| Some(Answer::Failing)).unwrap();
+    let at: Vec<String> = run.attempts.iter().map(|a| a.at.mid.to_string()).collect();
+    assert_eq!(
+        at,
+        [
+            "2026-05-04T11:00:00Z",
+            "2026-05-04T11:10:00Z",
+            "2026-05-05T09:00:00Z",
+            "2026-05-05T09:10:00Z",
+        ]
+    );
+    assert_eq!(run.attempts[1].decision, "suspend");
+    assert_eq!(run.attempts[2].hold, Some(HoldReason::OffHours));
+    assert_eq!(
+        offset(run.attempts[2].due.mid, run.attempts[2].at.mid),
+        secs(21.0 * 3600.0 + 40.0 * 60.0)
+    );
+    assert_eq!(run.end, End::Dead(DeadReason::Exhausted));
 }
 
 #[test]
@@ -227,10 +233,7 @@ fn a_path_that_depends_on_jitter_is_refused() {
         "templates:\n  t: {{ backoff: fixed, initial: 10s, retries: 3, total_timeout: 25s }}\n\
          {CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t }}\n"
     ));
-    let err = simulate(&p.flows["f"], 0, t0(), &NoHours, opts(100), |_| {
-        Some(Answer::Failing)
-    })
-    .unwrap_err();
+    let err = simulate(&p.flows["f"], 0, t0(), opts(100), |_| Some(Answer::Failing)).unwrap_err();
     assert_eq!(
         err,
         SimError::DependsOnJitter {
@@ -245,7 +248,6 @@ fn a_path_that_depends_on_jitter_is_refused() {
         &p.flows["f"],
         0,
         t0(),
-        &NoHours,
         Options {
             limit: 100,
             split: JitterSplit::FollowNominal,
@@ -265,12 +267,9 @@ fn the_limit_and_the_start_step_are_kept() {
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: one, channel: a }}\n      \
          - {{ name: two, channel: b }}\n"
     ));
-    let run = simulate(&p.flows["f"], 1, t0(), &NoHours, opts(2), |_| {
-        Some(Answer::Failing)
-    })
-    .unwrap();
+    let run = simulate(&p.flows["f"], 1, t0(), opts(2), |_| Some(Answer::Failing)).unwrap();
     assert_eq!(run.attempts.len(), 2);
     assert_eq!(run.attempts[0].step, "two");
     assert_eq!(run.end, End::Limit);
-    assert!(simulate(&p.flows["f"], 2, t0(), &NoHours, opts(2), |_| None).is_err());
+    assert!(simulate(&p.flows["f"], 2, t0(), opts(2), |_| None).is_err());
 }

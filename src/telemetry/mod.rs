@@ -6,7 +6,9 @@
 //! - `attempt_duration_seconds{flow,channel}`: histogram;
 //! - `claim_lag_seconds`: histogram of start time minus due time;
 //! - `policy_reloads_total{result}`;
-//! - `notifications_total{flow,result}`.
+//! - `notifications_total{flow,result}`;
+//! - `holds_total{flow,step,reason}`: jobs held by a step's calendar
+//!   (`maintenance`, `off_hours`), before an attempt or instead of a retry.
 
 use std::sync::OnceLock;
 
