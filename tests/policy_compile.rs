@@ -410,12 +410,8 @@ fn the_unsupported_parts_of_the_example_are_reported_not_ignored() {
     assert_eq!(
         errors,
         vec![
-            "26:18: classifiers.acme.rules[3].outcome: `refresh_auth` is not supported yet by \
-             this engine version",
             "58:9: flows.acme-leads.steps[0].hours: `hours` is not supported yet by this engine \
              version",
-            "62:9: flows.acme-leads.steps[0].circuit_breaker: `circuit_breaker` is not \
-             supported yet by this engine version",
             "69:1: calendars: `calendars` is not supported yet by this engine version",
         ]
     );

@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::channels::{compile_breaker, StepBreaker};
 use super::context::{Ctx, Site};
 use super::names::{check_name_value, Ref, Registry};
-use crate::model::{Channel, Classifier, Flow, OnDead, RetryTemplate, Step};
+use crate::model::{Channel, ChannelKind, Classifier, Flow, OnDead, Outcome, RetryTemplate, Step};
 use crate::policy::defs::{FlowDef, StepDef};
 use crate::policy::Section;
 
@@ -30,6 +31,8 @@ pub struct Used {
     pub templates: BTreeSet<String>,
     pub classifiers: BTreeSet<String>,
     pub channels: BTreeSet<String>,
+    /// Steps' `circuit_breaker`s, for their channels.
+    pub breakers: Vec<StepBreaker>,
 }
 
 pub fn compile_flows(
@@ -128,10 +131,16 @@ impl Refs<'_, '_, '_, '_> {
             self.ctx.not_supported(&site.child("hours"), "hours");
             ok = false;
         }
-        if def.circuit_breaker.is_some() {
-            self.ctx
-                .not_supported(&site.child("circuit_breaker"), "circuit_breaker");
-            ok = false;
+        if let Some(breaker) = &def.circuit_breaker {
+            let at = site.child("circuit_breaker");
+            match compile_breaker(self.ctx, &at, breaker) {
+                Some(config) => self.used.breakers.push(StepBreaker {
+                    channel: def.channel.clone(),
+                    config,
+                    site: at,
+                }),
+                None => ok = false,
+            }
         }
 
         ok &= self
@@ -181,6 +190,9 @@ impl Refs<'_, '_, '_, '_> {
                 .map(Some)
             }
         };
+        if let Some(Some(classifier)) = &classifier {
+            self.refresh_without_refresh_auth(site, def, classifier, &fallback, compiled);
+        }
         match (retry, classifier) {
             (Some(retry), Some(classifier)) if ok => Some(Step {
                 name: def.name.clone(),
@@ -190,6 +202,46 @@ impl Refs<'_, '_, '_, '_> {
                 classifier,
             }),
             _ => None,
+        }
+    }
+
+    /// Warns when the step's classifier may answer `refresh_auth` on a
+    /// channel that has no `refresh_auth` to run: there, such an answer is a
+    /// permanent failure.
+    fn refresh_without_refresh_auth(
+        &mut self,
+        site: &Site,
+        def: &StepDef,
+        classifier: &Classifier,
+        fallback: &[String],
+        compiled: &Compiled<'_>,
+    ) {
+        let Some(rule) = classifier
+            .rules
+            .iter()
+            .find(|r| r.outcome == Outcome::RefreshAuth)
+        else {
+            return;
+        };
+        let without: Vec<&str> = std::iter::once(&def.channel)
+            .chain(fallback)
+            .filter(|name| {
+                compiled.channels.get(name.as_str()).is_some_and(
+                    |c| !matches!(&c.kind, ChannelKind::Http(http) if http.refresh_auth.is_some()),
+                )
+            })
+            .map(String::as_str)
+            .collect();
+        if let Some(first) = without.first() {
+            self.ctx.warning(
+                &site.child("classify"),
+                format_args!(
+                    "rule `{}` of classifier `{}` answers `refresh_auth`, but channel `{first}` \
+                     has no `refresh_auth` to run: there that answer fails the job; add \
+                     `refresh_auth` to the channel",
+                    rule.label, classifier.name
+                ),
+            );
         }
     }
 

@@ -96,7 +96,7 @@ pub fn compile(sources: &[SourceFile], env: &EnvMode) -> Compilation {
     let mut used = Used::default();
     let templates = templates::compile_templates(&mut ctx, &registry, &mut used.templates);
     let classifiers = classifiers::compile_classifiers(&mut ctx, &registry);
-    let channels = channels::compile_channels(&mut ctx, &registry);
+    let mut channels = channels::compile_channels(&mut ctx, &registry);
     let compiled = Compiled {
         templates: &templates,
         classifiers: &classifiers,
@@ -108,6 +108,7 @@ pub fn compile(sources: &[SourceFile], env: &EnvMode) -> Compilation {
     if registry.complete && !registry.has_broken(Section::Flows) {
         report_unused(&mut ctx, &registry, &compiled, &used);
     }
+    channels::apply_step_breakers(&mut ctx, &registry, &mut channels, &used.breakers);
     diagnostics.extend(ctx.into_diagnostics());
 
     // The last guard: whatever a message says, it never shows a value that
