@@ -69,7 +69,7 @@ impl fmt::Display for Rate {
             1_000 => write!(f, "{}/s", self.count),
             60_000 => write!(f, "{}/m", self.count),
             3_600_000 => write!(f, "{}/h", self.count),
-            ms if ms % 1_000 == 0 => write!(f, "{}/{}s", self.count, ms / 1_000),
+            ms if ms.is_multiple_of(1_000) => write!(f, "{}/{}s", self.count, ms / 1_000),
             ms => write!(f, "{}/{ms}ms", self.count),
         }
     }

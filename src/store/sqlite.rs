@@ -353,7 +353,11 @@ impl StepLog for SqliteStepLog {
             let counts = transition
                 .attempt
                 .as_ref()
-                .is_some_and(|attempt| attempt.step != ON_DEAD_STEP);
+                // Notifications and skips (a breaker sent the job on without
+                // trying this channel) are not attempts of the job.
+                .is_some_and(|attempt| {
+                    attempt.step != ON_DEAD_STEP && attempt.outcome != "skipped"
+                });
             let still_running = transition.to == JobState::Running;
             let result = sqlx::query(
                 "UPDATE jobs SET state = ?3, step_index = ?4, step = ?5, channel_index = ?6, \
