@@ -506,6 +506,44 @@ flows:
 }
 
 #[test]
+fn channel_limits_compile_from_toml() {
+    let c = run(&[toml(
+        "p.toml",
+        "[channels.api]\nhttp = { url = \"https://a.example\" }\nrate = \"600/m\"\nconcurrency = 4\n\
+         circuit_breaker = { failure_ratio = 0.25, window = \"30s\", min_requests = 8 }\n\
+         [channels.api.refresh_auth]\nurl = \"https://a.example/token\"\n\
+         body = { client_id = \"x\", scopes = [\"a\", \"b\"] }\ntoken = \"access_token\"\nscheme = \"\"\n\
+         [[flows.f.steps]]\nname = \"s\"\nchannel = \"api\"\n",
+    )]);
+    assert!(!c.has_errors(), "{:#?}", shown(&c));
+    let p = c.policy.unwrap();
+    let api = &p.channels["api"];
+    assert_eq!(api.rate.map(|r| r.to_string()).as_deref(), Some("600/m"));
+    let breaker = api.breaker.clone().unwrap();
+    assert_eq!(
+        breaker.failure_ratio,
+        Some(FailureRatio {
+            ratio: 0.25,
+            min_requests: 8
+        })
+    );
+    let ChannelKind::Http(http) = &api.kind else {
+        panic!("http")
+    };
+    let refresh = http.refresh_auth.as_ref().unwrap();
+    assert_eq!(
+        refresh.header_value("t"),
+        "t",
+        "scheme \"\" sends the token alone"
+    );
+    let Some(RefreshBody::Json(body)) = &refresh.body else {
+        panic!("a JSON body")
+    };
+    let body: serde_json::Value = serde_json::from_str(body.expose()).unwrap();
+    assert_eq!(body["scopes"][1], "b");
+}
+
+#[test]
 fn bad_breakers_and_refresh_auth_are_reported() {
     let text = "\
 channels:

@@ -6,7 +6,13 @@
 //! - `attempt_duration_seconds{flow,channel}`: histogram;
 //! - `claim_lag_seconds`: histogram of start time minus due time;
 //! - `policy_reloads_total{result}`;
-//! - `notifications_total{flow,result}`.
+//! - `notifications_total{flow,result}`;
+//! - `breaker_state{channel}` (0 closed, 1 half-open, 2 open) and
+//!   `breaker_transitions_total{channel,to}`, `breaker_rejections_total
+//!   {channel,action}` (see [`crate::channels::breaker`]);
+//! - `channel_waits_total{channel,limit}`: attempts sent back to wait for a
+//!   rate or concurrency slot;
+//! - `auth_refreshes_total{channel,result}`.
 
 use std::sync::OnceLock;
 
