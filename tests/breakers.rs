@@ -49,6 +49,12 @@ channels:
     refresh_auth:
       url: "${PARTNER}/token"
       token: $.data.access_token
+  downauth:
+    http: { url: "${PARTNER}/locked" }
+    refresh_auth: { url: "${PARTNER}/token-down", token: access_token }
+  emptyauth:
+    http: { url: "${PARTNER}/locked" }
+    refresh_auth: { url: "${PARTNER}/token-empty", token: $.data.access_token }
 flows:
   guarded:
     steps:
@@ -71,6 +77,12 @@ flows:
   locked:
     steps:
       - { name: deliver, channel: locked, retry: fast, classify: auth }
+  downauth:
+    steps:
+      - { name: deliver, channel: downauth, retry: fast, classify: auth }
+  emptyauth:
+    steps:
+      - { name: deliver, channel: emptyauth, retry: fast, classify: auth }
 "#;
 
 const FRESH_TOKEN: &str = "fresh-token-7f3a";
@@ -178,6 +190,8 @@ async fn answer(
             StatusCode::UNAUTHORIZED.into_response()
         }
         "/locked" => StatusCode::UNAUTHORIZED.into_response(),
+        "/token-down" => StatusCode::BAD_GATEWAY.into_response(),
+        "/token-empty" => axum::Json(json!({ "data": {} })).into_response(),
         _ => StatusCode::OK.into_response(),
     };
     *state.in_flight.lock().unwrap().entry(path).or_default() -= 1;
@@ -526,6 +540,50 @@ async fn a_second_401_after_a_refresh_is_a_failure() {
 }
 
 #[tokio::test]
+async fn a_refresh_that_gets_no_token_retries_when_transient_and_fails_when_refused() {
+    let s = setup().await;
+    // The token endpoint answers 502: each attempt is a retry, until the
+    // retries run out.
+    let id = s
+        .node
+        .submit_ok("downauth", json!({ "lead": 1 }), None)
+        .await;
+    let job = s.node.wait_final(&id).await;
+    assert_eq!(job["state"], "dead");
+    assert_eq!(job["reason"], "exhausted");
+    let outcomes: Vec<String> = attempt_summary(&job).into_iter().map(|a| a.3).collect();
+    assert_eq!(outcomes, ["retry", "retry", "retry", "retry"]);
+    let note = job["attempts"][0]["error_message"].as_str().unwrap();
+    assert!(
+        note.contains("the refresh failed: the token request was answered 502"),
+        "{note}"
+    );
+    assert_eq!(
+        s.partner.to("/locked").len(),
+        4,
+        "never sent again unrefreshed"
+    );
+    let channel = s.get("/v1/channels/downauth").await;
+    assert_eq!(channel["refresh_auth"]["has_token"], false);
+    assert_eq!(channel["refresh_auth"]["failures"], 4);
+
+    // The answer holds no token where the policy says: refused, for good.
+    let id = s
+        .node
+        .submit_ok("emptyauth", json!({ "lead": 2 }), None)
+        .await;
+    let job = s.node.wait_final(&id).await;
+    assert_eq!(job["state"], "dead");
+    assert_eq!(job["reason"], "permanent");
+    let note = job["attempts"][0]["error_message"].as_str().unwrap();
+    assert!(
+        note.contains("the token answer has no token at `$.data.access_token`"),
+        "{note}"
+    );
+    s.node.shutdown().await;
+}
+
+#[tokio::test]
 async fn channels_are_listed_with_their_limits() {
     let s = setup().await;
     let all = s.get("/v1/channels").await;
@@ -537,7 +595,17 @@ async fn channels_are_listed_with_their_limits() {
         .collect();
     assert_eq!(
         names,
-        ["authed", "backup", "locked", "narrow", "paced", "primary", "solo"]
+        [
+            "authed",
+            "backup",
+            "downauth",
+            "emptyauth",
+            "locked",
+            "narrow",
+            "paced",
+            "primary",
+            "solo"
+        ]
     );
     let primary = s.get("/v1/channels/primary").await;
     assert_eq!(primary["kind"], "http");

@@ -127,7 +127,7 @@ impl Breakers {
                     Admission::Pass(self.ticket(channel, true, breaker))
                 } else {
                     Admission::Refused {
-                        until: now + signed(PROBE_RECHECK.min(config.cooldown)),
+                        until: later(now, PROBE_RECHECK.min(config.cooldown)),
                         state: BreakerState::HalfOpen,
                     }
                 }
@@ -417,7 +417,7 @@ impl Breaker {
         if let Some(failures) = config.failures {
             let enough = self.streak.len() >= failures as usize;
             let recent_enough = match (config.window, self.streak.front()) {
-                (Some(window), Some(oldest)) => *oldest >= now - signed(window),
+                (Some(window), Some(oldest)) => *oldest >= earlier(now, window),
                 _ => true,
             };
             if enough && recent_enough {
@@ -448,7 +448,7 @@ impl Breaker {
 
     fn open(&mut self, channel: &str, config: &BreakerConfig, now: Timestamp, reason: String) {
         self.enter(channel, BreakerState::Open, now);
-        self.open_until = now + signed(config.cooldown);
+        self.open_until = later(now, config.cooldown);
         self.opened_total += 1;
         tracing::warn!(channel, %reason, probe_at = %self.open_until,
             "circuit breaker opened: no attempts on this channel until the probe");
@@ -485,8 +485,21 @@ fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn signed(d: Duration) -> SignedDuration {
-    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+/// `at + d`, saturating at the end of time (a cooldown of `99999999d` must
+/// not panic).
+pub(crate) fn later(at: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| at.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
+/// `at - d`, saturating at the start of time.
+pub(crate) fn earlier(at: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| at.checked_sub(d).ok())
+        .unwrap_or(Timestamp::MIN)
 }
 
 /// `60s`, `1500ms`, `5m`: for messages.

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
+
+use super::breaker::{earlier, later};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -95,18 +97,18 @@ impl Limits {
             // A reload changed the rate: start afresh under the new one.
             *bucket = Bucket::new(rate, now);
         }
-        let interval = signed(rate.interval());
+        let interval = rate.interval();
         let tat = bucket.tat.max(now);
         let allowed_at = bucket.allowed_at(tat);
         if allowed_at <= now {
-            bucket.tat = tat + interval;
+            bucket.tat = later(tat, interval);
             RateSlot::Now
-        } else if allowed_at <= now + signed(max_wait) {
-            bucket.tat = tat + interval;
+        } else if allowed_at <= later(now, max_wait) {
+            bucket.tat = later(tat, interval);
             RateSlot::At(allowed_at)
         } else {
             let at = allowed_at.max(bucket.deferred_until);
-            bucket.deferred_until = at + interval;
+            bucket.deferred_until = later(at, interval);
             RateSlot::Defer(at)
         }
     }
@@ -166,13 +168,12 @@ impl Bucket {
     /// The earliest time an attempt conforms when the theoretical arrival
     /// time is `tat`: a full bucket allows `count` at once.
     fn allowed_at(&self, tat: Timestamp) -> Timestamp {
-        let burst = signed(self.rate.interval() * self.rate.count.saturating_sub(1));
-        tat - burst
+        let burst = self
+            .rate
+            .interval()
+            .saturating_mul(self.rate.count.saturating_sub(1));
+        earlier(tat, burst)
     }
-}
-
-fn signed(d: Duration) -> SignedDuration {
-    SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
 #[cfg(test)]

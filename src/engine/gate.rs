@@ -25,8 +25,7 @@ use jiff::Timestamp;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::executor::Executor;
-use super::interpreter::signed;
-use crate::channels::breaker::{Admission, Observed, Ticket};
+use crate::channels::breaker::{later, Admission, Observed, Ticket};
 use crate::channels::rate::{RateSlot, WAIT_IN_PLACE};
 use crate::channels::Delivery;
 use crate::model::{
@@ -120,7 +119,7 @@ impl Executor {
                 match semaphore.clone().try_acquire_owned() {
                     Ok(permit) => Some(permit),
                     Err(_) => {
-                        let wait = self.clock.sleep_until(now + signed(WAIT_IN_PLACE));
+                        let wait = self.clock.sleep_until(later(now, WAIT_IN_PLACE));
                         tokio::select! {
                             permit = semaphore.acquire_owned() => permit.ok(),
                             _ = wait => None,
@@ -133,7 +132,7 @@ impl Executor {
             let now = self.clock.now();
             // Expected free: spread over the next wait so that the jobs
             // handed back do not all return at once.
-            let back = now + signed(WAIT_IN_PLACE.mul_f64(1.0 + fastrand::f64()));
+            let back = later(now, WAIT_IN_PLACE.mul_f64(1.0 + fastrand::f64()));
             metrics::counter!("steadfast_channel_waits_total",
                 "channel" => channel.name.clone(), "limit" => "concurrency")
             .increment(1);
