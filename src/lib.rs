@@ -24,7 +24,9 @@
 //! - [`engine`]: the interpreter (a pure function from a job's position and a
 //!   verdict to the next action), the scheduler that claims due jobs, the
 //!   executor that runs one attempt, and the batched result writer.
-//! - [`channels`]: where deliveries go: `http` and `file` spool.
+//! - [`channels`]: where deliveries go: `http` and `file` spool; and each
+//!   channel's state on this node: circuit breaker, rate and concurrency
+//!   limits, the token its `refresh_auth` fetched.
 //! - [`store`]: the durable step log behind the [`store::StepLog`] trait
 //!   (SQLite embedded).
 //! - [`reload`]: the policy in force, swapped whole, and the last reload's

@@ -1,6 +1,6 @@
 //! What stands between a claimed job and its channel, and what follows the
 //! answer: the channel's circuit breaker, its concurrency and rate limits
-//! ([`Executor::gate`]), and its `refresh_auth` ([`Executor::send`]).
+//! (`Executor::gate`), and its `refresh_auth` (`Executor::send`).
 //!
 //! None of this burns an attempt:
 //!
