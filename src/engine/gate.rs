@@ -114,30 +114,21 @@ impl Executor {
         };
         let permit = match channel.concurrency {
             None => None,
-            Some(limit) => {
-                let semaphore = self.channels.limits().concurrency(&channel.name, limit);
-                match semaphore.clone().try_acquire_owned() {
-                    Ok(permit) => Some(permit),
-                    Err(_) => {
-                        let wait = self.clock.sleep_until(later(now, WAIT_IN_PLACE));
-                        tokio::select! {
-                            permit = semaphore.acquire_owned() => permit.ok(),
-                            _ = wait => None,
-                        }
-                    }
+            Some(limit) => match self.concurrency_place(&channel.name, limit, now).await {
+                Some(permit) => Some(permit),
+                None => {
+                    let now = self.clock.now();
+                    // When a place frees is unknown: come back within the
+                    // next wait, spread so that the jobs handed back do not
+                    // all return at once.
+                    let back = later(now, WAIT_IN_PLACE.mul_f64(1.0 + fastrand::f64()));
+                    metrics::counter!("steadfast_channel_waits_total",
+                        "channel" => channel.name.clone(), "limit" => "concurrency")
+                    .increment(1);
+                    return Gate::Hold(Box::new(self.hand_back(at, back, now)));
                 }
-            }
+            },
         };
-        if channel.concurrency.is_some() && permit.is_none() {
-            let now = self.clock.now();
-            // Expected free: spread over the next wait so that the jobs
-            // handed back do not all return at once.
-            let back = later(now, WAIT_IN_PLACE.mul_f64(1.0 + fastrand::f64()));
-            metrics::counter!("steadfast_channel_waits_total",
-                "channel" => channel.name.clone(), "limit" => "concurrency")
-            .increment(1);
-            return Gate::Hold(Box::new(self.hand_back(at, back, now)));
-        }
         if let Some(rate) = channel.rate {
             let now = self.clock.now();
             match self
@@ -159,6 +150,25 @@ impl Executor {
             breaker,
             _permit: permit,
         })
+    }
+
+    /// A place among the channel's `limit` attempts in flight, waiting for
+    /// one up to [`WAIT_IN_PLACE`].
+    async fn concurrency_place(
+        &self,
+        channel: &str,
+        limit: u32,
+        now: Timestamp,
+    ) -> Option<OwnedSemaphorePermit> {
+        let semaphore = self.channels.limits().concurrency(channel, limit);
+        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let wait = self.clock.sleep_until(later(now, WAIT_IN_PLACE));
+        tokio::select! {
+            permit = semaphore.acquire_owned() => permit.ok(),
+            _ = wait => None,
+        }
     }
 
     /// Sends once and judges the answer. When the classifier answers
