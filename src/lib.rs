@@ -30,7 +30,9 @@
 //! - [`policytest`]: policy test cases (`steadfast test`): found beside the
 //!   policies, checked, run through [`simulate`], reported as a diff or
 //!   JUnit.
-//! - [`channels`]: where deliveries go: `http` and `file` spool.
+//! - [`channels`]: where deliveries go: `http` and `file` spool; and each
+//!   channel's state on this node: circuit breaker, rate and concurrency
+//!   limits, the token its `refresh_auth` fetched.
 //! - [`store`]: the durable step log behind the [`store::StepLog`] trait
 //!   (SQLite embedded).
 //! - [`reload`]: the policy in force, swapped whole, and the last reload's

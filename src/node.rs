@@ -80,13 +80,13 @@ impl Node {
             addr: config.listen.clone(),
             source,
         })?;
-        let channels = Channels::new().map_err(|e| NodeError::Channels(e.message))?;
+        let channels = Arc::new(Channels::new().map_err(|e| NodeError::Channels(e.message))?);
         let policy = Arc::new(LivePolicy::new(config.policy, config.clock.now()));
         let engine = Engine::start(
             EngineParts {
                 store: store.clone(),
                 policy: policy.clone(),
-                channels: Arc::new(channels),
+                channels: channels.clone(),
                 clock: config.clock.clone(),
             },
             config.engine,
@@ -115,6 +115,7 @@ impl Node {
             clock: config.clock,
             wake: engine.waker(),
             metrics: crate::telemetry::metrics_handle(),
+            channels,
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         let api = tokio::spawn(api::serve(listener, state, async {

@@ -2,6 +2,7 @@
 //! force, health and Prometheus metrics.
 
 mod body;
+mod channels;
 mod error;
 mod jobs;
 
@@ -22,6 +23,7 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use error::ApiError;
 
+use crate::channels::SharedChannels;
 use crate::clock::SharedClock;
 use crate::reload::LivePolicy;
 use crate::store::SharedStepLog;
@@ -38,6 +40,8 @@ pub struct AppState {
     /// Wakes the scheduler when a job may be due now.
     pub wake: Arc<Notify>,
     pub metrics: PrometheusHandle,
+    /// Each channel's breaker, limits and token state on this node.
+    pub channels: SharedChannels,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -45,6 +49,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/policies", get(policies))
+        .route("/v1/channels", get(channels::list))
+        .route("/v1/channels/{name}", get(channels::show))
         .route("/v1/flows/{flow}/jobs", post(jobs::submit))
         .route("/v1/flows/{flow}/jobs:batch", post(jobs::submit_batch))
         .route("/v1/jobs", get(jobs::list))

@@ -1,5 +1,7 @@
 //! The `http` channel: the job's payload as a JSON request body, with the
-//! job's `Idempotency-Key`, over one pooled client shared by every attempt.
+//! job's `Idempotency-Key`, over one pooled client shared by every attempt;
+//! and the request of a channel's `refresh_auth`, which fetches a fresh
+//! token (kept in memory by [`super::Tokens`], never logged or stored).
 
 use std::error::Error as _;
 use std::io;
@@ -8,7 +10,18 @@ use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Method;
 
 use super::{Delivery, DeliveryResult, Response, TransportError, MAX_BODY};
-use crate::model::{ErrorKind, HttpChannel};
+use crate::model::{ErrorKind, HttpChannel, RefreshAuth, RefreshBody, Secret};
+
+/// Why a token refresh failed. The message never holds the token, the URL
+/// or the answer's body (any of which may carry a secret).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct RefreshError {
+    /// Worth trying again later (no answer, a 5xx, a 429); otherwise the
+    /// refresh itself is refused (bad credentials, no token in the answer).
+    pub transient: bool,
+    pub message: String,
+}
 
 /// Sends HTTP deliveries; cheap to share (the client is a connection pool).
 #[derive(Clone)]
@@ -33,7 +46,14 @@ impl HttpSender {
         Ok(Self { client })
     }
 
-    pub async fn send(&self, channel: &HttpChannel, delivery: &Delivery<'_>) -> DeliveryResult {
+    /// Sends one delivery. `token`, when the channel refreshes its own, goes
+    /// in the refresh's header in place of a static header of that name.
+    pub async fn send(
+        &self,
+        channel: &HttpChannel,
+        delivery: &Delivery<'_>,
+        token: Option<&Secret>,
+    ) -> DeliveryResult {
         let method = Method::from_bytes(channel.method.as_bytes()).map_err(|_| TransportError {
             kind: ErrorKind::Other,
             message: format!("invalid method `{}`", channel.method),
@@ -45,9 +65,33 @@ impl HttpSender {
             .header(CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", delivery.idempotency_key)
             .body(delivery.payload.to_owned());
+        let token_header = channel
+            .refresh_auth
+            .as_ref()
+            .zip(token)
+            .map(|(refresh, token)| {
+                (
+                    refresh.header.as_str(),
+                    refresh.header_value(token.expose()),
+                )
+            });
         for (name, value) in &channel.headers {
+            if token_header
+                .as_ref()
+                .is_some_and(|(header, _)| header.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
             let name = HeaderName::from_bytes(name.as_bytes());
             let value = HeaderValue::from_str(value.expose());
+            if let (Ok(name), Ok(mut value)) = (name, value) {
+                value.set_sensitive(true);
+                request = request.header(name, value);
+            }
+        }
+        if let Some((name, value)) = token_header {
+            let name = HeaderName::from_bytes(name.as_bytes());
+            let value = HeaderValue::from_str(&value);
             if let (Ok(name), Ok(mut value)) = (name, value) {
                 value.set_sensitive(true);
                 request = request.header(name, value);
@@ -74,6 +118,96 @@ impl HttpSender {
             retry_after,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
+    }
+}
+
+impl HttpSender {
+    /// Runs a channel's `refresh_auth` request and returns the token found
+    /// at its path in the JSON answer.
+    pub async fn fetch_token(&self, refresh: &RefreshAuth) -> Result<Secret, RefreshError> {
+        let refused = |message: String| RefreshError {
+            transient: false,
+            message,
+        };
+        let method = Method::from_bytes(refresh.method.as_bytes())
+            .map_err(|_| refused(format!("invalid method `{}`", refresh.method)))?;
+        let mut request = self
+            .client
+            .request(method, refresh.url.expose())
+            .timeout(refresh.timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        match &refresh.body {
+            None => {}
+            Some(RefreshBody::Json(json)) => {
+                request = request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(json.expose().to_owned());
+            }
+            Some(RefreshBody::Text(text)) => request = request.body(text.expose().to_owned()),
+            Some(RefreshBody::Form(pairs)) => {
+                let pairs: Vec<(&str, &str)> = pairs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.expose()))
+                    .collect();
+                request = request.form(&pairs);
+            }
+        }
+        for (name, value) in &refresh.headers {
+            let name = HeaderName::from_bytes(name.as_bytes());
+            let value = HeaderValue::from_str(value.expose());
+            if let (Ok(name), Ok(mut value)) = (name, value) {
+                value.set_sensitive(true);
+                request = request.header(name, value);
+            }
+        }
+        let response = request.send().await.map_err(|e| {
+            let error = transport_error(e);
+            RefreshError {
+                transient: true,
+                message: format!(
+                    "the token request got no answer ({}): {}",
+                    error.kind, error.message
+                ),
+            }
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(RefreshError {
+                transient: status.is_server_error()
+                    || status.as_u16() == 429
+                    || status.as_u16() == 408,
+                message: format!("the token request was answered {}", status.as_u16()),
+            });
+        }
+        let mut response = response;
+        let mut body = Vec::new();
+        while body.len() < MAX_BODY {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(RefreshError {
+                        transient: true,
+                        message: format!(
+                            "the token answer could not be read: {}",
+                            transport_error(e).message
+                        ),
+                    })
+                }
+            }
+        }
+        let document: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| refused("the token answer is not JSON".to_string()))?;
+        refresh
+            .token
+            .find(&document)
+            .map(Secret::new)
+            .ok_or_else(|| {
+                refused(format!(
+                    "the token answer has no token at `{}`",
+                    refresh.token
+                ))
+            })
     }
 }
 

@@ -1,16 +1,26 @@
-//! Where deliveries go. A [`Deliver`] implementation per channel kind; the
-//! engine holds one [`Channels`] registry with a shared, pooled HTTP client.
+//! Where deliveries go: a sender per channel kind (`http`, `file`); the
+//! engine holds one [`Channels`] registry with a shared, pooled HTTP client
+//! and each channel's own state on this node: its circuit breaker
+//! ([`breaker`]), its rate and concurrency limits ([`rate`]) and the token
+//! its `refresh_auth` fetched ([`Tokens`]).
 
+pub mod breaker;
 mod file;
 mod http;
+pub mod rate;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::model::ChannelKind;
+use jiff::Timestamp;
+
+use crate::model::{Channel, ChannelKind, RefreshAuth, Secret};
 pub use crate::model::{DeliveryResult, Response, TransportError, MAX_BODY};
 
+pub use breaker::Breakers;
 pub use file::FileSpool;
-pub use http::HttpSender;
+pub use http::{HttpSender, RefreshError};
+pub use rate::Limits;
 
 /// What the engine hands a channel for one attempt.
 #[derive(Debug, Clone)]
@@ -24,24 +34,162 @@ pub struct Delivery<'a> {
     pub payload: &'a str,
 }
 
-/// Sends one delivery over one channel.
+/// Sends one delivery over one channel, and keeps each channel's state.
 pub struct Channels {
     http: HttpSender,
+    breakers: Breakers,
+    limits: Limits,
+    tokens: Tokens,
 }
 
 impl Channels {
     pub fn new() -> Result<Self, TransportError> {
         Ok(Self {
             http: HttpSender::new()?,
+            breakers: Breakers::new(),
+            limits: Limits::new(),
+            tokens: Tokens::default(),
         })
     }
 
+    /// Sends without a refreshed token (`on_dead` notifications).
     pub async fn deliver(&self, channel: &ChannelKind, delivery: &Delivery<'_>) -> DeliveryResult {
         match channel {
-            ChannelKind::Http(http) => self.http.send(http, delivery).await,
+            ChannelKind::Http(http) => self.http.send(http, delivery, None).await,
             ChannelKind::File(file) => FileSpool::write(file, delivery).await,
         }
+    }
+
+    /// Sends with the token the channel's `refresh_auth` last fetched, if
+    /// any; also returns that token's generation (0: none), for
+    /// [`Channels::refresh_token`].
+    pub async fn send(&self, channel: &Channel, delivery: &Delivery<'_>) -> (DeliveryResult, u64) {
+        match &channel.kind {
+            ChannelKind::Http(http) if http.refresh_auth.is_some() => {
+                let (token, generation) = self.tokens.current(&channel.name);
+                let result = self.http.send(http, delivery, token.as_ref()).await;
+                (result, generation)
+            }
+            kind => (self.deliver(kind, delivery).await, 0),
+        }
+    }
+
+    /// Fetches a fresh token for `channel`, unless one newer than
+    /// generation `seen` arrived meanwhile (another attempt refreshed it):
+    /// concurrent 401s cost one refresh.
+    pub async fn refresh_token(
+        &self,
+        channel: &str,
+        refresh: &RefreshAuth,
+        seen: u64,
+        now: Timestamp,
+    ) -> Result<(), RefreshError> {
+        let cell = self.tokens.cell(channel);
+        let _one_at_a_time = cell.refreshing.lock().await;
+        if cell.read().1 > seen {
+            return Ok(());
+        }
+        let fetched = self.http.fetch_token(refresh).await;
+        let mut state = cell.state.write().unwrap_or_else(|e| e.into_inner());
+        match fetched {
+            Ok(token) => {
+                state.token = Some(token);
+                state.generation += 1;
+                state.refreshed_at = Some(now);
+                state.refreshes += 1;
+                state.last_error = None;
+                Ok(())
+            }
+            Err(error) => {
+                state.failures += 1;
+                state.last_error = Some(error.message.clone());
+                Err(error)
+            }
+        }
+    }
+
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 }
 
 pub type SharedChannels = Arc<Channels>;
+
+/// The tokens fetched by channels' `refresh_auth`, in memory only: never
+/// logged, never in the step log, never shown by the API (which says only
+/// whether there is one and when it was fetched).
+#[derive(Default)]
+pub struct Tokens {
+    cells: Mutex<HashMap<String, Arc<TokenCell>>>,
+}
+
+#[derive(Default)]
+struct TokenCell {
+    state: RwLock<TokenState>,
+    /// Held while a refresh runs.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct TokenState {
+    token: Option<Secret>,
+    /// Bumped by every refresh that got a token.
+    generation: u64,
+    refreshed_at: Option<Timestamp>,
+    refreshes: u64,
+    failures: u64,
+    last_error: Option<String>,
+}
+
+/// What `GET /v1/channels` shows of a channel's token: never the token.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct TokenSnapshot {
+    pub has_token: bool,
+    pub refreshed_at: Option<Timestamp>,
+    pub refreshes: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+impl Tokens {
+    fn cell(&self, channel: &str) -> Arc<TokenCell> {
+        let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+        cells.entry(channel.to_string()).or_default().clone()
+    }
+
+    /// The token in force and its generation (0: none yet).
+    fn current(&self, channel: &str) -> (Option<Secret>, u64) {
+        let cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
+        match cells.get(channel) {
+            Some(cell) => cell.read(),
+            None => (None, 0),
+        }
+    }
+
+    pub fn snapshot(&self, channel: &str) -> TokenSnapshot {
+        let cell = self.cell(channel);
+        let state = cell.state.read().unwrap_or_else(|e| e.into_inner());
+        TokenSnapshot {
+            has_token: state.token.is_some(),
+            refreshed_at: state.refreshed_at,
+            refreshes: state.refreshes,
+            failures: state.failures,
+            last_error: state.last_error.clone(),
+        }
+    }
+}
+
+impl TokenCell {
+    fn read(&self) -> (Option<Secret>, u64) {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        (state.token.clone(), state.generation)
+    }
+}

@@ -1,7 +1,12 @@
 //! Channels: exactly one kind each (`http` or `file`), with URLs, methods,
-//! headers and directories checked after `${VAR}` expansion. Values that
-//! came from the environment go into [`Secret`]s; messages never quote them
-//! (only the text as written).
+//! headers and directories checked after `${VAR}` expansion, and the
+//! channel's own limits: `circuit_breaker`, `rate`, `concurrency`,
+//! `refresh_auth` (http only). Values that came from the environment go
+//! into [`Secret`]s; messages never quote them (only the text as written).
+//!
+//! A step may also set `circuit_breaker`: it configures its channel's
+//! breaker ([`apply_step_breakers`]), since a breaker's state is the
+//! channel's.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,8 +16,11 @@ use std::time::Duration;
 use super::context::{Ctx, Site};
 use super::duration::parse_duration;
 use super::names::Registry;
-use crate::model::{Channel, ChannelKind, FileChannel, HttpChannel, Secret};
-use crate::policy::defs::{ChannelDef, FileDef, HttpDef, Text};
+use crate::model::{
+    BreakerConfig, Channel, ChannelKind, FailureRatio, FileChannel, HttpChannel, Rate, RefreshAuth,
+    RefreshBody, Secret, TokenPath,
+};
+use crate::policy::defs::{BreakerDef, ChannelDef, FileDef, HttpDef, RefreshAuthDef, Text};
 
 /// The timeout of one HTTP attempt unless `timeout` says otherwise.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,34 +38,65 @@ pub fn compile_channels(
         .channels
         .values()
         .filter_map(|entry| {
-            compile_channel(ctx, &entry.site, entry.def).map(|kind| {
-                (
-                    entry.name.to_string(),
-                    Arc::new(Channel {
-                        name: entry.name.to_string(),
-                        kind,
-                    }),
-                )
-            })
+            compile_channel(ctx, &entry.site, entry.name, entry.def)
+                .map(|channel| (entry.name.to_string(), Arc::new(channel)))
         })
         .collect()
 }
 
-fn compile_channel(ctx: &mut Ctx<'_>, site: &Site, def: &ChannelDef) -> Option<ChannelKind> {
+fn compile_channel(
+    ctx: &mut Ctx<'_>,
+    site: &Site,
+    name: &str,
+    def: &ChannelDef,
+) -> Option<Channel> {
     let mut ok = true;
-    for (key, present) in [
-        ("circuit_breaker", def.circuit_breaker.is_some()),
-        ("rate", def.rate.is_some()),
-        ("concurrency", def.concurrency.is_some()),
-        ("refresh_auth", def.refresh_auth.is_some()),
-    ] {
-        if present {
-            ctx.not_supported(&site.child(key), key);
-            ok = false;
+    let breaker = match &def.circuit_breaker {
+        None => None,
+        Some(breaker) => {
+            let compiled = compile_breaker(ctx, &site.child("circuit_breaker"), breaker);
+            ok &= compiled.is_some();
+            compiled
         }
+    };
+    let rate = match &def.rate {
+        None => None,
+        Some(text) => {
+            let compiled = compile_rate(ctx, &site.child("rate"), text);
+            ok &= compiled.is_some();
+            compiled
+        }
+    };
+    if def.concurrency == Some(0) {
+        ctx.error(
+            &site.child("concurrency"),
+            "concurrency must be at least 1 (the most attempts in flight at once)",
+        );
+        ok = false;
     }
+    let refresh_auth = match &def.refresh_auth {
+        None => None,
+        Some(_) if def.http.is_none() => {
+            if def.file.is_some() {
+                ctx.error_at_key(
+                    &site.child("refresh_auth"),
+                    "`refresh_auth` is for `http` channels; a `file` channel has no token",
+                );
+                ok = false;
+            }
+            None
+        }
+        Some(refresh) => {
+            let compiled = compile_refresh_auth(ctx, &site.child("refresh_auth"), refresh);
+            ok &= compiled.is_some();
+            compiled
+        }
+    };
     let kind = match (&def.http, &def.file) {
-        (Some(http), None) => compile_http(ctx, &site.child("http"), http).map(ChannelKind::Http),
+        (Some(http), None) => compile_http(ctx, &site.child("http"), http).map(|mut http| {
+            http.refresh_auth = refresh_auth.map(Box::new);
+            ChannelKind::Http(http)
+        }),
         (None, Some(file)) => compile_file(ctx, &site.child("file"), file).map(ChannelKind::File),
         (Some(_), Some(_)) => {
             ctx.error_at_key(
@@ -71,7 +110,14 @@ fn compile_channel(ctx: &mut Ctx<'_>, site: &Site, def: &ChannelDef) -> Option<C
             None
         }
     };
-    kind.filter(|_| ok)
+    let kind = kind.filter(|_| ok)?;
+    Some(Channel {
+        name: name.to_string(),
+        kind,
+        breaker,
+        rate,
+        concurrency: def.concurrency,
+    })
 }
 
 fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpChannel> {
@@ -111,14 +157,38 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
         ok = false;
     }
 
-    let headers_site = site.child("headers");
+    let headers = compile_headers(ctx, &site.child("headers"), &def.headers, &mut ok);
+    let timeout = compile_timeout(
+        ctx,
+        &site.child("timeout"),
+        def.timeout.as_ref(),
+        DEFAULT_HTTP_TIMEOUT,
+        &mut ok,
+    );
+
+    ok.then(|| HttpChannel {
+        url: Secret::new(def.url.as_str()),
+        url_display,
+        method,
+        headers,
+        timeout,
+        refresh_auth: None,
+    })
+}
+
+fn compile_headers(
+    ctx: &mut Ctx<'_>,
+    headers_site: &Site,
+    written: &BTreeMap<String, Text>,
+    ok: &mut bool,
+) -> Vec<(String, Secret)> {
     let mut headers = Vec::new();
     let mut seen: BTreeMap<String, &str> = BTreeMap::new();
     // In the order written, so that a repeated name is reported where it
     // is repeated.
-    let mut written: Vec<(&String, &Text)> = def.headers.iter().collect();
+    let mut written: Vec<(&String, &Text)> = written.iter().collect();
     written.sort_by_key(|(name, _)| {
-        ctx.file(&headers_site)
+        ctx.file(headers_site)
             .key_at(&headers_site.child(name).path)
     });
     for (name, value) in written {
@@ -132,14 +202,14 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
                      (no spaces or `:`)"
                 ),
             );
-            ok = false;
+            *ok = false;
         } else if lower == IDEMPOTENCY_KEY {
             ctx.error_at_key(
                 &at,
                 "`Idempotency-Key` is set by the engine on every attempt (the job's key); \
                  remove it here",
             );
-            ok = false;
+            *ok = false;
         } else if let Some(earlier) = seen.insert(lower, name) {
             ctx.error_at_key(
                 &at,
@@ -147,7 +217,7 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
                     "header `{name}` is written twice (also as `{earlier}`; names ignore case)"
                 ),
             );
-            ok = false;
+            *ok = false;
         }
         if ctx.is_resolved(&at) && value.as_str().chars().any(|c| c.is_control() && c != '\t') {
             // The value itself is never quoted: it may be a token.
@@ -155,37 +225,375 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
                 &at,
                 "header value holds a line break or another control character",
             );
-            ok = false;
+            *ok = false;
         }
         headers.push((name.clone(), Secret::new(value.as_str())));
     }
+    headers
+}
 
-    let timeout_site = site.child("timeout");
-    let timeout = match &def.timeout {
-        None => DEFAULT_HTTP_TIMEOUT,
-        Some(text) => match parse_duration(text.as_str()) {
-            Ok(d) if d > Duration::ZERO => d,
-            Ok(_) => {
-                ctx.error(&timeout_site, "timeout must be longer than 0s");
-                ok = false;
-                DEFAULT_HTTP_TIMEOUT
+/// A duration that must be longer than zero; `default` when not written.
+fn compile_timeout(
+    ctx: &mut Ctx<'_>,
+    site: &Site,
+    text: Option<&Text>,
+    default: Duration,
+    ok: &mut bool,
+) -> Duration {
+    let key = site
+        .path
+        .rsplit('.')
+        .next()
+        .unwrap_or("duration")
+        .to_string();
+    match text {
+        None => default,
+        Some(text) => match positive_duration(ctx, site, text, &key) {
+            Some(d) => d,
+            None => {
+                *ok = false;
+                default
             }
-            Err(err) => {
-                let shown = ctx.shown(&timeout_site, text.as_str()).to_string();
-                ctx.error(&timeout_site, format_args!("bad duration `{shown}`: {err}"));
+        },
+    }
+}
+
+/// A duration longer than zero, or an error at `site` (named `key`).
+fn positive_duration(ctx: &mut Ctx<'_>, site: &Site, text: &Text, key: &str) -> Option<Duration> {
+    match parse_duration(text.as_str()) {
+        Ok(d) if d > Duration::ZERO => Some(d),
+        Ok(_) => {
+            ctx.error(site, format_args!("{key} must be longer than 0s"));
+            None
+        }
+        Err(err) => {
+            let shown = ctx.shown(site, text.as_str()).to_string();
+            ctx.error(site, format_args!("bad duration `{shown}`: {err}"));
+            None
+        }
+    }
+}
+
+/// A `circuit_breaker` under a channel or a step. Every problem is
+/// reported; `None` if there was one.
+pub(super) fn compile_breaker(
+    ctx: &mut Ctx<'_>,
+    site: &Site,
+    def: &BreakerDef,
+) -> Option<BreakerConfig> {
+    let mut ok = true;
+    if def.failures.is_none() && def.failure_ratio.is_none() {
+        ctx.error_at_key(
+            site,
+            "a circuit breaker needs `failures: N` (opens after N failures in a row) or \
+             `failure_ratio` with `window` (opens when that share of recent attempts failed), \
+             e.g. `{ failures: 5, window: 60s, cooldown: 30s }`",
+        );
+        ok = false;
+    }
+    if def.failures == Some(0) {
+        ctx.error(&site.child("failures"), "failures must be at least 1");
+        ok = false;
+    }
+    let window = match &def.window {
+        None => None,
+        Some(text) => {
+            let window = positive_duration(ctx, &site.child("window"), text, "window");
+            ok &= window.is_some();
+            window
+        }
+    };
+    let cooldown = match &def.cooldown {
+        None => Some(BreakerConfig::DEFAULT_COOLDOWN),
+        Some(text) => positive_duration(ctx, &site.child("cooldown"), text, "cooldown"),
+    };
+    ok &= cooldown.is_some();
+    let ratio_site = site.child("failure_ratio");
+    let ratio = match &def.failure_ratio {
+        None => None,
+        Some(text) => match parse_ratio(text.as_str()) {
+            Some(ratio) => Some(ratio),
+            None => {
+                let shown = ctx.shown(&ratio_site, text.as_str()).to_string();
+                ctx.error(
+                    &ratio_site,
+                    format_args!(
+                        "bad failure_ratio `{shown}`: write a share above 0 and at most 1, \
+                         as `50%` or `0.5`"
+                    ),
+                );
                 ok = false;
-                DEFAULT_HTTP_TIMEOUT
+                None
             }
         },
     };
+    if def.failure_ratio.is_some() && def.window.is_none() {
+        ctx.error_at_key(
+            &ratio_site,
+            "`failure_ratio` needs a `window` to count attempts over, e.g. `window: 60s`",
+        );
+        ok = false;
+    }
+    if def.min_requests == Some(0) {
+        ctx.error(
+            &site.child("min_requests"),
+            "min_requests must be at least 1",
+        );
+        ok = false;
+    } else if def.min_requests.is_some() && def.failure_ratio.is_none() {
+        ctx.warning_at_key(
+            &site.child("min_requests"),
+            "`min_requests` has no effect without `failure_ratio`",
+        );
+    }
+    if def.half_open_probes == Some(0) {
+        ctx.error(
+            &site.child("half_open_probes"),
+            "half_open_probes must be at least 1 (a breaker closes only after a probe succeeds)",
+        );
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(BreakerConfig {
+        failures: def.failures,
+        failure_ratio: ratio.map(|ratio| FailureRatio {
+            ratio,
+            min_requests: def
+                .min_requests
+                .unwrap_or(BreakerConfig::DEFAULT_MIN_REQUESTS),
+        }),
+        window,
+        cooldown: cooldown?,
+        half_open_probes: def.half_open_probes.unwrap_or(1),
+    })
+}
 
-    ok.then(|| HttpChannel {
+/// `50%` or `0.5`: a share in `(0, 1]`.
+fn parse_ratio(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let value = match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().ok()? / 100.0,
+        None => text.parse::<f64>().ok()?,
+    };
+    (value > 0.0 && value <= 1.0).then_some(value)
+}
+
+/// `50/s`, `600/m`, `3600/h`, `5/10s`, `1/250ms`.
+fn compile_rate(ctx: &mut Ctx<'_>, site: &Site, text: &Text) -> Option<Rate> {
+    match parse_rate(text.as_str()) {
+        Ok(rate) => Some(rate),
+        Err(why) => {
+            let shown = ctx.shown(site, text.as_str()).to_string();
+            ctx.error(
+                site,
+                format_args!(
+                    "bad rate `{shown}`: {why}; write a count per period, e.g. `50/s`, \
+                     `600/m` or `5/10s`"
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    let Some((count, per)) = text.trim().split_once('/') else {
+        return Err("no `/`".to_string());
+    };
+    let count: u32 = count
+        .trim()
+        .parse()
+        .map_err(|_| "the count before `/` is not a whole number".to_string())?;
+    if count == 0 {
+        return Err("the count must be at least 1".to_string());
+    }
+    let per = match per.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        other => parse_duration(other).map_err(|e| format!("the period after `/`: {e}"))?,
+    };
+    if per.is_zero() {
+        return Err("the period must be longer than 0s".to_string());
+    }
+    Ok(Rate { count, per })
+}
+
+fn compile_refresh_auth(
+    ctx: &mut Ctx<'_>,
+    site: &Site,
+    def: &RefreshAuthDef,
+) -> Option<RefreshAuth> {
+    let mut ok = true;
+    let url_site = site.child("url");
+    let url_display = ctx.shown(&url_site, &def.url).to_string();
+    if ctx.is_resolved(&url_site) && !is_http_url(&def.url) {
+        ctx.error(
+            &url_site,
+            format_args!(
+                "url `{url_display}` is not an absolute http(s) URL, \
+                 e.g. `https://auth.example.com/oauth/token`"
+            ),
+        );
+        ok = false;
+    }
+    let method_site = site.child("method");
+    let method = def.method.as_deref().unwrap_or("POST").to_ascii_uppercase();
+    if ctx.is_resolved(&method_site) && !METHODS.contains(&method.as_str()) {
+        let shown = ctx
+            .shown(&method_site, def.method.as_deref().unwrap_or_default())
+            .to_string();
+        ctx.error(
+            &method_site,
+            format_args!(
+                "unknown method `{shown}`; use one of {}",
+                METHODS.join(", ")
+            ),
+        );
+        ok = false;
+    }
+    let headers = compile_headers(ctx, &site.child("headers"), &def.headers, &mut ok);
+    let body = match (&def.body, &def.form) {
+        (Some(_), Some(_)) => {
+            ctx.error_at_key(
+                &site.child("form"),
+                "write the refresh request's `body` or its `form`, not both",
+            );
+            ok = false;
+            None
+        }
+        (Some(serde_json::Value::String(text)), None) => {
+            Some(RefreshBody::Text(Secret::new(text.as_str())))
+        }
+        (Some(value), None) => Some(RefreshBody::Json(Secret::new(value.to_string()))),
+        (None, Some(form)) => Some(RefreshBody::Form(
+            form.iter()
+                .map(|(k, v)| (k.clone(), Secret::new(v.as_str())))
+                .collect(),
+        )),
+        (None, None) => None,
+    };
+    let token_site = site.child("token");
+    let token = match TokenPath::parse(&def.token) {
+        Ok(path) => Some(path),
+        Err(why) => {
+            let shown = ctx.shown(&token_site, &def.token).to_string();
+            ctx.error(
+                &token_site,
+                format_args!(
+                    "bad token path `{shown}`: {why}; write where the token is in the \
+                     JSON answer, e.g. `access_token` or `$.data.token`"
+                ),
+            );
+            ok = false;
+            None
+        }
+    };
+    let header = def.header.clone().unwrap_or_else(|| "Authorization".into());
+    if !is_token(&header) {
+        ctx.error(
+            &site.child("header"),
+            format_args!("bad header name `{header}`: use letters, digits and `-`"),
+        );
+        ok = false;
+    } else if header.eq_ignore_ascii_case(IDEMPOTENCY_KEY) {
+        ctx.error(
+            &site.child("header"),
+            "the token cannot go in `Idempotency-Key`, which the engine sets",
+        );
+        ok = false;
+    }
+    let scheme = def.scheme.clone().unwrap_or_else(|| "Bearer".into());
+    if scheme.chars().any(|c| c.is_control() || c == ' ') {
+        ctx.error(
+            &site.child("scheme"),
+            "scheme is one word, e.g. `Bearer` (or `\"\"` for the token alone)",
+        );
+        ok = false;
+    }
+    let timeout = compile_timeout(
+        ctx,
+        &site.child("timeout"),
+        def.timeout.as_ref(),
+        RefreshAuth::DEFAULT_TIMEOUT,
+        &mut ok,
+    );
+    if !ok {
+        return None;
+    }
+    Some(RefreshAuth {
         url: Secret::new(def.url.as_str()),
         url_display,
         method,
         headers,
+        body,
+        token: token?,
+        header,
+        scheme,
         timeout,
     })
+}
+
+/// A step's `circuit_breaker`, to be applied to its channel.
+#[derive(Debug, Clone)]
+pub struct StepBreaker {
+    pub channel: String,
+    pub config: BreakerConfig,
+    pub site: Site,
+}
+
+/// Gives each channel the breaker its steps configure. A channel has one
+/// breaker: a step's must equal the channel's own, and every other step's
+/// for that channel; a difference is an error naming both places.
+pub fn apply_step_breakers(
+    ctx: &mut Ctx<'_>,
+    registry: &Registry<'_>,
+    channels: &mut BTreeMap<String, Arc<Channel>>,
+    step_breakers: &[StepBreaker],
+) {
+    let mut first_site: BTreeMap<&str, &Site> = BTreeMap::new();
+    for step in step_breakers {
+        let Some(channel) = channels.get_mut(&step.channel) else {
+            continue;
+        };
+        match (&channel.breaker, first_site.get(step.channel.as_str())) {
+            (None, _) => {
+                Arc::make_mut(channel).breaker = Some(step.config.clone());
+                first_site.insert(&step.channel, &step.site);
+            }
+            (Some(existing), _) if *existing == step.config => {}
+            (Some(_), Some(earlier)) => {
+                let earlier = ctx.describe_key(earlier);
+                ctx.error_at_key(
+                    &step.site,
+                    format_args!(
+                        "channel `{}` already has a different breaker, set by the step at \
+                         {earlier}; a breaker belongs to its channel: write it once, under \
+                         `channels.{}`",
+                        step.channel, step.channel
+                    ),
+                );
+            }
+            (Some(_), None) => {
+                let at = registry
+                    .channels
+                    .get(step.channel.as_str())
+                    .map(|entry| ctx.describe_key(&entry.site.child("circuit_breaker")))
+                    .unwrap_or_else(|| format!("channels.{}", step.channel));
+                ctx.error_at_key(
+                    &step.site,
+                    format_args!(
+                        "channel `{}` has its own circuit_breaker ({at}), different from this \
+                         one; a breaker belongs to its channel: remove this one or make them equal",
+                        step.channel
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn compile_file(ctx: &mut Ctx<'_>, site: &Site, def: &FileDef) -> Option<FileChannel> {
@@ -263,5 +671,40 @@ mod tests {
         assert!(!is_token("X Api"));
         assert!(!is_token("X:Y"));
         assert!(!is_token(""));
+    }
+
+    #[test]
+    fn rates_are_a_count_per_period() {
+        let rate = |count, ms| Rate {
+            count,
+            per: Duration::from_millis(ms),
+        };
+        assert_eq!(parse_rate("50/s"), Ok(rate(50, 1_000)));
+        assert_eq!(parse_rate(" 600 / m "), Ok(rate(600, 60_000)));
+        assert_eq!(parse_rate("3600/h"), Ok(rate(3600, 3_600_000)));
+        assert_eq!(parse_rate("5/10s"), Ok(rate(5, 10_000)));
+        assert_eq!(parse_rate("1/250ms"), Ok(rate(1, 250)));
+        for bad in [
+            "50",
+            "0/s",
+            "x/s",
+            "5/",
+            "5/0s",
+            "5/fortnight",
+            "-1/s",
+            "1.5/s",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ratios_are_shares() {
+        assert_eq!(parse_ratio("50%"), Some(0.5));
+        assert_eq!(parse_ratio("0.25"), Some(0.25));
+        assert_eq!(parse_ratio("1"), Some(1.0));
+        for bad in ["0", "0%", "150%", "1.5", "x", "-0.1"] {
+            assert_eq!(parse_ratio(bad), None, "{bad}");
+        }
     }
 }

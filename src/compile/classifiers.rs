@@ -144,14 +144,7 @@ fn compile_rule(ctx: &mut Ctx<'_>, site: &Site, label: String, def: &RuleDef) ->
         OutcomeDef::Success => Outcome::Success,
         OutcomeDef::Retry => Outcome::Retry,
         OutcomeDef::Fail => Outcome::Fail,
-        OutcomeDef::RefreshAuth => {
-            ctx.error(
-                &site.child("outcome"),
-                "`refresh_auth` is not supported yet by this engine version",
-            );
-            ok = false;
-            Outcome::RefreshAuth
-        }
+        OutcomeDef::RefreshAuth => Outcome::RefreshAuth,
     };
     let retry_after = match def.retry_after {
         None | Some(RetryAfterDef::Ignore) => RetryAfter::Ignore,

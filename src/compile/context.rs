@@ -109,14 +109,6 @@ impl<'a> Ctx<'a> {
         self.push(Severity::Warning, site, pos, message);
     }
 
-    /// A key that is parsed but not implemented yet.
-    pub fn not_supported(&mut self, site: &Site, key: &str) {
-        self.error_at_key(
-            site,
-            format_args!("`{key}` is not supported yet by this engine version"),
-        );
-    }
-
     fn push(&mut self, severity: Severity, site: &Site, pos: Pos, message: impl Display) {
         let file = self.file(site);
         self.diags.push(Diagnostic::new(

@@ -7,11 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::channels::{compile_breaker, StepBreaker};
 use super::context::{Ctx, Site};
 use super::names::{check_name_value, Ref, Registry};
 use crate::model::{
-    Calendar, Channel, Classifier, Flow, MaintenanceRule, OffHours, OnDead, RetryTemplate, Step,
-    StepHours,
+    Calendar, Channel, ChannelKind, Classifier, Flow, MaintenanceRule, OffHours, OnDead, Outcome,
+    RetryTemplate, Step, StepHours,
 };
 use crate::policy::defs::{FlowDef, OffHoursDef, StepDef, StepHoursDef};
 use crate::policy::Section;
@@ -36,6 +37,8 @@ pub struct Used {
     pub classifiers: BTreeSet<String>,
     pub calendars: BTreeSet<String>,
     pub channels: BTreeSet<String>,
+    /// Steps' `circuit_breaker`s, for their channels.
+    pub breakers: Vec<StepBreaker>,
 }
 
 pub fn compile_flows(
@@ -130,10 +133,16 @@ impl Refs<'_, '_, '_, '_> {
 
     fn step(&mut self, site: &Site, def: &StepDef, compiled: &Compiled<'_>) -> Option<Step> {
         let mut ok = true;
-        if def.circuit_breaker.is_some() {
-            self.ctx
-                .not_supported(&site.child("circuit_breaker"), "circuit_breaker");
-            ok = false;
+        if let Some(breaker) = &def.circuit_breaker {
+            let at = site.child("circuit_breaker");
+            match compile_breaker(self.ctx, &at, breaker) {
+                Some(config) => self.used.breakers.push(StepBreaker {
+                    channel: def.channel.clone(),
+                    config,
+                    site: at,
+                }),
+                None => ok = false,
+            }
         }
 
         ok &= self
@@ -183,6 +192,9 @@ impl Refs<'_, '_, '_, '_> {
                 .map(Some)
             }
         };
+        if let Some(Some(classifier)) = &classifier {
+            self.refresh_without_refresh_auth(site, def, classifier, &fallback, compiled);
+        }
         let hours = match &def.hours {
             None => Some(None),
             Some(hours) => self.hours(&site.child("hours"), hours, compiled).map(Some),
@@ -307,6 +319,46 @@ impl Refs<'_, '_, '_, '_> {
             off_hours: off_hours?,
             maintenance: maintenance?,
         })
+    }
+
+    /// Warns when the step's classifier may answer `refresh_auth` on a
+    /// channel that has no `refresh_auth` to run: there, such an answer is a
+    /// permanent failure.
+    fn refresh_without_refresh_auth(
+        &mut self,
+        site: &Site,
+        def: &StepDef,
+        classifier: &Classifier,
+        fallback: &[String],
+        compiled: &Compiled<'_>,
+    ) {
+        let Some(rule) = classifier
+            .rules
+            .iter()
+            .find(|r| r.outcome == Outcome::RefreshAuth)
+        else {
+            return;
+        };
+        let without: Vec<&str> = std::iter::once(&def.channel)
+            .chain(fallback)
+            .filter(|name| {
+                compiled.channels.get(name.as_str()).is_some_and(
+                    |c| !matches!(&c.kind, ChannelKind::Http(http) if http.refresh_auth.is_some()),
+                )
+            })
+            .map(String::as_str)
+            .collect();
+        if let Some(first) = without.first() {
+            self.ctx.warning(
+                &site.child("classify"),
+                format_args!(
+                    "rule `{}` of classifier `{}` answers `refresh_auth`, but channel `{first}` \
+                     has no `refresh_auth` to run: there that answer fails the job; add \
+                     `refresh_auth` to the channel",
+                    rule.label, classifier.name
+                ),
+            );
+        }
     }
 
     /// Checks a channel reference and records its use.

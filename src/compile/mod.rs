@@ -101,7 +101,7 @@ pub fn compile(sources: &[SourceFile], env: &EnvMode) -> Compilation {
     let templates = templates::compile_templates(&mut ctx, &registry, &mut used.templates);
     let classifiers = classifiers::compile_classifiers(&mut ctx, &registry);
     let calendars = calendars::compile_calendars(&mut ctx, &registry);
-    let channels = channels::compile_channels(&mut ctx, &registry);
+    let mut channels = channels::compile_channels(&mut ctx, &registry);
     let compiled = Compiled {
         templates: &templates,
         classifiers: &classifiers,
@@ -115,6 +115,7 @@ pub fn compile(sources: &[SourceFile], env: &EnvMode) -> Compilation {
         report_unused(&mut ctx, &registry, &compiled, &used);
     }
     lints::lint(&mut ctx, &registry, &compiled);
+    channels::apply_step_breakers(&mut ctx, &registry, &mut channels, &used.breakers);
     diagnostics.extend(ctx.into_diagnostics());
 
     // The last guard: whatever a message says, it never shows a value that

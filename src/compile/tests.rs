@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::model::{
-    Backoff, ChannelKind, Jitter, MaintenanceRule, OffHours, Outcome, RetryAfter, RetryTemplate,
+    Backoff, BreakerConfig, ChannelKind, FailureRatio, Jitter, MaintenanceRule, OffHours, Outcome,
+    Rate, RefreshAuth, RefreshBody, RetryAfter, RetryTemplate,
 };
 use crate::policy::{Format, MapEnv, SourceFile};
 
@@ -313,8 +314,6 @@ fn bad_rules_are_reported() {
             "p.yaml:6:26: error: classifiers.k.rules[1].match.status: bad status `99`: write a \
              code from 100 to 599 or a class from `1xx` to `5xx`",
             "p.yaml:8:24: error: classifiers.k.rules[2].match.body: bad regex: unclosed group",
-            "p.yaml:11:18: error: classifiers.k.rules[3].outcome: `refresh_auth` is not \
-             supported yet by this engine version",
             "p.yaml:13:57: error: classifiers.k.rules[5].name: rule name `x` is already used \
              by rule 4",
             "p.yaml:16:25: error: classifiers.typo.rules[0].match.error: unknown variant \
@@ -417,9 +416,9 @@ fn bad_channels_are_reported() {
          file: {{ dir: x }}\n  none: {{}}\n  h:\n    http:\n      url: api.example/leads\n      \
          method: FETCH\n      timeout: 0s\n      headers:\n        Bad Name: x\n        \
          Idempotency-Key: k\n        x-a: 1\n        X-A: 2\n        X-B: \"a\\nb\"\n  \
-         e:\n    file: {{ dir: '' }}\n  u:\n    file: {{ dir: x }}\n    circuit_breaker: {{ failures: 5, \
-         window: 60s, cooldown: 30s }}\n    concurrency: 4\n    rate: {{ per: 1s }}\n    \
-         refresh_auth: {{ url: 'https://a.example' }}\n\
+         e:\n    file: {{ dir: '' }}\n  u:\n    file: {{ dir: x }}\n    circuit_breaker: {{ failures: 0, \
+         window: 0s, min_requests: 0 }}\n    concurrency: 0\n    rate: 5/fortnight\n    \
+         refresh_auth: {{ url: 'https://a.example', token: t }}\n\
          {USES}        fallback: [both, none, h, e, u]\n"
     );
     assert_eq!(
@@ -442,14 +441,266 @@ fn bad_channels_are_reported() {
             "p.yaml:18:14: error: channels.h.http.headers.X-B: header value holds a line break \
              or another control character",
             "p.yaml:20:18: error: channels.e.file.dir: dir must name a directory",
-            "p.yaml:23:5: error: channels.u.circuit_breaker: `circuit_breaker` is not supported \
-             yet by this engine version",
-            "p.yaml:24:5: error: channels.u.concurrency: `concurrency` is not supported yet by \
-             this engine version",
-            "p.yaml:25:5: error: channels.u.rate: `rate` is not supported yet by this engine \
-             version",
-            "p.yaml:26:5: error: channels.u.refresh_auth: `refresh_auth` is not supported yet by \
-             this engine version",
+            "p.yaml:23:34: error: channels.u.circuit_breaker.failures: failures must be at \
+             least 1",
+            "p.yaml:23:45: error: channels.u.circuit_breaker.window: window must be longer than 0s",
+            "p.yaml:23:63: error: channels.u.circuit_breaker.min_requests: min_requests must be \
+             at least 1",
+            "p.yaml:24:18: error: channels.u.concurrency: concurrency must be at least 1 (the \
+             most attempts in flight at once)",
+            "p.yaml:25:11: error: channels.u.rate: bad rate `5/fortnight`: the period after `/`: \
+             write a number and a unit (ms, s, m, h, d), e.g. `30s`; write a count per period, \
+             e.g. `50/s`, `600/m` or `5/10s`",
+            "p.yaml:26:5: error: channels.u.refresh_auth: `refresh_auth` is for `http` \
+             channels; a `file` channel has no token",
+        ]
+    );
+}
+
+// ---------- channel limits: breakers, rates, concurrency, refresh_auth ----------
+
+#[test]
+fn channel_limits_compile() {
+    let p = ok("\
+channels:
+  api:
+    http:
+      url: https://api.acme.example/leads
+      headers: { Authorization: \"Bearer ${ACME_TOKEN}\" }
+    circuit_breaker: { failures: 5, window: 60s, cooldown: 30s }
+    rate: 50/s
+    concurrency: 8
+    refresh_auth:
+      url: https://${ACME_HOST}/token
+      form: { grant_type: client_credentials, client_secret: \"${ACME_TOKEN}\" }
+      token: $.data.access_token
+  ratio:
+    file: { dir: spool }
+    circuit_breaker: { failure_ratio: 50%, window: 1m, half_open_probes: 2 }
+classifiers:
+  k:
+    rules:
+      - { match: { status: 401 }, outcome: refresh_auth }
+flows:
+  f:
+    steps:
+      - { name: s, channel: api, classify: k, fallback: [ratio] }
+");
+    let api = &p.channels["api"];
+    assert_eq!(
+        api.breaker,
+        Some(BreakerConfig {
+            failures: Some(5),
+            failure_ratio: None,
+            window: Some(secs(60)),
+            cooldown: secs(30),
+            half_open_probes: 1,
+        })
+    );
+    assert_eq!(
+        api.rate,
+        Some(Rate {
+            count: 50,
+            per: secs(1)
+        })
+    );
+    assert_eq!(api.concurrency, Some(8));
+    let ChannelKind::Http(http) = &api.kind else {
+        panic!("http")
+    };
+    let refresh = http.refresh_auth.as_ref().expect("refresh_auth");
+    assert_eq!(refresh.url.expose(), "https://api.acme.example/token");
+    assert_eq!(refresh.url_display, "https://${ACME_HOST}/token");
+    assert_eq!(refresh.method, "POST");
+    assert_eq!(refresh.token.text, "$.data.access_token");
+    assert_eq!(refresh.header_value("t"), "Bearer t");
+    assert_eq!(refresh.timeout, RefreshAuth::DEFAULT_TIMEOUT);
+    let Some(RefreshBody::Form(form)) = &refresh.body else {
+        panic!("form body")
+    };
+    assert_eq!(form[1].0, "grant_type");
+    assert!(!format!("{:?}", p.channels).contains("tok-very-secret"));
+
+    let ratio = p.channels["ratio"].breaker.clone().expect("breaker");
+    assert_eq!(ratio.failures, None);
+    assert_eq!(
+        ratio.failure_ratio,
+        Some(FailureRatio {
+            ratio: 0.5,
+            min_requests: BreakerConfig::DEFAULT_MIN_REQUESTS
+        })
+    );
+    assert_eq!(ratio.cooldown, BreakerConfig::DEFAULT_COOLDOWN);
+    assert_eq!(ratio.half_open_probes, 2);
+}
+
+#[test]
+fn channel_limits_compile_from_toml() {
+    let c = run(&[toml(
+        "p.toml",
+        "[channels.api]\nhttp = { url = \"https://a.example\" }\nrate = \"600/m\"\nconcurrency = 4\n\
+         circuit_breaker = { failure_ratio = 0.25, window = \"30s\", min_requests = 8 }\n\
+         [channels.api.refresh_auth]\nurl = \"https://a.example/token\"\n\
+         body = { client_id = \"x\", scopes = [\"a\", \"b\"] }\ntoken = \"access_token\"\nscheme = \"\"\n\
+         [[flows.f.steps]]\nname = \"s\"\nchannel = \"api\"\n",
+    )]);
+    assert!(!c.has_errors(), "{:#?}", shown(&c));
+    let p = c.policy.unwrap();
+    let api = &p.channels["api"];
+    assert_eq!(api.rate.map(|r| r.to_string()).as_deref(), Some("600/m"));
+    let breaker = api.breaker.clone().unwrap();
+    assert_eq!(
+        breaker.failure_ratio,
+        Some(FailureRatio {
+            ratio: 0.25,
+            min_requests: 8
+        })
+    );
+    let ChannelKind::Http(http) = &api.kind else {
+        panic!("http")
+    };
+    let refresh = http.refresh_auth.as_ref().unwrap();
+    assert_eq!(
+        refresh.header_value("t"),
+        "t",
+        "scheme \"\" sends the token alone"
+    );
+    let Some(RefreshBody::Json(body)) = &refresh.body else {
+        panic!("a JSON body")
+    };
+    let body: serde_json::Value = serde_json::from_str(body.expose()).unwrap();
+    assert_eq!(body["scopes"][1], "b");
+}
+
+#[test]
+fn bad_breakers_and_refresh_auth_are_reported() {
+    let text = "\
+channels:
+  a:
+    file: { dir: a }
+    circuit_breaker: { cooldown: 10s }
+  b:
+    file: { dir: b }
+    circuit_breaker: { failure_ratio: 150%, failures: 3, min_requests: 5, cooldown: 2 }
+  c:
+    file: { dir: c }
+    circuit_breaker: { failure_ratio: 0.5, half_open_probes: 0 }
+  d:
+    http:
+      url: https://d.example
+    refresh_auth:
+      url: d.example/token
+      body: { id: x }
+      form: { id: x }
+      token: data..token
+      header: Idempotency-Key
+      scheme: Bearer token
+flows:
+  f:
+    steps:
+      - { name: s, channel: a, fallback: [b, c, d] }
+";
+    assert_eq!(
+        diags(text),
+        vec![
+            "p.yaml:4:5: error: channels.a.circuit_breaker: a circuit breaker needs \
+             `failures: N` (opens after N failures in a row) or `failure_ratio` with `window` \
+             (opens when that share of recent attempts failed), e.g. `{ failures: 5, window: \
+             60s, cooldown: 30s }`",
+            "p.yaml:7:24: error: channels.b.circuit_breaker.failure_ratio: `failure_ratio` \
+             needs a `window` to count attempts over, e.g. `window: 60s`",
+            "p.yaml:7:39: error: channels.b.circuit_breaker.failure_ratio: bad failure_ratio \
+             `150%`: write a share above 0 and at most 1, as `50%` or `0.5`",
+            "p.yaml:7:85: error: channels.b.circuit_breaker.cooldown: bad duration `2`: write \
+             a number and a unit (ms, s, m, h, d), e.g. `30s`",
+            "p.yaml:10:24: error: channels.c.circuit_breaker.failure_ratio: `failure_ratio` \
+             needs a `window` to count attempts over, e.g. `window: 60s`",
+            "p.yaml:10:62: error: channels.c.circuit_breaker.half_open_probes: \
+             half_open_probes must be at least 1 (a breaker closes only after a probe succeeds)",
+            "p.yaml:15:12: error: channels.d.refresh_auth.url: url `d.example/token` is not an \
+             absolute http(s) URL, e.g. `https://auth.example.com/oauth/token`",
+            "p.yaml:17:7: error: channels.d.refresh_auth.form: write the refresh request's \
+             `body` or its `form`, not both",
+            "p.yaml:18:14: error: channels.d.refresh_auth.token: bad token path `data..token`: \
+             an empty key (two dots in a row, or a dot at the end); write where the token is in \
+             the JSON answer, e.g. `access_token` or `$.data.token`",
+            "p.yaml:19:15: error: channels.d.refresh_auth.header: the token cannot go in \
+             `Idempotency-Key`, which the engine sets",
+            "p.yaml:20:15: error: channels.d.refresh_auth.scheme: scheme is one word, e.g. \
+             `Bearer` (or `\"\"` for the token alone)",
+        ]
+    );
+}
+
+#[test]
+fn a_step_breaker_configures_its_channel() {
+    let p = ok("\
+channels:
+  a: { file: { dir: a } }
+  b: { file: { dir: b }, circuit_breaker: { failures: 3 } }
+flows:
+  f:
+    steps:
+      - { name: one, channel: a, circuit_breaker: { failures: 5, window: 60s, cooldown: 30s } }
+      - { name: two, channel: a, circuit_breaker: { failures: 5, window: 60s, cooldown: 30s } }
+      - { name: three, channel: b, circuit_breaker: { failures: 3 } }
+");
+    let a = p.channels["a"].breaker.clone().expect("set by the steps");
+    assert_eq!(
+        (a.failures, a.window, a.cooldown),
+        (Some(5), Some(secs(60)), secs(30))
+    );
+    assert_eq!(p.channels["b"].breaker.as_ref().unwrap().failures, Some(3));
+}
+
+#[test]
+fn a_channel_has_one_breaker() {
+    let text = "\
+channels:
+  a: { file: { dir: a } }
+  b:
+    file: { dir: b }
+    circuit_breaker: { failures: 3 }
+flows:
+  f:
+    steps:
+      - { name: one, channel: a, circuit_breaker: { failures: 5 } }
+      - { name: two, channel: a, circuit_breaker: { failures: 6 } }
+      - { name: three, channel: b, circuit_breaker: { failures: 4 } }
+";
+    assert_eq!(
+        diags(text),
+        vec![
+            "p.yaml:10:34: error: flows.f.steps[1].circuit_breaker: channel `a` already has a \
+             different breaker, set by the step at p.yaml:9:34; a breaker belongs to its \
+             channel: write it once, under `channels.a`",
+            "p.yaml:11:36: error: flows.f.steps[2].circuit_breaker: channel `b` has its own \
+             circuit_breaker (p.yaml:5:5), different from this one; a breaker belongs to its \
+             channel: remove this one or make them equal",
+        ]
+    );
+}
+
+#[test]
+fn refresh_auth_rules_warn_on_channels_without_refresh_auth() {
+    let text = "\
+classifiers:
+  k:
+    rules:
+      - { match: { status: 401 }, outcome: refresh_auth, name: expired }
+channels:
+  c: { http: { url: 'https://c.example' } }
+flows:
+  f:
+    steps:
+      - { name: s, channel: c, classify: k }
+";
+    assert_eq!(
+        diags(text),
+        vec![
+            "p.yaml:10:42: warning: flows.f.steps[0].classify: rule `expired` of classifier \
+             `k` answers `refresh_auth`, but channel `c` has no `refresh_auth` to run: there \
+             that answer fails the job; add `refresh_auth` to the channel"
         ]
     );
 }
@@ -532,8 +783,6 @@ fn step_rules_and_unsupported_step_keys() {
              hold`, `off_hours: { retry: TEMPLATE }` or `maintenance: suspend`",
             "p.yaml:14:28: error: flows.f.steps[3].hours.calendar: unknown calendar `x`; no \
              calendars are defined",
-            "p.yaml:15:9: error: flows.f.steps[3].circuit_breaker: `circuit_breaker` is not \
-             supported yet by this engine version",
         ]
     );
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::gate::{At, Gate, Sent};
 use super::interpreter::{decide, hold_at, signed, Hold, Next, Position};
 use crate::channels::{Delivery, SharedChannels};
 use crate::clock::SharedClock;
@@ -74,15 +75,32 @@ impl Executor {
             idempotency_key: &key,
             payload: &job.payload,
         };
-        let result = self.channels.deliver(&channel.kind, &delivery).await;
-        let finished = self.clock.now();
+        let at = At {
+            job,
+            policy: &policy,
+            step,
+            step_index,
+            channel_index,
+            channel,
+        };
+        let slot = match self.gate(&at).await {
+            Gate::Go(slot) => slot,
+            Gate::Hold(transition) => return *transition,
+        };
+        let started = self.clock.now();
+        let Sent {
+            result,
+            verdict,
+            note,
+            finished,
+        } = self.send(channel, &delivery, step).await;
+        slot.finish(&verdict, &result, finished);
 
         let attempts = job.attempt + 1;
         let series_started_at = match (job.attempt, job.series_started_at) {
             (0, _) | (_, None) => started,
             (_, Some(at)) => at,
         };
-        let verdict = classify(step.classifier.as_deref(), &result, &step.retry, finished);
         let position = Position {
             step_index,
             channel_index,
@@ -111,6 +129,7 @@ impl Executor {
         );
 
         let (status, error, error_message) = split_result(&result);
+        let error_message = note.or(error_message);
         let (delay_ms, next_at) = match &next {
             Next::Retry { at, delay } => (Some(delay.as_millis() as i64), Some(*at)),
             Next::Suspend { delay, hold, .. } => (Some(delay.as_millis() as i64), Some(hold.until)),

@@ -3,6 +3,7 @@
 //! and the [`writer`] commits results in batched transactions.
 
 pub mod executor;
+pub mod gate;
 pub mod interpreter;
 pub mod scheduler;
 pub mod writer;

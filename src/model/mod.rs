@@ -3,6 +3,7 @@
 
 mod answer;
 mod classifier;
+mod limits;
 mod template;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,9 @@ use std::time::Duration;
 pub use crate::calendar::Calendar;
 pub use answer::{DeliveryResult, Response, TransportError, MAX_BODY};
 pub use classifier::{Classifier, ErrorKind, Matcher, Outcome, RetryAfter, Rule, StatusPattern};
+pub use limits::{
+    BreakerConfig, FailureRatio, PathSegment, Rate, RefreshAuth, RefreshBody, TokenPath,
+};
 pub use template::{Backoff, Jitter, RetryTemplate};
 
 /// The step name under which `on_dead` notifications are recorded; no flow
@@ -149,6 +153,11 @@ pub struct OnDead {
 pub struct Channel {
     pub name: String,
     pub kind: ChannelKind,
+    /// Set under the channel or by a step that uses it as its primary.
+    pub breaker: Option<BreakerConfig>,
+    pub rate: Option<Rate>,
+    /// The most attempts in flight at once.
+    pub concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +186,8 @@ pub struct HttpChannel {
     pub method: String,
     pub headers: Vec<(String, Secret)>,
     pub timeout: Duration,
+    /// How to get a fresh token when a classifier answers `refresh_auth`.
+    pub refresh_auth: Option<Box<RefreshAuth>>,
 }
 
 /// A spool directory: one JSON file per job, written atomically.

@@ -5,10 +5,7 @@
 //! Values stay close to the text: durations, jitter and names are strings
 //! here and are checked by [`crate::compile`], so that every problem is
 //! reported at once with its position. Every type denies unknown fields, so a
-//! typo is an error, never a silently ignored key. Some keys are parsed
-//! but not implemented yet (a step's `circuit_breaker`, a channel's
-//! `circuit_breaker`, `rate`, `concurrency` and `refresh_auth`); compile
-//! reports each one as not supported.
+//! typo is an error, never a silently ignored key.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -272,7 +269,7 @@ pub enum OutcomeDef {
     Success,
     Retry,
     Fail,
-    /// Parsed so that compile can say it is not supported yet.
+    /// Run the channel's `refresh_auth`, then send once more.
     RefreshAuth,
 }
 
@@ -326,15 +323,15 @@ pub struct MaintenanceDef {
 pub struct ChannelDef {
     pub http: Option<HttpDef>,
     pub file: Option<FileDef>,
-    /// Not supported yet.
+    /// The channel's breaker: stops sending while the partner is down.
     pub circuit_breaker: Option<BreakerDef>,
-    /// Not supported yet; its shape is settled when it lands, so it is kept
-    /// as written.
-    pub rate: Option<serde_json::Value>,
-    /// Not supported yet: the most attempts in flight on this channel.
+    /// The most attempts started per period: `50/s`, `600/m`, `5/10s`.
+    pub rate: Option<Text>,
+    /// The most attempts in flight on this channel at once.
     pub concurrency: Option<u32>,
-    /// Not supported yet; kept as written.
-    pub refresh_auth: Option<serde_json::Value>,
+    /// How an `http` channel gets a fresh token when a classifier answers
+    /// `refresh_auth`.
+    pub refresh_auth: Option<RefreshAuthDef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -358,14 +355,53 @@ pub struct FileDef {
     pub dir: String,
 }
 
-/// A circuit breaker. Not supported yet.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+/// A circuit breaker: `{ failures: 5, window: 60s, cooldown: 30s }` or
+/// `{ failure_ratio: 50%, window: 60s, min_requests: 20, cooldown: 30s }`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 #[derive(schemars::JsonSchema)]
 pub struct BreakerDef {
-    pub failures: u32,
-    pub window: Text,
-    pub cooldown: Text,
+    /// Opens after this many failures in a row (all within `window`, when
+    /// written).
+    pub failures: Option<u32>,
+    /// Opens when this share of the attempts within `window` failed: `50%`
+    /// or `0.5`.
+    pub failure_ratio: Option<Text>,
+    /// `failure_ratio` is judged only over at least this many attempts.
+    pub min_requests: Option<u32>,
+    pub window: Option<Text>,
+    /// How long the breaker stays open before a probe; 30s unless written.
+    pub cooldown: Option<Text>,
+    /// Probes let through when half-open; all must succeed to close. 1
+    /// unless written.
+    pub half_open_probes: Option<u32>,
+}
+
+/// `channels.NAME.refresh_auth`: a request whose JSON answer carries a
+/// fresh token.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct RefreshAuthDef {
+    pub url: String,
+    /// POST unless written.
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Text>,
+    /// Sent as JSON when a mapping or list, as written when a string.
+    pub body: Option<serde_json::Value>,
+    /// Sent form-encoded (`application/x-www-form-urlencoded`).
+    pub form: Option<BTreeMap<String, Text>>,
+    /// Where the token is in the JSON answer: `access_token`,
+    /// `$.data.token`, `tokens[0].value`.
+    pub token: String,
+    /// The header the token is sent in; `Authorization` unless written.
+    pub header: Option<String>,
+    /// Written before the token, with a space: `Bearer` unless written;
+    /// `""` sends the token alone.
+    pub scheme: Option<String>,
+    /// 10s unless written.
+    pub timeout: Option<Text>,
 }
 
 /// `flows.NAME`.
@@ -392,7 +428,8 @@ pub struct StepDef {
     pub fallback: Option<OneOrMany<String>>,
     /// Business hours and maintenance windows.
     pub hours: Option<StepHoursDef>,
-    /// Not supported yet.
+    /// Configures the breaker of the step's channel (a breaker belongs to
+    /// its channel).
     pub circuit_breaker: Option<BreakerDef>,
 }
 

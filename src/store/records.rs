@@ -148,7 +148,9 @@ pub struct AttemptRecord {
     pub job_id: String,
     pub step: String,
     pub channel: String,
-    /// 1-based attempt number on this channel of this step.
+    /// 1-based attempt number on this channel of this step; 0 on a row that
+    /// records a channel not attempted (outcome `skipped`: its breaker was
+    /// open).
     pub attempt: u32,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,

@@ -461,11 +461,11 @@ async fn apply_run(
             version: &t.policy_version,
             notify_at: opt_ms(t.notify_at),
             now: ms(t.now),
-            counts: u8::from(
-                t.attempt
-                    .as_ref()
-                    .is_some_and(|attempt| attempt.step != ON_DEAD_STEP),
-            ),
+            // Notifications and skips (a breaker sent the job on without
+            // trying this channel) are not attempts of the job.
+            counts: u8::from(t.attempt.as_ref().is_some_and(|attempt| {
+                attempt.step != ON_DEAD_STEP && attempt.outcome != "skipped"
+            })),
             running: u8::from(t.to == JobState::Running),
         })
         .collect();

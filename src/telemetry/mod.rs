@@ -9,6 +9,12 @@
 //! - `notifications_total{flow,result}`;
 //! - `holds_total{flow,step,reason}`: jobs held by a step's calendar
 //!   (`maintenance`, `off_hours`), before an attempt or instead of a retry.
+//! - `breaker_state{channel}` (0 closed, 1 half-open, 2 open) and
+//!   `breaker_transitions_total{channel,to}`, `breaker_rejections_total
+//!   {channel,action}` (see [`crate::channels::breaker`]);
+//! - `channel_waits_total{channel,limit}`: attempts sent back to wait for a
+//!   rate or concurrency slot;
+//! - `auth_refreshes_total{channel,result}`.
 
 use std::sync::OnceLock;
 
