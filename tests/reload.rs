@@ -45,7 +45,20 @@ impl Setup {
     }
 
     async fn on(root: tempfile::TempDir, dir: &Path) -> Setup {
-        let partner = Partner::start(|_| status(200)).await;
+        Setup::with_partner(root, dir, Partner::start(|_| status(200)).await).await
+    }
+
+    /// The usual layout, with the partner given.
+    async fn start_with(partner: Partner) -> Setup {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("policies");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("channels.yaml"), CHANNELS).unwrap();
+        std::fs::write(dir.join("leads.yaml"), flow_file("leads")).unwrap();
+        Setup::with_partner(root, &dir, partner).await
+    }
+
+    async fn with_partner(root: tempfile::TempDir, dir: &Path, partner: Partner) -> Setup {
         let node = TestNode::start_watching(dir, &[("PARTNER", partner.url.as_str())]).await;
         Setup {
             node,
@@ -272,4 +285,216 @@ async fn sighup_style_forced_reload_reports_unchanged_files_quietly() {
         .unwrap();
     assert_eq!(outcome, steadfast::reload::ReloadOutcome::Unchanged);
     assert_eq!(setup.policies().await["reloads"], 0);
+}
+
+/// Polls until `check` gives a value.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    check: impl Fn() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_step_renamed_away_suspends_the_job_until_it_is_back() {
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let partner = {
+        let healthy = healthy.clone();
+        Partner::start(move |_| {
+            status(if healthy.load(std::sync::atomic::Ordering::SeqCst) {
+                200
+            } else {
+                503
+            })
+        })
+        .await
+    };
+    let setup = Setup::start_with(partner).await;
+    let id = setup.node.submit_ok("leads", json!({ "n": 1 }), None).await;
+    eventually("a first attempt", || async {
+        (setup.node.job(&id).await["attempts_total"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+
+    let file = setup.dir().join("leads.yaml");
+    save_like_an_editor(
+        &file,
+        &flow_file("leads").replace("name: deliver", "name: send"),
+    );
+    let job = eventually("the job suspended", || async {
+        let job = setup.node.job(&id).await;
+        (job["state"] == "suspended").then_some(job)
+    })
+    .await;
+    assert_eq!(job["reason"], "flow_removed", "{job:#}");
+    assert_eq!(job["step"], "deliver");
+
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    save_like_an_editor(&file, &flow_file("leads"));
+    let job = setup.node.wait_final(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+}
+
+#[tokio::test]
+async fn a_job_waiting_for_its_retry_follows_the_new_policy() {
+    // The old path fails; the edit points the channel at one that works.
+    let partner = Partner::start(|r| status(if r.path == "/in" { 503 } else { 200 })).await;
+    let setup = Setup::start_with(partner).await;
+    let old = setup.policies().await["version"].clone();
+    let id = setup
+        .node
+        .submit_ok("leads", json!({ "n": 9 }), Some("k-9"))
+        .await;
+    eventually("a failed first attempt", || async {
+        (!setup.partner.requests_to("/in").is_empty()).then_some(())
+    })
+    .await;
+
+    save_like_an_editor(
+        &setup.dir().join("channels.yaml"),
+        &CHANNELS.replace("/in", "/fixed"),
+    );
+    let new = setup
+        .wait_policies("the fix in force", |p| p["version"] != old)
+        .await;
+    let job = setup.node.wait_final(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["policy_version"], old);
+    let last = attempts.last().unwrap();
+    assert_eq!(last["status"], 200);
+    assert_eq!(last["policy_version"], new["version"]);
+    // The same job and key, whichever policy sent it.
+    let fixed = setup.partner.requests_to("/fixed");
+    assert_eq!(fixed.len(), 1);
+    assert_eq!(fixed[0].idempotency_key, "k-9");
+}
+
+#[tokio::test]
+async fn a_directory_emptied_during_a_deploy_keeps_the_last_good_set() {
+    let setup = Setup::start().await;
+    let good = setup.policies().await["version"].clone();
+    std::fs::remove_file(setup.dir().join("leads.yaml")).unwrap();
+    std::fs::remove_file(setup.dir().join("channels.yaml")).unwrap();
+    let shown = setup
+        .wait_policies("refusing the empty set", |p| {
+            p["last_error"].as_array().is_some_and(|e| !e.is_empty())
+        })
+        .await;
+    assert_eq!(shown["version"], good);
+    assert!(
+        shown["last_error"][0]
+            .as_str()
+            .is_some_and(|e| e.contains("no policy files")),
+        "{shown:#}"
+    );
+    setup.delivers("leads").await;
+}
+
+/// The `steadfast` binary on `policies`, listening on a free port.
+fn spawn_run(policies: &Path, db: &Path, port: u16, extra: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"));
+    command
+        .args(["run", "--workers", "2", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--policies")
+        .arg(policies)
+        .arg("--db")
+        .arg(format!("sqlite://{}", db.display()))
+        .args(extra)
+        .env("PARTNER", "http://127.0.0.1:9")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn run_refuses_to_start_on_invalid_policies() {
+    let dir = policy_dir(&[(
+        "leads.yaml",
+        "flows:\n  leads:\n    steps:\n      - { name: deliver, channel: nowhere }\n",
+    )]);
+    let db = tempfile::tempdir().unwrap();
+    let output = spawn_run(dir.path(), &db.path().join("s.db"), free_port(), &[])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("{}:4:", dir.path().join("leads.yaml").display());
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("unknown channel `nowhere`"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_a_running_engine() {
+    let dir = policy_dir(&[
+        ("channels.yaml", CHANNELS),
+        ("leads.yaml", &flow_file("leads")),
+    ]);
+    let db = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // File events would take an hour to settle and there is no rescan:
+    // only the signal can reload.
+    let mut child = spawn_run(
+        dir.path(),
+        &db.path().join("s.db"),
+        port,
+        &["--reload-debounce", "1h", "--reload-rescan", "0s"],
+    )
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let client = http_client();
+    let url = format!("http://127.0.0.1:{port}/v1/policies");
+    let get = || async {
+        client
+            .get(&url)
+            .send()
+            .await
+            .ok()?
+            .json::<Value>()
+            .await
+            .ok()
+    };
+    let first = eventually("the engine up", get).await;
+    assert_eq!(first["flows"], json!(["leads"]));
+    save_like_an_editor(&dir.path().join("orders.yaml"), &flow_file("orders"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        get().await.unwrap()["flows"],
+        json!(["leads"]),
+        "no reload yet"
+    );
+
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let shown = eventually("the new flow after SIGHUP", || async {
+        let shown = get().await?;
+        (shown["flows"] == json!(["leads", "orders"])).then_some(shown)
+    })
+    .await;
+    assert_eq!(shown["reloads"], 1, "{shown:#}");
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
 }

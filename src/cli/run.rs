@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// How long the policy files must be quiet before a change is loaded.
     #[arg(long, default_value = "250ms", value_parser = parse_duration_arg, env = "STEADFAST_RELOAD_DEBOUNCE")]
     reload_debounce: std::time::Duration,
+    /// How often the policy files are compared anyway, in case a file-system
+    /// event was missed (network file systems); 0s turns it off.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg, env = "STEADFAST_RELOAD_RESCAN")]
+    reload_rescan: std::time::Duration,
     /// Attempts in flight at once.
     #[arg(long, default_value_t = 64, env = "STEADFAST_WORKERS")]
     workers: usize,
@@ -56,7 +60,7 @@ pub async fn run(args: RunArgs) -> CliResult {
             env: EnvMode::process(),
             watch: WatchConfig {
                 debounce: args.reload_debounce,
-                ..WatchConfig::default()
+                rescan: args.reload_rescan,
             },
         }),
     };

@@ -32,6 +32,16 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
         };
         if metadata.is_dir() {
             match policy_files_in(path) {
+                // Most likely the wrong directory, or one caught half-way
+                // through a deploy; an empty set in force would suspend
+                // every job.
+                Ok(files) if files.is_empty() => diags.push(Diagnostic::error(
+                    path,
+                    Pos::UNKNOWN,
+                    "",
+                    "no policy files (*.yaml, *.yml, *.toml) in this directory: name the \
+                     directory that holds them",
+                )),
                 Ok(files) => {
                     for file in files {
                         read_into(&file, &mut sources, &mut diags);

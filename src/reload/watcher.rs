@@ -126,7 +126,7 @@ impl Reloader {
 pub struct WatchConfig {
     /// Events closer together than this are one change.
     pub debounce: Duration,
-    /// How often the sources are compared anyway.
+    /// How often the sources are compared anyway; zero: never.
     pub rescan: Duration,
 }
 
@@ -159,7 +159,8 @@ impl Watcher {
         let (changed_tx, changed) = mpsc::channel::<()>(1);
         let targets = reloader.paths().to_vec();
         let mut debouncer = new_debouncer(
-            config.debounce,
+            // Zero would reload on every event of an editor's save.
+            config.debounce.max(Duration::from_millis(10)),
             None,
             move |result: DebounceEventResult| match result {
                 Ok(events) => {
@@ -224,14 +225,28 @@ async fn watch_loop(
     mut stopped: watch::Receiver<bool>,
 ) {
     let mut watched = identities(reloader.paths());
-    let mut rescan = tokio::time::interval(config.rescan);
-    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    rescan.tick().await;
+    // A zero period turns the rescan off (tokio's interval refuses zero).
+    let mut rescan = (!config.rescan.is_zero()).then(|| {
+        let mut every = tokio::time::interval(config.rescan);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every
+    });
+    if let Some(every) = &mut rescan {
+        every.tick().await;
+    }
     loop {
+        let next_rescan = async {
+            match &mut rescan {
+                Some(every) => {
+                    every.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         let always = tokio::select! {
             _ = changed.recv() => true,
             _ = force.notified() => true,
-            _ = rescan.tick() => false,
+            _ = next_rescan => false,
             _ = stopped.changed() => break,
         };
         let worker = reloader.clone();
