@@ -2,6 +2,7 @@
 //! stopped together. `run`, `demo` and the integration tests all start one.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -13,7 +14,8 @@ use crate::channels::Channels;
 use crate::clock::SharedClock;
 use crate::engine::{Engine, EngineConfig, EngineParts};
 use crate::model::CompiledPolicy;
-use crate::reload::LivePolicy;
+use crate::policy::EnvMode;
+use crate::reload::{LivePolicy, PolicyWatcher, Reloader, WatchConfig};
 use crate::store::{self, SharedStepLog, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,8 @@ pub struct Node {
     engine: Engine,
     api: JoinHandle<std::io::Result<()>>,
     stop_api: oneshot::Sender<()>,
+    clock: SharedClock,
+    reload: Option<(Arc<Reloader>, PolicyWatcher)>,
 }
 
 impl Node {
@@ -79,7 +83,7 @@ impl Node {
         let state = AppState {
             store: store.clone(),
             policy: policy.clone(),
-            clock: config.clock,
+            clock: config.clock.clone(),
             wake: engine.waker(),
             metrics: crate::telemetry::metrics_handle(),
         };
@@ -94,7 +98,38 @@ impl Node {
             engine,
             api,
             stop_api,
+            clock: config.clock,
+            reload: None,
         })
+    }
+
+    /// Keeps the policy in force in step with the files at `paths` (what
+    /// the policy was first loaded from): a debounced watcher and a periodic
+    /// rescan reload them on change, and a reload that brings a flow back
+    /// resumes its jobs suspended with `flow_removed`. Returns the reloader,
+    /// for `SIGHUP` or a test to force a reload. Calling it again replaces
+    /// the previous watcher.
+    pub async fn watch_policies(
+        &mut self,
+        paths: Vec<PathBuf>,
+        env: EnvMode,
+        config: WatchConfig,
+    ) -> Arc<Reloader> {
+        if let Some((_, watcher)) = self.reload.take() {
+            watcher.stop().await;
+        }
+        let reloader = Arc::new(
+            Reloader::new(paths, env, self.policy.clone(), self.clock.clone())
+                .resuming_jobs_in(self.store.clone(), self.engine.waker()),
+        );
+        let watcher = PolicyWatcher::start(reloader.clone(), config, self.clock.clone());
+        self.reload = Some((reloader.clone(), watcher));
+        reloader
+    }
+
+    /// The reloader started by [`Node::watch_policies`], if any.
+    pub fn reloader(&self) -> Option<Arc<Reloader>> {
+        self.reload.as_ref().map(|(reloader, _)| reloader.clone())
     }
 
     /// The API's base URL, e.g. `http://127.0.0.1:8787`.
@@ -102,9 +137,13 @@ impl Node {
         format!("http://{}", self.addr)
     }
 
-    /// Stops taking requests, then stops the engine: no new claims, attempts
-    /// in flight finish and commit, leases are released.
+    /// Stops watching the policies and taking requests, then stops the
+    /// engine: no new claims, attempts in flight finish and commit, leases
+    /// are released.
     pub async fn shutdown(self) {
+        if let Some((_, watcher)) = self.reload {
+            watcher.stop().await;
+        }
         let _ = self.stop_api.send(());
         match self.api.await {
             Ok(Ok(())) => {}

@@ -85,6 +85,8 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
     ))
 }
 
+/// The policy set in force and how reloads went. Documented in the README
+/// ("Hot reload"); keep the shape stable.
 async fn policies(State(state): State<AppState>) -> Json<serde_json::Value> {
     let policy = state.policy.current();
     let status = state.policy.status();
@@ -92,14 +94,16 @@ async fn policies(State(state): State<AppState>) -> Json<serde_json::Value> {
         "version": policy.version.to_string(),
         "files": policy.files,
         "loaded_at": status.loaded_at,
-        "last_error": status.last_error,
-        "last_error_at": status.last_error_at,
         "flows": policy.flows.keys().collect::<Vec<_>>(),
         "channels": policy.channels.values()
             .map(|c| json!({ "name": c.name, "kind": c.kind.kind_name() }))
             .collect::<Vec<_>>(),
         "templates": policy.templates.keys().collect::<Vec<_>>(),
         "classifiers": policy.classifiers.keys().collect::<Vec<_>>(),
+        "last_error": status.last_error,
+        "last_error_at": status.last_error_at,
+        "last_reload_at": status.last_reload_at,
+        "reloads": status.reloads,
     }))
 }
 

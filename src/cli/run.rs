@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::anyhow;
 
@@ -10,6 +11,7 @@ use crate::clock::SystemClock;
 use crate::engine::{EngineConfig, SchedulerConfig};
 use crate::model::CompiledPolicy;
 use crate::node::{Node, NodeConfig};
+use crate::reload::{ReloadCause, Reloader, WatchConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -25,6 +27,15 @@ pub struct RunArgs {
     /// Attempts in flight at once.
     #[arg(long, default_value_t = 64, env = "STEADFAST_WORKERS")]
     workers: usize,
+    /// How long policy file changes must settle before a reload.
+    #[arg(long, default_value = "300ms", value_parser = parse_duration,
+        env = "STEADFAST_RELOAD_DEBOUNCE")]
+    reload_debounce: Duration,
+    /// How often the policy files are also read and hashed, in case a file
+    /// event was missed; `0s` turns this off.
+    #[arg(long, default_value = "30s", value_parser = parse_duration,
+        env = "STEADFAST_RELOAD_RESCAN")]
+    reload_rescan: Duration,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -47,11 +58,24 @@ pub async fn run(args: RunArgs) -> CliResult {
         },
         clock: Arc::new(SystemClock),
     };
-    let node = Node::start(config)
+    let mut node = Node::start(config)
         .await
         .map_err(|e| Failure::BadInput(anyhow!(e)))?;
-    tracing::info!(api = %node.url(), db = %crate::store::redact_url(&args.db), "engine running");
+    let reloader = node
+        .watch_policies(
+            vec![args.policies.clone()],
+            crate::policy::EnvMode::process(),
+            WatchConfig {
+                debounce: args.reload_debounce,
+                rescan: args.reload_rescan,
+            },
+        )
+        .await;
+    tracing::info!(api = %node.url(), db = %crate::store::redact_url(&args.db),
+        policies = %args.policies.display(), "engine running; watching the policies");
+    let hangup = tokio::spawn(reload_on_hangup(reloader));
     shutdown_signal().await;
+    hangup.abort();
     tracing::info!("shutting down: no new claims; finishing attempts in flight");
     node.shutdown().await;
     tracing::info!("stopped");
@@ -73,6 +97,36 @@ pub fn load_policies(dir: &std::path::Path) -> Result<CompiledPolicy, Failure> {
             dir.display()
         ))
     })
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::compile::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Reloads the policies on every `SIGHUP`.
+async fn reload_on_hangup(reloader: Arc<Reloader>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; reloads follow file changes only");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the policies");
+            let outcome = reloader.reload(ReloadCause::Signal).await;
+            if let crate::reload::ReloadOutcome::Unchanged { version } = outcome {
+                tracing::info!(%version, "policies unchanged");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reloader;
+    }
 }
 
 /// Completes on ctrl-c or SIGTERM.

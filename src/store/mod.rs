@@ -139,6 +139,12 @@ pub trait StepLog: Send + Sync + 'static {
     /// guarded by the states it may come from. `None` when the job does not
     /// exist; `Some(false)` when its state forbids the change.
     async fn job_update(&self, id: &str, update: JobUpdate) -> StoreResult<Option<bool>>;
+
+    /// Makes the jobs of `flows` that are suspended because their flow,
+    /// step or channel had vanished (reason `flow_removed`) due at `now`, so
+    /// that a reload which brings them back resumes them at once instead of
+    /// at their next recheck. Returns how many were woken.
+    async fn jobs_resume_vanished(&self, flows: &[String], now: Timestamp) -> StoreResult<u64>;
 }
 
 #[cfg(test)]

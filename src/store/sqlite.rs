@@ -590,6 +590,24 @@ impl StepLog for SqliteStepLog {
             None
         })
     }
+
+    async fn jobs_resume_vanished(&self, flows: &[String], now: Timestamp) -> StoreResult<u64> {
+        if flows.is_empty() {
+            return Ok(0);
+        }
+        let names = serde_json::to_string(flows)
+            .map_err(|e| StoreError::Corrupt(format!("flow names: {e}")))?;
+        let result = sqlx::query(
+            "UPDATE jobs SET next_at = ?1, updated_at = ?1 \
+             WHERE state = 'suspended' AND reason = 'flow_removed' AND next_at > ?1 \
+               AND flow IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(ms(now))
+        .bind(names)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,11 @@
 //! - `attempts_total{flow,step,channel,outcome}`;
 //! - `attempt_duration_seconds{flow,channel}`: histogram;
 //! - `claim_lag_seconds`: histogram of start time minus due time;
-//! - `policy_reloads_total{result}`;
+//! - `policy_reloads_total{result}`: `ok` (a new version in force), `error`
+//!   (the last good set stayed), `unchanged` (the files were the set in
+//!   force);
+//! - `policy_loaded_timestamp_seconds`: when the version in force was
+//!   loaded (Unix seconds);
 //! - `notifications_total{flow,result}`.
 
 use std::sync::OnceLock;
