@@ -292,3 +292,75 @@ pub fn attempt_summary(job: &Value) -> Vec<(String, String, String, String, Stri
 pub fn path_of(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().to_path_buf()
 }
+
+/// The environment [`start_node`] compiles with: the process's, overlaid
+/// with `env`. A node's reloader must read the files the same way.
+pub fn env_mode(env: &[(&str, &str)]) -> EnvMode {
+    EnvMode::from_source(
+        env.iter()
+            .fold(MapEnv::overlaying_process(), |env, (name, value)| {
+                env.with(*name, *value)
+            }),
+    )
+}
+
+impl TestNode {
+    /// [`TestNode::start`], then watches `policies` for changes with a
+    /// short debounce and no periodic rescan, so that only file events can
+    /// reload.
+    pub async fn start_watching(policies: &Path, env: &[(&str, &str)]) -> TestNode {
+        let mut node = TestNode::start(policies, env).await;
+        node.node
+            .watch_policies(
+                vec![policies.to_path_buf()],
+                env_mode(env),
+                steadfast::reload::WatchConfig {
+                    debounce: Duration::from_millis(50),
+                    rescan: Duration::ZERO,
+                },
+            )
+            .await;
+        node
+    }
+
+    /// `GET path` as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `GET path` as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, for at most `within`;
+/// panics naming `what` (and the last value seen) otherwise.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
