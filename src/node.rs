@@ -69,6 +69,8 @@ impl Node {
             source,
         })?;
         let channels = Channels::new().map_err(|e| NodeError::Channels(e.message))?;
+        // The recorder first, so that what LivePolicy records at once shows.
+        let metrics = crate::telemetry::metrics_handle();
         let policy = Arc::new(LivePolicy::new(config.policy, config.clock.now()));
         let engine = Engine::start(
             EngineParts {
@@ -85,7 +87,7 @@ impl Node {
             policy: policy.clone(),
             clock: config.clock.clone(),
             wake: engine.waker(),
-            metrics: crate::telemetry::metrics_handle(),
+            metrics,
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         let api = tokio::spawn(api::serve(listener, state, async {

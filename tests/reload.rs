@@ -16,6 +16,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 use steadfast::clock::SystemClock;
+use steadfast::compile::policy_version;
+use steadfast::policy::{Format, SourceFile};
 use steadfast::reload::{LivePolicy, ReloadOutcome, Reloader};
 
 /// Long enough for a loaded machine; every wait returns as soon as it can.
@@ -50,12 +52,28 @@ async fn policies(node: &TestNode) -> Value {
     node.get_json("/v1/policies").await
 }
 
-/// Waits until `/v1/policies` shows a version other than `old`.
-async fn new_version(node: &TestNode, old: &str) -> Value {
-    eventually(&format!("a policy version other than {old}"), WITHIN, || async {
-        let shown = policies(node).await;
-        (shown["version"] != old).then_some(shown)
-    })
+/// The version of a directory holding exactly `files` (name, text): what
+/// `/v1/policies` shows once those files are in force. Waiting for it, not
+/// for any new version, keeps a half-written file seen on the way (a plain
+/// `fs::write` is not atomic) from ending a wait early.
+fn version_of(files: &[(&str, &str)]) -> String {
+    let sources: Vec<SourceFile> = files
+        .iter()
+        .map(|(name, text)| SourceFile::new(*name, *text, Format::Yaml))
+        .collect();
+    policy_version(&sources).to_string()
+}
+
+/// Waits until `/v1/policies` shows `version` in force.
+async fn in_force(node: &TestNode, version: &str) -> Value {
+    eventually(
+        &format!("policy version {version} in force"),
+        WITHIN,
+        || async {
+            let shown = policies(node).await;
+            (shown["version"] == version).then_some(shown)
+        },
+    )
     .await
 }
 
@@ -87,8 +105,10 @@ async fn an_editor_save_by_temp_and_rename_is_in_force_for_the_next_job() {
     let before = policies(&node).await;
     delivered_to(&node, "leads", json!({"n": 1})).await;
 
-    editor_save(&dir.path().join("leads.yaml"), &flow_file("leads", "v2"));
-    let after = new_version(&node, before["version"].as_str().unwrap()).await;
+    let v2 = flow_file("leads", "v2");
+    editor_save(&dir.path().join("leads.yaml"), &v2);
+    let after = in_force(&node, &version_of(&[("leads.yaml", &v2)])).await;
+    assert_ne!(after["version"], before["version"]);
     assert_eq!(after["reloads"]["ok"], 1, "{after:#}");
     assert_eq!(after["last_error"], json!([]));
     assert!(after["last_reload_at"].is_string(), "{after:#}");
@@ -105,12 +125,18 @@ async fn a_file_added_brings_a_flow_that_accepts_jobs_at_once() {
     let partner = Partner::start(ok_partner()).await;
     let dir = policy_dir(&[("a.yaml", &flow_file("a", "a"))]);
     let node = TestNode::start_watching(dir.path(), &[("PARTNER", &partner.url)]).await;
-    let before = policies(&node).await;
     let (status, _) = node.submit("b", json!({"payload": {}})).await;
     assert_eq!(status, 404);
 
     fs::write(dir.path().join("b.yaml"), flow_file("b", "b")).unwrap();
-    let after = new_version(&node, before["version"].as_str().unwrap()).await;
+    let after = in_force(
+        &node,
+        &version_of(&[
+            ("a.yaml", &flow_file("a", "a")),
+            ("b.yaml", &flow_file("b", "b")),
+        ]),
+    )
+    .await;
     assert_eq!(flows(&after), ["a", "b"]);
     let files: Vec<&str> = after["files"]
         .as_array()
@@ -152,9 +178,8 @@ async fn a_job_whose_flow_file_is_removed_is_suspended_and_resumes_when_it_retur
     .await;
 
     let b = fs::read_to_string(dir.path().join("b.yaml")).unwrap();
-    let before = policies(&node).await;
     fs::remove_file(dir.path().join("b.yaml")).unwrap();
-    let after = new_version(&node, before["version"].as_str().unwrap()).await;
+    let after = in_force(&node, &version_of(&[("a.yaml", &flow_file("a", "a"))])).await;
     assert_eq!(flows(&after), ["a"]);
     let (status, _) = node.submit("b", json!({"payload": {}})).await;
     assert_eq!(status, 404, "a removed flow takes no new jobs");
@@ -227,7 +252,6 @@ async fn a_replaced_directory_is_reloaded_and_watched_from_then_on() {
     fs::create_dir(&live).unwrap();
     fs::write(live.join("p.yaml"), flow_file("p", "one")).unwrap();
     let node = TestNode::start_watching(&live, &[("PARTNER", &partner.url)]).await;
-    let first = policies(&node).await;
 
     // A deploy: build the new directory beside it, then swap it in.
     let next = root.path().join("policies.next");
@@ -235,26 +259,22 @@ async fn a_replaced_directory_is_reloaded_and_watched_from_then_on() {
     fs::write(next.join("p.yaml"), flow_file("p", "two")).unwrap();
     fs::rename(&live, root.path().join("policies.old")).unwrap();
     fs::rename(&next, &live).unwrap();
-    let second = new_version(&node, first["version"].as_str().unwrap()).await;
+    in_force(&node, &version_of(&[("p.yaml", &flow_file("p", "two"))])).await;
     delivered_to(&node, "p", json!({"n": 1})).await;
     assert_eq!(partner.requests_to("/two").len(), 1);
 
     // The new directory is watched: an edit inside it is seen.
     editor_save(&live.join("p.yaml"), &flow_file("p", "three"));
-    let third = new_version(&node, second["version"].as_str().unwrap()).await;
+    in_force(&node, &version_of(&[("p.yaml", &flow_file("p", "three"))])).await;
 
     // Removed and made again.
     fs::remove_dir_all(&live).unwrap();
     fs::create_dir(&live).unwrap();
     fs::write(live.join("p.yaml"), flow_file("p", "four")).unwrap();
-    let fourth = eventually("the recreated directory in force", WITHIN, || async {
-        let shown = policies(&node).await;
-        (shown["version"] != third["version"] && shown["last_error"] == json!([]))
-            .then_some(shown)
-    })
-    .await;
+    let fourth = in_force(&node, &version_of(&[("p.yaml", &flow_file("p", "four"))])).await;
+    assert_eq!(fourth["last_error"], json!([]), "{fourth:#}");
     delivered_to(&node, "p", json!({"n": 2})).await;
-    assert_eq!(partner.requests_to("/four").len(), 1, "{fourth:#}");
+    assert_eq!(partner.requests_to("/four").len(), 1);
     node.shutdown().await;
 }
 
@@ -281,7 +301,7 @@ async fn a_git_sync_symlink_swap_is_reloaded() {
     let first = policies(&node).await;
 
     swap_to("rev2");
-    let second = new_version(&node, first["version"].as_str().unwrap()).await;
+    in_force(&node, &version_of(&[("p.yaml", &flow_file("p", "two"))])).await;
     delivered_to(&node, "p", json!({"n": 1})).await;
     assert_eq!(partner.requests_to("/two").len(), 1);
 
@@ -290,15 +310,14 @@ async fn a_git_sync_symlink_swap_is_reloaded() {
         &root.path().join("rev2").join("p.yaml"),
         &flow_file("p", "three"),
     );
-    let third = new_version(&node, second["version"].as_str().unwrap()).await;
+    in_force(&node, &version_of(&[("p.yaml", &flow_file("p", "three"))])).await;
 
     // And back: the old revision is in force again.
     fs::remove_dir_all(root.path().join("rev1")).unwrap();
     fs::create_dir(root.path().join("rev1")).unwrap();
     fs::write(root.path().join("rev1/p.yaml"), flow_file("p", "one")).unwrap();
     swap_to("rev1");
-    let back = new_version(&node, third["version"].as_str().unwrap()).await;
-    assert_eq!(back["version"], first["version"]);
+    in_force(&node, first["version"].as_str().unwrap()).await;
     delivered_to(&node, "p", json!({"n": 2})).await;
     assert_eq!(partner.requests_to("/one").len(), 1);
     node.shutdown().await;
@@ -327,7 +346,8 @@ async fn a_configmap_data_symlink_swap_is_reloaded() {
     symlink("..2026_01_02_v2", d.join("..data_tmp")).unwrap();
     fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
     fs::remove_dir_all(d.join("..2026_01_01_v1")).unwrap();
-    new_version(&node, first["version"].as_str().unwrap()).await;
+    let second = in_force(&node, &version_of(&[("p.yaml", &flow_file("p", "two"))])).await;
+    assert_ne!(second["version"], first["version"]);
     delivered_to(&node, "p", json!({"n": 1})).await;
     assert_eq!(partner.requests_to("/two").len(), 1);
     assert!(partner.requests_to("/one").is_empty());
@@ -352,7 +372,7 @@ async fn a_bad_edit_keeps_deliveries_running_and_a_good_edit_recovers() {
     .await;
     assert_eq!(shown["version"], good["version"], "the last good set stays");
     assert_eq!(shown["loaded_at"], good["loaded_at"]);
-    assert_eq!(shown["reloads"]["error"], 1, "{shown:#}");
+    assert!(shown["reloads"]["error"].as_u64() >= Some(1), "{shown:#}");
     assert!(shown["last_error_at"].is_string());
     let error = shown["last_error"][0].as_str().unwrap();
     let expected = format!("{}:9:", file.display());
@@ -372,8 +392,9 @@ async fn a_bad_edit_keeps_deliveries_running_and_a_good_edit_recovers() {
     assert!(metrics.contains("steadfast_policy_loaded_timestamp_seconds"));
 
     // A good edit recovers: new version, error cleared.
-    editor_save(&file, &flow_file("leads", "v2"));
-    let fixed = new_version(&node, good["version"].as_str().unwrap()).await;
+    let v2 = flow_file("leads", "v2");
+    editor_save(&file, &v2);
+    let fixed = in_force(&node, &version_of(&[("leads.yaml", &v2)])).await;
     assert_eq!(fixed["last_error"], json!([]), "{fixed:#}");
     assert_eq!(fixed["last_error_at"], Value::Null);
     assert_eq!(fixed["reloads"]["ok"], 1);
@@ -397,17 +418,17 @@ async fn a_job_waiting_for_its_retry_follows_the_new_policy() {
     let dir = policy_dir(&[("leads.yaml", &flow_file("leads", "broken"))]);
     let node = TestNode::start_watching(dir.path(), &[("PARTNER", &partner.url)]).await;
     let old = policies(&node).await;
-    let id = node.submit_ok("leads", json!({"lead": 9}), Some("k-9")).await;
+    let id = node
+        .submit_ok("leads", json!({"lead": 9}), Some("k-9"))
+        .await;
     eventually("a failed first attempt", WITHIN, || async {
         (!partner.requests_to("/broken").is_empty()).then_some(())
     })
     .await;
 
-    editor_save(
-        &dir.path().join("leads.yaml"),
-        &flow_file("leads", "fixed"),
-    );
-    let new = new_version(&node, old["version"].as_str().unwrap()).await;
+    let fixed = flow_file("leads", "fixed");
+    editor_save(&dir.path().join("leads.yaml"), &fixed);
+    let new = in_force(&node, &version_of(&[("leads.yaml", &fixed)])).await;
     let job = node.wait_final(&id).await;
     assert_eq!(job["state"], "succeeded", "{job:#}");
     let attempts = job["attempts"].as_array().unwrap();

@@ -289,7 +289,10 @@ mod tests {
     use std::time::Instant;
 
     fn event(kind: EventKind, path: &str) -> DebouncedEvent {
-        DebouncedEvent::new(Event::new(kind).add_path(PathBuf::from(path)), Instant::now())
+        DebouncedEvent::new(
+            Event::new(kind).add_path(PathBuf::from(path)),
+            Instant::now(),
+        )
     }
 
     #[test]
