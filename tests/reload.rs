@@ -499,3 +499,100 @@ async fn rescans_report_each_change_once_and_forced_reloads_always() {
     assert_eq!(status.reloads.ok, 1);
     assert_eq!(status.reloads.unchanged, 2);
 }
+
+/// The `steadfast` binary on `policies`, listening on a free port.
+fn spawn_run(policies: &Path, db: &Path, port: u16, extra: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"));
+    command
+        .args(["run", "--workers", "2", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--policies")
+        .arg(policies)
+        .arg("--db")
+        .arg(format!("sqlite://{}", db.display()))
+        .args(extra)
+        .env("PARTNER", "http://127.0.0.1:9")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn run_refuses_to_start_on_invalid_policies_with_no_last_good_set() {
+    let bad = flow_file("leads", "v1").replace("channel: to-leads", "channel: to-nowhere");
+    let dir = policy_dir(&[("leads.yaml", &bad)]);
+    let db = tempfile::tempdir().unwrap();
+    let output = spawn_run(dir.path(), &db.path().join("s.db"), free_port(), &[])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!("{}:9:", dir.path().join("leads.yaml").display());
+    assert!(stderr.contains(&expected), "{stderr}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_reloads_a_running_engine() {
+    let dir = policy_dir(&[("leads.yaml", &flow_file("leads", "v1"))]);
+    let db = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // File events would take an hour to settle and there is no rescan:
+    // only the signal can reload.
+    let mut child = spawn_run(
+        dir.path(),
+        &db.path().join("s.db"),
+        port,
+        &["--reload-debounce", "1h", "--reload-rescan", "0s"],
+    )
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let client = http_client();
+    let base = format!("http://127.0.0.1:{port}");
+    let first: Value = eventually("the engine up", WITHIN, || async {
+        let response = client
+            .get(format!("{base}/v1/policies"))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    })
+    .await;
+    let v2 = flow_file("leads", "v2");
+    editor_save(&dir.path().join("leads.yaml"), &v2);
+    let expected = version_of(&[("leads.yaml", &v2)]);
+    assert_ne!(first["version"], expected);
+
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let shown: Value = eventually("the new version after SIGHUP", WITHIN, || async {
+        let shown: Value = client
+            .get(format!("{base}/v1/policies"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (shown["version"] == expected).then_some(shown)
+    })
+    .await;
+    assert_eq!(shown["reloads"]["ok"], 1, "{shown:#}");
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

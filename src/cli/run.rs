@@ -11,7 +11,7 @@ use crate::clock::SystemClock;
 use crate::engine::{EngineConfig, SchedulerConfig};
 use crate::model::CompiledPolicy;
 use crate::node::{Node, NodeConfig};
-use crate::reload::{ReloadCause, Reloader, WatchConfig};
+use crate::reload::{Reloader, WatchConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -42,6 +42,9 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> CliResult {
     crate::telemetry::init_logs(args.log.log_format, "info");
+    // Listening from the start: a SIGHUP that arrives while the engine
+    // starts must not end the process (the signal's default action).
+    let hangups = Hangups::listen();
     let policy = load_policies(&args.policies)?;
     tracing::info!(version = %policy.version, files = policy.files.len(), flows = policy.flows.len(),
         "policies loaded");
@@ -73,7 +76,7 @@ pub async fn run(args: RunArgs) -> CliResult {
         .await;
     tracing::info!(api = %node.url(), db = %crate::store::redact_url(&args.db),
         policies = %args.policies.display(), "engine running; watching the policies");
-    let hangup = tokio::spawn(reload_on_hangup(reloader));
+    let hangup = tokio::spawn(hangups.reload(reloader));
     shutdown_signal().await;
     hangup.abort();
     tracing::info!("shutting down: no new claims; finishing attempts in flight");
@@ -103,28 +106,41 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::compile::parse_duration(text).map_err(|e| e.to_string())
 }
 
-/// Reloads the policies on every `SIGHUP`.
-async fn reload_on_hangup(reloader: Arc<Reloader>) {
+/// `SIGHUP`s, each of which forces a reload of the policies.
+struct Hangups {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(hangup) => hangup,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGHUP; reloads follow file changes only");
-                return;
-            }
-        };
-        while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the policies");
-            let outcome = reloader.reload(ReloadCause::Signal).await;
-            if let crate::reload::ReloadOutcome::Unchanged { version } = outcome {
-                tracing::info!(%version, "policies unchanged");
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangups {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signal = signal(SignalKind::hangup())
+                .map_err(|error| {
+                    tracing::warn!(%error, "cannot listen for SIGHUP; reloads follow file changes only");
+                })
+                .ok();
+            Hangups { signal }
+        }
+        #[cfg(not(unix))]
+        Hangups {}
+    }
+
+    /// Reloads on every `SIGHUP` until aborted.
+    async fn reload(self, reloader: Arc<Reloader>) {
+        #[cfg(unix)]
+        if let Some(mut signal) = self.signal {
+            while signal.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the policies");
+                let outcome = reloader.reload(crate::reload::ReloadCause::Signal).await;
+                if let crate::reload::ReloadOutcome::Unchanged { version } = outcome {
+                    tracing::info!(%version, "policies unchanged");
+                }
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
+        #[cfg(not(unix))]
         let _ = reloader;
     }
 }

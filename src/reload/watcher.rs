@@ -41,12 +41,15 @@ use crate::engine::interpreter::signed;
 /// How the watcher paces itself.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
-    /// How long events must settle before a reload.
+    /// How long events must settle before a reload (at least 10 ms).
     pub debounce: Duration,
     /// How often the files are read and hashed in case an event was missed;
     /// zero turns the rescan off.
     pub rescan: Duration,
 }
+
+/// The shortest debounce used, whatever is asked.
+const MIN_DEBOUNCE: Duration = Duration::from_millis(10);
 
 impl WatchConfig {
     pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(300);
@@ -81,7 +84,9 @@ impl PolicyWatcher {
             .map(|path| std::path::absolute(path).unwrap_or_else(|_| path.clone()))
             .collect();
         let changed = Arc::new(Notify::new());
-        let debouncer = match start_debouncer(&roots, config.debounce, changed.clone()) {
+        // The debouncer polls every quarter of this: never zero.
+        let debounce = config.debounce.max(MIN_DEBOUNCE);
+        let debouncer = match start_debouncer(&roots, debounce, changed.clone()) {
             Ok(debouncer) => Some(debouncer),
             Err(error) => {
                 tracing::error!(%error, rescan = ?config.rescan,
