@@ -489,7 +489,7 @@ async fn rescans_report_each_change_once_and_forced_reloads_always() {
     ));
     assert_eq!(live.status().reloads.error, 2);
 
-    fs::write(dir.path().join("b.yaml"), good_b).unwrap();
+    fs::write(dir.path().join("b.yaml"), &good_b).unwrap();
     assert!(matches!(
         reloader.rescan().await,
         Some(ReloadOutcome::Unchanged { .. })
@@ -498,6 +498,23 @@ async fn rescans_report_each_change_once_and_forced_reloads_always() {
     assert!(status.last_error.is_empty());
     assert_eq!(status.reloads.ok, 1);
     assert_eq!(status.reloads.unchanged, 2);
+
+    // An emptied directory is a mistake or a moment, never a set to run.
+    let a = fs::read_to_string(dir.path().join("a.yaml")).unwrap();
+    fs::remove_file(dir.path().join("a.yaml")).unwrap();
+    fs::remove_file(dir.path().join("b.yaml")).unwrap();
+    let Some(ReloadOutcome::Rejected { errors, .. }) = reloader.rescan().await else {
+        panic!("an empty directory is rejected");
+    };
+    assert!(errors[0].contains("no policy files"), "{errors:?}");
+    assert_eq!(live.current().version, to);
+    fs::write(dir.path().join("a.yaml"), a).unwrap();
+    fs::write(dir.path().join("b.yaml"), good_b).unwrap();
+    assert!(matches!(
+        reloader.reload_now().await,
+        ReloadOutcome::Unchanged { .. }
+    ));
+    assert!(live.status().last_error.is_empty());
 }
 
 /// The `steadfast` binary on `policies`, listening on a free port.

@@ -180,7 +180,19 @@ impl Reloader {
     async fn load(&self) -> Loaded {
         let paths = self.paths.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let (sources, diagnostics) = load_paths(&paths);
+            let (sources, mut diagnostics) = load_paths(&paths);
+            if sources.is_empty() && diagnostics.is_empty() {
+                // A directory emptied for a moment (removed and made again,
+                // a checkout under way) must not suspend every job.
+                let file = paths.first().map_or(Path::new("."), PathBuf::as_path);
+                diagnostics.push(Diagnostic::error(
+                    file,
+                    Pos::UNKNOWN,
+                    "",
+                    "no policy files (*.yaml, *.yml, *.toml): a reload never empties the \
+                     policy set; to run with no flows, leave a file that holds `{}`",
+                ));
+            }
             Loaded {
                 version: policy_version(&sources),
                 sources,
