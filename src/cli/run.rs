@@ -134,7 +134,7 @@ impl Hangups {
         if let Some(mut signal) = self.signal {
             while signal.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading the policies");
-                let outcome = reloader.reload(crate::reload::ReloadCause::Signal).await;
+                let outcome = reloader.reload_on_signal().await;
                 if let crate::reload::ReloadOutcome::Unchanged { version } = outcome {
                     tracing::info!(%version, "policies unchanged");
                 }

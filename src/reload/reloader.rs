@@ -140,20 +140,55 @@ impl Reloader {
         &self.live
     }
 
-    /// Reads the files and puts them in force if they compile.
+    /// Reads the files and puts them in force if they compile. Always
+    /// reports, even the errors it reported last time (tests, tools).
     pub async fn reload_now(&self) -> ReloadOutcome {
-        self.reload(ReloadCause::Request).await
+        self.forced(ReloadCause::Request).await
     }
 
-    /// [`Self::reload_now`], logged with its cause.
-    pub async fn reload(&self, cause: ReloadCause) -> ReloadOutcome {
+    /// [`Self::reload_now`], logged as caused by `SIGHUP`.
+    pub async fn reload_on_signal(&self) -> ReloadOutcome {
+        self.forced(ReloadCause::Signal).await
+    }
+
+    /// A reload because the watcher saw the files change: quiet (`None`)
+    /// when they are the files last rejected, so that an editor's swap
+    /// file or a second save does not log the same errors again.
+    pub async fn reload_on_change(&self) -> Option<ReloadOutcome> {
+        self.reload(ReloadCause::Change).await
+    }
+
+    async fn forced(&self, cause: ReloadCause) -> ReloadOutcome {
+        // `reload` answers every forced cause; the fallback is never used.
+        self.reload(cause)
+            .await
+            .unwrap_or_else(|| ReloadOutcome::Unchanged {
+                version: self.live.current().version.clone(),
+            })
+    }
+
+    /// Reads the files and puts them in force if they compile. A signal or
+    /// a request always reports; a change or a rescan answers `None` when
+    /// the files are the ones last rejected, and a rescan also when they
+    /// are the set in force.
+    async fn reload(&self, cause: ReloadCause) -> Option<ReloadOutcome> {
         let mut rejected = self.rejected.lock().await;
         let loaded = self.load().await;
+        let forced = matches!(cause, ReloadCause::Signal | ReloadCause::Request);
         if loaded.is(&self.live.current().version) {
-            *rejected = None;
-            return self.unchanged(loaded.version, cause);
+            // An event (or a signal) that changed nothing, or a rejected
+            // edit undone: what is on disk runs. A rescan that finds what
+            // it found before counts nothing.
+            let was_rejected = rejected.take().is_some();
+            if cause == ReloadCause::Rescan && !was_rejected {
+                return None;
+            }
+            return Some(self.unchanged(loaded.version, cause));
         }
-        self.apply(loaded, cause, &mut rejected).await
+        if !forced && rejected.as_ref() == Some(&loaded.version) {
+            return None;
+        }
+        Some(self.apply(loaded, cause, &mut rejected).await)
     }
 
     /// The safety net behind the watcher: reads the files and reloads only
@@ -161,19 +196,7 @@ impl Reloader {
     /// rejected. Returns `None` (and counts nothing) when there was nothing
     /// new. Cheap: reading and hashing a directory of small files.
     pub async fn rescan(&self) -> Option<ReloadOutcome> {
-        let mut rejected = self.rejected.lock().await;
-        let loaded = self.load().await;
-        if loaded.is(&self.live.current().version) {
-            // A rejected edit undone: what is on disk runs again.
-            return match rejected.take() {
-                Some(_) => Some(self.unchanged(loaded.version, ReloadCause::Rescan)),
-                None => None,
-            };
-        }
-        if rejected.as_ref() == Some(&loaded.version) {
-            return None;
-        }
-        Some(self.apply(loaded, ReloadCause::Rescan, &mut rejected).await)
+        self.reload(ReloadCause::Rescan).await
     }
 
     /// Reads and hashes the sources, on the blocking pool.

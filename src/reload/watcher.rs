@@ -34,9 +34,10 @@ use notify_debouncer_full::{
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use super::reloader::{ReloadCause, Reloader};
+use super::reloader::Reloader;
 use crate::clock::SharedClock;
 use crate::engine::interpreter::signed;
+use crate::policy::is_policy_file_name;
 
 /// How the watcher paces itself.
 #[derive(Debug, Clone)]
@@ -148,7 +149,24 @@ fn is_relevant(event: &DebouncedEvent, roots: &[PathBuf]) -> bool {
     event
         .paths
         .iter()
-        .any(|path| roots.iter().any(|root| path.starts_with(root)))
+        .any(|path| roots.iter().any(|root| concerns(path, root)))
+}
+
+/// Whether a change at `path` can change what loading `root` reads: the
+/// root itself (replaced, removed, a symlink swapped), a policy file in it,
+/// or a Kubernetes `..data`-style entry. Not an editor's swap or backup
+/// file, nor anything else in the root's parent.
+fn concerns(path: &Path, root: &Path) -> bool {
+    if path == root {
+        return true;
+    }
+    match path.strip_prefix(root) {
+        Ok(rest) => {
+            let name = rest.to_string_lossy();
+            name.starts_with("..") || is_policy_file_name(path)
+        }
+        Err(_) => false,
+    }
 }
 
 async fn watch_loop(
@@ -171,7 +189,7 @@ async fn watch_loop(
         tokio::select! {
             _ = &mut stopped => break,
             _ = changed.notified() => {
-                reloader.reload(ReloadCause::Change).await;
+                report(reloader.reload_on_change().await);
             }
             _ = async {
                 match rescan {
@@ -196,7 +214,7 @@ async fn watch_loop(
 
 fn report(outcome: Option<super::ReloadOutcome>) {
     if let Some(outcome) = outcome {
-        tracing::debug!(result = outcome.result(), "policy rescan");
+        tracing::debug!(result = outcome.result(), "policy files read again");
     }
 }
 
@@ -318,6 +336,21 @@ mod tests {
         assert!(!is_relevant(&event(open, "/srv/policies/a.yaml"), &roots));
         let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
         assert!(is_relevant(&event(written, "/srv/policies/a.yaml"), &roots));
+        // Editors' swap and backup files are not loaded, so not relevant;
+        // a ConfigMap's `..data` swap is.
+        for ignored in [
+            "/srv/policies/.a.yaml.swp",
+            "/srv/policies/a.yaml~",
+            "/srv/policies/notes.md",
+        ] {
+            assert!(!is_relevant(&event(created, ignored), &roots), "{ignored}");
+        }
+        let renamed = EventKind::Modify(ModifyKind::Name(notify::event::RenameMode::Any));
+        assert!(is_relevant(&event(renamed, "/srv/policies/..data"), &roots));
+        // An explicit file, seen from its directory's watch.
+        let file = vec![PathBuf::from("/srv/one.toml")];
+        assert!(is_relevant(&event(created, "/srv/one.toml"), &file));
+        assert!(!is_relevant(&event(created, "/srv/two.toml"), &file));
     }
 
     #[test]
