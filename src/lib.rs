@@ -27,8 +27,9 @@
 //! - [`channels`]: where deliveries go: `http` and `file` spool.
 //! - [`store`]: the durable step log behind the [`store::StepLog`] trait
 //!   (SQLite embedded).
-//! - [`reload`]: the policy in force, swapped whole, and the last reload's
-//!   outcome.
+//! - [`reload`]: the policy in force, swapped whole; the reloader (load,
+//!   compile, swap or keep the last good set) and the debounced watcher
+//!   that calls it when the files change.
 //! - [`api`]: the HTTP API (axum).
 //! - [`node`]: one engine node: step log, engine and API started together.
 //! - [`telemetry`]: logs and Prometheus metrics.
