@@ -265,10 +265,24 @@ async fn a_replaced_directory_is_reloaded_and_watched_from_then_on() {
 
     // The new directory is watched: an edit inside it is seen.
     editor_save(&live.join("p.yaml"), &flow_file("p", "three"));
-    in_force(&node, &version_of(&[("p.yaml", &flow_file("p", "three"))])).await;
+    let third = in_force(&node, &version_of(&[("p.yaml", &flow_file("p", "three"))])).await;
 
-    // Removed and made again.
+    // Removed: an error, and the last good set stays.
     fs::remove_dir_all(&live).unwrap();
+    let gone = eventually("the removed directory reported", WITHIN, || async {
+        let shown = policies(&node).await;
+        (shown["last_error"] != json!([])).then_some(shown)
+    })
+    .await;
+    assert_eq!(gone["version"], third["version"]);
+    assert!(
+        gone["last_error"][0]
+            .as_str()
+            .unwrap()
+            .contains("no such file or directory"),
+        "{gone:#}"
+    );
+    // Made again: only the parent's watch can see it appear.
     fs::create_dir(&live).unwrap();
     fs::write(live.join("p.yaml"), flow_file("p", "four")).unwrap();
     let fourth = in_force(&node, &version_of(&[("p.yaml", &flow_file("p", "four"))])).await;

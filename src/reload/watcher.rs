@@ -15,11 +15,15 @@
 //! - a Kubernetes ConfigMap's `..data` symlink swap: a rename inside the
 //!   policy directory; files are read through their symlinks on reload.
 //!
-//! Events are debounced (an editor's save or a checkout is a burst), and
-//! events in the parent about other paths (the step log's WAL, say) and
-//! plain reads (our own) are ignored. A periodic rescan reads and hashes the
-//! files in case an event was missed (an overflowed event queue, a network
-//! file system); it reloads only when they differ from what was seen.
+//! Events in the policy directory are debounced (an editor's save or a
+//! checkout is a burst); plain reads (our own) and files that are not
+//! loaded (editors' swap files) are ignored. The parents are watched by a
+//! plain watcher whose handler drops at once every event not about a policy
+//! path, since a parent may be busy (the step log's WAL beside
+//! `./policies`); what is left waits the same debounce. A periodic rescan
+//! reads and hashes the files in case an event was missed (an overflowed
+//! event queue, a network file system); it reloads only when they differ
+//! from what was seen.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -74,6 +78,12 @@ pub struct PolicyWatcher {
 
 type FileDebouncer = Debouncer<RecommendedWatcher, RecommendedCache>;
 
+/// The two watchers: the policy paths' (debounced) and their parents'.
+struct Sources {
+    files: Option<FileDebouncer>,
+    parents: Option<RecommendedWatcher>,
+}
+
 impl PolicyWatcher {
     /// Starts watching the reloader's paths. Never fails: when file events
     /// are unavailable (an exhausted inotify limit, say) the error is logged
@@ -84,20 +94,33 @@ impl PolicyWatcher {
             .iter()
             .map(|path| std::path::absolute(path).unwrap_or_else(|_| path.clone()))
             .collect();
-        let changed = Arc::new(Notify::new());
         // The debouncer polls every quarter of this: never zero.
         let debounce = config.debounce.max(MIN_DEBOUNCE);
-        let debouncer = match start_debouncer(&roots, debounce, changed.clone()) {
-            Ok(debouncer) => Some(debouncer),
-            Err(error) => {
-                tracing::error!(%error, rescan = ?config.rescan,
-                    "cannot watch the policy files; changes are picked up by the periodic rescan only");
-                None
-            }
+        let changed = Arc::new(Notify::new());
+        let moved = Arc::new(Notify::new());
+        let files = start_debouncer(&roots, debounce, changed.clone());
+        let parents = start_parent_watcher(&roots, moved.clone());
+        if let Some(error) = files.as_ref().err().or(parents.as_ref().err()) {
+            tracing::error!(%error, rescan = ?config.rescan,
+                "cannot watch the policy files; changes may be picked up by the periodic rescan only");
+        }
+        let sources = Sources {
+            files: files.ok(),
+            parents: parents.ok(),
         };
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(watch_loop(
-            reloader, config, clock, roots, debouncer, changed, stopped,
+            Loop {
+                reloader,
+                rescan: config.rescan,
+                debounce,
+                clock,
+                changed,
+                moved,
+            },
+            Watches::new(&roots),
+            sources,
+            stopped,
         ));
         PolicyWatcher { stop, task }
     }
@@ -134,6 +157,32 @@ fn start_debouncer(
     })
 }
 
+/// Watches the parents for the policy paths themselves being created,
+/// removed, renamed or replaced; every other event there is dropped in the
+/// handler, before any buffering.
+fn start_parent_watcher(
+    roots: &[PathBuf],
+    moved: Arc<Notify>,
+) -> notify::Result<RecommendedWatcher> {
+    let roots = roots.to_vec();
+    notify::recommended_watcher(move |result: notify::Result<notify::Event>| {
+        let relevant = match result {
+            Ok(event) => {
+                event.need_rescan()
+                    || (!matches!(event.kind, EventKind::Access(_))
+                        && event.paths.iter().any(|path| roots.contains(path)))
+            }
+            Err(error) => {
+                tracing::debug!(%error, "policy parent watcher error");
+                true
+            }
+        };
+        if relevant {
+            moved.notify_one();
+        }
+    })
+}
+
 /// Whether an event may mean the policy files changed.
 fn is_relevant(event: &DebouncedEvent, roots: &[PathBuf]) -> bool {
     if event.need_rescan() {
@@ -153,62 +202,69 @@ fn is_relevant(event: &DebouncedEvent, roots: &[PathBuf]) -> bool {
 }
 
 /// Whether a change at `path` can change what loading `root` reads: the
-/// root itself (replaced, removed, a symlink swapped), a policy file in it,
-/// or a Kubernetes `..data`-style entry. Not an editor's swap or backup
-/// file, nor anything else in the root's parent.
+/// root itself (replaced, removed, a symlink swapped), a policy file
+/// directly in it, or a Kubernetes `..data`-style entry. Not an editor's
+/// swap or backup file.
 fn concerns(path: &Path, root: &Path) -> bool {
     if path == root {
         return true;
     }
     match path.strip_prefix(root) {
-        Ok(rest) => {
-            let name = rest.to_string_lossy();
-            name.starts_with("..") || is_policy_file_name(path)
+        Ok(rest) if rest.components().count() == 1 => {
+            rest.to_string_lossy().starts_with("..") || is_policy_file_name(path)
         }
-        Err(_) => false,
+        _ => false,
     }
 }
 
-async fn watch_loop(
+/// What the watch loop works with.
+struct Loop {
     reloader: Arc<Reloader>,
-    config: WatchConfig,
+    rescan: Duration,
+    debounce: Duration,
     clock: SharedClock,
-    roots: Vec<PathBuf>,
-    mut debouncer: Option<FileDebouncer>,
+    /// Debounced changes in the policy paths.
     changed: Arc<Notify>,
+    /// The policy paths themselves changed, seen from their parents.
+    moved: Arc<Notify>,
+}
+
+async fn watch_loop(
+    l: Loop,
+    mut watches: Watches,
+    mut sources: Sources,
     mut stopped: oneshot::Receiver<()>,
 ) {
-    let mut watches = Watches::new(&roots);
-    if let Some(debouncer) = debouncer.as_mut() {
-        watches.arm(debouncer);
-    }
+    watches.arm(&mut sources);
     // Whatever changed between the first load and the watches being armed.
-    report(reloader.rescan().await);
+    report(l.reloader.rescan().await);
     loop {
-        let rescan = (!config.rescan.is_zero()).then(|| clock.now() + signed(config.rescan));
+        let rescan = (!l.rescan.is_zero()).then(|| l.clock.now() + signed(l.rescan));
         tokio::select! {
             _ = &mut stopped => break,
-            _ = changed.notified() => {
-                report(reloader.reload_on_change().await);
+            _ = l.changed.notified() => report(l.reloader.reload_on_change().await),
+            _ = l.moved.notified() => {
+                // A directory swap is two renames, a removal and a mkdir:
+                // let it finish before reading.
+                l.clock.sleep_until(l.clock.now() + signed(l.debounce)).await;
+                report(l.reloader.reload_on_change().await);
             }
             _ = async {
                 match rescan {
-                    Some(at) => clock.sleep_until(at).await,
+                    Some(at) => l.clock.sleep_until(at).await,
                     None => std::future::pending().await,
                 }
-            } => report(reloader.rescan().await),
+            } => report(l.reloader.rescan().await),
         }
-        if let Some(debouncer) = debouncer.as_mut() {
-            if watches.arm(debouncer) {
-                // A directory or symlink target replaced: read it again in
-                // case it changed before its watch existed.
-                changed.notify_one();
-            }
+        if watches.arm(&mut sources) {
+            // A directory or symlink target replaced: read it again in case
+            // it changed before its watch existed.
+            l.changed.notify_one();
         }
     }
-    if let Some(debouncer) = debouncer {
+    if let Some(files) = sources.files {
         // Signals the debouncer's thread to stop without waiting for it.
-        debouncer.stop_nonblocking();
+        files.stop_nonblocking();
     }
 }
 
@@ -218,62 +274,112 @@ fn report(outcome: Option<super::ReloadOutcome>) {
     }
 }
 
-/// The paths watched (each policy path and its parent) and the identity of
-/// what each was when its watch was added.
+/// Which watcher watches a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Role {
+    /// A policy path, by the debouncer.
+    Root,
+    /// A policy path's parent, by the parent watcher.
+    Parent,
+}
+
+/// The paths watched and the identity of what each was when its watch was
+/// added.
 struct Watches {
-    armed: HashMap<PathBuf, Option<Identity>>,
-    order: Vec<PathBuf>,
+    paths: Vec<(PathBuf, Role)>,
+    armed: HashMap<(PathBuf, Role), Option<Identity>>,
 }
 
 impl Watches {
     fn new(roots: &[PathBuf]) -> Self {
-        let mut order = Vec::new();
-        for root in roots {
-            for path in [Some(root.as_path()), root.parent()].into_iter().flatten() {
-                if !order.iter().any(|p: &PathBuf| p == path) {
-                    order.push(path.to_path_buf());
-                }
+        let mut paths: Vec<(PathBuf, Role)> = Vec::new();
+        let roles = roots.iter().map(|root| (root.clone(), Role::Root)).chain(
+            roots
+                .iter()
+                .filter_map(|root| Some((root.parent()?.to_path_buf(), Role::Parent))),
+        );
+        for entry in roles {
+            if !paths.contains(&entry) {
+                paths.push(entry);
             }
         }
         Watches {
+            paths,
             armed: HashMap::new(),
-            order,
         }
     }
 
     /// Watches every path whose identity changed since it was last armed
     /// (or that could not be watched before). Returns whether any was
     /// armed anew after the first time.
-    fn arm(&mut self, debouncer: &mut FileDebouncer) -> bool {
+    fn arm(&mut self, sources: &mut Sources) -> bool {
         let mut rearmed = false;
-        for path in &self.order {
+        for (path, role) in &self.paths {
+            let watcher: &mut dyn Watch = match role {
+                Role::Root => match sources.files.as_mut() {
+                    Some(files) => files,
+                    None => continue,
+                },
+                Role::Parent => match sources.parents.as_mut() {
+                    Some(parents) => parents,
+                    None => continue,
+                },
+            };
+            let key = (path.clone(), *role);
             let identity = identity(path);
-            let previous = self.armed.get(path);
-            if previous.is_some_and(|armed| *armed == identity) {
+            let previous = self.armed.get(&key).copied();
+            if previous == Some(identity) {
                 continue;
             }
             // The old watch follows the old directory: drop it (it may
             // already be gone with its directory).
-            let _ = debouncer.unwatch(path);
+            watcher.remove(path);
             if identity.is_none() {
                 // Not there (yet): the parent's watch sees it appear.
-                self.armed.insert(path.clone(), None);
+                self.armed.insert(key, None);
                 continue;
             }
-            match debouncer.watch(path, RecursiveMode::NonRecursive) {
+            match watcher.add(path) {
                 Ok(()) => {
-                    tracing::debug!(path = %path.display(), "watching");
+                    tracing::debug!(path = %path.display(), role = ?role, "watching");
                     rearmed |= previous.is_some();
-                    self.armed.insert(path.clone(), identity);
+                    self.armed.insert(key, identity);
                 }
                 Err(error) => {
                     // Tried again after the next reload or rescan.
                     tracing::warn!(%error, path = %path.display(), "cannot watch");
-                    self.armed.remove(path);
+                    self.armed.remove(&key);
                 }
             }
         }
         rearmed
+    }
+}
+
+/// Adding and removing one non-recursive watch, whichever the watcher.
+trait Watch {
+    fn add(&mut self, path: &Path) -> notify::Result<()>;
+    fn remove(&mut self, path: &Path);
+}
+
+impl Watch for FileDebouncer {
+    fn add(&mut self, path: &Path) -> notify::Result<()> {
+        self.watch(path, RecursiveMode::NonRecursive)
+    }
+
+    fn remove(&mut self, path: &Path) {
+        // Not watched (or already gone with its directory): nothing to do.
+        let _ = self.unwatch(path);
+    }
+}
+
+impl Watch for RecommendedWatcher {
+    fn add(&mut self, path: &Path) -> notify::Result<()> {
+        notify::Watcher::watch(self, path, RecursiveMode::NonRecursive)
+    }
+
+    fn remove(&mut self, path: &Path) {
+        let _ = notify::Watcher::unwatch(self, path);
     }
 }
 
@@ -357,11 +463,11 @@ mod tests {
     fn each_path_and_its_parent_are_watched_once() {
         let watches = Watches::new(&[PathBuf::from("/a/p"), PathBuf::from("/a/q")]);
         assert_eq!(
-            watches.order,
+            watches.paths,
             vec![
-                PathBuf::from("/a/p"),
-                PathBuf::from("/a"),
-                PathBuf::from("/a/q")
+                (PathBuf::from("/a/p"), Role::Root),
+                (PathBuf::from("/a/q"), Role::Root),
+                (PathBuf::from("/a"), Role::Parent),
             ]
         );
     }
