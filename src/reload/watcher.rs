@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use jiff::{SignedDuration, Timestamp};
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{
@@ -40,7 +41,6 @@ use tokio::task::JoinHandle;
 
 use super::reloader::Reloader;
 use crate::clock::SharedClock;
-use crate::engine::interpreter::signed;
 use crate::policy::is_policy_file_name;
 
 /// How the watcher paces itself.
@@ -239,14 +239,14 @@ async fn watch_loop(
     // Whatever changed between the first load and the watches being armed.
     report(l.reloader.rescan().await);
     loop {
-        let rescan = (!l.rescan.is_zero()).then(|| l.clock.now() + signed(l.rescan));
+        let rescan = (!l.rescan.is_zero()).then(|| after(&l.clock, l.rescan));
         tokio::select! {
             _ = &mut stopped => break,
             _ = l.changed.notified() => report(l.reloader.reload_on_change().await),
             _ = l.moved.notified() => {
                 // A directory swap is two renames, a removal and a mkdir:
                 // let it finish before reading.
-                l.clock.sleep_until(l.clock.now() + signed(l.debounce)).await;
+                l.clock.sleep_until(after(&l.clock, l.debounce)).await;
                 report(l.reloader.reload_on_change().await);
             }
             _ = async {
@@ -266,6 +266,15 @@ async fn watch_loop(
         // Signals the debouncer's thread to stop without waiting for it.
         files.stop_nonblocking();
     }
+}
+
+/// `wait` from now, saturating.
+fn after(clock: &SharedClock, wait: Duration) -> Timestamp {
+    let now = clock.now();
+    SignedDuration::try_from(wait)
+        .ok()
+        .and_then(|wait| now.checked_add(wait).ok())
+        .unwrap_or(Timestamp::MAX)
 }
 
 fn report(outcome: Option<super::ReloadOutcome>) {
