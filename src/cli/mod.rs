@@ -73,6 +73,9 @@ impl From<anyhow::Error> for Failure {
 /// Parses the command line, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_) | Command::Demo(_)) {
+        exit_quietly_on_closed_pipe();
+    }
     let outcome = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -93,6 +96,19 @@ pub fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// A short-lived command whose output goes to a closed pipe (`steadfast jobs
+/// list | head`) ends quietly, as Unix tools do, instead of panicking in
+/// `println!`. The engine keeps Rust's default (a write error, never a
+/// signal), so a closed log pipe cannot kill it mid-attempt.
+fn exit_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start, before any thread is spawned; restoring
+    // the default disposition of a signal has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use notify::RecursiveMode;
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -169,6 +170,7 @@ impl Watcher {
                     // to the policy paths count.
                     let relevant = events
                         .iter()
+                        .filter(|event| changes_content(&event.kind))
                         .flat_map(|event| event.paths.iter())
                         .any(|path| concerns(path, &targets));
                     if relevant {
@@ -307,6 +309,17 @@ fn identities(paths: &[PathBuf]) -> Vec<Option<(u64, u64)>> {
         .collect()
 }
 
+/// Whether an event can change what the files hold. Opening and reading
+/// cannot — and the reload itself opens and reads every file, so counting
+/// those would make each reload cause the next.
+fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Whether a changed path is, or is inside, one of the policy paths.
 fn concerns(changed: &Path, targets: &[PathBuf]) -> bool {
     let changed = changed.strip_prefix(".").unwrap_or(changed);
@@ -332,7 +345,24 @@ fn parent_of(path: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::concerns;
+    use super::{changes_content, concerns};
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+    use notify::EventKind;
+
+    #[test]
+    fn reading_the_files_is_not_a_change() {
+        assert!(!changes_content(&EventKind::Access(AccessKind::Open(
+            AccessMode::Any
+        ))));
+        assert!(!changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(changes_content(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes_content(&EventKind::Modify(ModifyKind::Any)));
+        assert!(changes_content(&EventKind::Create(CreateKind::File)));
+    }
     use std::path::{Path, PathBuf};
 
     #[test]
