@@ -212,11 +212,7 @@ impl Executor {
         tracing::debug!(job = %job.id, flow = %job.flow, step = %job.step,
             reason = hold.reason.as_str(), until = %hold.until, "held by the step's calendar");
         count_hold(job, &job.step, hold);
-        let held_ms = if job.attempt > 0 {
-            add_held(job.held_ms, hold.length_from(now))
-        } else {
-            job.held_ms
-        };
+        let held_ms = held_through(job, hold.length_from(now));
         Transition {
             job_id: job.id.clone(),
             owner: self.owner.to_string(),
@@ -387,6 +383,17 @@ pub fn step_idempotency_key(job_key: &str, step_index: usize, step_name: &str) -
 }
 
 /// `held_ms` with `more` added, saturating.
+/// The job's held time once it has waited `wait` without an attempt (a
+/// calendar hold, an open breaker, a rate slot). Before a series' first
+/// attempt there is no deadline running to protect, so nothing is added.
+pub(super) fn held_through(job: &JobRecord, wait: Duration) -> i64 {
+    if job.attempt > 0 {
+        add_held(job.held_ms, wait)
+    } else {
+        job.held_ms
+    }
+}
+
 fn add_held(held_ms: i64, more: Duration) -> i64 {
     let more = i64::try_from(more.as_millis()).unwrap_or(i64::MAX);
     held_ms.max(0).saturating_add(more)

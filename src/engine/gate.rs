@@ -24,7 +24,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::executor::Executor;
+use super::executor::{held_through, Executor};
 use crate::channels::breaker::{later, Admission, Observed, Ticket};
 use crate::channels::rate::{RateSlot, WAIT_IN_PLACE};
 use crate::channels::Delivery;
@@ -325,14 +325,8 @@ impl Executor {
     /// way.
     fn wait_until(&self, at: &At<'_>, until: Timestamp, now: Timestamp) -> Transition {
         let job = at.job;
-        let waited = until.duration_since(now);
-        let waited_ms = i64::try_from(Duration::try_from(waited).unwrap_or_default().as_millis())
-            .unwrap_or(i64::MAX);
-        let held_ms = if job.attempt > 0 {
-            job.held_ms.saturating_add(waited_ms)
-        } else {
-            job.held_ms
-        };
+        let waited = Duration::try_from(until.duration_since(now)).unwrap_or_default();
+        let held_ms = held_through(job, waited);
         Transition {
             job_id: job.id.clone(),
             owner: self.owner.to_string(),
