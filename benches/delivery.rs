@@ -295,6 +295,7 @@ impl Engine {
                 ..EngineConfig::default()
             },
             clock: Arc::new(SystemClock),
+            tokens: Vec::new(),
             reload: None,
         })
         .await?;
@@ -521,6 +522,7 @@ async fn reload_latency(dir: &Path, partner: &str) -> Result<f64> {
         listen: "127.0.0.1:0".into(),
         engine: EngineConfig::default(),
         clock: Arc::new(SystemClock),
+        tokens: Vec::new(),
         reload: Some(ReloadSource {
             paths: vec![policies.clone()],
             env,

@@ -56,6 +56,7 @@ pub mod policy;
 pub mod policytest;
 pub mod reload;
 pub mod retry;
+pub mod settings;
 pub mod simulate;
 pub mod store;
 pub mod telemetry;

@@ -51,6 +51,9 @@ pub struct NodeConfig {
     /// Watch the policy files and reload on change; `None`: the policy is
     /// fixed for the node's life.
     pub reload: Option<ReloadSource>,
+    /// The API's tokens; none: the API is open (loopback only, which
+    /// `steadfast run` enforces).
+    pub tokens: Vec<api::Token>,
 }
 
 /// A running node.
@@ -116,6 +119,8 @@ impl Node {
             wake: engine.waker(),
             metrics: crate::telemetry::metrics_handle(),
             channels,
+            access: api::Access::new(&config.tokens, addr.ip().is_loopback()),
+            operations: Arc::new(api::dlq::Operations::default()),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         let api = tokio::spawn(api::serve(listener, state, async {

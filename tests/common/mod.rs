@@ -243,15 +243,39 @@ impl TestNode {
 }
 
 pub async fn start_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Node {
-    start_node_with(policies, env, db, false).await
+    start_node_with(policies, env, db, false, Vec::new()).await
+}
+
+impl TestNode {
+    /// Like [`TestNode::start`], with API tokens.
+    pub async fn start_with_tokens(
+        policies: &Path,
+        env: &[(&str, &str)],
+        tokens: Vec<steadfast::api::Token>,
+    ) -> TestNode {
+        let db_dir = tempfile::tempdir().unwrap();
+        let db = db_dir.path().join("steadfast.db");
+        let node = start_node_with(policies, env, &db, false, tokens).await;
+        TestNode {
+            node,
+            client: http_client(),
+            db_dir,
+        }
+    }
 }
 
 /// A node whose policy files are watched and reloaded on change.
 pub async fn start_watching_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Node {
-    start_node_with(policies, env, db, true).await
+    start_node_with(policies, env, db, true, Vec::new()).await
 }
 
-async fn start_node_with(policies: &Path, env: &[(&str, &str)], db: &Path, watch: bool) -> Node {
+async fn start_node_with(
+    policies: &Path,
+    env: &[(&str, &str)],
+    db: &Path,
+    watch: bool,
+    tokens: Vec<steadfast::api::Token>,
+) -> Node {
     let env = env
         .iter()
         .fold(MapEnv::overlaying_process(), |env, (name, value)| {
@@ -282,6 +306,7 @@ async fn start_node_with(policies: &Path, env: &[(&str, &str)], db: &Path, watch
             ..EngineConfig::default()
         },
         clock: Arc::new(SystemClock),
+        tokens,
         reload: watch.then(|| ReloadSource {
             paths: vec![policies.to_path_buf()],
             env,

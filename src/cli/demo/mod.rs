@@ -105,6 +105,7 @@ pub async fn run(args: DemoArgs) -> CliResult {
         listen: args.listen.clone(),
         engine: EngineConfig::default(),
         clock: Arc::new(SystemClock),
+        tokens: Vec::new(),
         reload: None,
     })
     .await
