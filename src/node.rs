@@ -67,6 +67,7 @@ pub struct Node {
     stop_api: oneshot::Sender<()>,
     reloader: Option<Arc<Reloader>>,
     watcher: Option<Watcher>,
+    gauges: JoinHandle<()>,
 }
 
 impl Node {
@@ -126,7 +127,9 @@ impl Node {
         let api = tokio::spawn(api::serve(listener, state, async {
             let _ = stopped.await;
         }));
+        let gauges = tokio::spawn(refresh_job_gauges(store.clone()));
         Ok(Node {
+            gauges,
             addr,
             store,
             policy,
@@ -159,6 +162,7 @@ impl Node {
     /// Stops taking requests, then stops the engine: no new claims, attempts
     /// in flight finish and commit, leases are released.
     pub async fn shutdown(self) {
+        self.gauges.abort();
         if let Some(watcher) = self.watcher {
             watcher.stop().await;
         }
@@ -169,6 +173,17 @@ impl Node {
             Err(error) => tracing::error!(%error, "API task failed"),
         }
         self.engine.shutdown().await;
+    }
+}
+
+/// Keeps the `jobs{state}` gauges current between scrapes.
+async fn refresh_job_gauges(store: SharedStepLog) {
+    loop {
+        match store.jobs_count_by_state().await {
+            Ok(counts) => crate::telemetry::record_job_counts(&counts),
+            Err(error) => tracing::warn!(%error, "counting jobs by state failed"),
+        }
+        tokio::time::sleep(crate::telemetry::JOB_GAUGES_EVERY).await;
     }
 }
 

@@ -257,6 +257,21 @@ async fn retrying_ids_starts_the_failed_step_afresh_and_keeps_the_history() {
         assert_eq!(attempts[1]["status"], 200);
         assert_eq!(attempts[1]["attempt"], 1, "the step starts afresh");
     }
+    let (_, metrics) = dlq.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    for series in [
+        "steadfast_dead_letters_total{flow=\"leads\",reason=\"permanent\"}",
+        "steadfast_attempts_until_success_bucket{flow=\"leads\",le=\"2\"}",
+        "steadfast_manual_retries_total",
+        "steadfast_jobs{state=\"dead\"}",
+        "steadfast_claim_lag_seconds_bucket",
+        "steadfast_attempt_duration_seconds_bucket",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
     // Retrying a job that is not dead is skipped, not an error.
     let (_, body) = dlq.post("/v1/dlq/retry", json!({ "ids": [a] })).await;
     let op = dlq.operation(body["operation"].as_str().unwrap()).await;
@@ -472,4 +487,73 @@ async fn cancel_ends_a_dead_job_on_purpose() {
     assert_eq!(op["retried"], 0, "{op}");
     assert_eq!(dlq.node.job(&id).await["state"], "cancelled");
     dlq.node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_over_its_flows_hourly_quota_waits_for_the_next_hour() {
+    let partner = Partner::start(|_| status(503)).await;
+    let policies = policy_dir(&[(
+        "q.yaml",
+        r#"
+templates:
+  quick: { backoff: fixed, initial: 10ms, retries: 5, jitter: none }
+channels:
+  partner: { http: { url: "${PARTNER}/in" } }
+flows:
+  capped:
+    steps:
+      - { name: deliver, channel: partner, retry: quick }
+"#,
+    )]);
+    let node = TestNode::start_with_quotas(
+        policies.path(),
+        &[("PARTNER", partner.url.as_str())],
+        steadfast::retry::quota::QuotaConfig {
+            per_flow_per_hour: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = node.submit_ok("capped", json!({ "n": 1 }), None).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let job = loop {
+        let job = node.job(&id).await;
+        if job["state"] == "suspended" {
+            break job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never held by the quota: {job:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(job["reason"], "quota", "{job:#}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(
+        attempts.len(),
+        3,
+        "two retries allowed, the third held: {job:#}"
+    );
+    assert_eq!(attempts[2]["decision"], "suspend");
+    let next: jiff::Timestamp = job["next_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        next.as_millisecond() % 3_600_000,
+        0,
+        "the next hour: {next}"
+    );
+    let metrics = node
+        .client
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("steadfast_quota_rejections_total{flow=\"capped\",scope=\"flow\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("steadfast_retries_total{flow=\"capped\",reason=\"http_503\"}"));
+    node.shutdown().await;
 }

@@ -299,7 +299,7 @@ async fn run_retry(state: AppState, id: String, target: Target, rate: f64) {
         Ok(())
     }
     .await;
-    metrics::counter!("steadfast_retries_total", "reason" => "manual").increment(retried);
+    metrics::counter!("steadfast_manual_retries_total").increment(retried);
     let finished = state.clock.now();
     state.operations.update(&id, |op| {
         op.done = true;

@@ -410,6 +410,7 @@ pub async fn retry(
         at: state.clock.now(),
     };
     let view = apply(&state, &id, update, "retry", "dead").await?;
+    metrics::counter!("steadfast_manual_retries_total").increment(1);
     state.wake.notify_one();
     Ok(view)
 }

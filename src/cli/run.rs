@@ -77,6 +77,11 @@ pub async fn run(args: RunArgs) -> CliResult {
                 workers: settings.workers.max(1),
                 ..SchedulerConfig::default()
             },
+            quotas: crate::retry::quota::QuotaConfig {
+                per_hour: settings.quotas.retries_per_hour,
+                per_flow_per_hour: settings.quotas.retries_per_hour_per_flow,
+                flows: settings.quotas.flows.clone(),
+            },
             ..EngineConfig::default()
         },
         clock: Arc::new(SystemClock),

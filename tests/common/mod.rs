@@ -243,7 +243,7 @@ impl TestNode {
 }
 
 pub async fn start_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Node {
-    start_node_with(policies, env, db, false, Vec::new()).await
+    start_node_with(policies, env, db, false, Vec::new(), Default::default()).await
 }
 
 impl TestNode {
@@ -255,7 +255,23 @@ impl TestNode {
     ) -> TestNode {
         let db_dir = tempfile::tempdir().unwrap();
         let db = db_dir.path().join("steadfast.db");
-        let node = start_node_with(policies, env, &db, false, tokens).await;
+        let node = start_node_with(policies, env, &db, false, tokens, Default::default()).await;
+        TestNode {
+            node,
+            client: http_client(),
+            db_dir,
+        }
+    }
+
+    /// Like [`TestNode::start`], with retry quotas.
+    pub async fn start_with_quotas(
+        policies: &Path,
+        env: &[(&str, &str)],
+        quotas: steadfast::retry::quota::QuotaConfig,
+    ) -> TestNode {
+        let db_dir = tempfile::tempdir().unwrap();
+        let db = db_dir.path().join("steadfast.db");
+        let node = start_node_with(policies, env, &db, false, Vec::new(), quotas).await;
         TestNode {
             node,
             client: http_client(),
@@ -266,7 +282,7 @@ impl TestNode {
 
 /// A node whose policy files are watched and reloaded on change.
 pub async fn start_watching_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Node {
-    start_node_with(policies, env, db, true, Vec::new()).await
+    start_node_with(policies, env, db, true, Vec::new(), Default::default()).await
 }
 
 async fn start_node_with(
@@ -275,6 +291,7 @@ async fn start_node_with(
     db: &Path,
     watch: bool,
     tokens: Vec<steadfast::api::Token>,
+    quotas: steadfast::retry::quota::QuotaConfig,
 ) -> Node {
     let env = env
         .iter()
@@ -303,6 +320,7 @@ async fn start_node_with(
                 workers: 16,
                 ..SchedulerConfig::default()
             },
+            quotas,
             ..EngineConfig::default()
         },
         clock: Arc::new(SystemClock),
