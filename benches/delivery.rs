@@ -296,6 +296,7 @@ impl Engine {
             },
             clock: Arc::new(SystemClock),
             tokens: Vec::new(),
+            alerts: Default::default(),
             reload: None,
         })
         .await?;
@@ -523,6 +524,7 @@ async fn reload_latency(dir: &Path, partner: &str) -> Result<f64> {
         engine: EngineConfig::default(),
         clock: Arc::new(SystemClock),
         tokens: Vec::new(),
+        alerts: Default::default(),
         reload: Some(ReloadSource {
             paths: vec![policies.clone()],
             env,

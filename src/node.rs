@@ -54,6 +54,8 @@ pub struct NodeConfig {
     /// The API's tokens; none: the API is open (loopback only, which
     /// `steadfast run` enforces).
     pub tokens: Vec<api::Token>,
+    /// Alert rules, checked on this node.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// A running node.
@@ -68,6 +70,7 @@ pub struct Node {
     reloader: Option<Arc<Reloader>>,
     watcher: Option<Watcher>,
     gauges: JoinHandle<()>,
+    alerter: Option<JoinHandle<()>>,
 }
 
 impl Node {
@@ -86,12 +89,25 @@ impl Node {
         })?;
         let channels = Arc::new(Channels::new().map_err(|e| NodeError::Channels(e.message))?);
         let policy = Arc::new(LivePolicy::new(config.policy, config.clock.now()));
+        let stats = Arc::new(crate::alerts::AttemptStats::default());
+        let alerter = (!config.alerts.rules.is_empty()).then(|| {
+            let alerter = crate::alerts::Alerter::new(
+                config.alerts.rules.clone(),
+                store.clone(),
+                policy.clone(),
+                channels.clone(),
+                config.clock.clone(),
+                stats.clone(),
+            );
+            tokio::spawn(alerter.run(config.alerts.check_every))
+        });
         let engine = Engine::start(
             EngineParts {
                 store: store.clone(),
                 policy: policy.clone(),
                 channels: channels.clone(),
                 clock: config.clock.clone(),
+                stats: stats.clone(),
             },
             config.engine,
         )
@@ -130,6 +146,7 @@ impl Node {
         let gauges = tokio::spawn(refresh_job_gauges(store.clone()));
         Ok(Node {
             gauges,
+            alerter,
             addr,
             store,
             policy,
@@ -163,6 +180,9 @@ impl Node {
     /// in flight finish and commit, leases are released.
     pub async fn shutdown(self) {
         self.gauges.abort();
+        if let Some(alerter) = &self.alerter {
+            alerter.abort();
+        }
         if let Some(watcher) = self.watcher {
             watcher.stop().await;
         }

@@ -52,6 +52,8 @@ pub struct Settings {
     pub tokens: Vec<TokenSetting>,
     #[serde(default)]
     pub quotas: QuotaSettings,
+    #[serde(default)]
+    pub alerts: Vec<crate::alerts::AlertRule>,
 }
 
 impl Default for Settings {
@@ -63,6 +65,7 @@ impl Default for Settings {
             workers: 64,
             tokens: Vec::new(),
             quotas: QuotaSettings::default(),
+            alerts: Vec::new(),
         }
     }
 }

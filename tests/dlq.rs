@@ -557,3 +557,121 @@ flows:
     assert!(metrics.contains("steadfast_retries_total{flow=\"capped\",reason=\"http_503\"}"));
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_say_which_flow_how_many_since_when_and_what_to_run_next_once_per_period() {
+    use steadfast::alerts::{compile, AlertKind, AlertRule, AlertsConfig};
+    let partner = Partner::start(|request| match request.path.as_str() {
+        "/ops" => status(200),
+        "/in" => status(400),
+        _ => status(503),
+    })
+    .await;
+    let policies = policy_dir(&[(
+        "alerts.yaml",
+        r#"
+templates:
+  once: { retries: 0 }
+  quick: { backoff: fixed, initial: 10ms, retries: 5, jitter: none }
+channels:
+  partner: { http: { url: "${PARTNER}/in" } }
+  flaky: { http: { url: "${PARTNER}/flaky" } }
+  fragile: { http: { url: "${PARTNER}/fragile" } }
+  ops: { http: { url: "${PARTNER}/ops" } }
+flows:
+  leads:
+    steps:
+      - { name: deliver, channel: partner, retry: once }
+  shaky:
+    steps:
+      - { name: deliver, channel: flaky, retry: quick }
+  brittle:
+    steps:
+      - name: deliver
+        channel: fragile
+        retry: quick
+        circuit_breaker: { failures: 2, window: 60s, cooldown: 1h }
+"#,
+    )]);
+    let rule = |kind, flow: Option<&str>, over| AlertRule {
+        kind,
+        flow: flow.map(str::to_string),
+        channel: None,
+        over,
+        window: None,
+        notify: "ops".into(),
+        every: Some("1h".into()),
+    };
+    let rules = compile(&[
+        rule(AlertKind::DeadLetters, Some("leads"), Some(1.0)),
+        rule(AlertKind::RetryShare, Some("shaky"), Some(0.5)),
+        rule(AlertKind::BreakerOpen, None, None),
+    ])
+    .unwrap();
+    let node = TestNode::start_with_alerts(
+        policies.path(),
+        &[("PARTNER", partner.url.as_str())],
+        AlertsConfig {
+            rules,
+            check_every: Duration::from_millis(100),
+        },
+    )
+    .await;
+    for n in 0..2 {
+        node.submit_ok("leads", json!({ "n": n }), None).await;
+    }
+    for n in 0..3 {
+        node.submit_ok("shaky", json!({ "n": n }), None).await;
+    }
+    node.submit_ok("brittle", json!({ "n": 0 }), None).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alerts = loop {
+        let alerts: Vec<Value> = partner
+            .requests_to("/ops")
+            .into_iter()
+            .map(|r| r.body)
+            .collect();
+        let kinds: Vec<&str> = alerts.iter().filter_map(|a| a["alert"].as_str()).collect();
+        if ["dead_letters", "retry_share", "breaker_open"]
+            .iter()
+            .all(|k| kinds.contains(k))
+        {
+            break alerts;
+        }
+        assert!(Instant::now() < deadline, "alerts so far: {alerts:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let of = |kind: &str| alerts.iter().find(|a| a["alert"] == kind).unwrap().clone();
+    let dead = of("dead_letters");
+    assert_eq!(dead["flow"], "leads");
+    assert_eq!(dead["count"], 2);
+    assert!(dead["since"].as_str().is_some());
+    assert!(
+        dead["next"]
+            .as_str()
+            .unwrap()
+            .contains("steadfast dlq list --flow leads"),
+        "{dead}"
+    );
+    let share = of("retry_share");
+    assert_eq!(share["flow"], "shaky");
+    assert!(share["share"].as_f64().unwrap() > 0.5, "{share}");
+    assert!(share["count"].as_u64().unwrap() >= 10, "{share}");
+    let breaker = of("breaker_open");
+    assert_eq!(breaker["channel"], "fragile");
+    assert_eq!(breaker["flows"], json!(["brittle"]));
+    assert!(breaker["next"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/channels/fragile"));
+
+    // Rate-limited: the conditions hold, but each alert went out once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = partner.requests_to("/ops");
+    for kind in ["dead_letters", "retry_share", "breaker_open"] {
+        let count = sent.iter().filter(|r| r.body["alert"] == kind).count();
+        assert_eq!(count, 1, "{kind} sent {count} times");
+    }
+    node.shutdown().await;
+}

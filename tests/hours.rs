@@ -135,6 +135,7 @@ async fn start_node(policies: &Path, partner: &str, db: &Path, clock: ManualCloc
         },
         clock: Arc::new(clock),
         tokens: Vec::new(),
+        alerts: Default::default(),
         reload: None,
     })
     .await

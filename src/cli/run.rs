@@ -65,6 +65,8 @@ pub async fn run(args: RunArgs) -> CliResult {
             settings.listen
         )));
     }
+    let alert_rules = crate::alerts::compile(&settings.alerts)
+        .map_err(|e| Failure::BadInput(anyhow!("steadfast.toml: {e}")))?;
     let policy = load_policies(&settings.policies)?;
     tracing::info!(version = %policy.version, files = policy.files.len(), flows = policy.flows.len(),
         "policies loaded");
@@ -94,6 +96,10 @@ pub async fn run(args: RunArgs) -> CliResult {
             },
         }),
         tokens,
+        alerts: crate::alerts::AlertsConfig {
+            rules: alert_rules,
+            ..Default::default()
+        },
     };
     let node = Node::start(config)
         .await

@@ -36,6 +36,7 @@ pub struct Executor {
     pub store: SharedStepLog,
     pub owner: Arc<str>,
     pub quotas: Arc<crate::retry::quota::RetryQuotas>,
+    pub stats: Arc<crate::alerts::AttemptStats>,
 }
 
 impl Executor {
@@ -110,6 +111,7 @@ impl Executor {
             held: Duration::from_millis(job.held_ms.max(0) as u64),
         };
         let next = decide(flow, &position, &verdict, finished, fastrand::f64());
+        self.stats.record(&job.flow, finished, attempts > 1);
 
         let seconds = finished.duration_since(started).as_secs_f64().max(0.0);
         metrics::histogram!("steadfast_attempt_duration_seconds",

@@ -54,6 +54,8 @@ pub struct EngineParts {
     pub policy: Arc<LivePolicy>,
     pub channels: SharedChannels,
     pub clock: SharedClock,
+    /// Attempts per flow and minute, for the `retry_share` alert.
+    pub stats: Arc<crate::alerts::AttemptStats>,
 }
 
 /// A running engine: scheduler, executors and result writer.
@@ -87,6 +89,7 @@ impl Engine {
             store: parts.store.clone(),
             owner: Arc::from(config.owner.as_str()),
             quotas: Arc::new(crate::retry::quota::RetryQuotas::new(config.quotas.clone())),
+            stats: parts.stats,
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let scheduler = scheduler::Scheduler {

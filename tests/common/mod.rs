@@ -243,7 +243,16 @@ impl TestNode {
 }
 
 pub async fn start_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Node {
-    start_node_with(policies, env, db, false, Vec::new(), Default::default()).await
+    start_node_with(
+        policies,
+        env,
+        db,
+        false,
+        Vec::new(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
 }
 
 impl TestNode {
@@ -255,7 +264,41 @@ impl TestNode {
     ) -> TestNode {
         let db_dir = tempfile::tempdir().unwrap();
         let db = db_dir.path().join("steadfast.db");
-        let node = start_node_with(policies, env, &db, false, tokens, Default::default()).await;
+        let node = start_node_with(
+            policies,
+            env,
+            &db,
+            false,
+            tokens,
+            Default::default(),
+            Default::default(),
+        )
+        .await;
+        TestNode {
+            node,
+            client: http_client(),
+            db_dir,
+        }
+    }
+
+    /// Like [`TestNode::start`], with alert rules.
+    pub async fn start_with_alerts(
+        policies: &Path,
+        env: &[(&str, &str)],
+        alerts: steadfast::alerts::AlertsConfig,
+    ) -> TestNode {
+        let db_dir = tempfile::tempdir().unwrap();
+        let db = db_dir.path().join("steadfast.db");
+        let node = start_node_with(
+            policies,
+            env,
+            &db,
+            false,
+            Vec::new(),
+            Default::default(),
+            alerts,
+        )
+        .await;
         TestNode {
             node,
             client: http_client(),
@@ -271,7 +314,16 @@ impl TestNode {
     ) -> TestNode {
         let db_dir = tempfile::tempdir().unwrap();
         let db = db_dir.path().join("steadfast.db");
-        let node = start_node_with(policies, env, &db, false, Vec::new(), quotas).await;
+        let node = start_node_with(
+            policies,
+            env,
+            &db,
+            false,
+            Vec::new(),
+            quotas,
+            Default::default(),
+        )
+        .await;
         TestNode {
             node,
             client: http_client(),
@@ -282,7 +334,16 @@ impl TestNode {
 
 /// A node whose policy files are watched and reloaded on change.
 pub async fn start_watching_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Node {
-    start_node_with(policies, env, db, true, Vec::new(), Default::default()).await
+    start_node_with(
+        policies,
+        env,
+        db,
+        true,
+        Vec::new(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
 }
 
 async fn start_node_with(
@@ -292,6 +353,7 @@ async fn start_node_with(
     watch: bool,
     tokens: Vec<steadfast::api::Token>,
     quotas: steadfast::retry::quota::QuotaConfig,
+    alerts: steadfast::alerts::AlertsConfig,
 ) -> Node {
     let env = env
         .iter()
@@ -325,6 +387,7 @@ async fn start_node_with(
         },
         clock: Arc::new(SystemClock),
         tokens,
+        alerts,
         reload: watch.then(|| ReloadSource {
             paths: vec![policies.to_path_buf()],
             env,

@@ -106,6 +106,7 @@ pub async fn run(args: DemoArgs) -> CliResult {
         engine: EngineConfig::default(),
         clock: Arc::new(SystemClock),
         tokens: Vec::new(),
+        alerts: Default::default(),
         reload: None,
     })
     .await
