@@ -295,6 +295,8 @@ impl Engine {
                 ..EngineConfig::default()
             },
             clock: Arc::new(SystemClock),
+            tokens: Vec::new(),
+            alerts: Default::default(),
             reload: None,
         })
         .await?;
@@ -521,6 +523,8 @@ async fn reload_latency(dir: &Path, partner: &str) -> Result<f64> {
         listen: "127.0.0.1:0".into(),
         engine: EngineConfig::default(),
         clock: Arc::new(SystemClock),
+        tokens: Vec::new(),
+        alerts: Default::default(),
         reload: Some(ReloadSource {
             paths: vec![policies.clone()],
             env,

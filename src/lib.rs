@@ -43,6 +43,7 @@
 //! - [`cli`]: one module per subcommand; `main.rs` only calls [`cli::main`].
 //! - [`clock`]: the one source of time, injectable for exact tests.
 
+pub mod alerts;
 pub mod api;
 pub mod calendar;
 pub mod channels;
@@ -56,6 +57,7 @@ pub mod policy;
 pub mod policytest;
 pub mod reload;
 pub mod retry;
+pub mod settings;
 pub mod simulate;
 pub mod store;
 pub mod telemetry;

@@ -51,6 +51,11 @@ pub struct NodeConfig {
     /// Watch the policy files and reload on change; `None`: the policy is
     /// fixed for the node's life.
     pub reload: Option<ReloadSource>,
+    /// The API's tokens; none: the API is open (loopback only, which
+    /// `steadfast run` enforces).
+    pub tokens: Vec<api::Token>,
+    /// Alert rules, checked on this node.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// A running node.
@@ -64,6 +69,8 @@ pub struct Node {
     stop_api: oneshot::Sender<()>,
     reloader: Option<Arc<Reloader>>,
     watcher: Option<Watcher>,
+    gauges: JoinHandle<()>,
+    alerter: Option<JoinHandle<()>>,
 }
 
 impl Node {
@@ -82,12 +89,25 @@ impl Node {
         })?;
         let channels = Arc::new(Channels::new().map_err(|e| NodeError::Channels(e.message))?);
         let policy = Arc::new(LivePolicy::new(config.policy, config.clock.now()));
+        let stats = Arc::new(crate::alerts::AttemptStats::default());
+        let alerter = (!config.alerts.rules.is_empty()).then(|| {
+            let alerter = crate::alerts::Alerter::new(
+                config.alerts.rules.clone(),
+                store.clone(),
+                policy.clone(),
+                channels.clone(),
+                config.clock.clone(),
+                stats.clone(),
+            );
+            tokio::spawn(alerter.run(config.alerts.check_every))
+        });
         let engine = Engine::start(
             EngineParts {
                 store: store.clone(),
                 policy: policy.clone(),
                 channels: channels.clone(),
                 clock: config.clock.clone(),
+                stats: stats.clone(),
             },
             config.engine,
         )
@@ -116,12 +136,17 @@ impl Node {
             wake: engine.waker(),
             metrics: crate::telemetry::metrics_handle(),
             channels,
+            access: api::Access::new(&config.tokens, addr.ip().is_loopback()),
+            operations: Arc::new(api::dlq::Operations::default()),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         let api = tokio::spawn(api::serve(listener, state, async {
             let _ = stopped.await;
         }));
+        let gauges = tokio::spawn(refresh_job_gauges(store.clone()));
         Ok(Node {
+            gauges,
+            alerter,
             addr,
             store,
             policy,
@@ -154,6 +179,10 @@ impl Node {
     /// Stops taking requests, then stops the engine: no new claims, attempts
     /// in flight finish and commit, leases are released.
     pub async fn shutdown(self) {
+        self.gauges.abort();
+        if let Some(alerter) = &self.alerter {
+            alerter.abort();
+        }
         if let Some(watcher) = self.watcher {
             watcher.stop().await;
         }
@@ -164,6 +193,17 @@ impl Node {
             Err(error) => tracing::error!(%error, "API task failed"),
         }
         self.engine.shutdown().await;
+    }
+}
+
+/// Keeps the `jobs{state}` gauges current between scrapes.
+async fn refresh_job_gauges(store: SharedStepLog) {
+    loop {
+        match store.jobs_count_by_state().await {
+            Ok(counts) => crate::telemetry::record_job_counts(&counts),
+            Err(error) => tracing::warn!(%error, "counting jobs by state failed"),
+        }
+        tokio::time::sleep(crate::telemetry::JOB_GAUGES_EVERY).await;
     }
 }
 

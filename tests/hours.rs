@@ -134,6 +134,8 @@ async fn start_node(policies: &Path, partner: &str, db: &Path, clock: ManualCloc
             ..EngineConfig::default()
         },
         clock: Arc::new(clock),
+        tokens: Vec::new(),
+        alerts: Default::default(),
         reload: None,
     })
     .await

@@ -495,3 +495,166 @@ async fn urls_the_store_cannot_open_are_refused_by_name() {
     assert!(error.contains("mysql://u:***@db/x"), "{error}");
     assert!(!error.contains("pw"), "{error}");
 }
+
+#[tokio::test]
+async fn dead_jobs_filter_by_last_attempt_and_time_and_retry_in_spaced_batches() {
+    let db = open().await;
+    for n in 0..5 {
+        insert(&db, n, t(0)).await;
+    }
+    let mut claimed = db.log.jobs_claim_due("a", t(1), t(301), 10).await.unwrap();
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<String> = claimed.iter().map(|j| j.id.clone()).collect();
+    // Job k dies at t(10k); job 1 on a timeout, the rest on a 503; job 0's
+    // on_dead notification comes later and must not count as its last attempt.
+    let transitions = claimed
+        .iter()
+        .enumerate()
+        .map(|(k, job)| {
+            let mut transition = die(job, "a", t(10 * k as i64), false);
+            if k == 1 {
+                let attempt = transition.attempt.as_mut().unwrap();
+                attempt.status = None;
+                attempt.error = Some("timeout".into());
+                attempt.rule = Some("builtin[9]".into());
+            }
+            transition
+        })
+        .collect();
+    db.log.transitions_apply(transitions).await.unwrap();
+    let mut notification = attempt_of(&claimed[0], t(60), "notified");
+    notification.step = "on_dead".into();
+    notification.status = Some(200);
+    db.log
+        .notification_record(notification, None)
+        .await
+        .unwrap();
+
+    let dead = |filter: JobFilter| JobFilter {
+        state: Some(JobState::Dead),
+        limit: 100,
+        ..filter
+    };
+    let listed = |filter: JobFilter| {
+        let log = db.log.clone();
+        async move {
+            let mut ids: Vec<String> = log
+                .jobs_list(&filter)
+                .await
+                .unwrap()
+                .jobs
+                .into_iter()
+                .map(|j| j.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(
+        db.log
+            .jobs_count(&dead(JobFilter::default()))
+            .await
+            .unwrap(),
+        5
+    );
+    let by_status = listed(dead(JobFilter {
+        status: Some(503),
+        ..JobFilter::default()
+    }))
+    .await;
+    assert_eq!(
+        by_status,
+        vec![
+            ids[0].clone(),
+            ids[2].clone(),
+            ids[3].clone(),
+            ids[4].clone()
+        ]
+    );
+    let by_error = dead(JobFilter {
+        error: Some("timeout".into()),
+        ..JobFilter::default()
+    });
+    assert_eq!(listed(by_error.clone()).await, vec![ids[1].clone()]);
+    assert_eq!(db.log.jobs_count(&by_error).await.unwrap(), 1);
+    let by_rule = dead(JobFilter {
+        rule: Some("builtin[1]".into()),
+        ..JobFilter::default()
+    });
+    assert_eq!(db.log.jobs_count(&by_rule).await.unwrap(), 4);
+    let window = dead(JobFilter {
+        since: Some(t(20)),
+        until: Some(t(40)),
+        ..JobFilter::default()
+    });
+    assert_eq!(listed(window).await, vec![ids[2].clone(), ids[3].clone()]);
+
+    // Bulk retry: ascending ids, `limit` per batch, `after` continues; the
+    // k-th job of a batch is due at first_at + k × spacing.
+    let everything = JobFilter::default();
+    let first = db
+        .log
+        .jobs_retry_batch(&everything, None, 2, t(100), 1_500_000)
+        .await
+        .unwrap();
+    assert_eq!((first.matched, first.retried), (2, 2));
+    assert_eq!(first.last_id.as_deref(), Some(ids[1].as_str()));
+    let job0 = db.log.job_get(&ids[0]).await.unwrap().unwrap();
+    let job1 = db.log.job_get(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(job0.state, JobState::Pending);
+    assert_eq!(
+        (job0.attempt, job0.channel_index, job0.reason.clone()),
+        (0, 0, None)
+    );
+    assert_eq!(job0.next_at, Some(t(100)));
+    assert_eq!(
+        job1.next_at,
+        Some(t(100) + SignedDuration::from_millis(1500))
+    );
+    assert_eq!(
+        db.log.attempts_list(&ids[0]).await.unwrap().len(),
+        2,
+        "history kept"
+    );
+    let second = db
+        .log
+        .jobs_retry_batch(&everything, first.last_id.as_deref(), 10, t(103), 0)
+        .await
+        .unwrap();
+    assert_eq!((second.matched, second.retried), (3, 3));
+    let done = db
+        .log
+        .jobs_retry_batch(&everything, second.last_id.as_deref(), 10, t(103), 0)
+        .await
+        .unwrap();
+    assert_eq!(done, store::RetryBatch::default());
+    assert_eq!(
+        db.log
+            .jobs_count(&dead(JobFilter::default()))
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Payload edits are listed oldest first, with who and when.
+    for (n, editor) in [(1, "alice"), (2, "bob")] {
+        let update = JobUpdate::EditPayload {
+            payload: format!(r#"{{"edited":{n}}}"#),
+            editor: editor.into(),
+            at: t(200 + n),
+        };
+        assert_eq!(
+            db.log.job_update(&ids[0], update).await.unwrap(),
+            Some(true)
+        );
+    }
+    let edits = db.log.payload_edits_list(&ids[0]).await.unwrap();
+    assert_eq!(edits.len(), 2);
+    assert_eq!(edits[0].old_payload, r#"{"n":0}"#);
+    assert_eq!(edits[0].new_payload, r#"{"edited":1}"#);
+    assert_eq!(
+        (edits[1].editor.as_str(), edits[1].edited_at),
+        ("bob", t(202))
+    );
+    assert!(db.log.payload_edits_list(&ids[1]).await.unwrap().is_empty());
+}

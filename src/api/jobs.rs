@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::body::{parse, JsonBody};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller};
 use crate::model::CompiledPolicy;
-use crate::store::view::JobView;
+use crate::store::view::{JobView, PayloadEditView};
 use crate::store::{InsertOutcome, JobFilter, JobState, JobUpdate, NewJob};
 
 /// The longest idempotency key accepted.
@@ -218,7 +218,10 @@ pub async fn show(
         .await?
         .ok_or_else(|| job_not_found(&id))?;
     let attempts = state.store.attempts_list(&id).await?;
-    Ok(Json(JobView::new(job, Some(attempts))))
+    let edits = state.store.payload_edits_list(&id).await?;
+    let mut view = JobView::new(job, Some(attempts));
+    view.payload_edits = Some(edits.into_iter().map(PayloadEditView::from).collect());
+    Ok(Json(view))
 }
 
 fn job_not_found(id: &str) -> ApiError {
@@ -231,8 +234,92 @@ pub struct ListQuery {
     pub state: Option<String>,
     pub flow: Option<String>,
     pub step: Option<String>,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub rule: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
+}
+
+/// Which jobs: by flow, step, their last attempt's status, error kind or
+/// rule, and when they last changed (for a dead job: when it died).
+#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FilterQuery {
+    pub flow: Option<String>,
+    pub step: Option<String>,
+    /// The HTTP status of the last attempt.
+    #[serde(default, deserialize_with = "number_or_text")]
+    pub status: Option<u16>,
+    /// The error kind of the last attempt: timeout, connect, dns, reset, tls, io…
+    pub error: Option<String>,
+    /// The rule that decided the last attempt: `builtin[3]`, `acme[0]`, a name.
+    pub rule: Option<String>,
+    /// RFC 3339 time, or a duration back from now (`2h`).
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+/// Query strings carry numbers as text; JSON bodies as numbers.
+fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(u16),
+        Text(String),
+    }
+    match Option::<Either>::deserialize(d)? {
+        None => Ok(None),
+        Some(Either::Number(n)) => Ok(Some(n)),
+        Some(Either::Text(t)) => t.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("status `{t}` is not an HTTP status such as 503"))
+        }),
+    }
+}
+
+impl FilterQuery {
+    /// The store's filter; times are RFC 3339 or a duration back from `now`.
+    pub fn to_filter(&self, now: Timestamp) -> Result<JobFilter, ApiError> {
+        let time = |name: &str, value: &Option<String>| -> Result<Option<Timestamp>, ApiError> {
+            let Some(text) = value else { return Ok(None) };
+            if let Ok(at) = text.parse::<Timestamp>() {
+                return Ok(Some(at));
+            }
+            let back = crate::compile::parse_duration(text).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "`{name}` = `{text}`: write an RFC 3339 time (2026-11-20T08:00:00Z) \
+                     or a duration back from now (2h, 30m)"
+                ))
+            })?;
+            let back = jiff::SignedDuration::try_from(back).map_err(|_| {
+                ApiError::BadRequest(format!("`{name}` = `{text}` is too long ago"))
+            })?;
+            now.checked_sub(back)
+                .map(Some)
+                .map_err(|_| ApiError::BadRequest(format!("`{name}` = `{text}` is too long ago")))
+        };
+        let since = time("since", &self.since)?;
+        let until = time("until", &self.until)?;
+        if let (Some(since), Some(until)) = (since, until) {
+            if since >= until {
+                return Err(ApiError::BadRequest(format!(
+                    "`since` ({since}) must be before `until` ({until})"
+                )));
+            }
+        }
+        Ok(JobFilter {
+            flow: self.flow.clone(),
+            step: self.step.clone(),
+            status: self.status,
+            error: self.error.clone(),
+            rule: self.rule.clone(),
+            since,
+            until,
+            ..JobFilter::default()
+        })
+    }
 }
 
 pub async fn list(
@@ -241,7 +328,8 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(|e| {
         ApiError::BadRequest(format!(
-            "bad query: {}; parameters are state, flow, step, limit, cursor",
+            "bad query: {}; parameters are state, flow, step, status, error, rule, since, \
+             until, limit, cursor",
             e.body_text()
         ))
     })?;
@@ -256,10 +344,18 @@ pub async fn list(
     }
     let filter = JobFilter {
         state: job_state,
-        flow: query.flow,
-        step: query.step,
         limit: query.limit.unwrap_or(100),
         cursor: query.cursor,
+        ..FilterQuery {
+            flow: query.flow,
+            step: query.step,
+            status: query.status,
+            error: query.error,
+            rule: query.rule,
+            since: query.since,
+            until: query.until,
+        }
+        .to_filter(state.clock.now())?
     };
     let page = state.store.jobs_list(&filter).await?;
     let jobs: Vec<JobView> = page
@@ -280,6 +376,7 @@ pub struct EditRequest {
 
 pub async fn edit(
     State(state): State<AppState>,
+    caller: Option<axum::Extension<Caller>>,
     Path(id): Path<String>,
     JsonBody(request): JsonBody<EditRequest>,
 ) -> Result<Json<JobView>, ApiError> {
@@ -292,7 +389,7 @@ pub async fn edit(
         .map_err(|e| ApiError::Unprocessable(format!("body field `payload`: {e}")))?;
     let update = JobUpdate::EditPayload {
         payload,
-        editor: "api".to_string(),
+        editor: caller.map_or_else(|| "local".to_string(), |c| c.0.name.clone()),
         at: state.clock.now(),
     };
     apply(
@@ -313,6 +410,7 @@ pub async fn retry(
         at: state.clock.now(),
     };
     let view = apply(&state, &id, update, "retry", "dead").await?;
+    metrics::counter!("steadfast_manual_retries_total").increment(1);
     state.wake.notify_one();
     Ok(view)
 }

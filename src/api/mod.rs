@@ -1,8 +1,10 @@
 //! The HTTP API of PRODUCT.md: submit jobs, inspect them and the policy in
 //! force, health and Prometheus metrics.
 
+pub mod auth;
 mod body;
 mod channels;
+pub mod dlq;
 mod error;
 mod jobs;
 
@@ -21,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower_http::timeout::TimeoutLayer;
 
+pub use auth::{Access, Caller, Scope, Token};
 pub use error::ApiError;
 
 use crate::channels::SharedChannels;
@@ -42,6 +45,10 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Each channel's breaker, limits and token state on this node.
     pub channels: SharedChannels,
+    /// The API's tokens.
+    pub access: Access,
+    /// Bulk operations running or recently done on this node.
+    pub operations: Arc<dlq::Operations>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -57,7 +64,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::show).patch(jobs::edit))
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/dlq/retry", post(dlq::retry))
+        .route("/v1/operations/{id}", get(dlq::operation))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::check,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

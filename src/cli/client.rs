@@ -16,6 +16,9 @@ pub struct ServerArgs {
         default_value = "http://127.0.0.1:8787"
     )]
     pub server: String,
+    /// The API token (scope `submit` to submit, `admin` for the rest).
+    #[arg(long, env = "STEADFAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 pub struct ApiClient {
@@ -38,9 +41,7 @@ impl ApiClient {
         }
         Ok(Self {
             base: args.server.trim_end_matches('/').to_string(),
-            token: std::env::var("STEADFAST_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
+            token: args.token.clone().filter(|t| !t.is_empty()),
             http,
         })
     }
@@ -99,6 +100,14 @@ impl ApiClient {
 
     pub async fn get(&self, path: &str) -> Result<Value, Failure> {
         Ok(self.call(Method::GET, path, None).await?.1)
+    }
+
+    pub async fn patch_json(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+        let bytes = serde_json::to_vec(body).map_err(|e| Failure::Operation(e.into()))?;
+        Ok(self
+            .call(Method::PATCH, path, Some(("application/json", bytes)))
+            .await?
+            .1)
     }
 
     pub async fn post_json(

@@ -13,10 +13,8 @@ pub enum JobsCommand {
         /// pending, running, suspended, succeeded, dead or cancelled.
         #[arg(long)]
         state: Option<String>,
-        #[arg(long)]
-        flow: Option<String>,
-        #[arg(long)]
-        step: Option<String>,
+        #[command(flatten)]
+        filter: FilterArgs,
         /// At most this many (1–1000).
         #[arg(long, default_value_t = 50)]
         limit: u32,
@@ -54,33 +52,12 @@ pub async fn run(command: JobsCommand) -> CliResult {
     match command {
         JobsCommand::List {
             state,
-            flow,
-            step,
+            filter,
             limit,
             cursor,
             server,
             output,
-        } => {
-            let mut query = vec![format!("limit={limit}")];
-            for (name, value) in [
-                ("state", state),
-                ("flow", flow),
-                ("step", step),
-                ("cursor", cursor),
-            ] {
-                if let Some(value) = value {
-                    query.push(format!("{name}={}", encode(&value)));
-                }
-            }
-            let client = ApiClient::new(&server)?;
-            let page = client.get(&format!("/v1/jobs?{}", query.join("&"))).await?;
-            if output.json() {
-                println!("{page}");
-            } else {
-                print_job_list(&page);
-            }
-            Ok(())
-        }
+        } => list(state, &filter, limit, cursor, &server, &output).await,
         JobsCommand::Show { id, server, output } => {
             let client = ApiClient::new(&server)?;
             let job = client.get(&format!("/v1/jobs/{}", encode(&id))).await?;
@@ -106,6 +83,87 @@ pub async fn run(command: JobsCommand) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// Which jobs, for `jobs list`, `dlq list` and `dlq retry --all`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FilterArgs {
+    #[arg(long)]
+    pub flow: Option<String>,
+    #[arg(long)]
+    pub step: Option<String>,
+    /// The HTTP status of the last attempt, e.g. 503.
+    #[arg(long)]
+    pub status: Option<u16>,
+    /// The error kind of the last attempt: timeout, connect, dns, reset, tls, io.
+    #[arg(long)]
+    pub error: Option<String>,
+    /// The rule that decided the last attempt, e.g. `builtin[5]` or `acme[2]`.
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// Changed (for a dead job: died) at or after: RFC 3339, or a duration back (2h).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Changed before: RFC 3339, or a duration back (30m).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+impl FilterArgs {
+    /// `(name, value)` pairs of the filters given.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        [
+            ("flow", self.flow.clone()),
+            ("step", self.step.clone()),
+            ("status", self.status.map(|s| s.to_string())),
+            ("error", self.error.clone()),
+            ("rule", self.rule.clone()),
+            ("since", self.since.clone()),
+            ("until", self.until.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect()
+    }
+
+    /// The filter as the API's JSON body takes it.
+    pub fn to_json(&self) -> Value {
+        let mut object = serde_json::Map::new();
+        for (name, value) in self.pairs() {
+            let value = match (name, value.parse::<u16>()) {
+                ("status", Ok(n)) => Value::from(n),
+                _ => Value::from(value),
+            };
+            object.insert(name.to_string(), value);
+        }
+        Value::Object(object)
+    }
+}
+
+/// A page of jobs, as `jobs list` and `dlq list` print it.
+pub async fn list(
+    state: Option<String>,
+    filter: &FilterArgs,
+    limit: u32,
+    cursor: Option<String>,
+    server: &ServerArgs,
+    output: &OutputArgs,
+) -> CliResult {
+    let mut query = vec![format!("limit={limit}")];
+    let mut pairs = filter.pairs();
+    pairs.extend(state.map(|s| ("state", s)));
+    pairs.extend(cursor.map(|c| ("cursor", c)));
+    for (name, value) in pairs {
+        query.push(format!("{name}={}", encode(&value)));
+    }
+    let client = ApiClient::new(server)?;
+    let page = client.get(&format!("/v1/jobs?{}", query.join("&"))).await?;
+    if output.json() {
+        println!("{page}");
+    } else {
+        print_job_list(&page);
+    }
+    Ok(())
 }
 
 fn print_job_list(page: &Value) {
@@ -138,7 +196,7 @@ fn print_job_list(page: &Value) {
     }
 }
 
-fn print_job(job: &Value) {
+pub fn print_job(job: &Value) {
     let fields = [
         ("id", cell(&job["id"])),
         ("flow", cell(&job["flow"])),
@@ -187,5 +245,23 @@ fn print_job(job: &Value) {
             ],
             &rows,
         );
+    }
+    let edits: Vec<Vec<String>> = job["payload_edits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                time(&e["edited_at"]),
+                cell(&e["editor"]),
+                e["old_payload"].to_string(),
+                e["new_payload"].to_string(),
+            ]
+        })
+        .collect();
+    if !edits.is_empty() {
+        println!();
+        println!("payload edits:");
+        print_table(&["EDITED", "BY", "OLD PAYLOAD", "NEW PAYLOAD"], &edits);
     }
 }

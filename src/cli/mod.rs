@@ -4,6 +4,7 @@
 
 mod client;
 mod demo;
+mod dlq;
 mod explain;
 mod jobs;
 mod output;
@@ -47,6 +48,9 @@ enum Command {
     /// Inspects jobs of a running engine.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Dead-letter work: list, retry (one, many, or all matching), edit, cancel.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Prints the JSON Schema of policy files, for editors and CI.
     Schema(schema::SchemaArgs),
 }
@@ -118,6 +122,7 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Run(args) => run::run(args).await,
         Command::Submit(args) => submit::run(args).await,
         Command::Jobs(command) => jobs::run(command).await,
+        Command::Dlq(command) => dlq::run(command).await,
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Test(args) => test::run(args),

@@ -12,18 +12,25 @@ use crate::model::CompiledPolicy;
 use crate::node::{Node, NodeConfig, ReloadSource};
 use crate::policy::EnvMode;
 use crate::reload::WatchConfig;
+use crate::settings::FlagSettings;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The policy directory.
-    #[arg(long, default_value = "./policies", env = "STEADFAST_POLICIES")]
-    policies: PathBuf,
-    /// The step log: sqlite://PATH.
-    #[arg(long, default_value = "sqlite://steadfast.db", env = "STEADFAST_DB")]
-    db: String,
-    /// The API's address.
-    #[arg(long, default_value = "127.0.0.1:8787", env = "STEADFAST_LISTEN")]
-    listen: String,
+    /// Engine settings (listen, db, policies, workers, [[tokens]], [quotas]);
+    /// default ./steadfast.toml when present. STEADFAST_* variables override
+    /// it, flags override both.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The policy directory [default: ./policies].
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// The step log: sqlite://PATH [default: sqlite://steadfast.db].
+    #[arg(long)]
+    db: Option<String>,
+    /// The API's address [default: 127.0.0.1:8787]; beyond loopback the
+    /// engine needs [[tokens]] in steadfast.toml.
+    #[arg(long)]
+    listen: Option<String>,
     /// How long the policy files must be quiet before a change is loaded.
     #[arg(long, default_value = "250ms", value_parser = parse_duration_arg, env = "STEADFAST_RELOAD_DEBOUNCE")]
     reload_debounce: std::time::Duration,
@@ -31,44 +38,75 @@ pub struct RunArgs {
     /// event was missed (network file systems); 0s turns it off.
     #[arg(long, default_value = "5s", value_parser = parse_duration_arg, env = "STEADFAST_RELOAD_RESCAN")]
     reload_rescan: std::time::Duration,
-    /// Attempts in flight at once.
-    #[arg(long, default_value_t = 64, env = "STEADFAST_WORKERS")]
-    workers: usize,
+    /// Attempts in flight at once [default: 64].
+    #[arg(long)]
+    workers: Option<usize>,
     #[command(flatten)]
     log: LogArgs,
 }
 
 pub async fn run(args: RunArgs) -> CliResult {
     crate::telemetry::init_logs(args.log.log_format, "info");
-    let policy = load_policies(&args.policies)?;
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let flags = FlagSettings {
+        policies: args.policies.clone(),
+        db: args.db.clone(),
+        listen: args.listen.clone(),
+        workers: args.workers,
+    };
+    let bad = |e: crate::settings::SettingsError| Failure::BadInput(anyhow!(e));
+    let settings = crate::settings::load(args.config.as_deref(), &env, &flags).map_err(bad)?;
+    let tokens = crate::settings::resolve_tokens(&settings.tokens, &env).map_err(bad)?;
+    if tokens.is_empty() && !crate::settings::is_loopback(&settings.listen).map_err(bad)? {
+        return Err(Failure::BadInput(anyhow!(
+            "refusing to listen on {} without API tokens: anyone who can reach it could \
+             submit, retry and edit jobs. Add [[tokens]] (name, secret, scope = \"submit\" \
+             or \"admin\") to steadfast.toml, or listen on 127.0.0.1",
+            settings.listen
+        )));
+    }
+    let alert_rules = crate::alerts::compile(&settings.alerts)
+        .map_err(|e| Failure::BadInput(anyhow!("steadfast.toml: {e}")))?;
+    let policy = load_policies(&settings.policies)?;
     tracing::info!(version = %policy.version, files = policy.files.len(), flows = policy.flows.len(),
         "policies loaded");
     let config = NodeConfig {
         policy,
-        db_url: args.db.clone(),
-        listen: args.listen.clone(),
+        db_url: settings.db.clone(),
+        listen: settings.listen.clone(),
         engine: EngineConfig {
             scheduler: SchedulerConfig {
-                workers: args.workers.max(1),
+                workers: settings.workers.max(1),
                 ..SchedulerConfig::default()
+            },
+            quotas: crate::retry::quota::QuotaConfig {
+                per_hour: settings.quotas.retries_per_hour,
+                per_flow_per_hour: settings.quotas.retries_per_hour_per_flow,
+                flows: settings.quotas.flows.clone(),
             },
             ..EngineConfig::default()
         },
         clock: Arc::new(SystemClock),
         reload: Some(ReloadSource {
-            paths: vec![args.policies.clone()],
+            paths: vec![settings.policies.clone()],
             env: EnvMode::process(),
             watch: WatchConfig {
                 debounce: args.reload_debounce,
                 rescan: args.reload_rescan,
             },
         }),
+        tokens,
+        alerts: crate::alerts::AlertsConfig {
+            rules: alert_rules,
+            ..Default::default()
+        },
     };
     let node = Node::start(config)
         .await
         .map_err(|e| Failure::BadInput(anyhow!(e)))?;
-    tracing::info!(api = %node.url(), db = %crate::store::redact_url(&args.db),
-        policies = %args.policies.display(), "engine running; policy files are watched");
+    tracing::info!(api = %node.url(), db = %crate::store::redact_url(&settings.db),
+        policies = %settings.policies.display(), tokens = settings.tokens.len(),
+        "engine running; policy files are watched");
     tokio::select! {
         _ = shutdown_signal() => {}
         _ = reload_on_sighup(&node) => {}

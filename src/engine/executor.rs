@@ -35,6 +35,8 @@ pub struct Executor {
     pub clock: SharedClock,
     pub store: SharedStepLog,
     pub owner: Arc<str>,
+    pub quotas: Arc<crate::retry::quota::RetryQuotas>,
+    pub stats: Arc<crate::alerts::AttemptStats>,
 }
 
 impl Executor {
@@ -109,6 +111,7 @@ impl Executor {
             held: Duration::from_millis(job.held_ms.max(0) as u64),
         };
         let next = decide(flow, &position, &verdict, finished, fastrand::f64());
+        self.stats.record(&job.flow, finished, attempts > 1);
 
         let seconds = finished.duration_since(started).as_secs_f64().max(0.0);
         metrics::histogram!("steadfast_attempt_duration_seconds",
@@ -171,7 +174,30 @@ impl Executor {
             now: finished,
         };
         match next {
-            Next::Retry { .. } => {}
+            Next::Retry { at, .. } => match self.quotas.admit(&job.flow, finished) {
+                Ok(()) => {
+                    metrics::counter!("steadfast_retries_total",
+                        "flow" => job.flow.clone(), "reason" => retry_reason(&result))
+                    .increment(1);
+                }
+                Err(over) => {
+                    // Over quota: wait for the next window instead of retrying
+                    // now; the wait does not count against total_timeout.
+                    metrics::counter!("steadfast_quota_rejections_total",
+                        "flow" => job.flow.clone(), "scope" => over.scope.as_str())
+                    .increment(1);
+                    transition.to = JobState::Suspended;
+                    transition.reason = Some("quota".to_string());
+                    let until = over.until.max(at);
+                    transition.next_at = Some(until);
+                    let waited = until.duration_since(at).unsigned_abs();
+                    transition.held_ms = add_held(job.held_ms, waited);
+                    if let Some(record) = transition.attempt.as_mut() {
+                        record.decision = "suspend".to_string();
+                        record.next_at = Some(until);
+                    }
+                }
+            },
             Next::Suspend { at, hold, .. } => {
                 transition.to = JobState::Suspended;
                 transition.reason = Some(hold.reason.as_str().to_string());
@@ -188,8 +214,15 @@ impl Executor {
                 transition.channel_index = 0;
                 fresh_series(&mut transition);
             }
-            Next::Succeeded => transition.to = JobState::Succeeded,
+            Next::Succeeded => {
+                transition.to = JobState::Succeeded;
+                metrics::histogram!("steadfast_attempts_until_success", "flow" => job.flow.clone())
+                    .record(f64::from(job.attempts_total.saturating_add(1)));
+            }
             Next::Dead { reason } => {
+                metrics::counter!("steadfast_dead_letters_total",
+                    "flow" => job.flow.clone(), "reason" => reason.as_str())
+                .increment(1);
                 transition.to = JobState::Dead;
                 transition.reason = Some(reason.as_str().to_string());
                 transition.notify_at = flow.on_dead.as_ref().map(|_| finished);
@@ -410,6 +443,16 @@ fn fresh_series(transition: &mut Transition) {
     transition.series_attempts = 0;
     transition.series_started_at = None;
     transition.held_ms = 0;
+}
+
+/// Why a retry was decided, for `steadfast_retries_total{reason}`: the
+/// status (`http_503`) or the error kind (`timeout`), a bounded set.
+fn retry_reason(result: &DeliveryResult) -> String {
+    match split_result(result) {
+        (Some(status), _, _) => format!("http_{status}"),
+        (None, Some(kind), _) => kind,
+        _ => "other".to_string(),
+    }
 }
 
 fn split_result(result: &DeliveryResult) -> (Option<u16>, Option<String>, Option<String>) {

@@ -32,6 +32,8 @@ pub struct EngineConfig {
     /// job left `running` by a previous run is returned to `pending` at once
     /// instead of waiting for its lease to expire.
     pub exclusive_store: bool,
+    /// Retry quotas per hour, counted on this node.
+    pub quotas: crate::retry::quota::QuotaConfig,
 }
 
 impl Default for EngineConfig {
@@ -40,6 +42,7 @@ impl Default for EngineConfig {
             scheduler: SchedulerConfig::default(),
             owner: format!("node-{}", uuid::Uuid::now_v7().simple()),
             exclusive_store: true,
+            quotas: crate::retry::quota::QuotaConfig::default(),
         }
     }
 }
@@ -51,6 +54,8 @@ pub struct EngineParts {
     pub policy: Arc<LivePolicy>,
     pub channels: SharedChannels,
     pub clock: SharedClock,
+    /// Attempts per flow and minute, for the `retry_share` alert.
+    pub stats: Arc<crate::alerts::AttemptStats>,
 }
 
 /// A running engine: scheduler, executors and result writer.
@@ -83,6 +88,8 @@ impl Engine {
             clock: parts.clock,
             store: parts.store.clone(),
             owner: Arc::from(config.owner.as_str()),
+            quotas: Arc::new(crate::retry::quota::RetryQuotas::new(config.quotas.clone())),
+            stats: parts.stats,
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let scheduler = scheduler::Scheduler {

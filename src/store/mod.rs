@@ -17,7 +17,7 @@ use jiff::Timestamp;
 
 pub use records::{
     AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState, JobUpdate,
-    NewJob, NotificationClaim, StateCounts, Transition,
+    NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, Transition,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +147,28 @@ pub trait StepLog: Send + Sync + 'static {
     /// guarded by the states it may come from. `None` when the job does not
     /// exist; `Some(false)` when its state forbids the change.
     async fn job_update(&self, id: &str, update: JobUpdate) -> StoreResult<Option<bool>>;
+
+    /// How many jobs match `filter` (`limit` and `cursor` ignored).
+    async fn jobs_count(&self, filter: &JobFilter) -> StoreResult<u64>;
+
+    /// One batch of a bulk retry, in one short transaction: the first
+    /// `limit` `dead` jobs matching `filter` (its `state`, `limit` and
+    /// `cursor` are ignored) with `id > after`, in ascending id order, move
+    /// to `pending` as [`JobUpdate::Retry`] does; the k-th of them (from 0)
+    /// gets `next_at = first_at + k * spacing_us` (microseconds, stored
+    /// rounded down to milliseconds), so a large retry is
+    /// spread over time instead of becoming a retry storm.
+    async fn jobs_retry_batch(
+        &self,
+        filter: &JobFilter,
+        after: Option<&str>,
+        limit: u32,
+        first_at: Timestamp,
+        spacing_us: i64,
+    ) -> StoreResult<RetryBatch>;
+
+    /// Every payload edit of a job, oldest first.
+    async fn payload_edits_list(&self, job_id: &str) -> StoreResult<Vec<PayloadEdit>>;
 }
 
 #[cfg(test)]

@@ -205,6 +205,16 @@ pub struct JobFilter {
     pub state: Option<JobState>,
     pub flow: Option<String>,
     pub step: Option<String>,
+    /// The HTTP status of the job's last attempt (notifications excluded).
+    pub status: Option<u16>,
+    /// The error kind of the job's last attempt (`timeout`, `connect`, …).
+    pub error: Option<String>,
+    /// The rule that decided the job's last attempt (`builtin[3]`, a name…).
+    pub rule: Option<String>,
+    /// `updated_at >= since`: for a dead job, when it died (or was edited).
+    pub since: Option<Timestamp>,
+    /// `updated_at < until`.
+    pub until: Option<Timestamp>,
     /// At most this many (the store caps it at 1000).
     pub limit: u32,
     /// The last id of the previous page.
@@ -235,4 +245,27 @@ pub enum JobUpdate {
     },
     /// `pending`, `suspended` or `dead` → `cancelled`.
     Cancel { at: Timestamp },
+}
+
+/// An operator's replacement of a job's payload, kept for audit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayloadEdit {
+    pub job_id: String,
+    pub old_payload: String,
+    pub new_payload: String,
+    /// The API token's name, or `local` when the API has no tokens.
+    pub editor: String,
+    pub edited_at: Timestamp,
+}
+
+/// What one batch of a bulk retry did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetryBatch {
+    /// Jobs the batch looked at (dead and matching the filter, id > after).
+    pub matched: u64,
+    /// Of those, jobs moved to `pending`.
+    pub retried: u64,
+    /// The greatest id looked at: `after` for the next batch; `None` when
+    /// nothing matched (the bulk retry is done).
+    pub last_id: Option<String>,
 }

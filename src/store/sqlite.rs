@@ -19,7 +19,8 @@ use sqlx::{Row, SqlSafeStr, SqlitePool};
 
 use super::{
     AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState, JobUpdate,
-    NewJob, NotificationClaim, StateCounts, StepLog, StoreError, StoreResult, Transition,
+    NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, StepLog, StoreError,
+    StoreResult, Transition,
 };
 use crate::model::ON_DEAD_STEP;
 
@@ -168,6 +169,41 @@ impl SqliteStepLog {
             .await?;
         Ok(row.is_some())
     }
+}
+
+/// `dead` → `pending`: the failed step starts afresh on its primary channel
+/// (series count reset; the attempts table keeps the history).
+const RETRY_SQL: &str = "UPDATE jobs SET state = 'pending', channel_index = 0, attempt = 0, \
+     series_started_at = NULL, held_ms = 0, next_at = ?2, reason = NULL, \
+     notify_at = NULL, updated_at = ?2 \
+ WHERE id = ?1 AND state = 'dead'";
+
+/// The conditions of a [`JobFilter`], parameters ?1 to ?8 (see
+/// [`bind_filter`]). Status, error and rule are those of the job's last
+/// attempt, its `on_dead` notifications left out.
+const FILTER_WHERE: &str = "(?1 IS NULL OR state = ?1) AND (?2 IS NULL OR flow = ?2) \
+     AND (?3 IS NULL OR step = ?3) \
+     AND ((?4 IS NULL AND ?5 IS NULL AND ?6 IS NULL) OR EXISTS ( \
+         SELECT 1 FROM attempts a WHERE a.id = ( \
+             SELECT MAX(b.id) FROM attempts b WHERE b.job_id = jobs.id AND b.step <> 'on_dead') \
+         AND (?4 IS NULL OR a.status = ?4) AND (?5 IS NULL OR a.error = ?5) \
+         AND (?6 IS NULL OR a.rule = ?6))) \
+     AND (?7 IS NULL OR updated_at >= ?7) AND (?8 IS NULL OR updated_at < ?8)";
+
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    filter: &'q JobFilter,
+    state: Option<&'static str>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    query
+        .bind(state)
+        .bind(&filter.flow)
+        .bind(&filter.step)
+        .bind(filter.status.map(i64::from))
+        .bind(&filter.error)
+        .bind(&filter.rule)
+        .bind(opt_ms(filter.since))
+        .bind(opt_ms(filter.until))
 }
 
 fn ms(at: Timestamp) -> i64 {
@@ -764,19 +800,16 @@ impl StepLog for SqliteStepLog {
 
     async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let rows = sqlx::query(
-            "SELECT * FROM jobs \
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR flow = ?2) \
-               AND (?3 IS NULL OR step = ?3) AND (?4 IS NULL OR id < ?4) \
-             ORDER BY id DESC LIMIT ?5",
-        )
-        .bind(filter.state.map(JobState::as_str))
-        .bind(&filter.flow)
-        .bind(&filter.step)
-        .bind(&filter.cursor)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT * FROM jobs WHERE {FILTER_WHERE} AND (?9 IS NULL OR id < ?9) \
+             ORDER BY id DESC LIMIT ?10"
+        );
+        let rows = // Only constant text is formatted into `sql`; values are bound.
+        bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, filter.state.map(JobState::as_str))
+            .bind(&filter.cursor)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
         let mut jobs = jobs_from_rows(&rows)?;
         let next_cursor = if jobs.len() > limit as usize {
             jobs.truncate(limit as usize);
@@ -785,6 +818,71 @@ impl StepLog for SqliteStepLog {
             None
         };
         Ok(JobPage { jobs, next_cursor })
+    }
+
+    async fn jobs_count(&self, filter: &JobFilter) -> StoreResult<u64> {
+        let sql = format!("SELECT COUNT(*) AS n FROM jobs WHERE {FILTER_WHERE}");
+        let row = // Only constant text is formatted into `sql`; values are bound.
+        bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, filter.state.map(JobState::as_str))
+            .fetch_one(&self.pool)
+            .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn jobs_retry_batch(
+        &self,
+        filter: &JobFilter,
+        after: Option<&str>,
+        limit: u32,
+        first_at: Timestamp,
+        spacing_us: i64,
+    ) -> StoreResult<RetryBatch> {
+        let sql = format!(
+            "SELECT id FROM jobs WHERE {FILTER_WHERE} AND (?9 IS NULL OR id > ?9) \
+             ORDER BY id ASC LIMIT ?10"
+        );
+        let mut tx = self.begin_write().await?;
+        let rows = // Only constant text is formatted into `sql`; values are bound.
+        bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, Some(JobState::Dead.as_str()))
+            .bind(after)
+            .bind(i64::from(limit.max(1)))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut batch = RetryBatch::default();
+        for (k, row) in rows.iter().enumerate() {
+            let id: String = row.try_get("id")?;
+            let at = ms(first_at).saturating_add(spacing_us.saturating_mul(k as i64) / 1000);
+            let changed = sqlx::query(RETRY_SQL)
+                .bind(&id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            batch.matched += 1;
+            batch.retried += changed;
+            batch.last_id = Some(id);
+        }
+        tx.commit().await?;
+        Ok(batch)
+    }
+
+    async fn payload_edits_list(&self, job_id: &str) -> StoreResult<Vec<PayloadEdit>> {
+        let rows = sqlx::query("SELECT * FROM payload_edits WHERE job_id = ?1 ORDER BY id")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PayloadEdit {
+                    job_id: row.try_get("job_id")?,
+                    old_payload: row.try_get("old_payload")?,
+                    new_payload: row.try_get("new_payload")?,
+                    editor: row.try_get("editor")?,
+                    edited_at: timestamp("edited_at", row.try_get("edited_at")?)?,
+                })
+            })
+            .collect()
     }
 
     async fn jobs_count_by_state(&self) -> StoreResult<StateCounts> {
@@ -816,17 +914,12 @@ impl StepLog for SqliteStepLog {
     async fn job_update(&self, id: &str, update: JobUpdate) -> StoreResult<Option<bool>> {
         let mut tx = self.begin_write().await?;
         let changed = match &update {
-            JobUpdate::Retry { at } => sqlx::query(
-                "UPDATE jobs SET state = 'pending', channel_index = 0, attempt = 0, \
-                     series_started_at = NULL, held_ms = 0, next_at = ?2, reason = NULL, \
-                     notify_at = NULL, updated_at = ?2 \
-                 WHERE id = ?1 AND state = 'dead'",
-            )
-            .bind(id)
-            .bind(ms(*at))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
+            JobUpdate::Retry { at } => sqlx::query(RETRY_SQL)
+                .bind(id)
+                .bind(ms(*at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
             JobUpdate::EditPayload {
                 payload,
                 editor,

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{AttemptRecord, JobRecord, JobState};
+use super::{AttemptRecord, JobRecord, JobState, PayloadEdit};
 
 /// A job as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -28,6 +28,31 @@ pub struct JobView {
     /// Present on a single job; omitted in lists.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub attempts: Option<Vec<AttemptRecord>>,
+    /// Every payload an operator replaced, oldest first; on a single job.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub payload_edits: Option<Vec<PayloadEditView>>,
+}
+
+/// One payload edit as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PayloadEditView {
+    pub editor: String,
+    pub edited_at: Timestamp,
+    pub old_payload: serde_json::Value,
+    pub new_payload: serde_json::Value,
+}
+
+impl From<PayloadEdit> for PayloadEditView {
+    fn from(edit: PayloadEdit) -> Self {
+        let json =
+            |text: String| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        Self {
+            editor: edit.editor,
+            edited_at: edit.edited_at,
+            old_payload: json(edit.old_payload),
+            new_payload: json(edit.new_payload),
+        }
+    }
 }
 
 impl JobView {
@@ -49,6 +74,7 @@ impl JobView {
             policy_version: job.policy_version,
             attempts_total: job.attempts_total,
             attempts,
+            payload_edits: None,
         }
     }
 }

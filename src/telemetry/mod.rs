@@ -14,13 +14,30 @@
 //!   {channel,action}` (see [`crate::channels::breaker`]);
 //! - `channel_waits_total{channel,limit}`: attempts sent back to wait for a
 //!   rate or concurrency slot;
-//! - `auth_refreshes_total{channel,result}`.
+//! - `auth_refreshes_total{channel,result}`;
+//! - `retries_total{flow,reason}`: retries decided, by the answer that
+//!   caused them (`http_503`, `timeout`, …);
+//! - `manual_retries_total`: dead jobs an operator sent again;
+//! - `quota_rejections_total{flow,scope}`: retries held for the next hour
+//!   by the node's (`node`) or the flow's (`flow`) quota;
+//! - `dead_letters_total{flow,reason}`: jobs that went to the dead-letter
+//!   queue (the growth of `jobs{state="dead"}`);
+//! - `attempts_until_success{flow}`: histogram of attempts a job took.
+//!
+//! `jobs{state}` is refreshed at each scrape and every
+//! [`JOB_GAUGES_EVERY`] by the node, so the gauges stay current for
+//! exporters that push rather than scrape.
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::store::StateCounts;
+
+/// How often a node refreshes the `jobs{state}` gauges.
+pub const JOB_GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 50.0];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -34,6 +51,12 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("steadfast_attempts_until_success".to_string()),
+                        ATTEMPT_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();

@@ -243,15 +243,118 @@ impl TestNode {
 }
 
 pub async fn start_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Node {
-    start_node_with(policies, env, db, false).await
+    start_node_with(
+        policies,
+        env,
+        db,
+        false,
+        Vec::new(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+}
+
+impl TestNode {
+    /// Like [`TestNode::start`], with API tokens.
+    pub async fn start_with_tokens(
+        policies: &Path,
+        env: &[(&str, &str)],
+        tokens: Vec<steadfast::api::Token>,
+    ) -> TestNode {
+        let db_dir = tempfile::tempdir().unwrap();
+        let db = db_dir.path().join("steadfast.db");
+        let node = start_node_with(
+            policies,
+            env,
+            &db,
+            false,
+            tokens,
+            Default::default(),
+            Default::default(),
+        )
+        .await;
+        TestNode {
+            node,
+            client: http_client(),
+            db_dir,
+        }
+    }
+
+    /// Like [`TestNode::start`], with alert rules.
+    pub async fn start_with_alerts(
+        policies: &Path,
+        env: &[(&str, &str)],
+        alerts: steadfast::alerts::AlertsConfig,
+    ) -> TestNode {
+        let db_dir = tempfile::tempdir().unwrap();
+        let db = db_dir.path().join("steadfast.db");
+        let node = start_node_with(
+            policies,
+            env,
+            &db,
+            false,
+            Vec::new(),
+            Default::default(),
+            alerts,
+        )
+        .await;
+        TestNode {
+            node,
+            client: http_client(),
+            db_dir,
+        }
+    }
+
+    /// Like [`TestNode::start`], with retry quotas.
+    pub async fn start_with_quotas(
+        policies: &Path,
+        env: &[(&str, &str)],
+        quotas: steadfast::retry::quota::QuotaConfig,
+    ) -> TestNode {
+        let db_dir = tempfile::tempdir().unwrap();
+        let db = db_dir.path().join("steadfast.db");
+        let node = start_node_with(
+            policies,
+            env,
+            &db,
+            false,
+            Vec::new(),
+            quotas,
+            Default::default(),
+        )
+        .await;
+        TestNode {
+            node,
+            client: http_client(),
+            db_dir,
+        }
+    }
 }
 
 /// A node whose policy files are watched and reloaded on change.
 pub async fn start_watching_node(policies: &Path, env: &[(&str, &str)], db: &Path) -> Node {
-    start_node_with(policies, env, db, true).await
+    start_node_with(
+        policies,
+        env,
+        db,
+        true,
+        Vec::new(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
 }
 
-async fn start_node_with(policies: &Path, env: &[(&str, &str)], db: &Path, watch: bool) -> Node {
+async fn start_node_with(
+    policies: &Path,
+    env: &[(&str, &str)],
+    db: &Path,
+    watch: bool,
+    tokens: Vec<steadfast::api::Token>,
+    quotas: steadfast::retry::quota::QuotaConfig,
+    alerts: steadfast::alerts::AlertsConfig,
+) -> Node {
     let env = env
         .iter()
         .fold(MapEnv::overlaying_process(), |env, (name, value)| {
@@ -279,9 +382,12 @@ async fn start_node_with(policies: &Path, env: &[(&str, &str)], db: &Path, watch
                 workers: 16,
                 ..SchedulerConfig::default()
             },
+            quotas,
             ..EngineConfig::default()
         },
         clock: Arc::new(SystemClock),
+        tokens,
+        alerts,
         reload: watch.then(|| ReloadSource {
             paths: vec![policies.to_path_buf()],
             env,

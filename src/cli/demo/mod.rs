@@ -105,6 +105,8 @@ pub async fn run(args: DemoArgs) -> CliResult {
         listen: args.listen.clone(),
         engine: EngineConfig::default(),
         clock: Arc::new(SystemClock),
+        tokens: Vec::new(),
+        alerts: Default::default(),
         reload: None,
     })
     .await

@@ -1,0 +1,195 @@
+//! `steadfast dlq list|retry|edit|cancel`: dead-letter work.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use super::client::{encode, ApiClient, ServerArgs};
+use super::jobs::{list, FilterArgs};
+use super::output::cell;
+use super::{CliResult, Failure, OutputArgs};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DlqCommand {
+    /// Dead jobs, newest first, filtered by flow, step, last answer, rule, time.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many (1–1000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Continue after this job id (the `next_cursor` of a page).
+        #[arg(long)]
+        cursor: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Sends dead jobs again: these ids, or with --all every dead job the
+    /// filters match. Each starts its failed step afresh.
+    Retry {
+        /// Job ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every dead job matching the filters (none: every dead job).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// How fast retried jobs become due: 500/s, 30/m, 10000/h [default: 1000/s].
+        #[arg(long)]
+        rate: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Replaces a dead, pending or suspended job's payload; the old one is
+    /// kept with who changed it and when (see `jobs show`).
+    Edit {
+        id: String,
+        /// The new payload, as JSON.
+        #[arg(long)]
+        payload: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Ends a dead (or pending, suspended) job on purpose.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+pub async fn run(command: DlqCommand) -> CliResult {
+    match command {
+        DlqCommand::List {
+            filter,
+            limit,
+            cursor,
+            server,
+            output,
+        } => {
+            list(
+                Some("dead".into()),
+                &filter,
+                limit,
+                cursor,
+                &server,
+                &output,
+            )
+            .await
+        }
+        DlqCommand::Retry {
+            ids,
+            all,
+            filter,
+            rate,
+            server,
+            output,
+        } => {
+            let given = filter.pairs();
+            if !all && !given.is_empty() {
+                return Err(Failure::BadInput(anyhow!(
+                    "--{} filters dead jobs for --all; give ids or --all, not both",
+                    given[0].0
+                )));
+            }
+            let mut body = if all {
+                json!({ "filter": filter.to_json() })
+            } else {
+                json!({ "ids": ids })
+            };
+            if let Some(rate) = rate {
+                body["rate"] = json!(rate);
+            }
+            let client = ApiClient::new(&server)?;
+            let (_, answer) = client.post_json("/v1/dlq/retry", &body).await?;
+            let operation = answer["operation"]
+                .as_str()
+                .ok_or_else(|| Failure::Operation(anyhow!("the engine sent no operation id")))?
+                .to_string();
+            let finished = follow(&client, &operation, !output.json()).await?;
+            if output.json() {
+                println!("{finished}");
+            } else {
+                println!(
+                    "{} retried, {} skipped of {} matched (operation {operation})",
+                    cell(&finished["retried"]),
+                    cell(&finished["skipped"]),
+                    cell(&finished["matched"]),
+                );
+                for id in finished["skipped_ids"].as_array().into_iter().flatten() {
+                    eprintln!("  skipped {} (not found, or no longer dead)", cell(id));
+                }
+            }
+            if let Some(error) = finished["error"].as_str() {
+                return Err(Failure::Operation(anyhow!("the retry stopped: {error}")));
+            }
+            Ok(())
+        }
+        DlqCommand::Edit {
+            id,
+            payload,
+            server,
+        } => {
+            let payload: Value = serde_json::from_str(&payload).map_err(|e| {
+                Failure::BadInput(anyhow!(
+                    "--payload is not valid JSON ({e}); quote it for the shell, e.g. --payload '{{\"id\": 1}}'"
+                ))
+            })?;
+            let client = ApiClient::new(&server)?;
+            let job = client
+                .patch_json(
+                    &format!("/v1/jobs/{}", encode(&id)),
+                    &json!({ "payload": payload }),
+                )
+                .await?;
+            println!(
+                "{} {} payload replaced; `steadfast dlq retry {}` sends it",
+                cell(&job["id"]),
+                cell(&job["state"]),
+                cell(&job["id"])
+            );
+            Ok(())
+        }
+        DlqCommand::Cancel { id, server } => {
+            let client = ApiClient::new(&server)?;
+            let path = format!("/v1/jobs/{}/cancel", encode(&id));
+            let (_, job) = client.post_json(&path, &Value::Null).await?;
+            println!("{} {}", cell(&job["id"]), cell(&job["state"]));
+            Ok(())
+        }
+    }
+}
+
+/// Polls the operation until it is done, drawing a progress bar on a
+/// terminal; returns its last report.
+async fn follow(client: &ApiClient, operation: &str, show: bool) -> Result<Value, Failure> {
+    let path = format!("/v1/operations/{}", encode(operation));
+    let bar = if show {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} jobs retried  {per_sec}  eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    loop {
+        let report = client.get(&path).await?;
+        let count = |name: &str| report[name].as_u64().unwrap_or(0);
+        bar.set_length(count("matched"));
+        bar.set_position(count("retried") + count("skipped"));
+        if report["done"] == json!(true) {
+            bar.finish_and_clear();
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

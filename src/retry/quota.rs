@@ -1,0 +1,163 @@
+//! Retry quotas per hour: for the whole node and per flow.
+//!
+//! Counted in memory on each node, in fixed windows of a clock hour (UTC):
+//! cheap, no database write per retry, and a restart or a second node each
+//! start their own count, so with N nodes the effective ceiling is up to N
+//! times the setting. A retry over quota is not dead-lettered: it waits for
+//! the next window (PRODUCT.md: `suspended`, reason `quota`). The time is an
+//! argument, never read here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// The quotas in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaConfig {
+    /// Retries decided per hour on this node, all flows together.
+    pub per_hour: u64,
+    /// Retries decided per hour for one flow.
+    pub per_flow_per_hour: u64,
+    /// A flow's own hourly quota, instead of `per_flow_per_hour`.
+    pub flows: BTreeMap<String, u64>,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            per_hour: 100_000,
+            per_flow_per_hour: 1_000,
+            flows: BTreeMap::new(),
+        }
+    }
+}
+
+/// Which quota refused a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaScope {
+    Node,
+    Flow,
+}
+
+impl QuotaScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaScope::Node => "node",
+            QuotaScope::Flow => "flow",
+        }
+    }
+}
+
+/// A retry refused: wait until the window ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverQuota {
+    pub scope: QuotaScope,
+    pub until: Timestamp,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    /// The hour (milliseconds since the epoch / one hour) being counted.
+    hour: i64,
+    total: u64,
+    per_flow: HashMap<String, u64>,
+}
+
+/// The counters of one node.
+#[derive(Debug)]
+pub struct RetryQuotas {
+    config: QuotaConfig,
+    window: Mutex<Window>,
+}
+
+impl RetryQuotas {
+    pub fn new(config: QuotaConfig) -> Self {
+        RetryQuotas {
+            config,
+            window: Mutex::new(Window::default()),
+        }
+    }
+
+    /// Counts a retry of `flow` decided at `now`, or refuses it when either
+    /// quota of this hour is spent (a refused retry is not counted).
+    pub fn admit(&self, flow: &str, now: Timestamp) -> Result<(), OverQuota> {
+        let hour = now.as_millisecond().div_euclid(HOUR_MS);
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if window.hour != hour {
+            *window = Window {
+                hour,
+                ..Window::default()
+            };
+        }
+        let until = Timestamp::from_millisecond(hour.saturating_add(1).saturating_mul(HOUR_MS))
+            .unwrap_or(now);
+        if window.total >= self.config.per_hour {
+            return Err(OverQuota {
+                scope: QuotaScope::Node,
+                until,
+            });
+        }
+        let limit = self
+            .config
+            .flows
+            .get(flow)
+            .copied()
+            .unwrap_or(self.config.per_flow_per_hour);
+        let used = window.per_flow.get(flow).copied().unwrap_or(0);
+        if used >= limit {
+            return Err(OverQuota {
+                scope: QuotaScope::Flow,
+                until,
+            });
+        }
+        window.total += 1;
+        *window.per_flow.entry(flow.to_string()).or_insert(0) += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_flow_over_its_quota_waits_for_the_next_hour() {
+        let quotas = RetryQuotas::new(QuotaConfig {
+            per_hour: 10,
+            per_flow_per_hour: 2,
+            flows: [("big".to_string(), 5)].into_iter().collect(),
+        });
+        let now = at("2026-11-23T05:20:00Z");
+        assert!(quotas.admit("a", now).is_ok());
+        assert!(quotas.admit("a", now).is_ok());
+        assert_eq!(
+            quotas.admit("a", now),
+            Err(OverQuota {
+                scope: QuotaScope::Flow,
+                until: at("2026-11-23T06:00:00Z")
+            })
+        );
+        // Another flow has its own count; `big` its own limit.
+        for _ in 0..5 {
+            assert!(quotas.admit("big", now).is_ok());
+        }
+        assert!(quotas.admit("big", now).is_err());
+        assert!(quotas.admit("b", now).is_ok());
+        // The node's quota: 2 + 5 + 1 used, 2 left.
+        assert!(quotas.admit("c", now).is_ok());
+        assert!(quotas.admit("c", now).is_ok());
+        assert_eq!(
+            quotas.admit("d", now).map_err(|e| e.scope),
+            Err(QuotaScope::Node)
+        );
+        // A new hour starts afresh.
+        assert!(quotas.admit("a", at("2026-11-23T06:00:00Z")).is_ok());
+    }
+}
