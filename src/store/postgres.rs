@@ -1,0 +1,762 @@
+//! The shared step log: one PostgreSQL database, many engine nodes.
+//!
+//! Nodes claim with `FOR UPDATE SKIP LOCKED` under a lease (owner, expiry),
+//! so two nodes never claim the same job and neither waits for the other's
+//! locks; every move of a claimed job is guarded by `state = 'running' AND
+//! lease_owner = $me`, so a node whose lease was rescued cannot write late.
+//! Inserts send `NOTIFY steadfast_jobs` (delivered on commit), which
+//! [`StepLog::inserts_watch`] turns into wake-ups of idle schedulers on every node.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row, SqlSafeStr};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::{
+    AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState, JobUpdate,
+    NewJob, NotificationClaim, StateCounts, StepLog, StoreError, StoreResult, Transition,
+};
+use crate::model::ON_DEAD_STEP;
+
+/// The channel inserts notify on.
+pub const JOBS_CHANNEL: &str = "steadfast_jobs";
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+const MAX_PAGE: u32 = 1000;
+
+/// Connections per node unless the URL says otherwise (`?pool_max=N`,
+/// taken out before the URL reaches the driver).
+pub const DEFAULT_POOL_MAX: u32 = 10;
+
+/// Takes steadfast's own options (`pool_max=N`) out of a `postgres:` URL.
+pub fn url_options(url: &str) -> StoreResult<(String, u32)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), DEFAULT_POOL_MAX));
+    };
+    let mut pool_max = DEFAULT_POOL_MAX;
+    let mut passed = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("pool_max", value)) => {
+                pool_max = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 2)
+                    .ok_or_else(|| StoreError::BadUrlOption {
+                        url: super::redact_url(url),
+                        message: format!("pool_max={value}: expected a whole number of at least 2"),
+                    })?;
+            }
+            _ => passed.push(pair),
+        }
+    }
+    let url = if passed.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", passed.join("&"))
+    };
+    Ok((url, pool_max))
+}
+
+pub struct PgStepLog {
+    pool: PgPool,
+}
+
+impl PgStepLog {
+    /// Connects to and migrates the database at `url` (`postgres://…`).
+    /// Migrations take an advisory lock, so nodes starting together do not
+    /// race to create the schema.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let (url, pool_max) = url_options(url)?;
+        let connect = PgConnectOptions::from_str(&url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_max)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(PgStepLog { pool })
+    }
+
+    /// A listener on [`JOBS_CHANNEL`]: each notification means another node
+    /// (or this one) inserted jobs. It holds a connection of its own, outside
+    /// the pool.
+    pub async fn listen(&self) -> StoreResult<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(JOBS_CHANNEL).await?;
+        Ok(listener)
+    }
+
+    async fn job_exists(&self, id: &str) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+}
+
+fn ms(at: Timestamp) -> i64 {
+    at.as_millisecond()
+}
+
+fn opt_ms(at: Option<Timestamp>) -> Option<i64> {
+    at.map(ms)
+}
+
+fn timestamp(column: &str, value: i64) -> StoreResult<Timestamp> {
+    Timestamp::from_millisecond(value)
+        .map_err(|error| StoreError::Corrupt(format!("{column} = {value}: {error}")))
+}
+
+fn opt_timestamp(column: &str, value: Option<i64>) -> StoreResult<Option<Timestamp>> {
+    value.map(|value| timestamp(column, value)).transpose()
+}
+
+fn count(column: &str, value: i64) -> StoreResult<u32> {
+    u32::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("{column} = {value} is not a count")))
+}
+
+fn job_from_row(row: &PgRow) -> StoreResult<JobRecord> {
+    let state: String = row.try_get("state")?;
+    Ok(JobRecord {
+        id: row.try_get("id")?,
+        flow: row.try_get("flow")?,
+        state: JobState::from_str(&state).map_err(StoreError::Corrupt)?,
+        step_index: count("step_index", row.try_get("step_index")?)?,
+        step: row.try_get("step")?,
+        channel_index: count("channel_index", row.try_get("channel_index")?)?,
+        attempt: count("attempt", row.try_get("attempt")?)?,
+        series_started_at: opt_timestamp("series_started_at", row.try_get("series_started_at")?)?,
+        held_ms: row.try_get("held_ms")?,
+        next_at: opt_timestamp("next_at", row.try_get("next_at")?)?,
+        reason: row.try_get("reason")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        payload: row.try_get("payload")?,
+        policy_version: row.try_get("policy_version")?,
+        created_at: timestamp("created_at", row.try_get("created_at")?)?,
+        updated_at: timestamp("updated_at", row.try_get("updated_at")?)?,
+        attempts_total: count("attempts_total", row.try_get("attempts_total")?)?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_until: opt_timestamp("lease_until", row.try_get("lease_until")?)?,
+        notify_at: opt_timestamp("notify_at", row.try_get("notify_at")?)?,
+        notify_attempts: count("notify_attempts", row.try_get("notify_attempts")?)?,
+    })
+}
+
+fn jobs_from_rows(rows: &[PgRow]) -> StoreResult<Vec<JobRecord>> {
+    rows.iter().map(job_from_row).collect()
+}
+
+fn attempt_from_row(row: &PgRow) -> StoreResult<AttemptRecord> {
+    let status: Option<i64> = row.try_get("status")?;
+    Ok(AttemptRecord {
+        job_id: row.try_get("job_id")?,
+        step: row.try_get("step")?,
+        channel: row.try_get("channel")?,
+        attempt: count("attempt", row.try_get("attempt")?)?,
+        started_at: timestamp("started_at", row.try_get("started_at")?)?,
+        finished_at: timestamp("finished_at", row.try_get("finished_at")?)?,
+        status: status
+            .map(|status| {
+                u16::try_from(status).map_err(|_| StoreError::Corrupt(format!("status = {status}")))
+            })
+            .transpose()?,
+        error: row.try_get("error")?,
+        error_message: row.try_get("error_message")?,
+        outcome: row.try_get("outcome")?,
+        rule: row.try_get("rule")?,
+        decision: row.try_get("decision")?,
+        delay_ms: row.try_get("delay_ms")?,
+        next_at: opt_timestamp("next_at", row.try_get("next_at")?)?,
+        policy_version: row.try_get("policy_version")?,
+    })
+}
+
+/// Payloads are compared as JSON values, so key order and spacing do not
+/// make a resubmission a conflict.
+fn same_payload(stored: &str, submitted: &str) -> bool {
+    if stored == submitted {
+        return true;
+    }
+    match (
+        serde_json::from_str::<serde_json::Value>(stored),
+        serde_json::from_str::<serde_json::Value>(submitted),
+    ) {
+        (Ok(stored), Ok(submitted)) => stored == submitted,
+        _ => false,
+    }
+}
+
+fn limit_i64(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Inserts a batch with one statement: the columns travel as arrays and
+/// `unnest` takes them apart, `WITH ORDINALITY` keeping the batch's order.
+async fn insert_many(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[NewJob],
+) -> StoreResult<Vec<InsertOutcome>> {
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    let flows: Vec<&str> = jobs.iter().map(|j| j.flow.as_str()).collect();
+    let keys: Vec<&str> = jobs.iter().map(|j| j.idempotency_key.as_str()).collect();
+    let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+    let steps: Vec<&str> = jobs.iter().map(|j| j.step.as_str()).collect();
+    let next_ats: Vec<i64> = jobs.iter().map(|j| ms(j.next_at)).collect();
+    let versions: Vec<&str> = jobs.iter().map(|j| j.policy_version.as_str()).collect();
+    let created: Vec<i64> = jobs.iter().map(|j| ms(j.created_at)).collect();
+    let rows = sqlx::query(
+        "INSERT INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
+                           next_at, policy_version, created_at, updated_at) \
+         SELECT j.id, j.flow, j.key, j.payload, 'pending', 0, j.step, j.next_at, j.version, \
+                j.created_at, j.created_at \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
+                     $7::text[], $8::bigint[]) \
+              WITH ORDINALITY AS j (id, flow, key, payload, step, next_at, version, created_at, n) \
+         ORDER BY j.n \
+         ON CONFLICT (flow, idempotency_key) DO NOTHING \
+         RETURNING *",
+    )
+    .bind(&ids)
+    .bind(&flows)
+    .bind(&keys)
+    .bind(&payloads)
+    .bind(&steps)
+    .bind(&next_ats)
+    .bind(&versions)
+    .bind(&created)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut created: HashMap<String, JobRecord> = jobs_from_rows(&rows)?
+        .into_iter()
+        .map(|job| (job.id.clone(), job))
+        .collect();
+    let mut existing: HashMap<(String, String), JobRecord> = HashMap::new();
+    if created.len() < jobs.len() {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE (flow, idempotency_key) IN \
+                 (SELECT * FROM unnest($1::text[], $2::text[]))",
+        )
+        .bind(&flows)
+        .bind(&keys)
+        .fetch_all(&mut *conn)
+        .await?;
+        for job in jobs_from_rows(&rows)? {
+            existing.insert((job.flow.clone(), job.idempotency_key.clone()), job);
+        }
+    }
+    jobs.iter()
+        .map(|job| {
+            if let Some(record) = created.remove(&job.id) {
+                return Ok(InsertOutcome::Created(record));
+            }
+            let key = (job.flow.clone(), job.idempotency_key.clone());
+            let record = existing.get(&key).cloned().ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "job with key `{}` in flow `{}` neither inserted nor found",
+                    job.idempotency_key, job.flow
+                ))
+            })?;
+            Ok(if same_payload(&record.payload, &job.payload) {
+                InsertOutcome::Existing(record)
+            } else {
+                InsertOutcome::Conflict(record)
+            })
+        })
+        .collect()
+}
+
+async fn attempt_insert(conn: &mut sqlx::PgConnection, a: &AttemptRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, status, \
+                               error, error_message, outcome, rule, decision, delay_ms, next_at, \
+                               policy_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(&a.job_id)
+    .bind(&a.step)
+    .bind(&a.channel)
+    .bind(i64::from(a.attempt))
+    .bind(ms(a.started_at))
+    .bind(ms(a.finished_at))
+    .bind(a.status.map(i64::from))
+    .bind(&a.error)
+    .bind(&a.error_message)
+    .bind(&a.outcome)
+    .bind(&a.rule)
+    .bind(&a.decision)
+    .bind(a.delay_ms)
+    .bind(opt_ms(a.next_at))
+    .bind(&a.policy_version)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Applies one transition under its guard; returns whether it applied.
+async fn apply_one(conn: &mut sqlx::PgConnection, t: &Transition) -> StoreResult<bool> {
+    // Notifications and skips (a breaker sent the job on without trying this
+    // channel) are not attempts of the job.
+    let counts = i64::from(
+        t.attempt
+            .as_ref()
+            .is_some_and(|a| a.step != ON_DEAD_STEP && a.outcome != "skipped"),
+    );
+    let running = t.to == JobState::Running;
+    let moved = sqlx::query(
+        "UPDATE jobs SET state = $3, step_index = $4, step = $5, channel_index = $6, \
+             attempt = $7, series_started_at = $8, held_ms = $9, next_at = $10, reason = $11, \
+             policy_version = $12, notify_at = $13, updated_at = $14, \
+             attempts_total = attempts_total + $15, \
+             lease_owner = CASE WHEN $16 THEN lease_owner END, \
+             lease_until = CASE WHEN $16 THEN lease_until END \
+         WHERE id = $1 AND state = 'running' AND lease_owner = $2",
+    )
+    .bind(&t.job_id)
+    .bind(&t.owner)
+    .bind(t.to.as_str())
+    .bind(i64::from(t.step_index))
+    .bind(&t.step)
+    .bind(i64::from(t.channel_index))
+    .bind(i64::from(t.series_attempts))
+    .bind(opt_ms(t.series_started_at))
+    .bind(t.held_ms)
+    .bind(opt_ms(t.next_at))
+    .bind(&t.reason)
+    .bind(&t.policy_version)
+    .bind(opt_ms(t.notify_at))
+    .bind(ms(t.now))
+    .bind(counts)
+    .bind(running)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if moved {
+        if let Some(attempt) = &t.attempt {
+            attempt_insert(conn, attempt).await?;
+        }
+    }
+    Ok(moved)
+}
+
+/// The flows with a job due at `now`, the one waiting longest first.
+async fn flows_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> StoreResult<Vec<String>> {
+    let flows: Vec<String> = sqlx::query_scalar(
+        "SELECT flow FROM jobs \
+         WHERE state IN ('pending', 'suspended') AND next_at <= $1 \
+         GROUP BY flow ORDER BY MIN(next_at), flow",
+    )
+    .bind(ms(now))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(flows)
+}
+
+struct Lease<'a> {
+    owner: &'a str,
+    now: Timestamp,
+    lease_until: Timestamp,
+}
+
+/// Claims up to `limit` due jobs of one flow, earliest first, skipping rows
+/// another node is claiming this very moment.
+async fn claim_flow(
+    conn: &mut sqlx::PgConnection,
+    flow: &str,
+    lease: &Lease<'_>,
+    limit: usize,
+) -> StoreResult<Vec<JobRecord>> {
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3 \
+         WHERE id IN (SELECT id FROM jobs \
+                      WHERE state IN ('pending', 'suspended') AND flow = $4 AND next_at <= $3 \
+                      ORDER BY next_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+         RETURNING *",
+    )
+    .bind(lease.owner)
+    .bind(ms(lease.lease_until))
+    .bind(ms(lease.now))
+    .bind(flow)
+    .bind(limit_i64(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    jobs_from_rows(&rows)
+}
+
+#[async_trait]
+impl StepLog for PgStepLog {
+    async fn job_insert(&self, job: NewJob) -> StoreResult<InsertOutcome> {
+        self.jobs_insert_batch(vec![job])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an insert returned no outcome".into()))
+    }
+
+    async fn jobs_insert_batch(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<InsertOutcome>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let outcomes = insert_many(&mut tx, &jobs).await?;
+        if outcomes
+            .iter()
+            .any(|outcome| matches!(outcome, InsertOutcome::Created(_)))
+        {
+            // Delivered on commit, to every node listening (this one too).
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(JOBS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn jobs_claim_due(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let due = flows_due(&mut tx, now).await?;
+        let lease = Lease {
+            owner,
+            now,
+            lease_until,
+        };
+        let mut jobs = Vec::with_capacity(limit);
+        // Round robin as in SQLite: an equal share per flow first, then what
+        // is left, in order, to the flows that had more.
+        let share = (limit / due.len().max(1)).max(1);
+        let mut hungry = Vec::new();
+        for flow in &due {
+            let room = share.min(limit - jobs.len());
+            if room == 0 {
+                break;
+            }
+            let claimed = claim_flow(&mut tx, flow, &lease, room).await?;
+            if claimed.len() == room {
+                hungry.push(flow);
+            }
+            jobs.extend(claimed);
+        }
+        for flow in hungry {
+            let room = limit - jobs.len();
+            if room == 0 {
+                break;
+            }
+            jobs.extend(claim_flow(&mut tx, flow, &lease, room).await?);
+        }
+        tx.commit().await?;
+        jobs.sort_by(|a, b| a.next_at.cmp(&b.next_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(jobs)
+    }
+
+    async fn transitions_apply(&self, transitions: Vec<Transition>) -> StoreResult<Vec<bool>> {
+        if transitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut applied = Vec::with_capacity(transitions.len());
+        for transition in &transitions {
+            applied.push(apply_one(&mut tx, transition).await?);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_at) FROM jobs WHERE state IN ('pending', 'suspended')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        opt_timestamp("next_at", next)
+    }
+
+    async fn leases_release(&self, owner: &str) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL \
+             WHERE state = 'running' AND lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn leases_rescue(&self, now: Timestamp) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
+                 next_at = COALESCE(next_at, $1) \
+             WHERE state = 'running' AND lease_until < $1",
+        )
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn notifications_claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationClaim>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE jobs SET notify_at = $2 \
+             WHERE id IN (SELECT id FROM jobs \
+                          WHERE notify_at IS NOT NULL AND notify_at <= $1 AND state = 'dead' \
+                          ORDER BY notify_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING *",
+        )
+        .bind(ms(now))
+        .bind(ms(lease_until))
+        .bind(limit_i64(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(jobs_from_rows(&rows)?
+            .into_iter()
+            .map(|job| NotificationClaim { job })
+            .collect())
+    }
+
+    async fn notification_record(
+        &self,
+        attempt: AttemptRecord,
+        next_at: Option<Timestamp>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET notify_attempts = notify_attempts + 1, notify_at = $2 WHERE id = $1",
+        )
+        .bind(&attempt.job_id)
+        .bind(opt_ms(next_at))
+        .execute(&mut *tx)
+        .await?;
+        attempt_insert(&mut tx, &attempt).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn job_get(&self, id: &str) -> StoreResult<Option<JobRecord>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn attempts_list(&self, job_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE job_id = $1 ORDER BY id")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+
+    async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage> {
+        let limit = filter.limit.clamp(1, MAX_PAGE);
+        let rows = sqlx::query(
+            "SELECT * FROM jobs \
+             WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR flow = $2) \
+               AND ($3::text IS NULL OR step = $3) AND ($4::text IS NULL OR id < $4) \
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(filter.state.map(JobState::as_str))
+        .bind(&filter.flow)
+        .bind(&filter.step)
+        .bind(&filter.cursor)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = jobs_from_rows(&rows)?;
+        let next_cursor = if jobs.len() > limit as usize {
+            jobs.truncate(limit as usize);
+            jobs.last().map(|job| job.id.clone())
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    async fn jobs_count_by_state(&self) -> StoreResult<StateCounts> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts: StateCounts = JobState::ALL.iter().map(|state| (*state, 0)).collect();
+        for row in rows {
+            let state: String = row.try_get("state")?;
+            let n: i64 = row.try_get("n")?;
+            let state = JobState::from_str(&state).map_err(StoreError::Corrupt)?;
+            counts.insert(state, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(counts)
+    }
+
+    async fn jobs_resume(&self, reason: &str, now: Timestamp) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "UPDATE jobs SET next_at = $2, updated_at = $2 \
+             WHERE state = 'suspended' AND reason = $1 AND next_at > $2",
+        )
+        .bind(reason)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn job_update(&self, id: &str, update: JobUpdate) -> StoreResult<Option<bool>> {
+        let mut tx = self.pool.begin().await?;
+        let changed = match &update {
+            JobUpdate::Retry { at } => sqlx::query(
+                "UPDATE jobs SET state = 'pending', channel_index = 0, attempt = 0, \
+                     series_started_at = NULL, held_ms = 0, next_at = $2, reason = NULL, \
+                     notify_at = NULL, updated_at = $2 \
+                 WHERE id = $1 AND state = 'dead'",
+            )
+            .bind(id)
+            .bind(ms(*at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            JobUpdate::EditPayload {
+                payload,
+                editor,
+                at,
+            } => {
+                // The row is locked first, so the audit row and the update
+                // see the same state.
+                sqlx::query(
+                    "INSERT INTO payload_edits (job_id, old_payload, new_payload, editor, edited_at) \
+                     SELECT id, payload, $2, $3, $4 FROM jobs \
+                     WHERE id = $1 AND state IN ('dead', 'pending', 'suspended') FOR UPDATE",
+                )
+                .bind(id)
+                .bind(payload)
+                .bind(editor)
+                .bind(ms(*at))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE jobs SET payload = $2, updated_at = $3 \
+                     WHERE id = $1 AND state IN ('dead', 'pending', 'suspended')",
+                )
+                .bind(id)
+                .bind(payload)
+                .bind(ms(*at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+            }
+            JobUpdate::Cancel { at } => sqlx::query(
+                "UPDATE jobs SET state = 'cancelled', next_at = NULL, notify_at = NULL, \
+                     updated_at = $2 \
+                 WHERE id = $1 AND state IN ('pending', 'suspended', 'dead')",
+            )
+            .bind(id)
+            .bind(ms(*at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+        };
+        tx.commit().await?;
+        if changed == 1 {
+            return Ok(Some(true));
+        }
+        Ok(if self.job_exists(id).await? {
+            Some(false)
+        } else {
+            None
+        })
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn inserts_watch(&self, wake: Arc<Notify>) -> Option<JoinHandle<()>> {
+        let log = PgStepLog {
+            pool: self.pool.clone(),
+        };
+        Some(tokio::spawn(async move {
+            loop {
+                match log.listen().await {
+                    Ok(mut listener) => {
+                        // Inserts made while nobody listened were not
+                        // announced: look once.
+                        wake.notify_one();
+                        loop {
+                            match listener.recv().await {
+                                Ok(_) => wake.notify_one(),
+                                Err(error) => {
+                                    tracing::warn!(%error, "lost the job notifications; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for job notifications; polling meanwhile");
+                    }
+                }
+                // The scheduler still polls (max_idle) while this retries.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_options;
+
+    #[test]
+    fn pool_size_comes_from_the_url() {
+        let (url, max) = url_options("postgres://u@h/db?pool_max=4&sslmode=disable").unwrap();
+        assert_eq!(url, "postgres://u@h/db?sslmode=disable");
+        assert_eq!(max, 4);
+        assert!(url_options("postgres://u:pw@h/db?pool_max=x").is_err());
+    }
+}
