@@ -18,7 +18,8 @@ pub struct RunArgs {
     /// The policy directory.
     #[arg(long, default_value = "./policies", env = "STEADFAST_POLICIES")]
     policies: PathBuf,
-    /// The step log: sqlite://PATH.
+    /// The step log: sqlite://PATH (one node), or postgres://USER:PASSWORD@HOST/DB
+    /// (several nodes share it; `?pool_max=N` connections per node, default 10).
     #[arg(long, default_value = "sqlite://steadfast.db", env = "STEADFAST_DB")]
     db: String,
     /// The API's address.
@@ -34,6 +35,12 @@ pub struct RunArgs {
     /// Attempts in flight at once.
     #[arg(long, default_value_t = 64, env = "STEADFAST_WORKERS")]
     workers: usize,
+    /// How long a claimed job is this node's: if the node dies, another takes
+    /// the job over after this long. Leases are not renewed, so keep it well
+    /// above the longest channel timeout (an attempt outliving its lease may
+    /// run twice, and its result is then discarded).
+    #[arg(long, default_value = "300s", value_parser = parse_duration_arg, env = "STEADFAST_LEASE")]
+    lease: std::time::Duration,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -50,6 +57,7 @@ pub async fn run(args: RunArgs) -> CliResult {
         engine: EngineConfig {
             scheduler: SchedulerConfig {
                 workers: args.workers.max(1),
+                lease: args.lease.max(std::time::Duration::from_secs(1)),
                 ..SchedulerConfig::default()
             },
             ..EngineConfig::default()
