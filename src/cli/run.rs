@@ -50,6 +50,7 @@ pub async fn run(args: RunArgs) -> CliResult {
     let policy = load_policies(&args.policies)?;
     tracing::info!(version = %policy.version, files = policy.files.len(), flows = policy.flows.len(),
         "policies loaded");
+    warn_if_lease_is_short(&policy, args.lease);
     let config = NodeConfig {
         policy,
         db_url: args.db.clone(),
@@ -102,6 +103,26 @@ pub fn load_policies(dir: &std::path::Path) -> Result<CompiledPolicy, Failure> {
             dir.display()
         ))
     })
+}
+
+/// Leases are not renewed while an attempt runs: one that outlives its
+/// lease may be taken over by another node and sent twice. Says so when the
+/// lease is not comfortably above the slowest channel's timeout.
+fn warn_if_lease_is_short(policy: &CompiledPolicy, lease: std::time::Duration) {
+    let slowest = policy
+        .channels
+        .values()
+        .filter_map(|channel| match &channel.kind {
+            crate::model::ChannelKind::Http(http) => Some((channel.name.as_str(), http.timeout)),
+            crate::model::ChannelKind::File(_) => None,
+        })
+        .max_by_key(|(_, timeout)| *timeout);
+    if let Some((channel, timeout)) = slowest {
+        if lease < timeout.saturating_mul(2) {
+            tracing::warn!(channel, timeout = ?timeout, lease = ?lease,
+                "--lease is less than twice this channel's timeout: a slow attempt may outlive its lease and be sent again by another node");
+        }
+    }
 }
 
 /// Reloads the policy files on every SIGHUP; never completes.
