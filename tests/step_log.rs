@@ -545,6 +545,29 @@ async fn concurrent_claims_never_take_a_job_twice(db: Db) {
     assert_eq!(distinct.len(), 400, "no job claimed twice");
 }
 
+/// Transitions of one job in one batch apply in order: the second sees the
+/// first's result, and one after the job left `running` is refused.
+async fn a_batch_may_move_one_job_twice(db: Db) {
+    let job = insert(&db, 1, t(0)).await;
+    let claimed = db.log.jobs_claim_due("a", t(0), t(100), 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let mut first = retry_later(&job, "a", t(1));
+    first.to = JobState::Running;
+    let second = retry_later(&job, "a", t(2));
+    let third = retry_later(&job, "a", t(3));
+    let applied = db
+        .log
+        .transitions_apply(vec![first, second, third])
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![true, true, false]);
+    assert_eq!(db.log.attempts_list(&job.id).await.unwrap().len(), 2);
+    let stored = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, JobState::Pending);
+    assert_eq!(stored.attempts_total, 2);
+    assert_eq!(stored.lease_owner, None);
+}
+
 conformance!(
     insert_is_idempotent_on_flow_and_key,
     a_batch_reports_each_item_in_order,
@@ -557,6 +580,7 @@ conformance!(
     pages_go_newest_first_and_cursors_reach_every_job_once,
     operator_updates_are_guarded_by_state,
     concurrent_claims_never_take_a_job_twice,
+    a_batch_may_move_one_job_twice,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 //! Inserts send `NOTIFY steadfast_jobs` (delivered on commit), which
 //! [`StepLog::inserts_watch`] turns into wake-ups of idle schedulers on every node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -298,78 +298,162 @@ async fn insert_many(
         .collect()
 }
 
-async fn attempt_insert(conn: &mut sqlx::PgConnection, a: &AttemptRecord) -> StoreResult<()> {
+/// Appends attempts in one statement, in the order given (ids ascend with
+/// `WITH ORDINALITY`, so `attempts_list` reads them back in that order).
+async fn attempts_insert(
+    conn: &mut sqlx::PgConnection,
+    attempts: &[&AttemptRecord],
+) -> StoreResult<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let job_ids: Vec<&str> = attempts.iter().map(|a| a.job_id.as_str()).collect();
+    let steps: Vec<&str> = attempts.iter().map(|a| a.step.as_str()).collect();
+    let channels: Vec<&str> = attempts.iter().map(|a| a.channel.as_str()).collect();
+    let numbers: Vec<i64> = attempts.iter().map(|a| i64::from(a.attempt)).collect();
+    let started: Vec<i64> = attempts.iter().map(|a| ms(a.started_at)).collect();
+    let finished: Vec<i64> = attempts.iter().map(|a| ms(a.finished_at)).collect();
+    let statuses: Vec<Option<i64>> = attempts.iter().map(|a| a.status.map(i64::from)).collect();
+    let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
+    let messages: Vec<Option<&str>> = attempts
+        .iter()
+        .map(|a| a.error_message.as_deref())
+        .collect();
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+    let rules: Vec<Option<&str>> = attempts.iter().map(|a| a.rule.as_deref()).collect();
+    let decisions: Vec<&str> = attempts.iter().map(|a| a.decision.as_str()).collect();
+    let delays: Vec<Option<i64>> = attempts.iter().map(|a| a.delay_ms).collect();
+    let next_ats: Vec<Option<i64>> = attempts.iter().map(|a| opt_ms(a.next_at)).collect();
+    let versions: Vec<&str> = attempts.iter().map(|a| a.policy_version.as_str()).collect();
     sqlx::query(
         "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, status, \
                                error, error_message, outcome, rule, decision, delay_ms, next_at, \
                                policy_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         SELECT a.job_id, a.step, a.channel, a.attempt, a.started_at, a.finished_at, a.status, \
+                a.error, a.error_message, a.outcome, a.rule, a.decision, a.delay_ms, a.next_at, \
+                a.version \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
+                     $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[], \
+                     $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::text[]) \
+              WITH ORDINALITY AS a (job_id, step, channel, attempt, started_at, finished_at, \
+                                    status, error, error_message, outcome, rule, decision, \
+                                    delay_ms, next_at, version, n) \
+         ORDER BY a.n",
     )
-    .bind(&a.job_id)
-    .bind(&a.step)
-    .bind(&a.channel)
-    .bind(i64::from(a.attempt))
-    .bind(ms(a.started_at))
-    .bind(ms(a.finished_at))
-    .bind(a.status.map(i64::from))
-    .bind(&a.error)
-    .bind(&a.error_message)
-    .bind(&a.outcome)
-    .bind(&a.rule)
-    .bind(&a.decision)
-    .bind(a.delay_ms)
-    .bind(opt_ms(a.next_at))
-    .bind(&a.policy_version)
+    .bind(&job_ids)
+    .bind(&steps)
+    .bind(&channels)
+    .bind(&numbers)
+    .bind(&started)
+    .bind(&finished)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&messages)
+    .bind(&outcomes)
+    .bind(&rules)
+    .bind(&decisions)
+    .bind(&delays)
+    .bind(&next_ats)
+    .bind(&versions)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Applies one transition under its guard; returns whether it applied.
-async fn apply_one(conn: &mut sqlx::PgConnection, t: &Transition) -> StoreResult<bool> {
-    // Notifications and skips (a breaker sent the job on without trying this
-    // channel) are not attempts of the job.
-    let counts = i64::from(
-        t.attempt
-            .as_ref()
-            .is_some_and(|a| a.step != ON_DEAD_STEP && a.outcome != "skipped"),
-    );
-    let running = t.to == JobState::Running;
-    let moved = sqlx::query(
-        "UPDATE jobs SET state = $3, step_index = $4, step = $5, channel_index = $6, \
-             attempt = $7, series_started_at = $8, held_ms = $9, next_at = $10, reason = $11, \
-             policy_version = $12, notify_at = $13, updated_at = $14, \
-             attempts_total = attempts_total + $15, \
-             lease_owner = CASE WHEN $16 THEN lease_owner END, \
-             lease_until = CASE WHEN $16 THEN lease_until END \
-         WHERE id = $1 AND state = 'running' AND lease_owner = $2",
-    )
-    .bind(&t.job_id)
-    .bind(&t.owner)
-    .bind(t.to.as_str())
-    .bind(i64::from(t.step_index))
-    .bind(&t.step)
-    .bind(i64::from(t.channel_index))
-    .bind(i64::from(t.series_attempts))
-    .bind(opt_ms(t.series_started_at))
-    .bind(t.held_ms)
-    .bind(opt_ms(t.next_at))
-    .bind(&t.reason)
-    .bind(&t.policy_version)
-    .bind(opt_ms(t.notify_at))
-    .bind(ms(t.now))
-    .bind(counts)
-    .bind(running)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if moved {
-        if let Some(attempt) = &t.attempt {
-            attempt_insert(conn, attempt).await?;
+/// Splits a batch into runs in which no job appears twice, so that one
+/// set-based update per run says exactly which transitions applied.
+fn runs_of_distinct_jobs(transitions: &[Transition]) -> Vec<&[Transition]> {
+    let mut runs = Vec::new();
+    let mut seen = HashSet::new();
+    let mut start = 0;
+    for (index, transition) in transitions.iter().enumerate() {
+        if !seen.insert(transition.job_id.as_str()) {
+            runs.push(&transitions[start..index]);
+            seen.clear();
+            seen.insert(transition.job_id.as_str());
+            start = index;
         }
     }
-    Ok(moved)
+    runs.push(&transitions[start..]);
+    runs
+}
+
+/// Applies transitions of distinct jobs: one guarded update for all (the
+/// columns travel as arrays), then one insert for the attempts of those
+/// that applied.
+async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreResult<Vec<bool>> {
+    let ids: Vec<&str> = run.iter().map(|t| t.job_id.as_str()).collect();
+    let owners: Vec<&str> = run.iter().map(|t| t.owner.as_str()).collect();
+    let states: Vec<&str> = run.iter().map(|t| t.to.as_str()).collect();
+    let step_indexes: Vec<i64> = run.iter().map(|t| i64::from(t.step_index)).collect();
+    let steps: Vec<&str> = run.iter().map(|t| t.step.as_str()).collect();
+    let channel_indexes: Vec<i64> = run.iter().map(|t| i64::from(t.channel_index)).collect();
+    let attempts: Vec<i64> = run.iter().map(|t| i64::from(t.series_attempts)).collect();
+    let series: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.series_started_at)).collect();
+    let held: Vec<i64> = run.iter().map(|t| t.held_ms).collect();
+    let next_ats: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.next_at)).collect();
+    let reasons: Vec<Option<&str>> = run.iter().map(|t| t.reason.as_deref()).collect();
+    let versions: Vec<&str> = run.iter().map(|t| t.policy_version.as_str()).collect();
+    let notify_ats: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.notify_at)).collect();
+    let nows: Vec<i64> = run.iter().map(|t| ms(t.now)).collect();
+    // Notifications and skips (a breaker sent the job on without trying this
+    // channel) are not attempts of the job.
+    let counts: Vec<i64> = run
+        .iter()
+        .map(|t| {
+            i64::from(
+                t.attempt
+                    .as_ref()
+                    .is_some_and(|a| a.step != ON_DEAD_STEP && a.outcome != "skipped"),
+            )
+        })
+        .collect();
+    let running: Vec<bool> = run.iter().map(|t| t.to == JobState::Running).collect();
+    let moved: Vec<String> = sqlx::query_scalar(
+        "UPDATE jobs SET state = t.state, step_index = t.step_index, step = t.step, \
+             channel_index = t.channel_index, attempt = t.attempt, \
+             series_started_at = t.series_started_at, held_ms = t.held_ms, \
+             next_at = t.next_at, reason = t.reason, policy_version = t.version, \
+             notify_at = t.notify_at, updated_at = t.now, \
+             attempts_total = jobs.attempts_total + t.counts, \
+             lease_owner = CASE WHEN t.running THEN jobs.lease_owner END, \
+             lease_until = CASE WHEN t.running THEN jobs.lease_until END \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
+                     $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], \
+                     $16::boolean[]) \
+              AS t (id, owner, state, step_index, step, channel_index, attempt, \
+                    series_started_at, held_ms, next_at, reason, version, notify_at, now, \
+                    counts, running) \
+         WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_owner = t.owner \
+         RETURNING jobs.id",
+    )
+    .bind(&ids)
+    .bind(&owners)
+    .bind(&states)
+    .bind(&step_indexes)
+    .bind(&steps)
+    .bind(&channel_indexes)
+    .bind(&attempts)
+    .bind(&series)
+    .bind(&held)
+    .bind(&next_ats)
+    .bind(&reasons)
+    .bind(&versions)
+    .bind(&notify_ats)
+    .bind(&nows)
+    .bind(&counts)
+    .bind(&running)
+    .fetch_all(&mut *conn)
+    .await?;
+    let moved: HashSet<String> = moved.into_iter().collect();
+    let recorded: Vec<&AttemptRecord> = run
+        .iter()
+        .filter(|t| moved.contains(&t.job_id))
+        .filter_map(|t| t.attempt.as_ref())
+        .collect();
+    attempts_insert(conn, &recorded).await?;
+    Ok(run.iter().map(|t| moved.contains(&t.job_id)).collect())
 }
 
 /// The flows with a job due at `now`, the one waiting longest first.
@@ -496,8 +580,8 @@ impl StepLog for PgStepLog {
         }
         let mut tx = self.pool.begin().await?;
         let mut applied = Vec::with_capacity(transitions.len());
-        for transition in &transitions {
-            applied.push(apply_one(&mut tx, transition).await?);
+        for run in runs_of_distinct_jobs(&transitions) {
+            applied.extend(apply_run(&mut tx, run).await?);
         }
         tx.commit().await?;
         Ok(applied)
@@ -575,7 +659,7 @@ impl StepLog for PgStepLog {
         .bind(opt_ms(next_at))
         .execute(&mut *tx)
         .await?;
-        attempt_insert(&mut tx, &attempt).await?;
+        attempts_insert(&mut tx, &[&attempt]).await?;
         tx.commit().await?;
         Ok(())
     }
