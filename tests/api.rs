@@ -193,7 +193,9 @@ async fn a_job_shows_its_attempts_and_the_list_pages_with_a_cursor() {
                 .await,
         );
     }
-    api.node.submit_ok("orders", json!({ "o": 1 }), None).await;
+    let order = api.node.submit_ok("orders", json!({ "o": 1 }), None).await;
+    // The orders job is counted below too: wait for it, not just the leads.
+    assert_eq!(api.node.wait_final(&order).await["state"], "succeeded");
     for id in &ids {
         let job = api.node.wait_final(id).await;
         assert_eq!(job["state"], "succeeded", "{job}");

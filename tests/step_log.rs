@@ -1,6 +1,11 @@
-//! The step log's contract, checked against a real SQLite file: idempotent
-//! inserts, claims, guarded transitions, leases, paging, operator updates.
-//! A PostgreSQL implementation must pass the same cases.
+//! The step log's contract, one conformance suite run against every
+//! implementation: a real SQLite file and a real PostgreSQL database (a
+//! private server the tests start; see tests/common/postgres.rs). Idempotent
+//! inserts, claims (also concurrent ones), guarded transitions, leases,
+//! paging, operator updates.
+
+#[path = "common/postgres.rs"]
+mod pg;
 
 use jiff::{SignedDuration, Timestamp};
 use steadfast::store::{
@@ -10,16 +15,50 @@ use steadfast::store::{
 
 struct Db {
     log: SharedStepLog,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
-async fn open() -> Db {
+async fn open_sqlite() -> Option<Db> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("log.db").display());
-    Db {
+    Some(Db {
         log: store::open(&url).await.unwrap(),
-        _dir: dir,
-    }
+        _dir: Some(dir),
+    })
+}
+
+/// A fresh database on the binary's PostgreSQL server; `None` when the
+/// server binaries are missing (outside CI).
+async fn open_postgres() -> Option<Db> {
+    let url = pg::fresh_database().await?;
+    Some(Db {
+        log: store::open(&url).await.unwrap(),
+        _dir: None,
+    })
+}
+
+/// Runs every case against each store: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = super::open_sqlite().await.unwrap();
+                    super::$case(db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(db) = super::open_postgres().await else { return };
+                    super::$case(db).await;
+                }
+            )*
+        }
+    };
 }
 
 fn t(seconds: i64) -> Timestamp {
@@ -96,9 +135,7 @@ fn die(job: &JobRecord, owner: &str, at: Timestamp, notify: bool) -> Transition 
     }
 }
 
-#[tokio::test]
-async fn insert_is_idempotent_on_flow_and_key() {
-    let db = open().await;
+async fn insert_is_idempotent_on_flow_and_key(db: Db) {
     let first = insert(&db, 1, t(0)).await;
 
     let mut same = new_job(1, t(5));
@@ -121,9 +158,7 @@ async fn insert_is_idempotent_on_flow_and_key() {
     ));
 }
 
-#[tokio::test]
-async fn a_batch_reports_each_item_in_order() {
-    let db = open().await;
+async fn a_batch_reports_each_item_in_order(db: Db) {
     insert(&db, 1, t(0)).await;
     let mut conflicting = new_job(1, t(0));
     conflicting.payload = r#"{"n":"changed"}"#.into();
@@ -137,9 +172,7 @@ async fn a_batch_reports_each_item_in_order() {
     assert!(matches!(outcomes[2], InsertOutcome::Conflict(_)));
 }
 
-#[tokio::test]
-async fn claims_take_due_jobs_earliest_first_and_only_once() {
-    let db = open().await;
+async fn claims_take_due_jobs_earliest_first_and_only_once(db: Db) {
     let late = insert(&db, 1, t(30)).await;
     let early = insert(&db, 2, t(10)).await;
     let future = insert(&db, 3, t(100)).await;
@@ -168,9 +201,7 @@ async fn claims_take_due_jobs_earliest_first_and_only_once() {
     assert_eq!(claimed[0].id, future.id);
 }
 
-#[tokio::test]
-async fn claims_respect_the_limit() {
-    let db = open().await;
+async fn claims_respect_the_limit(db: Db) {
     for n in 0..5 {
         insert(&db, n, t(n as i64)).await;
     }
@@ -192,9 +223,7 @@ async fn claims_respect_the_limit() {
     );
 }
 
-#[tokio::test]
-async fn a_backlog_in_one_flow_does_not_starve_another() {
-    let db = open().await;
+async fn a_backlog_in_one_flow_does_not_starve_another(db: Db) {
     for n in 0..50 {
         insert(&db, n, t(n as i64)).await;
     }
@@ -229,9 +258,7 @@ async fn a_backlog_in_one_flow_does_not_starve_another() {
     assert!(round.iter().all(|j| j.flow == "leads"));
 }
 
-#[tokio::test]
-async fn a_transition_applies_only_under_the_owners_lease() {
-    let db = open().await;
+async fn a_transition_applies_only_under_the_owners_lease(db: Db) {
     insert(&db, 1, t(0)).await;
     let job = db.log.jobs_claim_due("a", t(1), t(301), 1).await.unwrap()[0].clone();
 
@@ -274,9 +301,7 @@ async fn a_transition_applies_only_under_the_owners_lease() {
     assert_eq!(attempts[1].started_at, t(11));
 }
 
-#[tokio::test]
-async fn released_and_expired_leases_return_jobs_to_pending() {
-    let db = open().await;
+async fn released_and_expired_leases_return_jobs_to_pending(db: Db) {
     let a = insert(&db, 1, t(0)).await;
     let b = insert(&db, 2, t(0)).await;
     let claimed = db.log.jobs_claim_due("a", t(1), t(10), 1).await.unwrap();
@@ -309,9 +334,7 @@ async fn released_and_expired_leases_return_jobs_to_pending() {
     assert_eq!(counts[&JobState::Dead], 0);
 }
 
-#[tokio::test]
-async fn dead_jobs_owe_a_notification_until_it_is_recorded() {
-    let db = open().await;
+async fn dead_jobs_owe_a_notification_until_it_is_recorded(db: Db) {
     insert(&db, 1, t(0)).await;
     let job = db.log.jobs_claim_due("a", t(1), t(301), 1).await.unwrap()[0].clone();
     db.log
@@ -350,9 +373,7 @@ async fn dead_jobs_owe_a_notification_until_it_is_recorded() {
         .is_empty());
 }
 
-#[tokio::test]
-async fn pages_go_newest_first_and_cursors_reach_every_job_once() {
-    let db = open().await;
+async fn pages_go_newest_first_and_cursors_reach_every_job_once(db: Db) {
     let mut ids = Vec::new();
     for n in 0..7 {
         ids.push(insert(&db, n, t(0)).await.id);
@@ -392,9 +413,7 @@ async fn pages_go_newest_first_and_cursors_reach_every_job_once() {
     assert_eq!(filtered.next_cursor, None);
 }
 
-#[tokio::test]
-async fn operator_updates_are_guarded_by_state() {
-    let db = open().await;
+async fn operator_updates_are_guarded_by_state(db: Db) {
     insert(&db, 1, t(0)).await;
     let job = db.log.jobs_claim_due("a", t(1), t(301), 1).await.unwrap()[0].clone();
 
@@ -496,9 +515,60 @@ async fn urls_the_store_cannot_open_are_refused_by_name() {
     assert!(!error.contains("pw"), "{error}");
 }
 
-#[tokio::test]
-async fn dead_jobs_filter_by_last_attempt_and_time_and_retry_in_spaced_batches() {
-    let db = open().await;
+/// Four claimers race over the same due jobs: each job is claimed exactly
+/// once, whatever the interleaving.
+async fn concurrent_claims_never_take_a_job_twice(db: Db) {
+    let jobs: Vec<NewJob> = (0..400).map(|n| new_job(n, t(n as i64 % 7))).collect();
+    db.log.jobs_insert_batch(jobs).await.unwrap();
+    let mut tasks = Vec::new();
+    for claimer in 0..4 {
+        let log = db.log.clone();
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("node-{claimer}");
+            let mut ids = Vec::new();
+            loop {
+                let claimed = log.jobs_claim_due(&owner, t(10), t(100), 7).await.unwrap();
+                if claimed.is_empty() {
+                    break;
+                }
+                ids.extend(claimed.into_iter().map(|job| job.id));
+            }
+            ids
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let distinct: std::collections::HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 400, "every job claimed");
+    assert_eq!(distinct.len(), 400, "no job claimed twice");
+}
+
+/// Transitions of one job in one batch apply in order: the second sees the
+/// first's result, and one after the job left `running` is refused.
+async fn a_batch_may_move_one_job_twice(db: Db) {
+    let job = insert(&db, 1, t(0)).await;
+    let claimed = db.log.jobs_claim_due("a", t(0), t(100), 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let mut first = retry_later(&job, "a", t(1));
+    first.to = JobState::Running;
+    let second = retry_later(&job, "a", t(2));
+    let third = retry_later(&job, "a", t(3));
+    let applied = db
+        .log
+        .transitions_apply(vec![first, second, third])
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![true, true, false]);
+    assert_eq!(db.log.attempts_list(&job.id).await.unwrap().len(), 2);
+    let stored = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, JobState::Pending);
+    assert_eq!(stored.attempts_total, 2);
+    assert_eq!(stored.lease_owner, None);
+}
+
+async fn dead_jobs_filter_by_last_attempt_and_time_and_retry_in_spaced_batches(db: Db) {
     for n in 0..5 {
         insert(&db, n, t(0)).await;
     }
@@ -657,4 +727,53 @@ async fn dead_jobs_filter_by_last_attempt_and_time_and_retry_in_spaced_batches()
         ("bob", t(202))
     );
     assert!(db.log.payload_edits_list(&ids[1]).await.unwrap().is_empty());
+}
+
+conformance!(
+    insert_is_idempotent_on_flow_and_key,
+    a_batch_reports_each_item_in_order,
+    claims_take_due_jobs_earliest_first_and_only_once,
+    claims_respect_the_limit,
+    a_backlog_in_one_flow_does_not_starve_another,
+    a_transition_applies_only_under_the_owners_lease,
+    released_and_expired_leases_return_jobs_to_pending,
+    dead_jobs_owe_a_notification_until_it_is_recorded,
+    pages_go_newest_first_and_cursors_reach_every_job_once,
+    operator_updates_are_guarded_by_state,
+    concurrent_claims_never_take_a_job_twice,
+    a_batch_may_move_one_job_twice,
+    dead_jobs_filter_by_last_attempt_and_time_and_retry_in_spaced_batches,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_inserts_wake_every_process_sharing_the_log() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let Some(url) = pg::fresh_database().await else {
+        return;
+    };
+    let submitter = store::open(&url).await.unwrap();
+    let idle = store::open(&url).await.unwrap();
+    assert!(submitter.is_shared());
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let watch = idle
+        .inserts_watch(wake.clone())
+        .expect("a shared log watches");
+    // The first wake-up is the look it takes once it listens.
+    tokio::time::timeout(Duration::from_secs(10), wake.notified())
+        .await
+        .expect("listening");
+    submitter.job_insert(new_job(1, t(0))).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), wake.notified())
+        .await
+        .expect("woken by another process's insert");
+    watch.abort();
+}
+
+#[tokio::test]
+async fn sqlite_is_one_process_and_needs_no_watch() {
+    let db = open_sqlite().await.unwrap();
+    assert!(!db.log.is_shared());
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    assert!(db.log.inserts_watch(wake).is_none());
 }

@@ -24,7 +24,9 @@ pub struct RunArgs {
     /// The policy directory [default: ./policies].
     #[arg(long)]
     policies: Option<PathBuf>,
-    /// The step log: sqlite://PATH [default: sqlite://steadfast.db].
+    /// The step log: sqlite://PATH (one node), or postgres://USER:PASSWORD@HOST/DB
+    /// (several nodes share it; `?pool_max=N` connections per node, default
+    /// 10) [default: sqlite://steadfast.db].
     #[arg(long)]
     db: Option<String>,
     /// The API's address [default: 127.0.0.1:8787]; beyond loopback the
@@ -41,6 +43,12 @@ pub struct RunArgs {
     /// Attempts in flight at once [default: 64].
     #[arg(long)]
     workers: Option<usize>,
+    /// How long a claimed job is this node's: if the node dies, another takes
+    /// the job over after this long. Leases are not renewed, so keep it well
+    /// above the longest channel timeout (an attempt outliving its lease may
+    /// run twice, and its result is then discarded).
+    #[arg(long, default_value = "300s", value_parser = parse_duration_arg, env = "STEADFAST_LEASE")]
+    lease: std::time::Duration,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -70,6 +78,7 @@ pub async fn run(args: RunArgs) -> CliResult {
     let policy = load_policies(&settings.policies)?;
     tracing::info!(version = %policy.version, files = policy.files.len(), flows = policy.flows.len(),
         "policies loaded");
+    warn_if_lease_is_short(&policy, args.lease);
     let config = NodeConfig {
         policy,
         db_url: settings.db.clone(),
@@ -77,6 +86,7 @@ pub async fn run(args: RunArgs) -> CliResult {
         engine: EngineConfig {
             scheduler: SchedulerConfig {
                 workers: settings.workers.max(1),
+                lease: args.lease.max(std::time::Duration::from_secs(1)),
                 ..SchedulerConfig::default()
             },
             quotas: crate::retry::quota::QuotaConfig {
@@ -132,6 +142,26 @@ pub fn load_policies(dir: &std::path::Path) -> Result<CompiledPolicy, Failure> {
             dir.display()
         ))
     })
+}
+
+/// Leases are not renewed while an attempt runs: one that outlives its
+/// lease may be taken over by another node and sent twice. Says so when the
+/// lease is not comfortably above the slowest channel's timeout.
+fn warn_if_lease_is_short(policy: &CompiledPolicy, lease: std::time::Duration) {
+    let slowest = policy
+        .channels
+        .values()
+        .filter_map(|channel| match &channel.kind {
+            crate::model::ChannelKind::Http(http) => Some((channel.name.as_str(), http.timeout)),
+            crate::model::ChannelKind::File(_) => None,
+        })
+        .max_by_key(|(_, timeout)| *timeout);
+    if let Some((channel, timeout)) = slowest {
+        if lease < timeout.saturating_mul(2) {
+            tracing::warn!(channel, timeout = ?timeout, lease = ?lease,
+                "--lease is less than twice this channel's timeout: a slow attempt may outlive its lease and be sent again by another node");
+        }
+    }
 }
 
 /// Reloads the policy files on every SIGHUP; never completes.

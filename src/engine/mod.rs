@@ -30,7 +30,8 @@ pub struct EngineConfig {
     pub owner: String,
     /// The step log belongs to this process alone (SQLite): at start, every
     /// job left `running` by a previous run is returned to `pending` at once
-    /// instead of waiting for its lease to expire.
+    /// instead of waiting for its lease to expire. Ignored (false) for a log
+    /// other processes share.
     pub exclusive_store: bool,
     /// Retry quotas per hour, counted on this node.
     pub quotas: crate::retry::quota::QuotaConfig,
@@ -66,12 +67,14 @@ pub struct Engine {
     writer: JoinHandle<()>,
     store: SharedStepLog,
     owner: String,
+    /// Wakes the scheduler on other processes' inserts (shared logs).
+    inserts_watch: Option<JoinHandle<()>>,
 }
 
 impl Engine {
     /// Starts the engine on a tokio runtime.
     pub async fn start(parts: EngineParts, config: EngineConfig) -> Result<Engine, StoreError> {
-        if config.exclusive_store {
+        if config.exclusive_store && !parts.store.is_shared() {
             let resumed = parts.store.leases_rescue(Timestamp::MAX).await?;
             if resumed > 0 {
                 tracing::info!(
@@ -99,7 +102,9 @@ impl Engine {
             wake: wake.clone(),
         };
         let scheduler = tokio::spawn(scheduler.run(shutdown_rx));
+        let inserts_watch = parts.store.inserts_watch(wake.clone());
         Ok(Engine {
+            inserts_watch,
             wake,
             shutdown,
             scheduler,
@@ -118,6 +123,9 @@ impl Engine {
     /// releases the leases still held.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        if let Some(watch) = &self.inserts_watch {
+            watch.abort();
+        }
         if let Err(error) = self.scheduler.await {
             tracing::error!(%error, "scheduler task failed");
         }

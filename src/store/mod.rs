@@ -6,6 +6,7 @@
 //! never move a job twice. Times are stored as milliseconds since the Unix
 //! epoch.
 
+pub mod postgres;
 mod records;
 pub mod sqlite;
 pub mod view;
@@ -14,6 +15,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 pub use records::{
     AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState, JobUpdate,
@@ -27,7 +30,7 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL `{0}`: use sqlite://PATH")]
+    #[error("unsupported database URL `{0}`: use sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
     #[error("database URL `{url}`: {message}")]
     BadUrlOption { url: String, message: String },
@@ -40,7 +43,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub type SharedStepLog = Arc<dyn StepLog>;
 
 /// Opens the step log a URL names (`sqlite://path`, `sqlite::memory:`;
-/// `?synchronous=normal` trades power-loss durability for speed).
+/// `?synchronous=normal` trades power-loss durability for speed;
+/// `postgres://user:pw@host/db`, `?pool_max=N` connections per node).
 pub async fn open(url: &str) -> StoreResult<SharedStepLog> {
     open_with(url, sqlite::SqliteOptions::default()).await
 }
@@ -50,6 +54,8 @@ pub async fn open_with(url: &str, options: sqlite::SqliteOptions) -> StoreResult
     if url.starts_with("sqlite:") {
         let (url, options) = sqlite::url_options(url, options)?;
         Ok(Arc::new(sqlite::SqliteStepLog::open(&url, options).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(postgres::PgStepLog::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(redact_url(url)))
     }
@@ -169,6 +175,22 @@ pub trait StepLog: Send + Sync + 'static {
 
     /// Every payload edit of a job, oldest first.
     async fn payload_edits_list(&self, job_id: &str) -> StoreResult<Vec<PayloadEdit>>;
+
+    /// Whether other processes share this log (PostgreSQL). A node on a
+    /// shared log must not take over `running` jobs when it starts: they may
+    /// be another node's live claims, so it waits for their leases to expire.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    /// Wakes `wake` whenever any process inserts jobs, so that an idle node
+    /// starts another node's new jobs at once rather than at its next poll.
+    /// `None` when only this process writes the log (its own submissions
+    /// already wake its scheduler). The task runs until aborted.
+    fn inserts_watch(&self, wake: Arc<Notify>) -> Option<JoinHandle<()>> {
+        let _ = wake;
+        None
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +31,8 @@ pub struct Received {
     pub at: Instant,
     /// 1-based count of requests with this key on this path.
     pub attempt: u32,
+    /// The `X-Node` header: which engine sent it, when its policy says.
+    pub node: String,
 }
 
 type Script = dyn Fn(&Received) -> Response + Send + Sync;
@@ -86,6 +90,11 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let node = headers
+        .get("x-node")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     let path = uri.path().to_string();
     let received = {
         let mut log = state.log.lock().unwrap();
@@ -99,6 +108,7 @@ async fn handle(
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
             at: Instant::now(),
             attempt,
+            node,
         };
         log.push(received.clone());
         received

@@ -1,0 +1,967 @@
+//! The shared step log: one PostgreSQL database, many engine nodes.
+//!
+//! Nodes claim with `FOR UPDATE SKIP LOCKED` under a lease (owner, expiry),
+//! so two nodes never claim the same job and neither waits for the other's
+//! locks; every move of a claimed job is guarded by `state = 'running' AND
+//! lease_owner = $me`, so a node whose lease was rescued cannot write late.
+//! Inserts send `NOTIFY steadfast_jobs` (delivered on commit), which
+//! [`StepLog::inserts_watch`] turns into wake-ups of idle schedulers on every node.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row, SqlSafeStr};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::{
+    AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState, JobUpdate,
+    NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, StepLog, StoreError,
+    StoreResult, Transition,
+};
+use crate::model::ON_DEAD_STEP;
+
+/// The channel inserts notify on.
+pub const JOBS_CHANNEL: &str = "steadfast_jobs";
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+const MAX_PAGE: u32 = 1000;
+
+/// Connections per node unless the URL says otherwise (`?pool_max=N`,
+/// taken out before the URL reaches the driver).
+pub const DEFAULT_POOL_MAX: u32 = 10;
+
+/// Takes steadfast's own options (`pool_max=N`) out of a `postgres:` URL.
+pub fn url_options(url: &str) -> StoreResult<(String, u32)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), DEFAULT_POOL_MAX));
+    };
+    let mut pool_max = DEFAULT_POOL_MAX;
+    let mut passed = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=') {
+            Some(("pool_max", value)) => {
+                pool_max = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n >= 2)
+                    .ok_or_else(|| StoreError::BadUrlOption {
+                        url: super::redact_url(url),
+                        message: format!("pool_max={value}: expected a whole number of at least 2"),
+                    })?;
+            }
+            _ => passed.push(pair),
+        }
+    }
+    let url = if passed.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", passed.join("&"))
+    };
+    Ok((url, pool_max))
+}
+
+pub struct PgStepLog {
+    pool: PgPool,
+}
+
+impl PgStepLog {
+    /// Connects to and migrates the database at `url` (`postgres://…`).
+    /// Migrations take an advisory lock, so nodes starting together do not
+    /// race to create the schema.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let (url, pool_max) = url_options(url)?;
+        let connect = PgConnectOptions::from_str(&url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_max)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(PgStepLog { pool })
+    }
+
+    /// A listener on [`JOBS_CHANNEL`]: each notification means another node
+    /// (or this one) inserted jobs. It holds a connection of its own, outside
+    /// the pool.
+    pub async fn listen(&self) -> StoreResult<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(JOBS_CHANNEL).await?;
+        Ok(listener)
+    }
+
+    async fn job_exists(&self, id: &str) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT 1 FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+}
+
+/// The conditions of a [`JobFilter`], parameters $1 to $8 (see
+/// [`bind_filter`]). Status, error and rule are those of the job's last
+/// attempt, its `on_dead` notifications left out.
+const FILTER_WHERE: &str = "($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR flow = $2) \
+     AND ($3::text IS NULL OR step = $3) \
+     AND (($4::bigint IS NULL AND $5::text IS NULL AND $6::text IS NULL) OR EXISTS ( \
+         SELECT 1 FROM attempts a WHERE a.id = ( \
+             SELECT MAX(b.id) FROM attempts b WHERE b.job_id = jobs.id AND b.step <> 'on_dead') \
+         AND ($4::bigint IS NULL OR a.status = $4) AND ($5::text IS NULL OR a.error = $5) \
+         AND ($6::text IS NULL OR a.rule = $6))) \
+     AND ($7::bigint IS NULL OR updated_at >= $7) AND ($8::bigint IS NULL OR updated_at < $8)";
+
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    filter: &'q JobFilter,
+    state: Option<&'static str>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(state)
+        .bind(&filter.flow)
+        .bind(&filter.step)
+        .bind(filter.status.map(i64::from))
+        .bind(&filter.error)
+        .bind(&filter.rule)
+        .bind(filter.since.map(ms))
+        .bind(filter.until.map(ms))
+}
+
+fn ms(at: Timestamp) -> i64 {
+    at.as_millisecond()
+}
+
+fn opt_ms(at: Option<Timestamp>) -> Option<i64> {
+    at.map(ms)
+}
+
+fn timestamp(column: &str, value: i64) -> StoreResult<Timestamp> {
+    Timestamp::from_millisecond(value)
+        .map_err(|error| StoreError::Corrupt(format!("{column} = {value}: {error}")))
+}
+
+fn opt_timestamp(column: &str, value: Option<i64>) -> StoreResult<Option<Timestamp>> {
+    value.map(|value| timestamp(column, value)).transpose()
+}
+
+fn count(column: &str, value: i64) -> StoreResult<u32> {
+    u32::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("{column} = {value} is not a count")))
+}
+
+fn job_from_row(row: &PgRow) -> StoreResult<JobRecord> {
+    let state: String = row.try_get("state")?;
+    Ok(JobRecord {
+        id: row.try_get("id")?,
+        flow: row.try_get("flow")?,
+        state: JobState::from_str(&state).map_err(StoreError::Corrupt)?,
+        step_index: count("step_index", row.try_get("step_index")?)?,
+        step: row.try_get("step")?,
+        channel_index: count("channel_index", row.try_get("channel_index")?)?,
+        attempt: count("attempt", row.try_get("attempt")?)?,
+        series_started_at: opt_timestamp("series_started_at", row.try_get("series_started_at")?)?,
+        held_ms: row.try_get("held_ms")?,
+        next_at: opt_timestamp("next_at", row.try_get("next_at")?)?,
+        reason: row.try_get("reason")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        payload: row.try_get("payload")?,
+        policy_version: row.try_get("policy_version")?,
+        created_at: timestamp("created_at", row.try_get("created_at")?)?,
+        updated_at: timestamp("updated_at", row.try_get("updated_at")?)?,
+        attempts_total: count("attempts_total", row.try_get("attempts_total")?)?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_until: opt_timestamp("lease_until", row.try_get("lease_until")?)?,
+        notify_at: opt_timestamp("notify_at", row.try_get("notify_at")?)?,
+        notify_attempts: count("notify_attempts", row.try_get("notify_attempts")?)?,
+    })
+}
+
+fn jobs_from_rows(rows: &[PgRow]) -> StoreResult<Vec<JobRecord>> {
+    rows.iter().map(job_from_row).collect()
+}
+
+fn attempt_from_row(row: &PgRow) -> StoreResult<AttemptRecord> {
+    let status: Option<i64> = row.try_get("status")?;
+    Ok(AttemptRecord {
+        job_id: row.try_get("job_id")?,
+        step: row.try_get("step")?,
+        channel: row.try_get("channel")?,
+        attempt: count("attempt", row.try_get("attempt")?)?,
+        started_at: timestamp("started_at", row.try_get("started_at")?)?,
+        finished_at: timestamp("finished_at", row.try_get("finished_at")?)?,
+        status: status
+            .map(|status| {
+                u16::try_from(status).map_err(|_| StoreError::Corrupt(format!("status = {status}")))
+            })
+            .transpose()?,
+        error: row.try_get("error")?,
+        error_message: row.try_get("error_message")?,
+        outcome: row.try_get("outcome")?,
+        rule: row.try_get("rule")?,
+        decision: row.try_get("decision")?,
+        delay_ms: row.try_get("delay_ms")?,
+        next_at: opt_timestamp("next_at", row.try_get("next_at")?)?,
+        policy_version: row.try_get("policy_version")?,
+    })
+}
+
+/// Payloads are compared as JSON values, so key order and spacing do not
+/// make a resubmission a conflict.
+fn same_payload(stored: &str, submitted: &str) -> bool {
+    if stored == submitted {
+        return true;
+    }
+    match (
+        serde_json::from_str::<serde_json::Value>(stored),
+        serde_json::from_str::<serde_json::Value>(submitted),
+    ) {
+        (Ok(stored), Ok(submitted)) => stored == submitted,
+        _ => false,
+    }
+}
+
+fn limit_i64(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Inserts a batch with one statement: the columns travel as arrays and
+/// `unnest` takes them apart, `WITH ORDINALITY` keeping the batch's order.
+async fn insert_many(
+    conn: &mut sqlx::PgConnection,
+    jobs: &[NewJob],
+) -> StoreResult<Vec<InsertOutcome>> {
+    let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+    let flows: Vec<&str> = jobs.iter().map(|j| j.flow.as_str()).collect();
+    let keys: Vec<&str> = jobs.iter().map(|j| j.idempotency_key.as_str()).collect();
+    let payloads: Vec<&str> = jobs.iter().map(|j| j.payload.as_str()).collect();
+    let steps: Vec<&str> = jobs.iter().map(|j| j.step.as_str()).collect();
+    let next_ats: Vec<i64> = jobs.iter().map(|j| ms(j.next_at)).collect();
+    let versions: Vec<&str> = jobs.iter().map(|j| j.policy_version.as_str()).collect();
+    let created: Vec<i64> = jobs.iter().map(|j| ms(j.created_at)).collect();
+    let rows = sqlx::query(
+        "INSERT INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
+                           next_at, policy_version, created_at, updated_at) \
+         SELECT j.id, j.flow, j.key, j.payload, 'pending', 0, j.step, j.next_at, j.version, \
+                j.created_at, j.created_at \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
+                     $7::text[], $8::bigint[]) \
+              WITH ORDINALITY AS j (id, flow, key, payload, step, next_at, version, created_at, n) \
+         ORDER BY j.n \
+         ON CONFLICT (flow, idempotency_key) DO NOTHING \
+         RETURNING *",
+    )
+    .bind(&ids)
+    .bind(&flows)
+    .bind(&keys)
+    .bind(&payloads)
+    .bind(&steps)
+    .bind(&next_ats)
+    .bind(&versions)
+    .bind(&created)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut created: HashMap<String, JobRecord> = jobs_from_rows(&rows)?
+        .into_iter()
+        .map(|job| (job.id.clone(), job))
+        .collect();
+    let mut existing: HashMap<(String, String), JobRecord> = HashMap::new();
+    if created.len() < jobs.len() {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE (flow, idempotency_key) IN \
+                 (SELECT * FROM unnest($1::text[], $2::text[]))",
+        )
+        .bind(&flows)
+        .bind(&keys)
+        .fetch_all(&mut *conn)
+        .await?;
+        for job in jobs_from_rows(&rows)? {
+            existing.insert((job.flow.clone(), job.idempotency_key.clone()), job);
+        }
+    }
+    jobs.iter()
+        .map(|job| {
+            if let Some(record) = created.remove(&job.id) {
+                return Ok(InsertOutcome::Created(record));
+            }
+            let key = (job.flow.clone(), job.idempotency_key.clone());
+            let record = existing.get(&key).cloned().ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "job with key `{}` in flow `{}` neither inserted nor found",
+                    job.idempotency_key, job.flow
+                ))
+            })?;
+            Ok(if same_payload(&record.payload, &job.payload) {
+                InsertOutcome::Existing(record)
+            } else {
+                InsertOutcome::Conflict(record)
+            })
+        })
+        .collect()
+}
+
+/// Appends attempts in one statement, in the order given (ids ascend with
+/// `WITH ORDINALITY`, so `attempts_list` reads them back in that order).
+async fn attempts_insert(
+    conn: &mut sqlx::PgConnection,
+    attempts: &[&AttemptRecord],
+) -> StoreResult<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let job_ids: Vec<&str> = attempts.iter().map(|a| a.job_id.as_str()).collect();
+    let steps: Vec<&str> = attempts.iter().map(|a| a.step.as_str()).collect();
+    let channels: Vec<&str> = attempts.iter().map(|a| a.channel.as_str()).collect();
+    let numbers: Vec<i64> = attempts.iter().map(|a| i64::from(a.attempt)).collect();
+    let started: Vec<i64> = attempts.iter().map(|a| ms(a.started_at)).collect();
+    let finished: Vec<i64> = attempts.iter().map(|a| ms(a.finished_at)).collect();
+    let statuses: Vec<Option<i64>> = attempts.iter().map(|a| a.status.map(i64::from)).collect();
+    let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
+    let messages: Vec<Option<&str>> = attempts
+        .iter()
+        .map(|a| a.error_message.as_deref())
+        .collect();
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+    let rules: Vec<Option<&str>> = attempts.iter().map(|a| a.rule.as_deref()).collect();
+    let decisions: Vec<&str> = attempts.iter().map(|a| a.decision.as_str()).collect();
+    let delays: Vec<Option<i64>> = attempts.iter().map(|a| a.delay_ms).collect();
+    let next_ats: Vec<Option<i64>> = attempts.iter().map(|a| opt_ms(a.next_at)).collect();
+    let versions: Vec<&str> = attempts.iter().map(|a| a.policy_version.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, status, \
+                               error, error_message, outcome, rule, decision, delay_ms, next_at, \
+                               policy_version) \
+         SELECT a.job_id, a.step, a.channel, a.attempt, a.started_at, a.finished_at, a.status, \
+                a.error, a.error_message, a.outcome, a.rule, a.decision, a.delay_ms, a.next_at, \
+                a.version \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
+                     $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[], \
+                     $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::text[]) \
+              WITH ORDINALITY AS a (job_id, step, channel, attempt, started_at, finished_at, \
+                                    status, error, error_message, outcome, rule, decision, \
+                                    delay_ms, next_at, version, n) \
+         ORDER BY a.n",
+    )
+    .bind(&job_ids)
+    .bind(&steps)
+    .bind(&channels)
+    .bind(&numbers)
+    .bind(&started)
+    .bind(&finished)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&messages)
+    .bind(&outcomes)
+    .bind(&rules)
+    .bind(&decisions)
+    .bind(&delays)
+    .bind(&next_ats)
+    .bind(&versions)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Splits a batch into runs in which no job appears twice, so that one
+/// set-based update per run says exactly which transitions applied.
+fn runs_of_distinct_jobs(transitions: &[Transition]) -> Vec<&[Transition]> {
+    let mut runs = Vec::new();
+    let mut seen = HashSet::new();
+    let mut start = 0;
+    for (index, transition) in transitions.iter().enumerate() {
+        if !seen.insert(transition.job_id.as_str()) {
+            runs.push(&transitions[start..index]);
+            seen.clear();
+            seen.insert(transition.job_id.as_str());
+            start = index;
+        }
+    }
+    runs.push(&transitions[start..]);
+    runs
+}
+
+/// Applies transitions of distinct jobs: one guarded update for all (the
+/// columns travel as arrays), then one insert for the attempts of those
+/// that applied.
+async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreResult<Vec<bool>> {
+    let ids: Vec<&str> = run.iter().map(|t| t.job_id.as_str()).collect();
+    let owners: Vec<&str> = run.iter().map(|t| t.owner.as_str()).collect();
+    let states: Vec<&str> = run.iter().map(|t| t.to.as_str()).collect();
+    let step_indexes: Vec<i64> = run.iter().map(|t| i64::from(t.step_index)).collect();
+    let steps: Vec<&str> = run.iter().map(|t| t.step.as_str()).collect();
+    let channel_indexes: Vec<i64> = run.iter().map(|t| i64::from(t.channel_index)).collect();
+    let attempts: Vec<i64> = run.iter().map(|t| i64::from(t.series_attempts)).collect();
+    let series: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.series_started_at)).collect();
+    let held: Vec<i64> = run.iter().map(|t| t.held_ms).collect();
+    let next_ats: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.next_at)).collect();
+    let reasons: Vec<Option<&str>> = run.iter().map(|t| t.reason.as_deref()).collect();
+    let versions: Vec<&str> = run.iter().map(|t| t.policy_version.as_str()).collect();
+    let notify_ats: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.notify_at)).collect();
+    let nows: Vec<i64> = run.iter().map(|t| ms(t.now)).collect();
+    // Notifications and skips (a breaker sent the job on without trying this
+    // channel) are not attempts of the job.
+    let counts: Vec<i64> = run
+        .iter()
+        .map(|t| {
+            i64::from(
+                t.attempt
+                    .as_ref()
+                    .is_some_and(|a| a.step != ON_DEAD_STEP && a.outcome != "skipped"),
+            )
+        })
+        .collect();
+    let running: Vec<bool> = run.iter().map(|t| t.to == JobState::Running).collect();
+    let moved: Vec<String> = sqlx::query_scalar(
+        "UPDATE jobs SET state = t.state, step_index = t.step_index, step = t.step, \
+             channel_index = t.channel_index, attempt = t.attempt, \
+             series_started_at = t.series_started_at, held_ms = t.held_ms, \
+             next_at = t.next_at, reason = t.reason, policy_version = t.version, \
+             notify_at = t.notify_at, updated_at = t.now, \
+             attempts_total = jobs.attempts_total + t.counts, \
+             lease_owner = CASE WHEN t.running THEN jobs.lease_owner END, \
+             lease_until = CASE WHEN t.running THEN jobs.lease_until END \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
+                     $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], \
+                     $16::boolean[]) \
+              AS t (id, owner, state, step_index, step, channel_index, attempt, \
+                    series_started_at, held_ms, next_at, reason, version, notify_at, now, \
+                    counts, running) \
+         WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_owner = t.owner \
+         RETURNING jobs.id",
+    )
+    .bind(&ids)
+    .bind(&owners)
+    .bind(&states)
+    .bind(&step_indexes)
+    .bind(&steps)
+    .bind(&channel_indexes)
+    .bind(&attempts)
+    .bind(&series)
+    .bind(&held)
+    .bind(&next_ats)
+    .bind(&reasons)
+    .bind(&versions)
+    .bind(&notify_ats)
+    .bind(&nows)
+    .bind(&counts)
+    .bind(&running)
+    .fetch_all(&mut *conn)
+    .await?;
+    let moved: HashSet<String> = moved.into_iter().collect();
+    let recorded: Vec<&AttemptRecord> = run
+        .iter()
+        .filter(|t| moved.contains(&t.job_id))
+        .filter_map(|t| t.attempt.as_ref())
+        .collect();
+    attempts_insert(conn, &recorded).await?;
+    Ok(run.iter().map(|t| moved.contains(&t.job_id)).collect())
+}
+
+/// The flows with a job due at `now`, the one waiting longest first.
+async fn flows_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> StoreResult<Vec<String>> {
+    let flows: Vec<String> = sqlx::query_scalar(
+        "SELECT flow FROM jobs \
+         WHERE state IN ('pending', 'suspended') AND next_at <= $1 \
+         GROUP BY flow ORDER BY MIN(next_at), flow",
+    )
+    .bind(ms(now))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(flows)
+}
+
+struct Lease<'a> {
+    owner: &'a str,
+    now: Timestamp,
+    lease_until: Timestamp,
+}
+
+/// Claims up to `limit` due jobs of one flow, earliest first, skipping rows
+/// another node is claiming this very moment.
+async fn claim_flow(
+    conn: &mut sqlx::PgConnection,
+    flow: &str,
+    lease: &Lease<'_>,
+    limit: usize,
+) -> StoreResult<Vec<JobRecord>> {
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3 \
+         WHERE id IN (SELECT id FROM jobs \
+                      WHERE state IN ('pending', 'suspended') AND flow = $4 AND next_at <= $3 \
+                      ORDER BY next_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+         RETURNING *",
+    )
+    .bind(lease.owner)
+    .bind(ms(lease.lease_until))
+    .bind(ms(lease.now))
+    .bind(flow)
+    .bind(limit_i64(limit))
+    .fetch_all(&mut *conn)
+    .await?;
+    jobs_from_rows(&rows)
+}
+
+#[async_trait]
+impl StepLog for PgStepLog {
+    async fn job_insert(&self, job: NewJob) -> StoreResult<InsertOutcome> {
+        self.jobs_insert_batch(vec![job])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an insert returned no outcome".into()))
+    }
+
+    async fn jobs_insert_batch(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<InsertOutcome>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let outcomes = insert_many(&mut tx, &jobs).await?;
+        if outcomes
+            .iter()
+            .any(|outcome| matches!(outcome, InsertOutcome::Created(_)))
+        {
+            // Delivered on commit, to every node listening (this one too).
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(JOBS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn jobs_claim_due(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<ClaimedJob>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let due = flows_due(&mut tx, now).await?;
+        let lease = Lease {
+            owner,
+            now,
+            lease_until,
+        };
+        let mut jobs = Vec::with_capacity(limit);
+        // Round robin as in SQLite: an equal share per flow first, then what
+        // is left, in order, to the flows that had more.
+        let share = (limit / due.len().max(1)).max(1);
+        let mut hungry = Vec::new();
+        for flow in &due {
+            let room = share.min(limit - jobs.len());
+            if room == 0 {
+                break;
+            }
+            let claimed = claim_flow(&mut tx, flow, &lease, room).await?;
+            if claimed.len() == room {
+                hungry.push(flow);
+            }
+            jobs.extend(claimed);
+        }
+        for flow in hungry {
+            let room = limit - jobs.len();
+            if room == 0 {
+                break;
+            }
+            jobs.extend(claim_flow(&mut tx, flow, &lease, room).await?);
+        }
+        tx.commit().await?;
+        jobs.sort_by(|a, b| a.next_at.cmp(&b.next_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(jobs)
+    }
+
+    async fn transitions_apply(&self, transitions: Vec<Transition>) -> StoreResult<Vec<bool>> {
+        if transitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut applied = Vec::with_capacity(transitions.len());
+        for run in runs_of_distinct_jobs(&transitions) {
+            applied.extend(apply_run(&mut tx, run).await?);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_at) FROM jobs WHERE state IN ('pending', 'suspended')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        opt_timestamp("next_at", next)
+    }
+
+    async fn leases_release(&self, owner: &str) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL \
+             WHERE state = 'running' AND lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn leases_rescue(&self, now: Timestamp) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
+                 next_at = COALESCE(next_at, $1) \
+             WHERE state = 'running' AND lease_until < $1",
+        )
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn notifications_claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationClaim>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE jobs SET notify_at = $2 \
+             WHERE id IN (SELECT id FROM jobs \
+                          WHERE notify_at IS NOT NULL AND notify_at <= $1 AND state = 'dead' \
+                          ORDER BY notify_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING *",
+        )
+        .bind(ms(now))
+        .bind(ms(lease_until))
+        .bind(limit_i64(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(jobs_from_rows(&rows)?
+            .into_iter()
+            .map(|job| NotificationClaim { job })
+            .collect())
+    }
+
+    async fn notification_record(
+        &self,
+        attempt: AttemptRecord,
+        next_at: Option<Timestamp>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET notify_attempts = notify_attempts + 1, notify_at = $2 WHERE id = $1",
+        )
+        .bind(&attempt.job_id)
+        .bind(opt_ms(next_at))
+        .execute(&mut *tx)
+        .await?;
+        attempts_insert(&mut tx, &[&attempt]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn job_get(&self, id: &str) -> StoreResult<Option<JobRecord>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn attempts_list(&self, job_id: &str) -> StoreResult<Vec<AttemptRecord>> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE job_id = $1 ORDER BY id")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+
+    async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage> {
+        let limit = filter.limit.clamp(1, MAX_PAGE);
+        let sql = format!(
+            "SELECT * FROM jobs WHERE {FILTER_WHERE} AND ($9::text IS NULL OR id < $9) \
+             ORDER BY id DESC LIMIT $10"
+        );
+        // Only constant text is formatted into `sql`; values are bound.
+        let rows = bind_filter(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            filter,
+            filter.state.map(JobState::as_str),
+        )
+        .bind(&filter.cursor)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = jobs_from_rows(&rows)?;
+        let next_cursor = if jobs.len() > limit as usize {
+            jobs.truncate(limit as usize);
+            jobs.last().map(|job| job.id.clone())
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    async fn jobs_count(&self, filter: &JobFilter) -> StoreResult<u64> {
+        let sql = format!("SELECT COUNT(*) AS n FROM jobs WHERE {FILTER_WHERE}");
+        // Only constant text is formatted into `sql`; values are bound.
+        let row = bind_filter(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            filter,
+            filter.state.map(JobState::as_str),
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn jobs_retry_batch(
+        &self,
+        filter: &JobFilter,
+        after: Option<&str>,
+        limit: u32,
+        first_at: Timestamp,
+        spacing_us: i64,
+    ) -> StoreResult<RetryBatch> {
+        // SKIP LOCKED: a job another node is retrying or editing right now is
+        // left to it rather than waited for.
+        let sql = format!(
+            "SELECT id FROM jobs WHERE {FILTER_WHERE} AND ($9::text IS NULL OR id > $9) \
+             ORDER BY id ASC LIMIT $10 FOR UPDATE SKIP LOCKED"
+        );
+        let mut tx = self.pool.begin().await?;
+        // Only constant text is formatted into `sql`; values are bound.
+        let rows = bind_filter(
+            sqlx::query(sqlx::AssertSqlSafe(sql)),
+            filter,
+            Some(JobState::Dead.as_str()),
+        )
+        .bind(after)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&mut *tx)
+        .await?;
+        let ids: Vec<String> = rows
+            .iter()
+            .map(|row| row.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        let ats: Vec<i64> = (0..ids.len())
+            .map(|k| ms(first_at).saturating_add(spacing_us.saturating_mul(k as i64) / 1000))
+            .collect();
+        let retried = sqlx::query(
+            "UPDATE jobs SET state = 'pending', channel_index = 0, attempt = 0, \
+                 series_started_at = NULL, held_ms = 0, next_at = batch.at, reason = NULL, \
+                 notify_at = NULL, updated_at = batch.at \
+             FROM UNNEST($1::text[], $2::bigint[]) AS batch(id, at) \
+             WHERE jobs.id = batch.id AND jobs.state = 'dead'",
+        )
+        .bind(&ids)
+        .bind(&ats)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if retried > 0 {
+            // Idle nodes pick the first of them up at once.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(JOBS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(RetryBatch {
+            matched: ids.len() as u64,
+            retried,
+            last_id: ids.last().cloned(),
+        })
+    }
+
+    async fn payload_edits_list(&self, job_id: &str) -> StoreResult<Vec<PayloadEdit>> {
+        let rows = sqlx::query("SELECT * FROM payload_edits WHERE job_id = $1 ORDER BY id")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PayloadEdit {
+                    job_id: row.try_get("job_id")?,
+                    old_payload: row.try_get("old_payload")?,
+                    new_payload: row.try_get("new_payload")?,
+                    editor: row.try_get("editor")?,
+                    edited_at: timestamp("edited_at", row.try_get("edited_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn jobs_count_by_state(&self) -> StoreResult<StateCounts> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts: StateCounts = JobState::ALL.iter().map(|state| (*state, 0)).collect();
+        for row in rows {
+            let state: String = row.try_get("state")?;
+            let n: i64 = row.try_get("n")?;
+            let state = JobState::from_str(&state).map_err(StoreError::Corrupt)?;
+            counts.insert(state, u64::try_from(n).unwrap_or(0));
+        }
+        Ok(counts)
+    }
+
+    async fn jobs_resume(&self, reason: &str, now: Timestamp) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "UPDATE jobs SET next_at = $2, updated_at = $2 \
+             WHERE state = 'suspended' AND reason = $1 AND next_at > $2",
+        )
+        .bind(reason)
+        .bind(ms(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn job_update(&self, id: &str, update: JobUpdate) -> StoreResult<Option<bool>> {
+        let mut tx = self.pool.begin().await?;
+        let changed = match &update {
+            JobUpdate::Retry { at } => sqlx::query(
+                "UPDATE jobs SET state = 'pending', channel_index = 0, attempt = 0, \
+                     series_started_at = NULL, held_ms = 0, next_at = $2, reason = NULL, \
+                     notify_at = NULL, updated_at = $2 \
+                 WHERE id = $1 AND state = 'dead'",
+            )
+            .bind(id)
+            .bind(ms(*at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            JobUpdate::EditPayload {
+                payload,
+                editor,
+                at,
+            } => {
+                // The row is locked first, so the audit row and the update
+                // see the same state.
+                sqlx::query(
+                    "INSERT INTO payload_edits (job_id, old_payload, new_payload, editor, edited_at) \
+                     SELECT id, payload, $2, $3, $4 FROM jobs \
+                     WHERE id = $1 AND state IN ('dead', 'pending', 'suspended') FOR UPDATE",
+                )
+                .bind(id)
+                .bind(payload)
+                .bind(editor)
+                .bind(ms(*at))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE jobs SET payload = $2, updated_at = $3 \
+                     WHERE id = $1 AND state IN ('dead', 'pending', 'suspended')",
+                )
+                .bind(id)
+                .bind(payload)
+                .bind(ms(*at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+            }
+            JobUpdate::Cancel { at } => sqlx::query(
+                "UPDATE jobs SET state = 'cancelled', next_at = NULL, notify_at = NULL, \
+                     updated_at = $2 \
+                 WHERE id = $1 AND state IN ('pending', 'suspended', 'dead')",
+            )
+            .bind(id)
+            .bind(ms(*at))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+        };
+        tx.commit().await?;
+        if changed == 1 {
+            return Ok(Some(true));
+        }
+        Ok(if self.job_exists(id).await? {
+            Some(false)
+        } else {
+            None
+        })
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn inserts_watch(&self, wake: Arc<Notify>) -> Option<JoinHandle<()>> {
+        let log = PgStepLog {
+            pool: self.pool.clone(),
+        };
+        Some(tokio::spawn(async move {
+            loop {
+                match log.listen().await {
+                    Ok(mut listener) => {
+                        // Inserts made while nobody listened were not
+                        // announced: look once.
+                        wake.notify_one();
+                        loop {
+                            match listener.recv().await {
+                                Ok(_) => wake.notify_one(),
+                                Err(error) => {
+                                    tracing::warn!(%error, "lost the job notifications; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot listen for job notifications; polling meanwhile");
+                    }
+                }
+                // The scheduler still polls (max_idle) while this retries.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_options;
+
+    #[test]
+    fn pool_size_comes_from_the_url() {
+        let (url, max) = url_options("postgres://u@h/db?pool_max=4&sslmode=disable").unwrap();
+        assert_eq!(url, "postgres://u@h/db?sslmode=disable");
+        assert_eq!(max, 4);
+        assert!(url_options("postgres://u:pw@h/db?pool_max=x").is_err());
+    }
+}
