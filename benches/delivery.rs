@@ -9,6 +9,13 @@
 //! (`STEADFAST_BENCH_ROLE=partner`), so it never shares the engine's
 //! runtime. It answers at once; every tenth job (`n % 10 == 0`) gets one 503
 //! before its 200. See BENCHMARKS.md for what each figure means.
+//!
+//! The PostgreSQL phase starts a private server as the tests do
+//! (tests/common/postgres.rs) and runs one, two and three `steadfast run`
+//! processes on one database; without server binaries it is left out.
+
+#[path = "../tests/common/postgres.rs"]
+mod pg;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -184,6 +191,33 @@ async fn run(sizes: Sizes) -> Result<()> {
         unit: "ms",
         note: String::new(),
     });
+
+    match pg::server() {
+        Some(server) => {
+            for nodes in 1..=3 {
+                eprintln!(
+                    "PostgreSQL, {nodes} node(s): {} jobs …",
+                    sizes.throughput_jobs
+                );
+                let rate =
+                    postgres_nodes(server, &partner.url, nodes, sizes.throughput_jobs).await?;
+                figures.push(Figure {
+                    name: [
+                        "engine, PostgreSQL, 1 node",
+                        "engine, PostgreSQL, 2 nodes",
+                        "engine, PostgreSQL, 3 nodes",
+                    ][nodes - 1],
+                    value: rate,
+                    unit: "jobs/s",
+                    note: format!(
+                        "{:.2} × bare; separate processes, {WORKERS} workers each",
+                        rate / bare
+                    ),
+                });
+            }
+        }
+        None => eprintln!("PostgreSQL phase left out: no server binaries"),
+    }
 
     print_table(&figures);
     write_json(&figures)?;
@@ -551,6 +585,110 @@ async fn reload_latency(dir: &Path, partner: &str) -> Result<f64> {
     node.shutdown().await;
     times.sort_by(f64::total_cmp);
     Ok(percentile(&times, 0.5))
+}
+
+/// `nodes` engine processes on a fresh database of `server`: jobs per
+/// second from the first batch (spread over the nodes, as behind a load
+/// balancer) to the last success, read from the database itself.
+async fn postgres_nodes(
+    server: &pg::PgServer,
+    partner: &str,
+    nodes: usize,
+    jobs: usize,
+) -> Result<f64> {
+    let url = server.fresh_database().await;
+    let policies = tempfile::tempdir()?;
+    std::fs::write(policies.path().join("bench.yaml"), POLICY)?;
+    let mut engines = Vec::new();
+    for _ in 0..nodes {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+            .args(["run", "--workers", &WORKERS.to_string(), "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--policies")
+            .arg(policies.path())
+            .arg("--db")
+            .arg(&url)
+            .env("PARTNER", partner)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start steadfast run")?;
+        engines.push(EngineProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        });
+    }
+    let client = reqwest::Client::new();
+    for engine in &engines {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client
+            .get(format!("{}/healthz", engine.base))
+            .send()
+            .await
+            .is_err()
+        {
+            if Instant::now() > deadline {
+                bail!("an engine on PostgreSQL never became healthy");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await?;
+
+    let started = Instant::now();
+    for (batch, chunk_start) in (0..jobs).step_by(1000).enumerate() {
+        let mut body = String::new();
+        for n in chunk_start..(chunk_start + 1000).min(jobs) {
+            body.push_str(
+                &json!({ "payload": { "n": n }, "idempotency_key": format!("pg-{n}") }).to_string(),
+            );
+            body.push('\n');
+        }
+        let base = &engines[batch % engines.len()].base;
+        let response = client
+            .post(format!("{base}/v1/flows/bench/jobs:batch"))
+            .body(body)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("batch submit failed: {}", response.text().await?);
+        }
+    }
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'succeeded'")
+            .fetch_one(&pool)
+            .await?;
+        if done as usize >= jobs {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("only {done} of {jobs} jobs succeeded on PostgreSQL in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    drop(engines);
+    Ok(rate)
+}
+
+/// A `steadfast run` process, stopped when dropped.
+struct EngineProcess {
+    child: Child,
+    base: String,
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
