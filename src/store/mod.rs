@@ -8,6 +8,7 @@
 
 pub mod postgres;
 mod records;
+mod rows;
 pub mod sqlite;
 pub mod view;
 

@@ -12,11 +12,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlSafeStr, SqlitePool};
 
+use super::rows::{
+    attempt_from_row, job_from_row, jobs_from_rows, ms, opt_ms, opt_timestamp,
+    payload_edit_from_row, same_payload,
+};
 use super::{
     AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState, JobUpdate,
     NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, StepLog, StoreError,
@@ -206,84 +208,6 @@ fn bind_filter<'q>(
         .bind(opt_ms(filter.until))
 }
 
-fn ms(at: Timestamp) -> i64 {
-    at.as_millisecond()
-}
-
-fn opt_ms(at: Option<Timestamp>) -> Option<i64> {
-    at.map(ms)
-}
-
-fn timestamp(column: &str, value: i64) -> StoreResult<Timestamp> {
-    Timestamp::from_millisecond(value)
-        .map_err(|error| StoreError::Corrupt(format!("{column} = {value}: {error}")))
-}
-
-fn opt_timestamp(column: &str, value: Option<i64>) -> StoreResult<Option<Timestamp>> {
-    value.map(|value| timestamp(column, value)).transpose()
-}
-
-fn count(column: &str, value: i64) -> StoreResult<u32> {
-    u32::try_from(value)
-        .map_err(|_| StoreError::Corrupt(format!("{column} = {value} is not a count")))
-}
-
-fn job_from_row(row: &SqliteRow) -> StoreResult<JobRecord> {
-    let state: String = row.try_get("state")?;
-    Ok(JobRecord {
-        id: row.try_get("id")?,
-        flow: row.try_get("flow")?,
-        state: JobState::from_str(&state).map_err(StoreError::Corrupt)?,
-        step_index: count("step_index", row.try_get("step_index")?)?,
-        step: row.try_get("step")?,
-        channel_index: count("channel_index", row.try_get("channel_index")?)?,
-        attempt: count("attempt", row.try_get("attempt")?)?,
-        series_started_at: opt_timestamp("series_started_at", row.try_get("series_started_at")?)?,
-        held_ms: row.try_get("held_ms")?,
-        next_at: opt_timestamp("next_at", row.try_get("next_at")?)?,
-        reason: row.try_get("reason")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        payload: row.try_get("payload")?,
-        policy_version: row.try_get("policy_version")?,
-        created_at: timestamp("created_at", row.try_get("created_at")?)?,
-        updated_at: timestamp("updated_at", row.try_get("updated_at")?)?,
-        attempts_total: count("attempts_total", row.try_get("attempts_total")?)?,
-        lease_owner: row.try_get("lease_owner")?,
-        lease_until: opt_timestamp("lease_until", row.try_get("lease_until")?)?,
-        notify_at: opt_timestamp("notify_at", row.try_get("notify_at")?)?,
-        notify_attempts: count("notify_attempts", row.try_get("notify_attempts")?)?,
-    })
-}
-
-fn jobs_from_rows(rows: &[SqliteRow]) -> StoreResult<Vec<JobRecord>> {
-    rows.iter().map(job_from_row).collect()
-}
-
-fn attempt_from_row(row: &SqliteRow) -> StoreResult<AttemptRecord> {
-    let status: Option<i64> = row.try_get("status")?;
-    Ok(AttemptRecord {
-        job_id: row.try_get("job_id")?,
-        step: row.try_get("step")?,
-        channel: row.try_get("channel")?,
-        attempt: count("attempt", row.try_get("attempt")?)?,
-        started_at: timestamp("started_at", row.try_get("started_at")?)?,
-        finished_at: timestamp("finished_at", row.try_get("finished_at")?)?,
-        status: status
-            .map(|status| {
-                u16::try_from(status).map_err(|_| StoreError::Corrupt(format!("status = {status}")))
-            })
-            .transpose()?,
-        error: row.try_get("error")?,
-        error_message: row.try_get("error_message")?,
-        outcome: row.try_get("outcome")?,
-        rule: row.try_get("rule")?,
-        decision: row.try_get("decision")?,
-        delay_ms: row.try_get("delay_ms")?,
-        next_at: opt_timestamp("next_at", row.try_get("next_at")?)?,
-        policy_version: row.try_get("policy_version")?,
-    })
-}
-
 // Batches travel as one JSON array bound to one parameter and are taken
 // apart by `json_each` inside SQLite: one statement per batch instead of one
 // per row keeps the round trips to the database thread constant.
@@ -375,21 +299,6 @@ async fn insert_many(
 fn to_json(value: &impl serde::Serialize) -> StoreResult<String> {
     serde_json::to_string(value)
         .map_err(|error| StoreError::Corrupt(format!("cannot encode a batch: {error}")))
-}
-
-/// Payloads are compared as JSON values, so key order and spacing do not
-/// make a resubmission a conflict.
-fn same_payload(stored: &str, submitted: &str) -> bool {
-    if stored == submitted {
-        return true;
-    }
-    match (
-        serde_json::from_str::<serde_json::Value>(stored),
-        serde_json::from_str::<serde_json::Value>(submitted),
-    ) {
-        (Ok(stored), Ok(submitted)) => stored == submitted,
-        _ => false,
-    }
 }
 
 /// A [`Transition`]'s update of its job, as the statement reads it.
@@ -872,17 +781,7 @@ impl StepLog for SqliteStepLog {
             .bind(job_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PayloadEdit {
-                    job_id: row.try_get("job_id")?,
-                    old_payload: row.try_get("old_payload")?,
-                    new_payload: row.try_get("new_payload")?,
-                    editor: row.try_get("editor")?,
-                    edited_at: timestamp("edited_at", row.try_get("edited_at")?)?,
-                })
-            })
-            .collect()
+        rows.iter().map(payload_edit_from_row).collect()
     }
 
     async fn jobs_count_by_state(&self) -> StoreResult<StateCounts> {
