@@ -51,31 +51,6 @@ fn spawn_engine(
         .expect("start the steadfast binary")
 }
 
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "engine never became healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn count(client: &reqwest::Client, base: &str, state: &str) -> usize {
-    let mut total = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/v1/jobs?state={state}&limit=1000");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
-        total += page["jobs"].as_array().unwrap().len();
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return total,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_run_then_restart_delivers_every_job() {
     // Slow enough answers that the kill lands in the middle of the run.
@@ -88,7 +63,7 @@ async fn kill_9_mid_run_then_restart_delivers_every_job() {
     let client = common::http_client();
 
     let mut engine = spawn_engine(policies.path(), &db, port, &partner.url);
-    wait_healthy(&client, &base).await;
+    wait_healthy(&client, &base, Duration::from_secs(20)).await;
     let batch: Vec<Value> = (0..JOBS)
         .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("job-{n}") }))
         .collect();
@@ -117,10 +92,10 @@ async fn kill_9_mid_run_then_restart_delivers_every_job() {
     );
 
     let mut engine = spawn_engine(policies.path(), &db, port, &partner.url);
-    wait_healthy(&client, &base).await;
+    wait_healthy(&client, &base, Duration::from_secs(20)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let succeeded = count(&client, &base, "succeeded").await;
+        let succeeded = count_in_state(&client, &base, "succeeded").await;
         if succeeded == JOBS {
             break;
         }
@@ -131,7 +106,7 @@ async fn kill_9_mid_run_then_restart_delivers_every_job() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for state in ["pending", "running", "suspended", "dead"] {
-        assert_eq!(count(&client, &base, state).await, 0, "{state}");
+        assert_eq!(count_in_state(&client, &base, state).await, 0, "{state}");
     }
     // At least once: every job reached the partner, always under its key.
     let mut keys: Vec<String> = partner

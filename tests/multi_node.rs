@@ -74,14 +74,6 @@ fn spawn_engine(name: &str, policies: &std::path::Path, db: &str, partner: &str)
     }
 }
 
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "engine never became healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn submit_all(client: &reqwest::Client, engines: &[Engine]) {
     // Spread over the nodes, in batches of 500, as clients behind a load
     // balancer would.
@@ -104,40 +96,23 @@ async fn submit_all(client: &reqwest::Client, engines: &[Engine]) {
     }
 }
 
-async fn count(client: &reqwest::Client, base: &str, state: &str) -> usize {
-    let mut total = 0;
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/v1/jobs?state={state}&limit=1000");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
-        total += page["jobs"].as_array().unwrap().len();
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return total,
-        }
-    }
-}
-
 async fn wait_all_succeeded(client: &reqwest::Client, base: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let succeeded = count(client, base, "succeeded").await;
+        let succeeded = count_in_state(client, base, "succeeded").await;
         if succeeded == JOBS {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "only {succeeded} of {JOBS} succeeded; {} pending, {} running",
-            count(client, base, "pending").await,
-            count(client, base, "running").await
+            count_in_state(client, base, "pending").await,
+            count_in_state(client, base, "running").await
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for state in ["pending", "running", "suspended", "dead"] {
-        assert_eq!(count(client, base, state).await, 0, "{state}");
+        assert_eq!(count_in_state(client, base, state).await, 0, "{state}");
     }
 }
 
@@ -166,7 +141,7 @@ async fn three_nodes_deliver_every_job_once() {
         .map(|name| spawn_engine(name, policies.path(), &db, &partner.url))
         .collect();
     for engine in &engines {
-        wait_healthy(&client, &engine.base).await;
+        wait_healthy(&client, &engine.base, Duration::from_secs(30)).await;
     }
     submit_all(&client, &engines).await;
     wait_all_succeeded(&client, &engines[0].base, Duration::from_secs(180)).await;
@@ -205,7 +180,7 @@ async fn a_killed_nodes_jobs_finish_on_the_others() {
         .map(|name| spawn_engine(name, policies.path(), &db, &partner.url))
         .collect();
     for engine in &engines {
-        wait_healthy(&client, &engine.base).await;
+        wait_healthy(&client, &engine.base, Duration::from_secs(30)).await;
     }
     submit_all(&client, &engines).await;
 

@@ -438,3 +438,30 @@ pub fn attempt_summary(job: &Value) -> Vec<(String, String, String, String, Stri
 pub fn path_of(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().to_path_buf()
 }
+
+/// Polls `base`'s `/healthz` until the engine answers.
+pub async fn wait_healthy(client: &reqwest::Client, base: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "engine never became healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many jobs are in `state`, every page of `GET /v1/jobs` counted.
+pub async fn count_in_state(client: &reqwest::Client, base: &str, state: &str) -> usize {
+    let mut total = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/v1/jobs?state={state}&limit=1000");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        total += page["jobs"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return total,
+        }
+    }
+}
