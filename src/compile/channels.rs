@@ -141,21 +141,7 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
         ok = false;
     }
 
-    let method_site = site.child("method");
-    let method = def.method.as_deref().unwrap_or("POST").to_ascii_uppercase();
-    if ctx.is_resolved(&method_site) && !METHODS.contains(&method.as_str()) {
-        let shown = ctx
-            .shown(&method_site, def.method.as_deref().unwrap_or_default())
-            .to_string();
-        ctx.error(
-            &method_site,
-            format_args!(
-                "unknown method `{shown}`; use one of {}",
-                METHODS.join(", ")
-            ),
-        );
-        ok = false;
-    }
+    let method = compile_method(ctx, &site.child("method"), def.method.as_deref(), &mut ok);
 
     let headers = compile_headers(ctx, &site.child("headers"), &def.headers, &mut ok);
     let timeout = compile_timeout(
@@ -174,6 +160,31 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
         timeout,
         refresh_auth: None,
     })
+}
+
+/// An HTTP method, `POST` unless written, upper-cased; an unknown one is
+/// an error listing those allowed.
+fn compile_method(
+    ctx: &mut Ctx<'_>,
+    method_site: &Site,
+    written: Option<&str>,
+    ok: &mut bool,
+) -> String {
+    let method = written.unwrap_or("POST").to_ascii_uppercase();
+    if ctx.is_resolved(method_site) && !METHODS.contains(&method.as_str()) {
+        let shown = ctx
+            .shown(method_site, written.unwrap_or_default())
+            .to_string();
+        ctx.error(
+            method_site,
+            format_args!(
+                "unknown method `{shown}`; use one of {}",
+                METHODS.join(", ")
+            ),
+        );
+        *ok = false;
+    }
+    method
 }
 
 fn compile_headers(
@@ -440,21 +451,7 @@ fn compile_refresh_auth(
         );
         ok = false;
     }
-    let method_site = site.child("method");
-    let method = def.method.as_deref().unwrap_or("POST").to_ascii_uppercase();
-    if ctx.is_resolved(&method_site) && !METHODS.contains(&method.as_str()) {
-        let shown = ctx
-            .shown(&method_site, def.method.as_deref().unwrap_or_default())
-            .to_string();
-        ctx.error(
-            &method_site,
-            format_args!(
-                "unknown method `{shown}`; use one of {}",
-                METHODS.join(", ")
-            ),
-        );
-        ok = false;
-    }
+    let method = compile_method(ctx, &site.child("method"), def.method.as_deref(), &mut ok);
     let headers = compile_headers(ctx, &site.child("headers"), &def.headers, &mut ok);
     let body = match (&def.body, &def.form) {
         (Some(_), Some(_)) => {
