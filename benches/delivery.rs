@@ -3,7 +3,11 @@
 //! ```sh
 //! cargo bench --bench delivery              # the full run (~10 minutes on 2 cores)
 //! cargo bench --bench delivery -- --quick   # a smaller run to try changes
+//! cargo bench --bench delivery -- --only full,backlog   # some phases only
 //! ```
+//!
+//! Phases: `bare`, `full`, `latency`, `normal`, `reload`, `backlog`, `pg`.
+//! The engine / bare ratio needs `bare` in the same run.
 //!
 //! The partner is this same binary started again as a separate process
 //! (`STEADFAST_BENCH_ROLE=partner`), so it never shares the engine's
@@ -61,24 +65,50 @@ struct Sizes {
     throughput_jobs: usize,
     latency_jobs: usize,
     backlog_jobs: usize,
+    /// The phases to run (`--only a,b`); all when empty.
+    only: Vec<String>,
+}
+
+impl Sizes {
+    fn runs(&self, phase: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == phase)
+    }
 }
 
 fn main() -> Result<()> {
     if std::env::var(ROLE).as_deref() == Ok("partner") {
         return partner::main();
     }
-    let quick = std::env::args().any(|arg| arg == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|arg| arg == "--quick");
+    let only: Vec<String> = args
+        .iter()
+        .position(|arg| arg == "--only")
+        .and_then(|at| args.get(at + 1))
+        .map(|list| list.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    const PHASES: [&str; 7] = [
+        "bare", "full", "latency", "normal", "reload", "backlog", "pg",
+    ];
+    if let Some(unknown) = only.iter().find(|p| !PHASES.contains(&p.as_str())) {
+        bail!(
+            "--only: unknown phase `{unknown}`; the phases are {}",
+            PHASES.join(", ")
+        );
+    }
     let sizes = if quick {
         Sizes {
             throughput_jobs: 5_000,
             latency_jobs: 500,
             backlog_jobs: 50_000,
+            only,
         }
     } else {
         Sizes {
             throughput_jobs: 50_000,
             latency_jobs: 2_000,
             backlog_jobs: 1_000_000,
+            only,
         }
     };
     steadfast::install_tls_provider();
@@ -101,35 +131,45 @@ async fn run(sizes: Sizes) -> Result<()> {
     let work = tempfile::tempdir()?;
     let mut figures = Vec::new();
 
-    eprintln!("bare reqwest loop: {} jobs …", sizes.throughput_jobs);
-    let bare = bare_loop(&partner.url, sizes.throughput_jobs).await?;
-    figures.push(Figure {
-        name: "bare reqwest loop",
-        value: bare,
-        unit: "jobs/s",
-        note: format!("{WORKERS} concurrent, 503 retried at once"),
-    });
+    // NaN when `bare` is left out: the ratios print as NaN.
+    let mut bare = f64::NAN;
+    if sizes.runs("bare") {
+        eprintln!("bare reqwest loop: {} jobs …", sizes.throughput_jobs);
+        bare = bare_loop(&partner.url, sizes.throughput_jobs).await?;
+        figures.push(Figure {
+            name: "bare reqwest loop",
+            value: bare,
+            unit: "jobs/s",
+            note: format!("{WORKERS} concurrent, 503 retried at once"),
+        });
+    }
 
     for (label, synchronous) in [("full", "full"), ("normal", "normal")] {
+        let latency = label == "full" && sizes.runs("latency");
+        if !sizes.runs(label) && !latency {
+            continue;
+        }
         eprintln!(
             "engine, synchronous={label}: {} jobs …",
             sizes.throughput_jobs
         );
         let engine = Engine::start(&work.path().join(label), synchronous, &partner.url).await?;
-        let rate = engine
-            .throughput(&format!("tp-{label}"), sizes.throughput_jobs)
-            .await?;
-        figures.push(Figure {
-            name: if label == "full" {
-                "engine, SQLite synchronous=FULL"
-            } else {
-                "engine, SQLite synchronous=NORMAL"
-            },
-            value: rate,
-            unit: "jobs/s",
-            note: format!("{:.2} × bare", rate / bare),
-        });
-        if label == "full" {
+        if sizes.runs(label) {
+            let rate = engine
+                .throughput(&format!("tp-{label}"), sizes.throughput_jobs)
+                .await?;
+            figures.push(Figure {
+                name: if label == "full" {
+                    "engine, SQLite synchronous=FULL"
+                } else {
+                    "engine, SQLite synchronous=NORMAL"
+                },
+                value: rate,
+                unit: "jobs/s",
+                note: format!("{:.2} × bare", rate / bare),
+            });
+        }
+        if latency {
             eprintln!("latency: {} jobs at 200/s …", sizes.latency_jobs);
             let (p50, p99) = engine.latency(sizes.latency_jobs).await?;
             figures.push(Figure {
@@ -148,17 +188,39 @@ async fn run(sizes: Sizes) -> Result<()> {
         engine.stop().await;
     }
 
-    eprintln!("reload: file write → policy in force …");
-    let reload = reload_latency(&work.path().join("reload"), &partner.url).await?;
-    figures.push(Figure {
-        name: "reload: write → in force (median of 5)",
-        value: reload,
-        unit: "ms",
-        note: "default 250 ms debounce included".into(),
-    });
+    if sizes.runs("reload") {
+        eprintln!("reload: file write → policy in force …");
+        let reload = reload_latency(&work.path().join("reload"), &partner.url).await?;
+        figures.push(Figure {
+            name: "reload: write → in force (median of 5)",
+            value: reload,
+            unit: "ms",
+            note: "default 250 ms debounce included".into(),
+        });
+    }
 
+    if sizes.runs("backlog") {
+        backlog_phase(&sizes, work.path(), &partner.url, &mut figures).await?;
+    }
+
+    if sizes.runs("pg") {
+        postgres_phase(&sizes, &partner.url, bare, &mut figures).await?;
+    }
+
+    print_table(&figures);
+    write_json(&figures)?;
+    drop(partner);
+    Ok(())
+}
+
+async fn backlog_phase(
+    sizes: &Sizes,
+    work: &Path,
+    partner: &str,
+    figures: &mut Vec<Figure>,
+) -> Result<()> {
     eprintln!("backlog: {} waiting retries …", sizes.backlog_jobs);
-    let engine = Engine::start(&work.path().join("backlog"), "full", &partner.url).await?;
+    let engine = Engine::start(&work.join("backlog"), "full", partner).await?;
     let backlog = engine.backlog(sizes.backlog_jobs).await?;
     engine.stop().await;
     figures.push(Figure {
@@ -191,7 +253,15 @@ async fn run(sizes: Sizes) -> Result<()> {
         unit: "ms",
         note: String::new(),
     });
+    Ok(())
+}
 
+async fn postgres_phase(
+    sizes: &Sizes,
+    partner: &str,
+    bare: f64,
+    figures: &mut Vec<Figure>,
+) -> Result<()> {
     match pg::server() {
         Some(server) => {
             for nodes in 1..=3 {
@@ -199,8 +269,7 @@ async fn run(sizes: Sizes) -> Result<()> {
                     "PostgreSQL, {nodes} node(s): {} jobs …",
                     sizes.throughput_jobs
                 );
-                let rate =
-                    postgres_nodes(server, &partner.url, nodes, sizes.throughput_jobs).await?;
+                let rate = postgres_nodes(server, partner, nodes, sizes.throughput_jobs).await?;
                 figures.push(Figure {
                     name: [
                         "engine, PostgreSQL, 1 node",
@@ -218,10 +287,6 @@ async fn run(sizes: Sizes) -> Result<()> {
         }
         None => eprintln!("PostgreSQL phase left out: no server binaries"),
     }
-
-    print_table(&figures);
-    write_json(&figures)?;
-    drop(partner);
     Ok(())
 }
 
