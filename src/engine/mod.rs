@@ -1,6 +1,7 @@
-//! Runs jobs: the [`interpreter`] decides, the [`scheduler`] claims due jobs
-//! in batches up to the free worker slots, the [`executor`] runs one attempt
-//! and the [`writer`] commits results in batched transactions.
+//! Runs jobs: the [`interpreter`] decides, the [`executor`] runs one attempt,
+//! the [`writer`] queues its result, and the [`scheduler`] commits the
+//! queued results and claims due jobs for the free worker slots in one
+//! transaction per cycle.
 
 pub mod executor;
 pub mod gate;
@@ -64,7 +65,6 @@ pub struct Engine {
     wake: Arc<Notify>,
     shutdown: watch::Sender<bool>,
     scheduler: JoinHandle<()>,
-    writer: JoinHandle<()>,
     store: SharedStepLog,
     owner: String,
     /// Wakes the scheduler on other processes' inserts (shared logs).
@@ -84,7 +84,7 @@ impl Engine {
             }
         }
         let wake = Arc::new(Notify::new());
-        let (writer, writer_task) = writer::ResultWriter::start(parts.store.clone(), wake.clone());
+        let (writer, results) = writer::channel();
         let executor = executor::Executor {
             policy: parts.policy,
             channels: parts.channels,
@@ -98,6 +98,7 @@ impl Engine {
         let scheduler = scheduler::Scheduler {
             executor,
             writer,
+            results,
             config: config.scheduler,
             wake: wake.clone(),
         };
@@ -108,7 +109,6 @@ impl Engine {
             wake,
             shutdown,
             scheduler,
-            writer: writer_task,
             store: parts.store,
             owner: config.owner,
         })
@@ -128,9 +128,6 @@ impl Engine {
         }
         if let Err(error) = self.scheduler.await {
             tracing::error!(%error, "scheduler task failed");
-        }
-        if let Err(error) = self.writer.await {
-            tracing::error!(%error, "result writer task failed");
         }
         match self.store.leases_release(&self.owner).await {
             Ok(0) => {}

@@ -1,38 +1,36 @@
-//! Group commit: attempt results go to the step log in batched transactions.
+//! Group commit: attempt results wait here for the scheduler's next cycle,
+//! which commits every result that arrived while the previous cycle was
+//! being written, in the same transaction as its next claim.
 //!
-//! Executors hand their [`Transition`] to one writer task. It takes every
-//! result that arrived while the previous transaction was being written and
-//! commits them together, so the commit rate follows the load without an
-//! artificial delay. A crash before the commit means the attempt runs again
-//! with the same `Idempotency-Key`: at least once, never silently lost.
+//! So the commit rate follows the load without an artificial delay. A crash
+//! before the commit means the attempt runs again with the same
+//! `Idempotency-Key`: at least once, never silently lost.
 
-use std::sync::Arc;
-use std::time::Duration;
+use tokio::sync::mpsc;
 
-use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
-
-use crate::store::{SharedStepLog, Transition};
+use crate::store::Transition;
 
 /// The most results committed in one transaction.
-const MAX_BATCH: usize = 1024;
+pub const MAX_BATCH: usize = 1024;
 
-/// Hands results to the writer task.
+/// Hands results to the scheduler.
 #[derive(Clone)]
 pub struct ResultWriter {
     tx: mpsc::Sender<Transition>,
 }
 
-impl ResultWriter {
-    /// Starts the writer task; it ends once every `ResultWriter` clone is
-    /// dropped and the queue is committed. `committed` is notified after each
-    /// commit, since a committed result may make a job due at once.
-    pub fn start(store: SharedStepLog, committed: Arc<Notify>) -> (Self, JoinHandle<()>) {
-        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        let task = tokio::spawn(run(store, rx, committed));
-        (Self { tx }, task)
-    }
+/// The results waiting for a commit; read by the scheduler only.
+pub struct ResultQueue {
+    rx: mpsc::Receiver<Transition>,
+}
 
+/// A writer for the executors and the queue it fills.
+pub fn channel() -> (ResultWriter, ResultQueue) {
+    let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+    (ResultWriter { tx }, ResultQueue { rx })
+}
+
+impl ResultWriter {
     /// Queues a result; waits only when the queue is full (back-pressure on
     /// the executors when the database falls behind).
     pub async fn submit(&self, transition: Transition) {
@@ -42,32 +40,26 @@ impl ResultWriter {
     }
 }
 
-async fn run(store: SharedStepLog, mut rx: mpsc::Receiver<Transition>, committed: Arc<Notify>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match store.transitions_apply(batch.clone()).await {
-                Ok(applied) => {
-                    let stale = applied.iter().filter(|ok| !**ok).count();
-                    if stale > 0 {
-                        tracing::warn!(
-                            stale,
-                            "results for jobs no longer leased here were dropped"
-                        );
-                    }
-                    break;
-                }
-                Err(error) => {
-                    // The jobs stay `running` under our lease: retrying the
-                    // commit is safe, dropping it would lose the attempt.
-                    tracing::error!(%error, batch = batch.len(), "committing results failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+impl ResultQueue {
+    /// Waits for at least one result and adds it, and any others already
+    /// queued, to `batch` (up to [`MAX_BATCH`]). Cancel-safe. Returns false
+    /// once every writer is gone and the queue is empty.
+    pub async fn wait(&mut self, batch: &mut Vec<Transition>) -> bool {
+        let room = MAX_BATCH.saturating_sub(batch.len()).max(1);
+        self.rx.recv_many(batch, room).await > 0
+    }
+
+    /// Adds the results already queued to `batch`, without waiting.
+    pub fn take_ready(&mut self, batch: &mut Vec<Transition>) {
+        while batch.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(transition) => batch.push(transition),
+                Err(_) => break,
             }
         }
-        batch.clear();
-        committed.notify_one();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
     }
 }

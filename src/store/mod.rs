@@ -108,6 +108,20 @@ pub trait StepLog: Send + Sync + 'static {
     /// it applied.
     async fn transitions_apply(&self, transitions: Vec<Transition>) -> StoreResult<Vec<bool>>;
 
+    /// The scheduler's cycle: applies `transitions` as
+    /// [`StepLog::transitions_apply`] does, then claims up to `limit` due
+    /// jobs as [`StepLog::jobs_claim_due`] does, in one transaction: one
+    /// commit to disk for both, and jobs the transitions made due (the next
+    /// step of a flow) can be claimed at once.
+    async fn transitions_apply_then_claim(
+        &self,
+        transitions: Vec<Transition>,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<(Vec<bool>, Vec<ClaimedJob>)>;
+
     /// The earliest `next_at` of a claimable job, to know how long to sleep.
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>>;
 

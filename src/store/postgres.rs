@@ -440,6 +440,64 @@ async fn claim_flow(
     jobs_from_rows(&rows)
 }
 
+/// Claims up to `limit` due jobs, flow by flow (see
+/// [`StepLog::jobs_claim_due`]), inside the caller's transaction.
+async fn claim_due(
+    tx: &mut sqlx::PgConnection,
+    owner: &str,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: usize,
+) -> StoreResult<Vec<ClaimedJob>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let due = flows_due(&mut *tx, now).await?;
+    let lease = Lease {
+        owner,
+        now,
+        lease_until,
+    };
+    let mut jobs = Vec::with_capacity(limit);
+    // Round robin as in SQLite: an equal share per flow first, then what
+    // is left, in order, to the flows that had more.
+    let share = (limit / due.len().max(1)).max(1);
+    let mut hungry = Vec::new();
+    for flow in &due {
+        let room = share.min(limit - jobs.len());
+        if room == 0 {
+            break;
+        }
+        let claimed = claim_flow(&mut *tx, flow, &lease, room).await?;
+        if claimed.len() == room {
+            hungry.push(flow);
+        }
+        jobs.extend(claimed);
+    }
+    for flow in hungry {
+        let room = limit - jobs.len();
+        if room == 0 {
+            break;
+        }
+        jobs.extend(claim_flow(&mut *tx, flow, &lease, room).await?);
+    }
+    jobs.sort_by(|a, b| a.next_at.cmp(&b.next_at).then_with(|| a.id.cmp(&b.id)));
+    Ok(jobs)
+}
+
+/// Applies transitions inside the caller's transaction (see
+/// [`StepLog::transitions_apply`]).
+async fn apply_all(
+    tx: &mut sqlx::PgConnection,
+    transitions: &[Transition],
+) -> StoreResult<Vec<bool>> {
+    let mut applied = Vec::with_capacity(transitions.len());
+    for run in runs_of_distinct_jobs(transitions) {
+        applied.extend(apply_run(&mut *tx, run).await?);
+    }
+    Ok(applied)
+}
+
 #[async_trait]
 impl StepLog for PgStepLog {
     async fn job_insert(&self, job: NewJob) -> StoreResult<InsertOutcome> {
@@ -480,37 +538,8 @@ impl StepLog for PgStepLog {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        let due = flows_due(&mut tx, now).await?;
-        let lease = Lease {
-            owner,
-            now,
-            lease_until,
-        };
-        let mut jobs = Vec::with_capacity(limit);
-        // Round robin as in SQLite: an equal share per flow first, then what
-        // is left, in order, to the flows that had more.
-        let share = (limit / due.len().max(1)).max(1);
-        let mut hungry = Vec::new();
-        for flow in &due {
-            let room = share.min(limit - jobs.len());
-            if room == 0 {
-                break;
-            }
-            let claimed = claim_flow(&mut tx, flow, &lease, room).await?;
-            if claimed.len() == room {
-                hungry.push(flow);
-            }
-            jobs.extend(claimed);
-        }
-        for flow in hungry {
-            let room = limit - jobs.len();
-            if room == 0 {
-                break;
-            }
-            jobs.extend(claim_flow(&mut tx, flow, &lease, room).await?);
-        }
+        let jobs = claim_due(&mut tx, owner, now, lease_until, limit).await?;
         tx.commit().await?;
-        jobs.sort_by(|a, b| a.next_at.cmp(&b.next_at).then_with(|| a.id.cmp(&b.id)));
         Ok(jobs)
     }
 
@@ -519,12 +548,27 @@ impl StepLog for PgStepLog {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        let mut applied = Vec::with_capacity(transitions.len());
-        for run in runs_of_distinct_jobs(&transitions) {
-            applied.extend(apply_run(&mut tx, run).await?);
-        }
+        let applied = apply_all(&mut tx, &transitions).await?;
         tx.commit().await?;
         Ok(applied)
+    }
+
+    async fn transitions_apply_then_claim(
+        &self,
+        transitions: Vec<Transition>,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<(Vec<bool>, Vec<ClaimedJob>)> {
+        if transitions.is_empty() && limit == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut tx = self.pool.begin().await?;
+        let applied = apply_all(&mut tx, &transitions).await?;
+        let claimed = claim_due(&mut tx, owner, now, lease_until, limit).await?;
+        tx.commit().await?;
+        Ok((applied, claimed))
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {

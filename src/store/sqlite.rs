@@ -242,35 +242,41 @@ fn bind_filter<'q>(
 // JSON array and took it apart with `json_each`; re-reading each object for
 // every field cost a fifth of the database's time).
 
-/// The rows per statement: a batch is cut greedily into these sizes, so a
-/// handful of statement texts, each prepared once per connection, serve
-/// every batch size. 256 rows × 16 columns stays far below SQLite's limit
-/// on bound parameters.
-const CHUNK_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+/// The rows per statement. A batch is cut into chunks of at most the
+/// largest size, and each chunk is padded with rows of NULLs (which the
+/// statements skip) up to the next size: three statement texts, each
+/// prepared once per connection, serve every batch, and a batch of a few
+/// dozen results costs one round trip per statement, not one per power of
+/// two. 256 rows × 16 columns stays far below SQLite's limit on bound
+/// parameters.
+const CHUNK_SIZES: [usize; 3] = [8, 64, 256];
 
-/// `rows` cut into chunks of the sizes in [`CHUNK_SIZES`].
-fn chunked<T>(mut rows: &[T]) -> Vec<&[T]> {
-    let mut chunks = Vec::new();
-    for size in CHUNK_SIZES {
-        while rows.len() >= size {
-            let (chunk, rest) = rows.split_at(size);
-            chunks.push(chunk);
-            rows = rest;
-        }
-    }
-    chunks
+/// `rows` in chunks, each with the row count of its statement.
+fn chunked<T>(rows: &[T]) -> Vec<(&[T], usize)> {
+    let largest = CHUNK_SIZES[CHUNK_SIZES.len() - 1];
+    rows.chunks(largest)
+        .map(|chunk| {
+            let size = CHUNK_SIZES
+                .into_iter()
+                .find(|size| *size >= chunk.len())
+                .unwrap_or(largest);
+            (chunk, size)
+        })
+        .collect()
 }
 
-/// `rows` copies of `row` (a parenthesised tuple), comma-separated.
-fn values_list(row: &str, rows: usize) -> String {
-    let mut list = String::with_capacity((row.len() + 1) * rows);
-    for index in 0..rows {
-        if index > 0 {
-            list.push(',');
-        }
-        list.push_str(row);
+/// A `VALUES` list of `rows` rows of `columns` parameters each.
+fn values_list(columns: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(",")
+}
+
+/// Binds the NULL rows that pad a chunk up to its statement's size.
+fn bind_padding<'q>(mut query: SqliteQuery<'q>, parameters: usize) -> SqliteQuery<'q> {
+    for _ in 0..parameters {
+        query = query.bind(None::<i64>);
     }
-    list
+    query
 }
 
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
@@ -310,12 +316,17 @@ async fn insert_many(
     jobs: &[NewJob],
 ) -> StoreResult<Vec<InsertOutcome>> {
     let mut outcomes = Vec::with_capacity(jobs.len());
-    for chunk in chunked(jobs) {
+    for (chunk, size) in chunked(jobs) {
+        // `WHERE` also tells SQLite's parser that ON CONFLICT belongs to the
+        // INSERT.
         let sql = format!(
             "INSERT INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
                                next_at, policy_version, created_at, updated_at) \
-             VALUES {} ON CONFLICT (flow, idempotency_key) DO NOTHING",
-            values_list("(?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?)", chunk.len())
+             SELECT column1, column2, column3, column4, 'pending', 0, column5, column6, \
+                    column7, column8, column8 \
+             FROM (VALUES {}) WHERE column1 IS NOT NULL \
+             ON CONFLICT (flow, idempotency_key) DO NOTHING",
+            values_list(8, size)
         );
         let mut query: SqliteQuery<'_> = sqlx::query(sqlx::AssertSqlSafe(sql));
         for job in chunk {
@@ -327,9 +338,9 @@ async fn insert_many(
                 .bind(&job.step)
                 .bind(ms(job.next_at))
                 .bind(&job.policy_version)
-                .bind(ms(job.created_at))
                 .bind(ms(job.created_at));
         }
+        let query = bind_padding(query, 8 * (size - chunk.len()));
         let inserted = query.execute(&mut *conn).await?.rows_affected();
         if inserted == chunk.len() as u64 {
             for job in chunk {
@@ -388,22 +399,25 @@ async fn apply_run(
     run: &[Transition],
 ) -> StoreResult<Vec<bool>> {
     let mut stale: HashSet<String> = HashSet::new();
-    for chunk in chunked(run) {
+    for (chunk, size) in chunked(run) {
         let sql = format!(
             "WITH t (id, owner) AS (VALUES {}) \
-             SELECT t.id FROM t WHERE NOT EXISTS ( \
+             SELECT t.id FROM t WHERE t.id IS NOT NULL AND NOT EXISTS ( \
                  SELECT 1 FROM jobs WHERE jobs.id = t.id AND jobs.state = 'running' \
                      AND jobs.lease_owner = t.owner)",
-            values_list("(?, ?)", chunk.len())
+            values_list(2, size)
         );
         let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for t in chunk {
             query = query.bind(&t.job_id).bind(&t.owner);
         }
+        for _ in 0..2 * (size - chunk.len()) {
+            query = query.bind(None::<i64>);
+        }
         stale.extend(query.fetch_all(&mut *conn).await?);
     }
     let fresh: Vec<&Transition> = run.iter().filter(|t| !stale.contains(&t.job_id)).collect();
-    for chunk in chunked(&fresh) {
+    for (chunk, size) in chunked(&fresh) {
         let sql = format!(
             // The primary key's index, named so that the planner walks the
             // batch and looks each job up, rather than walking every running
@@ -422,10 +436,7 @@ async fn apply_run(
                  lease_until = CASE WHEN t.running = 1 THEN jobs.lease_until END \
              FROM t \
              WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_owner = t.owner",
-            values_list(
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                chunk.len()
-            )
+            values_list(16, size)
         );
         let mut query: SqliteQuery<'_> = sqlx::query(sqlx::AssertSqlSafe(sql));
         for t in chunk {
@@ -452,6 +463,7 @@ async fn apply_run(
                 .bind(i64::from(counts))
                 .bind(i64::from(t.to == JobState::Running));
         }
+        let query = bind_padding(query, 16 * (size - chunk.len()));
         let updated = query.execute(&mut *conn).await?.rows_affected();
         if updated != chunk.len() as u64 {
             // The write lock has been ours since the check above.
@@ -470,12 +482,13 @@ async fn attempts_insert(
     conn: &mut sqlx::SqliteConnection,
     attempts: &[&AttemptRecord],
 ) -> StoreResult<()> {
-    for chunk in chunked(attempts) {
+    for (chunk, size) in chunked(attempts) {
         let sql = format!(
             "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, \
                                    status, error, error_message, outcome, rule, decision, \
-                                   delay_ms, next_at, policy_version) VALUES {}",
-            values_list("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
+                                   delay_ms, next_at, policy_version) \
+             SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
+            values_list(15, size)
         );
         let mut query: SqliteQuery<'_> = sqlx::query(sqlx::AssertSqlSafe(sql));
         for attempt in chunk {
@@ -496,7 +509,9 @@ async fn attempts_insert(
                 .bind(opt_ms(attempt.next_at))
                 .bind(&attempt.policy_version);
         }
-        query.execute(&mut *conn).await?;
+        bind_padding(query, 15 * (size - chunk.len()))
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -570,6 +585,66 @@ async fn claim_flow(
     jobs_from_rows(&rows)
 }
 
+/// Claims up to `limit` due jobs, flow by flow (see
+/// [`StepLog::jobs_claim_due`]), inside the caller's transaction.
+async fn claim_due(
+    tx: &mut sqlx::SqliteConnection,
+    owner: &str,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: usize,
+) -> StoreResult<Vec<ClaimedJob>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let due = flows_due(&mut *tx, now).await?;
+    let lease = Lease {
+        owner,
+        now,
+        lease_until,
+    };
+    let mut jobs = Vec::with_capacity(limit);
+    // Round robin: every flow with due jobs gets an equal share of the
+    // round first, so a backlog in one flow delays another flow's job by
+    // one round at most; what the share leaves free goes, in order, to
+    // the flows that had more.
+    let share = (limit / due.len().max(1)).max(1);
+    let mut hungry = Vec::new();
+    for flow in &due {
+        let room = share.min(limit - jobs.len());
+        if room == 0 {
+            break;
+        }
+        let claimed = claim_flow(&mut *tx, flow, &lease, room).await?;
+        if claimed.len() == room {
+            hungry.push(flow);
+        }
+        jobs.extend(claimed);
+    }
+    for flow in hungry {
+        let room = limit - jobs.len();
+        if room == 0 {
+            break;
+        }
+        jobs.extend(claim_flow(&mut *tx, flow, &lease, room).await?);
+    }
+    jobs.sort_by_key(|job| job.next_at);
+    Ok(jobs)
+}
+
+/// Applies transitions inside the caller's transaction (see
+/// [`StepLog::transitions_apply`]).
+async fn apply_all(
+    tx: &mut sqlx::SqliteConnection,
+    transitions: &[Transition],
+) -> StoreResult<Vec<bool>> {
+    let mut applied = Vec::with_capacity(transitions.len());
+    for run in runs_of_distinct_jobs(transitions) {
+        applied.extend(apply_run(&mut *tx, run).await?);
+    }
+    Ok(applied)
+}
+
 #[async_trait]
 impl StepLog for SqliteStepLog {
     async fn job_insert(&self, job: NewJob) -> StoreResult<InsertOutcome> {
@@ -600,39 +675,8 @@ impl StepLog for SqliteStepLog {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
-        let due = flows_due(&mut tx, now).await?;
-        let lease = Lease {
-            owner,
-            now,
-            lease_until,
-        };
-        let mut jobs = Vec::with_capacity(limit);
-        // Round robin: every flow with due jobs gets an equal share of the
-        // round first, so a backlog in one flow delays another flow's job by
-        // one round at most; what the share leaves free goes, in order, to
-        // the flows that had more.
-        let share = (limit / due.len().max(1)).max(1);
-        let mut hungry = Vec::new();
-        for flow in &due {
-            let room = share.min(limit - jobs.len());
-            if room == 0 {
-                break;
-            }
-            let claimed = claim_flow(&mut tx, flow, &lease, room).await?;
-            if claimed.len() == room {
-                hungry.push(flow);
-            }
-            jobs.extend(claimed);
-        }
-        for flow in hungry {
-            let room = limit - jobs.len();
-            if room == 0 {
-                break;
-            }
-            jobs.extend(claim_flow(&mut tx, flow, &lease, room).await?);
-        }
+        let jobs = claim_due(&mut tx, owner, now, lease_until, limit).await?;
         tx.commit().await?;
-        jobs.sort_by_key(|job| job.next_at);
         Ok(jobs)
     }
 
@@ -641,12 +685,27 @@ impl StepLog for SqliteStepLog {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
-        let mut applied = Vec::with_capacity(transitions.len());
-        for run in runs_of_distinct_jobs(&transitions) {
-            applied.extend(apply_run(&mut tx, run).await?);
-        }
+        let applied = apply_all(&mut tx, &transitions).await?;
         tx.commit().await?;
         Ok(applied)
+    }
+
+    async fn transitions_apply_then_claim(
+        &self,
+        transitions: Vec<Transition>,
+        owner: &str,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<(Vec<bool>, Vec<ClaimedJob>)> {
+        if transitions.is_empty() && limit == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut tx = self.begin_write().await?;
+        let applied = apply_all(&mut tx, &transitions).await?;
+        let claimed = claim_due(&mut tx, owner, now, lease_until, limit).await?;
+        tx.commit().await?;
+        Ok((applied, claimed))
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {
