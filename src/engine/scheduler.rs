@@ -55,6 +55,10 @@ const REFILL_WAIT: Duration = Duration::from_millis(2);
 /// scheduler looks every time it wakes).
 const NOTIFICATIONS_EVERY: Duration = Duration::from_millis(500);
 
+/// Jobs a node holds claimed per worker slot: those beyond the slots wait
+/// in memory, in claim order, for an attempt to finish.
+const CLAIM_AHEAD: usize = 4;
+
 /// The longest pause before committing again after a failed commit.
 const MAX_COMMIT_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -70,7 +74,13 @@ pub(crate) struct Scheduler {
 impl Scheduler {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let workers = self.config.workers;
+        // Attempts in flight.
         let slots = Arc::new(Semaphore::new(workers));
+        // Jobs claimed and not yet handed in. Claiming ahead of the free
+        // slots lets a cycle claim for the attempts that finish while it is
+        // being written, instead of only for those that finished before.
+        let held = workers * CLAIM_AHEAD;
+        let leases = Arc::new(Semaphore::new(held));
         // One claim should fill several slots: claiming job by job as single
         // slots free up would cost a transaction per attempt.
         let refill = (workers / 8).clamp(1, self.config.claim_batch);
@@ -86,19 +96,19 @@ impl Scheduler {
             if stopping
                 && batch.is_empty()
                 && self.results.is_empty()
-                && slots.available_permits() == workers
+                && leases.available_permits() == held
             {
-                // Every permit back: every attempt has handed in its result,
-                // and every result is committed.
+                // Every lease back: every claimed job has handed in its
+                // result, and every result is committed.
                 break;
             }
             if batch.is_empty() {
                 let free = if stopping {
                     0
                 } else {
-                    slots.available_permits()
+                    leases.available_permits()
                 };
-                self.wait_for_work(&mut shutdown, &slots, free, drained, refill, &mut batch)
+                self.wait_for_work(&mut shutdown, &leases, free, drained, refill, &mut batch)
                     .await;
             }
             self.results.take_ready(&mut batch);
@@ -111,7 +121,7 @@ impl Scheduler {
             let free = if stopping {
                 0
             } else {
-                slots.available_permits().min(self.config.claim_batch)
+                leases.available_permits().min(self.config.claim_batch)
             };
             if batch.is_empty() && free == 0 {
                 continue;
@@ -140,7 +150,7 @@ impl Scheduler {
                     batch.clear();
                     backoff = None;
                     drained = free > 0 && jobs.len() < free;
-                    self.start_attempts(jobs, &slots).await;
+                    self.start_attempts(jobs, &leases, &slots);
                 }
                 Err(error) => {
                     // The jobs stay `running` under our lease: committing
@@ -156,9 +166,9 @@ impl Scheduler {
                 }
             }
             if !stopping && (now >= next_notifications || drained) {
-                let free = slots.available_permits();
+                let free = leases.available_permits();
                 if free > 0 {
-                    self.start_notifications(now, free, &slots).await;
+                    self.start_notifications(now, free, &leases, &slots).await;
                 }
                 next_notifications = now + signed(NOTIFICATIONS_EVERY);
             }
@@ -170,7 +180,7 @@ impl Scheduler {
     async fn wait_for_work(
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
-        slots: &Semaphore,
+        leases: &Semaphore,
         free: usize,
         drained: bool,
         refill: usize,
@@ -178,19 +188,19 @@ impl Scheduler {
     ) {
         if *shutdown.borrow() {
             // What is left: the results of the attempts in flight, and the
-            // slots of notifications in flight (which have no result).
-            let workers = u32::try_from(self.config.workers).unwrap_or(u32::MAX);
+            // leases of notifications in flight (which have no result).
+            let held = u32::try_from(self.config.workers * CLAIM_AHEAD).unwrap_or(u32::MAX);
             tokio::select! {
                 _ = self.results.wait(batch) => {}
-                _ = slots.acquire_many(workers) => {}
+                _ = leases.acquire_many(held) => {}
             }
             return;
         }
         if free == 0 {
-            // A slot comes back with a result, or when a notification ends.
+            // A lease comes back with a result, or when a notification ends.
             tokio::select! {
                 _ = self.results.wait(batch) => {}
-                _ = slots.acquire() => {}
+                _ = leases.acquire() => {}
                 _ = shutdown.changed() => {}
             }
         } else if drained {
@@ -224,25 +234,43 @@ impl Scheduler {
         until
     }
 
-    /// Starts an attempt for each claimed job on its own task.
-    async fn start_attempts(&self, jobs: Vec<ClaimedJob>, slots: &Arc<Semaphore>) {
+    /// Starts an attempt for each claimed job on its own task, which waits
+    /// for a free slot first.
+    fn start_attempts(
+        &self,
+        jobs: Vec<ClaimedJob>,
+        leases: &Arc<Semaphore>,
+        slots: &Arc<Semaphore>,
+    ) {
         for job in jobs {
-            // Only this loop takes slots, and it claimed no more than were
-            // free, so this does not wait.
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
+            // Only the scheduler takes leases, and it claimed no more than
+            // were free.
+            let Ok(lease) = leases.clone().try_acquire_owned() else {
+                tracing::error!(job = %job.id, "claimed more jobs than leases; its lease will expire");
+                continue;
             };
-            let executor = self.executor.clone();
-            let writer = self.writer.clone();
+            let (executor, writer, slots) =
+                (self.executor.clone(), self.writer.clone(), slots.clone());
             tokio::spawn(async move {
+                // The semaphore is fair: claimed jobs start in claim order.
+                let Ok(slot) = slots.acquire_owned().await else {
+                    return;
+                };
                 let transition = executor.attempt(&job).await;
+                drop(slot);
                 writer.submit(transition).await;
-                drop(permit);
+                drop(lease);
             });
         }
     }
 
-    async fn start_notifications(&self, now: Timestamp, free: usize, slots: &Arc<Semaphore>) {
+    async fn start_notifications(
+        &self,
+        now: Timestamp,
+        free: usize,
+        leases: &Arc<Semaphore>,
+        slots: &Arc<Semaphore>,
+    ) {
         let executor = &self.executor;
         let lease_until = now + signed(self.config.lease);
         let due = match executor
@@ -257,13 +285,17 @@ impl Scheduler {
             }
         };
         for claim in due {
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let Ok(lease) = leases.clone().try_acquire_owned() else {
                 break;
             };
-            let executor = executor.clone();
+            let (executor, slots) = (executor.clone(), slots.clone());
             tokio::spawn(async move {
+                let Ok(slot) = slots.acquire_owned().await else {
+                    return;
+                };
                 executor.notify(&claim.job).await;
-                drop(permit);
+                drop(slot);
+                drop(lease);
             });
         }
     }
