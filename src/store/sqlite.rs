@@ -318,9 +318,9 @@ async fn insert_many(
     let mut outcomes = Vec::with_capacity(jobs.len());
     for (chunk, size) in chunked(jobs) {
         // `WHERE` also tells SQLite's parser that ON CONFLICT belongs to the
-        // INSERT.
+        // INSERT. `OR FAIL`: see `claim_flow`.
         let sql = format!(
-            "INSERT INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
+            "INSERT OR FAIL INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
                                next_at, policy_version, created_at, updated_at) \
              SELECT column1, column2, column3, column4, 'pending', 0, column5, column6, \
                     column7, column8, column8 \
@@ -421,11 +421,11 @@ async fn apply_run(
         let sql = format!(
             // The primary key's index, named so that the planner walks the
             // batch and looks each job up, rather than walking every running
-            // job and searching the batch for it.
+            // job and searching the batch for it. `OR FAIL`: see `claim_flow`.
             "WITH t (id, owner, state, step_index, step, channel_index, attempt, \
                      series_started_at, held_ms, next_at, reason, version, notify_at, now, \
                      counts, running) AS (VALUES {}) \
-             UPDATE jobs INDEXED BY sqlite_autoindex_jobs_1 \
+             UPDATE OR FAIL jobs INDEXED BY sqlite_autoindex_jobs_1 \
              SET state = t.state, step_index = t.step_index, step = t.step, \
                  channel_index = t.channel_index, attempt = t.attempt, \
                  series_started_at = t.series_started_at, held_ms = t.held_ms, \
@@ -483,8 +483,9 @@ async fn attempts_insert(
     attempts: &[&AttemptRecord],
 ) -> StoreResult<()> {
     for (chunk, size) in chunked(attempts) {
+        // `OR FAIL`: see `claim_flow`.
         let sql = format!(
-            "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, \
+            "INSERT OR FAIL INTO attempts (job_id, step, channel, attempt, started_at, finished_at, \
                                    status, error, error_message, outcome, rule, decision, \
                                    delay_ms, next_at, policy_version) \
              SELECT * FROM (VALUES {}) WHERE column1 IS NOT NULL",
@@ -568,11 +569,17 @@ async fn claim_flow(
     lease: &Lease<'_>,
     limit: usize,
 ) -> StoreResult<Vec<JobRecord>> {
+    // `OR FAIL` spares SQLite a statement journal (a copy of every page a
+    // multi-row statement touches, kept to undo that statement alone if a
+    // constraint fails halfway): a failure here rolls the whole transaction
+    // back anyway. The limit is cast because SQLite plans with the value
+    // bound to a bare `LIMIT ?`, and so prepares the statement again at every
+    // new binding.
     let rows = sqlx::query(
-        "UPDATE jobs SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
+        "UPDATE OR FAIL jobs SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
          WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_due_by_flow \
                       WHERE state IN ('pending', 'suspended') AND flow = ?4 AND next_at <= ?3 \
-                      ORDER BY next_at LIMIT ?5) \
+                      ORDER BY next_at LIMIT CAST(?5 AS INTEGER)) \
          RETURNING *",
     )
     .bind(lease.owner)
@@ -751,12 +758,13 @@ impl StepLog for SqliteStepLog {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // The limit is cast: see `claim_flow`.
         let rows = sqlx::query(
             "UPDATE jobs SET notify_at = ?2 \
              WHERE id IN (SELECT id FROM jobs \
                           INDEXED BY jobs_notify \
                           WHERE notify_at IS NOT NULL AND notify_at <= ?1 AND state = 'dead' \
-                          ORDER BY notify_at LIMIT ?3) \
+                          ORDER BY notify_at LIMIT CAST(?3 AS INTEGER)) \
              RETURNING *",
         )
         .bind(ms(now))
