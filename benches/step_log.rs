@@ -83,6 +83,7 @@ async fn run(jobs: usize) -> Result<()> {
                 Transition {
                     job_id: job.id.clone(),
                     owner: "bench".into(),
+                    lease_until: job.lease_until,
                     attempt: Some(AttemptRecord {
                         job_id: job.id.clone(),
                         step: job.step.clone(),

@@ -109,6 +109,7 @@ fn retry_later(job: &JobRecord, owner: &str, at: Timestamp) -> Transition {
     Transition {
         job_id: job.id.clone(),
         owner: owner.into(),
+        lease_until: job.lease_until,
         attempt: Some(attempt_of(job, at, "retry")),
         to: JobState::Pending,
         step_index: 0,
@@ -299,6 +300,38 @@ async fn a_transition_applies_only_under_the_owners_lease(db: Db) {
     assert_eq!(attempts[0].status, Some(503));
     assert_eq!(attempts[0].next_at, Some(t(4)));
     assert_eq!(attempts[1].started_at, t(11));
+}
+
+/// A node holds claimed jobs in memory until a worker is free; if one waits
+/// past its lease, it is rescued and may be claimed again by the same node.
+/// The older claim's result must not land over the newer claim.
+async fn a_result_under_an_expired_lease_does_not_apply_over_a_new_claim(db: Db) {
+    insert(&db, 1, t(0)).await;
+    let first = db.log.jobs_claim_due("a", t(1), t(10), 1).await.unwrap()[0].clone();
+    assert_eq!(db.log.leases_rescue(t(11)).await.unwrap(), 1);
+    let second = db.log.jobs_claim_due("a", t(12), t(400), 1).await.unwrap()[0].clone();
+    assert_eq!(second.id, first.id);
+
+    assert_eq!(
+        db.log
+            .transitions_apply(vec![retry_later(&first, "a", t(13))])
+            .await
+            .unwrap(),
+        [false]
+    );
+    let stored = db.log.job_get(&first.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, JobState::Running);
+    assert_eq!(stored.lease_until, Some(t(400)));
+    assert!(db.log.attempts_list(&first.id).await.unwrap().is_empty());
+
+    assert_eq!(
+        db.log
+            .transitions_apply(vec![retry_later(&second, "a", t(14))])
+            .await
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(db.log.attempts_list(&first.id).await.unwrap().len(), 1);
 }
 
 async fn released_and_expired_leases_return_jobs_to_pending(db: Db) {
@@ -551,10 +584,10 @@ async fn a_batch_may_move_one_job_twice(db: Db) {
     let job = insert(&db, 1, t(0)).await;
     let claimed = db.log.jobs_claim_due("a", t(0), t(100), 1).await.unwrap();
     assert_eq!(claimed.len(), 1);
-    let mut first = retry_later(&job, "a", t(1));
+    let mut first = retry_later(&claimed[0], "a", t(1));
     first.to = JobState::Running;
-    let second = retry_later(&job, "a", t(2));
-    let third = retry_later(&job, "a", t(3));
+    let second = retry_later(&claimed[0], "a", t(2));
+    let third = retry_later(&claimed[0], "a", t(3));
     let applied = db
         .log
         .transitions_apply(vec![first, second, third])
@@ -736,6 +769,7 @@ conformance!(
     claims_respect_the_limit,
     a_backlog_in_one_flow_does_not_starve_another,
     a_transition_applies_only_under_the_owners_lease,
+    a_result_under_an_expired_lease_does_not_apply_over_a_new_claim,
     released_and_expired_leases_return_jobs_to_pending,
     dead_jobs_owe_a_notification_until_it_is_recorded,
     pages_go_newest_first_and_cursors_reach_every_job_once,

@@ -159,6 +159,7 @@ impl Executor {
         let mut transition = Transition {
             job_id: job.id.clone(),
             owner: self.owner.to_string(),
+            lease_until: job.lease_until,
             attempt: Some(record),
             to: JobState::Pending,
             step_index: step_index as u32,
@@ -249,6 +250,7 @@ impl Executor {
         Transition {
             job_id: job.id.clone(),
             owner: self.owner.to_string(),
+            lease_until: job.lease_until,
             attempt: None,
             to: JobState::Suspended,
             step_index: step_index as u32,
@@ -279,6 +281,7 @@ impl Executor {
         Transition {
             job_id: job.id.clone(),
             owner: self.owner.to_string(),
+            lease_until: job.lease_until,
             attempt: None,
             to: JobState::Suspended,
             step_index: job.step_index,
@@ -290,6 +293,31 @@ impl Executor {
             next_at: Some(now + signed(VANISHED_RECHECK)),
             reason: Some(reason.to_string()),
             policy_version: policy.version.to_string(),
+            notify_at: None,
+            now,
+        }
+    }
+
+    /// Hands a claimed job back without an attempt: `pending`, due when it
+    /// was, where it was in its flow. For a job that waited so long for a
+    /// worker that its lease might run out during the attempt.
+    pub fn release(&self, job: &JobRecord) -> Transition {
+        let now = self.clock.now();
+        Transition {
+            job_id: job.id.clone(),
+            owner: self.owner.to_string(),
+            lease_until: job.lease_until,
+            attempt: None,
+            to: JobState::Pending,
+            step_index: job.step_index,
+            step: job.step.clone(),
+            channel_index: job.channel_index,
+            series_attempts: job.attempt,
+            series_started_at: job.series_started_at,
+            held_ms: job.held_ms,
+            next_at: Some(job.next_at.unwrap_or(now)),
+            reason: None,
+            policy_version: job.policy_version.clone(),
             notify_at: None,
             now,
         }

@@ -330,6 +330,7 @@ impl Executor {
         Transition {
             job_id: job.id.clone(),
             owner: self.owner.to_string(),
+            lease_until: job.lease_until,
             attempt: None,
             to: JobState::Pending,
             step_index: at.step_index as u32,

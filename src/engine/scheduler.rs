@@ -242,6 +242,7 @@ impl Scheduler {
         leases: &Arc<Semaphore>,
         slots: &Arc<Semaphore>,
     ) {
+        let lease_length = self.config.lease;
         for job in jobs {
             // Only the scheduler takes leases, and it claimed no more than
             // were free.
@@ -256,7 +257,15 @@ impl Scheduler {
                 let Ok(slot) = slots.acquire_owned().await else {
                     return;
                 };
-                let transition = executor.attempt(&job).await;
+                let transition = if lease_mostly_spent(&job, executor.clock.now(), lease_length) {
+                    tracing::warn!(job = %job.id, flow = %job.flow,
+                        "a claimed job waited over half its lease for a worker; handed back \
+                         unattempted, so that it cannot be delivered twice (raise --workers \
+                         or --lease)");
+                    executor.release(&job)
+                } else {
+                    executor.attempt(&job).await
+                };
                 drop(slot);
                 writer.submit(transition).await;
                 drop(lease);
@@ -307,4 +316,13 @@ impl Scheduler {
             Err(error) => tracing::error!(%error, "rescuing expired leases failed"),
         }
     }
+}
+
+/// Whether a claimed job that waited in memory for a worker has less than
+/// half its lease left. An attempt started then might outlive the lease;
+/// the job would be rescued and claimed again, by another node or this one,
+/// and delivered twice.
+fn lease_mostly_spent(job: &ClaimedJob, now: Timestamp, lease: Duration) -> bool {
+    job.lease_until
+        .is_some_and(|until| now + signed(lease / 2) > until)
 }

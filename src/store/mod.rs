@@ -2,8 +2,9 @@
 //!
 //! One trait, [`StepLog`], with noun-verb methods; SQLite is the embedded
 //! implementation. Every state transition is a guarded update (`… WHERE
-//! state = 'running' AND lease_owner = $me`), so a late or stale writer can
-//! never move a job twice. Times are stored as milliseconds since the Unix
+//! state = 'running' AND lease_owner = $me AND lease_until = $my_lease`),
+//! so a late or stale writer can never move a job twice, nor over a later
+//! claim of the same job. Times are stored as milliseconds since the Unix
 //! epoch.
 
 pub mod postgres;
@@ -104,8 +105,8 @@ pub trait StepLog: Send + Sync + 'static {
 
     /// Applies many attempt results in one transaction: for each, appends the
     /// attempt row (when there is one) and moves the job, but only while it is
-    /// still `running` under `owner`'s lease. Returns, per transition, whether
-    /// it applied.
+    /// still `running` under the lease it was claimed with (`owner` and
+    /// `lease_until`). Returns, per transition, whether it applied.
     async fn transitions_apply(&self, transitions: Vec<Transition>) -> StoreResult<Vec<bool>>;
 
     /// The scheduler's cycle: applies `transitions` as

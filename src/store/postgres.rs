@@ -3,7 +3,8 @@
 //! Nodes claim with `FOR UPDATE SKIP LOCKED` under a lease (owner, expiry),
 //! so two nodes never claim the same job and neither waits for the other's
 //! locks; every move of a claimed job is guarded by `state = 'running' AND
-//! lease_owner = $me`, so a node whose lease was rescued cannot write late.
+//! lease_owner = $me AND lease_until = $my_lease`, so a node whose lease was
+//! rescued cannot write late.
 //! Inserts send `NOTIFY steadfast_jobs` (delivered on commit), which
 //! [`StepLog::inserts_watch`] turns into wake-ups of idle schedulers on every node.
 
@@ -349,6 +350,7 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
         })
         .collect();
     let running: Vec<bool> = run.iter().map(|t| t.to == JobState::Running).collect();
+    let leases: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.lease_until)).collect();
     let moved: Vec<String> = sqlx::query_scalar(
         "UPDATE jobs SET state = t.state, step_index = t.step_index, step = t.step, \
              channel_index = t.channel_index, attempt = t.attempt, \
@@ -361,11 +363,12 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
          FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
                      $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
                      $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], \
-                     $16::boolean[]) \
+                     $16::boolean[], $17::bigint[]) \
               AS t (id, owner, state, step_index, step, channel_index, attempt, \
                     series_started_at, held_ms, next_at, reason, version, notify_at, now, \
-                    counts, running) \
+                    counts, running, lease) \
          WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_owner = t.owner \
+             AND jobs.lease_until IS NOT DISTINCT FROM t.lease \
          RETURNING jobs.id",
     )
     .bind(&ids)
@@ -384,6 +387,7 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
     .bind(&nows)
     .bind(&counts)
     .bind(&running)
+    .bind(&leases)
     .fetch_all(&mut *conn)
     .await?;
     let moved: HashSet<String> = moved.into_iter().collect();

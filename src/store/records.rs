@@ -178,6 +178,12 @@ pub struct AttemptRecord {
 pub struct Transition {
     pub job_id: String,
     pub owner: String,
+    /// The lease the job was claimed under, as the claim returned it. With
+    /// `owner` it fences the write: a transition applies only while the job
+    /// is still held under that same lease, so a node that claimed the job
+    /// again after its lease expired (even this node) does not get an older
+    /// claim's result written over its own.
+    pub lease_until: Option<Timestamp>,
     pub attempt: Option<AttemptRecord>,
     pub to: JobState,
     pub step_index: u32,

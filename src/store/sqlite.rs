@@ -401,17 +401,20 @@ async fn apply_run(
     let mut stale: HashSet<String> = HashSet::new();
     for (chunk, size) in chunked(run) {
         let sql = format!(
-            "WITH t (id, owner) AS (VALUES {}) \
+            "WITH t (id, owner, lease) AS (VALUES {}) \
              SELECT t.id FROM t WHERE t.id IS NOT NULL AND NOT EXISTS ( \
                  SELECT 1 FROM jobs WHERE jobs.id = t.id AND jobs.state = 'running' \
-                     AND jobs.lease_owner = t.owner)",
-            values_list(2, size)
+                     AND jobs.lease_owner = t.owner AND jobs.lease_until IS t.lease)",
+            values_list(3, size)
         );
         let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for t in chunk {
-            query = query.bind(&t.job_id).bind(&t.owner);
+            query = query
+                .bind(&t.job_id)
+                .bind(&t.owner)
+                .bind(opt_ms(t.lease_until));
         }
-        for _ in 0..2 * (size - chunk.len()) {
+        for _ in 0..3 * (size - chunk.len()) {
             query = query.bind(None::<i64>);
         }
         stale.extend(query.fetch_all(&mut *conn).await?);
@@ -424,7 +427,7 @@ async fn apply_run(
             // job and searching the batch for it. `OR FAIL`: see `claim_flow`.
             "WITH t (id, owner, state, step_index, step, channel_index, attempt, \
                      series_started_at, held_ms, next_at, reason, version, notify_at, now, \
-                     counts, running) AS (VALUES {}) \
+                     counts, running, lease) AS (VALUES {}) \
              UPDATE OR FAIL jobs INDEXED BY sqlite_autoindex_jobs_1 \
              SET state = t.state, step_index = t.step_index, step = t.step, \
                  channel_index = t.channel_index, attempt = t.attempt, \
@@ -435,8 +438,9 @@ async fn apply_run(
                  lease_owner = CASE WHEN t.running = 1 THEN jobs.lease_owner END, \
                  lease_until = CASE WHEN t.running = 1 THEN jobs.lease_until END \
              FROM t \
-             WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_owner = t.owner",
-            values_list(16, size)
+             WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_owner = t.owner \
+                 AND jobs.lease_until IS t.lease",
+            values_list(17, size)
         );
         let mut query: SqliteQuery<'_> = sqlx::query(sqlx::AssertSqlSafe(sql));
         for t in chunk {
@@ -461,9 +465,10 @@ async fn apply_run(
                 .bind(opt_ms(t.notify_at))
                 .bind(ms(t.now))
                 .bind(i64::from(counts))
-                .bind(i64::from(t.to == JobState::Running));
+                .bind(i64::from(t.to == JobState::Running))
+                .bind(opt_ms(t.lease_until));
         }
-        let query = bind_padding(query, 16 * (size - chunk.len()));
+        let query = bind_padding(query, 17 * (size - chunk.len()));
         let updated = query.execute(&mut *conn).await?.rows_affected();
         if updated != chunk.len() as u64 {
             // The write lock has been ours since the check above.

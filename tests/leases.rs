@@ -1,0 +1,140 @@
+//! Leases end to end: a node claims a few jobs per worker ahead, and those
+//! wait in memory for a worker. When one waits so long that its lease runs
+//! out, it is rescued and claimed again; it must still reach the partner
+//! once. The real engine on a real SQLite file against a real HTTP partner on
+//! loopback, with a manual clock so that the lease runs out exactly when the
+//! test says.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use jiff::Timestamp;
+use serde_json::{json, Value};
+use steadfast::clock::ManualClock;
+use steadfast::compile::load_policy;
+use steadfast::engine::{EngineConfig, SchedulerConfig};
+use steadfast::node::{Node, NodeConfig};
+use steadfast::policy::{EnvMode, MapEnv};
+
+const POLICY: &str = r#"
+channels:
+  partner: { http: { url: "${PARTNER}/leads", timeout: 10s } }
+
+flows:
+  leads:
+    steps:
+      - name: deliver
+        channel: partner
+        retry: standard
+"#;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+async fn start_node(partner: &str, db: &std::path::Path, clock: ManualClock) -> Node {
+    let policies = policy_dir(&[("leads.yaml", POLICY)]);
+    let env = MapEnv::new().with("PARTNER", partner);
+    let compilation = load_policy(&[policies.path().to_path_buf()], &EnvMode::from_source(env));
+    assert!(
+        compilation.diagnostics.is_empty(),
+        "{:#?}",
+        compilation.diagnostics
+    );
+    Node::start(NodeConfig {
+        policy: compilation.policy.expect("the test policy compiles"),
+        db_url: format!("sqlite://{}", db.display()),
+        listen: "127.0.0.1:0".to_string(),
+        engine: EngineConfig {
+            scheduler: SchedulerConfig {
+                // One worker: the second job waits in memory behind the first.
+                workers: 1,
+                lease: LEASE,
+                ..SchedulerConfig::default()
+            },
+            ..EngineConfig::default()
+        },
+        clock: Arc::new(clock),
+        tokens: Vec::new(),
+        alerts: Default::default(),
+        reload: None,
+    })
+    .await
+    .expect("node starts")
+}
+
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(Instant::now() < deadline, "never {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_lease_ran_out_while_it_waited_for_a_worker_is_delivered_once() {
+    let start: Timestamp = "2026-05-11T10:00:00Z".parse().expect("instant");
+    let clock = ManualClock::new(start);
+    // The first job's first attempt holds the only worker for two seconds of
+    // real time, long enough for the test to move the engine's clock past
+    // every lease taken so far.
+    let partner = Partner::start(|r| {
+        if r.idempotency_key == "first" && r.attempt == 1 {
+            delayed(Duration::from_secs(2), status(200))
+        } else {
+            status(200)
+        }
+    })
+    .await;
+    let db_dir = tempfile::tempdir().expect("tempdir");
+    let node = TestNode {
+        node: start_node(
+            &partner.url,
+            &db_dir.path().join("steadfast.db"),
+            clock.clone(),
+        )
+        .await,
+        client: http_client(),
+        db_dir,
+    };
+
+    let first = node
+        .submit_ok("leads", json!({ "lead": 1 }), Some("first"))
+        .await;
+    wait_until("sent the first job", async || {
+        !partner.requests().is_empty()
+    })
+    .await;
+    let second = node
+        .submit_ok("leads", json!({ "lead": 2 }), Some("second"))
+        .await;
+    // Claimed ahead: leased to this node, waiting for the worker.
+    wait_until("claimed the second job", async || {
+        node.job(&second).await["state"] == "running"
+    })
+    .await;
+    assert_eq!(partner.requests().len(), 1);
+
+    // Both leases run out: the engine rescues both jobs and claims them
+    // again, while the first attempt is still in flight.
+    clock.advance(LEASE + Duration::from_secs(10));
+
+    let done = |job: &Value| job["state"] == "succeeded";
+    wait_until("delivered both jobs", async || {
+        done(&node.job(&first).await) && done(&node.job(&second).await)
+    })
+    .await;
+    let second_sent = partner
+        .requests()
+        .iter()
+        .filter(|r| r.idempotency_key == "second")
+        .count();
+    assert_eq!(
+        second_sent, 1,
+        "the job that waited past its lease reached the partner {second_sent} times"
+    );
+    let job = node.job(&second).await;
+    assert_eq!(job["attempts_total"], 1, "{job:#}");
+    node.shutdown().await;
+}
