@@ -8,7 +8,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -16,9 +15,8 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 use steadfast::clock::ManualClock;
 use steadfast::compile::load_policy;
-use steadfast::engine::{EngineConfig, SchedulerConfig};
-use steadfast::node::{Node, NodeConfig};
-use steadfast::policy::{EnvMode, MapEnv};
+use steadfast::engine::SchedulerConfig;
+use steadfast::policy::EnvMode;
 
 const POLICY: &str = r#"
 templates:
@@ -95,11 +93,15 @@ async fn setup(
     let partner = Partner::start(script).await;
     let policies = policy_dir(&[("hours.yaml", POLICY)]);
     let db_dir = tempfile::tempdir().expect("tempdir");
-    let node = start_node(
+    let node = start_clocked_node(
         policies.path(),
-        &partner.url,
+        &[("PARTNER", &partner.url)],
         &db_dir.path().join("steadfast.db"),
         clock.clone(),
+        SchedulerConfig {
+            workers: 4,
+            ..SchedulerConfig::default()
+        },
     )
     .await;
     Setup {
@@ -112,34 +114,6 @@ async fn setup(
         },
         _policies: policies,
     }
-}
-
-async fn start_node(policies: &Path, partner: &str, db: &Path, clock: ManualClock) -> Node {
-    let env = MapEnv::new().with("PARTNER", partner);
-    let compilation = load_policy(&[policies.to_path_buf()], &EnvMode::from_source(env));
-    assert!(
-        compilation.diagnostics.is_empty(),
-        "{:#?}",
-        compilation.diagnostics
-    );
-    Node::start(NodeConfig {
-        policy: compilation.policy.expect("the test policy compiles"),
-        db_url: format!("sqlite://{}", db.display()),
-        listen: "127.0.0.1:0".to_string(),
-        engine: EngineConfig {
-            scheduler: SchedulerConfig {
-                workers: 4,
-                ..SchedulerConfig::default()
-            },
-            ..EngineConfig::default()
-        },
-        clock: Arc::new(clock),
-        tokens: Vec::new(),
-        alerts: Default::default(),
-        reload: None,
-    })
-    .await
-    .expect("node starts")
 }
 
 impl Setup {

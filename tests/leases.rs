@@ -7,17 +7,13 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 use steadfast::clock::ManualClock;
-use steadfast::compile::load_policy;
-use steadfast::engine::{EngineConfig, SchedulerConfig};
-use steadfast::node::{Node, NodeConfig};
-use steadfast::policy::{EnvMode, MapEnv};
+use steadfast::engine::SchedulerConfig;
 
 const POLICY: &str = r#"
 channels:
@@ -32,37 +28,6 @@ flows:
 "#;
 
 const LEASE: Duration = Duration::from_secs(60);
-
-async fn start_node(partner: &str, db: &std::path::Path, clock: ManualClock) -> Node {
-    let policies = policy_dir(&[("leads.yaml", POLICY)]);
-    let env = MapEnv::new().with("PARTNER", partner);
-    let compilation = load_policy(&[policies.path().to_path_buf()], &EnvMode::from_source(env));
-    assert!(
-        compilation.diagnostics.is_empty(),
-        "{:#?}",
-        compilation.diagnostics
-    );
-    Node::start(NodeConfig {
-        policy: compilation.policy.expect("the test policy compiles"),
-        db_url: format!("sqlite://{}", db.display()),
-        listen: "127.0.0.1:0".to_string(),
-        engine: EngineConfig {
-            scheduler: SchedulerConfig {
-                // One worker: the second job waits in memory behind the first.
-                workers: 1,
-                lease: LEASE,
-                ..SchedulerConfig::default()
-            },
-            ..EngineConfig::default()
-        },
-        clock: Arc::new(clock),
-        tokens: Vec::new(),
-        alerts: Default::default(),
-        reload: None,
-    })
-    .await
-    .expect("node starts")
-}
 
 async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -88,11 +53,19 @@ async fn a_job_whose_lease_ran_out_while_it_waited_for_a_worker_is_delivered_onc
     })
     .await;
     let db_dir = tempfile::tempdir().expect("tempdir");
+    let policies = policy_dir(&[("leads.yaml", POLICY)]);
     let node = TestNode {
-        node: start_node(
-            &partner.url,
+        node: start_clocked_node(
+            policies.path(),
+            &[("PARTNER", &partner.url)],
             &db_dir.path().join("steadfast.db"),
             clock.clone(),
+            SchedulerConfig {
+                // One worker: the second job waits in memory behind the first.
+                workers: 1,
+                lease: LEASE,
+                ..SchedulerConfig::default()
+            },
         )
         .await,
         client: http_client(),

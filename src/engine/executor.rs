@@ -246,24 +246,14 @@ impl Executor {
         tracing::debug!(job = %job.id, flow = %job.flow, step = %job.step,
             reason = hold.reason.as_str(), until = %hold.until, "held by the step's calendar");
         count_hold(job, &job.step, hold);
-        let held_ms = held_through(job, hold.length_from(now));
         Transition {
-            job_id: job.id.clone(),
-            owner: self.owner.to_string(),
-            lease_until: job.lease_until,
-            attempt: None,
             to: JobState::Suspended,
             step_index: step_index as u32,
-            step: job.step.clone(),
-            channel_index: job.channel_index,
-            series_attempts: job.attempt,
-            series_started_at: job.series_started_at,
-            held_ms,
+            held_ms: held_through(job, hold.length_from(now)),
             next_at: Some(hold.until),
             reason: Some(hold.reason.as_str().to_string()),
             policy_version: policy.version.to_string(),
-            notify_at: None,
-            now,
+            ..self.unattempted(job, now)
         }
     }
 
@@ -279,22 +269,11 @@ impl Executor {
         tracing::warn!(job = %job.id, flow = %job.flow, step = %job.step, reason,
             "job's flow or step is not in the policy in force; suspended");
         Transition {
-            job_id: job.id.clone(),
-            owner: self.owner.to_string(),
-            lease_until: job.lease_until,
-            attempt: None,
             to: JobState::Suspended,
-            step_index: job.step_index,
-            step: job.step.clone(),
-            channel_index: job.channel_index,
-            series_attempts: job.attempt,
-            series_started_at: job.series_started_at,
-            held_ms: job.held_ms,
             next_at: Some(now + signed(VANISHED_RECHECK)),
             reason: Some(reason.to_string()),
             policy_version: policy.version.to_string(),
-            notify_at: None,
-            now,
+            ..self.unattempted(job, now)
         }
     }
 
@@ -303,6 +282,16 @@ impl Executor {
     /// worker that its lease might run out during the attempt.
     pub fn release(&self, job: &JobRecord) -> Transition {
         let now = self.clock.now();
+        Transition {
+            next_at: Some(job.next_at.unwrap_or(now)),
+            ..self.unattempted(job, now)
+        }
+    }
+
+    /// The job as it stands, with nothing attempted: `pending` where it is
+    /// in its flow and its series, under the lease it was claimed with. The
+    /// transitions that attempt nothing start from here.
+    pub(super) fn unattempted(&self, job: &JobRecord, now: Timestamp) -> Transition {
         Transition {
             job_id: job.id.clone(),
             owner: self.owner.to_string(),
@@ -315,7 +304,7 @@ impl Executor {
             series_attempts: job.attempt,
             series_started_at: job.series_started_at,
             held_ms: job.held_ms,
-            next_at: Some(job.next_at.unwrap_or(now)),
+            next_at: job.next_at,
             reason: None,
             policy_version: job.policy_version.clone(),
             notify_at: None,

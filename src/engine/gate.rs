@@ -326,24 +326,14 @@ impl Executor {
     fn wait_until(&self, at: &At<'_>, until: Timestamp, now: Timestamp) -> Transition {
         let job = at.job;
         let waited = Duration::try_from(until.duration_since(now)).unwrap_or_default();
-        let held_ms = held_through(job, waited);
         Transition {
-            job_id: job.id.clone(),
-            owner: self.owner.to_string(),
-            lease_until: job.lease_until,
-            attempt: None,
-            to: JobState::Pending,
             step_index: at.step_index as u32,
             step: at.step.name.clone(),
             channel_index: at.channel_index as u32,
-            series_attempts: job.attempt,
-            series_started_at: job.series_started_at,
-            held_ms,
+            held_ms: held_through(job, waited),
             next_at: Some(until),
-            reason: None,
             policy_version: at.policy.version.to_string(),
-            notify_at: None,
-            now,
+            ..self.unattempted(job, now)
         }
     }
 }

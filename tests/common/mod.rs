@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use steadfast::clock::SystemClock;
+use steadfast::clock::{ManualClock, SystemClock};
 use steadfast::compile::load_policy;
 use steadfast::engine::{EngineConfig, SchedulerConfig};
 use steadfast::node::{Node, NodeConfig, ReloadSource};
@@ -409,6 +409,42 @@ async fn start_node_with(
     })
     .await
     .unwrap()
+}
+
+/// A node whose engine and API read `clock` (a [`ManualClock`] makes every
+/// instant exact), with `scheduler`'s settings. The policies must compile
+/// without a single diagnostic.
+pub async fn start_clocked_node(
+    policies: &Path,
+    env: &[(&str, &str)],
+    db: &Path,
+    clock: ManualClock,
+    scheduler: SchedulerConfig,
+) -> Node {
+    let env = env
+        .iter()
+        .fold(MapEnv::new(), |env, (name, value)| env.with(*name, *value));
+    let compilation = load_policy(&[policies.to_path_buf()], &EnvMode::from_source(env));
+    assert!(
+        compilation.diagnostics.is_empty(),
+        "{:#?}",
+        compilation.diagnostics
+    );
+    Node::start(NodeConfig {
+        policy: compilation.policy.expect("the test policy compiles"),
+        db_url: format!("sqlite://{}", db.display()),
+        listen: "127.0.0.1:0".to_string(),
+        engine: EngineConfig {
+            scheduler,
+            ..EngineConfig::default()
+        },
+        clock: Arc::new(clock),
+        tokens: Vec::new(),
+        alerts: Default::default(),
+        reload: None,
+    })
+    .await
+    .expect("node starts")
 }
 
 /// The attempts of a job's JSON, as (step, channel, status or error,
