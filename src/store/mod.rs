@@ -7,6 +7,7 @@
 //! claim of the same job. Times are stored as milliseconds since the Unix
 //! epoch.
 
+mod plan;
 pub mod postgres;
 mod records;
 mod rows;

@@ -21,6 +21,7 @@ use sqlx::{PgPool, Row, SqlSafeStr};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::plan::{runs_of_distinct_jobs, Lease, RoundRobin};
 use super::rows::{
     attempt_from_row, job_from_row, jobs_from_rows, ms, opt_ms, opt_timestamp,
     payload_edit_from_row, same_payload,
@@ -301,24 +302,6 @@ async fn attempts_insert(
     Ok(())
 }
 
-/// Splits a batch into runs in which no job appears twice, so that one
-/// set-based update per run says exactly which transitions applied.
-fn runs_of_distinct_jobs(transitions: &[Transition]) -> Vec<&[Transition]> {
-    let mut runs = Vec::new();
-    let mut seen = HashSet::new();
-    let mut start = 0;
-    for (index, transition) in transitions.iter().enumerate() {
-        if !seen.insert(transition.job_id.as_str()) {
-            runs.push(&transitions[start..index]);
-            seen.clear();
-            seen.insert(transition.job_id.as_str());
-            start = index;
-        }
-    }
-    runs.push(&transitions[start..]);
-    runs
-}
-
 /// Applies transitions of distinct jobs: one guarded update for all (the
 /// columns travel as arrays), then one insert for the attempts of those
 /// that applied.
@@ -413,12 +396,6 @@ async fn flows_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> StoreResult
     Ok(flows)
 }
 
-struct Lease<'a> {
-    owner: &'a str,
-    now: Timestamp,
-    lease_until: Timestamp,
-}
-
 /// Claims up to `limit` due jobs of one flow, earliest first, skipping rows
 /// another node is claiming this very moment.
 async fn claim_flow(
@@ -462,31 +439,12 @@ async fn claim_due(
         now,
         lease_until,
     };
-    let mut jobs = Vec::with_capacity(limit);
-    // Round robin as in SQLite: an equal share per flow first, then what
-    // is left, in order, to the flows that had more.
-    let share = (limit / due.len().max(1)).max(1);
-    let mut hungry = Vec::new();
-    for flow in &due {
-        let room = share.min(limit - jobs.len());
-        if room == 0 {
-            break;
-        }
+    let mut round = RoundRobin::new(&due, limit);
+    while let Some((flow, room)) = round.next() {
         let claimed = claim_flow(&mut *tx, flow, &lease, room).await?;
-        if claimed.len() == room {
-            hungry.push(flow);
-        }
-        jobs.extend(claimed);
+        round.claimed(flow, room, claimed);
     }
-    for flow in hungry {
-        let room = limit - jobs.len();
-        if room == 0 {
-            break;
-        }
-        jobs.extend(claim_flow(&mut *tx, flow, &lease, room).await?);
-    }
-    jobs.sort_by(|a, b| a.next_at.cmp(&b.next_at).then_with(|| a.id.cmp(&b.id)));
-    Ok(jobs)
+    Ok(round.into_jobs())
 }
 
 /// Applies transitions inside the caller's transaction (see

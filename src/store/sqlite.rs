@@ -15,6 +15,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlSafeStr, SqlitePool};
 
+use super::plan::{runs_of_distinct_jobs, Lease, RoundRobin};
 use super::rows::{
     attempt_from_row, job_from_row, jobs_from_rows, ms, opt_ms, opt_timestamp,
     payload_edit_from_row, same_payload,
@@ -373,24 +374,6 @@ async fn insert_many(
     Ok(outcomes)
 }
 
-/// Splits a batch into runs in which no job appears twice, so that one
-/// set-based update per run says exactly which transitions applied.
-fn runs_of_distinct_jobs(transitions: &[Transition]) -> Vec<&[Transition]> {
-    let mut runs = Vec::new();
-    let mut seen = HashSet::new();
-    let mut start = 0;
-    for (index, transition) in transitions.iter().enumerate() {
-        if !seen.insert(transition.job_id.as_str()) {
-            runs.push(&transitions[start..index]);
-            seen.clear();
-            seen.insert(transition.job_id.as_str());
-            start = index;
-        }
-    }
-    runs.push(&transitions[start..]);
-    runs
-}
-
 /// Applies transitions of distinct jobs: finds those whose job is no
 /// longer leased to the transition's owner, then one guarded update for the
 /// rest and one insert of their attempts.
@@ -522,12 +505,6 @@ async fn attempts_insert(
     Ok(())
 }
 
-struct Lease<'a> {
-    owner: &'a str,
-    now: Timestamp,
-    lease_until: Timestamp,
-}
-
 /// Each flow with waiting jobs and its earliest due time, in one
 /// statement: a recursive walk over the distinct flows of the
 /// `jobs_due_by_flow` index, one seek per flow, so the cost follows the
@@ -615,33 +592,12 @@ async fn claim_due(
         now,
         lease_until,
     };
-    let mut jobs = Vec::with_capacity(limit);
-    // Round robin: every flow with due jobs gets an equal share of the
-    // round first, so a backlog in one flow delays another flow's job by
-    // one round at most; what the share leaves free goes, in order, to
-    // the flows that had more.
-    let share = (limit / due.len().max(1)).max(1);
-    let mut hungry = Vec::new();
-    for flow in &due {
-        let room = share.min(limit - jobs.len());
-        if room == 0 {
-            break;
-        }
+    let mut round = RoundRobin::new(&due, limit);
+    while let Some((flow, room)) = round.next() {
         let claimed = claim_flow(&mut *tx, flow, &lease, room).await?;
-        if claimed.len() == room {
-            hungry.push(flow);
-        }
-        jobs.extend(claimed);
+        round.claimed(flow, room, claimed);
     }
-    for flow in hungry {
-        let room = limit - jobs.len();
-        if room == 0 {
-            break;
-        }
-        jobs.extend(claim_flow(&mut *tx, flow, &lease, room).await?);
-    }
-    jobs.sort_by_key(|job| job.next_at);
-    Ok(jobs)
+    Ok(round.into_jobs())
 }
 
 /// Applies transitions inside the caller's transaction (see

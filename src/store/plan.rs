@@ -1,0 +1,202 @@
+//! What SQLite and PostgreSQL do the same way around their own SQL: the
+//! order in which a claim visits the flows, and how a batch of transitions
+//! is split into statements.
+
+use std::collections::HashSet;
+
+use jiff::Timestamp;
+
+use super::{JobRecord, Transition};
+
+/// The lease a claim puts on the jobs it takes.
+pub(super) struct Lease<'a> {
+    pub owner: &'a str,
+    pub now: Timestamp,
+    pub lease_until: Timestamp,
+}
+
+/// The order in which a claim of up to `limit` jobs visits the flows in
+/// `due` (the one waiting longest first). Round robin: every flow gets an
+/// equal share of the round first, so a backlog in one flow delays another
+/// flow's job by one round at most; what the shares leave free goes, in
+/// order, to the flows that filled theirs. The store asks
+/// [`RoundRobin::next`] which flow to claim from and how many, claims them
+/// earliest due first, and hands them to [`RoundRobin::claimed`].
+pub(super) struct RoundRobin<'a> {
+    due: &'a [String],
+    limit: usize,
+    share: usize,
+    /// The next flow of the first pass.
+    next: usize,
+    /// Flows that filled their share in the first pass: they may have more.
+    hungry: Vec<&'a str>,
+    /// The next hungry flow of the second pass.
+    next_hungry: usize,
+    jobs: Vec<JobRecord>,
+}
+
+impl<'a> RoundRobin<'a> {
+    pub fn new(due: &'a [String], limit: usize) -> Self {
+        Self {
+            due,
+            limit,
+            share: (limit / due.len().max(1)).max(1),
+            next: 0,
+            hungry: Vec::new(),
+            next_hungry: 0,
+            jobs: Vec::with_capacity(limit),
+        }
+    }
+
+    /// The flow to claim from next and the most to claim; `None` once the
+    /// claim is full or every flow has had its turns.
+    pub fn next(&mut self) -> Option<(&'a str, usize)> {
+        let room = self.limit - self.jobs.len();
+        if room == 0 {
+            return None;
+        }
+        if let Some(flow) = self.due.get(self.next) {
+            self.next += 1;
+            return Some((flow.as_str(), self.share.min(room)));
+        }
+        let flow = *self.hungry.get(self.next_hungry)?;
+        self.next_hungry += 1;
+        Some((flow, room))
+    }
+
+    /// What the claim [`RoundRobin::next`] asked for took: up to `room`
+    /// jobs of `flow`.
+    pub fn claimed(&mut self, flow: &'a str, room: usize, jobs: Vec<JobRecord>) {
+        if self.next_hungry == 0 && jobs.len() == room {
+            self.hungry.push(flow);
+        }
+        self.jobs.extend(jobs);
+    }
+
+    /// The jobs claimed, earliest due first.
+    pub fn into_jobs(mut self) -> Vec<JobRecord> {
+        self.jobs
+            .sort_by(|a, b| a.next_at.cmp(&b.next_at).then_with(|| a.id.cmp(&b.id)));
+        self.jobs
+    }
+}
+
+/// Splits a batch into runs in which no job appears twice, so that one
+/// set-based update per run says exactly which transitions applied.
+pub(super) fn runs_of_distinct_jobs(transitions: &[Transition]) -> Vec<&[Transition]> {
+    let mut runs = Vec::new();
+    let mut seen = HashSet::new();
+    let mut start = 0;
+    for (index, transition) in transitions.iter().enumerate() {
+        if !seen.insert(transition.job_id.as_str()) {
+            runs.push(&transitions[start..index]);
+            seen.clear();
+            seen.insert(transition.job_id.as_str());
+            start = index;
+        }
+    }
+    runs.push(&transitions[start..]);
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::JobState;
+
+    fn job(flow: &str, n: i64) -> JobRecord {
+        let at = Timestamp::from_second(1_800_000_000 + n).unwrap();
+        JobRecord {
+            id: format!("{flow}-{n:03}"),
+            flow: flow.into(),
+            state: JobState::Running,
+            step_index: 0,
+            step: "deliver".into(),
+            channel_index: 0,
+            attempt: 0,
+            series_started_at: None,
+            held_ms: 0,
+            next_at: Some(at),
+            reason: None,
+            idempotency_key: format!("{n}"),
+            payload: "{}".into(),
+            policy_version: "v1".into(),
+            created_at: at,
+            updated_at: at,
+            attempts_total: 0,
+            lease_owner: Some("a".into()),
+            lease_until: Some(at),
+            notify_at: None,
+            notify_attempts: 0,
+        }
+    }
+
+    /// Runs a round against flows holding `waiting` due jobs each; returns
+    /// the claims asked for and the jobs claimed, per flow.
+    fn run(waiting: &[(&str, usize)], limit: usize) -> (Vec<(String, usize)>, Vec<JobRecord>) {
+        let due: Vec<String> = waiting.iter().map(|(flow, _)| flow.to_string()).collect();
+        let mut left: Vec<usize> = waiting.iter().map(|(_, count)| *count).collect();
+        let mut taken = vec![0; waiting.len()];
+        let mut asked = Vec::new();
+        let mut round = RoundRobin::new(&due, limit);
+        while let Some((flow, room)) = round.next() {
+            asked.push((flow.to_string(), room));
+            let index = due.iter().position(|f| f == flow).unwrap();
+            let count = room.min(left[index]);
+            let jobs = (0..count)
+                .map(|k| job(flow, (taken[index] + k) as i64))
+                .collect();
+            left[index] -= count;
+            taken[index] += count;
+            round.claimed(flow, room, jobs);
+        }
+        (asked, round.into_jobs())
+    }
+
+    fn asked(pairs: &[(&str, usize)]) -> Vec<(String, usize)> {
+        pairs.iter().map(|(f, n)| (f.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn every_flow_gets_its_share_first_and_the_rest_goes_to_those_with_more() {
+        let (claims, jobs) = run(&[("leads", 100), ("orders", 2), ("refunds", 100)], 30);
+        assert_eq!(
+            claims,
+            asked(&[("leads", 10), ("orders", 10), ("refunds", 10), ("leads", 8)])
+        );
+        let count = |flow: &str| jobs.iter().filter(|j| j.flow == flow).count();
+        assert_eq!(
+            (count("leads"), count("orders"), count("refunds")),
+            (18, 2, 10)
+        );
+    }
+
+    #[test]
+    fn a_claim_stops_when_full_and_when_the_flows_run_dry() {
+        let (claims, jobs) = run(&[("leads", 3), ("orders", 3)], 4);
+        assert_eq!(claims, asked(&[("leads", 2), ("orders", 2)]));
+        assert_eq!(jobs.len(), 4);
+
+        let (claims, jobs) = run(&[("leads", 1), ("orders", 1)], 10);
+        assert_eq!(claims, asked(&[("leads", 5), ("orders", 5)]));
+        assert_eq!(jobs.len(), 2);
+
+        let (claims, jobs) = run(&[], 10);
+        assert!(claims.is_empty() && jobs.is_empty());
+    }
+
+    #[test]
+    fn more_flows_than_room_take_one_each_in_order_until_full() {
+        let (claims, _) = run(&[("a", 5), ("b", 5), ("c", 5)], 2);
+        assert_eq!(claims, asked(&[("a", 1), ("b", 1)]));
+    }
+
+    #[test]
+    fn jobs_come_back_earliest_due_first() {
+        let (_, jobs) = run(&[("leads", 3), ("orders", 3)], 6);
+        let due: Vec<_> = jobs.iter().map(|j| (j.next_at, j.id.clone())).collect();
+        let mut sorted = due.clone();
+        sorted.sort();
+        assert_eq!(due, sorted);
+    }
+}
