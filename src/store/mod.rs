@@ -117,7 +117,7 @@ pub trait StepLog: Send + Sync + 'static {
     /// step of a flow) can be claimed at once.
     async fn transitions_apply_then_claim(
         &self,
-        transitions: Vec<Transition>,
+        transitions: &[Transition],
         owner: &str,
         now: Timestamp,
         lease_until: Timestamp,

@@ -517,7 +517,7 @@ impl StepLog for PgStepLog {
 
     async fn transitions_apply_then_claim(
         &self,
-        transitions: Vec<Transition>,
+        transitions: &[Transition],
         owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
@@ -527,7 +527,7 @@ impl StepLog for PgStepLog {
             return Ok((Vec::new(), Vec::new()));
         }
         let mut tx = self.pool.begin().await?;
-        let applied = apply_all(&mut tx, &transitions).await?;
+        let applied = apply_all(&mut tx, transitions).await?;
         let claimed = claim_due(&mut tx, owner, now, lease_until, limit).await?;
         tx.commit().await?;
         Ok((applied, claimed))

@@ -660,7 +660,7 @@ impl StepLog for SqliteStepLog {
 
     async fn transitions_apply_then_claim(
         &self,
-        transitions: Vec<Transition>,
+        transitions: &[Transition],
         owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
@@ -670,7 +670,7 @@ impl StepLog for SqliteStepLog {
             return Ok((Vec::new(), Vec::new()));
         }
         let mut tx = self.begin_write().await?;
-        let applied = apply_all(&mut tx, &transitions).await?;
+        let applied = apply_all(&mut tx, transitions).await?;
         let claimed = claim_due(&mut tx, owner, now, lease_until, limit).await?;
         tx.commit().await?;
         Ok((applied, claimed))
