@@ -390,17 +390,17 @@ async fn apply_run(
                      AND jobs.lease_owner = t.owner AND jobs.lease_until IS t.lease)",
             values_list(3, size)
         );
-        let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        let mut query: SqliteQuery<'_> = sqlx::query(sqlx::AssertSqlSafe(sql));
         for t in chunk {
             query = query
                 .bind(&t.job_id)
                 .bind(&t.owner)
                 .bind(opt_ms(t.lease_until));
         }
-        for _ in 0..3 * (size - chunk.len()) {
-            query = query.bind(None::<i64>);
+        let query = bind_padding(query, 3 * (size - chunk.len()));
+        for row in query.fetch_all(&mut *conn).await? {
+            stale.insert(row.try_get::<String, _>(0)?);
         }
-        stale.extend(query.fetch_all(&mut *conn).await?);
     }
     let fresh: Vec<&Transition> = run.iter().filter(|t| !stale.contains(&t.job_id)).collect();
     for (chunk, size) in chunked(&fresh) {
