@@ -76,10 +76,8 @@ impl Scheduler {
         let workers = self.config.workers;
         // Attempts in flight.
         let slots = Arc::new(Semaphore::new(workers));
-        // Jobs claimed and not yet handed in. Claiming ahead of the free
-        // slots lets a cycle claim for the attempts that finish while it is
-        // being written, instead of only for those that finished before.
-        let held = workers * CLAIM_AHEAD;
+        // Jobs claimed and not yet handed in.
+        let held = self.lease_count();
         let leases = Arc::new(Semaphore::new(held));
         // One claim should fill several slots: claiming job by job as single
         // slots free up would cost a transaction per attempt.
@@ -169,6 +167,13 @@ impl Scheduler {
         }
     }
 
+    /// The jobs this node holds claimed at most. Claiming ahead of the free
+    /// slots lets a cycle claim for the attempts that finish while it is
+    /// being written, instead of only for those that finished before.
+    fn lease_count(&self) -> usize {
+        self.config.workers * CLAIM_AHEAD
+    }
+
     /// Waits, with no results in hand, until there is a reason for a cycle:
     /// a result, free slots with jobs that may be due, or shutdown.
     async fn wait_for_work(
@@ -183,7 +188,7 @@ impl Scheduler {
         if *shutdown.borrow() {
             // What is left: the results of the attempts in flight, and the
             // leases of notifications in flight (which have no result).
-            let held = u32::try_from(self.config.workers * CLAIM_AHEAD).unwrap_or(u32::MAX);
+            let held = u32::try_from(self.lease_count()).unwrap_or(u32::MAX);
             tokio::select! {
                 _ = self.results.wait(batch) => {}
                 _ = leases.acquire_many(held) => {}
