@@ -1,0 +1,386 @@
+//! The thread that writes SQLite's hot path: job inserts, claims and
+//! results.
+//!
+//! Every delivered job costs three writes (inserted, claimed, its result
+//! recorded), and SQLite admits one writer at a time: these writes bound the
+//! engine's throughput. They run here, on a thread that owns its connection,
+//! through cached prepared statements, one row at a time. A scheduler cycle
+//! (its results, then its claims, then one commit) is one request and one
+//! reply. Through sqlx the same cycle was a round trip to sqlx's connection
+//! thread for every statement, each waiting for the scheduler's task to be
+//! polled again on a runtime busy with HTTP, and every bound and returned
+//! value was copied on the way (BENCHMARKS.md has the figures).
+//!
+//! The connection is rusqlite's, on the same bundled SQLite library sqlx
+//! links; the schema, the migrations, the reads and the rarer writes stay
+//! with sqlx.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::super::plan::RoundRobin;
+use super::super::rows::{job_from_row, ms, opt_ms, same_payload, Columns};
+use super::super::{
+    ClaimedJob, InsertOutcome, JobRecord, JobState, NewJob, StoreError, StoreResult, Transition,
+};
+use super::{created_record, Synchronous, FLOWS_WAITING_SQL};
+use crate::model::ON_DEAD_STEP;
+
+/// What a cycle claims after applying its results.
+pub(super) struct ClaimRequest {
+    pub owner: String,
+    pub now: Timestamp,
+    pub lease_until: Timestamp,
+    pub limit: usize,
+}
+
+type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+enum Request {
+    Insert {
+        jobs: Vec<NewJob>,
+        reply: Reply<Vec<InsertOutcome>>,
+    },
+    Cycle {
+        transitions: Vec<Transition>,
+        claim: ClaimRequest,
+        reply: Reply<(Vec<bool>, Vec<ClaimedJob>)>,
+    },
+}
+
+/// The handle to the writer thread. Dropping it lets the thread finish the
+/// request in hand, close its connection and end.
+pub(super) struct HotWriter {
+    requests: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HotWriter {
+    /// Opens a connection to the (already created and migrated) database at
+    /// `path` and starts the thread that owns it.
+    pub fn start(path: &Path, synchronous: Synchronous) -> StoreResult<Self> {
+        let connection = open(path, synchronous)?;
+        let (requests, inbox) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || serve(connection, inbox))
+            .map_err(|error| StoreError::WriterStopped(error.to_string()))?;
+        Ok(HotWriter {
+            requests: Some(requests),
+            thread: Some(thread),
+        })
+    }
+
+    /// Inserts jobs in one transaction (see `StepLog::jobs_insert_batch`).
+    pub async fn insert(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<InsertOutcome>> {
+        self.ask(|reply| Request::Insert { jobs, reply }).await
+    }
+
+    /// Applies `transitions`, then claims, in one transaction (see
+    /// `StepLog::transitions_apply_then_claim`).
+    pub async fn cycle(
+        &self,
+        transitions: Vec<Transition>,
+        claim: ClaimRequest,
+    ) -> StoreResult<(Vec<bool>, Vec<ClaimedJob>)> {
+        self.ask(|reply| Request::Cycle {
+            transitions,
+            claim,
+            reply,
+        })
+        .await
+    }
+
+    async fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || StoreError::WriterStopped("it no longer takes requests".into());
+        self.requests
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(request(reply))
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+impl Drop for HotWriter {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread's loop.
+        self.requests = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the SQLite writer thread panicked");
+            }
+        }
+    }
+}
+
+fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
+    // The journal mode (WAL) is the file's own, set when sqlx opened it.
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(Duration::from_secs(30))?;
+    connection.pragma_update(
+        None,
+        "synchronous",
+        match synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        },
+    )?;
+    connection.pragma_update(None, "foreign_keys", true)?;
+    connection.set_prepared_statement_cache_capacity(16);
+    Ok(connection)
+}
+
+fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
+    while let Ok(request) = inbox.recv() {
+        // A caller that stopped waiting (its request was cancelled) no
+        // longer wants the reply; the transaction stands or fell all the same.
+        match request {
+            Request::Insert { jobs, reply } => {
+                let _ = reply.send(insert(&mut connection, &jobs));
+            }
+            Request::Cycle {
+                transitions,
+                claim,
+                reply,
+            } => {
+                let _ = reply.send(cycle(&mut connection, &transitions, &claim));
+            }
+        }
+    }
+}
+
+/// A row rusqlite returned, read by the decoders both stores share.
+struct Written<'a, 'row>(&'a rusqlite::Row<'row>);
+
+impl Columns for Written<'_, '_> {
+    fn text(&self, column: &str) -> StoreResult<String> {
+        Ok(self.0.get(column)?)
+    }
+
+    fn opt_text(&self, column: &str) -> StoreResult<Option<String>> {
+        Ok(self.0.get(column)?)
+    }
+
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        Ok(self.0.get(column)?)
+    }
+
+    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
+        Ok(self.0.get(column)?)
+    }
+}
+
+fn begin(connection: &mut Connection) -> StoreResult<Transaction<'_>> {
+    // IMMEDIATE: see the module documentation of `sqlite`.
+    Ok(connection.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+// `OR FAIL` on every statement: SQLite then keeps no statement journal (a
+// copy of what a statement changed, to undo that statement alone if a
+// constraint fails halfway); a failure here rolls the whole transaction back
+// anyway.
+
+const INSERT_JOB: &str = "INSERT OR FAIL INTO jobs (id, flow, idempotency_key, payload, state, \
+         step_index, step, next_at, policy_version, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6, ?7, ?8, ?8) \
+     ON CONFLICT (flow, idempotency_key) DO NOTHING";
+
+const JOB_BY_KEY: &str = "SELECT * FROM jobs WHERE flow = ?1 AND idempotency_key = ?2";
+
+/// Moves a job, only while it is still `running` under the lease the
+/// transition was claimed with.
+const APPLY_TRANSITION: &str = "UPDATE OR FAIL jobs \
+     SET state = ?3, step_index = ?4, step = ?5, channel_index = ?6, attempt = ?7, \
+         series_started_at = ?8, held_ms = ?9, next_at = ?10, reason = ?11, \
+         policy_version = ?12, notify_at = ?13, updated_at = ?14, \
+         attempts_total = attempts_total + ?15, \
+         lease_owner = CASE WHEN ?16 THEN lease_owner END, \
+         lease_until = CASE WHEN ?16 THEN lease_until END \
+     WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND lease_until IS ?17";
+
+pub(super) const INSERT_ATTEMPT: &str =
+    "INSERT OR FAIL INTO attempts (job_id, step, channel, attempt, \
+         started_at, finished_at, status, error, error_message, outcome, rule, decision, \
+         delay_ms, next_at, policy_version) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// Claims up to ?5 due jobs of flow ?4, earliest first. The limit is cast
+/// because SQLite plans with the value bound to a bare `LIMIT ?`, and so
+/// prepares the statement again at every new binding.
+const CLAIM_FLOW: &str = "UPDATE OR FAIL jobs \
+     SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
+     WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_due_by_flow \
+                  WHERE state IN ('pending', 'suspended') AND flow = ?4 AND next_at <= ?3 \
+                  ORDER BY next_at LIMIT CAST(?5 AS INTEGER)) \
+     RETURNING *";
+
+fn insert(connection: &mut Connection, jobs: &[NewJob]) -> StoreResult<Vec<InsertOutcome>> {
+    let tx = begin(connection)?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    {
+        let mut insert = tx.prepare_cached(INSERT_JOB)?;
+        for job in jobs {
+            let inserted = insert.execute(params![
+                job.id,
+                job.flow,
+                job.idempotency_key,
+                job.payload,
+                job.step,
+                ms(job.next_at),
+                job.policy_version,
+                ms(job.created_at),
+            ])?;
+            outcomes.push(if inserted == 1 {
+                InsertOutcome::Created(created_record(job)?)
+            } else {
+                existing(&tx, job)?
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// The outcome for a job whose idempotency key was taken.
+fn existing(tx: &Transaction<'_>, job: &NewJob) -> StoreResult<InsertOutcome> {
+    let mut find = tx.prepare_cached(JOB_BY_KEY)?;
+    let mut rows = find.query(params![job.flow, job.idempotency_key])?;
+    let record = match rows.next()? {
+        Some(row) => job_from_row(&Written(row))?,
+        None => {
+            return Err(StoreError::Corrupt(format!(
+                "job with key `{}` in flow `{}` neither inserted nor found",
+                job.idempotency_key, job.flow
+            )))
+        }
+    };
+    Ok(if same_payload(&record.payload, &job.payload) {
+        InsertOutcome::Existing(record)
+    } else {
+        InsertOutcome::Conflict(record)
+    })
+}
+
+fn cycle(
+    connection: &mut Connection,
+    transitions: &[Transition],
+    claim: &ClaimRequest,
+) -> StoreResult<(Vec<bool>, Vec<ClaimedJob>)> {
+    let tx = begin(connection)?;
+    let applied = apply(&tx, transitions)?;
+    let claimed = claim_due(&tx, claim)?;
+    tx.commit()?;
+    Ok((applied, claimed))
+}
+
+/// Applies transitions in order; a job's second transition in one batch
+/// sees what its first did.
+fn apply(tx: &Transaction<'_>, transitions: &[Transition]) -> StoreResult<Vec<bool>> {
+    let mut applied = Vec::with_capacity(transitions.len());
+    if transitions.is_empty() {
+        return Ok(applied);
+    }
+    let mut update = tx.prepare_cached(APPLY_TRANSITION)?;
+    let mut record = tx.prepare_cached(INSERT_ATTEMPT)?;
+    for t in transitions {
+        // Notifications and skips (a breaker sent the job on without trying
+        // this channel) are not attempts of the job.
+        let counts = t
+            .attempt
+            .as_ref()
+            .is_some_and(|attempt| attempt.step != ON_DEAD_STEP && attempt.outcome != "skipped");
+        let moved = update.execute(params![
+            t.job_id,
+            t.owner,
+            t.to.as_str(),
+            t.step_index,
+            t.step,
+            t.channel_index,
+            t.series_attempts,
+            opt_ms(t.series_started_at),
+            t.held_ms,
+            opt_ms(t.next_at),
+            t.reason,
+            t.policy_version,
+            opt_ms(t.notify_at),
+            ms(t.now),
+            i64::from(counts),
+            t.to == JobState::Running,
+            opt_ms(t.lease_until),
+        ])? == 1;
+        if let (true, Some(attempt)) = (moved, &t.attempt) {
+            record.execute(params![
+                attempt.job_id,
+                attempt.step,
+                attempt.channel,
+                attempt.attempt,
+                ms(attempt.started_at),
+                ms(attempt.finished_at),
+                attempt.status,
+                attempt.error,
+                attempt.error_message,
+                attempt.outcome,
+                attempt.rule,
+                attempt.decision,
+                attempt.delay_ms,
+                opt_ms(attempt.next_at),
+                attempt.policy_version,
+            ])?;
+        }
+        applied.push(moved);
+    }
+    Ok(applied)
+}
+
+/// Claims up to `limit` due jobs, flow by flow, in the round robin both
+/// stores share.
+fn claim_due(tx: &Transaction<'_>, claim: &ClaimRequest) -> StoreResult<Vec<ClaimedJob>> {
+    if claim.limit == 0 {
+        return Ok(Vec::new());
+    }
+    let due = flows_due(tx, claim.now)?;
+    let mut round = RoundRobin::new(&due, claim.limit);
+    let mut statement = tx.prepare_cached(CLAIM_FLOW)?;
+    while let Some((flow, room)) = round.next() {
+        let mut rows = statement.query(params![
+            claim.owner,
+            ms(claim.lease_until),
+            ms(claim.now),
+            flow,
+            i64::try_from(room).unwrap_or(i64::MAX),
+        ])?;
+        let mut jobs: Vec<JobRecord> = Vec::with_capacity(room);
+        while let Some(row) = rows.next()? {
+            jobs.push(job_from_row(&Written(row))?);
+        }
+        round.claimed(flow, room, jobs);
+    }
+    Ok(round.into_jobs())
+}
+
+/// The flows that have a job due at `now`, the one waiting longest first.
+fn flows_due(tx: &Transaction<'_>, now: Timestamp) -> StoreResult<Vec<String>> {
+    let mut statement = tx.prepare_cached(FLOWS_WAITING_SQL)?;
+    let mut rows = statement.query([])?;
+    let mut due: Vec<(i64, String)> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let flow: String = row.get(0)?;
+        let earliest: Option<i64> = row.get(1)?;
+        if let Some(earliest) = earliest.filter(|at| *at <= ms(now)) {
+            due.push((earliest, flow));
+        }
+    }
+    due.sort();
+    Ok(due.into_iter().map(|(_, flow)| flow).collect())
+}
