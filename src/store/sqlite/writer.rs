@@ -16,7 +16,7 @@
 //! with sqlx.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, LazyLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -160,24 +160,61 @@ fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
     }
 }
 
-/// A row rusqlite returned, read by the decoders both stores share.
+/// The columns of `jobs`, in the order the statements here return them.
+/// Rows are read by position: looking every column's name up in every
+/// claimed row cost an eighth of this thread's time.
+const JOB_COLUMNS: [&str; 21] = [
+    "id",
+    "flow",
+    "idempotency_key",
+    "payload",
+    "state",
+    "step_index",
+    "step",
+    "channel_index",
+    "attempt",
+    "series_started_at",
+    "held_ms",
+    "next_at",
+    "reason",
+    "policy_version",
+    "created_at",
+    "updated_at",
+    "attempts_total",
+    "lease_owner",
+    "lease_until",
+    "notify_at",
+    "notify_attempts",
+];
+
+/// A row of [`JOB_COLUMNS`], read by the decoder both stores share.
 struct Written<'a, 'row>(&'a rusqlite::Row<'row>);
+
+impl Written<'_, '_> {
+    fn get<T: rusqlite::types::FromSql>(&self, column: &str) -> StoreResult<T> {
+        let position = JOB_COLUMNS
+            .iter()
+            .position(|name| *name == column)
+            .ok_or_else(|| rusqlite::Error::InvalidColumnName(column.to_string()))?;
+        Ok(self.0.get(position)?)
+    }
+}
 
 impl Columns for Written<'_, '_> {
     fn text(&self, column: &str) -> StoreResult<String> {
-        Ok(self.0.get(column)?)
+        self.get(column)
     }
 
     fn opt_text(&self, column: &str) -> StoreResult<Option<String>> {
-        Ok(self.0.get(column)?)
+        self.get(column)
     }
 
     fn int(&self, column: &str) -> StoreResult<i64> {
-        Ok(self.0.get(column)?)
+        self.get(column)
     }
 
     fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
-        Ok(self.0.get(column)?)
+        self.get(column)
     }
 }
 
@@ -196,7 +233,12 @@ const INSERT_JOB: &str = "INSERT OR FAIL INTO jobs (id, flow, idempotency_key, p
      VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6, ?7, ?8, ?8) \
      ON CONFLICT (flow, idempotency_key) DO NOTHING";
 
-const JOB_BY_KEY: &str = "SELECT * FROM jobs WHERE flow = ?1 AND idempotency_key = ?2";
+static JOB_BY_KEY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM jobs WHERE flow = ?1 AND idempotency_key = ?2",
+        JOB_COLUMNS.join(", ")
+    )
+});
 
 /// Moves a job, only while it is still `running` under the lease the
 /// transition was claimed with.
@@ -218,12 +260,17 @@ pub(super) const INSERT_ATTEMPT: &str =
 /// Claims up to ?5 due jobs of flow ?4, earliest first. The limit is cast
 /// because SQLite plans with the value bound to a bare `LIMIT ?`, and so
 /// prepares the statement again at every new binding.
-const CLAIM_FLOW: &str = "UPDATE OR FAIL jobs \
-     SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
-     WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_due_by_flow \
-                  WHERE state IN ('pending', 'suspended') AND flow = ?4 AND next_at <= ?3 \
-                  ORDER BY next_at LIMIT CAST(?5 AS INTEGER)) \
-     RETURNING *";
+static CLAIM_FLOW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE OR FAIL jobs \
+         SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
+         WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_due_by_flow \
+                      WHERE state IN ('pending', 'suspended') AND flow = ?4 AND next_at <= ?3 \
+                      ORDER BY next_at LIMIT CAST(?5 AS INTEGER)) \
+         RETURNING {}",
+        JOB_COLUMNS.join(", ")
+    )
+});
 
 fn insert(connection: &mut Connection, jobs: &[NewJob]) -> StoreResult<Vec<InsertOutcome>> {
     let tx = begin(connection)?;
@@ -254,7 +301,7 @@ fn insert(connection: &mut Connection, jobs: &[NewJob]) -> StoreResult<Vec<Inser
 
 /// The outcome for a job whose idempotency key was taken.
 fn existing(tx: &Transaction<'_>, job: &NewJob) -> StoreResult<InsertOutcome> {
-    let mut find = tx.prepare_cached(JOB_BY_KEY)?;
+    let mut find = tx.prepare_cached(&JOB_BY_KEY)?;
     let mut rows = find.query(params![job.flow, job.idempotency_key])?;
     let record = match rows.next()? {
         Some(row) => job_from_row(&Written(row))?,
@@ -351,7 +398,7 @@ fn claim_due(tx: &Transaction<'_>, claim: &ClaimRequest) -> StoreResult<Vec<Clai
     }
     let due = flows_due(tx, claim.now)?;
     let mut round = RoundRobin::new(&due, claim.limit);
-    let mut statement = tx.prepare_cached(CLAIM_FLOW)?;
+    let mut statement = tx.prepare_cached(&CLAIM_FLOW)?;
     while let Some((flow, room)) = round.next() {
         let mut rows = statement.query(params![
             claim.owner,
@@ -383,4 +430,26 @@ fn flows_due(tx: &Transaction<'_>, now: Timestamp) -> StoreResult<Vec<String>> {
     }
     due.sort();
     Ok(due.into_iter().map(|(_, flow)| flow).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_columns_are_the_columns_of_the_jobs_table() {
+        let connection = Connection::open_in_memory().expect("an in-memory database");
+        for (_, _, sql) in super::super::MIGRATIONS {
+            connection.execute_batch(sql).expect("the migrations apply");
+        }
+        let mut statement = connection
+            .prepare("SELECT name FROM pragma_table_info('jobs') ORDER BY cid")
+            .expect("table_info");
+        let columns: Vec<String> = statement
+            .query_map([], |row| row.get(0))
+            .expect("columns")
+            .collect::<Result<_, _>>()
+            .expect("names");
+        assert_eq!(columns, JOB_COLUMNS);
+    }
 }
