@@ -49,7 +49,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 pub type SharedStepLog = Arc<dyn StepLog>;
 
-/// Opens the step log a URL names (`sqlite://path`, `sqlite::memory:`;
+/// Opens the step log a URL names (`sqlite://path`, `sqlite::memory:` (a
+/// temporary file, removed when the log is dropped);
 /// `?synchronous=normal` trades power-loss durability for speed;
 /// `postgres://user:pw@host/db`, `?pool_max=N` connections per node).
 pub async fn open(url: &str) -> StoreResult<SharedStepLog> {

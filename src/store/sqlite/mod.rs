@@ -1,8 +1,11 @@
 //! The embedded step log: one SQLite file in WAL mode.
 //!
-//! Writers serialise on SQLite's single write lock, so every transaction
-//! that writes starts with `BEGIN IMMEDIATE`: a deferred transaction that
-//! read first could not upgrade to a writer after another commit and would
+//! The writes every delivered job makes run on a thread of their own
+//! (`writer`); reads (a pool of connections, beside the writer thanks to
+//! WAL) and the rarer writes go through sqlx. Writers serialise on SQLite's
+//! single write lock, so every transaction that writes starts with
+//! `BEGIN IMMEDIATE`: a deferred transaction that read first could not
+//! upgrade to a writer after another commit and would
 //! fail with `SQLITE_BUSY` instead of waiting.
 
 mod writer;
@@ -328,13 +331,7 @@ impl StepLog for SqliteStepLog {
             return Ok(Vec::new());
         }
         let _turn = self.turn.lock().await;
-        let claim = ClaimRequest {
-            owner: String::new(),
-            now: Timestamp::UNIX_EPOCH,
-            lease_until: Timestamp::UNIX_EPOCH,
-            limit: 0,
-        };
-        let (applied, _) = self.hot.cycle(transitions, claim).await?;
+        let (applied, _) = self.hot.cycle(transitions, None).await?;
         Ok(applied)
     }
 
@@ -358,7 +355,7 @@ impl StepLog for SqliteStepLog {
         // The scheduler keeps its batch to commit again if this fails; the
         // writer thread needs a copy of its own.
         let _turn = self.turn.lock().await;
-        self.hot.cycle(transitions.to_vec(), claim).await
+        self.hot.cycle(transitions.to_vec(), Some(claim)).await
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {

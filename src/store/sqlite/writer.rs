@@ -49,7 +49,7 @@ enum Request {
     },
     Cycle {
         transitions: Vec<Transition>,
-        claim: ClaimRequest,
+        claim: Option<ClaimRequest>,
         reply: Reply<(Vec<bool>, Vec<ClaimedJob>)>,
     },
 }
@@ -82,12 +82,12 @@ impl HotWriter {
         self.ask(|reply| Request::Insert { jobs, reply }).await
     }
 
-    /// Applies `transitions`, then claims, in one transaction (see
-    /// `StepLog::transitions_apply_then_claim`).
+    /// Applies `transitions`, then claims (when asked to), in one
+    /// transaction (see `StepLog::transitions_apply_then_claim`).
     pub async fn cycle(
         &self,
         transitions: Vec<Transition>,
-        claim: ClaimRequest,
+        claim: Option<ClaimRequest>,
     ) -> StoreResult<(Vec<bool>, Vec<ClaimedJob>)> {
         self.ask(|reply| Request::Cycle {
             transitions,
@@ -154,7 +154,7 @@ fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
                 claim,
                 reply,
             } => {
-                let _ = reply.send(cycle(&mut connection, &transitions, &claim));
+                let _ = reply.send(cycle(&mut connection, &transitions, claim.as_ref()));
             }
         }
     }
@@ -322,11 +322,14 @@ fn existing(tx: &Transaction<'_>, job: &NewJob) -> StoreResult<InsertOutcome> {
 fn cycle(
     connection: &mut Connection,
     transitions: &[Transition],
-    claim: &ClaimRequest,
+    claim: Option<&ClaimRequest>,
 ) -> StoreResult<(Vec<bool>, Vec<ClaimedJob>)> {
     let tx = begin(connection)?;
     let applied = apply(&tx, transitions)?;
-    let claimed = claim_due(&tx, claim)?;
+    let claimed = match claim {
+        Some(claim) => claim_due(&tx, claim)?,
+        None => Vec::new(),
+    };
     tx.commit()?;
     Ok((applied, claimed))
 }
