@@ -8,9 +8,10 @@ use jiff::Timestamp;
 
 use super::{JobRecord, Transition};
 
-/// The lease a claim puts on the jobs it takes.
-pub(super) struct Lease<'a> {
-    pub owner: &'a str,
+/// The lease a claim puts on the jobs it takes. Owned, so that a claim can
+/// be handed to SQLite's writer thread.
+pub(super) struct Lease {
+    pub owner: String,
     pub now: Timestamp,
     pub lease_until: Timestamp,
 }

@@ -401,7 +401,7 @@ async fn flows_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> StoreResult
 async fn claim_flow(
     conn: &mut sqlx::PgConnection,
     flow: &str,
-    lease: &Lease<'_>,
+    lease: &Lease,
     limit: usize,
 ) -> StoreResult<Vec<JobRecord>> {
     let rows = sqlx::query(
@@ -411,7 +411,7 @@ async fn claim_flow(
                       ORDER BY next_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
          RETURNING *",
     )
-    .bind(lease.owner)
+    .bind(&lease.owner)
     .bind(ms(lease.lease_until))
     .bind(ms(lease.now))
     .bind(flow)
@@ -435,7 +435,7 @@ async fn claim_due(
     }
     let due = flows_due(&mut *tx, now).await?;
     let lease = Lease {
-        owner,
+        owner: owner.to_string(),
         now,
         lease_until,
     };

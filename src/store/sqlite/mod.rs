@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlSafeStr, SqlitePool};
 use tokio::sync::Mutex;
 
+use super::plan::Lease;
 use super::rows::{
     attempt_from_row, job_from_row, jobs_from_rows, ms, opt_ms, opt_timestamp,
     payload_edit_from_row,
@@ -347,9 +348,11 @@ impl StepLog for SqliteStepLog {
             return Ok((Vec::new(), Vec::new()));
         }
         let claim = ClaimRequest {
-            owner: owner.to_string(),
-            now,
-            lease_until,
+            lease: Lease {
+                owner: owner.to_string(),
+                now,
+                lease_until,
+            },
             limit,
         };
         // The scheduler keeps its batch to commit again if this fails; the

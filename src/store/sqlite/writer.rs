@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::super::plan::RoundRobin;
+use super::super::plan::{Lease, RoundRobin};
 use super::super::rows::{job_from_row, ms, opt_ms, same_payload, Columns};
 use super::super::{
     ClaimedJob, InsertOutcome, JobRecord, JobState, NewJob, StoreError, StoreResult, Transition,
@@ -32,11 +32,10 @@ use super::super::{
 use super::{created_record, Synchronous, FLOWS_WAITING_SQL};
 use crate::model::ON_DEAD_STEP;
 
-/// What a cycle claims after applying its results.
+/// What a cycle claims after applying its results: up to `limit` jobs
+/// under `lease`.
 pub(super) struct ClaimRequest {
-    pub owner: String,
-    pub now: Timestamp,
-    pub lease_until: Timestamp,
+    pub lease: Lease,
     pub limit: usize,
 }
 
@@ -399,14 +398,14 @@ fn claim_due(tx: &Transaction<'_>, claim: &ClaimRequest) -> StoreResult<Vec<Clai
     if claim.limit == 0 {
         return Ok(Vec::new());
     }
-    let due = flows_due(tx, claim.now)?;
+    let due = flows_due(tx, claim.lease.now)?;
     let mut round = RoundRobin::new(&due, claim.limit);
     let mut statement = tx.prepare_cached(&CLAIM_FLOW)?;
     while let Some((flow, room)) = round.next() {
         let mut rows = statement.query(params![
-            claim.owner,
-            ms(claim.lease_until),
-            ms(claim.now),
+            claim.lease.owner,
+            ms(claim.lease.lease_until),
+            ms(claim.lease.now),
             flow,
             i64::try_from(room).unwrap_or(i64::MAX),
         ])?;
