@@ -250,36 +250,6 @@ fn bind_filter<'q>(
         .bind(opt_ms(filter.until))
 }
 
-/// The record of a job just inserted, as the database now holds it (times
-/// at the log's millisecond precision).
-fn created_record(job: &NewJob) -> StoreResult<JobRecord> {
-    let created_at =
-        opt_timestamp("created_at", Some(ms(job.created_at)))?.unwrap_or(job.created_at);
-    Ok(JobRecord {
-        id: job.id.clone(),
-        flow: job.flow.clone(),
-        state: JobState::Pending,
-        step_index: 0,
-        step: job.step.clone(),
-        channel_index: 0,
-        attempt: 0,
-        series_started_at: None,
-        held_ms: 0,
-        next_at: opt_timestamp("next_at", Some(ms(job.next_at)))?,
-        reason: None,
-        idempotency_key: job.idempotency_key.clone(),
-        payload: job.payload.clone(),
-        policy_version: job.policy_version.clone(),
-        created_at,
-        updated_at: created_at,
-        attempts_total: 0,
-        lease_owner: None,
-        lease_until: None,
-        notify_at: None,
-        notify_attempts: 0,
-    })
-}
-
 /// Each flow with waiting jobs and its earliest due time, in one
 /// statement: a recursive walk over the distinct flows of the
 /// `jobs_due_by_flow` index, one seek per flow, so the cost follows the

@@ -25,11 +25,11 @@ use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::super::plan::{Lease, RoundRobin};
-use super::super::rows::{job_from_row, ms, opt_ms, same_payload, Columns};
+use super::super::rows::{job_from_row, ms, opt_ms, opt_timestamp, same_payload, Columns};
 use super::super::{
     ClaimedJob, InsertOutcome, JobRecord, JobState, NewJob, StoreError, StoreResult, Transition,
 };
-use super::{created_record, Synchronous, FLOWS_WAITING_SQL};
+use super::{Synchronous, FLOWS_WAITING_SQL};
 use crate::model::ON_DEAD_STEP;
 
 /// What a cycle claims after applying its results: up to `limit` jobs
@@ -296,6 +296,36 @@ fn insert(connection: &mut Connection, jobs: &[NewJob]) -> StoreResult<Vec<Inser
     }
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// The record of a job just inserted, as the database now holds it (times
+/// at the log's millisecond precision).
+fn created_record(job: &NewJob) -> StoreResult<JobRecord> {
+    let created_at =
+        opt_timestamp("created_at", Some(ms(job.created_at)))?.unwrap_or(job.created_at);
+    Ok(JobRecord {
+        id: job.id.clone(),
+        flow: job.flow.clone(),
+        state: JobState::Pending,
+        step_index: 0,
+        step: job.step.clone(),
+        channel_index: 0,
+        attempt: 0,
+        series_started_at: None,
+        held_ms: 0,
+        next_at: opt_timestamp("next_at", Some(ms(job.next_at)))?,
+        reason: None,
+        idempotency_key: job.idempotency_key.clone(),
+        payload: job.payload.clone(),
+        policy_version: job.policy_version.clone(),
+        created_at,
+        updated_at: created_at,
+        attempts_total: 0,
+        lease_owner: None,
+        lease_until: None,
+        notify_at: None,
+        notify_attempts: 0,
+    })
 }
 
 /// The outcome for a job whose idempotency key was taken.
