@@ -92,8 +92,13 @@ pub fn redact_url(url: &str) -> String {
 pub trait StepLog: Send + Sync + 'static {
     /// Inserts a job, idempotent on `(flow, idempotency_key)`: the same key
     /// with the same payload returns the existing job, with another payload a
-    /// conflict.
-    async fn job_insert(&self, job: NewJob) -> StoreResult<InsertOutcome>;
+    /// conflict. A batch of one.
+    async fn job_insert(&self, job: NewJob) -> StoreResult<InsertOutcome> {
+        self.jobs_insert_batch(vec![job])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("an insert returned no outcome".into()))
+    }
 
     /// Inserts many jobs in one transaction; one outcome per job, in order.
     async fn jobs_insert_batch(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<InsertOutcome>>;

@@ -462,13 +462,6 @@ async fn apply_all(
 
 #[async_trait]
 impl StepLog for PgStepLog {
-    async fn job_insert(&self, job: NewJob) -> StoreResult<InsertOutcome> {
-        self.jobs_insert_batch(vec![job])
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("an insert returned no outcome".into()))
-    }
-
     async fn jobs_insert_batch(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<InsertOutcome>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
