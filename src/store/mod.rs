@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::SqlSafeStr;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -48,6 +50,25 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 pub type SharedStepLog = Arc<dyn StepLog>;
+
+/// A store's embedded schema, `(version, description, SQL)` per
+/// migration, as sqlx runs it.
+fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
 
 /// Opens the step log a URL names (`sqlite://path`, `sqlite::memory:` (a
 /// temporary file, removed when the log is dropped);

@@ -15,9 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{PgPool, Row, SqlSafeStr};
+use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -27,9 +26,9 @@ use super::rows::{
     payload_edit_from_row, same_payload,
 };
 use super::{
-    AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState, JobUpdate,
-    NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, StepLog, StoreError,
-    StoreResult, Transition,
+    migrator, AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
+    JobUpdate, NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, StepLog,
+    StoreError, StoreResult, Transition,
 };
 use crate::model::ON_DEAD_STEP;
 
@@ -41,23 +40,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
     "init",
     include_str!("../../migrations/postgres/0001_init.sql"),
 )];
-
-fn migrator() -> Migrator {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(version, description, sql)| {
-                Migration::new(
-                    *version,
-                    (*description).into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
-}
 
 const MAX_PAGE: u32 = 1000;
 
@@ -111,7 +93,7 @@ impl PgStepLog {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect)
             .await?;
-        migrator().run(&pool).await?;
+        migrator(MIGRATIONS).run(&pool).await?;
         Ok(PgStepLog { pool })
     }
 

@@ -15,9 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlSafeStr, SqlitePool};
+use sqlx::{Row, SqlitePool};
 use tokio::sync::Mutex;
 
 use super::plan::Lease;
@@ -26,9 +25,9 @@ use super::rows::{
     payload_edit_from_row,
 };
 use super::{
-    AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState, JobUpdate,
-    NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, StepLog, StoreError,
-    StoreResult, Transition,
+    migrator, AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
+    JobUpdate, NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, StepLog,
+    StoreError, StoreResult, Transition,
 };
 use writer::{ClaimRequest, HotWriter, INSERT_ATTEMPT};
 
@@ -45,23 +44,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0002_lean_indexes.sql"),
     ),
 ];
-
-fn migrator() -> Migrator {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(version, description, sql)| {
-                Migration::new(
-                    *version,
-                    (*description).into(),
-                    MigrationType::Simple,
-                    sql.into_sql_str(),
-                    false,
-                )
-            })
-            .collect(),
-    )
-}
 
 /// The most jobs one page of `jobs_list` returns.
 const MAX_PAGE: u32 = 1000;
@@ -183,7 +165,7 @@ impl SqliteStepLog {
             .max_lifetime(Some(Duration::from_secs(3600)))
             .connect_with(connect.clone())
             .await?;
-        migrator().run(&pool).await?;
+        migrator(MIGRATIONS).run(&pool).await?;
         let hot = HotWriter::start(connect.get_filename(), options.synchronous)?;
         let cold = SqlitePoolOptions::new()
             .max_connections(1)
