@@ -93,14 +93,32 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::CheckFailed) => ExitCode::from(1),
         Err(Failure::Operation(error)) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::from(1)
         }
         Err(Failure::BadInput(error)) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes on one line, each said once: many of the
+/// library's errors already end with their source's message (`step log:
+/// {0}`), which `{:#}` would print a second time.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// A short-lived command whose output goes to a closed pipe (`steadfast jobs
@@ -159,4 +177,22 @@ pub struct LogArgs {
     /// Log format on stderr; `RUST_LOG` sets the level.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("step log: {0}")]
+    struct Wrapping(#[from] std::io::Error);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let error = anyhow::Error::new(Wrapping(std::io::Error::other("disk full")))
+            .context("cannot start");
+        assert_eq!(one_line(&error), "cannot start: step log: disk full");
+        let plain = anyhow::anyhow!("no job `x`").context("jobs show");
+        assert_eq!(one_line(&plain), "jobs show: no job `x`");
+    }
 }

@@ -43,6 +43,8 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("database URL `{url}`: {message}")]
     BadUrlOption { url: String, message: String },
+    #[error("cannot open the SQLite database {path}: {source} (does its directory exist, and may this user write there?)")]
+    Open { path: String, source: sqlx::Error },
     #[error("corrupt row in the step log: {0}")]
     Corrupt(String),
 }

@@ -164,7 +164,11 @@ impl SqliteStepLog {
             .idle_timeout(Some(Duration::from_secs(600)))
             .max_lifetime(Some(Duration::from_secs(3600)))
             .connect_with(connect.clone())
-            .await?;
+            .await
+            .map_err(|source| StoreError::Open {
+                path: connect.get_filename().display().to_string(),
+                source,
+            })?;
         migrator(MIGRATIONS).run(&pool).await?;
         let hot = HotWriter::start(connect.get_filename(), options.synchronous)?;
         let cold = SqlitePoolOptions::new()
