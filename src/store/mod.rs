@@ -53,6 +53,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 pub type SharedStepLog = Arc<dyn StepLog>;
 
+/// The first line of a migration that manages its own transaction (sqlx's
+/// convention): SQLite ignores `PRAGMA foreign_keys` inside one.
+const NO_TRANSACTION: &str = "-- no-transaction";
+
 /// A store's embedded schema, `(version, description, SQL)` per
 /// migration, as sqlx runs it.
 fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -65,7 +69,7 @@ fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
                     (*description).into(),
                     MigrationType::Simple,
                     sql.into_sql_str(),
-                    false,
+                    sql.starts_with(NO_TRANSACTION),
                 )
             })
             .collect(),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 use tokio::sync::Mutex;
 
 use super::plan::Lease;
@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "lean indexes",
         include_str!("../../../migrations/sqlite/0002_lean_indexes.sql"),
+    ),
+    (
+        3,
+        "state check without a temporary table",
+        include_str!("../../../migrations/sqlite/0003_state_check.sql"),
     ),
 ];
 
@@ -158,18 +163,21 @@ impl SqliteStepLog {
             })
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
+        // Migrations run on a connection of their own, closed after: one
+        // that sets `foreign_keys` off and fails halfway must not be reused.
+        let mut migrating = connect.connect().await.map_err(|source| StoreError::Open {
+            path: connect.get_filename().display().to_string(),
+            source,
+        })?;
+        migrator(MIGRATIONS).run(&mut migrating).await?;
+        migrating.close().await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(600)))
             .max_lifetime(Some(Duration::from_secs(3600)))
             .connect_with(connect.clone())
-            .await
-            .map_err(|source| StoreError::Open {
-                path: connect.get_filename().display().to_string(),
-                source,
-            })?;
-        migrator(MIGRATIONS).run(&pool).await?;
+            .await?;
         let hot = HotWriter::start(connect.get_filename(), options.synchronous)?;
         let cold = SqlitePoolOptions::new()
             .max_connections(1)
@@ -618,6 +626,117 @@ mod tests {
             error.contains("use full (the default) or normal"),
             "{error}"
         );
+    }
+
+    /// A log written before migration 3 keeps every job, attempt and
+    /// payload edit through the rebuild of `jobs`, and its checks and foreign
+    /// keys still hold after.
+    #[tokio::test]
+    async fn the_state_check_rebuild_keeps_what_an_older_log_holds() {
+        use sqlx::{ConnectOptions, Connection, Row};
+
+        use super::super::{migrator, StepLog};
+        use super::{SqliteStepLog, MIGRATIONS};
+
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("old.db");
+        let connect = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let mut old = connect.connect().await.expect("a connection");
+        migrator(&MIGRATIONS[..2])
+            .run(&mut old)
+            .await
+            .expect("the first two migrations");
+        sqlx::raw_sql(
+            "INSERT INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
+                 next_at, policy_version, created_at, updated_at, reason) \
+             VALUES ('j1', 'orders', 'k1', '{\"n\":1}', 'dead', 0, 'deliver', NULL, 'v1', 1, 2, 'gave up'); \
+             INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, \
+                 status, outcome, decision, policy_version) \
+             VALUES ('j1', 'deliver', 'api', 1, 1, 2, 503, 'retryable', 'dead', 'v1'); \
+             INSERT INTO payload_edits (job_id, old_payload, new_payload, editor, edited_at) \
+             VALUES ('j1', '{}', '{\"n\":1}', 'ops', 3);",
+        )
+        .execute(&mut old)
+        .await
+        .expect("rows of an older log");
+        let before: String = sqlx::query("SELECT sql FROM sqlite_schema WHERE name = 'jobs'")
+            .fetch_one(&mut old)
+            .await
+            .expect("the schema")
+            .get(0);
+        assert!(before.contains("state IN"), "{before}");
+        old.close().await.expect("closed");
+
+        let url = format!("sqlite://{}", path.display());
+        let log = SqliteStepLog::open(&url, SqliteOptions::default())
+            .await
+            .expect("the log opens and migrates");
+        let job = log.job_get("j1").await.expect("read").expect("the job");
+        assert_eq!(
+            (job.payload.as_str(), job.reason.as_deref()),
+            (r#"{"n":1}"#, Some("gave up"))
+        );
+        assert_eq!(log.attempts_list("j1").await.expect("attempts").len(), 1);
+        assert_eq!(log.payload_edits_list("j1").await.expect("edits").len(), 1);
+
+        let schema: String = sqlx::query("SELECT sql FROM sqlite_schema WHERE name = 'jobs'")
+            .fetch_one(&log.pool)
+            .await
+            .expect("the schema")
+            .get(0);
+        assert!(!schema.contains("state IN"), "{schema}");
+        let indexes: Vec<String> = sqlx::query(
+            "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' \
+             AND sql IS NOT NULL ORDER BY name",
+        )
+        .fetch_all(&log.pool)
+        .await
+        .expect("the indexes")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+        assert_eq!(
+            indexes,
+            [
+                "jobs_by_state",
+                "jobs_due_by_flow",
+                "jobs_leased",
+                "jobs_notify"
+            ]
+        );
+        let violations = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&log.pool)
+            .await
+            .expect("foreign key check");
+        assert!(violations.is_empty());
+        let enforced: i64 = sqlx::query("PRAGMA foreign_keys")
+            .fetch_one(&log.pool)
+            .await
+            .expect("pragma")
+            .get(0);
+        assert_eq!(enforced, 1);
+        let orphan = sqlx::query(
+            "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, \
+                 outcome, decision, policy_version) \
+             VALUES ('nope', 'deliver', 'api', 1, 1, 2, 'success', 'succeed', 'v1')",
+        )
+        .execute(&log.pool)
+        .await;
+        assert!(orphan.is_err(), "an attempt of no job is refused");
+        let bad_state = sqlx::query("UPDATE jobs SET state = 'lost' WHERE id = 'j1'")
+            .execute(&log.pool)
+            .await;
+        assert!(bad_state.is_err(), "the state check still holds");
+        drop(log);
+
+        // Opening again finds every migration applied.
+        let again = SqliteStepLog::open(&url, SqliteOptions::default())
+            .await
+            .expect("reopens");
+        assert!(again.job_get("j1").await.expect("read").is_some());
     }
 
     #[test]
