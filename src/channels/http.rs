@@ -58,9 +58,11 @@ impl HttpSender {
             kind: ErrorKind::Other,
             message: format!("invalid method `{}`", channel.method),
         })?;
-        let mut request = self
-            .client
-            .request(method, channel.url.expose())
+        let request = match channel.url.parsed() {
+            Some(url) => self.client.request(method, url.clone()),
+            None => self.client.request(method, channel.url.expose()),
+        };
+        let mut request = request
             .timeout(channel.timeout)
             .header(CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", delivery.idempotency_key)

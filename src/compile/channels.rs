@@ -18,7 +18,7 @@ use super::duration::parse_duration;
 use super::names::Registry;
 use crate::model::{
     BreakerConfig, Channel, ChannelKind, FailureRatio, FileChannel, HttpChannel, Rate, RefreshAuth,
-    RefreshBody, Secret, TokenPath,
+    RefreshBody, Secret, SecretUrl, TokenPath,
 };
 use crate::policy::defs::{BreakerDef, ChannelDef, FileDef, HttpDef, RefreshAuthDef, Text};
 
@@ -153,7 +153,7 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
     );
 
     ok.then(|| HttpChannel {
-        url: Secret::new(def.url.as_str()),
+        url: SecretUrl::new(def.url.as_str()),
         url_display,
         method,
         headers,

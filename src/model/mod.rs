@@ -179,7 +179,7 @@ impl ChannelKind {
 /// kept in [`Secret`] so that no `Debug` or log line prints them.
 #[derive(Debug, Clone)]
 pub struct HttpChannel {
-    pub url: Secret,
+    pub url: SecretUrl,
     /// The URL as written in the policy file (`${VAR}` not expanded): safe to
     /// show.
     pub url_display: String,
@@ -194,6 +194,41 @@ pub struct HttpChannel {
 #[derive(Debug, Clone)]
 pub struct FileChannel {
     pub dir: PathBuf,
+}
+
+/// An endpoint's URL, which may hold a secret, parsed once when the policy
+/// is compiled instead of at every request (parsing, with its IDNA mapping
+/// of the host, was 2 % of the engine's CPU under load).
+#[derive(Clone)]
+pub struct SecretUrl {
+    text: Secret,
+    /// `None` when the text is no URL; the request then fails with the
+    /// HTTP client's own error, as it would have.
+    parsed: Option<reqwest::Url>,
+}
+
+impl SecretUrl {
+    pub fn new(value: impl Into<String>) -> Self {
+        let text = Secret::new(value);
+        let parsed = reqwest::Url::parse(text.expose()).ok();
+        Self { text, parsed }
+    }
+
+    /// The URL as written (variables expanded), for the one place that must
+    /// send it.
+    pub fn expose(&self) -> &str {
+        self.text.expose()
+    }
+
+    pub fn parsed(&self) -> Option<&reqwest::Url> {
+        self.parsed.as_ref()
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretUrl(***)")
+    }
 }
 
 /// A string that may hold a secret: `Debug` and `Display` never print it.
@@ -232,5 +267,18 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_url_is_parsed_once_and_never_printed() {
+        let url = SecretUrl::new("https://user:hunter2@api.example/leads?key=k1");
+        assert_eq!(format!("{url:?}"), "SecretUrl(***)");
+        assert_eq!(url.expose(), "https://user:hunter2@api.example/leads?key=k1");
+        let parsed = url.parsed().expect("a URL");
+        assert_eq!(
+            (parsed.host_str(), parsed.path(), parsed.query()),
+            (Some("api.example"), "/leads", Some("key=k1"))
+        );
+        assert!(SecretUrl::new("not a url").parsed().is_none());
     }
 }
