@@ -273,7 +273,10 @@ mod tests {
     fn a_url_is_parsed_once_and_never_printed() {
         let url = SecretUrl::new("https://user:hunter2@api.example/leads?key=k1");
         assert_eq!(format!("{url:?}"), "SecretUrl(***)");
-        assert_eq!(url.expose(), "https://user:hunter2@api.example/leads?key=k1");
+        assert_eq!(
+            url.expose(),
+            "https://user:hunter2@api.example/leads?key=k1"
+        );
         let parsed = url.parsed().expect("a URL");
         assert_eq!(
             (parsed.host_str(), parsed.path(), parsed.query()),
