@@ -508,8 +508,7 @@ impl Engine {
         let drain_started = Instant::now();
         let mut probes = 0;
         loop {
-            let left = self.unfinished("backlog").await?;
-            if left == 0 {
+            if !self.unfinished("backlog").await? {
                 break;
             }
             for _ in 0..5 {
@@ -546,23 +545,21 @@ impl Engine {
         })
     }
 
-    /// Jobs of `flow` not finished yet, read from the indexes the engine
-    /// keeps anyway, so that polling costs the engine little.
-    async fn unfinished(&self, flow: &str) -> Result<i64> {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs INDEXED BY jobs_due_by_flow \
-             WHERE state IN ('pending', 'suspended') AND flow = ?1",
+    /// Whether a job of `flow` is left to do, read from the indexes the
+    /// engine keeps anyway. `EXISTS` stops at the first entry: counting them
+    /// instead walked up to a million index entries at every poll, and the
+    /// polls took a few percent of the machine the engine was measured on.
+    async fn unfinished(&self, flow: &str) -> Result<bool> {
+        let left: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_due_by_flow \
+                            WHERE state IN ('pending', 'suspended') AND flow = ?1) \
+                 OR EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_leased \
+                            WHERE state = 'running' AND flow = ?1)",
         )
         .bind(flow)
         .fetch_one(&self.pool)
         .await?;
-        let running: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs INDEXED BY jobs_leased WHERE state = 'running' AND flow = ?1",
-        )
-        .bind(flow)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(waiting + running)
+        Ok(left)
     }
 
     async fn count(&self, flow: &str, state: Option<JobState>) -> Result<usize> {
@@ -580,7 +577,7 @@ impl Engine {
     /// `jobs` succeeded.
     async fn wait_succeeded(&self, flow: &str, jobs: usize) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(3600);
-        while self.unfinished(flow).await? > 0 {
+        while self.unfinished(flow).await? {
             if Instant::now() > deadline {
                 bail!("{flow}: jobs still unfinished after an hour");
             }
