@@ -762,6 +762,69 @@ async fn dead_jobs_filter_by_last_attempt_and_time_and_retry_in_spaced_batches(d
     assert!(db.log.payload_edits_list(&ids[1]).await.unwrap().is_empty());
 }
 
+/// Every state counted (the job gauges) and listed, each through what the
+/// store keeps for it.
+async fn jobs_are_counted_and_listed_in_every_state(db: Db) {
+    for n in 0..12 {
+        insert(&db, n, t(0)).await;
+    }
+    insert(&db, 99, t(1000)).await;
+    let claimed = db.log.jobs_claim_due("a", t(1), t(300), 12).await.unwrap();
+    assert_eq!(claimed.len(), 12);
+    let to = |job: &JobRecord, state: JobState, next_at: Option<Timestamp>| Transition {
+        to: state,
+        next_at,
+        reason: (state == JobState::Suspended).then(|| "calendar".to_string()),
+        ..retry_later(job, "a", t(2))
+    };
+    let mut moves = Vec::new();
+    moves.extend(
+        claimed[0..2]
+            .iter()
+            .map(|j| to(j, JobState::Succeeded, None)),
+    );
+    moves.extend(claimed[2..6].iter().map(|j| die(j, "a", t(2), false)));
+    moves.push(to(&claimed[6], JobState::Suspended, Some(t(100))));
+    moves.extend(claimed[7..9].iter().map(|j| retry_later(j, "a", t(2))));
+    assert!(db
+        .log
+        .transitions_apply(moves)
+        .await
+        .unwrap()
+        .iter()
+        .all(|applied| *applied));
+    assert_eq!(
+        db.log
+            .job_update(&claimed[5].id, JobUpdate::Cancel { at: t(3) })
+            .await
+            .unwrap(),
+        Some(true)
+    );
+
+    let expected = [
+        (JobState::Pending, 3),
+        (JobState::Running, 3),
+        (JobState::Suspended, 1),
+        (JobState::Succeeded, 2),
+        (JobState::Dead, 3),
+        (JobState::Cancelled, 1),
+    ];
+    let counts = db.log.jobs_count_by_state().await.unwrap();
+    for (state, n) in expected {
+        assert_eq!(counts[&state], n, "{state:?}");
+        let filter = JobFilter {
+            state: Some(state),
+            limit: 100,
+            ..JobFilter::default()
+        };
+        let listed = db.log.jobs_list(&filter).await.unwrap().jobs;
+        assert_eq!(listed.len() as u64, n, "{state:?}");
+        assert!(listed.iter().all(|job| job.state == state), "{state:?}");
+        assert_eq!(db.log.jobs_count(&filter).await.unwrap(), n, "{state:?}");
+    }
+    assert_eq!(counts.len(), expected.len());
+}
+
 conformance!(
     insert_is_idempotent_on_flow_and_key,
     a_batch_reports_each_item_in_order,
@@ -777,6 +840,7 @@ conformance!(
     concurrent_claims_never_take_a_job_twice,
     a_batch_may_move_one_job_twice,
     dead_jobs_filter_by_last_attempt_and_time_and_retry_in_spaced_batches,
+    jobs_are_counted_and_listed_in_every_state,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "state check without a temporary table",
         include_str!("../../../migrations/sqlite/0003_state_check.sql"),
     ),
+    (
+        4,
+        "an index of the parked states only",
+        include_str!("../../../migrations/sqlite/0004_parked_index.sql"),
+    ),
 ];
 
 /// The most jobs one page of `jobs_list` returns.
@@ -228,6 +233,40 @@ const FILTER_WHERE: &str = "(?1 IS NULL OR state = ?1) AND (?2 IS NULL OR flow =
          AND (?6 IS NULL OR a.rule = ?6))) \
      AND (?7 IS NULL OR updated_at >= ?7) AND (?8 IS NULL OR updated_at < ?8)";
 
+/// [`FILTER_WHERE`], with the state also named as a literal when the filter
+/// has one: SQLite can then prove that the partial index `jobs_parked` holds
+/// every suspended, dead or cancelled job, which it cannot of a bound `?1`.
+/// (The text is one of [`JobState`]'s fixed names, never user input.)
+fn filter_where(state: Option<JobState>) -> String {
+    match state {
+        Some(state) => format!("state = '{}' AND {FILTER_WHERE}", state.as_str()),
+        None => FILTER_WHERE.to_string(),
+    }
+}
+
+/// A page of jobs, newest first, after the cursor ?9.
+fn list_sql(state: Option<JobState>) -> String {
+    format!(
+        "SELECT * FROM jobs WHERE {} AND (?9 IS NULL OR id < ?9) ORDER BY id DESC LIMIT ?10",
+        filter_where(state)
+    )
+}
+
+fn count_sql(state: Option<JobState>) -> String {
+    format!(
+        "SELECT COUNT(*) AS n FROM jobs WHERE {}",
+        filter_where(state)
+    )
+}
+
+/// The next dead jobs to retry, oldest first, after ?9.
+fn retry_batch_sql() -> String {
+    format!(
+        "SELECT id FROM jobs WHERE {} AND (?9 IS NULL OR id > ?9) ORDER BY id ASC LIMIT ?10",
+        filter_where(Some(JobState::Dead))
+    )
+}
+
 fn bind_filter<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     filter: &'q JobFilter,
@@ -243,6 +282,20 @@ fn bind_filter<'q>(
         .bind(opt_ms(filter.since))
         .bind(opt_ms(filter.until))
 }
+
+/// Jobs by state in one statement (one snapshot), without an index over
+/// every job's state (see migration 4): waiting jobs through
+/// `jobs_due_by_flow`, running ones through `jobs_leased`, the parked states
+/// through `jobs_parked`; succeeded jobs are what the others leave of the
+/// total.
+const COUNT_BY_STATE_SQL: &str = "SELECT \
+     (SELECT COUNT(*) FROM jobs) AS total, \
+     (SELECT COUNT(*) FROM jobs INDEXED BY jobs_due_by_flow \
+      WHERE state IN ('pending', 'suspended')) AS waiting, \
+     (SELECT COUNT(*) FROM jobs INDEXED BY jobs_leased WHERE state = 'running') AS running, \
+     (SELECT COUNT(*) FROM jobs INDEXED BY jobs_parked WHERE state = 'suspended') AS suspended, \
+     (SELECT COUNT(*) FROM jobs INDEXED BY jobs_parked WHERE state = 'dead') AS dead, \
+     (SELECT COUNT(*) FROM jobs INDEXED BY jobs_parked WHERE state = 'cancelled') AS cancelled";
 
 /// Each flow with waiting jobs and its earliest due time, in one
 /// statement: a recursive walk over the distinct flows of the
@@ -436,10 +489,7 @@ impl StepLog for SqliteStepLog {
 
     async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let sql = format!(
-            "SELECT * FROM jobs WHERE {FILTER_WHERE} AND (?9 IS NULL OR id < ?9) \
-             ORDER BY id DESC LIMIT ?10"
-        );
+        let sql = list_sql(filter.state);
         let rows = // Only constant text is formatted into `sql`; values are bound.
         bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, filter.state.map(JobState::as_str))
             .bind(&filter.cursor)
@@ -457,7 +507,7 @@ impl StepLog for SqliteStepLog {
     }
 
     async fn jobs_count(&self, filter: &JobFilter) -> StoreResult<u64> {
-        let sql = format!("SELECT COUNT(*) AS n FROM jobs WHERE {FILTER_WHERE}");
+        let sql = count_sql(filter.state);
         let row = // Only constant text is formatted into `sql`; values are bound.
         bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, filter.state.map(JobState::as_str))
             .fetch_one(&self.pool)
@@ -474,10 +524,7 @@ impl StepLog for SqliteStepLog {
         first_at: Timestamp,
         spacing_us: i64,
     ) -> StoreResult<RetryBatch> {
-        let sql = format!(
-            "SELECT id FROM jobs WHERE {FILTER_WHERE} AND (?9 IS NULL OR id > ?9) \
-             ORDER BY id ASC LIMIT ?10"
-        );
+        let sql = retry_batch_sql();
         let _turn = self.turn.lock().await;
         let mut tx = self.begin_write().await?;
         let rows = // Only constant text is formatted into `sql`; values are bound.
@@ -513,16 +560,23 @@ impl StepLog for SqliteStepLog {
     }
 
     async fn jobs_count_by_state(&self) -> StoreResult<StateCounts> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-            .fetch_all(&self.pool)
+        let row = sqlx::query(COUNT_BY_STATE_SQL)
+            .fetch_one(&self.pool)
             .await?;
-        let mut counts: StateCounts = JobState::ALL.iter().map(|state| (*state, 0)).collect();
-        for row in rows {
-            let state: String = row.try_get("state")?;
-            let n: i64 = row.try_get("n")?;
-            let state = JobState::from_str(&state).map_err(StoreError::Corrupt)?;
-            counts.insert(state, u64::try_from(n).unwrap_or(0));
-        }
+        let count = |column: &str| -> StoreResult<u64> {
+            let n: i64 = row.try_get(column)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        let (total, waiting) = (count("total")?, count("waiting")?);
+        let suspended = count("suspended")?;
+        let mut counts = StateCounts::new();
+        counts.insert(JobState::Pending, waiting.saturating_sub(suspended));
+        counts.insert(JobState::Running, count("running")?);
+        counts.insert(JobState::Suspended, suspended);
+        counts.insert(JobState::Dead, count("dead")?);
+        counts.insert(JobState::Cancelled, count("cancelled")?);
+        let others: u64 = counts.values().sum();
+        counts.insert(JobState::Succeeded, total.saturating_sub(others));
         Ok(counts)
     }
 
@@ -701,10 +755,10 @@ mod tests {
         assert_eq!(
             indexes,
             [
-                "jobs_by_state",
                 "jobs_due_by_flow",
                 "jobs_leased",
-                "jobs_notify"
+                "jobs_notify",
+                "jobs_parked"
             ]
         );
         let violations = sqlx::query("PRAGMA foreign_key_check")
@@ -737,6 +791,46 @@ mod tests {
             .await
             .expect("reopens");
         assert!(again.job_get("j1").await.expect("read").is_some());
+    }
+
+    /// Dead-letter listings, counts and bulk retries, and the job gauges,
+    /// search the small `jobs_parked` index instead of walking every job.
+    #[test]
+    fn parked_states_are_found_through_their_index() {
+        use super::{count_sql, list_sql, retry_batch_sql, COUNT_BY_STATE_SQL, MIGRATIONS};
+        use crate::store::JobState;
+        let connection = rusqlite::Connection::open_in_memory().expect("a database");
+        for (_, _, sql) in MIGRATIONS {
+            connection.execute_batch(sql).expect("a migration");
+        }
+        let plan = |sql: &str| -> String {
+            let mut statement = connection
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("a plan");
+            let mut rows = statement.raw_query();
+            let mut steps = Vec::new();
+            while let Some(row) = rows.next().expect("a plan step") {
+                steps.push(row.get::<_, String>(3).expect("its text"));
+            }
+            steps.join("; ")
+        };
+        for state in [JobState::Dead, JobState::Suspended, JobState::Cancelled] {
+            for sql in [list_sql(Some(state)), count_sql(Some(state))] {
+                let steps = plan(&sql);
+                assert!(
+                    steps.contains("USING INDEX jobs_parked"),
+                    "{state:?}: {steps}"
+                );
+            }
+        }
+        let steps = plan(&retry_batch_sql());
+        assert!(steps.contains("USING INDEX jobs_parked"), "{steps}");
+        let steps = plan(COUNT_BY_STATE_SQL);
+        assert_eq!(
+            steps.matches("COVERING INDEX jobs_parked").count(),
+            3,
+            "{steps}"
+        );
     }
 
     #[test]
