@@ -92,6 +92,47 @@ async fn transient_503s_are_retried_until_success() {
 }
 
 #[tokio::test]
+async fn the_payload_is_delivered_byte_for_byte() {
+    let s = setup(|_| status(200)).await;
+    // Key order, a number no float holds, an escape and spacing: as sent.
+    let payload = r#"{"z": 1, "a": [12345678901234567890123, 1.50], "s": "caf\u00e9 \"x\""}"#;
+    for (path, body) in [
+        (
+            "jobs",
+            format!(r#"{{"payload": {payload}, "idempotency_key": "one"}}"#),
+        ),
+        (
+            "jobs:batch",
+            format!("{{\"payload\": {payload}, \"idempotency_key\": \"two\"}}\n"),
+        ),
+    ] {
+        let response = s
+            .node
+            .client
+            .post(s.node.url(&format!("/v1/flows/single/{path}")))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.partner.requests_to("/primary").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "both jobs delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for request in s.partner.requests_to("/primary") {
+        assert_eq!(request.raw_body, payload, "{}", request.idempotency_key);
+    }
+    s.node.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_400_goes_dead_after_exactly_one_request() {
     let s = setup(|r| {
         if r.path == "/ops" {

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::body::{parse, JsonBody};
@@ -20,7 +21,10 @@ const MAX_KEY_LEN: usize = 256;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
-    pub payload: Option<Value>,
+    /// Kept as the client wrote it: delivered byte for byte (key order and
+    /// number precision untouched), and not built into a tree only to be
+    /// written out again.
+    pub payload: Option<Box<RawValue>>,
     pub idempotency_key: Option<String>,
     /// When the first attempt is due (RFC 3339); default now.
     pub run_at: Option<Timestamp>,
@@ -110,18 +114,53 @@ fn new_job(
         None => id.clone(),
     };
     let now = state.clock.now();
-    let payload = serde_json::to_string(&payload)
-        .map_err(|e| ApiError::Unprocessable(format!("body field `payload`: {e}")))?;
     Ok(NewJob {
         id,
         flow: flow.name.clone(),
         idempotency_key,
-        payload,
+        payload: String::from(Box::<str>::from(payload)),
         step: flow.steps[0].name.clone(),
         created_at: now,
         next_at: request.run_at.unwrap_or(now),
         policy_version: policy.version.to_string(),
     })
+}
+
+/// The answer to a batch: a result per item, in the order sent.
+#[derive(Debug, Serialize)]
+pub struct BatchResponse {
+    pub created: usize,
+    pub failed: usize,
+    pub results: Vec<BatchItem>,
+}
+
+/// One item's result: the job (`id`, `idempotency_key`, `created`) or
+/// `error`, and the status a single submit would have answered.
+#[derive(Debug, Serialize)]
+pub struct BatchItem {
+    pub index: usize,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl BatchItem {
+    fn failed(index: usize, error: &ApiError) -> Self {
+        Self {
+            index,
+            status: error.status().as_u16(),
+            id: None,
+            idempotency_key: None,
+            created: None,
+            error: Some(error.to_string()),
+        }
+    }
 }
 
 /// `POST /v1/flows/{flow}/jobs:batch`: a JSON array or NDJSON of jobs, one
@@ -130,7 +169,7 @@ pub async fn submit_batch(
     State(state): State<AppState>,
     Path(flow): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BatchResponse>, ApiError> {
     let policy = state.policy.current();
     if policy.flow(&flow).is_none() {
         new_job(
@@ -150,7 +189,7 @@ pub async fn submit_batch(
             "the batch is empty: send a JSON array of jobs or one job per line".to_string(),
         ));
     }
-    let mut results: Vec<Value> = Vec::with_capacity(items.len());
+    let mut results: Vec<Option<BatchItem>> = Vec::with_capacity(items.len());
     let mut jobs = Vec::new();
     let mut slots = Vec::new();
     for (index, item) in items.iter().enumerate() {
@@ -160,34 +199,40 @@ pub async fn submit_batch(
             Ok(job) => {
                 slots.push(index);
                 jobs.push(job);
-                results.push(Value::Null);
+                results.push(None);
             }
-            Err(error) => results.push(json!({
-                "index": index, "status": error.status().as_u16(), "error": error.to_string(),
-            })),
+            Err(error) => results.push(Some(BatchItem::failed(index, &error))),
         }
     }
     let outcomes = state.store.jobs_insert_batch(jobs).await?;
-    let mut created = 0;
     for (index, outcome) in slots.into_iter().zip(outcomes) {
-        results[index] = match insert_response(outcome) {
-            Ok((status, body)) => {
-                created += usize::from(body.created);
-                json!({ "index": index, "status": status.as_u16(), "id": body.id,
-                        "idempotency_key": body.idempotency_key, "created": body.created })
-            }
-            Err(error) => {
-                json!({ "index": index, "status": error.status().as_u16(), "error": error.to_string() })
-            }
-        };
+        results[index] = Some(match insert_response(outcome) {
+            Ok((status, body)) => BatchItem {
+                index,
+                status: status.as_u16(),
+                id: Some(body.id),
+                idempotency_key: Some(body.idempotency_key),
+                created: Some(body.created),
+                error: None,
+            },
+            Err(error) => BatchItem::failed(index, &error),
+        });
     }
+    let results: Vec<BatchItem> = results.into_iter().collect::<Option<_>>().ok_or_else(|| {
+        ApiError::Internal(crate::store::StoreError::Corrupt(
+            "the step log answered fewer outcomes than jobs in the batch".to_string(),
+        ))
+    })?;
+    let created = results.iter().filter(|r| r.created == Some(true)).count();
     if created > 0 {
         state.wake.notify_one();
     }
-    let failed = results.iter().filter(|r| r.get("error").is_some()).count();
-    Ok(Json(
-        json!({ "created": created, "failed": failed, "results": results }),
-    ))
+    let failed = results.iter().filter(|r| r.error.is_some()).count();
+    Ok(Json(BatchResponse {
+        created,
+        failed,
+        results,
+    }))
 }
 
 /// Items of a batch: a JSON array, or one JSON object per line.

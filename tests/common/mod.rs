@@ -28,6 +28,8 @@ pub struct Received {
     pub path: String,
     pub idempotency_key: String,
     pub body: Value,
+    /// The body's bytes as they came, as text.
+    pub raw_body: String,
     pub at: Instant,
     /// 1-based count of requests with this key on this path.
     pub attempt: u32,
@@ -106,6 +108,7 @@ async fn handle(
             path,
             idempotency_key,
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            raw_body: String::from_utf8_lossy(&body).into_owned(),
             at: Instant::now(),
             attempt,
             node,
