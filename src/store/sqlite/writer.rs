@@ -291,14 +291,16 @@ pub(super) const INSERT_ATTEMPT: &str =
 
 /// Claims up to ?5 due jobs of flow ?4, earliest first. The limit is cast
 /// because SQLite plans with the value bound to a bare `LIMIT ?`, and so
-/// prepares the statement again at every new binding.
+/// prepares the statement again at every new binding. Rows are picked by
+/// row id, which the index entries carry: by `id`, each claimed job cost a
+/// search of the primary key's text index too.
 static CLAIM_FLOW: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE OR FAIL jobs \
          SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
-         WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_due_by_flow \
-                      WHERE state IN ('pending', 'suspended') AND flow = ?4 AND next_at <= ?3 \
-                      ORDER BY next_at LIMIT CAST(?5 AS INTEGER)) \
+         WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_due_by_flow \
+                         WHERE state IN ('pending', 'suspended') AND flow = ?4 AND next_at <= ?3 \
+                         ORDER BY next_at LIMIT CAST(?5 AS INTEGER)) \
          RETURNING {}",
         JOB_COLUMNS.join(", ")
     )
