@@ -128,7 +128,13 @@ impl Scheduler {
             let cycle = self
                 .executor
                 .store
-                .transitions_apply_then_claim(&batch, &self.executor.owner, now, lease_until, free)
+                .transitions_apply_then_claim(
+                    &mut batch,
+                    &self.executor.owner,
+                    now,
+                    lease_until,
+                    free,
+                )
                 .await;
             match cycle {
                 Ok((applied, jobs)) => {

@@ -152,9 +152,12 @@ pub trait StepLog: Send + Sync + 'static {
     /// jobs as [`StepLog::jobs_claim_due`] does, in one transaction: one
     /// commit to disk for both, and jobs the transitions made due (the next
     /// step of a flow) can be claimed at once.
+    ///
+    /// Committed, the batch is left empty (a store may take it rather than
+    /// copy it); failed, it is left as it was, to be committed again.
     async fn transitions_apply_then_claim(
         &self,
-        transitions: &[Transition],
+        transitions: &mut Vec<Transition>,
         owner: &str,
         now: Timestamp,
         lease_until: Timestamp,

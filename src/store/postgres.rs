@@ -492,7 +492,7 @@ impl StepLog for PgStepLog {
 
     async fn transitions_apply_then_claim(
         &self,
-        transitions: &[Transition],
+        transitions: &mut Vec<Transition>,
         owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
@@ -505,6 +505,7 @@ impl StepLog for PgStepLog {
         let applied = apply_all(&mut tx, transitions).await?;
         let claimed = claim_due(&mut tx, owner, now, lease_until, limit).await?;
         tx.commit().await?;
+        transitions.clear();
         Ok((applied, claimed))
     }
 

@@ -332,7 +332,7 @@ impl StepLog for SqliteStepLog {
         limit: usize,
     ) -> StoreResult<Vec<ClaimedJob>> {
         let (_, claimed) = self
-            .transitions_apply_then_claim(&[], owner, now, lease_until, limit)
+            .transitions_apply_then_claim(&mut Vec::new(), owner, now, lease_until, limit)
             .await?;
         Ok(claimed)
     }
@@ -342,13 +342,17 @@ impl StepLog for SqliteStepLog {
             return Ok(Vec::new());
         }
         let _turn = self.turn.lock().await;
-        let (applied, _) = self.hot.cycle(transitions, None).await?;
+        let (applied, _) = self
+            .hot
+            .cycle(transitions, None)
+            .await
+            .map_err(|(error, _)| error)?;
         Ok(applied)
     }
 
     async fn transitions_apply_then_claim(
         &self,
-        transitions: &[Transition],
+        transitions: &mut Vec<Transition>,
         owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
@@ -365,10 +369,17 @@ impl StepLog for SqliteStepLog {
             },
             limit,
         };
-        // The scheduler keeps its batch to commit again if this fails; the
-        // writer thread needs a copy of its own.
         let _turn = self.turn.lock().await;
-        self.hot.cycle(transitions.to_vec(), Some(claim)).await
+        // The batch goes to the writer thread, which frees it once
+        // committed and hands it back if the cycle failed.
+        let batch = std::mem::take(transitions);
+        match self.hot.cycle(batch, Some(claim)).await {
+            Ok(done) => Ok(done),
+            Err((error, batch)) => {
+                *transitions = batch;
+                Err(error)
+            }
+        }
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {
@@ -831,6 +842,98 @@ mod tests {
             3,
             "{steps}"
         );
+    }
+
+    /// A cycle that fails leaves the scheduler its batch to commit again;
+    /// one that commits takes it.
+    #[tokio::test]
+    async fn a_failed_cycle_hands_its_transitions_back() {
+        use super::SqliteStepLog;
+        use crate::store::{AttemptRecord, InsertOutcome, JobState, NewJob, StepLog, Transition};
+        use jiff::Timestamp;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("log.db").display());
+        let log = SqliteStepLog::open(&url, SqliteOptions::default())
+            .await
+            .expect("opens");
+        let now = Timestamp::from_second(1_800_000_000).expect("a time");
+        let new_job = |n: u32| NewJob {
+            id: format!("job-{n}"),
+            flow: "leads".into(),
+            idempotency_key: format!("key-{n}"),
+            payload: "{}".into(),
+            step: "deliver".into(),
+            created_at: now,
+            next_at: now,
+            policy_version: "v1".into(),
+        };
+        for n in 0..2 {
+            let inserted = log.job_insert(new_job(n)).await.expect("inserted");
+            assert!(matches!(inserted, InsertOutcome::Created(_)));
+        }
+        let later = now + jiff::SignedDuration::from_secs(300);
+        let claimed = log
+            .jobs_claim_due("a", now, later, 2)
+            .await
+            .expect("claimed");
+        let done = |job: &crate::store::JobRecord| Transition {
+            job_id: job.id.clone(),
+            owner: "a".into(),
+            lease_until: job.lease_until,
+            attempt: Some(AttemptRecord {
+                job_id: job.id.clone(),
+                step: "deliver".into(),
+                channel: "api".into(),
+                attempt: 1,
+                started_at: now,
+                finished_at: now,
+                status: Some(200),
+                error: None,
+                error_message: None,
+                outcome: "success".into(),
+                rule: None,
+                decision: "succeed".into(),
+                delay_ms: None,
+                next_at: None,
+                policy_version: "v1".into(),
+            }),
+            to: JobState::Succeeded,
+            step_index: 0,
+            step: "deliver".into(),
+            channel_index: 0,
+            series_attempts: 1,
+            series_started_at: Some(now),
+            held_ms: 0,
+            next_at: None,
+            reason: None,
+            policy_version: "v1".into(),
+            notify_at: None,
+            now,
+        };
+
+        let mut batch = vec![done(&claimed[0])];
+        let (applied, _) = log
+            .transitions_apply_then_claim(&mut batch, "a", now, later, 0)
+            .await
+            .expect("committed");
+        assert_eq!(applied, [true]);
+        assert!(batch.is_empty(), "a committed batch is taken");
+
+        // Attempts can no longer be written: the cycle fails.
+        sqlx::query("ALTER TABLE attempts RENAME TO attempts_elsewhere")
+            .execute(&log.cold)
+            .await
+            .expect("renamed");
+        let mut batch = vec![done(&claimed[1])];
+        let failed = log
+            .transitions_apply_then_claim(&mut batch, "a", now, later, 0)
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(batch.len(), 1, "the batch is handed back whole");
+        assert_eq!(batch[0].job_id, "job-1");
+        assert_eq!(batch[0].attempt, done(&claimed[1]).attempt);
+        let job = log.job_get("job-1").await.expect("read").expect("the job");
+        assert_eq!(job.state, JobState::Running, "nothing of it applied");
     }
 
     #[test]

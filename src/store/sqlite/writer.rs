@@ -41,6 +41,10 @@ pub(super) struct ClaimRequest {
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
+/// A cycle's results and claims, or its error with the transitions it was
+/// given, so that the caller can commit them again.
+pub(super) type CycleAnswer = Result<(Vec<bool>, Vec<ClaimedJob>), (StoreError, Vec<Transition>)>;
+
 enum Request {
     Insert {
         jobs: Vec<NewJob>,
@@ -49,8 +53,18 @@ enum Request {
     Cycle {
         transitions: Vec<Transition>,
         claim: Option<ClaimRequest>,
-        reply: Reply<(Vec<bool>, Vec<ClaimedJob>)>,
+        reply: oneshot::Sender<CycleAnswer>,
     },
+}
+
+impl Request {
+    /// What a request that was never served gives back to its caller.
+    fn into_transitions(self) -> Vec<Transition> {
+        match self {
+            Request::Cycle { transitions, .. } => transitions,
+            Request::Insert { .. } => Vec::new(),
+        }
+    }
 }
 
 /// The handle to the writer thread. Dropping it lets the thread finish the
@@ -82,30 +96,46 @@ impl HotWriter {
     }
 
     /// Applies `transitions`, then claims (when asked to), in one
-    /// transaction (see `StepLog::transitions_apply_then_claim`).
+    /// transaction (see `StepLog::transitions_apply_then_claim`). A failed
+    /// cycle hands its transitions back, unless the thread itself is gone.
     pub async fn cycle(
         &self,
         transitions: Vec<Transition>,
         claim: Option<ClaimRequest>,
-    ) -> StoreResult<(Vec<bool>, Vec<ClaimedJob>)> {
-        self.ask(|reply| Request::Cycle {
+    ) -> CycleAnswer {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Cycle {
             transitions,
             claim,
             reply,
-        })
-        .await
+        };
+        let Some(requests) = self.requests.as_ref() else {
+            return Err((writer_stopped(), request.into_transitions()));
+        };
+        if let Err(mpsc::SendError(request)) = requests.send(request) {
+            return Err((writer_stopped(), request.into_transitions()));
+        }
+        // No answer: the thread died with the batch in hand (a panic), and
+        // takes no more requests. The jobs stay leased here until their
+        // leases run out and a rescue returns them to `pending`.
+        answer
+            .await
+            .unwrap_or_else(|_| Err((writer_stopped(), Vec::new())))
     }
 
     async fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || StoreError::WriterStopped("it no longer takes requests".into());
         self.requests
             .as_ref()
-            .ok_or_else(stopped)?
+            .ok_or_else(writer_stopped)?
             .send(request(reply))
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+            .map_err(|_| writer_stopped())?;
+        answer.await.map_err(|_| writer_stopped())?
     }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::WriterStopped("it no longer takes requests".into())
 }
 
 impl Drop for HotWriter {
@@ -158,7 +188,11 @@ fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
                 claim,
                 reply,
             } => {
-                let _ = reply.send(cycle(&mut connection, &transitions, claim.as_ref()));
+                let answer = match cycle(&mut connection, &transitions, claim.as_ref()) {
+                    Ok(done) => Ok(done),
+                    Err(error) => Err((error, transitions)),
+                };
+                let _ = reply.send(answer);
             }
         }
     }
