@@ -7,7 +7,11 @@
 //! ```
 //!
 //! Phases: `bare`, `full`, `latency`, `normal`, `reload`, `backlog`, `pg`.
-//! The engine / bare ratio needs `bare` in the same run.
+//! The engine / bare ratio needs `bare` in the same run. The throughput
+//! phases run in rounds (`--rounds N`, 3 by default, 1 with `--quick`):
+//! bare, FULL, NORMAL, then again; each figure is the median over the
+//! rounds, and each ratio the median of the rounds' own ratios, so that a
+//! drift of the machine's speed between two phases does not make one.
 //!
 //! The partner is this same binary started again as a separate process
 //! (`STEADFAST_BENCH_ROLE=partner`), so it never shares the engine's
@@ -65,6 +69,8 @@ struct Sizes {
     throughput_jobs: usize,
     latency_jobs: usize,
     backlog_jobs: usize,
+    /// Rounds of the throughput phases (bare, FULL, NORMAL).
+    rounds: usize,
     /// The phases to run (`--only a,b`); all when empty.
     only: Vec<String>,
 }
@@ -96,11 +102,21 @@ fn main() -> Result<()> {
             PHASES.join(", ")
         );
     }
+    let rounds = match args.iter().position(|arg| arg == "--rounds") {
+        Some(at) => args
+            .get(at + 1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .context("--rounds takes a number of rounds, 1 or more")?,
+        None if quick => 1,
+        None => 3,
+    };
     let sizes = if quick {
         Sizes {
             throughput_jobs: 5_000,
             latency_jobs: 500,
             backlog_jobs: 50_000,
+            rounds,
             only,
         }
     } else {
@@ -108,6 +124,7 @@ fn main() -> Result<()> {
             throughput_jobs: 50_000,
             latency_jobs: 2_000,
             backlog_jobs: 1_000_000,
+            rounds,
             only,
         }
     };
@@ -131,61 +148,93 @@ async fn run(sizes: Sizes) -> Result<()> {
     let work = tempfile::tempdir()?;
     let mut figures = Vec::new();
 
-    // NaN when `bare` is left out: the ratios print as NaN.
-    let mut bare = f64::NAN;
+    // Bare, FULL and NORMAL in turn, round after round: each ratio is taken
+    // between phases minutes apart at most. NaN when `bare` is left out:
+    // the ratios print as NaN.
+    let mut bare_rates = Vec::new();
+    let mut engine_rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 1..=sizes.rounds {
+        if !["bare", "full", "normal"].iter().any(|p| sizes.runs(p)) {
+            break;
+        }
+        let bare = if sizes.runs("bare") {
+            eprintln!(
+                "round {round}/{}: bare reqwest loop, {} jobs …",
+                sizes.rounds, sizes.throughput_jobs
+            );
+            bare_loop(&partner.url, sizes.throughput_jobs).await?
+        } else {
+            f64::NAN
+        };
+        bare_rates.push(bare);
+        for (rates, label) in engine_rates.iter_mut().zip(["full", "normal"]) {
+            if !sizes.runs(label) {
+                continue;
+            }
+            eprintln!(
+                "round {round}/{}: engine, synchronous={label}, {} jobs …",
+                sizes.rounds, sizes.throughput_jobs
+            );
+            let dir = work.path().join(format!("{label}-{round}"));
+            let engine = Engine::start(&dir, label, &partner.url).await?;
+            rates.push(
+                engine
+                    .throughput(&format!("tp-{label}"), sizes.throughput_jobs)
+                    .await?,
+            );
+            engine.stop().await;
+        }
+    }
+    let bare = median(&bare_rates);
     if sizes.runs("bare") {
-        eprintln!("bare reqwest loop: {} jobs …", sizes.throughput_jobs);
-        bare = bare_loop(&partner.url, sizes.throughput_jobs).await?;
         figures.push(Figure {
             name: "bare reqwest loop",
             value: bare,
             unit: "jobs/s",
-            note: format!("{WORKERS} concurrent, 503 retried at once"),
+            note: format!(
+                "{WORKERS} concurrent, 503 retried at once; {}",
+                per_round(&bare_rates, 0)
+            ),
+        });
+    }
+    for (rates, name) in engine_rates.iter().zip([
+        "engine, SQLite synchronous=FULL",
+        "engine, SQLite synchronous=NORMAL",
+    ]) {
+        if rates.is_empty() {
+            continue;
+        }
+        let ratios: Vec<f64> = rates.iter().zip(&bare_rates).map(|(e, b)| e / b).collect();
+        figures.push(Figure {
+            name,
+            value: median(rates),
+            unit: "jobs/s",
+            note: format!(
+                "{:.2} × bare; {}; ratios {}",
+                median(&ratios),
+                per_round(rates, 0),
+                per_round(&ratios, 2)
+            ),
         });
     }
 
-    for (label, synchronous) in [("full", "full"), ("normal", "normal")] {
-        let latency = label == "full" && sizes.runs("latency");
-        if !sizes.runs(label) && !latency {
-            continue;
-        }
-        eprintln!(
-            "engine, synchronous={label}: {} jobs …",
-            sizes.throughput_jobs
-        );
-        let engine = Engine::start(&work.path().join(label), synchronous, &partner.url).await?;
-        if sizes.runs(label) {
-            let rate = engine
-                .throughput(&format!("tp-{label}"), sizes.throughput_jobs)
-                .await?;
-            figures.push(Figure {
-                name: if label == "full" {
-                    "engine, SQLite synchronous=FULL"
-                } else {
-                    "engine, SQLite synchronous=NORMAL"
-                },
-                value: rate,
-                unit: "jobs/s",
-                note: format!("{:.2} × bare", rate / bare),
-            });
-        }
-        if latency {
-            eprintln!("latency: {} jobs at 200/s …", sizes.latency_jobs);
-            let (p50, p99) = engine.latency(sizes.latency_jobs).await?;
-            figures.push(Figure {
-                name: "submit → first attempt p50",
-                value: p50,
-                unit: "ms",
-                note: "200 jobs/s, one at a time through the API".into(),
-            });
-            figures.push(Figure {
-                name: "submit → first attempt p99",
-                value: p99,
-                unit: "ms",
-                note: String::new(),
-            });
-        }
+    if sizes.runs("latency") {
+        eprintln!("latency: {} jobs at 200/s …", sizes.latency_jobs);
+        let engine = Engine::start(&work.path().join("latency"), "full", &partner.url).await?;
+        let (p50, p99) = engine.latency(sizes.latency_jobs).await?;
         engine.stop().await;
+        figures.push(Figure {
+            name: "submit → first attempt p50",
+            value: p50,
+            unit: "ms",
+            note: "200 jobs/s, one at a time through the API".into(),
+        });
+        figures.push(Figure {
+            name: "submit → first attempt p99",
+            value: p99,
+            unit: "ms",
+            note: String::new(),
+        });
     }
 
     if sizes.runs("reload") {
@@ -288,6 +337,24 @@ async fn postgres_phase(
         None => eprintln!("PostgreSQL phase left out: no server binaries"),
     }
     Ok(())
+}
+
+/// The middle value (the mean of the two middle ones for an even count);
+/// NaN for none.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// "per round: a / b / c", for a figure's note.
+fn per_round(values: &[f64], decimals: usize) -> String {
+    let list: Vec<String> = values.iter().map(|v| format!("{v:.decimals$}")).collect();
+    format!("per round: {}", list.join(" / "))
 }
 
 fn print_table(figures: &[Figure]) {
