@@ -37,6 +37,7 @@ pub struct Executor {
     pub owner: Arc<str>,
     pub quotas: Arc<crate::retry::quota::RetryQuotas>,
     pub stats: Arc<crate::alerts::AttemptStats>,
+    pub metrics: Arc<crate::telemetry::AttemptMetrics>,
 }
 
 impl Executor {
@@ -46,7 +47,7 @@ impl Executor {
         let started = self.clock.now();
         if let Some(due) = job.next_at {
             let lag = started.duration_since(due).as_secs_f64().max(0.0);
-            metrics::histogram!("steadfast_claim_lag_seconds").record(lag);
+            self.metrics.claim_lag(lag);
         }
         let Some(flow) = policy.flow(&job.flow) else {
             return self.vanished(job, &policy, started, "flow_removed");
@@ -114,13 +115,13 @@ impl Executor {
         self.stats.record(&job.flow, finished, attempts > 1);
 
         let seconds = finished.duration_since(started).as_secs_f64().max(0.0);
-        metrics::histogram!("steadfast_attempt_duration_seconds",
-            "flow" => job.flow.clone(), "channel" => channel_name.to_string())
-        .record(seconds);
-        metrics::counter!("steadfast_attempts_total",
-            "flow" => job.flow.clone(), "step" => step.name.clone(),
-            "channel" => channel_name.to_string(), "outcome" => verdict.outcome.as_str())
-        .increment(1);
+        self.metrics.attempt(
+            &job.flow,
+            &step.name,
+            channel_name,
+            verdict.outcome,
+            seconds,
+        );
         log_attempt(
             job,
             &step.name,

@@ -93,6 +93,7 @@ impl Engine {
             owner: Arc::from(config.owner.as_str()),
             quotas: Arc::new(crate::retry::quota::RetryQuotas::new(config.quotas.clone())),
             stats: parts.stats,
+            metrics: Arc::default(),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let scheduler = scheduler::Scheduler {

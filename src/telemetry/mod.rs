@@ -28,8 +28,11 @@
 //! [`JOB_GAUGES_EVERY`] by the node, so the gauges stay current for
 //! exporters that push rather than scrape.
 
+mod attempts;
+
 use std::sync::OnceLock;
 
+pub use attempts::AttemptMetrics;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::store::StateCounts;
