@@ -53,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "an index of the parked states only",
         include_str!("../../../migrations/sqlite/0004_parked_index.sql"),
     ),
+    (
+        5,
+        "attempt ids without AUTOINCREMENT",
+        include_str!("../../../migrations/sqlite/0005_attempt_ids.sql"),
+    ),
 ];
 
 /// The most jobs one page of `jobs_list` returns.
@@ -694,10 +699,10 @@ mod tests {
     }
 
     /// A log written before migration 3 keeps every job, attempt and
-    /// payload edit through the rebuild of `jobs`, and its checks and foreign
-    /// keys still hold after.
+    /// payload edit through the rebuilds of `jobs` (3) and `attempts` (5),
+    /// and its checks and foreign keys still hold after.
     #[tokio::test]
-    async fn the_state_check_rebuild_keeps_what_an_older_log_holds() {
+    async fn the_table_rebuilds_keep_what_an_older_log_holds() {
         use sqlx::{ConnectOptions, Connection, Row};
 
         use super::super::{migrator, StepLog};
@@ -795,6 +800,36 @@ mod tests {
             .execute(&log.pool)
             .await;
         assert!(bad_state.is_err(), "the state check still holds");
+
+        // Migration 5: attempt ids go on rising, without sqlite_sequence.
+        let attempts: String = sqlx::query("SELECT sql FROM sqlite_schema WHERE name = 'attempts'")
+            .fetch_one(&log.pool)
+            .await
+            .expect("the schema")
+            .get(0);
+        assert!(!attempts.contains("AUTOINCREMENT"), "{attempts}");
+        let sequenced: i64 =
+            sqlx::query("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'attempts'")
+                .fetch_one(&log.pool)
+                .await
+                .expect("sqlite_sequence")
+                .get(0);
+        assert_eq!(sequenced, 0);
+        let old_id: i64 = sqlx::query("SELECT MAX(id) FROM attempts")
+            .fetch_one(&log.pool)
+            .await
+            .expect("an id")
+            .get(0);
+        let new_id = sqlx::query(
+            "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, \
+                 outcome, decision, policy_version) \
+             VALUES ('j1', 'deliver', 'api', 2, 3, 4, 'success', 'succeed', 'v1')",
+        )
+        .execute(&log.pool)
+        .await
+        .expect("a new attempt")
+        .last_insert_rowid();
+        assert!(new_id > old_id, "{new_id} after {old_id}");
         drop(log);
 
         // Opening again finds every migration applied.
