@@ -698,6 +698,17 @@ mod tests {
         );
     }
 
+    /// The `CREATE TABLE` statement SQLite keeps for `table`.
+    async fn table_sql<'e>(db: impl sqlx::SqliteExecutor<'e>, table: &'e str) -> String {
+        use sqlx::Row;
+        sqlx::query("SELECT sql FROM sqlite_schema WHERE name = ?1")
+            .bind(table)
+            .fetch_one(db)
+            .await
+            .expect("the schema")
+            .get(0)
+    }
+
     /// A log written before migration 3 keeps every job, attempt and
     /// payload edit through the rebuilds of `jobs` (3) and `attempts` (5),
     /// and its checks and foreign keys still hold after.
@@ -732,11 +743,7 @@ mod tests {
         .execute(&mut old)
         .await
         .expect("rows of an older log");
-        let before: String = sqlx::query("SELECT sql FROM sqlite_schema WHERE name = 'jobs'")
-            .fetch_one(&mut old)
-            .await
-            .expect("the schema")
-            .get(0);
+        let before = table_sql(&mut old, "jobs").await;
         assert!(before.contains("state IN"), "{before}");
         old.close().await.expect("closed");
 
@@ -752,11 +759,7 @@ mod tests {
         assert_eq!(log.attempts_list("j1").await.expect("attempts").len(), 1);
         assert_eq!(log.payload_edits_list("j1").await.expect("edits").len(), 1);
 
-        let schema: String = sqlx::query("SELECT sql FROM sqlite_schema WHERE name = 'jobs'")
-            .fetch_one(&log.pool)
-            .await
-            .expect("the schema")
-            .get(0);
+        let schema = table_sql(&log.pool, "jobs").await;
         assert!(!schema.contains("state IN"), "{schema}");
         let indexes: Vec<String> = sqlx::query(
             "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' \
@@ -802,11 +805,7 @@ mod tests {
         assert!(bad_state.is_err(), "the state check still holds");
 
         // Migration 5: attempt ids go on rising, without sqlite_sequence.
-        let attempts: String = sqlx::query("SELECT sql FROM sqlite_schema WHERE name = 'attempts'")
-            .fetch_one(&log.pool)
-            .await
-            .expect("the schema")
-            .get(0);
+        let attempts = table_sql(&log.pool, "attempts").await;
         assert!(!attempts.contains("AUTOINCREMENT"), "{attempts}");
         let sequenced: i64 =
             sqlx::query("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'attempts'")
