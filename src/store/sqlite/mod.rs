@@ -347,12 +347,12 @@ impl StepLog for SqliteStepLog {
             return Ok(Vec::new());
         }
         let _turn = self.turn.lock().await;
-        let (applied, _) = self
+        let done = self
             .hot
             .cycle(transitions, None)
             .await
             .map_err(|(error, _)| error)?;
-        Ok(applied)
+        Ok(done.applied)
     }
 
     async fn transitions_apply_then_claim(
@@ -375,11 +375,16 @@ impl StepLog for SqliteStepLog {
             limit,
         };
         let _turn = self.turn.lock().await;
-        // The batch goes to the writer thread, which frees it once
-        // committed and hands it back if the cycle failed.
+        // The batch goes to the writer thread, which hands it back: emptied
+        // here once committed (freed on the threads that allocated it, its
+        // vector kept for the next cycle), as it was if the cycle failed.
         let batch = std::mem::take(transitions);
         match self.hot.cycle(batch, Some(claim)).await {
-            Ok(done) => Ok(done),
+            Ok(done) => {
+                *transitions = done.transitions;
+                transitions.clear();
+                Ok((done.applied, done.claimed))
+            }
             Err((error, batch)) => {
                 *transitions = batch;
                 Err(error)

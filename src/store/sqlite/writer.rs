@@ -43,7 +43,16 @@ type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
 /// A cycle's results and claims, or its error with the transitions it was
 /// given, so that the caller can commit them again.
-pub(super) type CycleAnswer = Result<(Vec<bool>, Vec<ClaimedJob>), (StoreError, Vec<Transition>)>;
+pub(super) type CycleAnswer = Result<CycleDone, (StoreError, Vec<Transition>)>;
+
+/// A committed cycle: whether each transition applied, the jobs claimed,
+/// and the transitions themselves, handed back to be freed (and their
+/// vector reused) on the thread that made them.
+pub(super) struct CycleDone {
+    pub applied: Vec<bool>,
+    pub claimed: Vec<ClaimedJob>,
+    pub transitions: Vec<Transition>,
+}
 
 enum Request {
     Insert {
@@ -189,7 +198,11 @@ fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
                 reply,
             } => {
                 let answer = match cycle(&mut connection, &transitions, claim.as_ref()) {
-                    Ok(done) => Ok(done),
+                    Ok((applied, claimed)) => Ok(CycleDone {
+                        applied,
+                        claimed,
+                        transitions,
+                    }),
                     Err(error) => Err((error, transitions)),
                 };
                 let _ = reply.send(answer);
