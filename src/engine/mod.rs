@@ -7,6 +7,7 @@ pub mod executor;
 pub mod gate;
 pub mod interpreter;
 pub mod scheduler;
+mod workers;
 pub mod writer;
 
 use std::sync::Arc;

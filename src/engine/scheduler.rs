@@ -1,6 +1,6 @@
 //! The engine's loop: each cycle commits the results that came in and
-//! claims due jobs for the free worker slots, in one transaction, then runs
-//! each claimed job on its own task.
+//! claims due jobs for the free leases, in one transaction, then queues the
+//! claimed jobs for the worker pool (`workers`).
 //!
 //! Waiting jobs live in the step log, not in memory: the scheduler sleeps
 //! until the earliest due time (or a wake-up on submit, or a result coming
@@ -19,6 +19,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use super::executor::Executor;
 use super::interpreter::signed;
+use super::workers::{Claimed, Work, WorkQueue, WorkerPool};
 use super::writer::{ResultQueue, ResultWriter, MAX_BATCH};
 use crate::store::{ClaimedJob, Transition};
 
@@ -46,7 +47,7 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// While busy with fewer free slots than a worthwhile claim, how long to
+/// While busy with fewer free leases than a worthwhile claim, how long to
 /// wait for more results before claiming for fewer: the most a due job
 /// waits for batching's sake.
 const REFILL_WAIT: Duration = Duration::from_millis(2);
@@ -55,9 +56,12 @@ const REFILL_WAIT: Duration = Duration::from_millis(2);
 /// scheduler looks every time it wakes).
 const NOTIFICATIONS_EVERY: Duration = Duration::from_millis(500);
 
-/// Jobs a node holds claimed per worker slot: those beyond the slots wait
-/// in memory, in claim order, for an attempt to finish.
-const CLAIM_AHEAD: usize = 4;
+/// Jobs a node holds claimed per worker: those beyond the workers wait in
+/// memory, in claim order, for an attempt to finish. Enough that the
+/// workers still have jobs when a cycle takes several times its usual
+/// length (a slow fsync, the writer thread waiting for a core): at 4, a
+/// tenth of the cycles ended with half the workers idle (BENCHMARKS.md).
+const CLAIM_AHEAD: usize = 8;
 
 /// The longest pause before committing again after a failed commit.
 const MAX_COMMIT_BACKOFF: Duration = Duration::from_secs(5);
@@ -74,13 +78,19 @@ pub(crate) struct Scheduler {
 impl Scheduler {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let workers = self.config.workers;
-        // Attempts in flight.
-        let slots = Arc::new(Semaphore::new(workers));
+        let queue = WorkQueue::new();
+        let mut pool = WorkerPool::start(
+            workers,
+            queue.clone(),
+            self.executor.clone(),
+            self.writer.clone(),
+            self.config.lease,
+        );
         // Jobs claimed and not yet handed in.
         let held = self.lease_count();
         let leases = Arc::new(Semaphore::new(held));
-        // One claim should fill several slots: claiming job by job as single
-        // slots free up would cost a transaction per attempt.
+        // One claim should take several jobs: claiming job by job as single
+        // leases come back would cost a transaction per attempt.
         let refill = (workers / 8).clamp(1, self.config.claim_batch);
         let mut batch: Vec<Transition> = Vec::with_capacity(MAX_BATCH);
         let mut next_rescue = Timestamp::MIN;
@@ -148,7 +158,8 @@ impl Scheduler {
                     batch.clear();
                     backoff = None;
                     drained = free > 0 && jobs.len() < free;
-                    self.start_attempts(jobs, &leases, &slots);
+                    pool.replace_failed();
+                    queue.push(take_leases(jobs, &leases, Work::Attempt));
                 }
                 Err(error) => {
                     // The jobs stay `running` under our lease: committing
@@ -166,22 +177,23 @@ impl Scheduler {
             if !stopping && (now >= next_notifications || drained) {
                 let free = leases.available_permits();
                 if free > 0 {
-                    self.start_notifications(now, free, &leases, &slots).await;
+                    self.start_notifications(now, free, &leases, &queue).await;
                 }
                 next_notifications = now + signed(NOTIFICATIONS_EVERY);
             }
         }
+        pool.stop().await;
     }
 
-    /// The jobs this node holds claimed at most. Claiming ahead of the free
-    /// slots lets a cycle claim for the attempts that finish while it is
+    /// The jobs this node holds claimed at most. Claiming ahead of the
+    /// workers lets a cycle claim for the attempts that finish while it is
     /// being written, instead of only for those that finished before.
     fn lease_count(&self) -> usize {
         self.config.workers * CLAIM_AHEAD
     }
 
     /// Waits, with no results in hand, until there is a reason for a cycle:
-    /// a result, free slots with jobs that may be due, or shutdown.
+    /// a result, free leases with jobs that may be due, or shutdown.
     async fn wait_for_work(
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
@@ -239,55 +251,18 @@ impl Scheduler {
         until
     }
 
-    /// Starts an attempt for each claimed job on its own task, which waits
-    /// for a free slot first.
-    fn start_attempts(
-        &self,
-        jobs: Vec<ClaimedJob>,
-        leases: &Arc<Semaphore>,
-        slots: &Arc<Semaphore>,
-    ) {
-        let lease_length = self.config.lease;
-        for job in jobs {
-            // Only the scheduler takes leases, and it claimed no more than
-            // were free.
-            let Ok(lease) = leases.clone().try_acquire_owned() else {
-                tracing::error!(job = %job.id, "claimed more jobs than leases; its lease will expire");
-                continue;
-            };
-            let (executor, writer, slots) =
-                (self.executor.clone(), self.writer.clone(), slots.clone());
-            tokio::spawn(async move {
-                // The semaphore is fair: claimed jobs start in claim order.
-                let Ok(slot) = slots.acquire_owned().await else {
-                    return;
-                };
-                let transition = if lease_mostly_spent(&job, executor.clock.now(), lease_length) {
-                    tracing::warn!(job = %job.id, flow = %job.flow,
-                        "a claimed job waited over half its lease for a worker; handed back \
-                         unattempted, so that it cannot be delivered twice (raise --workers \
-                         or --lease)");
-                    executor.release(&job)
-                } else {
-                    executor.attempt(&job).await
-                };
-                drop(slot);
-                writer.submit(transition).await;
-                drop(lease);
-            });
-        }
-    }
-
+    /// Claims the dead jobs whose notification is due and queues them for
+    /// the workers.
     async fn start_notifications(
         &self,
         now: Timestamp,
         free: usize,
         leases: &Arc<Semaphore>,
-        slots: &Arc<Semaphore>,
+        queue: &WorkQueue,
     ) {
-        let executor = &self.executor;
         let lease_until = now + signed(self.config.lease);
-        let due = match executor
+        let due = match self
+            .executor
             .store
             .notifications_claim_due(now, lease_until, free.min(self.config.claim_batch))
             .await
@@ -298,20 +273,8 @@ impl Scheduler {
                 return;
             }
         };
-        for claim in due {
-            let Ok(lease) = leases.clone().try_acquire_owned() else {
-                break;
-            };
-            let (executor, slots) = (executor.clone(), slots.clone());
-            tokio::spawn(async move {
-                let Ok(slot) = slots.acquire_owned().await else {
-                    return;
-                };
-                executor.notify(&claim.job).await;
-                drop(slot);
-                drop(lease);
-            });
-        }
+        let jobs = due.into_iter().map(|claim| claim.job).collect();
+        queue.push(take_leases(jobs, leases, Work::Notify));
     }
 
     async fn rescue_expired(&self, now: Timestamp) {
@@ -323,11 +286,24 @@ impl Scheduler {
     }
 }
 
-/// Whether a claimed job that waited in memory for a worker has less than
-/// half its lease left. An attempt started then might outlive the lease;
-/// the job would be rescued and claimed again, by another node or this one,
-/// and delivered twice.
-fn lease_mostly_spent(job: &ClaimedJob, now: Timestamp, lease: Duration) -> bool {
-    job.lease_until
-        .is_some_and(|until| now + signed(lease / 2) > until)
+/// Claimed jobs as work for the pool, each holding one of the leases.
+fn take_leases(
+    jobs: Vec<ClaimedJob>,
+    leases: &Arc<Semaphore>,
+    work: fn(ClaimedJob) -> Work,
+) -> Vec<Claimed> {
+    let mut claimed = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        // Only the scheduler takes leases, and it claimed no more than were
+        // free.
+        let Ok(lease) = leases.clone().try_acquire_owned() else {
+            tracing::error!(job = %job.id, "claimed more jobs than leases; its lease will expire");
+            continue;
+        };
+        claimed.push(Claimed {
+            work: work(job),
+            lease,
+        });
+    }
+    claimed
 }
