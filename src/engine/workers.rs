@@ -187,32 +187,13 @@ pub(crate) fn lease_mostly_spent(job: &ClaimedJob, now: Timestamp, lease: Durati
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{JobRecord, JobState};
+    use crate::store::JobRecord;
 
     fn job(n: i64, lease_until: Timestamp) -> ClaimedJob {
         let at = Timestamp::from_second(1_800_000_000).expect("a valid time");
         JobRecord {
-            id: format!("job-{n}"),
-            flow: "orders".into(),
-            state: JobState::Running,
-            step_index: 0,
-            step: "deliver".into(),
-            channel_index: 0,
-            attempt: 0,
-            series_started_at: None,
-            held_ms: 0,
-            next_at: Some(at),
-            reason: None,
-            idempotency_key: format!("{n}"),
-            payload: "{}".into(),
-            policy_version: "v1".into(),
-            created_at: at,
-            updated_at: at,
-            attempts_total: 0,
-            lease_owner: Some("node-a".into()),
             lease_until: Some(lease_until),
-            notify_at: None,
-            notify_attempts: 0,
+            ..JobRecord::claimed_for_test(&format!("job-{n}"), "orders", &format!("{n}"), at)
         }
     }
 

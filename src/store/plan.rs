@@ -103,33 +103,10 @@ pub(super) fn runs_of_distinct_jobs(transitions: &[Transition]) -> Vec<&[Transit
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::JobState;
 
     fn job(flow: &str, n: i64) -> JobRecord {
         let at = Timestamp::from_second(1_800_000_000 + n).unwrap();
-        JobRecord {
-            id: format!("{flow}-{n:03}"),
-            flow: flow.into(),
-            state: JobState::Running,
-            step_index: 0,
-            step: "deliver".into(),
-            channel_index: 0,
-            attempt: 0,
-            series_started_at: None,
-            held_ms: 0,
-            next_at: Some(at),
-            reason: None,
-            idempotency_key: format!("{n}"),
-            payload: "{}".into(),
-            policy_version: "v1".into(),
-            created_at: at,
-            updated_at: at,
-            attempts_total: 0,
-            lease_owner: Some("a".into()),
-            lease_until: Some(at),
-            notify_at: None,
-            notify_attempts: 0,
-        }
+        JobRecord::claimed_for_test(&format!("{flow}-{n:03}"), flow, &format!("{n}"), at)
     }
 
     /// Runs a round against flows holding `waiting` due jobs each; returns

@@ -140,6 +140,37 @@ pub struct JobRecord {
     pub notify_attempts: u32,
 }
 
+#[cfg(test)]
+impl JobRecord {
+    /// A job of `flow` at its first step, due, created and leased to node
+    /// `a` until `at`: the fixture of the unit tests that hold claimed jobs.
+    pub(crate) fn claimed_for_test(id: &str, flow: &str, key: &str, at: Timestamp) -> Self {
+        Self {
+            id: id.into(),
+            flow: flow.into(),
+            state: JobState::Running,
+            step_index: 0,
+            step: "deliver".into(),
+            channel_index: 0,
+            attempt: 0,
+            series_started_at: None,
+            held_ms: 0,
+            next_at: Some(at),
+            reason: None,
+            idempotency_key: key.into(),
+            payload: "{}".into(),
+            policy_version: "v1".into(),
+            created_at: at,
+            updated_at: at,
+            attempts_total: 0,
+            lease_owner: Some("a".into()),
+            lease_until: Some(at),
+            notify_at: None,
+            notify_attempts: 0,
+        }
+    }
+}
+
 pub type ClaimedJob = JobRecord;
 
 /// One attempt, as recorded.
