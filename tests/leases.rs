@@ -1,4 +1,4 @@
-//! Leases end to end: a node claims a few jobs per worker ahead, and those
+//! Leases end to end: a node claims jobs ahead of its workers, and those
 //! wait in memory for a worker. When one waits so long that its lease runs
 //! out, it is rescued and claimed again; it must still reach the partner
 //! once. The real engine on a real SQLite file against a real HTTP partner on
@@ -110,4 +110,100 @@ async fn a_job_whose_lease_ran_out_while_it_waited_for_a_worker_is_delivered_onc
     let job = node.job(&second).await;
     assert_eq!(job["attempts_total"], 1, "{job:#}");
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_back_the_jobs_claimed_ahead_without_attempting_them() {
+    let start: Timestamp = "2026-05-11T10:00:00Z".parse().expect("instant");
+    let clock = ManualClock::new(start);
+    // The first attempt holds the only worker while the node stops.
+    let partner = Partner::start(|r| {
+        if r.idempotency_key == "first" {
+            delayed(Duration::from_millis(800), status(200))
+        } else {
+            status(200)
+        }
+    })
+    .await;
+    let db_dir = tempfile::tempdir().expect("tempdir");
+    let db = db_dir.path().join("steadfast.db");
+    let policies = policy_dir(&[("leads.yaml", POLICY)]);
+    let node = TestNode {
+        node: start_clocked_node(
+            policies.path(),
+            &[("PARTNER", &partner.url)],
+            &db,
+            clock.clone(),
+            SchedulerConfig {
+                workers: 1,
+                lease: LEASE,
+                ..SchedulerConfig::default()
+            },
+        )
+        .await,
+        client: http_client(),
+        db_dir,
+    };
+
+    let first = node
+        .submit_ok("leads", json!({ "lead": 1 }), Some("first"))
+        .await;
+    wait_until("sent the first job", async || {
+        !partner.requests().is_empty()
+    })
+    .await;
+    let mut waiting = Vec::new();
+    for n in 2..=4 {
+        let key = format!("lead-{n}");
+        waiting.push(
+            node.submit_ok("leads", json!({ "lead": n }), Some(&key))
+                .await,
+        );
+    }
+    for id in &waiting {
+        wait_until("claimed the jobs behind the first", async || {
+            node.job(id).await["state"] == "running"
+        })
+        .await;
+    }
+
+    // Stopped, with the log's directory kept to read it afterwards.
+    let TestNode { node, db_dir, .. } = node;
+    node.shutdown().await;
+
+    assert_eq!(
+        partner.requests().len(),
+        1,
+        "only the attempt in flight reached the partner"
+    );
+    let log = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .expect("the step log opens");
+    let (state, attempts): (String, i64) =
+        sqlx::query_as("SELECT state, attempts_total FROM jobs WHERE id = ?")
+            .bind(&first)
+            .fetch_one(&log)
+            .await
+            .expect("the first job");
+    assert_eq!((state.as_str(), attempts), ("succeeded", 1));
+    for id in &waiting {
+        let (state, attempts, owner): (String, i64, Option<String>) =
+            sqlx::query_as("SELECT state, attempts_total, lease_owner FROM jobs WHERE id = ?")
+                .bind(id)
+                .fetch_one(&log)
+                .await
+                .expect("a waiting job");
+        assert_eq!(
+            (state.as_str(), attempts, owner),
+            ("pending", 0, None),
+            "job {id} was handed back as it was"
+        );
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM attempts WHERE job_id = ?")
+            .bind(id)
+            .fetch_one(&log)
+            .await
+            .expect("attempts");
+        assert_eq!(rows, 0, "job {id} has no attempt recorded");
+    }
+    drop(db_dir);
 }

@@ -7,9 +7,9 @@
 //! in), so a million waiting retries cost no timers. A cycle takes every
 //! result that arrived while the previous one was being written, so both
 //! the commits and the claims grow with the load and cost one write to disk
-//! between them. Shutdown stops claiming, lets the attempts in flight finish
-//! and commits their results; the engine then releases the leases of
-//! anything still held.
+//! between them. Shutdown stops claiming, hands back the jobs claimed ahead
+//! unattempted, lets the attempts in flight finish and commits every
+//! result; the engine then releases the leases of anything still held.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +101,9 @@ impl Scheduler {
         let mut backoff: Option<Duration> = None;
         loop {
             let stopping = *shutdown.borrow();
+            if stopping {
+                queue.hand_back_waiting();
+            }
             if stopping
                 && batch.is_empty()
                 && self.results.is_empty()

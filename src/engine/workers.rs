@@ -7,8 +7,13 @@
 //! a lock and a permit per job, so the scheduler can claim well ahead of
 //! the attempts in flight and never leave a worker without a job while a
 //! cycle is being written.
+//!
+//! At shutdown the jobs still waiting for a worker are handed back
+//! unattempted (`pending`, as they were), so that a stop waits only for the
+//! attempts in flight, not for up to eight more per worker.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -46,6 +51,8 @@ struct Shared {
     waiting: Mutex<VecDeque<Claimed>>,
     /// One permit per job in `waiting`; closed when the pool stops.
     ready: Semaphore,
+    /// Shutting down: jobs taken from here are handed back, not attempted.
+    handing_back: AtomicBool,
 }
 
 impl WorkQueue {
@@ -54,6 +61,7 @@ impl WorkQueue {
             shared: Arc::new(Shared {
                 waiting: Mutex::new(VecDeque::new()),
                 ready: Semaphore::new(0),
+                handing_back: AtomicBool::new(false),
             }),
         }
     }
@@ -74,6 +82,16 @@ impl WorkQueue {
         let permit = self.shared.ready.acquire().await.ok()?;
         permit.forget();
         self.waiting().pop_front()
+    }
+
+    /// From now on, jobs taken from the queue are handed back unattempted
+    /// (notifications are still sent).
+    pub fn hand_back_waiting(&self) {
+        self.shared.handing_back.store(true, Ordering::Relaxed);
+    }
+
+    fn handing_back(&self) -> bool {
+        self.shared.handing_back.load(Ordering::Relaxed)
     }
 
     /// Wakes every idle worker to end. Only called with the queue empty:
@@ -155,16 +173,17 @@ impl WorkerPool {
             while let Some(Claimed { work, lease }) = queue.next().await {
                 match work {
                     Work::Attempt(job) => {
-                        let transition =
-                            if lease_mostly_spent(&job, executor.clock.now(), lease_length) {
-                                tracing::warn!(job = %job.id, flow = %job.flow,
+                        let transition = if queue.handing_back() {
+                            executor.release(&job)
+                        } else if lease_mostly_spent(&job, executor.clock.now(), lease_length) {
+                            tracing::warn!(job = %job.id, flow = %job.flow,
                                 "a claimed job waited over half its lease for a worker; handed \
                                  back unattempted, so that it cannot be delivered twice (raise \
                                  --workers or --lease)");
-                                executor.release(&job)
-                            } else {
-                                executor.attempt(&job).await
-                            };
+                            executor.release(&job)
+                        } else {
+                            executor.attempt(&job).await
+                        };
                         writer.submit(transition).await;
                     }
                     Work::Notify(job) => executor.notify(&job).await,
