@@ -66,9 +66,31 @@ pub fn metrics_handle() -> PrometheusHandle {
             // Fails only when another recorder is installed (an embedding
             // program's); ours still renders what it records.
             let _ = metrics::set_global_recorder(recorder);
+            start_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds the histograms' recorded samples into their buckets every
+/// [`UPKEEP_EVERY`]. A recorder we serve ourselves (rather than through the
+/// exporter's own listener) keeps every sample until a scrape or an upkeep
+/// folds it: an engine nobody scrapes would hold two samples per attempt for
+/// as long as it runs. A thread, because the handle is made before (and
+/// outside of) any runtime.
+fn start_upkeep(handle: PrometheusHandle) {
+    let started = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        });
+    if let Err(error) = started {
+        tracing::error!(%error, "cannot start the metrics upkeep thread; histograms are folded only when /metrics is read");
+    }
 }
 
 /// Sets the `steadfast_jobs{state}` gauges from fresh counts.
