@@ -198,7 +198,7 @@ impl WorkerPool {
 /// half its lease left. An attempt started then might outlive the lease;
 /// the job would be rescued and claimed again, by another node or this one,
 /// and delivered twice.
-pub(crate) fn lease_mostly_spent(job: &ClaimedJob, now: Timestamp, lease: Duration) -> bool {
+fn lease_mostly_spent(job: &ClaimedJob, now: Timestamp, lease: Duration) -> bool {
     job.lease_until
         .is_some_and(|until| now + signed(lease / 2) > until)
 }
