@@ -37,6 +37,43 @@ async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// A node with one worker and a lease of `LEASE`, on `clock` and a fresh
+/// SQLite file, delivering `leads` to `partner`.
+async fn one_worker_node(partner: &Partner, clock: &ManualClock) -> TestNode {
+    let db_dir = tempfile::tempdir().expect("tempdir");
+    let policies = policy_dir(&[("leads.yaml", POLICY)]);
+    let node = start_clocked_node(
+        policies.path(),
+        &[("PARTNER", &partner.url)],
+        &db_dir.path().join("steadfast.db"),
+        clock.clone(),
+        SchedulerConfig {
+            workers: 1,
+            lease: LEASE,
+            ..SchedulerConfig::default()
+        },
+    )
+    .await;
+    TestNode {
+        node,
+        client: http_client(),
+        db_dir,
+    }
+}
+
+/// Submits the job keyed `first` and waits until its attempt reached the
+/// partner; returns its id.
+async fn start_first_attempt(node: &TestNode, partner: &Partner) -> String {
+    let first = node
+        .submit_ok("leads", json!({ "lead": 1 }), Some("first"))
+        .await;
+    wait_until("sent the first job", async || {
+        !partner.requests().is_empty()
+    })
+    .await;
+    first
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_lease_ran_out_while_it_waited_for_a_worker_is_delivered_once() {
     let start: Timestamp = "2026-05-11T10:00:00Z".parse().expect("instant");
@@ -52,33 +89,9 @@ async fn a_job_whose_lease_ran_out_while_it_waited_for_a_worker_is_delivered_onc
         }
     })
     .await;
-    let db_dir = tempfile::tempdir().expect("tempdir");
-    let policies = policy_dir(&[("leads.yaml", POLICY)]);
-    let node = TestNode {
-        node: start_clocked_node(
-            policies.path(),
-            &[("PARTNER", &partner.url)],
-            &db_dir.path().join("steadfast.db"),
-            clock.clone(),
-            SchedulerConfig {
-                // One worker: the second job waits in memory behind the first.
-                workers: 1,
-                lease: LEASE,
-                ..SchedulerConfig::default()
-            },
-        )
-        .await,
-        client: http_client(),
-        db_dir,
-    };
-
-    let first = node
-        .submit_ok("leads", json!({ "lead": 1 }), Some("first"))
-        .await;
-    wait_until("sent the first job", async || {
-        !partner.requests().is_empty()
-    })
-    .await;
+    // One worker: the second job waits in memory behind the first.
+    let node = one_worker_node(&partner, &clock).await;
+    let first = start_first_attempt(&node, &partner).await;
     let second = node
         .submit_ok("leads", json!({ "lead": 2 }), Some("second"))
         .await;
@@ -125,33 +138,9 @@ async fn shutdown_hands_back_the_jobs_claimed_ahead_without_attempting_them() {
         }
     })
     .await;
-    let db_dir = tempfile::tempdir().expect("tempdir");
-    let db = db_dir.path().join("steadfast.db");
-    let policies = policy_dir(&[("leads.yaml", POLICY)]);
-    let node = TestNode {
-        node: start_clocked_node(
-            policies.path(),
-            &[("PARTNER", &partner.url)],
-            &db,
-            clock.clone(),
-            SchedulerConfig {
-                workers: 1,
-                lease: LEASE,
-                ..SchedulerConfig::default()
-            },
-        )
-        .await,
-        client: http_client(),
-        db_dir,
-    };
-
-    let first = node
-        .submit_ok("leads", json!({ "lead": 1 }), Some("first"))
-        .await;
-    wait_until("sent the first job", async || {
-        !partner.requests().is_empty()
-    })
-    .await;
+    let node = one_worker_node(&partner, &clock).await;
+    let db = node.db_dir.path().join("steadfast.db");
+    let first = start_first_attempt(&node, &partner).await;
     let mut waiting = Vec::new();
     for n in 2..=4 {
         let key = format!("lead-{n}");
