@@ -713,8 +713,7 @@ async fn reload_latency(dir: &Path, partner: &str) -> Result<f64> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     node.shutdown().await;
-    times.sort_by(f64::total_cmp);
-    Ok(percentile(&times, 0.5))
+    Ok(median(&times))
 }
 
 /// `nodes` engine processes on a fresh database of `server`: jobs per
