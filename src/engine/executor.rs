@@ -218,8 +218,8 @@ impl Executor {
             }
             Next::Succeeded => {
                 transition.to = JobState::Succeeded;
-                metrics::histogram!("steadfast_attempts_until_success", "flow" => job.flow.clone())
-                    .record(f64::from(job.attempts_total.saturating_add(1)));
+                self.metrics
+                    .succeeded(&job.flow, job.attempts_total.saturating_add(1));
             }
             Next::Dead { reason } => {
                 metrics::counter!("steadfast_dead_letters_total",

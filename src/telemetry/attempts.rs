@@ -1,7 +1,7 @@
 //! The metrics every attempt records, with their handles kept per route
-//! (flow, step, channel) instead of looked up by their labels each time: a
-//! lookup by labels copies every label and searches the registry, at every
-//! attempt.
+//! (flow, step, channel) and per flow instead of looked up by their labels
+//! each time: a lookup by labels copies every label and searches the
+//! registry, at every attempt.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -14,12 +14,18 @@ use crate::model::Outcome;
 /// flow a reload removed stay, as the registry's series do.
 #[derive(Default)]
 pub struct AttemptMetrics {
-    routes: Mutex<Routes>,
+    flows: Mutex<HashMap<String, FlowMetrics>>,
     claim_lag: OnceLock<Histogram>,
 }
 
-/// flow → step → channel.
-type Routes = HashMap<String, HashMap<String, HashMap<String, Route>>>;
+#[derive(Default)]
+struct FlowMetrics {
+    /// `attempts_until_success{flow}`, registered at the flow's first
+    /// success.
+    until_success: Option<Histogram>,
+    /// step → channel.
+    routes: HashMap<String, HashMap<String, Route>>,
+}
 
 struct Route {
     /// `attempt_duration_seconds{flow,channel}`.
@@ -53,14 +59,33 @@ impl AttemptMetrics {
 
     /// An attempt of `flow`'s `step` on `channel` that took `seconds`.
     pub fn attempt(&self, flow: &str, step: &str, channel: &str, outcome: Outcome, seconds: f64) {
-        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        let steps = child(&mut routes, flow, HashMap::new);
-        let channels = child(steps, step, HashMap::new);
-        let route = child(channels, channel, || Route::register(flow, step, channel));
-        route.duration.record(seconds);
-        if let Some(at) = Outcome::ALL.iter().position(|o| *o == outcome) {
-            route.attempts[at].increment(1);
-        }
+        self.with_flow(flow, |metrics| {
+            let channels = child(&mut metrics.routes, step, HashMap::new);
+            let route = child(channels, channel, || Route::register(flow, step, channel));
+            route.duration.record(seconds);
+            if let Some(at) = Outcome::ALL.iter().position(|o| *o == outcome) {
+                route.attempts[at].increment(1);
+            }
+        });
+    }
+
+    /// `attempts_until_success`: a job of `flow` succeeded after `attempts`
+    /// attempts in all.
+    pub fn succeeded(&self, flow: &str, attempts: u32) {
+        self.with_flow(flow, |metrics| {
+            metrics
+                .until_success
+                .get_or_insert_with(|| {
+                    metrics::histogram!("steadfast_attempts_until_success",
+                        "flow" => flow.to_string())
+                })
+                .record(f64::from(attempts));
+        });
+    }
+
+    fn with_flow(&self, flow: &str, record: impl FnOnce(&mut FlowMetrics)) {
+        let mut flows = self.flows.lock().unwrap_or_else(PoisonError::into_inner);
+        record(child(&mut flows, flow, FlowMetrics::default));
     }
 }
 
@@ -89,6 +114,8 @@ mod tests {
             metrics.attempt("leads", "deliver", "crm", Outcome::Success, 0.03);
             metrics.attempt("leads", "deliver", "backup", Outcome::Fail, 0.04);
             metrics.claim_lag(0.5);
+            metrics.succeeded("leads", 2);
+            metrics.succeeded("leads", 1);
         });
         let text = handle.render();
         for line in [
@@ -98,6 +125,8 @@ mod tests {
             r#"steadfast_attempt_duration_seconds_count{flow="leads",channel="crm"} 3"#,
             r#"steadfast_attempt_duration_seconds_count{flow="leads",channel="backup"} 1"#,
             "steadfast_claim_lag_seconds_count 1",
+            r#"steadfast_attempts_until_success_count{flow="leads"} 2"#,
+            r#"steadfast_attempts_until_success_sum{flow="leads"} 3"#,
         ] {
             assert!(text.contains(line), "`{line}` missing from:\n{text}");
         }
