@@ -398,6 +398,7 @@ impl Alerter {
             step: "alert",
             idempotency_key: &id,
             payload: &body,
+            deadline: None,
         };
         let result = self.channels.deliver(&channel.kind, &delivery).await;
         let sent = matches!(&result, Ok(response) if (200..300).contains(&response.status));

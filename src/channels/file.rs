@@ -106,6 +106,7 @@ mod tests {
             step: "s",
             idempotency_key: "k1",
             payload: r#"{"n":1}"#,
+            deadline: None,
         };
         FileSpool::write(&channel, &delivery).await.unwrap();
         delivery.payload = r#"{"n":2}"#;
@@ -133,6 +134,7 @@ mod tests {
             step: "s",
             idempotency_key: "k",
             payload: "{}",
+            deadline: None,
         };
         let error = FileSpool::write(&channel, &delivery).await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::Io);

@@ -63,7 +63,6 @@ impl HttpSender {
             None => self.client.request(method, channel.url.expose()),
         };
         let mut request = request
-            .timeout(channel.timeout)
             .header(CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", delivery.idempotency_key)
             .body(delivery.payload.to_owned());
@@ -99,28 +98,50 @@ impl HttpSender {
                 request = request.header(name, value);
             }
         }
-        let mut response = request.send().await.map_err(transport_error)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut body = Vec::new();
-        while body.len() < MAX_BODY {
-            match response.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-                Ok(None) => break,
-                Err(e) => return Err(transport_error(e)),
-            }
+        // Timed here rather than by reqwest, whose `timeout` boxes a timer
+        // per request and another around the body: see `super::deadline`.
+        let answer = match delivery.deadline {
+            Some(deadline) => deadline.within(channel.timeout, exchange(request)).await,
+            None => tokio::time::timeout(channel.timeout, exchange(request))
+                .await
+                .ok(),
+        };
+        match answer {
+            Some(answer) => answer,
+            None => Err(TransportError {
+                kind: ErrorKind::Timeout,
+                message: format!(
+                    "no complete answer within the channel's timeout ({} ms)",
+                    channel.timeout.as_millis()
+                ),
+            }),
         }
-        body.truncate(MAX_BODY);
-        Ok(Response {
-            status,
-            retry_after,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
     }
+}
+
+/// Sends the request and reads the answer, its body up to [`MAX_BODY`].
+async fn exchange(request: reqwest::RequestBuilder) -> DeliveryResult {
+    let mut response = request.send().await.map_err(transport_error)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut body = Vec::new();
+    while body.len() < MAX_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => return Err(transport_error(e)),
+        }
+    }
+    body.truncate(MAX_BODY);
+    Ok(Response {
+        status,
+        retry_after,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 impl HttpSender {

@@ -5,6 +5,7 @@
 //! its `refresh_auth` fetched ([`Tokens`]).
 
 pub mod breaker;
+pub mod deadline;
 mod file;
 mod http;
 pub mod rate;
@@ -18,6 +19,7 @@ use crate::model::{Channel, ChannelKind, RefreshAuth, Secret};
 pub use crate::model::{DeliveryResult, Response, TransportError, MAX_BODY};
 
 pub use breaker::Breakers;
+pub use deadline::{Deadline, Deadlines};
 pub use file::FileSpool;
 pub use http::{HttpSender, RefreshError};
 pub use rate::Limits;
@@ -32,6 +34,9 @@ pub struct Delivery<'a> {
     pub idempotency_key: &'a str,
     /// The body: JSON text.
     pub payload: &'a str,
+    /// The worker's deadline to time the attempt with; without one, the
+    /// attempt gets a timer of its own.
+    pub deadline: Option<&'a Deadline>,
 }
 
 /// Sends one delivery over one channel, and keeps each channel's state.

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 
 use super::gate::{At, Gate, Sent};
 use super::interpreter::{decide, hold_at, signed, Hold, Next, Position};
-use crate::channels::{Delivery, SharedChannels};
+use crate::channels::{Deadline, Delivery, SharedChannels};
 use crate::clock::SharedClock;
 use crate::model::{CompiledPolicy, DeliveryResult, Flow, Outcome, RetryTemplate};
 use crate::reload::LivePolicy;
@@ -41,8 +41,9 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Runs the next attempt of `job` and returns where it goes.
-    pub async fn attempt(&self, job: &JobRecord) -> Transition {
+    /// Runs the next attempt of `job`, timed by the worker's `deadline`,
+    /// and returns where it goes.
+    pub async fn attempt(&self, job: &JobRecord, deadline: &Deadline) -> Transition {
         let policy = self.policy.current();
         let started = self.clock.now();
         if let Some(due) = job.next_at {
@@ -77,6 +78,7 @@ impl Executor {
             step: &step.name,
             idempotency_key: &key,
             payload: &job.payload,
+            deadline: Some(deadline),
         };
         let at = At {
             job,
@@ -315,7 +317,7 @@ impl Executor {
 
     /// Sends a dead job to its flow's `on_dead` channel, retried with the
     /// `standard` template, recorded as an attempt of step `on_dead`.
-    pub async fn notify(&self, job: &JobRecord) {
+    pub async fn notify(&self, job: &JobRecord, deadline: &Deadline) {
         let policy = self.policy.current();
         let target = notify_target(&policy, &job.flow)
             .and_then(|(flow, name)| Some((flow, policy.channel(&name)?.clone(), name)));
@@ -344,6 +346,7 @@ impl Executor {
             step: ON_DEAD_STEP,
             idempotency_key: &key,
             payload: &body,
+            deadline: Some(deadline),
         };
         let started = self.clock.now();
         let result = self.channels.deliver(&channel.kind, &delivery).await;

@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use super::executor::Executor;
 use super::interpreter::signed;
 use super::writer::ResultWriter;
+use crate::channels::Deadlines;
 use crate::store::ClaimedJob;
 
 /// What a worker does with a claimed job.
@@ -117,6 +118,8 @@ pub(crate) struct WorkerPool {
     writer: ResultWriter,
     lease_length: Duration,
     workers: JoinSet<()>,
+    /// Each worker's attempt timeout (see `channels::deadline`).
+    deadlines: Deadlines,
 }
 
 impl WorkerPool {
@@ -134,6 +137,7 @@ impl WorkerPool {
             writer,
             lease_length,
             workers: JoinSet::new(),
+            deadlines: Deadlines::start(),
         };
         for _ in 0..count {
             pool.spawn_worker();
@@ -169,6 +173,7 @@ impl WorkerPool {
             self.writer.clone(),
         );
         let lease_length = self.lease_length;
+        let deadline = self.deadlines.deadline();
         self.workers.spawn(async move {
             while let Some(Claimed { work, lease }) = queue.next().await {
                 match work {
@@ -182,11 +187,11 @@ impl WorkerPool {
                                  --workers or --lease)");
                             executor.release(&job)
                         } else {
-                            executor.attempt(&job).await
+                            executor.attempt(&job, &deadline).await
                         };
                         writer.submit(transition).await;
                     }
-                    Work::Notify(job) => executor.notify(&job).await,
+                    Work::Notify(job) => executor.notify(&job, &deadline).await,
                 }
                 drop(lease);
             }
