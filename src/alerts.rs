@@ -145,7 +145,13 @@ impl AttemptStats {
     pub fn record(&self, flow: &str, at: Timestamp, retry: bool) {
         let minute = at.as_millisecond().div_euclid(MINUTE_MS);
         let mut minutes = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
-        let buckets = minutes.entry(flow.to_string()).or_default();
+        // The flow's name is copied once, not at every attempt.
+        if !minutes.contains_key(flow) {
+            minutes.insert(flow.to_string(), Minutes::new());
+        }
+        let Some(buckets) = minutes.get_mut(flow) else {
+            return;
+        };
         let slot = buckets.entry(minute).or_insert((0, 0));
         slot.0 += 1;
         slot.1 += u64::from(retry);
