@@ -7,7 +7,7 @@
 //! Instead each worker owns a [`Deadline`]: an attempt writes its deadline
 //! there (one atomic store), and one watcher task per engine, ticking every
 //! [`TICK`], wakes the attempts whose deadline has passed. A timeout thus
-//! fires up to one tick late.
+//! fires up to one tick (and a millisecond) late, never early.
 
 use std::future::Future;
 use std::pin::pin;
@@ -32,7 +32,6 @@ const EXPIRED: u64 = u64::MAX;
 /// them. The watcher ends once this and every [`Deadline`] are dropped.
 pub struct Deadlines {
     shared: Arc<Shared>,
-    watcher: tokio::task::JoinHandle<()>,
 }
 
 struct Shared {
@@ -62,8 +61,8 @@ impl Deadlines {
             origin: Instant::now(),
             slots: Mutex::new(Vec::new()),
         });
-        let watcher = tokio::spawn(watch(Arc::downgrade(&shared)));
-        Self { shared, watcher }
+        tokio::spawn(watch(Arc::downgrade(&shared)));
+        Self { shared }
     }
 
     /// A deadline for one more worker.
@@ -74,12 +73,6 @@ impl Deadlines {
             shared: self.shared.clone(),
             slot,
         }
-    }
-}
-
-impl Drop for Deadlines {
-    fn drop(&mut self) {
-        self.watcher.abort();
     }
 }
 
@@ -96,8 +89,8 @@ impl Shared {
 }
 
 impl Deadline {
-    /// Runs `work` for at most `timeout` (plus up to one [`TICK`]); `None`
-    /// when it ran out of time (and was dropped).
+    /// Runs `work` for at most `timeout` (plus up to one [`TICK`] and a
+    /// millisecond); `None` when it ran out of time (and was dropped).
     pub async fn within<F: Future>(&self, timeout: Duration, work: F) -> Option<F::Output> {
         let deadline = self.shared.ticks(Instant::now() + timeout).min(EXPIRED - 1);
         self.slot.state.store(deadline, Ordering::Release);
@@ -143,7 +136,9 @@ async fn watch(shared: Weak<Shared>) {
 }
 
 /// Marks every attempt past its deadline at `now` as expired and wakes it;
-/// forgets the slots of workers that ended.
+/// forgets the slots of workers that ended. Times are whole milliseconds:
+/// a deadline has passed once `now` is in a later millisecond, so that a
+/// timeout never fires early.
 fn expire(shared: &Shared, now: Instant) {
     let now = shared.ticks(now);
     shared.slots().retain(|slot| {
@@ -155,7 +150,7 @@ fn expire(shared: &Shared, now: Instant) {
         // one began) since the load: that one is left alone.
         if deadline != DISARMED
             && deadline != EXPIRED
-            && deadline <= now
+            && deadline < now
             && slot
                 .state
                 .compare_exchange(deadline, EXPIRED, Ordering::AcqRel, Ordering::Acquire)
@@ -234,7 +229,7 @@ mod tests {
     }
 
     #[test]
-    fn an_attempt_begun_after_the_look_is_not_expired_by_it() {
+    fn a_deadline_never_fires_early() {
         let shared = Shared {
             origin: Instant::now(),
             slots: Mutex::new(Vec::new()),
@@ -249,10 +244,27 @@ mod tests {
         expire(&shared, now);
         assert_ne!(slot.state.load(Ordering::Relaxed), EXPIRED);
         expire(&shared, now + Duration::from_millis(1));
+        assert_ne!(
+            slot.state.load(Ordering::Relaxed),
+            EXPIRED,
+            "not within the deadline's own millisecond"
+        );
+        expire(&shared, now + Duration::from_millis(2));
         assert_eq!(slot.state.load(Ordering::Relaxed), EXPIRED);
+    }
 
+    #[test]
+    fn the_slot_of_a_worker_that_ended_is_forgotten() {
+        let shared = Shared {
+            origin: Instant::now(),
+            slots: Mutex::new(Vec::new()),
+        };
+        let slot = Arc::new(Slot::default());
+        shared.slots().push(Arc::downgrade(&slot));
+        expire(&shared, Instant::now());
+        assert_eq!(shared.slots().len(), 1);
         drop(slot);
-        expire(&shared, now);
+        expire(&shared, Instant::now());
         assert!(
             shared.slots().is_empty(),
             "an ended worker's slot is forgotten"
