@@ -228,14 +228,20 @@ mod tests {
         assert_eq!((a, b), (None, Some(())));
     }
 
-    #[test]
-    fn a_deadline_never_fires_early() {
+    /// A watcher's state with one worker's slot, to call `expire` on.
+    fn one_watched_slot() -> (Shared, Arc<Slot>) {
         let shared = Shared {
             origin: Instant::now(),
             slots: Mutex::new(Vec::new()),
         };
         let slot = Arc::new(Slot::default());
         shared.slots().push(Arc::downgrade(&slot));
+        (shared, slot)
+    }
+
+    #[test]
+    fn a_deadline_never_fires_early() {
+        let (shared, slot) = one_watched_slot();
         let now = shared.origin + Duration::from_secs(10);
         slot.state.store(
             shared.ticks(now + Duration::from_millis(1)),
@@ -255,12 +261,7 @@ mod tests {
 
     #[test]
     fn the_slot_of_a_worker_that_ended_is_forgotten() {
-        let shared = Shared {
-            origin: Instant::now(),
-            slots: Mutex::new(Vec::new()),
-        };
-        let slot = Arc::new(Slot::default());
-        shared.slots().push(Arc::downgrade(&slot));
+        let (shared, slot) = one_watched_slot();
         expire(&shared, Instant::now());
         assert_eq!(shared.slots().len(), 1);
         drop(slot);
