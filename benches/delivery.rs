@@ -1,7 +1,7 @@
 //! The delivery benchmark: one run, one table, the same figures as JSON.
 //!
 //! ```sh
-//! cargo bench --bench delivery              # the full run (~10 minutes on 2 cores)
+//! cargo bench --bench delivery              # the full run (2 to 4 minutes on 2 cores)
 //! cargo bench --bench delivery -- --quick   # a smaller run to try changes
 //! cargo bench --bench delivery -- --only full,backlog   # some phases only
 //! ```
