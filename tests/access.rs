@@ -134,13 +134,10 @@ async fn each_scope_is_allowed_where_it_belongs_and_refused_elsewhere() {
         call(&node, Method::GET, "/v1/jobs", submit, None).await.0,
         200
     );
-    let dead = loop {
-        let (_, job) = call(&node, Method::GET, &format!("/v1/jobs/{id}"), submit, None).await;
-        if job["state"] == "dead" {
-            break job;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let path = format!("/v1/jobs/{id}");
+    let fetch = async || call(&node, Method::GET, &path, submit, None).await.1;
+    let within = std::time::Duration::from_secs(30);
+    let dead = wait_for(within, "never dead", fetch, |job| job["state"] == "dead").await;
     assert_eq!(dead["id"], json!(id));
     for (method, path, body) in [
         (

@@ -253,31 +253,18 @@ impl Setup {
 
     /// Polls until `check` holds for the job, or fails after 10s.
     async fn wait_job(&self, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let job = self.node.job(id).await;
-            if check(&job) {
-                return job;
-            }
-            assert!(Instant::now() < deadline, "job {id} never {what}: {job:#}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("job {id} never {what}");
+        wait_for(Duration::from_secs(10), what, || self.node.job(id), check).await
     }
 
     /// Polls until `channel`'s breaker is in `state`, or fails after 10s.
     async fn wait_breaker(&self, channel: &str, state: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let breaker = self.breaker(channel).await;
-            if breaker["state"] == state {
-                return breaker;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "breaker of {channel} never {state}: {breaker:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("breaker of {channel} never {state}");
+        let fetch = || self.breaker(channel);
+        wait_for(Duration::from_secs(10), what, fetch, |b| {
+            b["state"] == state
+        })
+        .await
     }
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -78,11 +78,18 @@ async fn kill_9_mid_run_then_restart_delivers_every_job() {
         .unwrap();
     assert_eq!(answer["created"], JOBS, "{answer}");
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while partner.requests().len() < JOBS / 4 {
-        assert!(Instant::now() < deadline, "deliveries never started");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Polled often: the kill must come while most jobs are still waiting.
+    let every = Duration::from_millis(5);
+    let what = "deliveries never started; requests so far";
+    eventually(Duration::from_secs(30), every, what, async || {
+        let sent = partner.requests().len();
+        if sent < JOBS / 4 {
+            Err(sent)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     engine.kill().unwrap(); // SIGKILL: no shutdown, no lease release
     engine.wait().unwrap();
     let delivered_before = partner.requests().len();
@@ -93,18 +100,18 @@ async fn kill_9_mid_run_then_restart_delivers_every_job() {
 
     let mut engine = spawn_engine(policies.path(), &db, port, &partner.url);
     wait_healthy(&client, &base, Duration::from_secs(20)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let succeeded = count_in_state(&client, &base, "succeeded").await;
-        if succeeded == JOBS {
-            break;
+    let what = format!("not all {JOBS} jobs succeeded after restart; succeeded");
+    let succeeded = async || count_in_state(&client, &base, "succeeded").await;
+    let every = Duration::from_millis(100);
+    eventually(Duration::from_secs(60), every, what, async || {
+        let n = succeeded().await;
+        if n == JOBS {
+            Ok(())
+        } else {
+            Err(n)
         }
-        assert!(
-            Instant::now() < deadline,
-            "only {succeeded} of {JOBS} succeeded after restart"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     for state in ["pending", "running", "suspended", "dead"] {
         assert_eq!(count_in_state(&client, &base, state).await, 0, "{state}");
     }

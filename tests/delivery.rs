@@ -121,11 +121,9 @@ async fn the_payload_is_delivered_byte_for_byte() {
             response.status()
         );
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while s.partner.requests_to("/primary").len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "both jobs delivered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let delivered = || async { s.partner.requests_to("/primary").len() };
+    let what = "the two jobs never both reached /primary; requests";
+    wait_for(Duration::from_secs(30), what, delivered, |n| *n >= 2).await;
     for request in s.partner.requests_to("/primary") {
         assert_eq!(request.raw_body, payload, "{}", request.idempotency_key);
     }
@@ -285,11 +283,11 @@ async fn a_dead_job_reaches_the_notify_channel() {
         .submit_ok("single", json!({"lead": 6}), Some("lead-6"))
         .await;
     s.node.wait_final(&id).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while s.partner.requests_to("/ops").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "no notification");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let notified = || async { s.partner.requests_to("/ops").len() };
+    wait_for(Duration::from_secs(10), "no notification", notified, |n| {
+        *n > 0
+    })
+    .await;
     let alert = &s.partner.requests_to("/ops")[0];
     assert_eq!(alert.body["id"], id.as_str());
     assert_eq!(alert.body["state"], "dead");
@@ -298,21 +296,18 @@ async fn a_dead_job_reaches_the_notify_channel() {
     assert_eq!(alert.body["attempts"].as_array().unwrap().len(), 4);
     assert_eq!(alert.idempotency_key, "lead-6:on_dead");
     // The notification is recorded as an attempt of step `on_dead`.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let job = s.node.job(&id).await;
-        let last = job["attempts"].as_array().unwrap().last().unwrap().clone();
-        if last["step"] == "on_dead" {
-            assert_eq!(last["decision"], "notified");
-            assert_eq!(last["channel"], "ops");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "notification never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let last_attempt =
+        |job: &serde_json::Value| job["attempts"].as_array().and_then(|a| a.last()).cloned();
+    let job = wait_for(
+        Duration::from_secs(10),
+        "notification never recorded",
+        || s.node.job(&id),
+        |job| last_attempt(job).is_some_and(|last| last["step"] == "on_dead"),
+    )
+    .await;
+    let last = last_attempt(&job).unwrap();
+    assert_eq!(last["decision"], "notified");
+    assert_eq!(last["channel"], "ops");
     s.node.shutdown().await;
 }
 

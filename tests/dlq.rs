@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -108,16 +108,17 @@ impl Dlq {
 
     /// Polls the operation until done.
     async fn operation(&self, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (status, op) = self.get(&format!("/v1/operations/{id}")).await;
+        let path = format!("/v1/operations/{id}");
+        let fetch = || async {
+            let (status, op) = self.get(&path).await;
             assert_eq!(status, 200, "{op}");
-            if op["done"] == json!(true) {
-                return op;
-            }
-            assert!(Instant::now() < deadline, "operation never finished: {op}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            op
+        };
+        let what = "operation never finished";
+        wait_for(Duration::from_secs(60), what, fetch, |op| {
+            op["done"] == json!(true)
+        })
+        .await
     }
 
     async fn count(&self, state: &str, flow: &str) -> u64 {
@@ -331,11 +332,10 @@ async fn a_bulk_retry_of_thousands_goes_in_batches_at_the_rate_asked() {
     }
     // One dead job of another flow, which the filter must leave alone.
     let other = dlq.dead_job("orders", json!({ "other": true })).await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while dlq.count("dead", "leads").await < JOBS as u64 {
-        assert!(Instant::now() < deadline, "the jobs never all died");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let within = Duration::from_secs(120);
+    let all = |count: &u64| *count >= JOBS as u64;
+    let dead = async || dlq.count("dead", "leads").await;
+    wait_for(within, "not every job died; dead", dead, all).await;
     dlq.healthy.store(true, Ordering::SeqCst);
     let sent_before = dlq.partner.requests().len();
 
@@ -356,13 +356,14 @@ async fn a_bulk_retry_of_thousands_goes_in_batches_at_the_rate_asked() {
     assert_eq!(op["skipped"], 0, "{op}");
     assert_eq!(op["rate_per_second"], 2000.0);
 
-    while dlq.count("succeeded", "leads").await < JOBS as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "the retried jobs never all succeeded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let succeeded = async || dlq.count("succeeded", "leads").await;
+    wait_for(
+        within,
+        "not every retried job succeeded; succeeded",
+        succeeded,
+        all,
+    )
+    .await;
     let retried = &dlq.partner.requests()[sent_before..];
     assert_eq!(retried.len(), JOBS);
     let first = retried.iter().map(|r| r.at).min().unwrap();
@@ -441,11 +442,12 @@ async fn an_edit_keeps_the_old_payload_with_who_and_when_and_running_jobs_refuse
         .node
         .submit_ok("leads", json!({ "slow": true }), None)
         .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while dlq.node.job(&slow).await["state"] != "running" {
-        assert!(Instant::now() < deadline, "the slow job never ran");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = "the slow job never ran";
+    let fetch = || dlq.node.job(&slow);
+    wait_for(Duration::from_secs(10), what, fetch, |job| {
+        job["state"] == "running"
+    })
+    .await;
     let (status, body) = dlq
         .patch(
             &format!("/v1/jobs/{slow}"),
@@ -515,18 +517,12 @@ flows:
     )
     .await;
     let id = node.submit_ok("capped", json!({ "n": 1 }), None).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let job = loop {
-        let job = node.job(&id).await;
-        if job["state"] == "suspended" {
-            break job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never held by the quota: {job:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let what = "never held by the quota";
+    let fetch = || node.job(&id);
+    let job = wait_for(Duration::from_secs(20), what, fetch, |job| {
+        job["state"] == "suspended"
+    })
+    .await;
     assert_eq!(job["reason"], "quota", "{job:#}");
     let attempts = job["attempts"].as_array().unwrap();
     assert_eq!(
@@ -625,23 +621,29 @@ flows:
     }
     node.submit_ok("brittle", json!({ "n": 0 }), None).await;
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let alerts = loop {
-        let alerts: Vec<Value> = partner
-            .requests_to("/ops")
+    let sent = || async {
+        let alerts = partner.requests_to("/ops").into_iter().map(|r| r.body);
+        Value::Array(alerts.collect())
+    };
+    let all_three = |alerts: &Value| {
+        let kinds: Vec<&str> = alerts
+            .as_array()
             .into_iter()
-            .map(|r| r.body)
+            .flatten()
+            .filter_map(|a| a["alert"].as_str())
             .collect();
-        let kinds: Vec<&str> = alerts.iter().filter_map(|a| a["alert"].as_str()).collect();
-        if ["dead_letters", "retry_share", "breaker_open"]
+        ["dead_letters", "retry_share", "breaker_open"]
             .iter()
             .all(|k| kinds.contains(k))
-        {
-            break alerts;
-        }
-        assert!(Instant::now() < deadline, "alerts so far: {alerts:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let alerts = wait_for(
+        Duration::from_secs(20),
+        "not every alert came",
+        sent,
+        all_three,
+    )
+    .await;
+    let alerts = alerts.as_array().unwrap();
     let of = |kind: &str| alerts.iter().find(|a| a["alert"] == kind).unwrap().clone();
     let dead = of("dead_letters");
     assert_eq!(dead["flow"], "leads");

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use jiff::Timestamp;
@@ -124,15 +124,8 @@ impl Setup {
 
     /// Waits until the job satisfies `done`; returns it.
     async fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let job = self.node.job(id).await;
-            if done(&job) {
-                return job;
-            }
-            assert!(Instant::now() < deadline, "job {id} never {what}: {job:#}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let what = format!("job {id} never {what}");
+        wait_for(Duration::from_secs(30), what, || self.node.job(id), done).await
     }
 
     /// Waits until the job has made `attempts` attempts and is waiting

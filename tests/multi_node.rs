@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -97,20 +97,20 @@ async fn submit_all(client: &reqwest::Client, engines: &[Engine]) {
 }
 
 async fn wait_all_succeeded(client: &reqwest::Client, base: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
+    let every = Duration::from_millis(200);
+    let what = format!("not all {JOBS} jobs succeeded");
+    eventually(within, every, what, async || {
         let succeeded = count_in_state(client, base, "succeeded").await;
         if succeeded == JOBS {
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "only {succeeded} of {JOBS} succeeded; {} pending, {} running",
-            count_in_state(client, base, "pending").await,
-            count_in_state(client, base, "running").await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        let pending = count_in_state(client, base, "pending").await;
+        let running = count_in_state(client, base, "running").await;
+        Err(format!(
+            "{succeeded} succeeded, {pending} pending, {running} running"
+        ))
+    })
+    .await;
     for state in ["pending", "running", "suspended", "dead"] {
         assert_eq!(count_in_state(client, base, state).await, 0, "{state}");
     }
@@ -184,12 +184,22 @@ async fn a_killed_nodes_jobs_finish_on_the_others() {
     }
     submit_all(&client, &engines).await;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !partner.requests().iter().any(|r| r.node == "n3") || partner.requests().len() < JOBS / 5
-    {
-        assert!(Instant::now() < deadline, "deliveries never started on n3");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Polled often: the kill must come while most jobs are still waiting.
+    let every = Duration::from_millis(5);
+    let what = "deliveries never started on n3";
+    eventually(Duration::from_secs(60), every, what, async || {
+        let requests = partner.requests();
+        let on_n3 = requests.iter().any(|r| r.node == "n3");
+        if on_n3 && requests.len() >= JOBS / 5 {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} requests, n3 among them: {on_n3}",
+                requests.len()
+            ))
+        }
+    })
+    .await;
     let mut victim = engines.pop().unwrap();
     victim.child.kill().unwrap(); // SIGKILL: no shutdown, no lease release
     victim.child.wait().unwrap();

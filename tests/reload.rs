@@ -85,15 +85,8 @@ impl Setup {
 
     /// Polls `/v1/policies` until `check` holds.
     async fn wait_policies(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let policies = self.policies().await;
-            if check(&policies) {
-                return policies;
-            }
-            assert!(Instant::now() < deadline, "never {what}: {policies:#}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let what = format!("never {what}");
+        wait_for(Duration::from_secs(15), what, || self.policies(), check).await
     }
 
     async fn wait_flows(&self, flows: &[&str]) -> Value {
@@ -254,15 +247,13 @@ async fn a_job_whose_flow_vanishes_is_suspended_and_resumes_when_it_returns() {
 
     std::fs::remove_file(setup.dir().join("orders.yaml")).unwrap();
     setup.wait_flows(&["leads"]).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let suspended = loop {
-        let job = setup.node.job(&id).await;
-        if job["state"] == "suspended" {
-            break job;
-        }
-        assert!(Instant::now() < deadline, "never suspended: {job:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let suspended = wait_for(
+        Duration::from_secs(15),
+        "never suspended",
+        || setup.node.job(&id),
+        |job| job["state"] == "suspended",
+    )
+    .await;
     assert_eq!(suspended["reason"], "flow_removed", "{suspended:#}");
     assert!(setup.partner.requests().is_empty());
 
@@ -288,18 +279,12 @@ async fn sighup_style_forced_reload_reports_unchanged_files_quietly() {
 }
 
 /// Polls until `check` gives a value.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    check: impl Fn() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "never {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+async fn until_some<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let what = format!("never {what}");
+    eventually(Duration::from_secs(15), POLL, what, async || {
+        check().await.ok_or("still waiting")
+    })
+    .await
 }
 
 #[tokio::test]
@@ -318,7 +303,7 @@ async fn a_step_renamed_away_suspends_the_job_until_it_is_back() {
     };
     let setup = Setup::start_with(partner).await;
     let id = setup.node.submit_ok("leads", json!({ "n": 1 }), None).await;
-    eventually("a first attempt", || async {
+    until_some("a first attempt", || async {
         (setup.node.job(&id).await["attempts_total"].as_u64() >= Some(1)).then_some(())
     })
     .await;
@@ -328,7 +313,7 @@ async fn a_step_renamed_away_suspends_the_job_until_it_is_back() {
         &file,
         &flow_file("leads").replace("name: deliver", "name: send"),
     );
-    let job = eventually("the job suspended", || async {
+    let job = until_some("the job suspended", || async {
         let job = setup.node.job(&id).await;
         (job["state"] == "suspended").then_some(job)
     })
@@ -352,7 +337,7 @@ async fn a_job_waiting_for_its_retry_follows_the_new_policy() {
         .node
         .submit_ok("leads", json!({ "n": 9 }), Some("k-9"))
         .await;
-    eventually("a failed first attempt", || async {
+    until_some("a failed first attempt", || async {
         (!setup.partner.requests_to("/in").is_empty()).then_some(())
     })
     .await;
@@ -470,7 +455,7 @@ async fn sighup_reloads_a_running_engine() {
             .await
             .ok()
     };
-    let first = eventually("the engine up", get).await;
+    let first = until_some("the engine up", get).await;
     assert_eq!(first["flows"], json!(["leads"]));
     save_like_an_editor(&dir.path().join("orders.yaml"), &flow_file("orders"));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -485,7 +470,7 @@ async fn sighup_reloads_a_running_engine() {
         .status()
         .unwrap();
     assert!(hup.success());
-    let shown = eventually("the new flow after SIGHUP", || async {
+    let shown = until_some("the new flow after SIGHUP", || async {
         let shown = get().await?;
         (shown["flows"] == json!(["leads", "orders"])).then_some(shown)
     })

@@ -37,6 +37,9 @@ pub struct Received {
     pub node: String,
 }
 
+/// How often the tests look again at what they wait for.
+pub const POLL: Duration = Duration::from_millis(20);
+
 type Script = dyn Fn(&Received) -> Response + Send + Sync;
 
 /// A partner whose answers a test scripts per request.
@@ -235,19 +238,17 @@ impl TestNode {
     /// Waits until the job is in a final state (succeeded, dead, cancelled)
     /// and, when dead with a notification owed, until it is sent.
     pub async fn wait_final(&self, id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let job = self.job(id).await;
-            let state = job["state"].as_str().unwrap_or_default().to_string();
-            if ["succeeded", "dead", "cancelled"].contains(&state.as_str()) {
-                return job;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "job {id} never finished: {job:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("job {id} never finished");
+        wait_for(
+            Duration::from_secs(30),
+            what,
+            || self.job(id),
+            |job| {
+                let state = job["state"].as_str().unwrap_or_default();
+                ["succeeded", "dead", "cancelled"].contains(&state)
+            },
+        )
+        .await
     }
 
     pub async fn shutdown(self) {
@@ -478,13 +479,52 @@ pub fn path_of(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().to_path_buf()
 }
 
+/// Runs `probe` every `every` until it gives `Ok`, and returns that. After
+/// `within`, fails with `what` and the last `Err`: what was seen instead.
+pub async fn eventually<T, E: std::fmt::Display>(
+    within: Duration,
+    every: Duration,
+    what: impl std::fmt::Display,
+    mut probe: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = match probe().await {
+            Ok(done) => return done,
+            Err(seen) => seen,
+        };
+        assert!(Instant::now() < deadline, "{what}: {seen:#}");
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Fetches with `fetch` every [`POLL`] until `done` holds for what it
+/// gives, and returns that; after `within`, fails with `what` and the last
+/// value fetched.
+pub async fn wait_for<T: std::fmt::Display>(
+    within: Duration,
+    what: impl std::fmt::Display,
+    mut fetch: impl AsyncFnMut() -> T,
+    done: impl Fn(&T) -> bool,
+) -> T {
+    eventually(within, POLL, what, async || {
+        let value = fetch().await;
+        if done(&value) {
+            Ok(value)
+        } else {
+            Err(value)
+        }
+    })
+    .await
+}
+
 /// Polls `base`'s `/healthz` until the engine answers.
 pub async fn wait_healthy(client: &reqwest::Client, base: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "engine never became healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let every = Duration::from_millis(50);
+    eventually(within, every, "engine never became healthy", || async {
+        client.get(format!("{base}/healthz")).send().await.map(drop)
+    })
+    .await
 }
 
 /// How many jobs are in `state`, every page of `GET /v1/jobs` counted.
