@@ -92,11 +92,9 @@ async fn setup(
     let clock = ManualClock::new(at(start));
     let partner = Partner::start(script).await;
     let policies = policy_dir(&[("hours.yaml", POLICY)]);
-    let db_dir = tempfile::tempdir().expect("tempdir");
-    let node = start_clocked_node(
+    let node = TestNode::start_clocked(
         policies.path(),
         &[("PARTNER", &partner.url)],
-        &db_dir.path().join("steadfast.db"),
         clock.clone(),
         SchedulerConfig {
             workers: 4,
@@ -107,11 +105,7 @@ async fn setup(
     Setup {
         clock,
         partner,
-        node: TestNode {
-            node,
-            client: http_client(),
-            db_dir,
-        },
+        node,
         _policies: policies,
     }
 }

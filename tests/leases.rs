@@ -40,12 +40,10 @@ async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
 /// A node with one worker and a lease of `LEASE`, on `clock` and a fresh
 /// SQLite file, delivering `leads` to `partner`.
 async fn one_worker_node(partner: &Partner, clock: &ManualClock) -> TestNode {
-    let db_dir = tempfile::tempdir().expect("tempdir");
     let policies = policy_dir(&[("leads.yaml", POLICY)]);
-    let node = start_clocked_node(
+    TestNode::start_clocked(
         policies.path(),
         &[("PARTNER", &partner.url)],
-        &db_dir.path().join("steadfast.db"),
         clock.clone(),
         SchedulerConfig {
             workers: 1,
@@ -53,12 +51,7 @@ async fn one_worker_node(partner: &Partner, clock: &ManualClock) -> TestNode {
             ..SchedulerConfig::default()
         },
     )
-    .await;
-    TestNode {
-        node,
-        client: http_client(),
-        db_dir,
-    }
+    .await
 }
 
 /// Submits the job keyed `first` and waits until its attempt reached the

@@ -173,12 +173,10 @@ pub struct TestNode {
 }
 
 impl TestNode {
-    /// Compiles `policies` (with `env`) and starts a node on a fresh SQLite
-    /// file.
-    /// Like [`TestNode::start`], with the policy files watched.
-    pub async fn start_watching(policies: &Path, env: &[(&str, &str)]) -> TestNode {
+    /// Starts a node with `start`, given the path of a fresh SQLite file.
+    async fn on_fresh_db(start: impl AsyncFnOnce(&Path) -> Node) -> TestNode {
         let db_dir = tempfile::tempdir().unwrap();
-        let node = start_watching_node(policies, env, &db_dir.path().join("steadfast.db")).await;
+        let node = start(&db_dir.path().join("steadfast.db")).await;
         TestNode {
             node,
             client: http_client(),
@@ -186,14 +184,27 @@ impl TestNode {
         }
     }
 
+    /// Compiles `policies` (with `env`) and starts a node on a fresh SQLite
+    /// file.
     pub async fn start(policies: &Path, env: &[(&str, &str)]) -> TestNode {
-        let db_dir = tempfile::tempdir().unwrap();
-        let node = start_node(policies, env, &db_dir.path().join("steadfast.db")).await;
-        TestNode {
-            node,
-            client: http_client(),
-            db_dir,
-        }
+        Self::on_fresh_db(async |db| start_node(policies, env, db).await).await
+    }
+
+    /// Like [`TestNode::start`], with the policy files watched.
+    pub async fn start_watching(policies: &Path, env: &[(&str, &str)]) -> TestNode {
+        Self::on_fresh_db(async |db| start_watching_node(policies, env, db).await).await
+    }
+
+    /// Like [`TestNode::start`], on `clock` and with `scheduler`'s settings
+    /// (see [`start_clocked_node`]).
+    pub async fn start_clocked(
+        policies: &Path,
+        env: &[(&str, &str)],
+        clock: ManualClock,
+        scheduler: SchedulerConfig,
+    ) -> TestNode {
+        Self::on_fresh_db(async |db| start_clocked_node(policies, env, db, clock, scheduler).await)
+            .await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -276,23 +287,19 @@ impl TestNode {
         env: &[(&str, &str)],
         tokens: Vec<steadfast::api::Token>,
     ) -> TestNode {
-        let db_dir = tempfile::tempdir().unwrap();
-        let db = db_dir.path().join("steadfast.db");
-        let node = start_node_with(
-            policies,
-            env,
-            &db,
-            false,
-            tokens,
-            Default::default(),
-            Default::default(),
-        )
-        .await;
-        TestNode {
-            node,
-            client: http_client(),
-            db_dir,
-        }
+        Self::on_fresh_db(async |db| {
+            start_node_with(
+                policies,
+                env,
+                db,
+                false,
+                tokens,
+                Default::default(),
+                Default::default(),
+            )
+            .await
+        })
+        .await
     }
 
     /// Like [`TestNode::start`], with alert rules.
@@ -301,23 +308,19 @@ impl TestNode {
         env: &[(&str, &str)],
         alerts: steadfast::alerts::AlertsConfig,
     ) -> TestNode {
-        let db_dir = tempfile::tempdir().unwrap();
-        let db = db_dir.path().join("steadfast.db");
-        let node = start_node_with(
-            policies,
-            env,
-            &db,
-            false,
-            Vec::new(),
-            Default::default(),
-            alerts,
-        )
-        .await;
-        TestNode {
-            node,
-            client: http_client(),
-            db_dir,
-        }
+        Self::on_fresh_db(async |db| {
+            start_node_with(
+                policies,
+                env,
+                db,
+                false,
+                Vec::new(),
+                Default::default(),
+                alerts,
+            )
+            .await
+        })
+        .await
     }
 
     /// Like [`TestNode::start`], with retry quotas.
@@ -326,23 +329,19 @@ impl TestNode {
         env: &[(&str, &str)],
         quotas: steadfast::retry::quota::QuotaConfig,
     ) -> TestNode {
-        let db_dir = tempfile::tempdir().unwrap();
-        let db = db_dir.path().join("steadfast.db");
-        let node = start_node_with(
-            policies,
-            env,
-            &db,
-            false,
-            Vec::new(),
-            quotas,
-            Default::default(),
-        )
-        .await;
-        TestNode {
-            node,
-            client: http_client(),
-            db_dir,
-        }
+        Self::on_fresh_db(async |db| {
+            start_node_with(
+                policies,
+                env,
+                db,
+                false,
+                Vec::new(),
+                quotas,
+                Default::default(),
+            )
+            .await
+        })
+        .await
     }
 }
 
