@@ -38,6 +38,8 @@
 //! - [`reload`]: the policy in force, swapped whole, and the last reload's
 //!   outcome.
 //! - [`api`]: the HTTP API (axum).
+//! - [`payload`]: a job's payload, checked strictly once and then kept as
+//!   the client's bytes everywhere it goes.
 //! - [`node`]: one engine node: step log, engine and API started together.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`cli`]: one module per subcommand; `main.rs` only calls [`cli::main`].
@@ -53,6 +55,7 @@ pub mod compile;
 pub mod engine;
 pub mod model;
 pub mod node;
+pub mod payload;
 pub mod policy;
 pub mod policytest;
 pub mod reload;
@@ -70,4 +73,13 @@ pub fn install_tls_provider() {
         // Err means another provider is already installed, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// The text of a caught panic's payload, for the log and the step log.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }

@@ -7,7 +7,6 @@ use axum::Json;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
 
 use super::body::{parse, JsonBody};
 use super::{ApiError, AppState, Caller};
@@ -96,6 +95,8 @@ fn new_job(
                 .to_string(),
         ));
     };
+    crate::payload::check(payload.get())
+        .map_err(|e| ApiError::Unprocessable(format!("body field `payload`: {e}")))?;
     let id = uuid::Uuid::now_v7().to_string();
     let idempotency_key = match request.idempotency_key {
         Some(key) if key.trim().is_empty() => {
@@ -370,7 +371,7 @@ impl FilterQuery {
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobPage>, ApiError> {
     let Query(query) = query.map_err(|e| {
         ApiError::BadRequest(format!(
             "bad query: {}; parameters are state, flow, step, status, error, rule, since, \
@@ -408,15 +409,25 @@ pub async fn list(
         .into_iter()
         .map(|j| JobView::new(j, None))
         .collect();
-    Ok(Json(
-        json!({ "jobs": jobs, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(JobPage {
+        jobs,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// A page of jobs. A struct, not `json!`: a `Value` would re-encode each
+/// payload instead of embedding its bytes.
+#[derive(Debug, Serialize)]
+pub struct JobPage {
+    pub jobs: Vec<JobView>,
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EditRequest {
-    pub payload: Option<Value>,
+    /// Stored as written, like a submitted payload.
+    pub payload: Option<Box<RawValue>>,
 }
 
 pub async fn edit(
@@ -430,8 +441,9 @@ pub async fn edit(
             "body field `payload` is missing: send {\"payload\": …} with the new payload".into(),
         ));
     };
-    let payload = serde_json::to_string(&payload)
+    crate::payload::check(payload.get())
         .map_err(|e| ApiError::Unprocessable(format!("body field `payload`: {e}")))?;
+    let payload = String::from(Box::<str>::from(payload));
     let update = JobUpdate::EditPayload {
         payload,
         editor: caller.map_or_else(|| "local".to_string(), |c| c.0.name.clone()),

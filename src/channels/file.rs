@@ -9,29 +9,48 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+use serde_json::value::RawValue;
+
 use super::{Delivery, DeliveryResult, Response, TransportError};
 use crate::model::{ErrorKind, FileChannel};
 
 pub struct FileSpool;
 
+/// What one spool file holds. The payload is embedded as its stored bytes:
+/// key order, number precision and escapes exactly as submitted.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    id: &'a str,
+    flow: &'a str,
+    step: &'a str,
+    idempotency_key: &'a str,
+    payload: &'a RawValue,
+}
+
 impl FileSpool {
     pub async fn write(channel: &FileChannel, delivery: &Delivery<'_>) -> DeliveryResult {
-        let payload: serde_json::Value =
-            serde_json::from_str(delivery.payload).unwrap_or(serde_json::Value::Null);
-        let envelope = serde_json::json!({
-            "id": delivery.job_id,
-            "flow": delivery.flow,
-            "step": delivery.step,
-            "idempotency_key": delivery.idempotency_key,
-            "payload": payload,
-        });
-        let file_name = format!("{}.json", safe_file_name(delivery.idempotency_key));
+        // A payload is checked JSON when accepted; text that is not is an
+        // error, never a silent `null`.
+        let payload: &RawValue =
+            serde_json::from_str(delivery.payload).map_err(|e| TransportError {
+                kind: ErrorKind::Internal,
+                message: format!("the payload is not JSON and cannot be spooled: {e}"),
+            })?;
+        let envelope = Envelope {
+            id: delivery.job_id,
+            flow: delivery.flow,
+            step: delivery.step,
+            idempotency_key: delivery.idempotency_key,
+            payload,
+        };
+        let bytes = serde_json::to_vec_pretty(&envelope).map_err(|e| TransportError {
+            kind: ErrorKind::Internal,
+            message: format!("cannot encode the spool file: {e}"),
+        })?;
+        let file_name = spool_file_name(delivery.idempotency_key);
         let dir = channel.dir.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let bytes = serde_json::to_vec_pretty(&envelope).map_err(std::io::Error::other)?;
-            write_atomically(&dir, &file_name, &bytes)
-        })
-        .await;
+        let written =
+            tokio::task::spawn_blocking(move || write_atomically(&dir, &file_name, &bytes)).await;
         match written {
             Ok(Ok(())) => Ok(Response {
                 status: 200,
@@ -62,22 +81,37 @@ fn write_atomically(dir: &Path, file_name: &str, bytes: &[u8]) -> std::io::Resul
     fs::File::open(dir)?.sync_all()
 }
 
-/// Keeps keys readable but never lets one escape the directory.
-fn safe_file_name(key: &str) -> String {
-    let name: String = key
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match name.trim_start_matches('.') {
-        "" => "_".to_string(),
-        _ if name.starts_with('.') => format!("_{name}"),
-        _ => name,
+/// The longest readable prefix of a key kept in its file name, in bytes.
+/// With `-`, 16 hex digits and `.json` the name stays far below the
+/// 255-byte limit of common file systems.
+const NAME_PREFIX_MAX: usize = 80;
+
+/// A file name for a key: a readable, sanitised prefix of it plus a hash of
+/// the whole key. Two different keys never share a file (`a/b` and `a_b`
+/// sanitise alike but hash apart), every name fits a 255-byte file name,
+/// the same key always maps to the same file, and no name escapes the
+/// directory or hides as a dot file.
+pub fn spool_file_name(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut prefix = String::new();
+    for c in key.chars() {
+        let c = if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@') {
+            c
+        } else {
+            '_'
+        };
+        if prefix.len() + c.len_utf8() > NAME_PREFIX_MAX {
+            break;
+        }
+        prefix.push(c);
+    }
+    let prefix = prefix.trim_start_matches('.');
+    let digest = Sha256::digest(key.as_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    if prefix.is_empty() {
+        format!("{hash}.json")
+    } else {
+        format!("{prefix}-{hash}.json")
     }
 }
 
@@ -87,11 +121,36 @@ mod tests {
 
     #[test]
     fn file_names_cannot_escape_the_spool() {
-        assert_eq!(safe_file_name("lead-42:deliver"), "lead-42:deliver");
-        assert_eq!(safe_file_name("../../etc/passwd"), "_.._.._etc_passwd");
-        assert_eq!(safe_file_name(".."), "_");
-        assert_eq!(safe_file_name(".hidden"), "_.hidden");
-        assert_eq!(safe_file_name("a/b c"), "a_b_c");
+        let name = spool_file_name("lead-42:deliver");
+        assert!(name.starts_with("lead-42:deliver-"), "{name}");
+        for key in ["../../etc/passwd", "..", ".hidden", "a/b c", "/", "\0"] {
+            let name = spool_file_name(key);
+            assert!(!name.starts_with('.'), "{key}: {name}");
+            assert!(!name.contains('/'), "{key}: {name}");
+            assert!(name.ends_with(".json"), "{key}: {name}");
+        }
+    }
+
+    #[test]
+    fn keys_that_sanitise_alike_get_their_own_files() {
+        let names: std::collections::HashSet<String> = ["a/b", "a_b", "a b", "a\\b", "a\u{e9}b"]
+            .iter()
+            .map(|key| spool_file_name(key))
+            .collect();
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(spool_file_name("a/b"), spool_file_name("a/b"));
+    }
+
+    #[test]
+    fn every_name_fits_a_file_name() {
+        for key in ["k".repeat(256), "\u{1F600}".repeat(64), "é".repeat(200)] {
+            let name = spool_file_name(&key);
+            assert!(name.len() <= 255, "{} bytes", name.len());
+        }
+        assert_ne!(
+            spool_file_name(&format!("{}x", "k".repeat(300))),
+            spool_file_name(&format!("{}y", "k".repeat(300)))
+        );
     }
 
     #[tokio::test]
@@ -115,7 +174,8 @@ mod tests {
         let files: Vec<_> = fs::read_dir(&channel.dir).unwrap().collect();
         assert_eq!(files.len(), 1, "no temp file left, one file per key");
         let written: serde_json::Value =
-            serde_json::from_slice(&fs::read(channel.dir.join("k1.json")).unwrap()).unwrap();
+            serde_json::from_slice(&fs::read(channel.dir.join(spool_file_name("k1"))).unwrap())
+                .unwrap();
         assert_eq!(written["payload"]["n"], 2);
         assert_eq!(written["id"], "j1");
     }

@@ -102,7 +102,11 @@ impl ApiClient {
         Ok(self.call(Method::GET, path, None).await?.1)
     }
 
-    pub async fn patch_json(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+    pub async fn patch_json(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<Value, Failure> {
         let bytes = serde_json::to_vec(body).map_err(|e| Failure::Operation(e.into()))?;
         Ok(self
             .call(Method::PATCH, path, Some(("application/json", bytes)))
@@ -113,7 +117,7 @@ impl ApiClient {
     pub async fn post_json(
         &self,
         path: &str,
-        body: &Value,
+        body: &impl serde::Serialize,
     ) -> Result<(StatusCode, Value), Failure> {
         let bytes = serde_json::to_vec(body).map_err(|e| Failure::Operation(e.into()))?;
         self.call(Method::POST, path, Some(("application/json", bytes)))

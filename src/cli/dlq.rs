@@ -137,17 +137,14 @@ pub async fn run(command: DlqCommand) -> CliResult {
             payload,
             server,
         } => {
-            let payload: Value = serde_json::from_str(&payload).map_err(|e| {
-                Failure::BadInput(anyhow!(
-                    "--payload is not valid JSON ({e}); quote it for the shell, e.g. --payload '{{\"id\": 1}}'"
-                ))
-            })?;
+            #[derive(serde::Serialize)]
+            struct EditBody<'a> {
+                payload: &'a serde_json::value::RawValue,
+            }
+            let payload = super::submit::raw_payload(&payload)?;
             let client = ApiClient::new(&server)?;
             let job = client
-                .patch_json(
-                    &format!("/v1/jobs/{}", encode(&id)),
-                    &json!({ "payload": payload }),
-                )
+                .patch_json(&format!("/v1/jobs/{}", encode(&id)), &EditBody { payload })
                 .await?;
             println!(
                 "{} {} payload replaced; `steadfast dlq retry {}` sends it",

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::client::{encode, ApiClient, ServerArgs};
@@ -46,23 +47,19 @@ pub async fn run(args: SubmitArgs) -> CliResult {
 
 async fn submit_one(client: &ApiClient, args: &SubmitArgs) -> CliResult {
     let raw = args.payload.as_deref().unwrap_or("null");
-    let payload: Value = serde_json::from_str(raw).map_err(|e| {
-        Failure::BadInput(anyhow!(
-            "--payload is not valid JSON ({e}); quote it for the shell, e.g. --payload '{{\"id\": 1}}'"
-        ))
-    })?;
-    let mut body = json!({ "payload": payload });
-    if let Some(key) = &args.key {
-        body["idempotency_key"] = json!(key);
-    }
+    let payload = raw_payload(raw)?;
     if let Some(run_at) = &args.run_at {
         run_at.parse::<jiff::Timestamp>().map_err(|e| {
             Failure::BadInput(anyhow!(
                 "--run-at `{run_at}`: {e}; write RFC 3339, e.g. 2026-12-01T09:00:00Z"
             ))
         })?;
-        body["run_at"] = json!(run_at);
     }
+    let body = SubmitBody {
+        payload,
+        idempotency_key: args.key.as_deref(),
+        run_at: args.run_at.as_deref(),
+    };
     let path = format!("/v1/flows/{}/jobs", encode(&args.flow));
     let (status, answer) = client.post_json(&path, &body).await?;
     if args.output.json() {
@@ -144,4 +141,26 @@ async fn submit_file(client: &ApiClient, args: &SubmitArgs, file: &PathBuf) -> C
         return Err(Failure::CheckFailed);
     }
     Ok(())
+}
+
+/// The body of one submission; the payload goes as typed, byte for byte.
+#[derive(serde::Serialize)]
+struct SubmitBody<'a> {
+    payload: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_at: Option<&'a str>,
+}
+
+/// `--payload` as the JSON it is, refused here with the engine's own check
+/// so that a typo is caught before anything is sent.
+pub(crate) fn raw_payload(text: &str) -> Result<&RawValue, Failure> {
+    let bad = |e: &dyn std::fmt::Display| {
+        Failure::BadInput(anyhow!(
+            "--payload is not valid JSON ({e}); quote it for the shell, e.g. --payload '{{\"id\": 1}}'"
+        ))
+    };
+    crate::payload::check(text).map_err(|e| bad(&e))?;
+    serde_json::from_str(text).map_err(|e| bad(&e))
 }

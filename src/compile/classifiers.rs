@@ -211,6 +211,7 @@ fn error_kind(def: ErrorKindDef) -> ErrorKind {
         ErrorKindDef::Reset => ErrorKind::Reset,
         ErrorKindDef::Tls => ErrorKind::Tls,
         ErrorKindDef::Io => ErrorKind::Io,
+        ErrorKindDef::Internal => ErrorKind::Internal,
         ErrorKindDef::Other => ErrorKind::Other,
     }
 }

@@ -318,7 +318,7 @@ fn bad_rules_are_reported() {
              by rule 4",
             "p.yaml:16:25: error: classifiers.typo.rules[0].match.error: unknown variant \
              `tmeout`, expected one of `timeout`, `connect`, `dns`, `reset`, `tls`, `io`, \
-             `other`",
+             `internal`, `other`",
         ]
     );
 }

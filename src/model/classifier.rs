@@ -115,17 +115,21 @@ pub enum ErrorKind {
     Tls,
     /// A file channel's write failed.
     Io,
+    /// The engine itself failed during the attempt (a bug, caught): the
+    /// job goes on by its policy instead of being wedged.
+    Internal,
     Other,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::Timeout,
         ErrorKind::Connect,
         ErrorKind::Dns,
         ErrorKind::Reset,
         ErrorKind::Tls,
         ErrorKind::Io,
+        ErrorKind::Internal,
         ErrorKind::Other,
     ];
 
@@ -137,6 +141,7 @@ impl ErrorKind {
             ErrorKind::Reset => "reset",
             ErrorKind::Tls => "tls",
             ErrorKind::Io => "io",
+            ErrorKind::Internal => "internal",
             ErrorKind::Other => "other",
         }
     }

@@ -259,6 +259,7 @@ pub enum ErrorKindDef {
     Reset,
     Tls,
     Io,
+    Internal,
     Other,
 }
 

@@ -3,11 +3,13 @@
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::{AttemptRecord, JobRecord, JobState, PayloadEdit};
+use crate::payload::embed;
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobView {
     pub id: String,
     pub flow: String,
@@ -16,7 +18,8 @@ pub struct JobView {
     /// The channel the next attempt uses: 0 the primary, `k` the k-th
     /// fallback.
     pub channel_index: u32,
-    pub payload: serde_json::Value,
+    /// The stored bytes, embedded unchanged.
+    pub payload: Box<RawValue>,
     pub idempotency_key: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -34,31 +37,28 @@ pub struct JobView {
 }
 
 /// One payload edit as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PayloadEditView {
     pub editor: String,
     pub edited_at: Timestamp,
-    pub old_payload: serde_json::Value,
-    pub new_payload: serde_json::Value,
+    pub old_payload: Box<RawValue>,
+    pub new_payload: Box<RawValue>,
 }
 
 impl From<PayloadEdit> for PayloadEditView {
     fn from(edit: PayloadEdit) -> Self {
-        let json =
-            |text: String| serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
         Self {
             editor: edit.editor,
             edited_at: edit.edited_at,
-            old_payload: json(edit.old_payload),
-            new_payload: json(edit.new_payload),
+            old_payload: embed(&edit.old_payload),
+            new_payload: embed(&edit.new_payload),
         }
     }
 }
 
 impl JobView {
     pub fn new(job: JobRecord, attempts: Option<Vec<AttemptRecord>>) -> Self {
-        let payload = serde_json::from_str(&job.payload)
-            .unwrap_or(serde_json::Value::String(job.payload.clone()));
+        let payload = embed(&job.payload);
         Self {
             id: job.id,
             flow: job.flow,
