@@ -21,6 +21,16 @@ pub trait Clock: Send + Sync + 'static {
 
 pub type SharedClock = Arc<dyn Clock>;
 
+/// `at + d`, saturating at the end of representable time instead of
+/// panicking: a policy's longest delay is bounded, but a sum of them (a
+/// deadline plus time held) must never be what stops a worker.
+pub fn later(at: Timestamp, d: Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| at.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
 /// Wall-clock time.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
@@ -63,7 +73,7 @@ impl ManualClock {
     }
 
     pub fn advance(&self, by: Duration) {
-        let next = self.now() + jiff::SignedDuration::try_from(by).unwrap_or_default();
+        let next = later(self.now(), by);
         self.set(next);
     }
 }

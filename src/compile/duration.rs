@@ -22,9 +22,19 @@ pub enum DurationError {
     Syntax,
     #[error("write each unit once, largest first, e.g. `1m30s`")]
     Order,
-    #[error("too large")]
+    #[error("too large; the longest a policy may say is `{MAX_DAYS}d`")]
     Overflow,
+    #[error(
+        "longer than {MAX_DAYS} days, the longest a policy may say; write at most `{MAX_DAYS}d`"
+    )]
+    TooLong,
 }
+
+/// The longest duration a policy may write: a year is past any sensible
+/// delay, window or deadline, and sums of such durations stay far from the
+/// end of representable time.
+pub const MAX_DAYS: u64 = 365;
+const MAX_MS: u64 = MAX_DAYS * 86_400_000;
 
 /// The units, largest first, with their length in milliseconds.
 const UNITS: [(&str, u64); 5] = [
@@ -69,6 +79,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             .ok_or(DurationError::Overflow)?;
         total = total.checked_add(millis).ok_or(DurationError::Overflow)?;
         rest = &rest[digits + letters..];
+    }
+    if total > MAX_MS {
+        return Err(DurationError::TooLong);
     }
     Ok(Duration::from_millis(total))
 }
@@ -150,6 +163,17 @@ mod tests {
         assert_eq!(
             parse_duration("999999999999999d"),
             Err(DurationError::Overflow)
+        );
+        assert_eq!(
+            parse_duration("365d"),
+            Ok(Duration::from_secs(365 * 86_400))
+        );
+        assert_eq!(parse_duration("366d"), Err(DurationError::TooLong));
+        assert_eq!(parse_duration("365d1ms"), Err(DurationError::TooLong));
+        assert_eq!(parse_duration("4000000d"), Err(DurationError::TooLong));
+        assert_eq!(
+            parse_duration("18446744073709551615ms"),
+            Err(DurationError::TooLong)
         );
         assert_eq!(
             DurationError::Syntax.to_string(),

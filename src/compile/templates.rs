@@ -97,6 +97,13 @@ impl Fields {
     }
 }
 
+/// The most retries a template may allow.
+pub const MAX_RETRIES: u32 = 10_000;
+/// The most delays a `schedule` may list.
+pub const MAX_SCHEDULE: usize = 1_000;
+/// The longest `extends` chain: a template and 16 ancestors.
+pub const MAX_EXTENDS_DEPTH: usize = 16;
+
 /// Every template: the built-in ones and those defined in the files.
 /// Templates named by `extends` are added to `used`.
 pub fn compile_templates(
@@ -157,6 +164,26 @@ impl Resolver<'_, '_> {
         result
     }
 
+    /// Marks the rest of a chain too deep to follow as broken, walking it
+    /// without recursion, so that it is reported once, where it got too
+    /// deep, and not again from each template along it.
+    fn break_chain_from(&mut self, first: &str) {
+        let mut next = Some(first.to_string());
+        while let Some(name) = next.take() {
+            if self.done.contains_key(&name) {
+                break;
+            }
+            let Some(entry) = self.registry.templates.get(name.as_str()) else {
+                break;
+            };
+            next = entry.def.extends.clone();
+            if let Some(parent) = &next {
+                self.used.insert(parent.clone());
+            }
+            self.done.insert(name, None);
+        }
+    }
+
     /// The keys the template starts from: its parent's, or none.
     fn parent_fields(
         &mut self,
@@ -169,6 +196,20 @@ impl Resolver<'_, '_> {
         };
         let extends = site.child("extends");
         self.used.insert(parent.clone());
+        // The chain is followed by recursion: bounded here, so that no
+        // policy can exhaust a thread's stack.
+        if self.stack.len() > MAX_EXTENDS_DEPTH {
+            ctx.error(
+                &extends,
+                format_args!(
+                    "the `extends` chain from `{}` is deeper than {MAX_EXTENDS_DEPTH}; \
+                     extend a template nearer the root",
+                    self.stack[0]
+                ),
+            );
+            self.break_chain_from(parent);
+            return None;
+        }
         if let Some(start) = self.stack.iter().position(|n| n == parent) {
             let mut cycle: Vec<&str> = self.stack[start..].iter().map(String::as_str).collect();
             cycle.push(parent);
@@ -217,7 +258,27 @@ fn own_fields(ctx: &mut Ctx<'_>, site: &Site, def: &TemplateDef) -> Option<Field
     let max_interval = duration(ctx, "max_interval", &def.max_interval);
     let total_timeout = duration(ctx, "total_timeout", &def.total_timeout);
     let retry_after_cap = duration(ctx, "retry_after_cap", &def.retry_after_cap);
+    if let Some(retries) = def.retries.filter(|&r| r > MAX_RETRIES) {
+        ctx.error(
+            &site.child("retries"),
+            format_args!(
+                "retries {retries} is more than {MAX_RETRIES}, the most a template may allow; \
+                 bound the series with `total_timeout` instead"
+            ),
+        );
+        ok = false;
+    }
     let mut schedule = None;
+    if let Some(list) = def.schedule.as_ref().filter(|l| l.len() > MAX_SCHEDULE) {
+        ctx.error(
+            &site.child("schedule"),
+            format_args!(
+                "`schedule` has {} delays, more than {MAX_SCHEDULE}; shorten the list",
+                list.len()
+            ),
+        );
+        return None;
+    }
     if let Some(list) = &def.schedule {
         let list_site = site.child("schedule");
         let mut delays = Vec::new();

@@ -12,10 +12,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::gate::{At, Gate, Sent};
-use super::interpreter::{decide, hold_at, signed, Hold, Next, Position};
+use super::interpreter::{decide, hold_at, Hold, Next, Position};
 use crate::channels::{Deadline, Delivery, SharedChannels};
-use crate::clock::SharedClock;
-use crate::model::{CompiledPolicy, DeliveryResult, Flow, Outcome, RetryTemplate};
+use crate::clock::{later, SharedClock};
+use crate::model::{
+    CompiledPolicy, DeliveryResult, ErrorKind, Flow, Outcome, RetryTemplate, TransportError,
+};
 use crate::reload::LivePolicy;
 use crate::retry::classify;
 use crate::store::view::JobView;
@@ -100,7 +102,123 @@ impl Executor {
             finished,
         } = self.send(channel, &delivery, step).await;
         slot.finish(&verdict, &result, finished);
+        self.conclude(
+            &at,
+            flow,
+            Answered {
+                started,
+                finished,
+                result,
+                verdict,
+                note,
+            },
+        )
+    }
 
+    /// The transition of an attempt that panicked: recorded with error kind
+    /// `internal` and decided by the job's policy like any transport error,
+    /// so that a bug never wedges a job (it would otherwise stay `running`
+    /// until its lease ran out, and run into the same panic again). Should
+    /// deciding panic too, the job goes to the dead-letter queue, where a
+    /// person can look at it.
+    pub fn after_panic(&self, job: &JobRecord, panic: &str) -> Transition {
+        let now = self.clock.now();
+        let message = format!("the engine failed during this attempt (a bug): {panic}");
+        tracing::error!(job = %job.id, flow = %job.flow, step = %job.step, %message);
+        let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.conclude_internal(job, &message, now)
+        }));
+        match decided {
+            Ok(Some(transition)) => transition,
+            _ => Transition {
+                to: JobState::Dead,
+                reason: Some("permanent".to_string()),
+                attempt: Some(AttemptRecord {
+                    job_id: job.id.clone(),
+                    step: job.step.clone(),
+                    channel: String::new(),
+                    attempt: job.attempt + 1,
+                    started_at: now,
+                    finished_at: now,
+                    status: None,
+                    error: Some(ErrorKind::Internal.as_str().to_string()),
+                    error_message: Some(message),
+                    outcome: Outcome::Fail.as_str().to_string(),
+                    rule: None,
+                    decision: "dead".to_string(),
+                    delay_ms: None,
+                    next_at: None,
+                    policy_version: job.policy_version.clone(),
+                }),
+                next_at: None,
+                ..self.unattempted(job, now)
+            },
+        }
+    }
+
+    /// [`Executor::conclude`] for an `internal` error at `now`; `None` when
+    /// the job's flow, step or channel is gone.
+    fn conclude_internal(
+        &self,
+        job: &JobRecord,
+        message: &str,
+        now: Timestamp,
+    ) -> Option<Transition> {
+        let policy = self.policy.current();
+        let flow = policy.flow(&job.flow)?;
+        let step_index = match flow.steps.get(job.step_index as usize) {
+            Some(step) if step.name == job.step => job.step_index as usize,
+            _ => flow.step_index(&job.step)?,
+        };
+        let step = &flow.steps[step_index];
+        let channel_index = (job.channel_index as usize).min(step.channel_count() - 1);
+        let channel_name = step.channel_at(channel_index).unwrap_or(&step.channel);
+        let channel = policy.channel(channel_name)?;
+        let result: DeliveryResult = Err(TransportError {
+            kind: ErrorKind::Internal,
+            message: message.to_string(),
+        });
+        let verdict = classify(step.classifier.as_deref(), &result, &step.retry, now);
+        let at = At {
+            job,
+            policy: &policy,
+            step,
+            step_index,
+            channel_index,
+            channel,
+        };
+        Some(self.conclude(
+            &at,
+            flow,
+            Answered {
+                started: now,
+                finished: now,
+                result,
+                verdict,
+                note: None,
+            },
+        ))
+    }
+
+    /// Decides where a job goes after an attempt's answer and builds the
+    /// transition that records it.
+    fn conclude(&self, at: &At<'_>, flow: &Flow, answered: Answered) -> Transition {
+        let At {
+            job,
+            policy,
+            step,
+            step_index,
+            channel_index,
+            ..
+        } = *at;
+        let Answered {
+            started,
+            finished,
+            result,
+            verdict,
+            note,
+        } = answered;
+        let channel_name = step.channel_at(channel_index).unwrap_or(&step.channel);
         let attempts = job.attempt + 1;
         let series_started_at = match (job.attempt, job.series_started_at) {
             (0, _) | (_, None) => started,
@@ -234,7 +352,18 @@ impl Executor {
         }
         transition
     }
+}
 
+/// What an attempt brought back, with its times.
+struct Answered {
+    started: Timestamp,
+    finished: Timestamp,
+    result: DeliveryResult,
+    verdict: crate::retry::Verdict,
+    note: Option<String>,
+}
+
+impl Executor {
     /// Suspends a job that its step's calendar holds at `now`, without an
     /// attempt. The hold counts as held time of the series under way; before
     /// a series' first attempt there is no deadline running to protect.
@@ -273,7 +402,7 @@ impl Executor {
             "job's flow or step is not in the policy in force; suspended");
         Transition {
             to: JobState::Suspended,
-            next_at: Some(now + signed(VANISHED_RECHECK)),
+            next_at: Some(later(now, VANISHED_RECHECK)),
             reason: Some(reason.to_string()),
             policy_version: policy.version.to_string(),
             ..self.unattempted(job, now)
@@ -362,7 +491,7 @@ impl Executor {
                 match crate::retry::delay_before_retry(&template, attempt, fastrand::f64()) {
                     Some(delay) => {
                         let wait = verdict.retry_after.unwrap_or(delay);
-                        ("retry", Some(finished + signed(wait)))
+                        ("retry", Some(later(finished, wait)))
                     }
                     None => ("gave_up", None),
                 }

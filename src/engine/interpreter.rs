@@ -36,6 +36,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::calendar::Availability;
+use crate::clock::later;
 use crate::model::{Flow, MaintenanceRule, OffHours, Outcome, RetryTemplate, Step};
 use crate::retry::{delay_before_retry, Verdict};
 
@@ -147,9 +148,9 @@ pub fn decide(
             let template = template_at(step, now);
             let delay = delay_before_retry(template, at.attempts, jitter_sample)
                 .map(|backoff| verdict.retry_after.unwrap_or(backoff));
-            let retry_at = delay.map(|d| (now + signed(d), d));
+            let retry_at = delay.map(|d| (later(now, d), d));
             let within_deadline = |when: Timestamp| match template.total_timeout {
-                Some(total) => when <= at.series_started_at + signed(total) + signed(at.held),
+                Some(total) => when <= later(later(at.series_started_at, total), at.held),
                 None => true,
             };
             match retry_at {
@@ -233,7 +234,7 @@ pub fn hold_at(step: &Step, at: Timestamp) -> Option<Hold> {
         OffHours::Hold => {
             let opens = opens.unwrap_or_else(|| calendar.next_open(at));
             Some(Hold {
-                until: opens.unwrap_or_else(|| at + signed(HOLD_RECHECK)),
+                until: opens.unwrap_or_else(|| later(at, HOLD_RECHECK)),
                 reason: HoldReason::OffHours,
             })
         }

@@ -13,10 +13,12 @@
 //! attempts in flight, not for up to eight more per worker.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use jiff::Timestamp;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -25,6 +27,7 @@ use super::executor::Executor;
 use super::interpreter::signed;
 use super::writer::ResultWriter;
 use crate::channels::Deadlines;
+use crate::panic_message;
 use crate::store::ClaimedJob;
 
 /// What a worker does with a claimed job.
@@ -187,7 +190,11 @@ impl WorkerPool {
                                  --workers or --lease)");
                             executor.release(&job)
                         } else {
-                            executor.attempt(&job, &deadline).await
+                            let attempt = AssertUnwindSafe(executor.attempt(&job, &deadline));
+                            match attempt.catch_unwind().await {
+                                Ok(transition) => transition,
+                                Err(panic) => executor.after_panic(&job, &panic_message(&*panic)),
+                            }
                         };
                         writer.submit(transition).await;
                     }
