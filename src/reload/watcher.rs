@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use super::LivePolicy;
 use crate::clock::SharedClock;
 use crate::compile::{compile, policy_version};
+use crate::panic_message;
 use crate::policy::{has_errors, load_paths, EnvMode, Severity};
 
 /// What one reload did.
@@ -158,7 +159,11 @@ impl Watcher {
         after_swap: AfterSwap,
     ) -> Result<Watcher, notify::Error> {
         let (changed_tx, changed) = mpsc::channel::<()>(1);
-        let targets = reloader.paths().to_vec();
+        // Watched and compared as absolute paths: the kernel's events name
+        // absolute paths whatever was watched, so a relative `policies`
+        // (the default `./policies` too) would never match one.
+        let targets = absolute_paths(reloader.paths());
+        let watched_paths = targets.clone();
         let mut debouncer = new_debouncer(
             // Zero would reload on every event of an editor's save.
             config.debounce.max(Duration::from_millis(10)),
@@ -186,7 +191,7 @@ impl Watcher {
                 }
             },
         )?;
-        arm(&mut debouncer, reloader.paths());
+        arm(&mut debouncer, &watched_paths);
         let force = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(watch_loop(
@@ -252,10 +257,18 @@ async fn watch_loop(
             _ = stopped.changed() => break,
         };
         let worker = reloader.clone();
-        let outcome = tokio::task::spawn_blocking(move || worker.reload(always))
-            .await
-            .ok()
-            .flatten();
+        let outcome = tokio::select! {
+            outcome = off_thread(move || worker.reload(always)) => match outcome {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    tracing::error!(%panic, "policy reload failed; the last good policy stays in force");
+                    reloader.live.reject(vec![format!("the reload failed: {panic}")], reloader.clock.now());
+                    None
+                }
+            },
+            // A reload still compiling does not hold the engine up.
+            _ = stopped.changed() => break,
+        };
         if matches!(outcome, Some(ReloadOutcome::Swapped { .. })) {
             after_swap();
         }
@@ -263,11 +276,36 @@ async fn watch_loop(
         // doing it on every reload would itself raise events.
         let now_watched = identities(reloader.paths());
         if outcome.is_some() && now_watched != watched {
-            arm(&mut debouncer, reloader.paths());
+            arm(&mut debouncer, &absolute_paths(reloader.paths()));
             watched = now_watched;
         }
     }
     debouncer.stop_nonblocking();
+}
+
+/// The stack of the thread that compiles a reload: far more than any
+/// bounded policy needs, so that compiling never takes a worker's stack.
+const COMPILE_STACK: usize = 64 * 1024 * 1024;
+
+/// Runs `work` on a thread of its own, so that a slow or deep compile never
+/// holds a runtime thread; `Err` carries a panic's message.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("policy-reload".into())
+        .stack_size(COMPILE_STACK)
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+            let _ = done.send(outcome.map_err(|panic| panic_message(&panic)));
+        });
+    if let Err(error) = spawned {
+        return Err(format!("cannot start the reload thread: {error}"));
+    }
+    result
+        .await
+        .unwrap_or_else(|_| Err("the reload thread ended without an answer".to_string()))
 }
 
 /// (Re)watches each path and its parent; paths that do not exist (a
@@ -320,18 +358,28 @@ fn changes_content(kind: &EventKind) -> bool {
     }
 }
 
-/// Whether a changed path is, or is inside, one of the policy paths.
+/// Each path made absolute against the working directory, lexically (a
+/// path that does not exist yet stays watchable through its parent).
+fn absolute_paths(paths: &[PathBuf]) -> Vec<PathBuf> {
+    paths
+        .iter()
+        .map(|path| std::path::absolute(path).unwrap_or_else(|_| path.clone()))
+        .collect()
+}
+
+/// Whether a changed path is, or is inside, one of the policy paths. Both
+/// sides are compared as absolute paths.
 fn concerns(changed: &Path, targets: &[PathBuf]) -> bool {
-    let changed = changed.strip_prefix(".").unwrap_or(changed);
-    // An event on the parent directory itself says nothing about ours (and
-    // the empty path would be a prefix of every target).
-    if changed.as_os_str().is_empty() {
-        return false;
-    }
+    let changed = std::path::absolute(changed).unwrap_or_else(|_| changed.to_path_buf());
     targets.iter().any(|target| {
-        let target = target.strip_prefix(".").unwrap_or(target);
-        changed.starts_with(target)
-            || target.starts_with(changed)
+        let target = std::path::absolute(target).unwrap_or_else(|_| target.clone());
+        // An event on the watched parent directory itself says nothing
+        // about the policy path in it.
+        if changed == parent_of(&target) {
+            return false;
+        }
+        changed.starts_with(&target)
+            || target.starts_with(&changed)
             || (changed.file_name().is_some() && changed.file_name() == target.file_name())
     })
 }
@@ -375,6 +423,11 @@ mod tests {
         assert!(!concerns(Path::new("./steadfast.db-wal"), &targets));
         assert!(!concerns(Path::new("./policies.new"), &targets));
         assert!(!concerns(Path::new("."), &targets));
+        // A relative target matches the absolute paths the kernel reports.
+        let cwd = std::env::current_dir().unwrap();
+        assert!(concerns(&cwd.join("policies/acme.yaml"), &targets));
+        assert!(!concerns(&cwd.join("steadfast.db-wal"), &targets));
+        assert!(!concerns(&cwd, &targets));
         let absolute = [PathBuf::from("/etc/steadfast/policies")];
         assert!(concerns(
             Path::new("/etc/steadfast/policies/a.toml"),
