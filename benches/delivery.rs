@@ -458,7 +458,6 @@ impl Engine {
                     workers: WORKERS,
                     ..SchedulerConfig::default()
                 },
-                quotas: unlimited_quotas(),
                 ..EngineConfig::default()
             },
             clock: Arc::new(SystemClock),
@@ -728,23 +727,13 @@ async fn postgres_nodes(
     let url = server.fresh_database().await;
     let policies = tempfile::tempdir()?;
     std::fs::write(policies.path().join("bench.yaml"), POLICY)?;
-    // Tens of thousands of retries in minutes: far past the default hourly
-    // quotas, which would hold most of them for an hour.
-    // Beside, not inside, the policy directory: every .toml there is a policy.
-    let settings = tempfile::tempdir()?;
-    let config = settings.path().join("steadfast.toml");
-    std::fs::write(
-        &config,
-        "[quotas]\nretries_per_hour = 1000000000\nretries_per_hour_per_flow = 1000000000\n",
-    )?;
     let mut engines = Vec::new();
     for _ in 0..nodes {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
-            .args(["run", "--workers", &WORKERS.to_string(), "--config"])
-            .arg(&config)
+            .args(["run", "--workers", &WORKERS.to_string()])
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--policies")
@@ -828,16 +817,6 @@ impl Drop for EngineProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// The bench makes far more retries an hour than the default quotas allow;
-/// quotas are not what it measures.
-fn unlimited_quotas() -> steadfast::retry::quota::QuotaConfig {
-    steadfast::retry::quota::QuotaConfig {
-        per_hour: u64::MAX,
-        per_flow_per_hour: u64::MAX,
-        flows: Default::default(),
     }
 }
 

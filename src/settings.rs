@@ -13,7 +13,7 @@
 //! secret = "${CI_SUBMIT_TOKEN}"   # read from the environment
 //! scope = "submit"                # or "admin"
 //!
-//! [quotas]
+//! [quotas]                        # off unless set
 //! retries_per_hour = 100000       # the whole node
 //! retries_per_hour_per_flow = 1000
 //! ```
@@ -88,24 +88,16 @@ impl std::fmt::Debug for TokenSetting {
     }
 }
 
-/// Retry quotas per hour, counted in memory on each node.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Retry quotas per hour, counted in memory on each node; none unless set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotaSettings {
-    pub retries_per_hour: u64,
-    pub retries_per_hour_per_flow: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries_per_hour: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries_per_hour_per_flow: Option<u64>,
     /// A flow's own hourly quota, instead of `retries_per_hour_per_flow`.
     pub flows: BTreeMap<String, u64>,
-}
-
-impl Default for QuotaSettings {
-    fn default() -> Self {
-        QuotaSettings {
-            retries_per_hour: 100_000,
-            retries_per_hour_per_flow: 1_000,
-            flows: BTreeMap::new(),
-        }
-    }
 }
 
 /// Flags given on the command line (`None`: not given).
@@ -303,8 +295,11 @@ mod tests {
         assert_eq!(settings.listen, "0.0.0.0:9000");
         assert_eq!(settings.db, "sqlite://env.db");
         assert_eq!(settings.workers, 9);
-        assert_eq!(settings.quotas.retries_per_hour_per_flow, 5);
-        assert_eq!(settings.quotas.retries_per_hour, 100_000);
+        assert_eq!(settings.quotas.retries_per_hour_per_flow, Some(5));
+        assert_eq!(
+            settings.quotas.retries_per_hour, None,
+            "quotas are off unless set"
+        );
         let tokens = resolve_tokens(&settings.tokens, &env(&[("CI", "s3cret")])).unwrap();
         assert_eq!(tokens[0].secret, "s3cret");
         let missing = resolve_tokens(&settings.tokens, &[])

@@ -511,7 +511,7 @@ flows:
         policies.path(),
         &[("PARTNER", partner.url.as_str())],
         steadfast::retry::quota::QuotaConfig {
-            per_flow_per_hour: 2,
+            per_flow_per_hour: Some(2),
             ..Default::default()
         },
     )

@@ -1,5 +1,7 @@
 //! Retry quotas per hour: for the whole node and per flow.
 //!
+//! Off unless set (PRODUCT.md: an engine delivering tens of thousands of
+//! jobs a second must not hold ordinary retries for an hour out of the box).
 //! Counted in memory on each node, in fixed windows of a clock hour (UTC):
 //! cheap, no database write per retry, and a restart or a second node each
 //! start their own count, so with N nodes the effective ceiling is up to N
@@ -14,24 +16,21 @@ use jiff::Timestamp;
 
 const HOUR_MS: i64 = 3_600_000;
 
-/// The quotas in force.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The quotas in force; `None` and an absent flow: no quota.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QuotaConfig {
     /// Retries decided per hour on this node, all flows together.
-    pub per_hour: u64,
+    pub per_hour: Option<u64>,
     /// Retries decided per hour for one flow.
-    pub per_flow_per_hour: u64,
+    pub per_flow_per_hour: Option<u64>,
     /// A flow's own hourly quota, instead of `per_flow_per_hour`.
     pub flows: BTreeMap<String, u64>,
 }
 
-impl Default for QuotaConfig {
-    fn default() -> Self {
-        QuotaConfig {
-            per_hour: 100_000,
-            per_flow_per_hour: 1_000,
-            flows: BTreeMap::new(),
-        }
+impl QuotaConfig {
+    /// Whether any quota is set at all.
+    pub fn is_set(&self) -> bool {
+        self.per_hour.is_some() || self.per_flow_per_hour.is_some() || !self.flows.is_empty()
     }
 }
 
@@ -84,6 +83,9 @@ impl RetryQuotas {
     /// Counts a retry of `flow` decided at `now`, or refuses it when either
     /// quota of this hour is spent (a refused retry is not counted).
     pub fn admit(&self, flow: &str, now: Timestamp) -> Result<(), OverQuota> {
+        if !self.config.is_set() {
+            return Ok(());
+        }
         let hour = now.as_millisecond().div_euclid(HOUR_MS);
         let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
         if window.hour != hour {
@@ -94,7 +96,11 @@ impl RetryQuotas {
         }
         let until = Timestamp::from_millisecond(hour.saturating_add(1).saturating_mul(HOUR_MS))
             .unwrap_or(now);
-        if window.total >= self.config.per_hour {
+        if self
+            .config
+            .per_hour
+            .is_some_and(|limit| window.total >= limit)
+        {
             return Err(OverQuota {
                 scope: QuotaScope::Node,
                 until,
@@ -105,9 +111,9 @@ impl RetryQuotas {
             .flows
             .get(flow)
             .copied()
-            .unwrap_or(self.config.per_flow_per_hour);
+            .or(self.config.per_flow_per_hour);
         let used = window.per_flow.get(flow).copied().unwrap_or(0);
-        if used >= limit {
+        if limit.is_some_and(|limit| used >= limit) {
             return Err(OverQuota {
                 scope: QuotaScope::Flow,
                 until,
@@ -130,8 +136,8 @@ mod tests {
     #[test]
     fn a_flow_over_its_quota_waits_for_the_next_hour() {
         let quotas = RetryQuotas::new(QuotaConfig {
-            per_hour: 10,
-            per_flow_per_hour: 2,
+            per_hour: Some(10),
+            per_flow_per_hour: Some(2),
             flows: [("big".to_string(), 5)].into_iter().collect(),
         });
         let now = at("2026-11-23T05:20:00Z");
@@ -159,5 +165,28 @@ mod tests {
         );
         // A new hour starts afresh.
         assert!(quotas.admit("a", at("2026-11-23T06:00:00Z")).is_ok());
+    }
+
+    #[test]
+    fn no_quota_is_set_by_default() {
+        let quotas = RetryQuotas::new(QuotaConfig::default());
+        let now = at("2026-11-23T05:20:00Z");
+        for _ in 0..100_000 {
+            assert!(quotas.admit("a", now).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_flow_quota_alone_leaves_other_flows_free() {
+        let quotas = RetryQuotas::new(QuotaConfig {
+            flows: [("big".to_string(), 1)].into_iter().collect(),
+            ..QuotaConfig::default()
+        });
+        let now = at("2026-11-23T05:20:00Z");
+        assert!(quotas.admit("big", now).is_ok());
+        assert!(quotas.admit("big", now).is_err());
+        for _ in 0..5_000 {
+            assert!(quotas.admit("other", now).is_ok());
+        }
     }
 }
