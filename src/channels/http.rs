@@ -241,6 +241,8 @@ fn transport_error(error: reqwest::Error) -> TransportError {
     let chain = error_chain(&error);
     let kind = if error.is_timeout() {
         ErrorKind::Timeout
+    } else if caused_by_tls(&error) {
+        ErrorKind::Tls
     } else if let Some(kind) = io_kind(&error) {
         match kind {
             io::ErrorKind::TimedOut => ErrorKind::Timeout,
@@ -277,6 +279,26 @@ fn transport_error(error: reqwest::Error) -> TransportError {
         kind,
         message: chain,
     }
+}
+
+/// Whether rustls refused the exchange: a bad certificate, or a protocol
+/// error such as a plain-HTTP answer to a TLS hello. rustls' errors travel
+/// inside `io::Error`s, whose `source()` skips the error they wrap, so each
+/// one is opened with `get_ref`.
+fn caused_by_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            if inner.is::<rustls::Error>() || caused_by_tls(inner) {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
 }
 
 fn is_tls(chain: &str) -> bool {
