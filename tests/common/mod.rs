@@ -543,3 +543,68 @@ pub async fn count_in_state(client: &reqwest::Client, base: &str, state: &str) -
         }
     }
 }
+
+/// A free loopback port, for an engine started as a process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `steadfast` binary running as a child process; killed when dropped.
+pub struct EngineProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl EngineProcess {
+    /// `steadfast run --listen 127.0.0.1:PORT` plus `args`, in `dir`, with
+    /// `env`; waits until it answers `/healthz`.
+    pub async fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> EngineProcess {
+        let port = free_port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"));
+        command
+            .current_dir(dir)
+            .args(["run", "--workers", "4", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("start the steadfast binary");
+        let engine = EngineProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        wait_healthy(&http_client(), &engine.base, Duration::from_secs(20)).await;
+        engine
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
