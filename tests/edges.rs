@@ -464,3 +464,39 @@ async fn limits_validate_refuses_never_reach_a_running_engine() {
     }
     assert_eq!(engine.stop(), Some(0));
 }
+
+/// A link to a file outside the policy directory is refused by its name;
+/// what the file holds is never read, logged or shown by the API.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_symlink_out_of_the_policy_directory_is_refused_unread() {
+    let partner = Partner::start(|_| status(200)).await;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join("policies")).unwrap();
+    std::fs::write(work.path().join("policies/leads.yaml"), RELOAD_POLICY).unwrap();
+    let secret = work.path().join("shadow");
+    std::fs::write(&secret, "root:$6$SECRETHASH:19000:0:99999:7:::\n").unwrap();
+    let engine = EngineProcess::start(
+        work.path(),
+        &["--reload-debounce", "50ms"],
+        &[("PARTNER", &partner.url)],
+    )
+    .await;
+    std::os::unix::fs::symlink(&secret, work.path().join("policies/shadow.yaml")).unwrap();
+    let (code, output) = validate(work.path());
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("policies/shadow.yaml"), "{output}");
+    assert!(output.contains("outside the policy directory"), "{output}");
+    assert!(!output.contains("SECRETHASH"), "{output}");
+    let shown = wait_for(
+        Duration::from_secs(10),
+        "the link was never looked at",
+        async || policies_shown(&engine).await,
+        |shown| shown["failed_reloads"].as_u64() >= Some(1),
+    )
+    .await;
+    let text = shown.to_string();
+    assert!(text.contains("shadow.yaml"), "{text}");
+    assert!(!text.contains("SECRETHASH"), "{text}");
+    still_delivers(&engine, "after-link").await;
+}

@@ -83,8 +83,8 @@ impl Diagnostic {
             file: file.to_path_buf(),
             line: pos.line,
             column: pos.column,
-            path: path.into(),
-            message: message.into(),
+            path: shorten_path(&path.into()),
+            message: shorten_quotes(&message.into()),
         }
     }
 
@@ -111,6 +111,45 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// The most characters of a key or value a message quotes. A file that is
+/// not a policy at all (say, a system file) must not be shown whole.
+pub const QUOTE_MAX: usize = 40;
+
+/// `text` cut to [`QUOTE_MAX`] characters, with `…` when cut.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_MAX) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+/// Every backtick-quoted span of `message` cut to [`QUOTE_MAX`] characters.
+fn shorten_quotes(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (n, part) in parts.enumerate() {
+        out.push('`');
+        // Odd parts (0-based n even) lie between a pair of backticks.
+        if n % 2 == 0 {
+            out.push_str(&shorten(part));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// Each key of a path cut to [`QUOTE_MAX`] characters.
+fn shorten_path(path: &str) -> String {
+    if path.chars().count() <= QUOTE_MAX {
+        return path.to_string();
+    }
+    path.split('.').map(shorten).collect::<Vec<_>>().join(".")
+}
+
 /// Whether any of `diagnostics` is an error.
 pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
     diagnostics.iter().any(Diagnostic::is_error)
@@ -118,6 +157,28 @@ pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_keys_and_values_are_quoted_in_part() {
+        let key = format!("root:$6${}", "x".repeat(100));
+        let d = super::Diagnostic::error(
+            std::path::Path::new("p.yaml"),
+            super::Pos::new(1, 1),
+            key.clone(),
+            format!("unknown top-level key `{key}`; expected one of a, b"),
+        );
+        let shown = d.to_string();
+        assert!(!shown.contains(&"x".repeat(41)), "{shown}");
+        assert!(shown.contains("…`; expected one of a, b"), "{shown}");
+        let short = super::Diagnostic::error(
+            std::path::Path::new("p.yaml"),
+            super::Pos::new(1, 1),
+            "flows.a.steps[0]",
+            "unknown channel `x`, see `y`",
+        );
+        assert_eq!(short.message, "unknown channel `x`, see `y`");
+        assert_eq!(short.path, "flows.a.steps[0]");
+    }
+
     use super::*;
 
     #[test]

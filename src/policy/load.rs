@@ -5,8 +5,9 @@
 //! path order so that the same files always load the same way. Policy test
 //! cases (`*.test.yaml`, `*.test.yml`, `*.test.toml`) and hidden files (an
 //! editor's `.#x.yaml`, a Kubernetes `..data` link) are skipped. An explicit
-//! file is taken as given. Symlinks are followed, so a git-sync or
-//! ConfigMap symlink swap loads the new target.
+//! file is taken as given. Symlinks within the directory are followed, so a
+//! git-sync or ConfigMap symlink swap loads the new target; a symlink out of
+//! it is refused unread.
 
 use std::fs;
 use std::io;
@@ -31,7 +32,7 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
             }
         };
         if metadata.is_dir() {
-            match policy_files_in(path) {
+            match policy_files_in(path, &mut diags) {
                 // Most likely the wrong directory, or one caught half-way
                 // through a deploy; an empty set in force would suspend
                 // every job.
@@ -56,13 +57,36 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
     (sources, diags)
 }
 
-/// The policy files directly in `dir`, sorted by path.
-fn policy_files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
+/// The policy files directly in `dir`, sorted by path. A symlink whose
+/// target lies outside `dir` is refused by its name (a diagnostic), never
+/// read: a link to a system file must not have its content quoted back.
+fn policy_files_in(dir: &Path, diags: &mut Vec<Diagnostic>) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let path = entry?.path();
+    let root = fs::canonicalize(dir)?;
+    let mut entries = fs::read_dir(dir)?.collect::<io::Result<Vec<_>>>()?;
+    // In path order, so that the same files always load (and are
+    // reported) the same way.
+    entries.sort_by_key(|entry| entry.path());
+    for entry in entries {
+        let path = entry.path();
         if !is_policy_file_name(&path) {
             continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            match fs::canonicalize(&path) {
+                Ok(target) if !target.starts_with(&root) => {
+                    diags.push(Diagnostic::error(
+                        &path,
+                        Pos::UNKNOWN,
+                        "",
+                        "a symlink to a file outside the policy directory; refused, and \
+                         not read: copy the file into the directory, or link only inside it",
+                    ));
+                    continue;
+                }
+                // Dangling: skipped below, like an editor's lock file.
+                _ => {}
+            }
         }
         // `metadata` follows symlinks; a dangling one (an editor's lock
         // file) is not a policy file.
@@ -70,7 +94,6 @@ fn policy_files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
             files.push(path);
         }
     }
-    files.sort();
     Ok(files)
 }
 
@@ -187,19 +210,42 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn symlinks_are_followed_and_dangling_ones_skipped() {
+    fn symlinks_inside_are_followed_and_dangling_ones_skipped() {
+        // The git-sync layout: files link into a `..data` directory beside
+        // them, and the directory given is itself a link.
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        fs::create_dir(d.join("real")).unwrap();
-        fs::write(d.join("real/a.yaml"), "flows: {}").unwrap();
-        fs::create_dir(d.join("policies")).unwrap();
-        std::os::unix::fs::symlink(d.join("real/a.yaml"), d.join("policies/a.yaml")).unwrap();
+        fs::create_dir_all(d.join("policies/..2026_12_05")).unwrap();
+        fs::write(d.join("policies/..2026_12_05/a.yaml"), "flows: {}").unwrap();
+        std::os::unix::fs::symlink("..2026_12_05", d.join("policies/..data")).unwrap();
+        std::os::unix::fs::symlink("..data/a.yaml", d.join("policies/a.yaml")).unwrap();
         std::os::unix::fs::symlink(d.join("nowhere.yaml"), d.join("policies/b.yaml")).unwrap();
         std::os::unix::fs::symlink(d.join("policies"), d.join("current")).unwrap();
         let (sources, diags) = load_paths(&[d.join("current")]);
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(names(&sources), vec!["a.yaml"]);
         assert_eq!(sources[0].text, "flows: {}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_out_of_the_directory_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("secret.yaml"), "root:$6$hash: x").unwrap();
+        fs::create_dir(d.join("policies")).unwrap();
+        fs::write(d.join("policies/ok.yaml"), "flows: {}").unwrap();
+        std::os::unix::fs::symlink(d.join("secret.yaml"), d.join("policies/s.yaml")).unwrap();
+        std::os::unix::fs::symlink("../secret.yaml", d.join("policies/t.yaml")).unwrap();
+        let (sources, diags) = load_paths(&[d.join("policies")]);
+        assert_eq!(names(&sources), vec!["ok.yaml"]);
+        assert_eq!(diags.len(), 2, "{diags:?}");
+        for diag in &diags {
+            let shown = diag.to_string();
+            assert!(shown.contains("outside the policy directory"), "{shown}");
+            assert!(!shown.contains("root"), "{shown}");
+        }
+        assert_eq!(diags[0].file, d.join("policies/s.yaml"));
     }
 
     #[test]
