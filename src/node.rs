@@ -71,10 +71,15 @@ pub struct Node {
     watcher: Option<Watcher>,
     gauges: JoinHandle<()>,
     alerter: Option<JoinHandle<()>>,
+    /// Held until the node is dropped, after its shutdown.
+    _lock: Option<store::sqlite::lock::EngineLock>,
 }
 
 impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        // Before the file is opened at all: a second engine must not even
+        // run migrations on a file a live engine writes.
+        let mut lock = store::engine_lock(&config.db_url)?;
         let store = store::open(&config.db_url).await?;
         let listener =
             TcpListener::bind(&config.listen)
@@ -87,6 +92,10 @@ impl Node {
             addr: config.listen.clone(),
             source,
         })?;
+        if let Some(lock) = &mut lock {
+            let pid = std::process::id().to_string();
+            lock.record(&[("pid", &pid), ("api", &format!("http://{addr}"))]);
+        }
         let channels = Arc::new(Channels::new().map_err(|e| NodeError::Channels(e.message))?);
         let policy = Arc::new(LivePolicy::new(config.policy, config.clock.now()));
         let stats = Arc::new(crate::alerts::AttemptStats::default());
@@ -145,6 +154,7 @@ impl Node {
         }));
         let gauges = tokio::spawn(refresh_job_gauges(store.clone()));
         Ok(Node {
+            _lock: lock,
             gauges,
             alerter,
             addr,

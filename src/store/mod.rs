@@ -47,6 +47,14 @@ pub enum StoreError {
     Open { path: String, source: sqlx::Error },
     #[error("corrupt row in the step log: {0}")]
     Corrupt(String),
+    #[error(
+        "the SQLite file {db} is in use by another steadfast engine{holder}; one SQLite file \
+         belongs to one engine: stop that one, give this one its own --db, or use \
+         postgres://… for several nodes"
+    )]
+    InUse { db: String, holder: String },
+    #[error("cannot lock {path}: {message}")]
+    Lock { path: String, message: String },
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -93,6 +101,18 @@ pub async fn open_with(url: &str, options: sqlite::SqliteOptions) -> StoreResult
         Ok(Arc::new(postgres::PgStepLog::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(redact_url(url)))
+    }
+}
+
+/// For a SQLite step log, the lock that makes its file this engine's alone
+/// (see `sqlite::lock`); PostgreSQL is shared by design.
+pub fn engine_lock(url: &str) -> StoreResult<Option<sqlite::lock::EngineLock>> {
+    if !url.starts_with("sqlite:") {
+        return Ok(None);
+    }
+    match sqlite::database_file(url)? {
+        Some(file) => sqlite::lock::EngineLock::acquire(&file).map(Some),
+        None => Ok(None),
     }
 }
 

@@ -8,6 +8,7 @@
 //! upgrade to a writer after another commit and would
 //! fail with `SQLITE_BUSY` instead of waiting.
 
+pub mod lock;
 mod writer;
 
 use std::str::FromStr;
@@ -121,6 +122,16 @@ pub fn url_options(url: &str, mut options: SqliteOptions) -> StoreResult<(String
         format!("{base}?{}", passed.join("&"))
     };
     Ok((url, options))
+}
+
+/// The database file a `sqlite:` URL names; `None` for an in-memory one.
+pub fn database_file(url: &str) -> StoreResult<Option<std::path::PathBuf>> {
+    let (url, _) = url_options(url, SqliteOptions::default())?;
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(None);
+    }
+    let connect = SqliteConnectOptions::from_str(&url)?;
+    Ok(Some(connect.get_filename().to_path_buf()))
 }
 
 pub struct SqliteStepLog {
