@@ -15,7 +15,7 @@ use serde_path_to_error::Segment;
 
 use super::cases::TestCaseDef;
 use super::defs::{CalendarDef, ChannelDef, ClassifierDef, FlowDef, TemplateDef, TOP_LEVEL_KEYS};
-use super::diagnostic::Diagnostic;
+use super::diagnostic::{shorten, Diagnostic};
 use super::env::{expand, EnvMode, ExpandOutcome, Expansion};
 use super::node::{
     child_path, duplicate_keys, index_path, to_json, Node, NodeValue, Pos, Positions,
@@ -200,7 +200,7 @@ pub fn decode(source: &SourceFile, env: &EnvMode) -> (ParsedFile, Vec<Diagnostic
                 key.name.clone(),
                 format!(
                     "unknown top-level key `{}`; expected one of {}",
-                    key.name,
+                    shorten(&key.name),
                     TOP_LEVEL_KEYS.join(", ")
                 ),
             ));
@@ -468,6 +468,18 @@ fn serde_diagnostic(file: &ParsedFile, mut path: String, message: &str) -> Diagn
         pos = file.key_at(&path);
     }
     let mut message = plain_serde_message(message);
+    for prefix in ["unknown field `", "unknown variant `"] {
+        if let Some(quoted) = quoted_after(&message, prefix) {
+            let short = shorten(quoted);
+            if short != quoted {
+                message = message.replacen(
+                    &format!("{prefix}{quoted}`"),
+                    &format!("{prefix}{short}`"),
+                    1,
+                );
+            }
+        }
+    }
     if let Some(expansion) = file.expansion(&path) {
         if expansion.resolved && !expansion.value.is_empty() {
             let escaped: String = expansion.value.escape_debug().collect();
