@@ -260,9 +260,10 @@ async fn when_the_backup_fails_too_the_file_spool_takes_the_job() {
     let last = job["attempts"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["channel"], "spool");
     assert_eq!(s.partner.requests_to("/backup").len(), 4);
+    let file = steadfast::channels::file::spool_file_name("order-2");
+    assert!(file.starts_with("order-2-"), "{file}");
     let written: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(s.spool.path().join("order-2.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(s.spool.path().join(file)).unwrap()).unwrap();
     assert_eq!(written["payload"], json!({"order": 2}));
     assert_eq!(written["id"], id.as_str());
     s.node.shutdown().await;

@@ -500,3 +500,30 @@ async fn a_symlink_out_of_the_policy_directory_is_refused_unread() {
     assert!(!text.contains("SECRETHASH"), "{text}");
     still_delivers(&engine, "after-link").await;
 }
+
+/// One SQLite file belongs to one engine: a second `run` on it refuses to
+/// start (exit 2), naming the file and the engine that holds it.
+#[tokio::test]
+async fn a_second_engine_on_the_same_sqlite_file_refuses_to_start() {
+    let partner = Partner::start(|_| status(200)).await;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join("policies")).unwrap();
+    std::fs::write(work.path().join("policies/leads.yaml"), RELOAD_POLICY).unwrap();
+    let first = EngineProcess::start(work.path(), &[], &[("PARTNER", &partner.url)]).await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .current_dir(work.path())
+        .args(["run", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .env("PARTNER", &partner.url)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("steadfast.db is in use"), "{stderr}");
+    assert!(stderr.contains(&first.base), "{stderr}");
+    still_delivers(&first, "still-mine").await;
+    assert_eq!(first.stop(), Some(0));
+    // Once the first has stopped, the file is free again.
+    let second = EngineProcess::start(work.path(), &[], &[("PARTNER", &partner.url)]).await;
+    still_delivers(&second, "now-yours").await;
+    assert_eq!(second.stop(), Some(0));
+}

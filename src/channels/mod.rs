@@ -6,7 +6,7 @@
 
 pub mod breaker;
 pub mod deadline;
-mod file;
+pub mod file;
 mod http;
 pub mod rate;
 
