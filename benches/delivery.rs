@@ -464,6 +464,7 @@ impl Engine {
             tokens: Vec::new(),
             alerts: Default::default(),
             reload: None,
+            serve: Default::default(),
         })
         .await?;
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
@@ -693,6 +694,7 @@ async fn reload_latency(dir: &Path, partner: &str) -> Result<f64> {
             env,
             watch: WatchConfig::default(),
         }),
+        serve: Default::default(),
     })
     .await?;
     let mut times = Vec::new();

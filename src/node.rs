@@ -56,6 +56,8 @@ pub struct NodeConfig {
     pub tokens: Vec<api::Token>,
     /// Alert rules, checked on this node.
     pub alerts: crate::alerts::AlertsConfig,
+    /// The API listener's bounds.
+    pub serve: api::ServeConfig,
 }
 
 /// A running node.
@@ -149,7 +151,7 @@ impl Node {
             operations: Arc::new(api::dlq::Operations::default()),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
-        let api = tokio::spawn(api::serve(listener, state, async {
+        let api = tokio::spawn(api::serve(listener, state, config.serve, async {
             let _ = stopped.await;
         }));
         let gauges = tokio::spawn(refresh_job_gauges(store.clone()));

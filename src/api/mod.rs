@@ -7,6 +7,16 @@ mod channels;
 pub mod dlq;
 mod error;
 mod jobs;
+mod server;
+
+/// The API's parsers, for [`crate::fuzzing`]; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// The payloads that the submission, batch and edit parsers accept.
+    pub fn accepted_payloads(body: &[u8]) -> Vec<String> {
+        super::jobs::accepted_payloads(body)
+    }
+}
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,6 +35,7 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use auth::{Access, Caller, Scope, Token};
 pub use error::ApiError;
+pub use server::{connection_bound, ServeConfig};
 
 use crate::channels::SharedChannels;
 use crate::clock::SharedClock;
@@ -54,6 +65,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/policies", get(policies))
         .route("/v1/channels", get(channels::list))
@@ -76,6 +88,7 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
         ))
+        .layer(axum::middleware::map_response(error::json_errors))
         .with_state(state)
 }
 
@@ -84,15 +97,27 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, router(state), config, shutdown).await
 }
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: 200 while the step log takes writes, 503 (with
+/// `Retry-After`) while it cannot; `/healthz` stays plain liveness.
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store.writable().await.map_err(|error| {
+        if error.is_unavailable() {
+            ApiError::Unavailable(error.to_string())
+        } else {
+            ApiError::Unavailable(format!("the step log refused a write: {error}"))
+        }
+    })?;
+    Ok(Json(json!({ "status": "ready" })))
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

@@ -49,6 +49,11 @@ pub struct RunArgs {
     /// run twice, and its result is then discarded).
     #[arg(long, default_value = "300s", value_parser = parse_duration_arg, env = "STEADFAST_LEASE")]
     lease: std::time::Duration,
+    /// API connections open at once; more wait to be accepted. Lowered to
+    /// fit the open file limit. A connection that sends no complete request
+    /// headers within 10 s is closed.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..), env = "STEADFAST_MAX_CONNECTIONS")]
+    max_connections: u32,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -109,6 +114,10 @@ pub async fn run(args: RunArgs) -> CliResult {
         alerts: crate::alerts::AlertsConfig {
             rules: alert_rules,
             ..Default::default()
+        },
+        serve: crate::api::ServeConfig {
+            max_connections: crate::api::connection_bound(args.max_connections as usize),
+            ..crate::api::ServeConfig::default()
         },
     };
     let node = Node::start(config)

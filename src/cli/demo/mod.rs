@@ -108,6 +108,7 @@ pub async fn run(args: DemoArgs) -> CliResult {
         tokens: Vec::new(),
         alerts: Default::default(),
         reload: None,
+        serve: Default::default(),
     })
     .await
     .map_err(|e| Failure::Operation(anyhow!(e)))?;
