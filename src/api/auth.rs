@@ -4,7 +4,7 @@
 //!   and read (every `GET`).
 //! - `admin`: everything, reads and submission included.
 //!
-//! `/healthz` is always open; `/metrics` is open when the API listens on
+//! `/healthz` and `/readyz` are always open; `/metrics` is open when the API listens on
 //! loopback only, and otherwise wants a token of either scope. Without any
 //! token configured the API is open (the engine refuses to listen beyond
 //! loopback then, see `steadfast run`). Secrets are compared in constant
@@ -131,7 +131,7 @@ fn digest(secret: &str) -> [u8; 32] {
 /// What a request needs: `None` open, `Some(None)` any token, `Some(scope)`.
 fn needs(method: &Method, path: &str, open_metrics: bool) -> Option<Option<Scope>> {
     match path {
-        "/healthz" => None,
+        "/healthz" | "/readyz" => None,
         "/metrics" if open_metrics => None,
         "/metrics" => Some(None),
         _ if method == Method::GET || method == Method::HEAD => Some(None),

@@ -55,6 +55,49 @@ pub enum StoreError {
     InUse { db: String, holder: String },
     #[error("cannot lock {path}: {message}")]
     Lock { path: String, message: String },
+    /// The log cannot take writes now (locked, disk full, unreachable);
+    /// nothing was written. Worth trying again.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// How long a submission may wait for its commit before it is answered
+/// 503 (PRODUCT.md, "Step log outage").
+pub const SUBMIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl StoreError {
+    /// Whether the log is out of reach or cannot take writes for now (a
+    /// lock held elsewhere, a full disk, a database that does not answer),
+    /// rather than refusing this request: the caller should try again.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) | StoreError::WriterStopped(_) => true,
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(error, _)) => matches!(
+                error.code,
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::DiskFull
+                    | rusqlite::ErrorCode::SystemIoFailure
+                    | rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::ReadOnly
+            ),
+            StoreError::Database(error) => match error {
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // SQLite: BUSY, LOCKED, IOERR, FULL, CANTOPEN, READONLY
+                    // (extended codes keep the primary in the low byte);
+                    // PostgreSQL: connection exceptions, shutdown, read only.
+                    let primary = code.parse::<i32>().ok().map(|c| c & 0xff);
+                    matches!(primary, Some(5 | 6 | 8 | 10 | 13 | 14))
+                        || code.starts_with("08")
+                        || code.starts_with("57P")
+                        || code == "25006"
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -252,6 +295,10 @@ pub trait StepLog: Send + Sync + 'static {
 
     /// Every payload edit of a job, oldest first.
     async fn payload_edits_list(&self, job_id: &str) -> StoreResult<Vec<PayloadEdit>>;
+
+    /// Whether the log can take writes now: a short write transaction,
+    /// within a couple of seconds. What `GET /readyz` answers.
+    async fn writable(&self) -> StoreResult<()>;
 
     /// Whether other processes share this log (PostgreSQL). A node on a
     /// shared log must not take over `running` jobs when it starts: they may

@@ -448,20 +448,50 @@ impl StepLog for PgStepLog {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        let outcomes = insert_many(&mut tx, &jobs).await?;
-        if outcomes
-            .iter()
-            .any(|outcome| matches!(outcome, InsertOutcome::Created(_)))
-        {
-            // Delivered on commit, to every node listening (this one too).
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(JOBS_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
+        let insert = async {
+            let mut tx = self.pool.begin().await?;
+            let outcomes = insert_many(&mut tx, &jobs).await?;
+            if outcomes
+                .iter()
+                .any(|outcome| matches!(outcome, InsertOutcome::Created(_)))
+            {
+                // Delivered on commit, to every node listening (this one too).
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(JOBS_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(outcomes)
+        };
+        // Dropped before its commit, the transaction is rolled back.
+        match tokio::time::timeout(super::SUBMIT_DEADLINE, insert).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "PostgreSQL did not commit within {} s",
+                super::SUBMIT_DEADLINE.as_secs()
+            ))),
         }
-        tx.commit().await?;
-        Ok(outcomes)
+    }
+
+    async fn writable(&self) -> StoreResult<()> {
+        let probe = async {
+            let read_only: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+                .fetch_one(&self.pool)
+                .await?;
+            if read_only {
+                return Err(StoreError::Unavailable(
+                    "the PostgreSQL server is a read-only standby".into(),
+                ));
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(Duration::from_secs(2), probe).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::Unavailable(
+                "PostgreSQL did not answer within 2 s".into(),
+            )),
+        }
     }
 
     async fn jobs_claim_due(

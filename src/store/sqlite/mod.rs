@@ -124,6 +124,18 @@ pub fn url_options(url: &str, mut options: SqliteOptions) -> StoreResult<(String
     Ok((url, options))
 }
 
+/// How long `/readyz` waits for a write to the log.
+const PROBE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A submission that could not be committed in time: nothing was written.
+fn not_in_time() -> StoreError {
+    StoreError::Unavailable(format!(
+        "no commit within {} s (is another process holding the database file, or is its disk \
+         full?); nothing was written",
+        super::SUBMIT_DEADLINE.as_secs()
+    ))
+}
+
 /// The database file a `sqlite:` URL names; `None` for an in-memory one.
 pub fn database_file(url: &str) -> StoreResult<Option<std::path::PathBuf>> {
     let (url, _) = url_options(url, SqliteOptions::default())?;
@@ -336,8 +348,19 @@ impl StepLog for SqliteStepLog {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let _turn = self.turn.lock().await;
-        self.hot.insert(jobs).await
+        let deadline = tokio::time::Instant::now() + super::SUBMIT_DEADLINE;
+        let _turn = tokio::time::timeout_at(deadline, self.turn.lock())
+            .await
+            .map_err(|_| not_in_time())?;
+        self.hot.insert(jobs, deadline.into_std()).await
+    }
+
+    async fn writable(&self) -> StoreResult<()> {
+        let deadline = tokio::time::Instant::now() + PROBE_DEADLINE;
+        let _turn = tokio::time::timeout_at(deadline, self.turn.lock())
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has been busy for 2 s".into()))?;
+        self.hot.probe(deadline.into_std()).await
     }
 
     async fn jobs_claim_due(

@@ -18,7 +18,7 @@
 use std::path::Path;
 use std::sync::{mpsc, LazyLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
@@ -55,10 +55,14 @@ pub(super) struct CycleDone {
 }
 
 enum Request {
+    /// Written only if its commit can start before `deadline`.
     Insert {
         jobs: Vec<NewJob>,
+        deadline: Instant,
         reply: Reply<Vec<InsertOutcome>>,
     },
+    /// A write transaction that changes nothing, for `/readyz`.
+    Probe { deadline: Instant, reply: Reply<()> },
     Cycle {
         transitions: Vec<Transition>,
         claim: Option<ClaimRequest>,
@@ -71,7 +75,7 @@ impl Request {
     fn into_transitions(self) -> Vec<Transition> {
         match self {
             Request::Cycle { transitions, .. } => transitions,
-            Request::Insert { .. } => Vec::new(),
+            Request::Insert { .. } | Request::Probe { .. } => Vec::new(),
         }
     }
 }
@@ -99,9 +103,25 @@ impl HotWriter {
         })
     }
 
-    /// Inserts jobs in one transaction (see `StepLog::jobs_insert_batch`).
-    pub async fn insert(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<InsertOutcome>> {
-        self.ask(|reply| Request::Insert { jobs, reply }).await
+    /// Inserts jobs in one transaction (see `StepLog::jobs_insert_batch`),
+    /// or nothing when that cannot be done before `deadline`.
+    pub async fn insert(
+        &self,
+        jobs: Vec<NewJob>,
+        deadline: Instant,
+    ) -> StoreResult<Vec<InsertOutcome>> {
+        self.ask(|reply| Request::Insert {
+            jobs,
+            deadline,
+            reply,
+        })
+        .await
+    }
+
+    /// Whether a write transaction can be had and committed before
+    /// `deadline`.
+    pub async fn probe(&self, deadline: Instant) -> StoreResult<()> {
+        self.ask(|reply| Request::Probe { deadline, reply }).await
     }
 
     /// Applies `transitions`, then claims (when asked to), in one
@@ -165,7 +185,7 @@ fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    connection.busy_timeout(Duration::from_secs(30))?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
     connection.pragma_update(
         None,
         "synchronous",
@@ -184,13 +204,59 @@ fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
     Ok(connection)
 }
 
+/// How long a write waits for a lock held elsewhere before it fails. A
+/// failed cycle is retried by the scheduler with its results kept, so a
+/// short wait costs nothing and keeps the thread answering submissions.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `write` with SQLite's busy wait cut to what is left until
+/// `deadline`; nothing at all once it has passed.
+fn before<T>(
+    connection: &mut Connection,
+    deadline: Instant,
+    write: impl FnOnce(&mut Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(StoreError::Unavailable(
+            "no commit in time: the step log was busy; nothing was written".into(),
+        ));
+    }
+    connection.busy_timeout(left.min(BUSY_TIMEOUT))?;
+    let written = write(connection);
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    written.map_err(|error| match error {
+        StoreError::Sqlite(_) if error.is_unavailable() => {
+            StoreError::Unavailable(format!("{error}; nothing was written"))
+        }
+        other => other,
+    })
+}
+
+/// A write transaction that changes nothing on the rows but rewrites the
+/// header's user version, so that a full disk or an unwritable file shows.
+fn probe(connection: &mut Connection) -> StoreResult<()> {
+    let tx = begin(connection)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    tx.pragma_update(None, "user_version", version)?;
+    tx.commit()?;
+    Ok(())
+}
+
 fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
     while let Ok(request) = inbox.recv() {
         // A caller that stopped waiting (its request was cancelled) no
         // longer wants the reply; the transaction stands or fell all the same.
         match request {
-            Request::Insert { jobs, reply } => {
-                let _ = reply.send(insert(&mut connection, jobs));
+            Request::Insert {
+                jobs,
+                deadline,
+                reply,
+            } => {
+                let _ = reply.send(before(&mut connection, deadline, |c| insert(c, jobs)));
+            }
+            Request::Probe { deadline, reply } => {
+                let _ = reply.send(before(&mut connection, deadline, probe));
             }
             Request::Cycle {
                 transitions,
