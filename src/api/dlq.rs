@@ -114,6 +114,9 @@ pub struct RetryRequest {
     pub rate: Option<Value>,
 }
 
+/// The slowest bulk retry: one an hour.
+const MIN_RATE_PER_SECOND: f64 = 1.0 / 3600.0;
+
 /// Reads a rate: `N/s`, `N/m`, `N/h`, or a plain number per second.
 pub fn parse_rate(value: &Value) -> Result<f64, String> {
     let hint = "write the rate as 500/s, 30/m, 10000/h or a number per second";
@@ -138,6 +141,13 @@ pub fn parse_rate(value: &Value) -> Result<f64, String> {
     };
     if !per_second.is_finite() || per_second <= 0.0 {
         return Err(format!("the rate must be more than 0; {hint}"));
+    }
+    // Slower would space retries past any sensible horizon (and past the
+    // end of representable time for a large batch).
+    if per_second < MIN_RATE_PER_SECOND {
+        return Err(format!(
+            "the rate must be at least 1/h (one retry an hour); {hint}"
+        ));
     }
     Ok(per_second)
 }
@@ -341,6 +351,16 @@ mod tests {
         assert_eq!(parse_rate(&json!(250)), Ok(250.0));
         assert_eq!(parse_rate(&json!("250")), Ok(250.0));
         assert!(parse_rate(&json!("0/s")).is_err());
+        assert_eq!(parse_rate(&json!("1/h")), Ok(1.0 / 3600.0));
+        for slow in [
+            json!(1e-300),
+            json!("1e-300"),
+            json!("1e-300/s"),
+            json!("0.5/h"),
+        ] {
+            let error = parse_rate(&slow).unwrap_err();
+            assert!(error.contains("at least 1/h"), "{slow}: {error}");
+        }
         assert!(parse_rate(&json!("5/d"))
             .unwrap_err()
             .contains("unknown unit"));

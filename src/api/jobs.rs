@@ -89,14 +89,7 @@ fn new_job(
             }
         )));
     };
-    let Some(payload) = request.payload else {
-        return Err(ApiError::Unprocessable(
-            "body field `payload` is missing: send {\"payload\": …} with the data to deliver"
-                .to_string(),
-        ));
-    };
-    crate::payload::check(payload.get())
-        .map_err(|e| ApiError::Unprocessable(format!("body field `payload`: {e}")))?;
+    let payload = accepted_payload(request.payload, "with the data to deliver")?;
     let id = uuid::Uuid::now_v7().to_string();
     let idempotency_key = match request.idempotency_key {
         Some(key) if key.trim().is_empty() => {
@@ -119,12 +112,44 @@ fn new_job(
         id,
         flow: flow.name.clone(),
         idempotency_key,
-        payload: String::from(Box::<str>::from(payload)),
+        payload,
         step: flow.steps[0].name.clone(),
         created_at: now,
         next_at: request.run_at.unwrap_or(now),
         policy_version: policy.version.to_string(),
     })
+}
+
+/// A request's `payload`, present and strict JSON, as the text to store.
+fn accepted_payload(payload: Option<Box<RawValue>>, what: &str) -> Result<String, ApiError> {
+    let Some(payload) = payload else {
+        return Err(ApiError::Unprocessable(format!(
+            "body field `payload` is missing: send {{\"payload\": …}} {what}"
+        )));
+    };
+    crate::payload::check(payload.get())
+        .map_err(|e| ApiError::Unprocessable(format!("body field `payload`: {e}")))?;
+    Ok(String::from(Box::<str>::from(payload)))
+}
+
+/// The payloads the submission, batch and edit parsers accept from one
+/// body, for [`crate::fuzzing`].
+pub(super) fn accepted_payloads(body: &[u8]) -> Vec<String> {
+    let mut accepted = Vec::new();
+    if let Ok(request) = parse::<SubmitRequest>(body) {
+        accepted.extend(accepted_payload(request.payload, "").ok());
+    }
+    if let Ok(items) = split_batch(body) {
+        for item in items {
+            if let Ok(request) = parse::<SubmitRequest>(item.get().as_bytes()) {
+                accepted.extend(accepted_payload(request.payload, "").ok());
+            }
+        }
+    }
+    if let Ok(request) = parse::<EditRequest>(body) {
+        accepted.extend(accepted_payload(request.payload, "").ok());
+    }
+    accepted
 }
 
 /// The answer to a batch: a result per item, in the order sent.
@@ -383,6 +408,16 @@ pub async fn list(
         Some(s) => Some(s.parse::<JobState>().map_err(ApiError::BadRequest)?),
         None => None,
     };
+    if let Some(cursor) = &query.cursor {
+        // A cursor is the id of the last job of the previous page.
+        if uuid::Uuid::parse_str(cursor).is_err() {
+            return Err(ApiError::BadRequest(format!(
+                "cursor `{}` is not one this API gave: pass `next_cursor` from the previous \
+                 page, or leave it out for the first page",
+                crate::policy::shorten(cursor)
+            )));
+        }
+    }
     if query.limit.is_some_and(|l| l == 0 || l > 1000) {
         return Err(ApiError::BadRequest(
             "limit must be between 1 and 1000".to_string(),
@@ -436,14 +471,7 @@ pub async fn edit(
     Path(id): Path<String>,
     JsonBody(request): JsonBody<EditRequest>,
 ) -> Result<Json<JobView>, ApiError> {
-    let Some(payload) = request.payload else {
-        return Err(ApiError::Unprocessable(
-            "body field `payload` is missing: send {\"payload\": …} with the new payload".into(),
-        ));
-    };
-    crate::payload::check(payload.get())
-        .map_err(|e| ApiError::Unprocessable(format!("body field `payload`: {e}")))?;
-    let payload = String::from(Box::<str>::from(payload));
+    let payload = accepted_payload(request.payload, "with the new payload")?;
     let update = JobUpdate::EditPayload {
         payload,
         editor: caller.map_or_else(|| "local".to_string(), |c| c.0.name.clone()),

@@ -105,6 +105,8 @@ pub async fn run(command: DlqCommand) -> CliResult {
                 json!({ "ids": ids })
             };
             if let Some(rate) = rate {
+                crate::api::dlq::parse_rate(&json!(rate))
+                    .map_err(|e| Failure::BadInput(anyhow!("--rate `{rate}`: {e}")))?;
                 body["rate"] = json!(rate);
             }
             let client = ApiClient::new(&server)?;

@@ -28,7 +28,7 @@ mod toml_file;
 mod yaml;
 
 pub use decode::{decode, decode_cases, CaseFile, CasesIn, FileDefs, Named, ParsedFile, Section};
-pub use diagnostic::{has_errors, Diagnostic, Severity};
+pub use diagnostic::{has_errors, shorten, Diagnostic, Severity};
 pub use env::{
     expand, EnvMode, EnvSource, ExpandError, ExpandOutcome, Expansion, MapEnv, ProcessEnv, Redactor,
 };
