@@ -527,3 +527,296 @@ async fn a_second_engine_on_the_same_sqlite_file_refuses_to_start() {
     still_delivers(&second, "now-yours").await;
     assert_eq!(second.stop(), Some(0));
 }
+
+/// Every error answer is JSON `{"error": …}`, the framework's own included.
+#[tokio::test]
+async fn every_error_answer_is_json() {
+    let s = setup(|_| status(200)).await;
+    let client = &s.node.client;
+    let big = format!("[{}]", "1,".repeat(6 * 1024 * 1024));
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            client.get(s.node.url("/v1/flows/http/jobs")),
+            405,
+            "method not allowed",
+        ),
+        (
+            client.delete(s.node.url("/v1/jobs")),
+            405,
+            "method not allowed",
+        ),
+        (
+            client.get(s.node.url("/v2/nothing")),
+            404,
+            "no such endpoint",
+        ),
+        (
+            client
+                .post(s.node.url("/v1/flows/http/jobs:batch"))
+                .header("content-type", "application/json")
+                .body(big),
+            413,
+            "the limit is 10485760 bytes",
+        ),
+        (client.get(s.node.url("/v1/jobs/%FF%FE")), 400, ""),
+        (
+            client.get(s.node.url("/v1/jobs?cursor=nonsense")),
+            400,
+            "cursor `nonsense`",
+        ),
+        (client.get(s.node.url("/v1/jobs?limit=x")), 400, "bad query"),
+    ];
+    for (request, expected, says) in cases {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let text = response.text().await.unwrap();
+        assert_eq!(status, expected, "{text}");
+        assert_eq!(content_type.as_deref(), Some("application/json"), "{text}");
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{text:?}"));
+        let error = body["error"].as_str().unwrap_or_else(|| panic!("{body}"));
+        assert!(
+            !error.is_empty() && error.contains(says),
+            "{status}: {error}"
+        );
+    }
+    s.node.shutdown().await;
+}
+
+/// The step log locked by another process: submissions answer 503 with
+/// `Retry-After` within seconds, `/readyz` says so while `/healthz` stays
+/// up, attempts in flight keep their results, and everything resumes by
+/// itself once the lock is gone, with nothing lost and nothing sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_step_log_answers_503_then_recovers_with_nothing_lost() {
+    let s = setup(|_| delayed(Duration::from_millis(300), status(200))).await;
+    let client = s.node.client.clone();
+    let jobs = 20;
+    let mut ids = Vec::new();
+    for n in 0..jobs {
+        ids.push(
+            s.node
+                .submit_ok("http", json!({ "n": n }), Some(&format!("in-flight-{n}")))
+                .await,
+        );
+    }
+    // Every attempt is under way (the partner answers in 300 ms) when the
+    // file is locked.
+    wait_for(
+        Duration::from_secs(10),
+        "the attempts never started",
+        async || s.partner.requests().len(),
+        |n| *n == jobs,
+    )
+    .await;
+    let db = s.node.db_dir.path().join("steadfast.db");
+    let locker = std::thread::spawn({
+        let db = db.clone();
+        move || {
+            let connection = rusqlite::Connection::open(&db).unwrap();
+            connection.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            std::thread::sleep(Duration::from_secs(8));
+            connection.execute_batch("ROLLBACK").unwrap();
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let body = r#"{"payload": {"late": 1}, "idempotency_key": "during"}"#.to_string();
+    let (status, headers, answer) = s.post_raw("/v1/flows/http/jobs", body.clone()).await;
+    let waited = started.elapsed();
+    assert_eq!(status, 503, "{answer}");
+    assert!(waited < Duration::from_secs(7), "answered after {waited:?}");
+    assert_eq!(headers.get("retry-after").unwrap(), "5");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.starts_with("step log unavailable: "), "{error}");
+    let ready = client.get(s.node.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let health = client.get(s.node.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    locker.join().unwrap();
+    let ready = wait_for(
+        Duration::from_secs(10),
+        "the step log never became ready again",
+        async || {
+            client
+                .get(s.node.url("/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        },
+        |status| *status == 200,
+    )
+    .await;
+    assert_eq!(ready, 200);
+    // The refused submission wrote nothing: sent again, it is created.
+    let (status, _, answer) = s.post_raw("/v1/flows/http/jobs", body).await;
+    assert_eq!(status, 201, "{answer}");
+    for id in &ids {
+        assert_eq!(s.node.wait_final(id).await["state"], "succeeded");
+    }
+    // The results made while the log was locked were kept and written, not
+    // attempted again.
+    let mut keys: Vec<String> = s
+        .partner
+        .requests()
+        .into_iter()
+        .map(|r| r.idempotency_key)
+        .filter(|k| k.starts_with("in-flight-"))
+        .collect();
+    keys.sort();
+    assert_eq!(keys.len(), jobs, "{keys:?}");
+    s.node.shutdown().await;
+}
+
+/// Connections that never finish their request headers, more than the
+/// process has file descriptors for: they are closed after 10 s, the
+/// engine never runs out of descriptors for its own files, a submission
+/// still succeeds, and a policy edit made meanwhile is reloaded.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_half_open_connections_cannot_exhaust_the_engine() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+
+    let partner = Partner::start(|_| status(200)).await;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join("policies")).unwrap();
+    std::fs::write(work.path().join("policies/leads.yaml"), RELOAD_POLICY).unwrap();
+    let engine = EngineProcess::start_with(
+        work.path(),
+        &["--reload-debounce", "50ms"],
+        &[("PARTNER", &partner.url)],
+        |command| {
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    let limit = libc::rlimit {
+                        rlim_cur: 256,
+                        rlim_max: 256,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    )
+    .await;
+    let address = engine.base.trim_start_matches("http://").to_string();
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&address).unwrap();
+            stream
+                .write_all(b"POST /v1/flows/leads/jobs HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let opened = std::time::Instant::now();
+    // A policy edit while the connections are held: it must load.
+    let orders = "flows:\n  orders:\n    steps: [{ name: deliver, channel: partner }]\n";
+    std::fs::write(work.path().join("policies/orders.yaml"), orders).unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let answer = client
+        .post(engine.url("/v1/flows/leads/jobs"))
+        .json(&json!({ "payload": { "during": "the flood" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    assert!(
+        opened.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        opened.elapsed()
+    );
+    let shown = wait_for(
+        Duration::from_secs(30),
+        "the edit made during the flood was never loaded",
+        async || policies_shown(&engine).await,
+        |shown| shown["flows"] == json!(["leads", "orders"]),
+    )
+    .await;
+    assert_eq!(shown["failed_reloads"], 0, "{shown:#}");
+    // The idle connections were closed by the engine.
+    for mut stream in idle {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut buffer = [0u8; 512];
+        // Closed (end of file or reset) or answered (408), not left open.
+        match std::io::Read::read(&mut stream, &mut buffer) {
+            Ok(_) => {}
+            Err(error) => assert!(
+                !matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "an idle connection was still open: {error}"
+            ),
+        }
+    }
+    still_delivers(&engine, "after-the-flood").await;
+}
+
+/// Transport errors are named by what failed: a TLS protocol error (a
+/// plain-HTTP server answering a TLS hello) is `tls`, a name that cannot
+/// be resolved is `dns`. The name is refused by the local resolver (a
+/// 70-byte label), so no query leaves the machine.
+#[tokio::test]
+async fn tls_and_dns_failures_are_classified_by_kind() {
+    let partner = Partner::start(|_| status(200)).await;
+    let port = partner.url.rsplit(':').next().unwrap().to_string();
+    let long_label = "a".repeat(70);
+    let policy = format!(
+        r#"
+templates:
+  once: {{ retries: 0 }}
+channels:
+  tls: {{ http: {{ url: "https://127.0.0.1:{port}/in", timeout: 5s }} }}
+  dns: {{ http: {{ url: "http://{long_label}.invalid/in", timeout: 5s }} }}
+flows:
+  tls:
+    steps: [{{ name: deliver, channel: tls, retry: once }}]
+  dns:
+    steps: [{{ name: deliver, channel: dns, retry: once }}]
+"#
+    );
+    let policies = policy_dir(&[("kinds.yaml", &policy)]);
+    let node = TestNode::start(policies.path(), &[]).await;
+    for kind in ["tls", "dns"] {
+        let id = node.submit_ok(kind, json!({ "k": kind }), None).await;
+        let job = node.wait_final(&id).await;
+        assert_eq!(job["state"], "dead", "{job:#}");
+        assert_eq!(job["attempts"][0]["error"], kind, "{job:#}");
+    }
+    assert!(partner.requests().is_empty());
+    node.shutdown().await;
+}
+
+/// `dlq retry --rate` slower than one an hour would schedule retries past
+/// any horizon (`1e-300` retried everything at once): refused, exit 2.
+#[test]
+fn a_bulk_retry_rate_too_slow_to_mean_anything_is_refused() {
+    for rate in ["1e-300", "0.5/h", "0/s", "fast"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
+            .args(["dlq", "retry", "--all", "--rate", rate])
+            .args(["--server", "http://127.0.0.1:9"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{rate}: {output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--rate"), "{rate}: {stderr}");
+    }
+}

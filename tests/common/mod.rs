@@ -409,6 +409,7 @@ async fn start_node_with(
                 rescan: Duration::from_secs(5),
             },
         }),
+        serve: Default::default(),
     })
     .await
     .unwrap()
@@ -445,6 +446,7 @@ pub async fn start_clocked_node(
         tokens: Vec::new(),
         alerts: Default::default(),
         reload: None,
+        serve: Default::default(),
     })
     .await
     .expect("node starts")
@@ -563,6 +565,17 @@ impl EngineProcess {
     /// `steadfast run --listen 127.0.0.1:PORT` plus `args`, in `dir`, with
     /// `env`; waits until it answers `/healthz`.
     pub async fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> EngineProcess {
+        Self::start_with(dir, args, env, |_| {}).await
+    }
+
+    /// Like [`EngineProcess::start`], with the command changed by
+    /// `configure` before it is spawned.
+    pub async fn start_with(
+        dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> EngineProcess {
         let port = free_port();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"));
         command
@@ -575,6 +588,7 @@ impl EngineProcess {
         for (name, value) in env {
             command.env(name, value);
         }
+        configure(&mut command);
         let child = command.spawn().expect("start the steadfast binary");
         let engine = EngineProcess {
             child,
