@@ -130,10 +130,11 @@ pub fn load(
         Ok(text) => {
             // Parsed with the crate's own toml (figment's toml feature would
             // add a second, older toml to the build).
-            let table: toml::Table = toml::from_str(&text).map_err(|e| SettingsError::Syntax {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            // Checked against the settings' shape first, with positions:
+            // figment's own errors name its source location, not the file's.
+            toml::from_str::<SettingsFile>(&text).map_err(|e| located(&path, &text, &e))?;
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| located(&path, &text, &e))?;
             figment = figment.merge(Serialized::defaults(table));
         }
         Err(error) if required || error.kind() != std::io::ErrorKind::NotFound => {
@@ -171,6 +172,41 @@ pub fn load(
         .extract()
         .map_err(|e| SettingsError::Invalid(e.to_string()))?;
     Ok(settings)
+}
+
+/// `steadfast.toml` as written: every key optional, none unknown. Only
+/// for its errors' positions; the values are read through figment.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct SettingsFile {
+    policies: Option<PathBuf>,
+    db: Option<String>,
+    listen: Option<String>,
+    workers: Option<usize>,
+    tokens: Option<Vec<TokenSetting>>,
+    quotas: Option<QuotaSettings>,
+    alerts: Option<Vec<crate::alerts::AlertRule>>,
+}
+
+/// A TOML error as `FILE:LINE:COL: message`.
+fn located(path: &Path, text: &str, error: &toml::de::Error) -> SettingsError {
+    let (line, column) = match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            (line, column)
+        }
+        None => (0, 0),
+    };
+    let message = error.message().trim_end().to_string();
+    let path = if line > 0 {
+        format!("{}:{line}:{column}", path.display())
+    } else {
+        path.display().to_string()
+    };
+    SettingsError::Syntax { path, message }
 }
 
 /// The tokens with `${ENV}` read from `env`; names and secrets must be
@@ -317,6 +353,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("listn"), "{error}");
+        assert!(
+            error.starts_with(&format!("{}:1:1: ", path.display())),
+            "{error}"
+        );
+        assert!(!error.contains("src/"), "{error}");
+        std::fs::write(&path, "workers = 2\n[quotas]\nretries_per_hr = 5\n").unwrap();
+        let error = load(Some(&path), &[], &FlagSettings::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!("{}:3:1: ", path.display())),
+            "{error}"
+        );
+        assert!(error.contains("retries_per_hr"), "{error}");
         let error = load(
             Some(&dir.path().join("nope.toml")),
             &[],
