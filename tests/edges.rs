@@ -820,3 +820,23 @@ fn a_bulk_retry_rate_too_slow_to_mean_anything_is_refused() {
         assert!(stderr.contains("--rate"), "{rate}: {stderr}");
     }
 }
+
+/// URLs a parser refuses are refused by `validate`, at the line of each.
+#[test]
+fn validate_refuses_urls_no_client_could_send_to() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join("policies")).unwrap();
+    std::fs::write(
+        work.path().join("policies/urls.yaml"),
+        "channels:\n  a: { http: { url: \"http://[::1\" } }\n  b: { http: { url: \"http://x.example:99999/in\" } }\n",
+    )
+    .unwrap();
+    let (code, output) = validate(work.path());
+    assert_eq!(code, 1, "{output}");
+    assert!(output.contains("policies/urls.yaml:2:"), "{output}");
+    assert!(output.contains("policies/urls.yaml:3:"), "{output}");
+    assert!(
+        output.contains("is not an absolute http(s) URL"),
+        "{output}"
+    );
+}

@@ -604,8 +604,8 @@ fn compile_file(ctx: &mut Ctx<'_>, site: &Site, def: &FileDef) -> Option<FileCha
     })
 }
 
-/// A light check, enough to catch a missing scheme or host: `http://` or
-/// `https://`, then a host, and no whitespace.
+/// An absolute `http://` or `https://` URL with a host, no whitespace,
+/// and nothing a URL parser refuses.
 fn is_http_url(url: &str) -> bool {
     let lower = url.to_ascii_lowercase();
     let Some(rest) = lower
@@ -622,7 +622,12 @@ fn is_http_url(url: &str) -> bool {
     } else {
         host_port.split(':').next().unwrap_or_default()
     };
-    !host.is_empty() && !url.chars().any(char::is_whitespace)
+    // The light check catches what `Url` would repair (`https:///x` reads as
+    // host `x`); `Url` then refuses what the light check cannot see: an
+    // unclosed IPv6 literal, a port past 65535, a bad character in the host.
+    !host.is_empty()
+        && !url.chars().any(char::is_whitespace)
+        && reqwest::Url::parse(url).is_ok_and(|parsed| parsed.host_str().is_some())
 }
 
 /// An HTTP token (RFC 9110 `tchar`s), as header names must be.
@@ -656,6 +661,11 @@ mod tests {
             "http://:80/",
             "https://a b.example",
             "",
+            "http://[::1",
+            "http://[::1/x",
+            "http://example.com:99999/x",
+            "http://example.com:65536",
+            "http://exa<mple.com/",
         ] {
             assert!(!is_http_url(bad), "{bad}");
         }
