@@ -53,6 +53,8 @@ pub mod cli;
 pub mod clock;
 pub mod compile;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod node;
 pub mod payload;
