@@ -173,6 +173,79 @@ async fn a_batch_reports_each_item_in_order(db: Db) {
     assert!(matches!(outcomes[2], InsertOutcome::Conflict(_)));
 }
 
+/// Single submissions at once, as webhooks arrive: the store may commit
+/// them together (group commit), but each gets the answer for its own
+/// job, and a key is still created once.
+async fn concurrent_single_submissions_each_get_their_own_answer(db: Db) {
+    let log = db.log.clone();
+    let mut tasks = Vec::new();
+    for n in 0..200u32 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let job = new_job(n, t(0));
+            let (id, key, payload) = (
+                job.id.clone(),
+                job.idempotency_key.clone(),
+                job.payload.clone(),
+            );
+            match log.job_insert(job).await.unwrap() {
+                InsertOutcome::Created(record) => {
+                    assert_eq!(
+                        (record.id, record.idempotency_key, record.payload),
+                        (id, key, payload)
+                    );
+                    "unique"
+                }
+                other => panic!("{other:?}"),
+            }
+        }));
+    }
+    for n in 0..50u32 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut job = new_job(1_000 + n, t(0));
+            job.idempotency_key = "dup".into();
+            job.payload = r#"{"same":true}"#.into();
+            match log.job_insert(job).await.unwrap() {
+                InsertOutcome::Created(_) => "dup created",
+                InsertOutcome::Existing(_) => "dup existing",
+                other => panic!("{other:?}"),
+            }
+        }));
+    }
+    for n in 0..20u32 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut job = new_job(2_000 + n, t(0));
+            job.idempotency_key = "clash".into();
+            job.payload = format!(r#"{{"v":{n}}}"#);
+            match log.job_insert(job).await.unwrap() {
+                InsertOutcome::Created(_) => "clash created",
+                InsertOutcome::Conflict(_) => "clash conflict",
+                other => panic!("{other:?}"),
+            }
+        }));
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for task in tasks {
+        *seen.entry(task.await.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen,
+        [
+            ("clash conflict", 19),
+            ("clash created", 1),
+            ("dup created", 1),
+            ("dup existing", 49),
+            ("unique", 200),
+        ]
+        .into_iter()
+        .collect()
+    );
+    let counts = log.jobs_count_by_state().await.unwrap();
+    assert_eq!(counts.get(&JobState::Pending), Some(&202), "{counts:?}");
+}
+
 async fn claims_take_due_jobs_earliest_first_and_only_once(db: Db) {
     let late = insert(&db, 1, t(30)).await;
     let early = insert(&db, 2, t(10)).await;
@@ -827,6 +900,7 @@ async fn jobs_are_counted_and_listed_in_every_state(db: Db) {
 
 conformance!(
     insert_is_idempotent_on_flow_and_key,
+    concurrent_single_submissions_each_get_their_own_answer,
     a_batch_reports_each_item_in_order,
     claims_take_due_jobs_earliest_first_and_only_once,
     claims_respect_the_limit,

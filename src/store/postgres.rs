@@ -79,7 +79,24 @@ pub fn url_options(url: &str) -> StoreResult<(String, u32)> {
 
 pub struct PgStepLog {
     pool: PgPool,
+    /// Submissions waiting to be committed together (see [`combine`]).
+    submissions: tokio::sync::mpsc::Sender<Submission>,
 }
+
+/// One request's jobs, when they must be written by, and where the
+/// outcomes go.
+struct Submission {
+    jobs: Vec<NewJob>,
+    deadline: tokio::time::Instant,
+    reply: tokio::sync::oneshot::Sender<StoreResult<Vec<InsertOutcome>>>,
+}
+
+/// Tasks committing groups of submissions at once: each group is one
+/// multi-row insert and one commit; several groups run side by side on the
+/// pool's connections.
+const COMBINERS: usize = 4;
+/// The most jobs one group holds.
+const GROUP_MAX_JOBS: usize = 4096;
 
 impl PgStepLog {
     /// Connects to and migrates the database at `url` (`postgres://…`).
@@ -94,16 +111,19 @@ impl PgStepLog {
             .connect_with(connect)
             .await?;
         migrator(MIGRATIONS).run(&pool).await?;
-        Ok(PgStepLog { pool })
+        let (submissions, inbox) = tokio::sync::mpsc::channel(4096);
+        let inbox = Arc::new(tokio::sync::Mutex::new(inbox));
+        for _ in 0..COMBINERS {
+            tokio::spawn(combine(pool.clone(), inbox.clone()));
+        }
+        Ok(PgStepLog { pool, submissions })
     }
 
     /// A listener on [`JOBS_CHANNEL`]: each notification means another node
     /// (or this one) inserted jobs. It holds a connection of its own, outside
     /// the pool.
     pub async fn listen(&self) -> StoreResult<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(JOBS_CHANNEL).await?;
-        Ok(listener)
+        listen_on(&self.pool).await
     }
 
     async fn job_exists(&self, id: &str) -> StoreResult<bool> {
@@ -113,6 +133,108 @@ impl PgStepLog {
             .await?;
         Ok(row.is_some())
     }
+}
+
+/// A listener on [`JOBS_CHANNEL`] with a connection of its own.
+async fn listen_on(pool: &PgPool) -> StoreResult<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(JOBS_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Group commit for submissions: takes the submissions waiting (one at
+/// least), inserts them in one transaction with one multi-row statement,
+/// and answers each once the commit is durable (`synchronous_commit` as
+/// the server has it, on by default). A submission past its deadline is
+/// answered unwritten; the group's transaction is given until the earliest
+/// deadline, then dropped, which rolls it back. Ends when the log is
+/// dropped.
+async fn combine(
+    pool: PgPool,
+    inbox: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Submission>>>,
+) {
+    loop {
+        let mut group = Vec::new();
+        {
+            let mut inbox = inbox.lock().await;
+            let Some(first) = inbox.recv().await else {
+                return;
+            };
+            let mut count = first.jobs.len();
+            group.push(first);
+            while count < GROUP_MAX_JOBS {
+                match inbox.try_recv() {
+                    Ok(next) => {
+                        count += next.jobs.len();
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let now = tokio::time::Instant::now();
+        let (live, late): (Vec<Submission>, Vec<Submission>) =
+            group.into_iter().partition(|s| s.deadline > now);
+        for submission in late {
+            let _ = submission.reply.send(Err(not_in_time()));
+        }
+        let Some(earliest) = live.iter().map(|s| s.deadline).min() else {
+            continue;
+        };
+        let jobs: Vec<NewJob> = live.iter().flat_map(|s| s.jobs.iter().cloned()).collect();
+        let insert = async {
+            let mut tx = pool.begin().await?;
+            let outcomes = insert_many(&mut tx, &jobs).await?;
+            if outcomes
+                .iter()
+                .any(|outcome| matches!(outcome, InsertOutcome::Created(_)))
+            {
+                // Delivered on commit, to every node listening (this one too).
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(JOBS_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, StoreError>(outcomes)
+        };
+        match tokio::time::timeout_at(earliest, insert).await {
+            Ok(Ok(outcomes)) => {
+                let mut outcomes = outcomes.into_iter();
+                for submission in live {
+                    let mine: Vec<InsertOutcome> =
+                        outcomes.by_ref().take(submission.jobs.len()).collect();
+                    let _ = submission.reply.send(Ok(mine));
+                }
+            }
+            Ok(Err(error)) => {
+                let unavailable = error.is_unavailable();
+                let message = error.to_string();
+                if !unavailable {
+                    tracing::warn!(%message, "a group of submissions failed together");
+                }
+                for submission in live {
+                    let _ = submission.reply.send(Err(if unavailable {
+                        StoreError::Unavailable(message.clone())
+                    } else {
+                        StoreError::Corrupt(format!("the submission failed: {message}"))
+                    }));
+                }
+            }
+            Err(_) => {
+                for submission in live {
+                    let _ = submission.reply.send(Err(not_in_time()));
+                }
+            }
+        }
+    }
+}
+
+fn not_in_time() -> StoreError {
+    StoreError::Unavailable(format!(
+        "PostgreSQL did not commit within {} s; nothing was written",
+        super::SUBMIT_DEADLINE.as_secs()
+    ))
 }
 
 /// The conditions of a [`JobFilter`], parameters $1 to $8 (see
@@ -448,30 +570,29 @@ impl StepLog for PgStepLog {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let insert = async {
-            let mut tx = self.pool.begin().await?;
-            let outcomes = insert_many(&mut tx, &jobs).await?;
-            if outcomes
-                .iter()
-                .any(|outcome| matches!(outcome, InsertOutcome::Created(_)))
-            {
-                // Delivered on commit, to every node listening (this one too).
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(JOBS_CHANNEL)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok::<_, StoreError>(outcomes)
+        let deadline = tokio::time::Instant::now() + super::SUBMIT_DEADLINE;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let submission = Submission {
+            jobs,
+            deadline,
+            reply,
         };
-        // Dropped before its commit, the transaction is rolled back.
-        match tokio::time::timeout(super::SUBMIT_DEADLINE, insert).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "PostgreSQL did not commit within {} s",
-                super::SUBMIT_DEADLINE.as_secs()
-            ))),
-        }
+        tokio::time::timeout_at(deadline, self.submissions.send(submission))
+            .await
+            .map_err(|_| not_in_time())?
+            .map_err(|_| StoreError::WriterStopped("the submission combiners stopped".into()))?;
+        // The combiner answers by the deadline, or soon after when a commit
+        // it began before is still on its way.
+        tokio::time::timeout_at(deadline + Duration::from_secs(2), answer)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(
+                    "no answer from PostgreSQL in time; the submission may or may not be \
+                     stored: send it again with the same idempotency_key"
+                        .into(),
+                )
+            })?
+            .map_err(|_| StoreError::WriterStopped("the submission combiners stopped".into()))?
     }
 
     async fn writable(&self) -> StoreResult<()> {
@@ -835,12 +956,10 @@ impl StepLog for PgStepLog {
     }
 
     fn inserts_watch(&self, wake: Arc<Notify>) -> Option<JoinHandle<()>> {
-        let log = PgStepLog {
-            pool: self.pool.clone(),
-        };
+        let pool = self.pool.clone();
         Some(tokio::spawn(async move {
             loop {
-                match log.listen().await {
+                match listen_on(&pool).await {
                     Ok(mut listener) => {
                         // Inserts made while nobody listened were not
                         // announced: look once.

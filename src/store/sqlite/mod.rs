@@ -127,14 +127,10 @@ pub fn url_options(url: &str, mut options: SqliteOptions) -> StoreResult<(String
 /// How long `/readyz` waits for a write to the log.
 const PROBE_DEADLINE: Duration = Duration::from_secs(2);
 
-/// A submission that could not be committed in time: nothing was written.
-fn not_in_time() -> StoreError {
-    StoreError::Unavailable(format!(
-        "no commit within {} s (is another process holding the database file, or is its disk \
-         full?); nothing was written",
-        super::SUBMIT_DEADLINE.as_secs()
-    ))
-}
+/// How long past its deadline a submission waits for the writer's answer:
+/// the writer starts nothing after the deadline, but a commit begun before
+/// it may still be syncing.
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
 
 /// The database file a `sqlite:` URL names; `None` for an in-memory one.
 pub fn database_file(url: &str) -> StoreResult<Option<std::path::PathBuf>> {
@@ -348,11 +344,22 @@ impl StepLog for SqliteStepLog {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        // Without the turn: submissions queue at the writer thread, which
+        // commits all that are waiting together (group commit), between the
+        // scheduler's cycles.
         let deadline = tokio::time::Instant::now() + super::SUBMIT_DEADLINE;
-        let _turn = tokio::time::timeout_at(deadline, self.turn.lock())
-            .await
-            .map_err(|_| not_in_time())?;
-        self.hot.insert(jobs, deadline.into_std()).await
+        tokio::time::timeout_at(
+            deadline + ANSWER_GRACE,
+            self.hot.insert(jobs, deadline.into_std()),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(
+                "no answer from the step log in time; the submission may or may not be \
+                 stored: send it again with the same idempotency_key"
+                    .into(),
+            )
+        })?
     }
 
     async fn writable(&self) -> StoreResult<()> {

@@ -204,6 +204,10 @@ fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
     Ok(connection)
 }
 
+/// A write that could not start before its deadline.
+const NOT_IN_TIME: &str = "no commit within 5 s (is another process holding the database \
+     file, or is its disk full?); nothing was written";
+
 /// How long a write waits for a lock held elsewhere before it fails. A
 /// failed cycle is retried by the scheduler with its results kept, so a
 /// short wait costs nothing and keeps the thread answering submissions.
@@ -218,9 +222,7 @@ fn before<T>(
 ) -> StoreResult<T> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        return Err(StoreError::Unavailable(
-            "no commit in time: the step log was busy; nothing was written".into(),
-        ));
+        return Err(StoreError::Unavailable(NOT_IN_TIME.into()));
     }
     connection.busy_timeout(left.min(BUSY_TIMEOUT))?;
     let written = write(connection);
@@ -243,8 +245,16 @@ fn probe(connection: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// The most jobs one group commit of submissions holds.
+const GROUP_MAX_JOBS: usize = 4096;
+
+/// Submissions waiting for the same commit.
+type InsertGroup = Vec<(Vec<NewJob>, Instant, Reply<Vec<InsertOutcome>>)>;
+
 fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
-    while let Ok(request) = inbox.recv() {
+    // A request taken from the inbox while gathering a group, served next.
+    let mut held: Option<Request> = None;
+    while let Some(request) = held.take().or_else(|| inbox.recv().ok()) {
         // A caller that stopped waiting (its request was cancelled) no
         // longer wants the reply; the transaction stands or fell all the same.
         match request {
@@ -253,7 +263,28 @@ fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
                 deadline,
                 reply,
             } => {
-                let _ = reply.send(before(&mut connection, deadline, |c| insert(c, jobs)));
+                // Group commit: the submissions queued behind this one share
+                // its transaction, and so its one sync to disk.
+                let mut count = jobs.len();
+                let mut group: InsertGroup = vec![(jobs, deadline, reply)];
+                while count < GROUP_MAX_JOBS {
+                    match inbox.try_recv() {
+                        Ok(Request::Insert {
+                            jobs,
+                            deadline,
+                            reply,
+                        }) => {
+                            count += jobs.len();
+                            group.push((jobs, deadline, reply));
+                        }
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                insert_group(&mut connection, group);
             }
             Request::Probe { deadline, reply } => {
                 let _ = reply.send(before(&mut connection, deadline, probe));
@@ -419,31 +450,100 @@ static CLAIM_FLOW: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn insert(connection: &mut Connection, jobs: Vec<NewJob>) -> StoreResult<Vec<InsertOutcome>> {
+/// Commits a group of submissions in one transaction and answers each
+/// once it is durable. A submission whose deadline passed is answered
+/// unwritten; should the group fail for a reason of its own (not an
+/// unavailable log), each submission is tried alone, so that one bad
+/// request cannot fail the others.
+fn insert_group(connection: &mut Connection, group: InsertGroup) {
+    let now = Instant::now();
+    let mut live: InsertGroup = Vec::with_capacity(group.len());
+    for (jobs, deadline, reply) in group {
+        if deadline <= now {
+            let _ = reply.send(Err(StoreError::Unavailable(NOT_IN_TIME.into())));
+        } else {
+            live.push((jobs, deadline, reply));
+        }
+    }
+    let Some(earliest) = live.iter().map(|(_, deadline, _)| *deadline).min() else {
+        return;
+    };
+    if live.len() == 1 {
+        if let Some((jobs, deadline, reply)) = live.pop() {
+            let _ = reply.send(
+                before(connection, deadline, |c| insert(c, [jobs]))
+                    .map(|mut outcomes| outcomes.pop().unwrap_or_default()),
+            );
+        }
+        return;
+    }
+    let (requests, rest): (Vec<Vec<NewJob>>, Vec<_>) = live
+        .into_iter()
+        .map(|(jobs, deadline, reply)| (jobs, (deadline, reply)))
+        .unzip();
+    let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
+    // The jobs are moved into the transaction; kept here too in case the
+    // group has to be tried one by one.
+    let copies = requests.clone();
+    match before(connection, earliest, |c| insert(c, requests)) {
+        Ok(outcomes) => {
+            for (outcome, (_, reply)) in outcomes.into_iter().zip(rest) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(error) if error.is_unavailable() => {
+            let message = error.to_string();
+            for (_, reply) in rest {
+                let _ = reply.send(Err(StoreError::Unavailable(message.clone())));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, submissions = sizes.len(),
+                "a group of submissions failed together; committing each alone");
+            for (jobs, (deadline, reply)) in copies.into_iter().zip(rest) {
+                let _ = reply.send(
+                    before(connection, deadline, |c| insert(c, [jobs]))
+                        .map(|mut outcomes| outcomes.pop().unwrap_or_default()),
+                );
+            }
+        }
+    }
+}
+
+/// Inserts each request's jobs, all in one transaction; the outcomes per
+/// request, in order.
+fn insert(
+    connection: &mut Connection,
+    requests: impl IntoIterator<Item = Vec<NewJob>>,
+) -> StoreResult<Vec<Vec<InsertOutcome>>> {
     let tx = begin(connection)?;
-    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut answers = Vec::new();
     {
         let mut insert = tx.prepare_cached(INSERT_JOB)?;
-        for job in jobs {
-            let inserted = insert.execute(params![
-                job.id,
-                job.flow,
-                job.idempotency_key,
-                job.payload,
-                job.step,
-                ms(job.next_at),
-                job.policy_version,
-                ms(job.created_at),
-            ])?;
-            outcomes.push(if inserted == 1 {
-                InsertOutcome::Created(created_record(job)?)
-            } else {
-                existing(&tx, &job)?
-            });
+        for jobs in requests {
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let inserted = insert.execute(params![
+                    job.id,
+                    job.flow,
+                    job.idempotency_key,
+                    job.payload,
+                    job.step,
+                    ms(job.next_at),
+                    job.policy_version,
+                    ms(job.created_at),
+                ])?;
+                outcomes.push(if inserted == 1 {
+                    InsertOutcome::Created(created_record(job)?)
+                } else {
+                    existing(&tx, &job)?
+                });
+            }
+            answers.push(outcomes);
         }
     }
     tx.commit()?;
-    Ok(outcomes)
+    Ok(answers)
 }
 
 /// The record of a job just inserted, as the database now holds it (times
