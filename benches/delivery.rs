@@ -6,7 +6,8 @@
 //! cargo bench --bench delivery -- --only full,backlog   # some phases only
 //! ```
 //!
-//! Phases: `bare`, `full`, `latency`, `normal`, `reload`, `backlog`, `pg`.
+//! Phases: `bare`, `full`, `latency`, `normal`, `reload`, `backlog`, `pg`,
+//! `ingest` and `mixed` (single submissions over HTTP, see `ingest.rs`).
 //! The engine / bare ratio needs `bare` in the same run. The throughput
 //! phases run in rounds (`--rounds N`, 3 by default, 1 with `--quick`):
 //! bare, FULL, NORMAL, then again; each figure is the median over the
@@ -22,6 +23,8 @@
 //! (tests/common/postgres.rs) and runs one, two and three `steadfast run`
 //! processes on one database; without server binaries it is left out.
 
+#[path = "delivery/ingest.rs"]
+mod ingest;
 #[path = "../tests/common/postgres.rs"]
 mod pg;
 
@@ -93,8 +96,8 @@ fn main() -> Result<()> {
         .and_then(|at| args.get(at + 1))
         .map(|list| list.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    const PHASES: [&str; 7] = [
-        "bare", "full", "latency", "normal", "reload", "backlog", "pg",
+    const PHASES: [&str; 9] = [
+        "bare", "full", "latency", "normal", "reload", "backlog", "pg", "ingest", "mixed",
     ];
     if let Some(unknown) = only.iter().find(|p| !PHASES.contains(&p.as_str())) {
         bail!(
@@ -254,6 +257,14 @@ async fn run(sizes: Sizes) -> Result<()> {
 
     if sizes.runs("pg") {
         postgres_phase(&sizes, &partner.url, bare, &mut figures).await?;
+    }
+
+    if sizes.runs("ingest") {
+        ingest::ingest_phase(&sizes, work.path(), &partner.url, &mut figures).await?;
+    }
+
+    if sizes.runs("mixed") {
+        ingest::mixed_phase(&sizes, work.path(), &partner.url, &mut figures).await?;
     }
 
     print_table(&figures);
@@ -727,46 +738,11 @@ async fn postgres_nodes(
     jobs: usize,
 ) -> Result<f64> {
     let url = server.fresh_database().await;
-    let policies = tempfile::tempdir()?;
-    std::fs::write(policies.path().join("bench.yaml"), POLICY)?;
     let mut engines = Vec::new();
     for _ in 0..nodes {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
-            .args(["run", "--workers", &WORKERS.to_string()])
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--policies")
-            .arg(policies.path())
-            .arg("--db")
-            .arg(&url)
-            .env("PARTNER", partner)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("start steadfast run")?;
-        engines.push(EngineProcess {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-        });
+        engines.push(ingest::spawn_engine(POLICY, &url, partner).await?);
     }
     let client = reqwest::Client::new();
-    for engine in &engines {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client
-            .get(format!("{}/healthz", engine.base))
-            .send()
-            .await
-            .is_err()
-        {
-            if Instant::now() > deadline {
-                bail!("an engine on PostgreSQL never became healthy");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(&url)
@@ -781,7 +757,7 @@ async fn postgres_nodes(
             );
             body.push('\n');
         }
-        let base = &engines[batch % engines.len()].base;
+        let base = &engines[batch % engines.len()].0.base;
         let response = client
             .post(format!("{base}/v1/flows/bench/jobs:batch"))
             .body(body)
