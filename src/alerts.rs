@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::channels::{Delivery, SharedChannels};
 use crate::clock::SharedClock;
-use crate::reload::LivePolicy;
+use crate::engine::LivePolicy;
 use crate::store::{JobFilter, JobState, SharedStepLog};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +175,12 @@ impl AttemptStats {
                 .range(from..=now_minute)
                 .fold((0, 0), |(a, r), (_, (x, y))| (a + x, r + y))
         })
+    }
+}
+
+impl crate::engine::AttemptObserver for AttemptStats {
+    fn attempted(&self, flow: &str, at: Timestamp, retry: bool) {
+        self.record(flow, at, retry);
     }
 }
 

@@ -44,6 +44,7 @@
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`cli`]: one module per subcommand; `main.rs` only calls [`cli::main`].
 //! - [`clock`]: the one source of time, injectable for exact tests.
+//! - [`tokens`]: API tokens as data, read by `settings`, checked by `api`.
 
 pub mod alerts;
 pub mod api;
@@ -66,6 +67,7 @@ pub mod settings;
 pub mod simulate;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 
 /// Installs ring as the process's TLS provider, once. reqwest and sqlx share
 /// rustls; two providers would make it panic at the first connection.

@@ -12,10 +12,11 @@ use tokio::task::JoinHandle;
 use crate::api::{self, AppState};
 use crate::channels::Channels;
 use crate::clock::SharedClock;
+use crate::engine::LivePolicy;
 use crate::engine::{Engine, EngineConfig, EngineParts};
 use crate::model::CompiledPolicy;
 use crate::policy::EnvMode;
-use crate::reload::{LivePolicy, Reloader, WatchConfig, Watcher};
+use crate::reload::{Reloader, WatchConfig, Watcher};
 use crate::store::{self, SharedStepLog, StoreError};
 
 #[derive(Debug, thiserror::Error)]

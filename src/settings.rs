@@ -25,7 +25,7 @@ use figment::providers::Serialized;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Scope, Token};
+use crate::tokens::{Scope, Token};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {

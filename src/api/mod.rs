@@ -39,7 +39,7 @@ pub use server::{connection_bound, ServeConfig};
 
 use crate::channels::SharedChannels;
 use crate::clock::SharedClock;
-use crate::reload::LivePolicy;
+use crate::engine::LivePolicy;
 use crate::store::SharedStepLog;
 
 /// The largest request body accepted: 10 MiB (a batch of jobs).

@@ -13,12 +13,12 @@ use jiff::Timestamp;
 
 use super::gate::{At, Gate, Sent};
 use super::interpreter::{decide, hold_at, Hold, Next, Position};
+use super::LivePolicy;
 use crate::channels::{Deadline, Delivery, SharedChannels};
 use crate::clock::{later, SharedClock};
 use crate::model::{
     CompiledPolicy, DeliveryResult, ErrorKind, Flow, Outcome, RetryTemplate, TransportError,
 };
-use crate::reload::LivePolicy;
 use crate::retry::classify;
 use crate::store::view::JobView;
 use crate::store::{AttemptRecord, JobRecord, JobState, SharedStepLog, Transition};
@@ -38,7 +38,7 @@ pub struct Executor {
     pub store: SharedStepLog,
     pub owner: Arc<str>,
     pub quotas: Arc<crate::retry::quota::RetryQuotas>,
-    pub stats: Arc<crate::alerts::AttemptStats>,
+    pub stats: Arc<dyn super::AttemptObserver>,
     pub metrics: Arc<crate::telemetry::AttemptMetrics>,
 }
 
@@ -232,7 +232,7 @@ impl Executor {
             held: Duration::from_millis(job.held_ms.max(0) as u64),
         };
         let next = decide(flow, &position, &verdict, finished, fastrand::f64());
-        self.stats.record(&job.flow, finished, attempts > 1);
+        self.stats.attempted(&job.flow, finished, attempts > 1);
 
         let seconds = finished.duration_since(started).as_secs_f64().max(0.0);
         self.metrics.attempt(

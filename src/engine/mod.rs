@@ -6,6 +6,7 @@
 pub mod executor;
 pub mod gate;
 pub mod interpreter;
+mod live;
 pub mod scheduler;
 mod workers;
 pub mod writer;
@@ -17,11 +18,11 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use interpreter::{decide, DeadReason, Next, Position};
+pub use live::{LivePolicy, ReloadStatus};
 pub use scheduler::SchedulerConfig;
 
 use crate::channels::SharedChannels;
 use crate::clock::SharedClock;
-use crate::reload::LivePolicy;
 use crate::store::{SharedStepLog, StoreError};
 
 /// How an engine runs.
@@ -57,8 +58,16 @@ pub struct EngineParts {
     pub policy: Arc<LivePolicy>,
     pub channels: SharedChannels,
     pub clock: SharedClock,
-    /// Attempts per flow and minute, for the `retry_share` alert.
-    pub stats: Arc<crate::alerts::AttemptStats>,
+    /// Told of every attempt (the alerts count them per flow and minute).
+    pub stats: Arc<dyn AttemptObserver>,
+}
+
+/// Something told of each attempt the engine makes, without the engine
+/// knowing what it is: the alerts' counts implement it.
+pub trait AttemptObserver: Send + Sync {
+    /// An attempt of `flow` finished at `at`; `retry` when it was not the
+    /// first attempt on its channel.
+    fn attempted(&self, flow: &str, at: jiff::Timestamp, retry: bool);
 }
 
 /// A running engine: scheduler, executors and result writer.

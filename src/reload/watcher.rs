@@ -18,9 +18,9 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::LivePolicy;
 use crate::clock::SharedClock;
 use crate::compile::{compile, policy_version};
+use crate::engine::LivePolicy;
 use crate::panic_message;
 use crate::policy::{has_errors, load_paths, EnvMode, Severity};
 
