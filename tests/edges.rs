@@ -4,6 +4,8 @@
 //! relative policy paths, quotas off by default.
 
 mod common;
+#[path = "common/postgres.rs"]
+mod pg;
 
 use std::time::Duration;
 
@@ -839,4 +841,88 @@ fn validate_refuses_urls_no_client_could_send_to() {
         output.contains("is not an absolute http(s) URL"),
         "{output}"
     );
+}
+
+/// PostgreSQL stopped under a running engine: submissions answer 503 with
+/// `Retry-After` within seconds, `/readyz` says so, and once the server is
+/// back the engine reconnects by itself; the job accepted before the
+/// outage is delivered, the refused one was never stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_postgres_answers_503_then_recovers() {
+    let Some(server) = pg::start_private() else {
+        return;
+    };
+    let db = server.fresh_database().await;
+    let partner = Partner::start(|_| status(200)).await;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join("policies")).unwrap();
+    std::fs::write(work.path().join("policies/leads.yaml"), RELOAD_POLICY).unwrap();
+    let engine =
+        EngineProcess::start(work.path(), &["--db", &db], &[("PARTNER", &partner.url)]).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let submit = |key: &'static str| {
+        client
+            .post(engine.url("/v1/flows/leads/jobs"))
+            .json(&json!({ "payload": { "key": key }, "idempotency_key": key, "run_at": "2099-01-01T00:00:00Z" }))
+            .send()
+    };
+    assert_eq!(submit("before").await.unwrap().status(), 201);
+
+    server.halt();
+    let started = std::time::Instant::now();
+    let refused = submit("during").await.unwrap();
+    assert_eq!(refused.status(), 503, "{:?}", refused.text().await);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(refused.headers().get("retry-after").unwrap(), "5");
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("step log unavailable: "),
+        "{body}"
+    );
+    let ready = client.get(engine.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let health = client.get(engine.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    server.resume().unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the engine never reconnected",
+        async || {
+            client
+                .get(engine.url("/readyz"))
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16())
+        },
+        |status| *status == 200,
+    )
+    .await;
+    let page: Value = client
+        .get(engine.url("/v1/jobs?flow=leads"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{page}"))
+        .iter()
+        .map(|j| j["idempotency_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["before"], "{page}");
+    assert_eq!(submit("during").await.unwrap().status(), 201);
+    still_delivers(&engine, "after-the-outage").await;
 }

@@ -18,6 +18,9 @@ pub struct PgServer {
     bin: PathBuf,
     data: PathBuf,
     as_postgres: bool,
+    /// Off on the shared server (speed); on for a private one, whose tests
+    /// stop it the hard way and expect every acknowledged commit to remain.
+    synchronous_commit: bool,
     next_db: AtomicU32,
     _dir: tempfile::TempDir,
 }
@@ -51,6 +54,48 @@ impl PgServer {
             .arg(&self.data)
             .args(["-m", "immediate", "-s"])
             .status();
+    }
+
+    /// Stops the server at once, as a crash or a network cut would look to
+    /// its clients. For a private server only (see [`start_private`]).
+    pub fn halt(&self) {
+        self.stop();
+    }
+
+    /// Starts the server again on the same port and data.
+    pub fn resume(&self) -> Result<(), String> {
+        self.pg_ctl_start()
+    }
+
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        // fsync off: a test server's data need not survive the machine,
+        // only its own process.
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit={} -c full_page_writes=off -c max_connections=300",
+            self.port,
+            self._dir.path().display(),
+            if self.synchronous_commit { "on" } else { "off" },
+        );
+        let output = self
+            .command("pg_ctl")
+            .arg("start")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self._dir.path().join("server.log"))
+            .args(["-w", "-s", "-o", &options])
+            .output()
+            .map_err(|e| format!("pg_ctl: {e}"))?;
+        if !output.status.success() {
+            let log =
+                std::fs::read_to_string(self._dir.path().join("server.log")).unwrap_or_default();
+            return Err(format!(
+                "pg_ctl start failed: {}{log}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        Ok(())
     }
 
     fn command(&self, program: &str) -> Command {
@@ -99,7 +144,7 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn start() -> Result<PgServer, String> {
+fn start(synchronous_commit: bool) -> Result<PgServer, String> {
     let bin = find_bin().ok_or("no initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin")?;
     let as_postgres = unsafe { libc::geteuid() } == 0;
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
@@ -132,34 +177,27 @@ fn start() -> Result<PgServer, String> {
         bin,
         data: data.clone(),
         as_postgres,
+        synchronous_commit,
         next_db: AtomicU32::new(0),
         _dir: dir,
     };
-    // fsync off: a test server's data need not survive the machine.
-    let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
-        server._dir.path().display()
-    );
-    let output = server
-        .command("pg_ctl")
-        .arg("start")
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(server._dir.path().join("server.log"))
-        .args(["-w", "-s", "-o", &options])
-        .output()
-        .map_err(|e| format!("pg_ctl: {e}"))?;
-    if !output.status.success() {
-        let log =
-            std::fs::read_to_string(server._dir.path().join("server.log")).unwrap_or_default();
-        return Err(format!(
-            "pg_ctl start failed: {}{log}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
+    server.pg_ctl_start()?;
     Ok(server)
+}
+
+/// A server of the test's own, that it may stop and start again; stopped
+/// when dropped. `None` (with the reason printed) when it cannot start
+/// outside CI; under `CI=true` it panics.
+pub fn start_private() -> Option<PgServer> {
+    start(true).map_err(|reason| skip(&reason)).ok()
+}
+
+/// Says why a PostgreSQL test is skipped; under `CI=true`, fails instead.
+fn skip(reason: &str) {
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!("PostgreSQL tests cannot run under CI=true: {reason}");
+    }
+    eprintln!("skipping a PostgreSQL test: {reason}");
 }
 
 static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
@@ -175,7 +213,7 @@ extern "C" fn stop_at_exit() {
 /// printed) when it cannot start outside CI. Under `CI=true` it panics.
 pub fn server() -> Option<&'static PgServer> {
     let server = SERVER.get_or_init(|| {
-        let server = start();
+        let server = start(false);
         if server.is_ok() {
             // Statics are never dropped: stop the server when the binary
             // exits, or it would outlive the tests.
@@ -186,10 +224,7 @@ pub fn server() -> Option<&'static PgServer> {
     match server {
         Ok(server) => Some(server),
         Err(reason) => {
-            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-                panic!("PostgreSQL tests cannot run under CI=true: {reason}");
-            }
-            eprintln!("skipping a PostgreSQL test: {reason}");
+            skip(reason);
             None
         }
     }
