@@ -4,11 +4,10 @@
 //! relative policy paths, quotas off by default.
 
 mod common;
-#[path = "common/postgres.rs"]
-mod pg;
 
 use std::time::Duration;
 
+use common::postgres as pg;
 use common::*;
 use serde_json::{json, Value};
 
