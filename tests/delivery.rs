@@ -42,34 +42,10 @@ flows:
       - { name: confirm, channel: crm, retry: fast }
 "#;
 
-struct Setup {
-    partner: Partner,
-    node: TestNode,
-    spool: tempfile::TempDir,
-    _policies: tempfile::TempDir,
-}
-
 async fn setup(
     script: impl Fn(&Received) -> axum::response::Response + Send + Sync + 'static,
 ) -> Setup {
-    let partner = Partner::start(script).await;
-    let policies = policy_dir(&[("test.yaml", POLICY)]);
-    let spool = tempfile::tempdir().unwrap();
-    let spool_dir = spool.path().display().to_string();
-    let node = TestNode::start(
-        policies.path(),
-        &[
-            ("PARTNER", partner.url.as_str()),
-            ("SPOOL", spool_dir.as_str()),
-        ],
-    )
-    .await;
-    Setup {
-        partner,
-        node,
-        spool,
-        _policies: policies,
-    }
+    Setup::start(POLICY, script).await
 }
 
 #[tokio::test]

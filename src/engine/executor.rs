@@ -55,20 +55,14 @@ impl Executor {
         let Some(flow) = policy.flow(&job.flow) else {
             return self.vanished(job, &policy, started, "flow_removed");
         };
-        // A reload may have reordered steps: follow the name, not the index.
-        let step_index = match flow.steps.get(job.step_index as usize) {
-            Some(step) if step.name == job.step => job.step_index as usize,
-            _ => match flow.step_index(&job.step) {
-                Some(index) => index,
-                None => return self.vanished(job, &policy, started, "flow_removed"),
-            },
+        let Some(step_index) = step_index_of(flow, job) else {
+            return self.vanished(job, &policy, started, "flow_removed");
         };
         let step = &flow.steps[step_index];
         if let Some(hold) = hold_at(step, started) {
             return self.held(job, &policy, step_index, started, hold);
         }
-        let channel_index = (job.channel_index as usize).min(step.channel_count() - 1);
-        let channel_name = step.channel_at(channel_index).unwrap_or(&step.channel);
+        let (channel_index, channel_name) = channel_of(step, job);
         let Some(channel) = policy.channel(channel_name) else {
             return self.vanished(job, &policy, started, "flow_removed");
         };
@@ -166,13 +160,9 @@ impl Executor {
     ) -> Option<Transition> {
         let policy = self.policy.current();
         let flow = policy.flow(&job.flow)?;
-        let step_index = match flow.steps.get(job.step_index as usize) {
-            Some(step) if step.name == job.step => job.step_index as usize,
-            _ => flow.step_index(&job.step)?,
-        };
+        let step_index = step_index_of(flow, job)?;
         let step = &flow.steps[step_index];
-        let channel_index = (job.channel_index as usize).min(step.channel_count() - 1);
-        let channel_name = step.channel_at(channel_index).unwrap_or(&step.channel);
+        let (channel_index, channel_name) = channel_of(step, job);
         let channel = policy.channel(channel_name)?;
         let result: DeliveryResult = Err(TransportError {
             kind: ErrorKind::Internal,
@@ -352,6 +342,23 @@ impl Executor {
         }
         transition
     }
+}
+
+/// Where the job's step is in `flow`. A reload may have reordered steps:
+/// the name is followed, not the index.
+fn step_index_of(flow: &Flow, job: &JobRecord) -> Option<usize> {
+    match flow.steps.get(job.step_index as usize) {
+        Some(step) if step.name == job.step => Some(job.step_index as usize),
+        _ => flow.step_index(&job.step),
+    }
+}
+
+/// The channel the job's next attempt uses on `step`, by index and name
+/// (a reload may have removed fallbacks: the last one left stands in).
+fn channel_of<'s>(step: &'s crate::model::Step, job: &JobRecord) -> (usize, &'s str) {
+    let channel_index = (job.channel_index as usize).min(step.channel_count() - 1);
+    let name = step.channel_at(channel_index).unwrap_or(&step.channel);
+    (channel_index, name)
 }
 
 /// What an attempt brought back, with its times.

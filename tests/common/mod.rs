@@ -622,3 +622,38 @@ impl Drop for EngineProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A scripted partner, a node on one policy file with `${PARTNER}` and
+/// `${SPOOL}` set to the partner's URL and a fresh spool directory.
+pub struct Setup {
+    pub partner: Partner,
+    pub node: TestNode,
+    pub spool: tempfile::TempDir,
+    _policies: tempfile::TempDir,
+}
+
+impl Setup {
+    pub async fn start(
+        policy: &str,
+        script: impl Fn(&Received) -> Response + Send + Sync + 'static,
+    ) -> Setup {
+        let partner = Partner::start(script).await;
+        let policies = policy_dir(&[("test.yaml", policy)]);
+        let spool = tempfile::tempdir().unwrap();
+        let spool_dir = spool.path().display().to_string();
+        let node = TestNode::start(
+            policies.path(),
+            &[
+                ("PARTNER", partner.url.as_str()),
+                ("SPOOL", spool_dir.as_str()),
+            ],
+        )
+        .await;
+        Setup {
+            partner,
+            node,
+            spool,
+            _policies: policies,
+        }
+    }
+}
