@@ -901,3 +901,86 @@ async fn an_unreachable_postgres_answers_503_then_recovers() {
     assert_eq!(submit("during").await.unwrap().status(), 201);
     still_delivers(&engine, "after-the-outage").await;
 }
+
+/// An attempt that panics anyway (a bug) is recorded with error kind
+/// `internal` and decided by the job's policy, like any transport error:
+/// here a retry by the `fast` template, then the fallback when it runs out.
+#[tokio::test]
+async fn a_panicked_attempt_is_recorded_as_internal_and_goes_on_by_its_policy() {
+    use steadfast::store::{InsertOutcome, JobState, NewJob};
+
+    struct NoStats;
+    impl steadfast::engine::AttemptObserver for NoStats {
+        fn attempted(&self, _: &str, _: jiff::Timestamp, _: bool) {}
+    }
+
+    let policy_text = r#"
+templates:
+  fast: { retries: 1, initial: 1s, jitter: none }
+channels:
+  partner: { http: { url: "http://127.0.0.1:9/in" } }
+  spool: { file: { dir: "/tmp" } }
+flows:
+  leads:
+    steps: [{ name: deliver, channel: partner, retry: fast, fallback: [spool] }]
+"#;
+    let policies = policy_dir(&[("p.yaml", policy_text)]);
+    let compiled = steadfast::compile::load_policy(
+        &[policies.path().to_path_buf()],
+        &steadfast::policy::EnvMode::process(),
+    );
+    let policy = compiled.policy.expect("compiles");
+    let dir = tempfile::tempdir().unwrap();
+    let store = steadfast::store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+        .await
+        .unwrap();
+    let now: jiff::Timestamp = "2026-12-05T10:00:00Z".parse().unwrap();
+    let clock = steadfast::clock::ManualClock::new(now);
+    let executor = steadfast::engine::executor::Executor {
+        policy: std::sync::Arc::new(steadfast::engine::LivePolicy::new(policy, now)),
+        channels: std::sync::Arc::new(steadfast::channels::Channels::new().unwrap()),
+        clock: std::sync::Arc::new(clock.clone()),
+        store: store.clone(),
+        owner: "node".into(),
+        quotas: std::sync::Arc::new(steadfast::retry::quota::RetryQuotas::new(Default::default())),
+        stats: std::sync::Arc::new(NoStats),
+        metrics: Default::default(),
+    };
+    let InsertOutcome::Created(mut job) = store
+        .job_insert(NewJob {
+            id: "j1".into(),
+            flow: "leads".into(),
+            idempotency_key: "k1".into(),
+            payload: "{}".into(),
+            step: "deliver".into(),
+            created_at: now,
+            next_at: now,
+            policy_version: "v".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("not created");
+    };
+
+    let first = executor.after_panic(&job, "index out of bounds");
+    let attempt = first.attempt.as_ref().expect("recorded");
+    assert_eq!(attempt.error.as_deref(), Some("internal"));
+    assert!(attempt
+        .error_message
+        .as_deref()
+        .is_some_and(|m| m.contains("index out of bounds")));
+    assert_eq!(attempt.decision, "retry");
+    assert_eq!(first.to, JobState::Pending);
+    assert_eq!(
+        first.next_at,
+        Some(now + jiff::SignedDuration::from_secs(1))
+    );
+
+    // Its one retry spent, the next panic sends the job to the fallback.
+    job.attempt = 1;
+    job.series_started_at = Some(now);
+    let second = executor.after_panic(&job, "again");
+    assert_eq!(second.attempt.as_ref().unwrap().decision, "fallback");
+    assert_eq!(second.channel_index, 1);
+}
