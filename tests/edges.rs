@@ -156,6 +156,14 @@ async fn what_a_strict_parser_refuses_is_refused_at_submission() {
             "{answer}"
         );
     }
+    // A key with a control character (NUL, a line break) is refused too.
+    let (status, _, answer) = s
+        .post_raw(
+            "/v1/flows/spooled/jobs",
+            r#"{"payload": 1, "idempotency_key": "a\u0000b"}"#.to_string(),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
     // In a batch, the item alone is refused.
     let batch = format!(r#"[{{"payload": "\ud800"}}, {{"payload": {}}}]"#, deep(128));
     let (status, _, answer) = s.post_raw("/v1/flows/spooled/jobs:batch", batch).await;

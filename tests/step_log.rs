@@ -246,6 +246,30 @@ async fn concurrent_single_submissions_each_get_their_own_answer(db: Db) {
     assert_eq!(counts.get(&JobState::Pending), Some(&202), "{counts:?}");
 }
 
+/// A request the database refuses (PostgreSQL text cannot hold NUL) fails
+/// alone, not the submissions that happened to share its commit.
+async fn one_refused_submission_does_not_fail_the_others(db: Db) {
+    let log = db.log.clone();
+    let mut good = Vec::new();
+    for n in 0..60u32 {
+        let log = log.clone();
+        good.push(tokio::spawn(async move {
+            log.job_insert(new_job(n, t(0))).await
+        }));
+    }
+    let mut bad = new_job(999, t(0));
+    bad.idempotency_key = "nul\u{0}key".into();
+    let bad = tokio::spawn({
+        let log = log.clone();
+        async move { log.job_insert(bad).await }
+    });
+    for task in good {
+        assert!(matches!(task.await.unwrap(), Ok(InsertOutcome::Created(_))));
+    }
+    // SQLite stores it; PostgreSQL refuses it: either way, alone.
+    let _ = bad.await.unwrap();
+}
+
 async fn claims_take_due_jobs_earliest_first_and_only_once(db: Db) {
     let late = insert(&db, 1, t(30)).await;
     let early = insert(&db, 2, t(10)).await;
@@ -901,6 +925,7 @@ async fn jobs_are_counted_and_listed_in_every_state(db: Db) {
 conformance!(
     insert_is_idempotent_on_flow_and_key,
     concurrent_single_submissions_each_get_their_own_answer,
+    one_refused_submission_does_not_fail_the_others,
     a_batch_reports_each_item_in_order,
     claims_take_due_jobs_earliest_first_and_only_once,
     claims_respect_the_limit,

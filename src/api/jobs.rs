@@ -104,6 +104,14 @@ fn new_job(
                 key.len()
             )))
         }
+        // PostgreSQL text cannot hold NUL, nor can most partners' headers.
+        Some(key) if key.chars().any(char::is_control) => {
+            return Err(ApiError::Unprocessable(
+                "body field `idempotency_key` holds a control character (such as \\u0000 or a \
+                 line break); use printable text"
+                    .to_string(),
+            ))
+        }
         Some(key) => key,
         None => id.clone(),
     };

@@ -83,16 +83,21 @@ impl StoreError {
             ),
             StoreError::Database(error) => match error {
                 sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                    // SQLite: BUSY, LOCKED, IOERR, FULL, CANTOPEN, READONLY
-                    // (extended codes keep the primary in the low byte);
-                    // PostgreSQL: connection exceptions, shutdown, read only.
-                    let primary = code.parse::<i32>().ok().map(|c| c & 0xff);
-                    matches!(primary, Some(5 | 6 | 8 | 10 | 13 | 14))
-                        || code.starts_with("08")
-                        || code.starts_with("57P")
-                        || code == "25006"
-                }),
+                sqlx::Error::Database(db) => {
+                    let Some(code) = db.code() else {
+                        return false;
+                    };
+                    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                        // BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN
+                        // (extended codes keep the primary in the low byte).
+                        let primary = code.parse::<i32>().ok().map(|c| c & 0xff);
+                        matches!(primary, Some(5 | 6 | 8 | 10 | 13 | 14))
+                    } else {
+                        // PostgreSQL SQLSTATEs: connection exceptions,
+                        // shutdown and restart, a read-only standby.
+                        code.starts_with("08") || code.starts_with("57P") || code == "25006"
+                    }
+                }
                 _ => false,
             },
             _ => false,

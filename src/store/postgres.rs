@@ -182,23 +182,7 @@ async fn combine(
             continue;
         };
         let jobs: Vec<NewJob> = live.iter().flat_map(|s| s.jobs.iter().cloned()).collect();
-        let insert = async {
-            let mut tx = pool.begin().await?;
-            let outcomes = insert_many(&mut tx, &jobs).await?;
-            if outcomes
-                .iter()
-                .any(|outcome| matches!(outcome, InsertOutcome::Created(_)))
-            {
-                // Delivered on commit, to every node listening (this one too).
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(JOBS_CHANNEL)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok::<_, StoreError>(outcomes)
-        };
-        match tokio::time::timeout_at(earliest, insert).await {
+        match tokio::time::timeout_at(earliest, insert_alone(&pool, &jobs)).await {
             Ok(Ok(outcomes)) => {
                 let mut outcomes = outcomes.into_iter();
                 for submission in live {
@@ -207,18 +191,26 @@ async fn combine(
                     let _ = submission.reply.send(Ok(mine));
                 }
             }
-            Ok(Err(error)) => {
-                let unavailable = error.is_unavailable();
+            Ok(Err(error)) if error.is_unavailable() => {
                 let message = error.to_string();
-                if !unavailable {
-                    tracing::warn!(%message, "a group of submissions failed together");
-                }
                 for submission in live {
-                    let _ = submission.reply.send(Err(if unavailable {
-                        StoreError::Unavailable(message.clone())
-                    } else {
-                        StoreError::Corrupt(format!("the submission failed: {message}"))
-                    }));
+                    let _ = submission
+                        .reply
+                        .send(Err(StoreError::Unavailable(message.clone())));
+                }
+            }
+            Ok(Err(error)) => {
+                // One request's failure must not fail the others: each is
+                // committed alone.
+                tracing::warn!(%error, submissions = live.len(),
+                    "a group of submissions failed together; committing each alone");
+                for submission in live {
+                    let alone = insert_alone(&pool, &submission.jobs);
+                    let outcome = match tokio::time::timeout_at(submission.deadline, alone).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(not_in_time()),
+                    };
+                    let _ = submission.reply.send(outcome);
                 }
             }
             Err(_) => {
@@ -228,6 +220,24 @@ async fn combine(
             }
         }
     }
+}
+
+/// Inserts `jobs` in one transaction of their own and announces them.
+async fn insert_alone(pool: &PgPool, jobs: &[NewJob]) -> StoreResult<Vec<InsertOutcome>> {
+    let mut tx = pool.begin().await?;
+    let outcomes = insert_many(&mut tx, jobs).await?;
+    if outcomes
+        .iter()
+        .any(|outcome| matches!(outcome, InsertOutcome::Created(_)))
+    {
+        // Delivered on commit, to every node listening (this one too).
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(JOBS_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
 }
 
 fn not_in_time() -> StoreError {
