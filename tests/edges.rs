@@ -992,3 +992,103 @@ flows:
     assert_eq!(second.attempt.as_ref().unwrap().decision, "fallback");
     assert_eq!(second.channel_index, 1);
 }
+
+/// The step log's disk full (the engine's file size limit reached, as a
+/// full disk looks to SQLite): submissions answer 503 with `Retry-After`,
+/// nothing half-written, and once there is room again the engine takes
+/// submissions by itself; what was acknowledged before is all there.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_then_recovers() {
+    use std::os::unix::process::CommandExt;
+
+    const LIMIT: u64 = 4 * 1024 * 1024;
+    let partner = Partner::start(|_| status(200)).await;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir(work.path().join("policies")).unwrap();
+    std::fs::write(work.path().join("policies/leads.yaml"), RELOAD_POLICY).unwrap();
+    let engine =
+        EngineProcess::start_with(work.path(), &[], &[("PARTNER", &partner.url)], |command| {
+            // SAFETY: signal and setrlimit are async-signal-safe; nothing
+            // else runs between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    // A write past the limit then fails with EFBIG instead
+                    // of killing the process.
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    let limit = libc::rlimit {
+                        rlim_cur: LIMIT,
+                        rlim_max: libc::RLIM_INFINITY,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+        .await;
+    let client = http_client();
+    let filler = "x".repeat(64 * 1024);
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for n in 0..400 {
+        let response = client
+            .post(engine.url("/v1/flows/leads/jobs"))
+            .json(&json!({
+                "payload": { "n": n, "filler": filler },
+                "idempotency_key": format!("fill-{n}"),
+                "run_at": "2099-01-01T00:00:00Z",
+            }))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            201 => accepted.push(format!("fill-{n}")),
+            503 => {
+                refused = Some(response);
+                break;
+            }
+            other => panic!("{other}: {}", response.text().await.unwrap()),
+        }
+    }
+    let refused = refused.expect("the file size limit was never reached");
+    assert_eq!(refused.headers().get("retry-after").unwrap(), "5");
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("step log unavailable: "),
+        "{body}"
+    );
+    assert!(!accepted.is_empty());
+
+    // Room again: the limit lifted, as when the disk is cleaned up.
+    let pid = engine.child.id() as libc::pid_t;
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit only reads the struct given (the old limit is not
+    // asked for).
+    let lifted =
+        unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &unlimited, std::ptr::null_mut()) };
+    assert_eq!(lifted, 0, "{}", std::io::Error::last_os_error());
+    wait_for(
+        Duration::from_secs(30),
+        "the engine never took writes again",
+        async || {
+            client
+                .get(engine.url("/readyz"))
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16())
+        },
+        |status| *status == 200,
+    )
+    .await;
+    still_delivers(&engine, "after-the-disk-full").await;
+    let total = count_in_state(&client, &engine.base, "pending").await;
+    assert_eq!(total, accepted.len(), "every acknowledged job is there");
+}
