@@ -28,6 +28,17 @@ flows:
     steps: [{ name: deliver, channel: spool, retry: fast }]
 "#;
 
+/// A partner that answers `code` to a job's first request, 200 after.
+fn fails_first(code: u16) -> impl Fn(&Received) -> axum::response::Response + Send + Sync {
+    move |r| {
+        if r.attempt == 1 {
+            status(code)
+        } else {
+            status(200)
+        }
+    }
+}
+
 async fn setup(
     script: impl Fn(&Received) -> axum::response::Response + Send + Sync + 'static,
 ) -> Setup {
@@ -59,6 +70,21 @@ impl Setup {
         let (status, _, answer) = self.post_raw(&format!("/v1/flows/{flow}/jobs"), body).await;
         assert_eq!(status, 201, "{answer}");
         answer["id"].as_str().unwrap().to_string()
+    }
+
+    /// `PATCH /v1/jobs/{id}` with a raw body; returns (status, body text).
+    async fn patch_raw(&self, id: &str, body: String) -> (u16, String) {
+        let response = self
+            .node
+            .client
+            .patch(self.node.url(&format!("/v1/jobs/{id}")))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
     }
 
     fn spool_files(&self) -> Vec<std::path::PathBuf> {
@@ -187,38 +213,15 @@ async fn what_a_strict_parser_refuses_is_refused_at_submission() {
 
 #[tokio::test]
 async fn an_edited_payload_is_stored_and_delivered_as_written() {
-    let s = setup(|r| {
-        if r.attempt == 1 {
-            status(400)
-        } else {
-            status(200)
-        }
-    })
-    .await;
+    let s = setup(fails_first(400)).await;
     let id = s.submit_raw("http", r#"{"first": 1}"#, "edit-1").await;
     assert_eq!(s.node.wait_final(&id).await["state"], "dead");
-    let response = s
-        .node
-        .client
-        .patch(s.node.url(&format!("/v1/jobs/{id}")))
-        .header("content-type", "application/json")
-        .body(format!(r#"{{"payload": {EXACT}}}"#))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.text().await.unwrap().contains(EXACT));
+    let (status, text) = s.patch_raw(&id, format!(r#"{{"payload": {EXACT}}}"#)).await;
+    assert_eq!(status, 200);
+    assert!(text.contains(EXACT));
     // A lone surrogate is refused here too.
-    let refused = s
-        .node
-        .client
-        .patch(s.node.url(&format!("/v1/jobs/{id}")))
-        .header("content-type", "application/json")
-        .body(r#"{"payload": "\ud800"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 422);
+    let (status, _) = s.patch_raw(&id, r#"{"payload": "\ud800"}"#.into()).await;
+    assert_eq!(status, 422);
     let retried = s
         .node
         .client
@@ -237,14 +240,7 @@ async fn an_edited_payload_is_stored_and_delivered_as_written() {
 /// minute than the old default allowed a flow in an hour.
 #[tokio::test]
 async fn quotas_are_off_by_default() {
-    let s = setup(|r| {
-        if r.attempt == 1 {
-            status(503)
-        } else {
-            status(200)
-        }
-    })
-    .await;
+    let s = setup(fails_first(503)).await;
     let jobs = 1_200;
     let batch: Vec<Value> = (0..jobs)
         .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("q-{n}") }))
