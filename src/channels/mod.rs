@@ -4,11 +4,11 @@
 //! ([`breaker`]), its rate and concurrency limits ([`rate`]) and the token
 //! its `refresh_auth` fetched ([`Tokens`]).
 
-pub mod breaker;
-pub mod deadline;
+pub(crate) mod breaker;
+pub(crate) mod deadline;
 pub mod file;
 mod http;
-pub mod rate;
+pub(crate) mod rate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

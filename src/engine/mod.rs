@@ -4,12 +4,12 @@
 //! transaction per cycle.
 
 pub mod executor;
-pub mod gate;
+pub(crate) mod gate;
 pub mod interpreter;
 mod live;
-pub mod scheduler;
+pub(crate) mod scheduler;
 mod workers;
-pub mod writer;
+pub(crate) mod writer;
 
 use std::sync::Arc;
 

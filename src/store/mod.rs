@@ -12,7 +12,7 @@ pub mod postgres;
 mod records;
 mod rows;
 pub mod sqlite;
-pub mod view;
+pub(crate) mod view;
 
 use std::sync::Arc;
 
