@@ -181,41 +181,51 @@ async fn combine(
         let Some(earliest) = live.iter().map(|s| s.deadline).min() else {
             continue;
         };
-        let jobs: Vec<NewJob> = live.iter().flat_map(|s| s.jobs.iter().cloned()).collect();
+        // The jobs moved into one list, each request keeping its count.
+        let mut jobs = Vec::new();
+        let mut requests = Vec::with_capacity(live.len());
+        for submission in live {
+            requests.push((submission.jobs.len(), submission.deadline, submission.reply));
+            jobs.extend(submission.jobs);
+        }
         match tokio::time::timeout_at(earliest, insert_alone(&pool, &jobs)).await {
             Ok(Ok(outcomes)) => {
                 let mut outcomes = outcomes.into_iter();
-                for submission in live {
-                    let mine: Vec<InsertOutcome> =
-                        outcomes.by_ref().take(submission.jobs.len()).collect();
-                    let _ = submission.reply.send(Ok(mine));
+                for (count, _, reply) in requests {
+                    let _ = reply.send(Ok(outcomes.by_ref().take(count).collect()));
                 }
             }
             Ok(Err(error)) if error.is_unavailable() => {
                 let message = error.to_string();
-                for submission in live {
-                    let _ = submission
-                        .reply
-                        .send(Err(StoreError::Unavailable(message.clone())));
+                for (_, _, reply) in requests {
+                    let _ = reply.send(Err(StoreError::Unavailable(message.clone())));
+                }
+            }
+            // A request alone: trying it alone again would fail the same way.
+            Ok(Err(error)) if requests.len() == 1 => {
+                if let Some((_, _, reply)) = requests.into_iter().next() {
+                    let _ = reply.send(Err(error));
                 }
             }
             Ok(Err(error)) => {
                 // One request's failure must not fail the others: each is
                 // committed alone.
-                tracing::warn!(%error, submissions = live.len(),
+                tracing::warn!(%error, submissions = requests.len(),
                     "a group of submissions failed together; committing each alone");
-                for submission in live {
-                    let alone = insert_alone(&pool, &submission.jobs);
-                    let outcome = match tokio::time::timeout_at(submission.deadline, alone).await {
+                let mut start = 0;
+                for (count, deadline, reply) in requests {
+                    let alone = insert_alone(&pool, &jobs[start..start + count]);
+                    start += count;
+                    let outcome = match tokio::time::timeout_at(deadline, alone).await {
                         Ok(outcome) => outcome,
                         Err(_) => Err(not_in_time()),
                     };
-                    let _ = submission.reply.send(outcome);
+                    let _ = reply.send(outcome);
                 }
             }
             Err(_) => {
-                for submission in live {
-                    let _ = submission.reply.send(Err(not_in_time()));
+                for (_, _, reply) in requests {
+                    let _ = reply.send(Err(not_in_time()));
                 }
             }
         }

@@ -457,35 +457,20 @@ static CLAIM_FLOW: LazyLock<String> = LazyLock::new(|| {
 /// request cannot fail the others.
 fn insert_group(connection: &mut Connection, group: InsertGroup) {
     let now = Instant::now();
-    let mut live: InsertGroup = Vec::with_capacity(group.len());
-    for (jobs, deadline, reply) in group {
-        if deadline <= now {
-            let _ = reply.send(Err(StoreError::Unavailable(NOT_IN_TIME.into())));
-        } else {
-            live.push((jobs, deadline, reply));
-        }
+    let (live, late): (InsertGroup, InsertGroup) = group
+        .into_iter()
+        .partition(|(_, deadline, _)| *deadline > now);
+    for (_, _, reply) in late {
+        let _ = reply.send(Err(StoreError::Unavailable(NOT_IN_TIME.into())));
     }
     let Some(earliest) = live.iter().map(|(_, deadline, _)| *deadline).min() else {
         return;
     };
-    if live.len() == 1 {
-        if let Some((jobs, deadline, reply)) = live.pop() {
-            let _ = reply.send(
-                before(connection, deadline, |c| insert(c, [jobs]))
-                    .map(|mut outcomes| outcomes.pop().unwrap_or_default()),
-            );
-        }
-        return;
-    }
     let (requests, rest): (Vec<Vec<NewJob>>, Vec<_>) = live
         .into_iter()
         .map(|(jobs, deadline, reply)| (jobs, (deadline, reply)))
         .unzip();
-    let sizes: Vec<usize> = requests.iter().map(Vec::len).collect();
-    // The jobs are moved into the transaction; kept here too in case the
-    // group has to be tried one by one.
-    let copies = requests.clone();
-    match before(connection, earliest, |c| insert(c, requests)) {
+    match before(connection, earliest, |c| insert(c, &requests)) {
         Ok(outcomes) => {
             for (outcome, (_, reply)) in outcomes.into_iter().zip(rest) {
                 let _ = reply.send(Ok(outcome));
@@ -497,14 +482,20 @@ fn insert_group(connection: &mut Connection, group: InsertGroup) {
                 let _ = reply.send(Err(StoreError::Unavailable(message.clone())));
             }
         }
+        // A request alone: trying it alone again would fail the same way.
+        Err(error) if rest.len() == 1 => {
+            if let Some((_, reply)) = rest.into_iter().next() {
+                let _ = reply.send(Err(error));
+            }
+        }
         Err(error) => {
-            tracing::warn!(%error, submissions = sizes.len(),
+            tracing::warn!(%error, submissions = rest.len(),
                 "a group of submissions failed together; committing each alone");
-            for (jobs, (deadline, reply)) in copies.into_iter().zip(rest) {
-                let _ = reply.send(
-                    before(connection, deadline, |c| insert(c, [jobs]))
-                        .map(|mut outcomes| outcomes.pop().unwrap_or_default()),
-                );
+            for (jobs, (deadline, reply)) in requests.iter().zip(rest) {
+                let alone = before(connection, deadline, |c| {
+                    insert(c, std::slice::from_ref(jobs))
+                });
+                let _ = reply.send(alone.map(|mut outcomes| outcomes.pop().unwrap_or_default()));
             }
         }
     }
@@ -514,7 +505,7 @@ fn insert_group(connection: &mut Connection, group: InsertGroup) {
 /// request, in order.
 fn insert(
     connection: &mut Connection,
-    requests: impl IntoIterator<Item = Vec<NewJob>>,
+    requests: &[Vec<NewJob>],
 ) -> StoreResult<Vec<Vec<InsertOutcome>>> {
     let tx = begin(connection)?;
     let mut answers = Vec::new();
@@ -536,7 +527,7 @@ fn insert(
                 outcomes.push(if inserted == 1 {
                     InsertOutcome::Created(created_record(job)?)
                 } else {
-                    existing(&tx, &job)?
+                    existing(&tx, job)?
                 });
             }
             answers.push(outcomes);
@@ -548,24 +539,24 @@ fn insert(
 
 /// The record of a job just inserted, as the database now holds it (times
 /// at the log's millisecond precision).
-fn created_record(job: NewJob) -> StoreResult<JobRecord> {
+fn created_record(job: &NewJob) -> StoreResult<JobRecord> {
     let created_at =
         opt_timestamp("created_at", Some(ms(job.created_at)))?.unwrap_or(job.created_at);
     Ok(JobRecord {
-        id: job.id,
-        flow: job.flow,
+        id: job.id.clone(),
+        flow: job.flow.clone(),
         state: JobState::Pending,
         step_index: 0,
-        step: job.step,
+        step: job.step.clone(),
         channel_index: 0,
         attempt: 0,
         series_started_at: None,
         held_ms: 0,
         next_at: opt_timestamp("next_at", Some(ms(job.next_at)))?,
         reason: None,
-        idempotency_key: job.idempotency_key,
-        payload: job.payload,
-        policy_version: job.policy_version,
+        idempotency_key: job.idempotency_key.clone(),
+        payload: job.payload.clone(),
+        policy_version: job.policy_version.clone(),
         created_at,
         updated_at: created_at,
         attempts_total: 0,
