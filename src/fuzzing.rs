@@ -108,7 +108,7 @@ fn internal_error() -> DeliveryResult {
 /// payload edit. Whatever is accepted must pass the strict payload check
 /// and be embedded byte for byte where channels send it.
 pub fn api_body(bytes: &[u8]) {
-    for payload in crate::api::fuzzing::accepted_payloads(bytes) {
+    for payload in crate::api::jobs::accepted_payloads(bytes) {
         assert!(
             crate::payload::check(&payload).is_ok(),
             "accepted a payload the strict check refuses: {payload:?}"

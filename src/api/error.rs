@@ -60,12 +60,10 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(source) = &self {
             tracing::error!(error = %source, "API request failed");
         }
-        if let ApiError::Unavailable(message) = &self {
-            tracing::warn!(%message, "a request met the step log unavailable");
-        }
         let body = serde_json::json!({ "error": self.to_string() });
         let mut response = (self.status(), Json(body)).into_response();
-        if matches!(self, ApiError::Unavailable(_)) {
+        if let ApiError::Unavailable(message) = &self {
+            tracing::warn!(%message, "a request met the step log unavailable");
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from(RETRY_AFTER_SECS),

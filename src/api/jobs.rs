@@ -142,7 +142,7 @@ fn accepted_payload(payload: Option<Box<RawValue>>, what: &str) -> Result<String
 
 /// The payloads the submission, batch and edit parsers accept from one
 /// body, for [`crate::fuzzing`].
-pub(super) fn accepted_payloads(body: &[u8]) -> Vec<String> {
+pub(crate) fn accepted_payloads(body: &[u8]) -> Vec<String> {
     let mut accepted = Vec::new();
     if let Ok(request) = parse::<SubmitRequest>(body) {
         accepted.extend(accepted_payload(request.payload, "").ok());

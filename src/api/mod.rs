@@ -6,17 +6,8 @@ mod body;
 mod channels;
 pub mod dlq;
 mod error;
-mod jobs;
+pub(crate) mod jobs;
 mod server;
-
-/// The API's parsers, for [`crate::fuzzing`]; not an API.
-#[doc(hidden)]
-pub mod fuzzing {
-    /// The payloads that the submission, batch and edit parsers accept.
-    pub fn accepted_payloads(body: &[u8]) -> Vec<String> {
-        super::jobs::accepted_payloads(body)
-    }
-}
 
 use std::future::Future;
 use std::sync::Arc;
