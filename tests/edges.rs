@@ -296,6 +296,24 @@ async fn policies_shown(engine: &EngineProcess) -> Value {
         .unwrap()
 }
 
+/// Waits until `/readyz` (at `url`) answers 200: the step log takes writes
+/// again.
+async fn wait_ready(client: &reqwest::Client, url: &str, within: Duration) {
+    wait_for(
+        within,
+        "the step log never took writes again; /readyz answered",
+        async || {
+            client
+                .get(url)
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16())
+        },
+        |status| *status == 200,
+    )
+    .await;
+}
+
 /// Submits to `leads` and waits for the delivery: the engine still works.
 async fn still_delivers(engine: &EngineProcess, key: &str) {
     let client = http_client();
@@ -620,22 +638,7 @@ async fn a_locked_step_log_answers_503_then_recovers_with_nothing_lost() {
     assert_eq!(health.status(), 200);
 
     locker.join().unwrap();
-    let ready = wait_for(
-        Duration::from_secs(10),
-        "the step log never became ready again",
-        async || {
-            client
-                .get(s.node.url("/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        },
-        |status| *status == 200,
-    )
-    .await;
-    assert_eq!(ready, 200);
+    wait_ready(&client, &s.node.url("/readyz"), Duration::from_secs(10)).await;
     // The refused submission wrote nothing: sent again, it is created.
     let (status, _, answer) = s.post_raw("/v1/flows/http/jobs", body).await;
     assert_eq!(status, 201, "{answer}");
@@ -874,19 +877,7 @@ async fn an_unreachable_postgres_answers_503_then_recovers() {
     assert_eq!(health.status(), 200);
 
     server.resume().unwrap();
-    wait_for(
-        Duration::from_secs(30),
-        "the engine never reconnected",
-        async || {
-            client
-                .get(engine.url("/readyz"))
-                .send()
-                .await
-                .map_or(0, |r| r.status().as_u16())
-        },
-        |status| *status == 200,
-    )
-    .await;
+    wait_ready(&client, &engine.url("/readyz"), Duration::from_secs(30)).await;
     let page: Value = client
         .get(engine.url("/v1/jobs?flow=leads"))
         .send()
@@ -1071,19 +1062,7 @@ async fn a_full_disk_answers_503_then_recovers() {
     let lifted =
         unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &unlimited, std::ptr::null_mut()) };
     assert_eq!(lifted, 0, "{}", std::io::Error::last_os_error());
-    wait_for(
-        Duration::from_secs(30),
-        "the engine never took writes again",
-        async || {
-            client
-                .get(engine.url("/readyz"))
-                .send()
-                .await
-                .map_or(0, |r| r.status().as_u16())
-        },
-        |status| *status == 200,
-    )
-    .await;
+    wait_ready(&client, &engine.url("/readyz"), Duration::from_secs(30)).await;
     still_delivers(&engine, "after-the-disk-full").await;
     let total = count_in_state(&client, &engine.base, "pending").await;
     assert_eq!(total, accepted.len(), "every acknowledged job is there");
