@@ -79,7 +79,7 @@ pub fn policy_file(text: &str, format: Format) {
                         limit: ATTEMPTS,
                         split: JitterSplit::FollowNominal,
                     };
-                    let _ = simulate(flow, step_index, start, options, |upcoming| {
+                    let _ = simulate(&policy, flow, step_index, start, options, |upcoming| {
                         Some(answer(upcoming.number))
                     });
                 }

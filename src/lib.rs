@@ -21,12 +21,17 @@
 //! - [`calendar`]: pure. Partner calendars: time zone, weekly hours,
 //!   holidays, maintenance windows; "is this instant open?", "when does it
 //!   next open?", "when does this window end?", DST-correct.
-//! - [`engine`]: the interpreter (a pure function from a job's position and a
-//!   verdict to the next action), the scheduler that claims due jobs, the
-//!   executor that runs one attempt, and the batched result writer.
-//! - [`simulate`]: a job on paper: the classifier and the interpreter driven
-//!   on a manual clock with given answers, jitter as bounds, a seam for
-//!   calendar holds; no network. What `test` and `explain` show.
+//! - [`lifecycle`]: pure. A job's life: the state machine (where a job
+//!   stands + what happened + the policy + the time → a typed move), the
+//!   interpreter of an answer inside it, and the stored words (states,
+//!   reasons, outcomes, decisions).
+//! - [`engine`]: the scheduler that claims due jobs, the executor that
+//!   gathers each event of an attempt (I/O only) and applies the machine's
+//!   move, and the batched result writer; owns the policy in force.
+//! - [`simulate`]: a job on paper: the classifier and the state machine
+//!   driven on a manual clock with given answers (and given breaker and
+//!   quota refusals), jitter as bounds; no network. What `test` and
+//!   `explain` show.
 //! - [`policytest`]: policy test cases (`steadfast test`): found beside the
 //!   policies, checked, run through [`simulate`], reported as a diff or
 //!   JUnit.
@@ -56,6 +61,7 @@ pub mod compile;
 pub mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod lifecycle;
 pub mod model;
 pub mod node;
 pub mod payload;

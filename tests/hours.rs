@@ -420,9 +420,9 @@ async fn cli_show(server: String, id: String) -> String {
 /// How a job of `flow` in `examples/office-hours.yaml` goes when its first
 /// `failures` attempts fail (the rest succeed), starting at `start` (local
 /// time in the calendar's zone): one line per event, times local. Driven
-/// the way the executor drives the interpreter, jitter at its midpoint.
+/// the way the executor drives the state machine, jitter at its midpoint.
 fn walk(flow: &str, start: &str, failures: u32) -> Vec<String> {
-    use steadfast::engine::interpreter::{decide, hold_at, Next, Position};
+    use steadfast::lifecycle::{next, Event, MoveKind, Position};
     use steadfast::model::Outcome;
     use steadfast::retry::Verdict;
 
@@ -438,32 +438,25 @@ fn walk(flow: &str, start: &str, failures: u32) -> Vec<String> {
     let mut now = zone.to_timestamp(start).expect("unambiguous");
 
     let mut log = Vec::new();
-    let (mut step_index, mut channel_index) = (0, 0);
-    let (mut attempts, mut made) = (0, 0);
-    let mut series_started_at = now;
-    let mut held = Duration::ZERO;
+    let mut position = Position::fresh(&flow, now);
+    let mut made = 0;
     for _ in 0..50 {
-        let step = &flow.steps[step_index];
-        if let Some(hold) = hold_at(step, now) {
+        now = now.max(position.due.expect("a waiting job is due"));
+        let claimed = next(&position, &Event::Claimed, &policy, now);
+        if let MoveKind::Hold { until, reason } = claimed.kind {
             log.push(format!(
-                "{}: held ({}) until {}",
+                "{}: held ({reason}) until {}",
                 local(now),
-                hold.reason.as_str(),
-                local(hold.until)
+                local(until)
             ));
-            if attempts > 0 {
-                held += hold.length_from(now);
-            }
-            now = hold.until;
+            position = position.landed(&flow, &claimed.landing);
+            now = until;
             continue;
         }
-        if attempts == 0 {
-            series_started_at = now;
-        }
-        attempts += 1;
         made += 1;
         let fails = made <= failures;
-        let channel = step.channel_at(channel_index).expect("channel");
+        let step = &flow.steps[position.step_index];
+        let channel = step.channel_at(position.channel_index).expect("channel");
         let verdict = Verdict {
             outcome: if fails {
                 Outcome::Retry
@@ -473,54 +466,49 @@ fn walk(flow: &str, start: &str, failures: u32) -> Vec<String> {
             rule: "walk".into(),
             retry_after: None,
         };
-        let position = Position {
-            step_index,
-            channel_index,
-            attempts,
-            series_started_at,
-            held,
-        };
         let answer = if fails { "503" } else { "200" };
-        let head = format!("{}: {channel} #{attempts} {answer}", local(now));
-        match decide(&flow, &position, &verdict, now, 0.5) {
-            Next::Retry { at, delay } => {
+        let head = format!(
+            "{}: {channel} #{} {answer}",
+            local(now),
+            position.attempts + 1
+        );
+        let answered = Event::Answered {
+            started: now,
+            verdict,
+            jitter: 0.5,
+        };
+        let moved = next(&position, &answered, &policy, now);
+        match moved.kind {
+            MoveKind::Retry { at, delay } => {
                 log.push(format!("{head}, retry in {delay:?}"));
                 now = at;
             }
-            Next::Suspend { at, delay, hold } => {
-                log.push(format!(
-                    "{head}, retry in {delay:?}, at {}: held ({}) until {}",
-                    local(at),
-                    hold.reason.as_str(),
-                    local(hold.until)
-                ));
-                held += hold.length_from(at);
-                now = hold.until;
-            }
-            Next::Fallback {
-                channel_index: next,
+            MoveKind::RetryHeld {
+                due,
+                delay,
+                until,
+                reason,
             } => {
-                log.push(format!("{head}, fallback"));
-                channel_index = next;
-                attempts = 0;
-                held = Duration::ZERO;
+                log.push(format!(
+                    "{head}, retry in {delay:?}, at {}: held ({reason}) until {}",
+                    local(due),
+                    local(until)
+                ));
+                now = until;
             }
-            Next::NextStep { step_index: next } => {
-                log.push(format!("{head}, next step"));
-                step_index = next;
-                channel_index = 0;
-                attempts = 0;
-                held = Duration::ZERO;
-            }
-            Next::Succeeded => {
+            MoveKind::Fallback { .. } => log.push(format!("{head}, fallback")),
+            MoveKind::NextStep { .. } => log.push(format!("{head}, next step")),
+            MoveKind::Succeeded => {
                 log.push(format!("{head}, delivered"));
                 return log;
             }
-            Next::Dead { reason } => {
-                log.push(format!("{head}, dead ({})", reason.as_str()));
+            MoveKind::Dead { reason } => {
+                log.push(format!("{head}, dead ({reason})"));
                 return log;
             }
+            other => panic!("an answer cannot lead to {other:?}"),
         }
+        position = position.landed(&flow, &moved.landing);
     }
     panic!("the walk never ended: {log:#?}");
 }

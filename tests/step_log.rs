@@ -9,8 +9,8 @@ mod pg;
 
 use jiff::{SignedDuration, Timestamp};
 use steadfast::store::{
-    self, AttemptRecord, InsertOutcome, JobFilter, JobRecord, JobState, JobUpdate, NewJob,
-    SharedStepLog, Transition,
+    self, AttemptRecord, Decision, InsertOutcome, JobFilter, JobRecord, JobState, JobUpdate,
+    NewJob, Outcome, Reason, SharedStepLog, Transition,
 };
 
 struct Db {
@@ -85,7 +85,7 @@ async fn insert(db: &Db, n: u32, next_at: Timestamp) -> JobRecord {
     }
 }
 
-fn attempt_of(job: &JobRecord, at: Timestamp, decision: &str) -> AttemptRecord {
+fn attempt_of(job: &JobRecord, at: Timestamp, decision: Decision) -> AttemptRecord {
     AttemptRecord {
         job_id: job.id.clone(),
         step: job.step.clone(),
@@ -96,9 +96,9 @@ fn attempt_of(job: &JobRecord, at: Timestamp, decision: &str) -> AttemptRecord {
         status: Some(503),
         error: None,
         error_message: None,
-        outcome: "retry".into(),
+        outcome: Outcome::Retry,
         rule: Some("builtin[1]".into()),
-        decision: decision.into(),
+        decision,
         delay_ms: Some(2000),
         next_at: Some(at + SignedDuration::from_secs(2)),
         policy_version: "v1".into(),
@@ -110,7 +110,7 @@ fn retry_later(job: &JobRecord, owner: &str, at: Timestamp) -> Transition {
         job_id: job.id.clone(),
         owner: owner.into(),
         lease_until: job.lease_until,
-        attempt: Some(attempt_of(job, at, "retry")),
+        attempt: Some(attempt_of(job, at, Decision::Retry)),
         to: JobState::Pending,
         step_index: 0,
         step: job.step.clone(),
@@ -121,6 +121,7 @@ fn retry_later(job: &JobRecord, owner: &str, at: Timestamp) -> Transition {
         next_at: Some(at + SignedDuration::from_secs(2)),
         reason: None,
         policy_version: "v1".into(),
+        attempts_added: 1,
         notify_at: None,
         now: at,
     }
@@ -130,7 +131,7 @@ fn die(job: &JobRecord, owner: &str, at: Timestamp, notify: bool) -> Transition 
     Transition {
         to: JobState::Dead,
         next_at: None,
-        reason: Some("permanent".into()),
+        reason: Some(Reason::Permanent),
         notify_at: notify.then_some(at),
         ..retry_later(job, owner, at)
     }
@@ -486,7 +487,7 @@ async fn dead_jobs_owe_a_notification_until_it_is_recorded(db: Db) {
         .unwrap()
         .is_empty());
 
-    let mut attempt = attempt_of(&claims[0].job, t(5), "notified");
+    let mut attempt = attempt_of(&claims[0].job, t(5), Decision::Notified);
     attempt.step = "on_dead".into();
     db.log.notification_record(attempt, None).await.unwrap();
     let stored = db.log.job_get(&job.id).await.unwrap().unwrap();
@@ -722,7 +723,7 @@ async fn dead_jobs_filter_by_last_attempt_and_time_and_retry_in_spaced_batches(d
         })
         .collect();
     db.log.transitions_apply(transitions).await.unwrap();
-    let mut notification = attempt_of(&claimed[0], t(60), "notified");
+    let mut notification = attempt_of(&claimed[0], t(60), Decision::Notified);
     notification.step = "on_dead".into();
     notification.status = Some(200);
     db.log
@@ -803,7 +804,7 @@ async fn dead_jobs_filter_by_last_attempt_and_time_and_retry_in_spaced_batches(d
     let job1 = db.log.job_get(&ids[1]).await.unwrap().unwrap();
     assert_eq!(job0.state, JobState::Pending);
     assert_eq!(
-        (job0.attempt, job0.channel_index, job0.reason.clone()),
+        (job0.attempt, job0.channel_index, job0.reason),
         (0, 0, None)
     );
     assert_eq!(job0.next_at, Some(t(100)));
@@ -871,7 +872,7 @@ async fn jobs_are_counted_and_listed_in_every_state(db: Db) {
     let to = |job: &JobRecord, state: JobState, next_at: Option<Timestamp>| Transition {
         to: state,
         next_at,
-        reason: (state == JobState::Suspended).then(|| "calendar".to_string()),
+        reason: (state == JobState::Suspended).then_some(Reason::OffHours),
         ..retry_later(job, "a", t(2))
     };
     let mut moves = Vec::new();

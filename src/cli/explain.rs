@@ -15,6 +15,7 @@ use super::output::print_table;
 use super::{CliResult, Failure, OutputArgs};
 use crate::clock::{Clock, SystemClock};
 use crate::compile::{format_duration, load_policy};
+use crate::lifecycle::Decision;
 use crate::model::{Flow, MaintenanceRule, OffHours};
 use crate::policy::EnvMode;
 use crate::simulate::{
@@ -104,6 +105,7 @@ pub fn run(args: ExplainArgs) -> CliResult {
     };
     let zone = zone.or_else(|| step_zone(flow, step_index));
     let run = simulate(
+        policy,
         flow,
         step_index,
         start,
@@ -315,17 +317,17 @@ impl Explained<'_> {
     fn then(&self, a: &SimAttempt) -> String {
         let step = &self.flow.steps[a.step_index];
         let mut then = match a.decision {
-            "fallback" => match step.channel_at(a.channel_index + 1) {
+            Decision::Fallback => match step.channel_at(a.channel_index + 1) {
                 Some(next) => format!("fallback to {next}"),
                 None => "fallback".to_string(),
             },
-            "dead" => match &self.run.end {
+            Decision::Dead => match &self.run.end {
                 End::Dead(reason) => format!("dead ({})", reason.as_str()),
                 _ => "dead".to_string(),
             },
             // The retry falls where the step's calendar holds: the next
             // row's `held` column says until when.
-            "suspend" => "retry (held)".to_string(),
+            Decision::Suspend => "retry (held)".to_string(),
             other => other.to_string(),
         };
         if let Some((shortest, longest)) = a.split {

@@ -1,31 +1,25 @@
 //! Runs one attempt of a claimed job under the policy in force when it
-//! starts, and turns the interpreter's decision into a [`Transition`].
-//!
-//! Before the attempt, the step's calendar may hold the job (see
-//! [`hold_at`]): it is then suspended with the hold's reason and end, no
-//! attempt is made and none recorded, and the hold's length is added to the
-//! series' held time so that it never counts against `total_timeout`.
+//! starts. The executor does the I/O and nothing else: it asks the gate
+//! (breaker, concurrency, rate), sends, asks the retry quota, and feeds each
+//! of those events to the state machine ([`crate::lifecycle::next`]); the
+//! machine's move becomes the [`Transition`] the step log stores, with the
+//! attempt's row when one was made.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::gate::{At, Gate, Sent};
-use super::interpreter::{decide, hold_at, Hold, Next, Position};
+use super::gate::{Gate, Sent};
 use super::LivePolicy;
 use crate::channels::{Deadline, Delivery, SharedChannels};
-use crate::clock::{later, SharedClock};
-use crate::model::{
-    CompiledPolicy, DeliveryResult, ErrorKind, Flow, Outcome, RetryTemplate, TransportError,
-};
+use crate::clock::SharedClock;
+use crate::lifecycle::machine::notify_template;
+use crate::lifecycle::{locate, next, Event, JobState, Move, MoveKind, Position, Reason};
+use crate::model::{CompiledPolicy, DeliveryResult, ErrorKind, Flow, TransportError};
 use crate::retry::classify;
 use crate::store::view::JobView;
-use crate::store::{AttemptRecord, JobRecord, JobState, SharedStepLog, Transition};
-
-/// How long a job whose flow or step vanished waits before it is looked at
-/// again (a reload may bring it back).
-pub const VANISHED_RECHECK: Duration = Duration::from_secs(30);
+use crate::store::{AttemptRecord, JobRecord, Outcome, SharedStepLog, Transition};
 
 pub use crate::model::ON_DEAD_STEP;
 
@@ -42,30 +36,49 @@ pub struct Executor {
     pub metrics: Arc<crate::telemetry::AttemptMetrics>,
 }
 
+/// Where `job` stands, for the state machine.
+pub fn position_of(job: &JobRecord) -> Position {
+    Position {
+        flow: job.flow.clone(),
+        step: job.step.clone(),
+        step_index: job.step_index as usize,
+        channel_index: job.channel_index as usize,
+        attempts: job.attempt,
+        series_started_at: job.series_started_at,
+        held: Duration::from_millis(job.held_ms.max(0) as u64),
+        due: job.next_at,
+        notify_attempts: job.notify_attempts,
+    }
+}
+
+/// What an attempt brought back, with its times.
+struct Answered {
+    started: Timestamp,
+    finished: Timestamp,
+    result: DeliveryResult,
+    verdict: crate::retry::Verdict,
+    note: Option<String>,
+}
+
 impl Executor {
     /// Runs the next attempt of `job`, timed by the worker's `deadline`,
     /// and returns where it goes.
     pub async fn attempt(&self, job: &JobRecord, deadline: &Deadline) -> Transition {
         let policy = self.policy.current();
-        let started = self.clock.now();
+        let claimed_at = self.clock.now();
         if let Some(due) = job.next_at {
-            let lag = started.duration_since(due).as_secs_f64().max(0.0);
+            let lag = claimed_at.duration_since(due).as_secs_f64().max(0.0);
             self.metrics.claim_lag(lag);
         }
-        let Some(flow) = policy.flow(&job.flow) else {
-            return self.vanished(job, &policy, started, "flow_removed");
+        let position = position_of(job);
+        let claimed = next(&position, &Event::Claimed, &policy, claimed_at);
+        let MoveKind::Attempt { step_index, .. } = claimed.kind else {
+            return self.unattempted(job, &policy, &claimed, claimed_at);
         };
-        let Some(step_index) = step_index_of(flow, job) else {
-            return self.vanished(job, &policy, started, "flow_removed");
+        let Some(located) = locate(&policy, &position) else {
+            return self.unattempted(job, &policy, &claimed, claimed_at);
         };
-        let step = &flow.steps[step_index];
-        if let Some(hold) = hold_at(step, started) {
-            return self.held(job, &policy, step_index, started, hold);
-        }
-        let (channel_index, channel_name) = channel_of(step, job);
-        let Some(channel) = policy.channel(channel_name) else {
-            return self.vanished(job, &policy, started, "flow_removed");
-        };
+        let (step, channel) = (located.step, located.channel);
 
         let key = step_idempotency_key(&job.idempotency_key, step_index, &step.name);
         let delivery = Delivery {
@@ -76,17 +89,13 @@ impl Executor {
             payload: &job.payload,
             deadline: Some(deadline),
         };
-        let at = At {
-            job,
-            policy: &policy,
-            step,
-            step_index,
-            channel_index,
-            channel,
-        };
-        let slot = match self.gate(&at).await {
+        let slot = match self.gate(channel).await {
             Gate::Go(slot) => slot,
-            Gate::Hold(transition) => return *transition,
+            Gate::Refused(event) => {
+                let now = self.clock.now();
+                let refused = next(&position, &event, &policy, now);
+                return self.unattempted(job, &policy, &refused, now);
+            }
         };
         let started = self.clock.now();
         let Sent {
@@ -97,8 +106,9 @@ impl Executor {
         } = self.send(channel, &delivery, step).await;
         slot.finish(&verdict, &result, finished);
         self.conclude(
-            &at,
-            flow,
+            job,
+            &policy,
+            &position,
             Answered {
                 started,
                 finished,
@@ -120,87 +130,80 @@ impl Executor {
         let message = format!("the engine failed during this attempt (a bug): {panic}");
         tracing::error!(job = %job.id, flow = %job.flow, step = %job.step, %message);
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.conclude_internal(job, &message, now)
+            let policy = self.policy.current();
+            let position = position_of(job);
+            let step = locate(&policy, &position).map(|located| located.step.clone());
+            let result: DeliveryResult = Err(TransportError {
+                kind: ErrorKind::Internal,
+                message: message.clone(),
+            });
+            let (classifier, template) = match &step {
+                Some(step) => (step.classifier.as_deref(), step.retry.clone()),
+                None => (None, Arc::new(notify_template())),
+            };
+            let verdict = classify(classifier, &result, &template, now);
+            self.conclude(
+                job,
+                &policy,
+                &position,
+                Answered {
+                    started: now,
+                    finished: now,
+                    result,
+                    verdict,
+                    note: None,
+                },
+            )
         }));
-        match decided {
-            Ok(Some(transition)) => transition,
-            _ => Transition {
-                to: JobState::Dead,
-                reason: Some("permanent".to_string()),
-                attempt: Some(AttemptRecord {
-                    job_id: job.id.clone(),
-                    step: job.step.clone(),
-                    channel: String::new(),
-                    attempt: job.attempt + 1,
-                    started_at: now,
-                    finished_at: now,
-                    status: None,
-                    error: Some(ErrorKind::Internal.as_str().to_string()),
-                    error_message: Some(message),
-                    outcome: Outcome::Fail.as_str().to_string(),
-                    rule: None,
-                    decision: "dead".to_string(),
-                    delay_ms: None,
-                    next_at: None,
-                    policy_version: job.policy_version.clone(),
-                }),
-                next_at: None,
-                ..self.unattempted(job, now)
-            },
+        decided.unwrap_or_else(|_| self.dead_after_double_panic(job, message, now))
+    }
+
+    /// The last resort when deciding itself panicked: dead, `permanent`,
+    /// the attempt recorded, so that a person looks at the job.
+    fn dead_after_double_panic(
+        &self,
+        job: &JobRecord,
+        message: String,
+        now: Timestamp,
+    ) -> Transition {
+        let record = AttemptRecord {
+            job_id: job.id.clone(),
+            step: job.step.clone(),
+            channel: String::new(),
+            attempt: job.attempt + 1,
+            started_at: now,
+            finished_at: now,
+            status: None,
+            error: Some(ErrorKind::Internal.as_str().to_string()),
+            error_message: Some(message),
+            outcome: Outcome::Fail,
+            rule: None,
+            decision: crate::lifecycle::Decision::Dead,
+            delay_ms: None,
+            next_at: None,
+            policy_version: job.policy_version.clone(),
+        };
+        Transition {
+            to: JobState::Dead,
+            reason: Some(Reason::Permanent),
+            attempt: Some(record),
+            attempts_added: 1,
+            next_at: None,
+            series_attempts: job.attempt + 1,
+            ..self.as_it_stands(job, now)
         }
     }
 
-    /// [`Executor::conclude`] for an `internal` error at `now`; `None` when
-    /// the job's flow, step or channel is gone.
-    fn conclude_internal(
+    /// Decides where a job goes after an attempt's answer (asking the retry
+    /// quota when the answer calls for a retry) and builds the transition
+    /// that records it.
+    fn conclude(
         &self,
         job: &JobRecord,
-        message: &str,
-        now: Timestamp,
-    ) -> Option<Transition> {
-        let policy = self.policy.current();
-        let flow = policy.flow(&job.flow)?;
-        let step_index = step_index_of(flow, job)?;
-        let step = &flow.steps[step_index];
-        let (channel_index, channel_name) = channel_of(step, job);
-        let channel = policy.channel(channel_name)?;
-        let result: DeliveryResult = Err(TransportError {
-            kind: ErrorKind::Internal,
-            message: message.to_string(),
-        });
-        let verdict = classify(step.classifier.as_deref(), &result, &step.retry, now);
-        let at = At {
-            job,
-            policy: &policy,
-            step,
-            step_index,
-            channel_index,
-            channel,
-        };
-        Some(self.conclude(
-            &at,
-            flow,
-            Answered {
-                started: now,
-                finished: now,
-                result,
-                verdict,
-                note: None,
-            },
-        ))
-    }
-
-    /// Decides where a job goes after an attempt's answer and builds the
-    /// transition that records it.
-    fn conclude(&self, at: &At<'_>, flow: &Flow, answered: Answered) -> Transition {
-        let At {
-            job,
-            policy,
-            step,
-            step_index,
-            channel_index,
-            ..
-        } = *at;
+        policy: &CompiledPolicy,
+        position: &Position,
+        answered: Answered,
+    ) -> Transition {
         let Answered {
             started,
             finished,
@@ -208,211 +211,213 @@ impl Executor {
             verdict,
             note,
         } = answered;
-        let channel_name = step.channel_at(channel_index).unwrap_or(&step.channel);
-        let attempts = job.attempt + 1;
-        let series_started_at = match (job.attempt, job.series_started_at) {
-            (0, _) | (_, None) => started,
-            (_, Some(at)) => at,
+        let event = Event::Answered {
+            started,
+            verdict: verdict.clone(),
+            jitter: fastrand::f64(),
         };
-        let position = Position {
-            step_index,
-            channel_index,
-            attempts,
-            series_started_at,
-            held: Duration::from_millis(job.held_ms.max(0) as u64),
-        };
-        let next = decide(flow, &position, &verdict, finished, fastrand::f64());
-        self.stats.attempted(&job.flow, finished, attempts > 1);
-
-        let seconds = finished.duration_since(started).as_secs_f64().max(0.0);
-        self.metrics.attempt(
-            &job.flow,
-            &step.name,
-            channel_name,
-            verdict.outcome,
-            seconds,
-        );
-        log_attempt(
-            job,
-            &step.name,
-            channel_name,
-            attempts,
-            &result,
-            &verdict.rule,
-            &next,
-        );
-
-        let (status, error, error_message) = split_result(&result);
-        let error_message = note.or(error_message);
-        let (delay_ms, next_at) = match &next {
-            Next::Retry { at, delay } => (Some(delay.as_millis() as i64), Some(*at)),
-            Next::Suspend { delay, hold, .. } => (Some(delay.as_millis() as i64), Some(hold.until)),
-            Next::Fallback { .. } | Next::NextStep { .. } => (Some(0), Some(finished)),
-            Next::Succeeded | Next::Dead { .. } => (None, None),
-        };
-        let record = AttemptRecord {
-            job_id: job.id.clone(),
-            step: step.name.clone(),
-            channel: channel_name.to_string(),
-            attempt: attempts,
-            started_at: started,
-            finished_at: finished,
-            status,
-            error,
-            error_message,
-            outcome: verdict.outcome.as_str().to_string(),
-            rule: Some(verdict.rule.clone()),
-            decision: next.decision().to_string(),
-            delay_ms,
-            next_at,
-            policy_version: policy.version.to_string(),
-        };
-        let mut transition = Transition {
-            job_id: job.id.clone(),
-            owner: self.owner.to_string(),
-            lease_until: job.lease_until,
-            attempt: Some(record),
-            to: JobState::Pending,
-            step_index: step_index as u32,
-            step: step.name.clone(),
-            channel_index: channel_index as u32,
-            series_attempts: attempts,
-            series_started_at: Some(series_started_at),
-            held_ms: job.held_ms,
-            next_at,
-            reason: None,
-            policy_version: policy.version.to_string(),
-            notify_at: None,
-            now: finished,
-        };
-        match next {
-            Next::Retry { at, .. } => match self.quotas.admit(&job.flow, finished) {
+        let mut moved = next(position, &event, policy, finished);
+        if let MoveKind::Retry { at, delay } = moved.kind {
+            match self.quotas.admit(&job.flow, finished) {
                 Ok(()) => {
                     metrics::counter!("steadfast_retries_total",
                         "flow" => job.flow.clone(), "reason" => retry_reason(&result))
                     .increment(1);
                 }
                 Err(over) => {
-                    // Over quota: wait for the next window instead of retrying
-                    // now; the wait does not count against total_timeout.
                     metrics::counter!("steadfast_quota_rejections_total",
                         "flow" => job.flow.clone(), "scope" => over.scope.as_str())
                     .increment(1);
-                    transition.to = JobState::Suspended;
-                    transition.reason = Some("quota".to_string());
-                    let until = over.until.max(at);
-                    transition.next_at = Some(until);
-                    let waited = until.duration_since(at).unsigned_abs();
-                    transition.held_ms = add_held(job.held_ms, waited);
-                    if let Some(record) = transition.attempt.as_mut() {
-                        record.decision = "suspend".to_string();
-                        record.next_at = Some(until);
-                    }
+                    let over_quota = Event::OverQuota {
+                        started,
+                        retry_at: at,
+                        delay,
+                        until: over.until,
+                    };
+                    moved = next(position, &over_quota, policy, finished);
                 }
-            },
-            Next::Suspend { at, hold, .. } => {
-                transition.to = JobState::Suspended;
-                transition.reason = Some(hold.reason.as_str().to_string());
-                transition.held_ms = add_held(job.held_ms, hold.length_from(at));
-                count_hold(job, &step.name, hold);
             }
-            Next::Fallback { channel_index } => {
-                transition.channel_index = channel_index as u32;
-                fresh_series(&mut transition);
+        }
+        let (attempted_step, channel) = match locate(policy, position) {
+            Some(located) => (located.step.name.clone(), located.channel.name.clone()),
+            None => (job.step.clone(), String::new()),
+        };
+        self.count_move(job, &attempted_step, &moved, &channel);
+        self.stats
+            .attempted(&job.flow, finished, position.attempts > 0);
+        self.metrics.attempt(
+            &job.flow,
+            &attempted_step,
+            &channel,
+            verdict.outcome,
+            finished.duration_since(started).as_secs_f64().max(0.0),
+        );
+        if moved.kind == MoveKind::Succeeded {
+            self.metrics
+                .succeeded(&job.flow, job.attempts_total.saturating_add(1));
+        }
+        log_attempt(
+            job,
+            &attempted_step,
+            &channel,
+            &result,
+            &verdict.rule,
+            &moved,
+        );
+
+        let (status, error, error_message) = split_result(&result);
+        let record = AttemptRecord {
+            job_id: job.id.clone(),
+            step: attempted_step,
+            channel,
+            attempt: position.attempts.saturating_add(1),
+            started_at: started,
+            finished_at: finished,
+            status,
+            error,
+            error_message: note.or(error_message),
+            outcome: verdict.outcome.into(),
+            rule: Some(verdict.rule.clone()),
+            decision: moved
+                .decision()
+                .unwrap_or(crate::lifecycle::Decision::Suspend),
+            delay_ms: moved.kind.delay().map(millis),
+            next_at: moved.landing.next_at,
+            policy_version: policy.version.to_string(),
+        };
+        let mut transition = self.transition(job, policy, &moved, finished);
+        transition.attempt = Some(record);
+        transition
+    }
+
+    /// The transition of a move that attempted nothing: a hold, a wait, a
+    /// skip to the fallback (recorded as a row of its own), a vanished flow.
+    fn unattempted(
+        &self,
+        job: &JobRecord,
+        policy: &CompiledPolicy,
+        moved: &Move,
+        now: Timestamp,
+    ) -> Transition {
+        let mut transition = self.transition(job, policy, moved, now);
+        let channel = locate(policy, &position_of(job))
+            .map(|located| located.channel.name.clone())
+            .unwrap_or_default();
+        self.count_move(job, &job.step, moved, &channel);
+        match moved.kind {
+            MoveKind::Hold { until, reason } => {
+                if reason == Reason::FlowRemoved {
+                    tracing::warn!(job = %job.id, flow = %job.flow, step = %job.step, %until,
+                        "job's flow, step or channel is not in the policy in force; suspended");
+                } else {
+                    tracing::debug!(job = %job.id, flow = %job.flow, step = %job.step,
+                        reason = reason.as_str(), %until, "held without an attempt");
+                }
             }
-            Next::NextStep { step_index } => {
-                transition.step_index = step_index as u32;
-                transition.step = flow.steps[step_index].name.clone();
-                transition.channel_index = 0;
-                fresh_series(&mut transition);
+            MoveKind::Wait { until } => {
+                tracing::debug!(job = %job.id, flow = %job.flow, %until,
+                    "no slot on the channel yet; the job waits");
             }
-            Next::Succeeded => {
-                transition.to = JobState::Succeeded;
-                self.metrics
-                    .succeeded(&job.flow, job.attempts_total.saturating_add(1));
+            MoveKind::Skip { until, .. } => {
+                tracing::debug!(job = %job.id, flow = %job.flow, step = %job.step, %channel,
+                    "breaker open: straight to the fallback");
+                transition.attempt = Some(AttemptRecord {
+                    job_id: job.id.clone(),
+                    step: job.step.clone(),
+                    error_message: Some(format!(
+                        "not attempted: the circuit breaker of channel `{channel}` is open \
+                         until {until}"
+                    )),
+                    channel,
+                    attempt: 0,
+                    started_at: now,
+                    finished_at: now,
+                    status: None,
+                    error: Some(Reason::BreakerOpen.as_str().to_string()),
+                    outcome: Outcome::Skipped,
+                    rule: None,
+                    decision: crate::lifecycle::Decision::Fallback,
+                    delay_ms: Some(0),
+                    next_at: Some(now),
+                    policy_version: policy.version.to_string(),
+                });
             }
-            Next::Dead { reason } => {
-                metrics::counter!("steadfast_dead_letters_total",
-                    "flow" => job.flow.clone(), "reason" => reason.as_str())
-                .increment(1);
-                transition.to = JobState::Dead;
-                transition.reason = Some(reason.as_str().to_string());
-                transition.notify_at = flow.on_dead.as_ref().map(|_| finished);
-            }
+            _ => {}
         }
         transition
     }
-}
 
-/// Where the job's step is in `flow`. A reload may have reordered steps:
-/// the name is followed, not the index.
-fn step_index_of(flow: &Flow, job: &JobRecord) -> Option<usize> {
-    match flow.steps.get(job.step_index as usize) {
-        Some(step) if step.name == job.step => Some(job.step_index as usize),
-        _ => flow.step_index(&job.step),
-    }
-}
-
-/// The channel the job's next attempt uses on `step`, by index and name
-/// (a reload may have removed fallbacks: the last one left stands in).
-fn channel_of<'s>(step: &'s crate::model::Step, job: &JobRecord) -> (usize, &'s str) {
-    let channel_index = (job.channel_index as usize).min(step.channel_count() - 1);
-    let name = step.channel_at(channel_index).unwrap_or(&step.channel);
-    (channel_index, name)
-}
-
-/// What an attempt brought back, with its times.
-struct Answered {
-    started: Timestamp,
-    finished: Timestamp,
-    result: DeliveryResult,
-    verdict: crate::retry::Verdict,
-    note: Option<String>,
-}
-
-impl Executor {
-    /// Suspends a job that its step's calendar holds at `now`, without an
-    /// attempt. The hold counts as held time of the series under way; before
-    /// a series' first attempt there is no deadline running to protect.
-    fn held(
-        &self,
-        job: &JobRecord,
-        policy: &CompiledPolicy,
-        step_index: usize,
-        now: Timestamp,
-        hold: Hold,
-    ) -> Transition {
-        tracing::debug!(job = %job.id, flow = %job.flow, step = %job.step,
-            reason = hold.reason.as_str(), until = %hold.until, "held by the step's calendar");
-        count_hold(job, &job.step, hold);
-        Transition {
-            to: JobState::Suspended,
-            step_index: step_index as u32,
-            held_ms: held_through(job, hold.length_from(now)),
-            next_at: Some(hold.until),
-            reason: Some(hold.reason.as_str().to_string()),
-            policy_version: policy.version.to_string(),
-            ..self.unattempted(job, now)
+    /// The metrics of a move (a hold's reason, a breaker's action, a death).
+    fn count_move(&self, job: &JobRecord, step: &str, moved: &Move, channel: &str) {
+        match moved.kind {
+            MoveKind::Hold {
+                reason: reason @ (Reason::Maintenance | Reason::OffHours),
+                ..
+            }
+            | MoveKind::RetryHeld {
+                reason: reason @ (Reason::Maintenance | Reason::OffHours),
+                ..
+            } => {
+                metrics::counter!("steadfast_holds_total",
+                    "flow" => job.flow.clone(), "step" => step.to_string(),
+                    "reason" => reason.as_str())
+                .increment(1);
+            }
+            MoveKind::Hold {
+                reason: Reason::BreakerOpen,
+                ..
+            }
+            | MoveKind::Skip { .. } => {
+                let action = if matches!(moved.kind, MoveKind::Skip { .. }) {
+                    "fallback"
+                } else {
+                    "suspend"
+                };
+                metrics::counter!("steadfast_breaker_rejections_total",
+                    "channel" => channel.to_string(), "action" => action)
+                .increment(1);
+            }
+            MoveKind::Dead { reason } => {
+                metrics::counter!("steadfast_dead_letters_total",
+                    "flow" => job.flow.clone(), "reason" => reason.as_str())
+                .increment(1);
+            }
+            _ => {}
         }
     }
 
-    /// Suspends a job whose flow, step or channel is no longer in the policy;
-    /// it is looked at again later, never dropped.
-    fn vanished(
+    /// The step log's view of `moved`: the job's fields as the move lands
+    /// them, fenced by the lease the job was claimed with.
+    fn transition(
         &self,
         job: &JobRecord,
         policy: &CompiledPolicy,
+        moved: &Move,
         now: Timestamp,
-        reason: &str,
     ) -> Transition {
-        tracing::warn!(job = %job.id, flow = %job.flow, step = %job.step, reason,
-            "job's flow or step is not in the policy in force; suspended");
+        let landing = &moved.landing;
         Transition {
-            to: JobState::Suspended,
-            next_at: Some(later(now, VANISHED_RECHECK)),
-            reason: Some(reason.to_string()),
+            to: landing.state,
+            step_index: landing.step_index as u32,
+            // Only a move to the next step changes the step's name (a step
+            // found again after a reload moved it keeps its name; one that
+            // vanished is kept by name until it comes back).
+            step: match moved.kind {
+                MoveKind::NextStep { step_index } => {
+                    step_name(policy.flow(&job.flow), step_index, &job.step)
+                }
+                _ => job.step.clone(),
+            },
+            channel_index: landing.channel_index as u32,
+            series_attempts: landing.attempts,
+            series_started_at: landing.series_started_at,
+            held_ms: millis(landing.held),
+            next_at: landing.next_at,
+            reason: landing.reason,
             policy_version: policy.version.to_string(),
-            ..self.unattempted(job, now)
+            attempts_added: landing.attempts_added,
+            notify_at: landing.notify_at,
+            ..self.as_it_stands(job, now)
         }
     }
 
@@ -421,16 +426,17 @@ impl Executor {
     /// worker that its lease might run out during the attempt.
     pub fn release(&self, job: &JobRecord) -> Transition {
         let now = self.clock.now();
+        let policy = self.policy.current();
+        let moved = next(&position_of(job), &Event::HandedBack, &policy, now);
         Transition {
-            next_at: Some(job.next_at.unwrap_or(now)),
-            ..self.unattempted(job, now)
+            policy_version: job.policy_version.clone(),
+            ..self.transition(job, &policy, &moved, now)
         }
     }
 
     /// The job as it stands, with nothing attempted: `pending` where it is
-    /// in its flow and its series, under the lease it was claimed with. The
-    /// transitions that attempt nothing start from here.
-    pub(super) fn unattempted(&self, job: &JobRecord, now: Timestamp) -> Transition {
+    /// in its flow and its series, under the lease it was claimed with.
+    fn as_it_stands(&self, job: &JobRecord, now: Timestamp) -> Transition {
         Transition {
             job_id: job.id.clone(),
             owner: self.owner.to_string(),
@@ -446,6 +452,7 @@ impl Executor {
             next_at: job.next_at,
             reason: None,
             policy_version: job.policy_version.clone(),
+            attempts_added: 0,
             notify_at: None,
             now,
         }
@@ -455,10 +462,32 @@ impl Executor {
     /// `standard` template, recorded as an attempt of step `on_dead`.
     pub async fn notify(&self, job: &JobRecord, deadline: &Deadline) {
         let policy = self.policy.current();
+        let position = position_of(job);
         let target = notify_target(&policy, &job.flow)
             .and_then(|(flow, name)| Some((flow, policy.channel(&name)?.clone(), name)));
         let Some((flow, channel, channel_name)) = target else {
-            self.notification_skipped(job, &policy).await;
+            let now = self.clock.now();
+            let moved = next(&position, &Event::NotifyGone, &policy, now);
+            let record = AttemptRecord {
+                job_id: job.id.clone(),
+                step: ON_DEAD_STEP.to_string(),
+                channel: String::new(),
+                attempt: moved.landing.notify_attempts,
+                started_at: now,
+                finished_at: now,
+                status: None,
+                error: None,
+                error_message: Some("the flow has no on_dead notify channel any more".into()),
+                outcome: Outcome::Skipped,
+                rule: None,
+                decision: crate::lifecycle::Decision::Skipped,
+                delay_ms: None,
+                next_at: None,
+                policy_version: policy.version.to_string(),
+            };
+            if let Err(error) = self.store.notification_record(record, None).await {
+                tracing::error!(%error, job = %job.id, "cannot record the skipped notification");
+            }
             return;
         };
         let attempts = match self.store.attempts_list(&job.id).await {
@@ -487,74 +516,50 @@ impl Executor {
         let started = self.clock.now();
         let result = self.channels.deliver(&channel.kind, &delivery).await;
         let finished = self.clock.now();
-        // Notifications retry like the built-in `standard` template.
-        let template = RetryTemplate::standard();
-        let verdict = classify(None, &result, &template, finished);
-        let attempt = job.notify_attempts + 1;
-        let (decision, next_at) = match verdict.outcome {
-            Outcome::Success => ("notified", None),
-            Outcome::Fail => ("gave_up", None),
-            Outcome::Retry | Outcome::RefreshAuth => {
-                match crate::retry::delay_before_retry(&template, attempt, fastrand::f64()) {
-                    Some(delay) => {
-                        let wait = verdict.retry_after.unwrap_or(delay);
-                        ("retry", Some(later(finished, wait)))
-                    }
-                    None => ("gave_up", None),
-                }
-            }
+        let verdict = classify(None, &result, &notify_template(), finished);
+        let event = Event::NotifyAnswered {
+            verdict: verdict.clone(),
+            jitter: fastrand::f64(),
         };
+        let moved = next(&position, &event, &policy, finished);
+        let decision = moved
+            .decision()
+            .unwrap_or(crate::lifecycle::Decision::GaveUp);
         metrics::counter!("steadfast_notifications_total",
-            "flow" => job.flow.clone(), "result" => decision)
+            "flow" => job.flow.clone(), "result" => decision.as_str())
         .increment(1);
         let (status, error, error_message) = split_result(&result);
         let record = AttemptRecord {
             job_id: job.id.clone(),
             step: ON_DEAD_STEP.to_string(),
             channel: channel_name,
-            attempt,
+            attempt: moved.landing.notify_attempts,
             started_at: started,
             finished_at: finished,
             status,
             error,
             error_message,
-            outcome: verdict.outcome.as_str().to_string(),
+            outcome: verdict.outcome.into(),
             rule: Some(verdict.rule),
-            decision: decision.to_string(),
-            delay_ms: next_at.map(|at: Timestamp| at.duration_since(finished).as_millis() as i64),
-            next_at,
+            decision,
+            delay_ms: moved.kind.delay().map(millis),
+            next_at: moved.landing.notify_at,
             policy_version: policy.version.to_string(),
         };
-        if let Err(error) = self.store.notification_record(record, next_at).await {
+        if let Err(error) = self
+            .store
+            .notification_record(record, moved.landing.notify_at)
+            .await
+        {
             tracing::error!(%error, job = %job.id, "cannot record the notification attempt");
         }
     }
+}
 
-    /// The flow or its `on_dead` is gone from the policy: nothing to send,
-    /// and nothing owed any more.
-    async fn notification_skipped(&self, job: &JobRecord, policy: &CompiledPolicy) {
-        let now = self.clock.now();
-        let record = AttemptRecord {
-            job_id: job.id.clone(),
-            step: ON_DEAD_STEP.to_string(),
-            channel: String::new(),
-            attempt: job.notify_attempts + 1,
-            started_at: now,
-            finished_at: now,
-            status: None,
-            error: None,
-            error_message: Some("the flow has no on_dead notify channel any more".into()),
-            outcome: "skipped".to_string(),
-            rule: None,
-            decision: "skipped".to_string(),
-            delay_ms: None,
-            next_at: None,
-            policy_version: policy.version.to_string(),
-        };
-        if let Err(error) = self.store.notification_record(record, None).await {
-            tracing::error!(%error, job = %job.id, "cannot record the skipped notification");
-        }
-    }
+/// The name of `flow`'s step `index`, or `fallback` when there is none.
+fn step_name(flow: Option<&Arc<Flow>>, index: usize, fallback: &str) -> String {
+    flow.and_then(|flow| flow.steps.get(index))
+        .map_or_else(|| fallback.to_string(), |step| step.name.clone())
 }
 
 fn notify_target(policy: &CompiledPolicy, flow: &str) -> Option<(Arc<Flow>, String)> {
@@ -572,34 +577,8 @@ pub fn step_idempotency_key(job_key: &str, step_index: usize, step_name: &str) -
     }
 }
 
-/// `held_ms` with `more` added, saturating.
-/// The job's held time once it has waited `wait` without an attempt (a
-/// calendar hold, an open breaker, a rate slot). Before a series' first
-/// attempt there is no deadline running to protect, so nothing is added.
-pub(super) fn held_through(job: &JobRecord, wait: Duration) -> i64 {
-    if job.attempt > 0 {
-        add_held(job.held_ms, wait)
-    } else {
-        job.held_ms
-    }
-}
-
-fn add_held(held_ms: i64, more: Duration) -> i64 {
-    let more = i64::try_from(more.as_millis()).unwrap_or(i64::MAX);
-    held_ms.max(0).saturating_add(more)
-}
-
-fn count_hold(job: &JobRecord, step: &str, hold: Hold) {
-    metrics::counter!("steadfast_holds_total",
-        "flow" => job.flow.clone(), "step" => step.to_string(),
-        "reason" => hold.reason.as_str())
-    .increment(1);
-}
-
-fn fresh_series(transition: &mut Transition) {
-    transition.series_attempts = 0;
-    transition.series_started_at = None;
-    transition.held_ms = 0;
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Why a retry was decided, for `steadfast_retries_total{reason}`: the
@@ -627,15 +606,15 @@ fn log_attempt(
     job: &JobRecord,
     step: &str,
     channel: &str,
-    attempt: u32,
     result: &DeliveryResult,
     rule: &str,
-    next: &Next,
+    moved: &Move,
 ) {
     let answer = match result {
         Ok(response) => response.status.to_string(),
         Err(error) => error.kind.to_string(),
     };
-    tracing::debug!(job = %job.id, flow = %job.flow, step, channel, attempt, answer, rule,
-        decision = next.decision(), "attempt");
+    let decision = moved.decision().map_or("suspend", |d| d.as_str());
+    tracing::debug!(job = %job.id, flow = %job.flow, step, channel,
+        attempt = job.attempt + 1, answer, rule, decision, "attempt");
 }

@@ -5,7 +5,6 @@
 
 pub mod executor;
 pub(crate) mod gate;
-pub mod interpreter;
 mod live;
 pub(crate) mod scheduler;
 mod workers;
@@ -17,7 +16,6 @@ use jiff::Timestamp;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-pub use interpreter::{decide, DeadReason, Next, Position};
 pub use live::{LivePolicy, ReloadStatus};
 pub use scheduler::SchedulerConfig;
 

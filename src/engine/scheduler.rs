@@ -18,9 +18,9 @@ use jiff::Timestamp;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use super::executor::Executor;
-use super::interpreter::signed;
 use super::workers::{Claimed, Work, WorkQueue, WorkerPool};
 use super::writer::{ResultQueue, ResultWriter, MAX_BATCH};
+use crate::lifecycle::signed;
 use crate::store::{ClaimedJob, Transition};
 
 /// How the scheduler paces itself.

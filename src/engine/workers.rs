@@ -24,9 +24,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::executor::Executor;
-use super::interpreter::signed;
 use super::writer::ResultWriter;
 use crate::channels::Deadlines;
+use crate::lifecycle::signed;
 use crate::panic_message;
 use crate::store::ClaimedJob;
 

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::defs::{ErrorKindDef, OutcomeDef, Text};
+use super::defs::{ErrorKindDef, Text};
 
 /// One test case: a job, the partner's answers to its attempts, and what
 /// should happen.
@@ -33,7 +33,8 @@ pub struct TestCaseDef {
 }
 
 /// One answer of the partner: an HTTP response (`status`, `headers`,
-/// `body`) or a transport error (`error`, `message`).
+/// `body`) or a transport error (`error`, `message`); or `breaker: open`,
+/// the channel's circuit breaker refusing the attempt.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 #[derive(schemars::JsonSchema)]
@@ -51,6 +52,23 @@ pub struct ResponseDef {
     pub message: Option<String>,
     /// The same answer this many attempts in a row; 1 unless written.
     pub times: Option<u32>,
+    /// `open`: the channel's circuit breaker is open when this attempt
+    /// would go (it lets a probe through after its `cooldown`); nothing is
+    /// sent. The job goes to the step's next fallback, or waits for the
+    /// probe, `suspended` with reason `breaker_open`.
+    pub breaker: Option<BreakerDef>,
+    /// `true`: the retry this answer calls for is over the hourly retry
+    /// quota; it waits for the next full hour, `suspended` with reason
+    /// `quota`.
+    #[serde(default)]
+    pub over_quota: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
+pub enum BreakerDef {
+    Open,
 }
 
 /// What the run should show. Only what is written is checked.
@@ -60,10 +78,12 @@ pub struct ResponseDef {
 pub struct ExpectDef {
     /// Every attempt, in order: as many as the run makes.
     pub attempts: Option<Vec<ExpectAttemptDef>>,
-    /// The job's state at the end: `succeeded`, `dead`, or `pending` (the
-    /// responses ran out while it would try again).
+    /// The job's state at the end: `succeeded`, `dead`, `suspended` (the
+    /// responses ran out while it is held: a calendar, a breaker, a quota),
+    /// or `pending` (they ran out while it would try again, held or not).
     pub state: Option<StateDef>,
-    /// Why a dead job died: `exhausted` or `permanent`.
+    /// Why a dead job died (`exhausted`, `permanent`), or why a suspended
+    /// one waits (`maintenance`, `off_hours`, `breaker_open`, `quota`).
     pub reason: Option<ReasonDef>,
     /// The step the job stands at in the end.
     pub step: Option<String>,
@@ -79,7 +99,9 @@ pub struct ExpectAttemptDef {
     pub step: Option<String>,
     /// The channel: the primary or a fallback.
     pub channel: Option<String>,
-    pub outcome: Option<OutcomeDef>,
+    /// The classifier's verdict, or `skipped` for a channel whose breaker
+    /// was open.
+    pub outcome: Option<AttemptOutcomeDef>,
     /// The rule that decided: its `name`, `classifier[index]`,
     /// `builtin[index]` or `default`.
     pub rule: Option<String>,
@@ -99,6 +121,7 @@ pub enum StateDef {
     Succeeded,
     Dead,
     Pending,
+    Suspended,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -107,6 +130,22 @@ pub enum StateDef {
 pub enum ReasonDef {
     Exhausted,
     Permanent,
+    Maintenance,
+    OffHours,
+    BreakerOpen,
+    Quota,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
+pub enum AttemptOutcomeDef {
+    Success,
+    Retry,
+    Fail,
+    RefreshAuth,
+    /// Not attempted: the channel's breaker was open.
+    Skipped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -114,8 +153,8 @@ pub enum ReasonDef {
 #[derive(schemars::JsonSchema)]
 pub enum DecisionDef {
     Retry,
-    /// A retry that falls where the step's calendar holds: it waits for the
-    /// opening (or the maintenance window's end).
+    /// A retry held: it falls where the step's calendar holds (it waits for
+    /// the opening, or the maintenance window's end), or it is over quota.
     Suspend,
     Fallback,
     NextStep,

@@ -9,11 +9,14 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::expect::{parse_at, parse_delay, Bounds};
+use crate::lifecycle::{Decision, JobState, Outcome, Reason};
 use crate::model::{
-    CompiledPolicy, DeliveryResult, ErrorKind, Flow, Outcome, Response, TransportError, MAX_BODY,
+    CompiledPolicy, DeliveryResult, ErrorKind, Flow, Response, TransportError, MAX_BODY,
 };
-use crate::policy::cases::{DecisionDef, ExpectDef, ReasonDef, ResponseDef, StateDef, TestCaseDef};
-use crate::policy::defs::{ErrorKindDef, OutcomeDef};
+use crate::policy::cases::{
+    AttemptOutcomeDef, DecisionDef, ExpectDef, ReasonDef, ResponseDef, StateDef, TestCaseDef,
+};
+use crate::policy::defs::ErrorKindDef;
 use crate::policy::{CaseFile, Diagnostic, Pos};
 use crate::simulate::Answer;
 
@@ -42,8 +45,8 @@ pub struct Case {
 #[derive(Debug, Clone, Default)]
 pub struct Expect {
     pub attempts: Option<(Pos, Vec<ExpectAttempt>)>,
-    pub state: Option<(Pos, &'static str)>,
-    pub reason: Option<(Pos, &'static str)>,
+    pub state: Option<(Pos, JobState)>,
+    pub reason: Option<(Pos, Reason)>,
     pub step: Option<(Pos, String)>,
     pub channel: Option<(Pos, String)>,
 }
@@ -64,7 +67,7 @@ pub struct ExpectAttempt {
     pub channel: Option<Fact<String>>,
     pub outcome: Option<Fact<Outcome>>,
     pub rule: Option<Fact<String>>,
-    pub decision: Option<Fact<&'static str>>,
+    pub decision: Option<Fact<Decision>>,
     pub at: Option<Fact<Bounds>>,
     pub delay: Option<Fact<Bounds>>,
 }
@@ -196,6 +199,32 @@ impl Checker<'_> {
     }
 
     fn answer(&mut self, path: &str, def: &ResponseDef) -> Option<Answer> {
+        if def.breaker.is_some() {
+            let extra = def.status.is_some()
+                || def.error.is_some()
+                || def.body.is_some()
+                || def.message.is_some()
+                || !def.headers.is_empty()
+                || def.over_quota;
+            if extra {
+                self.error(
+                    path,
+                    "`breaker: open` sends nothing, so it takes no `status`, `error`, `body`, \
+                     `headers`, `message` or `over_quota`: write the answer of the next \
+                     attempt as an entry of its own",
+                );
+                return None;
+            }
+            return Some(Answer::BreakerOpen);
+        }
+        let answer = self.result(path, def)?;
+        Some(match answer {
+            Answer::Result(result) if def.over_quota => Answer::OverQuota(result),
+            other => other,
+        })
+    }
+
+    fn result(&mut self, path: &str, def: &ResponseDef) -> Option<Answer> {
         match (def.status, def.error) {
             (Some(status), None) => {
                 if def.message.is_some() {
@@ -262,8 +291,8 @@ impl Checker<'_> {
             (None, None) => {
                 self.error(
                     path,
-                    "an answer needs `status` (e.g. `status: 503`) or `error` (e.g. \
-                     `error: timeout`)",
+                    "an answer needs `status` (e.g. `status: 503`), `error` (e.g. \
+                     `error: timeout`) or `breaker: open`",
                 );
                 None
             }
@@ -274,19 +303,24 @@ impl Checker<'_> {
         let mut expect = Expect::default();
         let at = |key: &str| format!("{path}.{key}");
         if let Some(state) = def.state {
-            let word = match state {
-                StateDef::Succeeded => "succeeded",
-                StateDef::Dead => "dead",
-                StateDef::Pending => "pending",
+            let state = match state {
+                StateDef::Succeeded => JobState::Succeeded,
+                StateDef::Dead => JobState::Dead,
+                StateDef::Pending => JobState::Pending,
+                StateDef::Suspended => JobState::Suspended,
             };
-            expect.state = Some((self.file.at(&at("state")), word));
+            expect.state = Some((self.file.at(&at("state")), state));
         }
         if let Some(reason) = def.reason {
-            let word = match reason {
-                ReasonDef::Exhausted => "exhausted",
-                ReasonDef::Permanent => "permanent",
+            let reason = match reason {
+                ReasonDef::Exhausted => Reason::Exhausted,
+                ReasonDef::Permanent => Reason::Permanent,
+                ReasonDef::Maintenance => Reason::Maintenance,
+                ReasonDef::OffHours => Reason::OffHours,
+                ReasonDef::BreakerOpen => Reason::BreakerOpen,
+                ReasonDef::Quota => Reason::Quota,
             };
-            expect.reason = Some((self.file.at(&at("reason")), word));
+            expect.reason = Some((self.file.at(&at("reason")), reason));
         }
         if let Some(step) = &def.step {
             self.known_step(&at("step"), flow, step);
@@ -315,10 +349,11 @@ impl Checker<'_> {
                 }
                 if let Some(outcome) = item.outcome {
                     let value = match outcome {
-                        OutcomeDef::Success => Outcome::Success,
-                        OutcomeDef::Retry => Outcome::Retry,
-                        OutcomeDef::Fail => Outcome::Fail,
-                        OutcomeDef::RefreshAuth => Outcome::RefreshAuth,
+                        AttemptOutcomeDef::Success => Outcome::Success,
+                        AttemptOutcomeDef::Retry => Outcome::Retry,
+                        AttemptOutcomeDef::Fail => Outcome::Fail,
+                        AttemptOutcomeDef::RefreshAuth => Outcome::RefreshAuth,
+                        AttemptOutcomeDef::Skipped => Outcome::Skipped,
                     };
                     a.outcome = Some(self.fact(&key("outcome"), value.as_str(), value));
                 }
@@ -326,15 +361,15 @@ impl Checker<'_> {
                     a.rule = Some(self.fact(&key("rule"), rule, rule.clone()));
                 }
                 if let Some(decision) = item.decision {
-                    let word = match decision {
-                        DecisionDef::Retry => "retry",
-                        DecisionDef::Suspend => "suspend",
-                        DecisionDef::Fallback => "fallback",
-                        DecisionDef::NextStep => "next_step",
-                        DecisionDef::Succeeded => "succeeded",
-                        DecisionDef::Dead => "dead",
+                    let value = match decision {
+                        DecisionDef::Retry => Decision::Retry,
+                        DecisionDef::Suspend => Decision::Suspend,
+                        DecisionDef::Fallback => Decision::Fallback,
+                        DecisionDef::NextStep => Decision::NextStep,
+                        DecisionDef::Succeeded => Decision::Succeeded,
+                        DecisionDef::Dead => Decision::Dead,
                     };
-                    a.decision = Some(self.fact(&key("decision"), word, word));
+                    a.decision = Some(self.fact(&key("decision"), value.as_str(), value));
                 }
                 if let Some(text) = &item.at {
                     match parse_at(text, start) {

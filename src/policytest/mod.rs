@@ -171,7 +171,7 @@ pub fn run_suite(paths: &[PathBuf], env: &EnvMode) -> Suite {
         let cases = case::check_cases(&file, &policy, &mut diags);
         suite.diagnostics.append(&mut diags);
         for case in cases {
-            suite.results.push(run_case(case));
+            suite.results.push(run_case(&policy, case));
         }
     }
     suite

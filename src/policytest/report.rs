@@ -172,6 +172,8 @@ pub fn answer_text(answer: &Answer) -> String {
     match answer {
         Answer::Failing => "failing".to_string(),
         Answer::Result(result) => result_text(result),
+        Answer::BreakerOpen => "breaker open".to_string(),
+        Answer::OverQuota(result) => format!("{} (over quota)", result_text(result)),
     }
 }
 

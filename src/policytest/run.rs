@@ -1,7 +1,8 @@
 //! Running a checked [`Case`] through [`crate::simulate`] and comparing what
 //! happened with what it expects, fact by fact.
 
-use crate::engine::interpreter::DeadReason;
+use crate::lifecycle::{JobState, Reason};
+use crate::model::CompiledPolicy;
 use crate::policy::Pos;
 use crate::simulate::{simulate, End, JitterSplit, Options, Run, SimAttempt, SimError};
 
@@ -33,9 +34,10 @@ impl CaseResult {
 }
 
 /// Runs one case, calendars included (see [`crate::simulate`]).
-pub fn run_case(case: Case) -> CaseResult {
+pub fn run_case(policy: &CompiledPolicy, case: Case) -> CaseResult {
     let mut answers = case.answers.clone().into_iter();
     let run = simulate(
+        policy,
         &case.flow,
         case.step_index,
         case.start,
@@ -60,12 +62,27 @@ pub fn run_case(case: Case) -> CaseResult {
     }
 }
 
+/// The job's state at the end.
+pub fn end_state(end: &End) -> JobState {
+    match end {
+        End::Succeeded => JobState::Succeeded,
+        End::Dead(_) => JobState::Dead,
+        End::Pending { held: Some(_), .. } => JobState::Suspended,
+        End::Pending { held: None, .. } | End::Limit => JobState::Pending,
+    }
+}
+
 /// The end state as the API names it.
 pub fn state_word(end: &End) -> &'static str {
+    end_state(end).as_str()
+}
+
+/// Why the job is dead or suspended at the end.
+pub fn end_reason(end: &End) -> Option<Reason> {
     match end {
-        End::Succeeded => "succeeded",
-        End::Dead(_) => "dead",
-        End::Pending { .. } | End::Limit => "pending",
+        End::Dead(reason) => Some(*reason),
+        End::Pending { held, .. } => *held,
+        End::Succeeded | End::Limit => None,
     }
 }
 
@@ -90,10 +107,18 @@ fn compare(case: &Case, run: &Run) -> Vec<Mismatch> {
     }
     let last = run.attempts.last();
     if let Some((pos, state)) = expect.state {
-        let actual = state_word(&run.end);
-        if actual != state {
+        let actual = end_state(&run.end);
+        // `pending` says "waiting for its next attempt", held or not, as it
+        // did before holds were told apart.
+        let waiting = state == JobState::Pending && actual == JobState::Suspended;
+        if actual != state && !waiting {
             let why = match &run.end {
                 End::Dead(reason) => format!(" ({})", reason.as_str()),
+                End::Pending {
+                    held: Some(reason), ..
+                } => {
+                    format!(" ({reason}: the answers ran out while it is held)")
+                }
                 End::Pending { .. } => " (the answers ran out while it would try again)".into(),
                 _ => String::new(),
             };
@@ -105,12 +130,9 @@ fn compare(case: &Case, run: &Run) -> Vec<Mismatch> {
         }
     }
     if let Some((pos, reason)) = expect.reason {
-        let actual = match run.end {
-            End::Dead(DeadReason::Exhausted) => "exhausted",
-            End::Dead(DeadReason::Permanent) => "permanent",
-            _ => "none (the job is not dead)",
-        };
-        if actual != reason {
+        let actual = end_reason(&run.end);
+        if actual != Some(reason) {
+            let actual = actual.map_or("none (the job is neither dead nor held)", Reason::as_str);
             out.push(mismatch(
                 pos,
                 None,

@@ -193,7 +193,7 @@ tests:
             "./p.test.yaml:10:19: error: tests[1].responses[0].status: bad status 999: write a code from 100 to 599",
             "./p.test.yaml:11:9: error: tests[1].responses[1]: write either `status` (an answer) or `error` (no answer), not both",
             "./p.test.yaml:12:9: error: tests[1].responses[2]: a transport error has no `body` or `headers`: write `status` for an answer, or `error` (and `message`) for no answer",
-            "./p.test.yaml:13:9: error: tests[1].responses[3]: an answer needs `status` (e.g. `status: 503`) or `error` (e.g. `error: timeout`)",
+            "./p.test.yaml:13:9: error: tests[1].responses[3]: an answer needs `status` (e.g. `status: 503`), `error` (e.g. `error: timeout`) or `breaker: open`",
             "./p.test.yaml:14:31: error: tests[1].responses[4].times: `times` must be at least 1 (leave the answer out instead)",
         ],
     );

@@ -65,6 +65,13 @@ struct Window {
     per_flow: HashMap<String, u64>,
 }
 
+/// When the quota window holding `at` ends: the next full hour (UTC), when
+/// a retry refused at `at` may go.
+pub fn window_end(at: Timestamp) -> Timestamp {
+    let hour = at.as_millisecond().div_euclid(HOUR_MS);
+    Timestamp::from_millisecond(hour.saturating_add(1).saturating_mul(HOUR_MS)).unwrap_or(at)
+}
+
 /// The counters of one node.
 #[derive(Debug)]
 pub struct RetryQuotas {
@@ -94,8 +101,7 @@ impl RetryQuotas {
                 ..Window::default()
             };
         }
-        let until = Timestamp::from_millisecond(hour.saturating_add(1).saturating_mul(HOUR_MS))
-            .unwrap_or(now);
+        let until = window_end(now);
         if self
             .config
             .per_hour

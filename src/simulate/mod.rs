@@ -1,8 +1,11 @@
 //! A job on paper: the engine's own classifier ([`crate::retry::classify()`])
-//! and interpreter ([`crate::engine::interpreter::decide`]) driven on a
-//! manual clock, with answers supplied by the caller instead of a network.
-//! `steadfast test` and `steadfast explain` both show what this computes, so
-//! what they show is what the engine does.
+//! and state machine ([`crate::lifecycle::next`]) driven on a manual clock,
+//! with answers supplied by the caller instead of a network, and the
+//! caller's word for what the engine would otherwise learn from shared
+//! state: that a channel's breaker is open ([`Answer::BreakerOpen`]), that
+//! a retry is over the hourly quota ([`Answer::OverQuota`]). `steadfast
+//! test` and `steadfast explain` both show what this computes, so what they
+//! show is what the engine does.
 //!
 //! # Jitter as bounds
 //!
@@ -21,25 +24,29 @@
 //!
 //! Attempts take no time (the engine decides when an attempt finishes; a
 //! partner that times out after 10s moves every later attempt by 10s).
-//! Calendars are the engine's own: before each attempt the run asks
-//! [`hold_at`] whether the step's `hours` hold it (as the executor does when
-//! it claims the job), and a retry that falls where the step holds waits for
-//! the hold's end; held time does not count against `total_timeout`.
+//! Before each attempt the run gives the machine [`Event::Claimed`] at the
+//! time the attempt is due, as the executor does when it claims the job, so
+//! calendars hold it exactly as they would; held time does not count
+//! against `total_timeout`. Concurrency and rate waits are not simulated.
 
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
-pub use crate::engine::interpreter::HoldReason;
-use crate::engine::interpreter::{
-    decide, hold_at, signed, template_at, DeadReason, Next, Position,
+use crate::lifecycle::{
+    next, signed, template_at, Decision, Event, Move, MoveKind, Outcome, Position, Reason,
 };
-use crate::model::{DeliveryResult, Flow, Outcome};
+use crate::model::{CompiledPolicy, DeliveryResult, Flow, Outcome as Verdicts};
+use crate::retry::quota::window_end;
 use crate::retry::{classify, Verdict};
 
 /// The jitter samples of the three lanes: lowest, middle, highest.
 const SAMPLES: [f64; 3] = [0.0, 0.5, 1.0];
+
+/// The most calendar holds in a row before an attempt (a calendar that
+/// never opens stops there).
+const MOST_HOPS: usize = 64;
 
 /// An instant known within bounds: `lo ≤ mid ≤ hi`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,27 +108,6 @@ pub fn step_zone(flow: &Flow, step_index: usize) -> Option<TimeZone> {
     Some(hours.calendar.timezone().clone())
 }
 
-/// When an attempt due at `due` may start under `step`'s calendar, and why
-/// it waited. A hold may end where another begins (a maintenance window
-/// that ends off hours), so this asks again until the step is free, as the
-/// executor does each time it claims the job; a calendar that never opens
-/// stops after a bounded number of hops.
-fn release(step: &crate::model::Step, due: Timestamp) -> (Timestamp, Option<HoldReason>) {
-    const MOST_HOPS: usize = 64;
-    let mut at = due;
-    let mut reason = None;
-    for _ in 0..MOST_HOPS {
-        match hold_at(step, at) {
-            Some(hold) if hold.until > at => {
-                reason.get_or_insert(hold.reason);
-                at = hold.until;
-            }
-            _ => break,
-        }
-    }
-    (at, reason)
-}
-
 /// What the partner does to one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -130,6 +116,15 @@ pub enum Answer {
     /// A failure judged `retry` whatever the classifier says: a partner
     /// that keeps failing, for `explain`.
     Failing,
+    /// The channel's circuit breaker is open when the attempt would go
+    /// (it opened then, and lets a probe through after its `cooldown`):
+    /// nothing is sent, the job goes to the step's next fallback (a row
+    /// with outcome `skipped`) or waits for the probe.
+    BreakerOpen,
+    /// This answer, and the retry it calls for is over the hourly retry
+    /// quota: the job waits for the next full hour (`suspended`, reason
+    /// `quota`).
+    OverQuota(DeliveryResult),
 }
 
 /// What the caller is asked for: the attempt about to be made.
@@ -155,17 +150,20 @@ pub struct SimAttempt {
     pub series_attempt: u32,
     /// The retry template in force.
     pub template: String,
-    /// When it was due, before any calendar hold.
+    /// When it was due, before any hold.
     pub due: Span,
     /// When it starts.
     pub at: Span,
-    pub hold: Option<HoldReason>,
+    /// Why it waited past `due`: a calendar, an open breaker, a quota.
+    pub hold: Option<Reason>,
     pub answer: Answer,
+    /// `skipped` for a channel whose breaker was open.
     pub outcome: Outcome,
-    /// The rule that decided (`explain`'s failures: `failing`).
+    /// The rule that decided (`explain`'s failures: `failing`; none for a
+    /// skip).
     pub rule: String,
-    /// What follows: the interpreter's decision word.
-    pub decision: &'static str,
+    /// What follows.
+    pub decision: Decision,
     /// The wait before the next attempt of the same channel, for a retry.
     pub delay: Option<DurationSpan>,
     /// The partner's `Retry-After`, when the rule honoured it.
@@ -180,12 +178,14 @@ pub struct SimAttempt {
 #[derive(Debug, Clone, PartialEq)]
 pub enum End {
     Succeeded,
-    Dead(DeadReason),
-    /// The caller had no more answers: the job waits for its next attempt.
+    Dead(Reason),
+    /// The caller had no more answers: the job waits for its next attempt,
+    /// `pending`, or `suspended` for `held` (a calendar, a breaker, a quota).
     Pending {
         step_index: usize,
         channel_index: usize,
         next: Span,
+        held: Option<Reason>,
     },
     /// The attempt limit was reached first.
     Limit,
@@ -203,6 +203,11 @@ pub struct Run {
 pub enum SimError {
     #[error("flow `{flow}` has no step `{step}`")]
     NoSuchStep { flow: String, step: String },
+    #[error(
+        "attempt {attempt}: a `breaker: open` answer for channel `{channel}`, which has no \
+         circuit_breaker"
+    )]
+    NoBreaker { attempt: u32, channel: String },
     #[error(
         "after attempt {attempt}, jitter decides what comes next: with the shortest delays \
          the engine would {lo}, with the longest it would {hi}; give the template \
@@ -233,40 +238,143 @@ pub struct Options {
     pub split: JitterSplit,
 }
 
-/// Where one lane stands: its own clock and position.
+/// Where one lane stands: the job's position, and when its next attempt is
+/// due before any hold.
 #[derive(Debug, Clone)]
 struct Lane {
-    /// When the next attempt is due.
-    due: Timestamp,
     position: Position,
+    /// When the next attempt is due, before any hold: what `due` reports.
+    due: Timestamp,
+    /// Why it waits past `due`, as the move that put it there said.
+    held: Option<Reason>,
 }
 
-/// Runs a job of `flow` from `step_index`, its first attempt due at
-/// `start`, asking `partner` for each attempt's answer (`None`: no more).
+impl Lane {
+    /// Claims the lane's job when it is due, as the scheduler would, and
+    /// again at the end of each hold the machine answers with (a
+    /// maintenance window may end off hours); returns when the attempt
+    /// starts and why it waited.
+    fn claim(&mut self, policy: &CompiledPolicy, flow: &Flow) -> (Timestamp, Option<Reason>) {
+        let mut at = self.position.due.unwrap_or(self.due);
+        let mut reason = self.held;
+        for _ in 0..MOST_HOPS {
+            let claimed = next(&self.position, &Event::Claimed, policy, at);
+            self.position = self.position.landed(flow, &claimed.landing);
+            match claimed.kind {
+                MoveKind::Hold { until, reason: why } if until > at => {
+                    reason.get_or_insert(why);
+                    at = until;
+                }
+                _ => break,
+            }
+        }
+        (at, reason)
+    }
+
+    /// What the lane's job does with `answer`, in an attempt starting at
+    /// `at`; `None` for a breaker whose channel has none.
+    fn answer(
+        &self,
+        policy: &CompiledPolicy,
+        answer: &Answer,
+        at: Timestamp,
+        sample: f64,
+    ) -> Result<(Move, Option<Verdict>), String> {
+        let position = &self.position;
+        let flow = policy.flow(&position.flow);
+        let step = flow.and_then(|flow| flow.steps.get(position.step_index));
+        let Some(step) = step else {
+            return Err(position.step.clone());
+        };
+        let channel = step
+            .channel_at(position.channel_index)
+            .unwrap_or(&step.channel);
+        let result = match answer {
+            Answer::BreakerOpen => {
+                let Some(breaker) = policy.channel(channel).and_then(|c| c.breaker.as_ref()) else {
+                    return Err(channel.to_string());
+                };
+                let until = crate::clock::later(at, breaker.cooldown);
+                let event = Event::BreakerOpen { until };
+                return Ok((next(position, &event, policy, at), None));
+            }
+            Answer::Result(result) | Answer::OverQuota(result) => Some(result),
+            Answer::Failing => None,
+        };
+        let verdict = match result {
+            Some(result) => classify(step.classifier.as_deref(), result, &step.retry, at),
+            None => Verdict {
+                outcome: Verdicts::Retry,
+                rule: "failing".to_string(),
+                retry_after: None,
+            },
+        };
+        let answered = Event::Answered {
+            started: at,
+            verdict: verdict.clone(),
+            jitter: sample,
+        };
+        let mut moved = next(position, &answered, policy, at);
+        if let (
+            Answer::OverQuota(_),
+            MoveKind::Retry {
+                at: retry_at,
+                delay,
+            },
+        ) = (answer, moved.kind)
+        {
+            let over = Event::OverQuota {
+                started: at,
+                retry_at,
+                delay,
+                until: window_end(at),
+            };
+            moved = next(position, &over, policy, at);
+        }
+        Ok((moved, Some(verdict)))
+    }
+
+    /// Applies `moved`, made at `at`.
+    fn apply(&mut self, flow: &Flow, moved: &Move, at: Timestamp) {
+        self.position = self.position.landed(flow, &moved.landing);
+        self.due = match moved.kind {
+            MoveKind::RetryHeld { due, .. } => due,
+            _ => moved.landing.next_at.unwrap_or(at),
+        };
+        self.held = match moved.kind {
+            MoveKind::RetryHeld { reason, .. } | MoveKind::Hold { reason, .. } => Some(reason),
+            _ => None,
+        };
+    }
+}
+
+/// Runs a job of `flow` (a flow of `policy`) from `step_index`, its first
+/// attempt due at `start`, asking `partner` for each attempt's answer
+/// (`None`: no more).
 pub fn simulate(
+    policy: &CompiledPolicy,
     flow: &Flow,
     step_index: usize,
     start: Timestamp,
     options: Options,
     mut partner: impl FnMut(Upcoming<'_>) -> Option<Answer>,
 ) -> Result<Run, SimError> {
-    if step_index >= flow.steps.len() {
+    let Some(first) = flow.steps.get(step_index) else {
         return Err(SimError::NoSuchStep {
             flow: flow.name.clone(),
             step: format!("#{step_index}"),
         });
-    }
-    let fresh = |step_index, channel_index, due| Lane {
-        due,
-        position: Position {
-            step_index,
-            channel_index,
-            attempts: 0,
-            series_started_at: due,
-            held: Duration::ZERO,
-        },
     };
-    let mut lanes: [Lane; 3] = std::array::from_fn(|_| fresh(step_index, 0, start));
+    let position = Position {
+        step: first.name.clone(),
+        step_index,
+        ..Position::fresh(flow, start)
+    };
+    let mut lanes: [Lane; 3] = std::array::from_fn(|_| Lane {
+        position: position.clone(),
+        due: start,
+        held: None,
+    });
     let mut attempts = Vec::new();
     let mut number = 0u32;
     loop {
@@ -274,7 +382,7 @@ pub fn simulate(
             lanes[1].position.step_index,
             lanes[1].position.channel_index,
         );
-        let step = &flow.steps[step_index];
+        let step = &flow.steps[step_index.min(flow.steps.len() - 1)];
         let channel = step.channel_at(channel_index).unwrap_or(&step.channel);
         if number >= options.limit {
             return Ok(Run {
@@ -292,157 +400,163 @@ pub fn simulate(
                 end: End::Pending {
                     step_index,
                     channel_index,
-                    next: Span::of(lanes.each_ref().map(|l| l.due)),
+                    next: Span::of(lanes.each_ref().map(|l| l.position.due.unwrap_or(l.due))),
+                    held: lanes[1].held,
                 },
             });
         };
-        number += 1;
 
         let due = Span::of(lanes.each_ref().map(|l| l.due));
-        let mut hold = None;
-        let mut verdicts: Vec<Verdict> = Vec::with_capacity(3);
-        let mut nexts: Vec<Next> = Vec::with_capacity(3);
+        let mut holds = [None; 3];
         let mut starts = [start; 3];
-        for (lane, (sample, started)) in lanes.iter_mut().zip(SAMPLES.iter().zip(&mut starts)) {
-            let (at, reason) = release(step, lane.due);
-            if reason.is_some() {
-                hold = reason;
-                // As in the executor: a hold before a series' first attempt
-                // adds nothing, the deadline runs from that attempt.
-                if lane.position.attempts > 0 {
-                    let waited = Duration::try_from(lane.due.duration_until(at));
-                    lane.position.held = lane
-                        .position
-                        .held
-                        .saturating_add(waited.unwrap_or_default());
-                }
-            }
-            *started = at;
-            if lane.position.attempts == 0 {
-                lane.position.series_started_at = at;
-            }
-            lane.position.attempts += 1;
-            let verdict = match &answer {
-                Answer::Result(result) => {
-                    classify(step.classifier.as_deref(), result, &step.retry, at)
-                }
-                Answer::Failing => Verdict {
-                    outcome: Outcome::Retry,
-                    rule: "failing".to_string(),
-                    retry_after: None,
-                },
-            };
-            nexts.push(decide(flow, &lane.position, &verdict, at, *sample));
+        for ((lane, at), hold) in lanes.iter_mut().zip(&mut starts).zip(&mut holds) {
+            (*at, *hold) = lane.claim(policy, flow);
+        }
+        let hold = holds[1].or(holds[2]).or(holds[0]);
+        let (step_index, channel_index) = (
+            lanes[1].position.step_index,
+            lanes[1].position.channel_index,
+        );
+        let step = &flow.steps[step_index];
+        let channel = step.channel_at(channel_index).unwrap_or(&step.channel);
+
+        let mut moves: Vec<Move> = Vec::with_capacity(3);
+        let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(3);
+        for ((lane, sample), at) in lanes.iter().zip(SAMPLES).zip(starts) {
+            let (moved, verdict) = lane
+                .answer(policy, &answer, at, sample)
+                .map_err(|channel| SimError::NoBreaker {
+                    attempt: number + 1,
+                    channel,
+                })?;
+            moves.push(moved);
             verdicts.push(verdict);
         }
         let mut split = None;
-        if !same_path(&nexts[0], &nexts[1]) || !same_path(&nexts[1], &nexts[2]) {
-            let (lo, hi) = (describe(&nexts[0]), describe(&nexts[2]));
+        if !same_path(&moves[0].kind, &moves[1].kind) || !same_path(&moves[1].kind, &moves[2].kind)
+        {
+            let (lo, hi) = (describe(&moves[0].kind), describe(&moves[2].kind));
             if options.split == JitterSplit::Refuse {
                 return Err(SimError::DependsOnJitter {
-                    attempt: number,
+                    attempt: number + 1,
                     lo,
                     hi,
                 });
             }
             split = Some((lo, hi));
             for i in [0, 2] {
-                if !same_path(&nexts[i], &nexts[1]) {
-                    // The outer lane follows the nominal path, at its own
-                    // time where it has one.
-                    nexts[i] = match &nexts[1] {
-                        Next::Retry { at, delay } => Next::Retry {
-                            at: (*at).max(starts[i]),
-                            delay: *delay,
-                        },
-                        Next::Suspend { at, delay, hold } => Next::Suspend {
-                            at: (*at).max(starts[i]),
-                            delay: *delay,
-                            hold: *hold,
-                        },
-                        other => other.clone(),
-                    };
+                if !same_path(&moves[i].kind, &moves[1].kind) {
+                    moves[i] = follow(&moves[1], starts[i]);
                 }
             }
         }
-        let next = nexts[1].clone();
-        let delays: Option<Vec<Duration>> = nexts
-            .iter()
-            .map(|n| match n {
-                Next::Retry { delay, .. } | Next::Suspend { delay, .. } => Some(*delay),
-                _ => None,
-            })
-            .collect();
-        let verdict = verdicts.swap_remove(1);
-        attempts.push(SimAttempt {
-            number,
-            step_index,
-            step: step.name.clone(),
-            channel_index,
-            channel: channel.to_string(),
-            series_attempt: lanes[1].position.attempts,
-            template: template_at(step, starts[1]).name.clone(),
-            due,
-            at: Span::of(starts),
-            hold,
-            answer,
-            outcome: verdict.outcome,
-            rule: verdict.rule,
-            decision: next.decision(),
-            delay: delays.map(|d| DurationSpan::of([d[0], d[1], d[2]])),
-            retry_after: verdict.retry_after,
-            split,
-        });
-        for ((lane, next), at) in lanes.iter_mut().zip(&nexts).zip(starts) {
-            match next {
-                // The hold a suspension names is found again by `release`
-                // before the next attempt, which also counts it as held.
-                Next::Retry { at, .. } | Next::Suspend { at, .. } => lane.due = *at,
-                Next::Fallback { channel_index } => {
-                    *lane = fresh(lane.position.step_index, *channel_index, at);
-                }
-                Next::NextStep { step_index } => *lane = fresh(*step_index, 0, at),
-                Next::Succeeded | Next::Dead { .. } => {}
-            }
+        let nominal = moves[1].clone();
+        // A breaker that holds the job records nothing: the next attempt
+        // shows the wait.
+        let recorded = !matches!(nominal.kind, MoveKind::Hold { .. });
+        if recorded {
+            number += 1;
+            let delays: Option<Vec<Duration>> = moves
+                .iter()
+                .map(|m| match m.kind {
+                    MoveKind::Retry { delay, .. } | MoveKind::RetryHeld { delay, .. } => {
+                        Some(delay)
+                    }
+                    _ => None,
+                })
+                .collect();
+            let verdict = verdicts.swap_remove(1);
+            attempts.push(SimAttempt {
+                number,
+                step_index,
+                step: step.name.clone(),
+                channel_index,
+                channel: channel.to_string(),
+                series_attempt: lanes[1].position.attempts + u32::from(verdict.is_some()),
+                template: template_at(step, starts[1]).name.clone(),
+                due,
+                at: Span::of(starts),
+                hold,
+                answer,
+                outcome: verdict
+                    .as_ref()
+                    .map_or(Outcome::Skipped, |v| v.outcome.into()),
+                rule: verdict.as_ref().map(|v| v.rule.clone()).unwrap_or_default(),
+                decision: nominal.decision().unwrap_or(Decision::Suspend),
+                delay: delays.map(|d| DurationSpan::of([d[0], d[1], d[2]])),
+                retry_after: verdict.and_then(|v| v.retry_after),
+                split,
+            });
         }
-        match next {
-            Next::Succeeded => {
+        for ((lane, moved), at) in lanes.iter_mut().zip(&moves).zip(starts) {
+            lane.apply(flow, moved, at);
+        }
+        match nominal.kind {
+            MoveKind::Succeeded => {
                 return Ok(Run {
                     attempts,
                     end: End::Succeeded,
                 })
             }
-            Next::Dead { reason } => {
+            MoveKind::Dead { reason } => {
                 return Ok(Run {
                     attempts,
                     end: End::Dead(reason),
                 })
             }
-            Next::Retry { .. }
-            | Next::Suspend { .. }
-            | Next::Fallback { .. }
-            | Next::NextStep { .. } => {}
+            _ => {}
         }
     }
 }
 
-/// Whether two lanes' decisions lead the same way (times aside).
-fn same_path(a: &Next, b: &Next) -> bool {
-    match (a, b) {
-        (Next::Retry { .. } | Next::Suspend { .. }, Next::Retry { .. } | Next::Suspend { .. }) => {
-            true
+/// The nominal lane's move for an outer lane that would have gone another
+/// way: the same path, at the outer lane's own time where it has one.
+fn follow(nominal: &Move, start: Timestamp) -> Move {
+    let mut moved = nominal.clone();
+    match &mut moved.kind {
+        MoveKind::Retry { at, .. } => {
+            *at = (*at).max(start);
+            moved.landing.next_at = Some(*at);
         }
+        MoveKind::RetryHeld { due, .. } => *due = (*due).max(start),
+        _ => {}
+    }
+    moved
+}
+
+/// Whether two lanes' moves lead the same way (times aside).
+fn same_path(a: &MoveKind, b: &MoveKind) -> bool {
+    match (a, b) {
+        (
+            MoveKind::Retry { .. } | MoveKind::RetryHeld { .. },
+            MoveKind::Retry { .. } | MoveKind::RetryHeld { .. },
+        ) => true,
+        (MoveKind::Hold { reason: x, .. }, MoveKind::Hold { reason: y, .. }) => x == y,
+        (
+            MoveKind::Skip {
+                channel_index: x, ..
+            },
+            MoveKind::Skip {
+                channel_index: y, ..
+            },
+        ) => x == y,
         _ => a == b,
     }
 }
 
-fn describe(next: &Next) -> &'static str {
-    match next {
-        Next::Retry { .. } | Next::Suspend { .. } => "retry",
-        Next::Fallback { .. } => "go to the next fallback",
-        Next::NextStep { .. } => "move to the next step",
-        Next::Succeeded => "succeed",
-        Next::Dead { .. } => "give up (dead)",
+fn describe(kind: &MoveKind) -> &'static str {
+    match kind {
+        MoveKind::Retry { .. } | MoveKind::RetryHeld { .. } => "retry",
+        MoveKind::Fallback { .. } | MoveKind::Skip { .. } => "go to the next fallback",
+        MoveKind::NextStep { .. } => "move to the next step",
+        MoveKind::Succeeded => "succeed",
+        MoveKind::Dead { .. } => "give up (dead)",
+        MoveKind::Hold { .. } | MoveKind::Wait { .. } => "wait",
+        MoveKind::Attempt { .. } => "attempt",
+        MoveKind::NotifyRetry { .. }
+        | MoveKind::Notified
+        | MoveKind::NotifyGaveUp
+        | MoveKind::NotifySkipped => "notify",
     }
 }
 

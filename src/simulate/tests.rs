@@ -56,7 +56,10 @@ fn a_failing_partner_without_jitter_gets_exact_times_then_fallbacks_then_death()
          {CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t, \
          fallback: [b, c] }}\n"
     ));
-    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| Some(Answer::Failing)).unwrap();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+        Some(Answer::Failing)
+    })
+    .unwrap();
     let at: Vec<u64> = run
         .attempts
         .iter()
@@ -68,13 +71,13 @@ fn a_failing_partner_without_jitter_gets_exact_times_then_fallbacks_then_death()
     assert_eq!(at, [0, 5, 5, 10, 10, 15]);
     let channels: Vec<&str> = run.attempts.iter().map(|a| a.channel.as_str()).collect();
     assert_eq!(channels, ["a", "a", "b", "b", "c", "c"]);
-    let decisions: Vec<&str> = run.attempts.iter().map(|a| a.decision).collect();
+    let decisions: Vec<&str> = run.attempts.iter().map(|a| a.decision.as_str()).collect();
     assert_eq!(
         decisions,
         ["retry", "fallback", "retry", "fallback", "retry", "dead"]
     );
     assert_eq!(run.attempts[3].series_attempt, 2);
-    assert_eq!(run.end, End::Dead(DeadReason::Exhausted));
+    assert_eq!(run.end, End::Dead(Reason::Exhausted));
 }
 
 #[test]
@@ -83,7 +86,10 @@ fn jitter_gives_bounds_that_add_up() {
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a }}\n"
     ));
     // standard: 2s, 4s, 8s, each ±20%.
-    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| Some(Answer::Failing)).unwrap();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+        Some(Answer::Failing)
+    })
+    .unwrap();
     assert_eq!(
         offsets(&run),
         [
@@ -119,11 +125,11 @@ fn answers_are_judged_by_the_steps_classifier_and_move_through_steps() {
         })),
     ]
     .into_iter();
-    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
     let seen: Vec<(&str, &str, &str)> = run
         .attempts
         .iter()
-        .map(|a| (a.step.as_str(), a.rule.as_str(), a.decision))
+        .map(|a| (a.step.as_str(), a.rule.as_str(), a.decision.as_str()))
         .collect();
     assert_eq!(
         seen,
@@ -146,6 +152,7 @@ fn answers_are_judged_by_the_steps_classifier_and_move_through_steps() {
             step_index,
             channel_index,
             next,
+            held: None,
         } => {
             assert_eq!((step_index, channel_index), (1, 0));
             assert_eq!(next.lo, run.attempts[3].at.lo + signed(secs(1.6)));
@@ -159,12 +166,12 @@ fn a_permanent_failure_is_dead_at_once() {
     let p = policy(&format!(
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, fallback: b }}\n"
     ));
-    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| {
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
         Some(status(400, "", None))
     })
     .unwrap();
     assert_eq!(run.attempts.len(), 1);
-    assert_eq!(run.end, End::Dead(DeadReason::Permanent));
+    assert_eq!(run.end, End::Dead(Reason::Permanent));
 }
 
 /// Open Mondays from 11:00 UTC (an hour after `t0`) for `monday`, and
@@ -183,9 +190,12 @@ fn calendar_holds_move_attempts_without_burning_the_deadline() {
         "{ backoff: fixed, initial: 10s, retries: 3, total_timeout: 30s, jitter: none }",
         "11:00-18:00",
     );
-    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| Some(Answer::Failing)).unwrap();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+        Some(Answer::Failing)
+    })
+    .unwrap();
     let first = &run.attempts[0];
-    assert_eq!(first.hold, Some(HoldReason::OffHours));
+    assert_eq!(first.hold, Some(Reason::OffHours));
     assert_eq!(offset(t0(), first.due.mid), secs(0.0));
     assert_eq!(offset(t0(), first.at.mid), secs(3600.0));
     let at: Vec<u64> = run
@@ -195,7 +205,7 @@ fn calendar_holds_move_attempts_without_burning_the_deadline() {
         .collect();
     // The hour held before the first attempt is not part of the series.
     assert_eq!(at, [3600, 3610, 3620, 3630]);
-    assert_eq!(run.end, End::Dead(DeadReason::Exhausted));
+    assert_eq!(run.end, End::Dead(Reason::Exhausted));
 }
 
 #[test]
@@ -206,7 +216,10 @@ fn a_retry_due_while_closed_waits_for_the_opening_and_the_night_is_not_counted()
         "{ backoff: fixed, initial: 10m, retries: 3, total_timeout: 30m, jitter: none }",
         "11:00-11:15",
     );
-    let run = simulate(&p.flows["f"], 0, t0(), opts(100), |_| Some(Answer::Failing)).unwrap();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+        Some(Answer::Failing)
+    })
+    .unwrap();
     let at: Vec<String> = run.attempts.iter().map(|a| a.at.mid.to_string()).collect();
     assert_eq!(
         at,
@@ -218,12 +231,12 @@ fn a_retry_due_while_closed_waits_for_the_opening_and_the_night_is_not_counted()
         ]
     );
     assert_eq!(run.attempts[1].decision, "suspend");
-    assert_eq!(run.attempts[2].hold, Some(HoldReason::OffHours));
+    assert_eq!(run.attempts[2].hold, Some(Reason::OffHours));
     assert_eq!(
         offset(run.attempts[2].due.mid, run.attempts[2].at.mid),
         secs(21.0 * 3600.0 + 40.0 * 60.0)
     );
-    assert_eq!(run.end, End::Dead(DeadReason::Exhausted));
+    assert_eq!(run.end, End::Dead(Reason::Exhausted));
 }
 
 #[test]
@@ -233,7 +246,10 @@ fn a_path_that_depends_on_jitter_is_refused() {
         "templates:\n  t: {{ backoff: fixed, initial: 10s, retries: 3, total_timeout: 25s }}\n\
          {CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t }}\n"
     ));
-    let err = simulate(&p.flows["f"], 0, t0(), opts(100), |_| Some(Answer::Failing)).unwrap_err();
+    let err = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+        Some(Answer::Failing)
+    })
+    .unwrap_err();
     assert_eq!(
         err,
         SimError::DependsOnJitter {
@@ -245,6 +261,7 @@ fn a_path_that_depends_on_jitter_is_refused() {
     // Explain follows the nominal path (dead at 30s) and says where luck
     // decides.
     let run = simulate(
+        &p,
         &p.flows["f"],
         0,
         t0(),
@@ -258,7 +275,7 @@ fn a_path_that_depends_on_jitter_is_refused() {
     assert_eq!(run.attempts.len(), 3);
     assert_eq!(run.attempts[2].split, Some(("retry", "give up (dead)")));
     assert_eq!(run.attempts[1].split, None);
-    assert_eq!(run.end, End::Dead(DeadReason::Exhausted));
+    assert_eq!(run.end, End::Dead(Reason::Exhausted));
 }
 
 #[test]
@@ -267,9 +284,109 @@ fn the_limit_and_the_start_step_are_kept() {
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: one, channel: a }}\n      \
          - {{ name: two, channel: b }}\n"
     ));
-    let run = simulate(&p.flows["f"], 1, t0(), opts(2), |_| Some(Answer::Failing)).unwrap();
+    let run = simulate(&p, &p.flows["f"], 1, t0(), opts(2), |_| {
+        Some(Answer::Failing)
+    })
+    .unwrap();
     assert_eq!(run.attempts.len(), 2);
     assert_eq!(run.attempts[0].step, "two");
     assert_eq!(run.end, End::Limit);
-    assert!(simulate(&p.flows["f"], 2, t0(), opts(2), |_| None).is_err());
+    assert!(simulate(&p, &p.flows["f"], 2, t0(), opts(2), |_| None).is_err());
+}
+
+const BREAKERS: &str = "templates:\n  t: { backoff: fixed, initial: 5s, retries: 1, jitter: none }\n\
+                        channels:\n  a: { file: { dir: a }, circuit_breaker: { failures: 2, cooldown: 30s } }\n  \
+                        b: { file: { dir: b }, circuit_breaker: { failures: 2, cooldown: 60s } }\n";
+
+#[test]
+fn an_open_breaker_skips_to_the_fallback_and_is_recorded_as_a_skip() {
+    let p = policy(&format!(
+        "{BREAKERS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t, fallback: b }}\n"
+    ));
+    let mut answers = [Answer::BreakerOpen, status(200, "", None)].into_iter();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
+    let rows: Vec<(&str, Outcome, Decision)> = run
+        .attempts
+        .iter()
+        .map(|a| (a.channel.as_str(), a.outcome, a.decision))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("a", Outcome::Skipped, Decision::Fallback),
+            ("b", Outcome::Success, Decision::Succeeded),
+        ]
+    );
+    assert_eq!(run.attempts[1].at, Span::exact(t0()));
+    assert_eq!(run.end, End::Succeeded);
+}
+
+#[test]
+fn an_open_breaker_on_the_last_channel_holds_the_job_until_the_probe() {
+    let p = policy(&format!(
+        "{BREAKERS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: b, retry: t }}\n"
+    ));
+    // Held, the answers run out: suspended, reason breaker_open.
+    let mut answers = [Answer::BreakerOpen].into_iter();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
+    assert!(run.attempts.is_empty(), "nothing sent, nothing recorded");
+    assert_eq!(
+        run.end,
+        End::Pending {
+            step_index: 0,
+            channel_index: 0,
+            next: Span::exact(t0() + signed(secs(60.0))),
+            held: Some(Reason::BreakerOpen),
+        }
+    );
+    // The probe goes when the cooldown ends, and the wait is not spent
+    // against the series.
+    let mut answers = [Answer::BreakerOpen, status(200, "", None)].into_iter();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
+    assert_eq!(run.attempts.len(), 1);
+    assert_eq!(run.attempts[0].at, Span::exact(t0() + signed(secs(60.0))));
+    assert_eq!(run.attempts[0].hold, Some(Reason::BreakerOpen));
+    assert_eq!(run.end, End::Succeeded);
+}
+
+#[test]
+fn a_breaker_answer_needs_a_breaker_on_the_channel() {
+    let p = policy(&format!(
+        "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a }}\n"
+    ));
+    let err = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+        Some(Answer::BreakerOpen)
+    })
+    .unwrap_err();
+    assert_eq!(
+        err,
+        SimError::NoBreaker {
+            attempt: 1,
+            channel: "a".into()
+        }
+    );
+}
+
+#[test]
+fn a_retry_over_quota_waits_for_the_next_hour_and_is_held() {
+    let p = policy(&format!(
+        "{BREAKERS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t }}\n"
+    ));
+    let over = |code| {
+        let Answer::Result(result) = status(code, "", None) else {
+            unreachable!()
+        };
+        Answer::OverQuota(result)
+    };
+    let mut answers = [over(503), status(200, "", None)].into_iter();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
+    assert_eq!(run.attempts[0].decision, Decision::Suspend);
+    assert_eq!(run.attempts[0].delay.map(|d| d.mid), Some(secs(5.0)));
+    let hour: Timestamp = "2026-05-04T11:00:00Z".parse().unwrap();
+    assert_eq!(run.attempts[1].due, Span::exact(t0() + signed(secs(5.0))));
+    assert_eq!(run.attempts[1].at, Span::exact(hour));
+    assert_eq!(run.attempts[1].hold, Some(Reason::Quota));
+    // The hour waited is held time: the one retry is still allowed, and a
+    // success ends the job.
+    assert_eq!(run.end, End::Succeeded);
 }

@@ -24,8 +24,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 pub use records::{
-    AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState, JobUpdate,
-    NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, Transition,
+    AttemptRecord, ClaimedJob, Decision, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
+    JobUpdate, NewJob, NotificationClaim, Outcome, PayloadEdit, Reason, RetryBatch, StateCounts,
+    Transition,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -333,5 +334,25 @@ mod tests {
             "postgres://app:***@db:5432/x"
         );
         assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+    }
+
+    /// Each store's check on a stored word lists exactly the enum's words.
+    #[test]
+    fn the_checks_of_both_stores_list_the_words_of_the_enums() {
+        use crate::lifecycle::{Decision, Outcome, Reason, Word};
+        let flat = |sql: &str| sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        let migrations = [
+            include_str!("../../migrations/sqlite/0006_vocabulary_checks.sql"),
+            include_str!("../../migrations/postgres/0002_vocabulary_checks.sql"),
+        ];
+        for sql in migrations.map(flat) {
+            for check in [
+                format!("CHECK (reason IS NULL OR {})", Reason::sql_check("reason")),
+                format!("CHECK ({})", Outcome::sql_check("outcome")),
+                format!("CHECK ({})", Decision::sql_check("decision")),
+            ] {
+                assert!(sql.contains(&check), "{check}\nnot in\n{sql}");
+            }
+        }
     }
 }

@@ -30,16 +30,23 @@ use super::{
     JobUpdate, NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, StepLog,
     StoreError, StoreResult, Transition,
 };
-use crate::model::ON_DEAD_STEP;
+use crate::lifecycle::Reason;
 
 /// The channel inserts notify on.
 pub const JOBS_CHANNEL: &str = "steadfast_jobs";
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "checks on reasons, outcomes and decisions",
+        include_str!("../../migrations/postgres/0002_vocabulary_checks.sql"),
+    ),
+];
 
 const MAX_PAGE: u32 = 1000;
 
@@ -440,22 +447,11 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
     let series: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.series_started_at)).collect();
     let held: Vec<i64> = run.iter().map(|t| t.held_ms).collect();
     let next_ats: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.next_at)).collect();
-    let reasons: Vec<Option<&str>> = run.iter().map(|t| t.reason.as_deref()).collect();
+    let reasons: Vec<Option<&str>> = run.iter().map(|t| t.reason.map(Reason::as_str)).collect();
     let versions: Vec<&str> = run.iter().map(|t| t.policy_version.as_str()).collect();
     let notify_ats: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.notify_at)).collect();
     let nows: Vec<i64> = run.iter().map(|t| ms(t.now)).collect();
-    // Notifications and skips (a breaker sent the job on without trying this
-    // channel) are not attempts of the job.
-    let counts: Vec<i64> = run
-        .iter()
-        .map(|t| {
-            i64::from(
-                t.attempt
-                    .as_ref()
-                    .is_some_and(|a| a.step != ON_DEAD_STEP && a.outcome != "skipped"),
-            )
-        })
-        .collect();
+    let counts: Vec<i64> = run.iter().map(|t| i64::from(t.attempts_added)).collect();
     let running: Vec<bool> = run.iter().map(|t| t.to == JobState::Running).collect();
     let leases: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.lease_until)).collect();
     let moved: Vec<String> = sqlx::query_scalar(

@@ -1,83 +1,11 @@
 //! The rows of the step log, as the rest of the engine sees them.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-/// Where a job is in its life. Who moves a job out of each state:
-///
-/// - `pending`: waiting for `next_at`; the scheduler claims it (→ `running`),
-///   an operator may cancel it.
-/// - `running`: claimed under a lease; the executor records the attempt and
-///   moves it on, or the rescuer returns it to `pending` when the lease
-///   expires.
-/// - `suspended`: held until `next_at` (calendar, open breaker, quota, flow
-///   removed from the policy); the scheduler claims it like `pending`.
-/// - `succeeded`, `cancelled`: final.
-/// - `dead`: final until an operator retries it (→ `pending`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Pending,
-    Running,
-    Suspended,
-    Succeeded,
-    Dead,
-    Cancelled,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 6] = [
-        JobState::Pending,
-        JobState::Running,
-        JobState::Suspended,
-        JobState::Succeeded,
-        JobState::Dead,
-        JobState::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Pending => "pending",
-            JobState::Running => "running",
-            JobState::Suspended => "suspended",
-            JobState::Succeeded => "succeeded",
-            JobState::Dead => "dead",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Dead | JobState::Cancelled
-        )
-    }
-}
-
-impl fmt::Display for JobState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for JobState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        JobState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown job state `{s}`: expected one of {}",
-                    JobState::ALL.map(JobState::as_str).join(", ")
-                )
-            })
-    }
-}
+pub use crate::lifecycle::{Decision, JobState, Outcome, Reason};
 
 /// A job to insert.
 #[derive(Debug, Clone)]
@@ -124,7 +52,7 @@ pub struct JobRecord {
     pub held_ms: i64,
     pub next_at: Option<Timestamp>,
     /// Why the job is suspended or dead.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     pub idempotency_key: String,
     pub payload: String,
     pub policy_version: String,
@@ -190,14 +118,13 @@ pub struct AttemptRecord {
     /// The error kind (`timeout`, `connect`, …) when it did not.
     pub error: Option<String>,
     pub error_message: Option<String>,
-    /// The classifier's verdict: `success`, `retry`, `fail`, …
-    pub outcome: String,
+    /// The classifier's verdict, or `skipped`.
+    pub outcome: Outcome,
     /// The rule that decided: `classifier[index]`, `builtin[index]`, a rule
     /// name, or `default`.
     pub rule: Option<String>,
-    /// What the engine did next: `retry`, `fallback`, `next_step`,
-    /// `succeeded`, `dead`, `suspend`.
-    pub decision: String,
+    /// What the engine did next.
+    pub decision: Decision,
     pub delay_ms: Option<i64>,
     pub next_at: Option<Timestamp>,
     pub policy_version: String,
@@ -224,8 +151,11 @@ pub struct Transition {
     pub series_started_at: Option<Timestamp>,
     pub held_ms: i64,
     pub next_at: Option<Timestamp>,
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     pub policy_version: String,
+    /// Attempts of the job the transition records (0 or 1), added to
+    /// `attempts_total`: decided by the state machine, not the store.
+    pub attempts_added: u32,
     /// Set when the job dies and its flow has an `on_dead` notification.
     pub notify_at: Option<Timestamp>,
     pub now: Timestamp,

@@ -3,12 +3,11 @@
 //! the epoch, counts as integers), so one decoding serves SQLite and
 //! PostgreSQL, and a change to a record is made once.
 
-use std::str::FromStr;
-
 use jiff::Timestamp;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::{AttemptRecord, JobRecord, JobState, PayloadEdit, StoreError, StoreResult};
+use super::{AttemptRecord, JobRecord, PayloadEdit, StoreError, StoreResult};
+use crate::lifecycle::Word;
 
 /// The column reads the decoders need, for any sqlx row whose database
 /// decodes text and 64-bit integers.
@@ -74,12 +73,24 @@ fn count_of(row: &impl Columns, column: &str) -> StoreResult<u32> {
         .map_err(|_| StoreError::Corrupt(format!("{column} = {value} is not a count")))
 }
 
+/// A stored word of the job's life.
+fn word_of<W: Word>(row: &impl Columns, column: &str) -> StoreResult<W> {
+    W::parse(&row.text(column)?).map_err(|error| StoreError::Corrupt(format!("{column}: {error}")))
+}
+
+fn opt_word_of<W: Word>(row: &impl Columns, column: &str) -> StoreResult<Option<W>> {
+    row.opt_text(column)?
+        .map(|text| {
+            W::parse(&text).map_err(|error| StoreError::Corrupt(format!("{column}: {error}")))
+        })
+        .transpose()
+}
+
 pub(super) fn job_from_row(row: &impl Columns) -> StoreResult<JobRecord> {
-    let state = row.text("state")?;
     Ok(JobRecord {
         id: row.text("id")?,
         flow: row.text("flow")?,
-        state: JobState::from_str(&state).map_err(StoreError::Corrupt)?,
+        state: word_of(row, "state")?,
         step_index: count_of(row, "step_index")?,
         step: row.text("step")?,
         channel_index: count_of(row, "channel_index")?,
@@ -87,7 +98,7 @@ pub(super) fn job_from_row(row: &impl Columns) -> StoreResult<JobRecord> {
         series_started_at: opt_time_of(row, "series_started_at")?,
         held_ms: row.int("held_ms")?,
         next_at: opt_time_of(row, "next_at")?,
-        reason: row.opt_text("reason")?,
+        reason: opt_word_of(row, "reason")?,
         idempotency_key: row.text("idempotency_key")?,
         payload: row.text("payload")?,
         policy_version: row.text("policy_version")?,
@@ -121,9 +132,9 @@ pub(super) fn attempt_from_row(row: &impl Columns) -> StoreResult<AttemptRecord>
             .transpose()?,
         error: row.opt_text("error")?,
         error_message: row.opt_text("error_message")?,
-        outcome: row.text("outcome")?,
+        outcome: word_of(row, "outcome")?,
         rule: row.opt_text("rule")?,
-        decision: row.text("decision")?,
+        decision: word_of(row, "decision")?,
         delay_ms: row.opt_int("delay_ms")?,
         next_at: opt_time_of(row, "next_at")?,
         policy_version: row.text("policy_version")?,

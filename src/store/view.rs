@@ -25,7 +25,7 @@ pub struct JobView {
     pub updated_at: Timestamp,
     pub next_at: Option<Timestamp>,
     /// Why the job is suspended or dead.
-    pub reason: Option<String>,
+    pub reason: Option<crate::lifecycle::Reason>,
     pub policy_version: String,
     pub attempts_total: u32,
     /// Present on a single job; omitted in lists.

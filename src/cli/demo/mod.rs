@@ -20,7 +20,9 @@ use crate::compile::load_policy;
 use crate::engine::EngineConfig;
 use crate::node::{Node, NodeConfig};
 use crate::policy::{EnvMode, MapEnv};
-use crate::store::{AttemptRecord, JobFilter, JobRecord, JobState, SharedStepLog};
+use crate::store::{
+    AttemptRecord, Decision, JobFilter, JobRecord, JobState, Reason, SharedStepLog,
+};
 use partner::{closed_port_url, Partner, ACME_SCENARIOS};
 
 /// The repository's `policies/`, embedded so the demo needs no files.
@@ -122,7 +124,8 @@ pub async fn run(args: DemoArgs) -> CliResult {
     println!(
         "  flow orders      the orders API is down: the backup endpoint takes over, and when it"
     );
-    println!("                   refuses (every 4th order) the file spool does\n");
+    println!("                   refuses (every 4th order) the file spool does; after five failures");
+    println!("                   the API's breaker opens and orders skip straight to the backup\n");
 
     let started = Instant::now();
     submit_jobs(&node.url(), args.leads, args.orders).await?;
@@ -269,14 +272,14 @@ fn describe(job: &JobRecord, attempt: &AttemptRecord) -> String {
         (None, Some(error)) => error.clone(),
         _ => "-".to_string(),
     };
-    let next = match attempt.decision.as_str() {
-        "retry" => format!(
+    let next = match attempt.decision {
+        Decision::Retry => format!(
             "retry in {:.1}s",
             attempt.delay_ms.unwrap_or_default() as f64 / 1000.0
         ),
-        "fallback" => "retries spent: next fallback".to_string(),
-        "next_step" => "next step".to_string(),
-        "dead" => format!("DEAD ({})", job.reason.as_deref().unwrap_or("-")),
+        Decision::Fallback => "retries spent: next fallback".to_string(),
+        Decision::NextStep => "next step".to_string(),
+        Decision::Dead => format!("DEAD ({})", job.reason.map_or("-", Reason::as_str)),
         other => other.to_string(),
     };
     format!(
@@ -325,12 +328,12 @@ async fn print_summary(store: &SharedStepLog, jobs: &[JobRecord]) -> CliResult {
             .attempts_list(&job.id)
             .await
             .map_err(|e| Failure::Operation(e.into()))?;
-        let decided = |word: &str| attempts.iter().any(|a| a.decision == word);
+        let decided = |decision: Decision| attempts.iter().any(|a| a.decision == decision);
         let tally = tallies.entry(job.flow.as_str()).or_default();
         match job.state {
             JobState::Dead => tally.dead += 1,
-            JobState::Succeeded if decided("fallback") => tally.via_fallback += 1,
-            JobState::Succeeded if decided("retry") => tally.after_retries += 1,
+            JobState::Succeeded if decided(Decision::Fallback) => tally.via_fallback += 1,
+            JobState::Succeeded if decided(Decision::Retry) => tally.after_retries += 1,
             JobState::Succeeded => tally.first_try += 1,
             _ => tally.other += 1,
         }

@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "attempt ids without AUTOINCREMENT",
         include_str!("../../../migrations/sqlite/0005_attempt_ids.sql"),
     ),
+    (
+        6,
+        "checks on reasons, outcomes and decisions",
+        include_str!("../../../migrations/sqlite/0006_vocabulary_checks.sql"),
+    ),
 ];
 
 /// The most jobs one page of `jobs_list` returns.
@@ -521,9 +526,9 @@ impl StepLog for SqliteStepLog {
             .bind(attempt.status.map(i64::from))
             .bind(attempt.error.as_deref())
             .bind(attempt.error_message.as_deref())
-            .bind(&attempt.outcome)
+            .bind(attempt.outcome.as_str())
             .bind(attempt.rule.as_deref())
-            .bind(&attempt.decision)
+            .bind(attempt.decision.as_str())
             .bind(attempt.delay_ms)
             .bind(opt_ms(attempt.next_at))
             .bind(&attempt.policy_version)
@@ -779,10 +784,10 @@ mod tests {
         sqlx::raw_sql(
             "INSERT INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
                  next_at, policy_version, created_at, updated_at, reason) \
-             VALUES ('j1', 'orders', 'k1', '{\"n\":1}', 'dead', 0, 'deliver', NULL, 'v1', 1, 2, 'gave up'); \
+             VALUES ('j1', 'orders', 'k1', '{\"n\":1}', 'dead', 0, 'deliver', NULL, 'v1', 1, 2, 'exhausted'); \
              INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, \
                  status, outcome, decision, policy_version) \
-             VALUES ('j1', 'deliver', 'api', 1, 1, 2, 503, 'retryable', 'dead', 'v1'); \
+             VALUES ('j1', 'deliver', 'api', 1, 1, 2, 503, 'retry', 'dead', 'v1'); \
              INSERT INTO payload_edits (job_id, old_payload, new_payload, editor, edited_at) \
              VALUES ('j1', '{}', '{\"n\":1}', 'ops', 3);",
         )
@@ -799,8 +804,8 @@ mod tests {
             .expect("the log opens and migrates");
         let job = log.job_get("j1").await.expect("read").expect("the job");
         assert_eq!(
-            (job.payload.as_str(), job.reason.as_deref()),
-            (r#"{"n":1}"#, Some("gave up"))
+            (job.payload.as_str(), job.reason.map(|r| r.as_str())),
+            (r#"{"n":1}"#, Some("exhausted"))
         );
         assert_eq!(log.attempts_list("j1").await.expect("attempts").len(), 1);
         assert_eq!(log.payload_edits_list("j1").await.expect("edits").len(), 1);
@@ -826,6 +831,16 @@ mod tests {
                 "jobs_parked"
             ]
         );
+        for bad in [
+            "UPDATE jobs SET reason = 'tired' WHERE id = 'j1'",
+            "UPDATE attempts SET outcome = 'meh' WHERE job_id = 'j1'",
+            "UPDATE attempts SET decision = 'shrug' WHERE job_id = 'j1'",
+        ] {
+            let refused = sqlx::query(sqlx::AssertSqlSafe(bad))
+                .execute(&log.pool)
+                .await;
+            assert!(refused.is_err(), "{bad} was let through");
+        }
         let violations = sqlx::query("PRAGMA foreign_key_check")
             .fetch_all(&log.pool)
             .await
@@ -868,7 +883,7 @@ mod tests {
         let new_id = sqlx::query(
             "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, \
                  outcome, decision, policy_version) \
-             VALUES ('j1', 'deliver', 'api', 2, 3, 4, 'success', 'succeed', 'v1')",
+             VALUES ('j1', 'deliver', 'api', 2, 3, 4, 'success', 'succeeded', 'v1')",
         )
         .execute(&log.pool)
         .await
@@ -970,9 +985,9 @@ mod tests {
                 status: Some(200),
                 error: None,
                 error_message: None,
-                outcome: "success".into(),
+                outcome: crate::store::Outcome::Success,
                 rule: None,
-                decision: "succeed".into(),
+                decision: crate::store::Decision::Succeeded,
                 delay_ms: None,
                 next_at: None,
                 policy_version: "v1".into(),
@@ -987,6 +1002,7 @@ mod tests {
             next_at: None,
             reason: None,
             policy_version: "v1".into(),
+            attempts_added: 1,
             notify_at: None,
             now,
         };

@@ -30,7 +30,7 @@ use super::super::{
     ClaimedJob, InsertOutcome, JobRecord, JobState, NewJob, StoreError, StoreResult, Transition,
 };
 use super::{Synchronous, FLOWS_WAITING_SQL};
-use crate::model::ON_DEAD_STEP;
+use crate::lifecycle::Reason;
 
 /// What a cycle claims after applying its results: up to `limit` jobs
 /// under `lease`.
@@ -612,12 +612,6 @@ fn apply(tx: &Transaction<'_>, transitions: &[Transition]) -> StoreResult<Vec<bo
     let mut update = tx.prepare_cached(APPLY_TRANSITION)?;
     let mut record = tx.prepare_cached(INSERT_ATTEMPT)?;
     for t in transitions {
-        // Notifications and skips (a breaker sent the job on without trying
-        // this channel) are not attempts of the job.
-        let counts = t
-            .attempt
-            .as_ref()
-            .is_some_and(|attempt| attempt.step != ON_DEAD_STEP && attempt.outcome != "skipped");
         let moved = update.execute(params![
             t.job_id,
             t.owner,
@@ -629,11 +623,11 @@ fn apply(tx: &Transaction<'_>, transitions: &[Transition]) -> StoreResult<Vec<bo
             opt_ms(t.series_started_at),
             t.held_ms,
             opt_ms(t.next_at),
-            t.reason,
+            t.reason.map(Reason::as_str),
             t.policy_version,
             opt_ms(t.notify_at),
             ms(t.now),
-            i64::from(counts),
+            t.attempts_added,
             t.to == JobState::Running,
             opt_ms(t.lease_until),
         ])? == 1;
@@ -649,9 +643,9 @@ fn apply(tx: &Transaction<'_>, transitions: &[Transition]) -> StoreResult<Vec<bo
                 attempt.status,
                 attempt.error,
                 attempt.error_message,
-                attempt.outcome,
+                attempt.outcome.as_str(),
                 attempt.rule,
-                attempt.decision,
+                attempt.decision.as_str(),
                 attempt.delay_ms,
                 opt_ms(attempt.next_at),
                 attempt.policy_version,

@@ -24,8 +24,8 @@
 //!   end of that hold ([`Next::Suspend`]), so the API shows the real resume
 //!   time at once.
 //!
-//! Time held never counts against `total_timeout`: the executor adds each
-//! hold's length to [`Position::held`] — from the instant the attempt would
+//! Time held never counts against `total_timeout`: the machine adds each
+//! hold's length to [`Attempted::held`] — from the instant the attempt would
 //! otherwise have run (the claim, or the retry's due time) to the hold's end.
 //! Waiting for a claim after a hold ends counts as active time, like the lag
 //! of any retry. A hold before a series' first attempt adds nothing: the
@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::{Decision, Reason};
 use crate::calendar::Availability;
 use crate::clock::later;
 use crate::model::{Flow, MaintenanceRule, OffHours, Outcome, RetryTemplate, Step};
@@ -42,7 +43,7 @@ use crate::retry::{delay_before_retry, Verdict};
 
 /// Where a job stands after an attempt.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Position {
+pub struct Attempted {
     pub step_index: usize,
     /// 0 is the primary channel, `k` the k-th fallback.
     pub channel_index: usize,
@@ -59,10 +60,7 @@ pub struct Position {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Next {
     /// Try the same channel again at `at`.
-    Retry {
-        at: Timestamp,
-        delay: Duration,
-    },
+    Retry { at: Timestamp, delay: Duration },
     /// Try the same channel again, but the step's calendar holds the job at
     /// `at`, the time the retry was due: suspend it until `hold.until`.
     Suspend {
@@ -71,47 +69,27 @@ pub enum Next {
         hold: Hold,
     },
     /// Retries ran out: start a fresh series on this fallback channel now.
-    Fallback {
-        channel_index: usize,
-    },
+    Fallback { channel_index: usize },
     /// The step succeeded: start the next one now.
-    NextStep {
-        step_index: usize,
-    },
+    NextStep { step_index: usize },
     /// The last step succeeded.
     Succeeded,
     Dead {
-        reason: DeadReason,
+        /// [`Reason::Exhausted`] or [`Reason::Permanent`].
+        reason: Reason,
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeadReason {
-    /// Every channel's retries ran out.
-    Exhausted,
-    /// The classifier called the failure permanent.
-    Permanent,
-}
-
-impl DeadReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeadReason::Exhausted => "exhausted",
-            DeadReason::Permanent => "permanent",
-        }
-    }
-}
-
 impl Next {
-    /// The word recorded as the attempt's decision.
-    pub fn decision(&self) -> &'static str {
+    /// The decision recorded on the attempt's row.
+    pub fn decision(&self) -> Decision {
         match self {
-            Next::Retry { .. } => "retry",
-            Next::Suspend { .. } => "suspend",
-            Next::Fallback { .. } => "fallback",
-            Next::NextStep { .. } => "next_step",
-            Next::Succeeded => "succeeded",
-            Next::Dead { .. } => "dead",
+            Next::Retry { .. } => Decision::Retry,
+            Next::Suspend { .. } => Decision::Suspend,
+            Next::Fallback { .. } => Decision::Fallback,
+            Next::NextStep { .. } => Decision::NextStep,
+            Next::Succeeded => Decision::Succeeded,
+            Next::Dead { .. } => Decision::Dead,
         }
     }
 }
@@ -120,7 +98,7 @@ impl Next {
 /// is uniform in `[0, 1)`.
 pub fn decide(
     flow: &Flow,
-    at: &Position,
+    at: &Attempted,
     verdict: &Verdict,
     now: Timestamp,
     jitter_sample: f64,
@@ -128,7 +106,7 @@ pub fn decide(
     let Some(step) = flow.steps.get(at.step_index) else {
         // The caller checks the step exists; a vanished step cannot go on.
         return Next::Dead {
-            reason: DeadReason::Permanent,
+            reason: Reason::Permanent,
         };
     };
     match verdict.outcome {
@@ -142,7 +120,7 @@ pub fn decide(
             }
         }
         Outcome::Fail => Next::Dead {
-            reason: DeadReason::Permanent,
+            reason: Reason::Permanent,
         },
         Outcome::Retry | Outcome::RefreshAuth => {
             let template = template_at(step, now);
@@ -166,28 +144,9 @@ pub fn decide(
                     channel_index: at.channel_index + 1,
                 },
                 _ => Next::Dead {
-                    reason: DeadReason::Exhausted,
+                    reason: Reason::Exhausted,
                 },
             }
-        }
-    }
-}
-
-/// Why a job waits for its step's calendar: the job's `reason` while it is
-/// suspended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoldReason {
-    /// Inside a maintenance window, with `maintenance: suspend`.
-    Maintenance,
-    /// The calendar is closed, with `off_hours: hold`.
-    OffHours,
-}
-
-impl HoldReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HoldReason::Maintenance => "maintenance",
-            HoldReason::OffHours => "off_hours",
         }
     }
 }
@@ -196,7 +155,8 @@ impl HoldReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold {
     pub until: Timestamp,
-    pub reason: HoldReason,
+    /// [`Reason::Maintenance`] or [`Reason::OffHours`].
+    pub reason: Reason,
 }
 
 impl Hold {
@@ -224,7 +184,7 @@ pub fn hold_at(step: &Step, at: Timestamp) -> Option<Hold> {
         Availability::Maintenance { until } if hours.maintenance == MaintenanceRule::Suspend => {
             return Some(Hold {
                 until,
-                reason: HoldReason::Maintenance,
+                reason: Reason::Maintenance,
             });
         }
         Availability::Maintenance { .. } => None,
@@ -235,7 +195,7 @@ pub fn hold_at(step: &Step, at: Timestamp) -> Option<Hold> {
             let opens = opens.unwrap_or_else(|| calendar.next_open(at));
             Some(Hold {
                 until: opens.unwrap_or_else(|| later(at, HOLD_RECHECK)),
-                reason: HoldReason::OffHours,
+                reason: Reason::OffHours,
             })
         }
         OffHours::Attempt | OffHours::Retry(_) => None,
@@ -319,7 +279,7 @@ mod tests {
     /// it was made, as the engine would.
     fn run_failing(flow: &Flow, sample: f64) -> Vec<(Timestamp, Next)> {
         let mut now = t0();
-        let mut pos = Position {
+        let mut pos = Attempted {
             step_index: 0,
             channel_index: 0,
             attempts: 1,
@@ -336,7 +296,7 @@ mod tests {
                     pos.attempts += 1;
                 }
                 Next::Fallback { channel_index } => {
-                    pos = Position {
+                    pos = Attempted {
                         channel_index,
                         attempts: 1,
                         series_started_at: now,
@@ -368,7 +328,7 @@ mod tests {
             assert_eq!(
                 run.last().unwrap().1,
                 Next::Dead {
-                    reason: DeadReason::Exhausted
+                    reason: Reason::Exhausted
                 },
                 "dead after exhaustion"
             );
@@ -414,7 +374,7 @@ mod tests {
             ..no_jitter("standard")
         };
         let f = flow(vec![step("s", template, &[])]);
-        let pos = Position {
+        let pos = Attempted {
             step_index: 0,
             channel_index: 0,
             attempts: 3,
@@ -429,7 +389,7 @@ mod tests {
             matches!(next, Next::Retry { delay, .. } if delay == secs(8)),
             "{next:?}"
         );
-        let not_held = Position {
+        let not_held = Attempted {
             held: Duration::ZERO,
             ..pos
         };
@@ -459,7 +419,7 @@ mod tests {
     #[test]
     fn retry_after_replaces_the_backoff_delay() {
         let f = flow(vec![step("s", no_jitter("standard"), &[])]);
-        let pos = Position {
+        let pos = Attempted {
             step_index: 0,
             channel_index: 0,
             attempts: 1,
@@ -487,7 +447,7 @@ mod tests {
             &["backup", "spool"],
         )]);
         let run = run_failing(&f, 0.5);
-        let decisions: Vec<&str> = run.iter().map(|(_, n)| n.decision()).collect();
+        let decisions: Vec<&str> = run.iter().map(|(_, n)| n.decision().as_str()).collect();
         assert_eq!(
             decisions,
             [
@@ -504,7 +464,7 @@ mod tests {
     #[test]
     fn a_permanent_failure_dies_at_once_even_with_fallbacks() {
         let f = flow(vec![step("s", no_jitter("standard"), &["backup"])]);
-        let pos = Position {
+        let pos = Attempted {
             step_index: 0,
             channel_index: 0,
             attempts: 1,
@@ -514,7 +474,7 @@ mod tests {
         assert_eq!(
             decide(&f, &pos, &verdict(Outcome::Fail), t0(), 0.5),
             Next::Dead {
-                reason: DeadReason::Permanent
+                reason: Reason::Permanent
             }
         );
     }
@@ -525,7 +485,7 @@ mod tests {
             step("deliver", no_jitter("standard"), &[]),
             step("confirm", no_jitter("standard"), &[]),
         ]);
-        let mut pos = Position {
+        let mut pos = Attempted {
             step_index: 0,
             channel_index: 0,
             attempts: 2,
@@ -592,7 +552,7 @@ mod tests {
         )
     }
 
-    fn hold(until: &str, reason: HoldReason) -> Option<Hold> {
+    fn hold(until: &str, reason: Reason) -> Option<Hold> {
         Some(Hold {
             until: at(until),
             reason,
@@ -601,8 +561,8 @@ mod tests {
 
     #[test]
     fn holds_follow_the_step_rules() {
-        use HoldReason::{Maintenance, OffHours as Closed};
         use MaintenanceRule::{AsOffHours, Suspend};
+        use Reason::{Maintenance, OffHours as Closed};
         // Friday 2026-05-08 17:59 and 18:00 EDT; Sunday 03:00 EDT (inside
         // maintenance); the planned outage on Tuesday.
         let open = at("2026-05-08T21:59:00Z");
@@ -660,7 +620,7 @@ mod tests {
         let conservative = Arc::new(no_jitter("conservative"));
         let s = office_step(OffHours::Retry(conservative), MaintenanceRule::Suspend);
         let f = flow(vec![s]);
-        let pos = |attempts| Position {
+        let pos = |attempts| Attempted {
             step_index: 0,
             channel_index: 0,
             attempts,
@@ -691,7 +651,7 @@ mod tests {
         assert_eq!(
             decide(&f, &pos(3), &failed, evening, 0.5),
             Next::Dead {
-                reason: DeadReason::Exhausted
+                reason: Reason::Exhausted
             }
         );
         assert!(matches!(
@@ -718,7 +678,7 @@ mod tests {
     fn a_retry_due_where_the_step_holds_is_suspended_to_the_opening() {
         let s = office_step(OffHours::Hold, MaintenanceRule::Suspend);
         let f = flow(vec![s]);
-        let pos = Position {
+        let pos = Attempted {
             step_index: 0,
             channel_index: 0,
             attempts: 4,
@@ -735,7 +695,7 @@ mod tests {
                 delay: secs(8),
                 hold: Hold {
                     until: at("2026-05-11T13:00:00Z"),
-                    reason: HoldReason::OffHours,
+                    reason: Reason::OffHours,
                 },
             }
         );
@@ -768,7 +728,7 @@ mod tests {
             attempts += 1;
             let active = Duration::try_from(now.duration_since(series_started_at)).unwrap() - held;
             out.push((now, active));
-            let pos = Position {
+            let pos = Attempted {
                 step_index: 0,
                 channel_index: 0,
                 attempts,
