@@ -230,7 +230,10 @@ fn resume_after_reload(
     Arc::new(move || {
         let (store, now, wake) = (store.clone(), clock.now(), wake.clone());
         tokio::spawn(async move {
-            match store.jobs_resume("flow_removed", now).await {
+            match store
+                .jobs_resume(crate::lifecycle::Reason::FlowRemoved, now)
+                .await
+            {
                 Ok(0) => {}
                 Ok(count) => {
                     tracing::info!(count, "jobs whose flow was missing are looked at again");

@@ -273,7 +273,7 @@ pub trait StepLog: Send + Sync + 'static {
 
     /// Makes every job suspended for `reason` due at `now` (a reload brought
     /// back what they were waiting for); returns how many.
-    async fn jobs_resume(&self, reason: &str, now: Timestamp) -> StoreResult<u64>;
+    async fn jobs_resume(&self, reason: Reason, now: Timestamp) -> StoreResult<u64>;
 
     /// Applies an operator's change to a job (retry, payload edit, cancel),
     /// guarded by the states it may come from. `None` when the job does not

@@ -890,12 +890,12 @@ impl StepLog for PgStepLog {
         Ok(counts)
     }
 
-    async fn jobs_resume(&self, reason: &str, now: Timestamp) -> StoreResult<u64> {
+    async fn jobs_resume(&self, reason: Reason, now: Timestamp) -> StoreResult<u64> {
         let result = sqlx::query(
             "UPDATE jobs SET next_at = $2, updated_at = $2 \
              WHERE state = 'suspended' AND reason = $1 AND next_at > $2",
         )
-        .bind(reason)
+        .bind(reason.as_str())
         .bind(ms(now))
         .execute(&self.pool)
         .await?;

@@ -124,7 +124,9 @@ pub async fn run(args: DemoArgs) -> CliResult {
     println!(
         "  flow orders      the orders API is down: the backup endpoint takes over, and when it"
     );
-    println!("                   refuses (every 4th order) the file spool does; after five failures");
+    println!(
+        "                   refuses (every 4th order) the file spool does; after five failures"
+    );
     println!("                   the API's breaker opens and orders skip straight to the backup\n");
 
     let started = Instant::now();

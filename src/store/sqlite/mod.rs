@@ -9,6 +9,7 @@
 //! fail with `SQLITE_BUSY` instead of waiting.
 
 pub mod lock;
+mod upkeep;
 mod writer;
 
 use std::str::FromStr;
@@ -18,19 +19,17 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
-use tokio::sync::Mutex;
 
 use super::plan::Lease;
 use super::rows::{
-    attempt_from_row, job_from_row, jobs_from_rows, ms, opt_ms, opt_timestamp,
-    payload_edit_from_row,
+    attempt_from_row, job_from_row, jobs_from_rows, opt_ms, opt_timestamp, payload_edit_from_row,
 };
 use super::{
     migrator, AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
-    JobUpdate, NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, StepLog,
+    JobUpdate, NewJob, NotificationClaim, PayloadEdit, Reason, RetryBatch, StateCounts, StepLog,
     StoreError, StoreResult, Transition,
 };
-use writer::{ClaimRequest, HotWriter, INSERT_ATTEMPT};
+use writer::{ClaimRequest, HotWriter};
 
 /// The schema, embedded in the binary: `(version, description, SQL)`.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -150,18 +149,11 @@ pub fn database_file(url: &str) -> StoreResult<Option<std::path::PathBuf>> {
 pub struct SqliteStepLog {
     /// Readers: WAL lets them run beside the writer.
     pool: SqlitePool,
-    /// Job inserts, claims and results: the writes every delivered job
-    /// makes, on a thread of their own (see `writer`).
+    /// Every write, on a thread of its own (see `writer`): SQLite admits
+    /// one writer at a time, and one queue serves them in order instead of
+    /// meeting `SQLITE_BUSY` and sleeping in SQLite's busy handler (1, 2, 5,
+    /// 10 ms …), which left the database idle while work waited.
     hot: HotWriter,
-    /// The rarer writes (operators' changes, rescues, notifications),
-    /// through sqlx on one connection kept open for its cached statements.
-    cold: SqlitePool,
-    /// Whose turn it is to write. SQLite admits one writer at a time; the
-    /// writers of this process take turns here, in order, instead of meeting
-    /// `SQLITE_BUSY` and sleeping in SQLite's busy handler (1, 2, 5, 10 ms
-    /// …), which left the database idle while work waited, and could keep a
-    /// rare writer waiting for seconds behind a busy one.
-    turn: Mutex<()>,
     /// Where `sqlite::memory:` keeps its file (removed on drop): the writer
     /// thread's connection and sqlx's must see the same database, and every
     /// connection to `:memory:` is a database of its own.
@@ -213,33 +205,11 @@ impl SqliteStepLog {
             .connect_with(connect.clone())
             .await?;
         let hot = HotWriter::start(connect.get_filename(), options.synchronous)?;
-        let cold = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(connect)
-            .await?;
         Ok(SqliteStepLog {
             pool,
             hot,
-            cold,
-            turn: Mutex::new(()),
             _scratch: scratch,
         })
-    }
-
-    /// A transaction of the cold writer; take the turn first.
-    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.cold.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
-    async fn job_exists(&self, id: &str) -> StoreResult<bool> {
-        let row = sqlx::query("SELECT 1 FROM jobs WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.is_some())
     }
 }
 
@@ -349,9 +319,9 @@ impl StepLog for SqliteStepLog {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        // Without the turn: submissions queue at the writer thread, which
-        // commits all that are waiting together (group commit), between the
-        // scheduler's cycles.
+        // Submissions queue at the writer thread, which commits all that
+        // are waiting together (group commit), between the scheduler's
+        // cycles.
         let deadline = tokio::time::Instant::now() + super::SUBMIT_DEADLINE;
         tokio::time::timeout_at(
             deadline + ANSWER_GRACE,
@@ -369,10 +339,9 @@ impl StepLog for SqliteStepLog {
 
     async fn writable(&self) -> StoreResult<()> {
         let deadline = tokio::time::Instant::now() + PROBE_DEADLINE;
-        let _turn = tokio::time::timeout_at(deadline, self.turn.lock())
+        tokio::time::timeout_at(deadline + ANSWER_GRACE, self.hot.probe(deadline.into_std()))
             .await
-            .map_err(|_| StoreError::Unavailable("the writer has been busy for 2 s".into()))?;
-        self.hot.probe(deadline.into_std()).await
+            .map_err(|_| StoreError::Unavailable("the writer has been busy for 2 s".into()))?
     }
 
     async fn jobs_claim_due(
@@ -392,7 +361,6 @@ impl StepLog for SqliteStepLog {
         if transitions.is_empty() {
             return Ok(Vec::new());
         }
-        let _turn = self.turn.lock().await;
         let done = self
             .hot
             .cycle(transitions, None)
@@ -420,7 +388,6 @@ impl StepLog for SqliteStepLog {
             },
             limit,
         };
-        let _turn = self.turn.lock().await;
         // The batch goes to the writer thread, which hands it back: emptied
         // here once committed (freed on the threads that allocated it, its
         // vector kept for the next cycle), as it was if the cycle failed.
@@ -447,29 +414,14 @@ impl StepLog for SqliteStepLog {
     }
 
     async fn leases_release(&self, owner: &str) -> StoreResult<u64> {
-        let _turn = self.turn.lock().await;
-        let result = sqlx::query(
-            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL \
-             WHERE state = 'running' AND lease_owner = ?1",
-        )
-        .bind(owner)
-        .execute(&self.cold)
-        .await?;
-        Ok(result.rows_affected())
+        let owner = owner.to_string();
+        self.hot
+            .run(move |c| upkeep::leases_release(c, &owner))
+            .await
     }
 
     async fn leases_rescue(&self, now: Timestamp) -> StoreResult<u64> {
-        let _turn = self.turn.lock().await;
-        let result = sqlx::query(
-            "UPDATE jobs INDEXED BY jobs_leased \
-             SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
-                 next_at = COALESCE(next_at, ?1) \
-             WHERE state = 'running' AND lease_until < ?1",
-        )
-        .bind(ms(now))
-        .execute(&self.cold)
-        .await?;
-        Ok(result.rows_affected())
+        self.hot.run(move |c| upkeep::leases_rescue(c, now)).await
     }
 
     async fn notifications_claim_due(
@@ -481,25 +433,9 @@ impl StepLog for SqliteStepLog {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // The limit is cast: see `writer::CLAIM_FLOW`.
-        let _turn = self.turn.lock().await;
-        let rows = sqlx::query(
-            "UPDATE jobs SET notify_at = ?2 \
-             WHERE id IN (SELECT id FROM jobs \
-                          INDEXED BY jobs_notify \
-                          WHERE notify_at IS NOT NULL AND notify_at <= ?1 AND state = 'dead' \
-                          ORDER BY notify_at LIMIT CAST(?3 AS INTEGER)) \
-             RETURNING *",
-        )
-        .bind(ms(now))
-        .bind(ms(lease_until))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.cold)
-        .await?;
-        Ok(jobs_from_rows(&rows)?
-            .into_iter()
-            .map(|job| NotificationClaim { job })
-            .collect())
+        self.hot
+            .run(move |c| upkeep::notifications_claim_due(c, now, lease_until, limit))
+            .await
     }
 
     async fn notification_record(
@@ -507,35 +443,9 @@ impl StepLog for SqliteStepLog {
         attempt: AttemptRecord,
         next_at: Option<Timestamp>,
     ) -> StoreResult<()> {
-        let _turn = self.turn.lock().await;
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE jobs SET notify_attempts = notify_attempts + 1, notify_at = ?2 WHERE id = ?1",
-        )
-        .bind(&attempt.job_id)
-        .bind(opt_ms(next_at))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(INSERT_ATTEMPT)
-            .bind(&attempt.job_id)
-            .bind(&attempt.step)
-            .bind(&attempt.channel)
-            .bind(i64::from(attempt.attempt))
-            .bind(ms(attempt.started_at))
-            .bind(ms(attempt.finished_at))
-            .bind(attempt.status.map(i64::from))
-            .bind(attempt.error.as_deref())
-            .bind(attempt.error_message.as_deref())
-            .bind(attempt.outcome.as_str())
-            .bind(attempt.rule.as_deref())
-            .bind(attempt.decision.as_str())
-            .bind(attempt.delay_ms)
-            .bind(opt_ms(attempt.next_at))
-            .bind(&attempt.policy_version)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.hot
+            .run(move |c| upkeep::notification_record(c, &attempt, next_at))
+            .await
     }
 
     async fn job_get(&self, id: &str) -> StoreResult<Option<JobRecord>> {
@@ -591,31 +501,12 @@ impl StepLog for SqliteStepLog {
         first_at: Timestamp,
         spacing_us: i64,
     ) -> StoreResult<RetryBatch> {
-        let sql = retry_batch_sql();
-        let _turn = self.turn.lock().await;
-        let mut tx = self.begin_write().await?;
-        let rows = // Only constant text is formatted into `sql`; values are bound.
-        bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, Some(JobState::Dead.as_str()))
-            .bind(after)
-            .bind(i64::from(limit.max(1)))
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut batch = RetryBatch::default();
-        for (k, row) in rows.iter().enumerate() {
-            let id: String = row.try_get("id")?;
-            let at = ms(first_at).saturating_add(spacing_us.saturating_mul(k as i64) / 1000);
-            let changed = sqlx::query(RETRY_SQL)
-                .bind(&id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            batch.matched += 1;
-            batch.retried += changed;
-            batch.last_id = Some(id);
-        }
-        tx.commit().await?;
-        Ok(batch)
+        let (filter, after) = (filter.clone(), after.map(str::to_string));
+        self.hot
+            .run(move |c| {
+                upkeep::jobs_retry_batch(c, &filter, after.as_deref(), limit, first_at, spacing_us)
+            })
+            .await
     }
 
     async fn payload_edits_list(&self, job_id: &str) -> StoreResult<Vec<PayloadEdit>> {
@@ -647,78 +538,17 @@ impl StepLog for SqliteStepLog {
         Ok(counts)
     }
 
-    async fn jobs_resume(&self, reason: &str, now: Timestamp) -> StoreResult<u64> {
-        let _turn = self.turn.lock().await;
-        let result = sqlx::query(
-            "UPDATE jobs SET next_at = ?2, updated_at = ?2 \
-             WHERE state = 'suspended' AND reason = ?1 AND next_at > ?2",
-        )
-        .bind(reason)
-        .bind(ms(now))
-        .execute(&self.cold)
-        .await?;
-        Ok(result.rows_affected())
+    async fn jobs_resume(&self, reason: Reason, now: Timestamp) -> StoreResult<u64> {
+        self.hot
+            .run(move |c| upkeep::jobs_resume(c, reason, now))
+            .await
     }
 
     async fn job_update(&self, id: &str, update: JobUpdate) -> StoreResult<Option<bool>> {
-        let _turn = self.turn.lock().await;
-        let mut tx = self.begin_write().await?;
-        let changed = match &update {
-            JobUpdate::Retry { at } => sqlx::query(RETRY_SQL)
-                .bind(id)
-                .bind(ms(*at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected(),
-            JobUpdate::EditPayload {
-                payload,
-                editor,
-                at,
-            } => {
-                // The audit row is written first, from the row being
-                // replaced, under the same state guard as the update.
-                sqlx::query(
-                    "INSERT INTO payload_edits (job_id, old_payload, new_payload, editor, edited_at) \
-                     SELECT id, payload, ?2, ?3, ?4 FROM jobs \
-                     WHERE id = ?1 AND state IN ('dead', 'pending', 'suspended')",
-                )
-                .bind(id)
-                .bind(payload)
-                .bind(editor)
-                .bind(ms(*at))
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE jobs SET payload = ?2, updated_at = ?3 \
-                     WHERE id = ?1 AND state IN ('dead', 'pending', 'suspended')",
-                )
-                .bind(id)
-                .bind(payload)
-                .bind(ms(*at))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-            }
-            JobUpdate::Cancel { at } => sqlx::query(
-                "UPDATE jobs SET state = 'cancelled', next_at = NULL, notify_at = NULL, \
-                     updated_at = ?2 \
-                 WHERE id = ?1 AND state IN ('pending', 'suspended', 'dead')",
-            )
-            .bind(id)
-            .bind(ms(*at))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
-        };
-        tx.commit().await?;
-        if changed == 1 {
-            return Ok(Some(true));
-        }
-        Ok(if self.job_exists(id).await? {
-            Some(false)
-        } else {
-            None
-        })
+        let id = id.to_string();
+        self.hot
+            .run(move |c| upkeep::job_update(c, &id, &update))
+            .await
     }
 }
 
@@ -1017,7 +847,7 @@ mod tests {
 
         // Attempts can no longer be written: the cycle fails.
         sqlx::query("ALTER TABLE attempts RENAME TO attempts_elsewhere")
-            .execute(&log.cold)
+            .execute(&log.pool)
             .await
             .expect("renamed");
         let mut batch = vec![done(&claimed[1])];

@@ -1,5 +1,6 @@
-//! The thread that writes SQLite's hot path: job inserts, claims and
-//! results.
+//! The thread that writes the SQLite step log: job inserts, claims and
+//! results (the hot path), and every rarer write (see `upkeep`), through
+//! the one connection this process writes with.
 //!
 //! Every delivered job costs three writes (inserted, claimed, its result
 //! recorded), and SQLite admits one writer at a time: these writes bound the
@@ -12,8 +13,7 @@
 //! value was copied on the way (BENCHMARKS.md has the figures).
 //!
 //! The connection is rusqlite's, on the same bundled SQLite library sqlx
-//! links; the schema, the migrations, the reads and the rarer writes stay
-//! with sqlx.
+//! links; the schema, the migrations and the reads stay with sqlx.
 
 use std::path::Path;
 use std::sync::{mpsc, LazyLock};
@@ -68,6 +68,8 @@ enum Request {
         claim: Option<ClaimRequest>,
         reply: oneshot::Sender<CycleAnswer>,
     },
+    /// Any other write: runs on the connection and sends its own reply.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
 impl Request {
@@ -75,7 +77,7 @@ impl Request {
     fn into_transitions(self) -> Vec<Transition> {
         match self {
             Request::Cycle { transitions, .. } => transitions,
-            Request::Insert { .. } | Request::Probe { .. } => Vec::new(),
+            Request::Insert { .. } | Request::Probe { .. } | Request::Run(_) => Vec::new(),
         }
     }
 }
@@ -152,6 +154,19 @@ impl HotWriter {
             .unwrap_or_else(|_| Err((writer_stopped(), Vec::new())))
     }
 
+    /// Runs `write` on the writer's connection, in its turn.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.ask(|reply| {
+            Request::Run(Box::new(move |connection| {
+                let _ = reply.send(write(connection));
+            }))
+        })
+        .await
+    }
+
     async fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
         self.requests
@@ -200,7 +215,7 @@ fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
     // would look the job up a second time for every attempt (2 % of a
     // delivery's instructions); every other connection keeps it on.
     connection.pragma_update(None, "foreign_keys", false)?;
-    connection.set_prepared_statement_cache_capacity(16);
+    connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)
 }
 
@@ -289,6 +304,7 @@ fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
             Request::Probe { deadline, reply } => {
                 let _ = reply.send(before(&mut connection, deadline, probe));
             }
+            Request::Run(write) => write(&mut connection),
             Request::Cycle {
                 transitions,
                 claim,
@@ -334,6 +350,11 @@ const JOB_COLUMNS: [&str; 21] = [
     "notify_at",
     "notify_attempts",
 ];
+
+/// A job from a row of [`JOB_COLUMNS`] (a `RETURNING *` of `jobs`).
+pub(super) fn job_from_written(row: &rusqlite::Row<'_>) -> StoreResult<JobRecord> {
+    job_from_row(&Written(row))
+}
 
 /// A row of [`JOB_COLUMNS`], read by the decoder both stores share.
 struct Written<'a, 'row>(&'a rusqlite::Row<'row>);
@@ -394,7 +415,7 @@ impl Columns for Written<'_, '_> {
     }
 }
 
-fn begin(connection: &mut Connection) -> StoreResult<Transaction<'_>> {
+pub(super) fn begin(connection: &mut Connection) -> StoreResult<Transaction<'_>> {
     // IMMEDIATE: see the module documentation of `sqlite`.
     Ok(connection.transaction_with_behavior(TransactionBehavior::Immediate)?)
 }

@@ -1,0 +1,218 @@
+//! The step log's rarer writes (leases handed back or rescued, dead-job
+//! notifications, operators' retries, edits and cancels, resumed jobs), run
+//! on the writer thread like the hot path's: SQLite has one writer, and
+//! this process writes through one connection, in one queue.
+
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use super::super::rows::{ms, opt_ms};
+use super::super::{
+    AttemptRecord, JobFilter, JobState, JobUpdate, NotificationClaim, Reason, RetryBatch,
+    StoreResult,
+};
+use super::writer::{begin, job_from_written, INSERT_ATTEMPT};
+use super::{retry_batch_sql, RETRY_SQL};
+
+pub(super) fn leases_release(connection: &mut Connection, owner: &str) -> StoreResult<u64> {
+    let changed = connection
+        .prepare_cached(
+            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL \
+             WHERE state = 'running' AND lease_owner = ?1",
+        )?
+        .execute(params![owner])?;
+    Ok(changed as u64)
+}
+
+pub(super) fn leases_rescue(connection: &mut Connection, now: Timestamp) -> StoreResult<u64> {
+    let changed = connection
+        .prepare_cached(
+            "UPDATE jobs INDEXED BY jobs_leased \
+             SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
+                 next_at = COALESCE(next_at, ?1) \
+             WHERE state = 'running' AND lease_until < ?1",
+        )?
+        .execute(params![ms(now)])?;
+    Ok(changed as u64)
+}
+
+/// Leases up to `limit` dead jobs whose notification is due (their
+/// `notify_at` moved to `lease_until`). The limit is cast: see
+/// `writer::CLAIM_FLOW`.
+pub(super) fn notifications_claim_due(
+    connection: &mut Connection,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: usize,
+) -> StoreResult<Vec<NotificationClaim>> {
+    let tx = begin(connection)?;
+    let mut claims = Vec::new();
+    {
+        let mut statement = tx.prepare_cached(
+            "UPDATE jobs SET notify_at = ?2 \
+             WHERE id IN (SELECT id FROM jobs \
+                          INDEXED BY jobs_notify \
+                          WHERE notify_at IS NOT NULL AND notify_at <= ?1 AND state = 'dead' \
+                          ORDER BY notify_at LIMIT CAST(?3 AS INTEGER)) \
+             RETURNING *",
+        )?;
+        let mut rows = statement.query(params![
+            ms(now),
+            ms(lease_until),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ])?;
+        while let Some(row) = rows.next()? {
+            claims.push(NotificationClaim {
+                job: job_from_written(row)?,
+            });
+        }
+    }
+    tx.commit()?;
+    Ok(claims)
+}
+
+pub(super) fn notification_record(
+    connection: &mut Connection,
+    attempt: &AttemptRecord,
+    next_at: Option<Timestamp>,
+) -> StoreResult<()> {
+    let tx = begin(connection)?;
+    tx.prepare_cached(
+        "UPDATE jobs SET notify_attempts = notify_attempts + 1, notify_at = ?2 WHERE id = ?1",
+    )?
+    .execute(params![attempt.job_id, opt_ms(next_at)])?;
+    insert_attempt(&tx, attempt)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Appends one attempt row.
+fn insert_attempt(tx: &Transaction<'_>, attempt: &AttemptRecord) -> StoreResult<()> {
+    tx.prepare_cached(INSERT_ATTEMPT)?.execute(params![
+        attempt.job_id,
+        attempt.step,
+        attempt.channel,
+        attempt.attempt,
+        ms(attempt.started_at),
+        ms(attempt.finished_at),
+        attempt.status,
+        attempt.error,
+        attempt.error_message,
+        attempt.outcome.as_str(),
+        attempt.rule,
+        attempt.decision.as_str(),
+        attempt.delay_ms,
+        opt_ms(attempt.next_at),
+        attempt.policy_version,
+    ])?;
+    Ok(())
+}
+
+/// Moves the next dead jobs matching `filter` (after `after`, oldest
+/// first) to `pending`, the k-th due `k × spacing_us` after `first_at`.
+pub(super) fn jobs_retry_batch(
+    connection: &mut Connection,
+    filter: &JobFilter,
+    after: Option<&str>,
+    limit: u32,
+    first_at: Timestamp,
+    spacing_us: i64,
+) -> StoreResult<RetryBatch> {
+    let tx = begin(connection)?;
+    let ids: Vec<String> = {
+        let mut select = tx.prepare_cached(&retry_batch_sql())?;
+        let rows = select.query_map(
+            params![
+                JobState::Dead.as_str(),
+                filter.flow,
+                filter.step,
+                filter.status,
+                filter.error,
+                filter.rule,
+                opt_ms(filter.since),
+                opt_ms(filter.until),
+                after,
+                i64::from(limit.max(1)),
+            ],
+            |row| row.get(0),
+        )?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let mut batch = RetryBatch::default();
+    {
+        let mut retry = tx.prepare_cached(RETRY_SQL)?;
+        for (k, id) in ids.into_iter().enumerate() {
+            let at = ms(first_at).saturating_add(spacing_us.saturating_mul(k as i64) / 1000);
+            let changed = retry.execute(params![id, at])?;
+            batch.matched += 1;
+            batch.retried += changed as u64;
+            batch.last_id = Some(id);
+        }
+    }
+    tx.commit()?;
+    Ok(batch)
+}
+
+/// Makes the jobs suspended for `reason` due at `now`.
+pub(super) fn jobs_resume(
+    connection: &mut Connection,
+    reason: Reason,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let changed = connection
+        .prepare_cached(
+            "UPDATE jobs SET next_at = ?2, updated_at = ?2 \
+             WHERE state = 'suspended' AND reason = ?1 AND next_at > ?2",
+        )?
+        .execute(params![reason.as_str(), ms(now)])?;
+    Ok(changed as u64)
+}
+
+/// An operator's change: `Some(true)` made, `Some(false)` refused (the job
+/// is in another state), `None` no such job.
+pub(super) fn job_update(
+    connection: &mut Connection,
+    id: &str,
+    update: &JobUpdate,
+) -> StoreResult<Option<bool>> {
+    let tx = begin(connection)?;
+    let changed = match update {
+        JobUpdate::Retry { at } => tx
+            .prepare_cached(RETRY_SQL)?
+            .execute(params![id, ms(*at)])?,
+        JobUpdate::EditPayload {
+            payload,
+            editor,
+            at,
+        } => {
+            // The audit row is written first, from the row being replaced,
+            // under the same state guard as the update.
+            tx.prepare_cached(
+                "INSERT INTO payload_edits (job_id, old_payload, new_payload, editor, edited_at) \
+                 SELECT id, payload, ?2, ?3, ?4 FROM jobs \
+                 WHERE id = ?1 AND (state = 'dead' OR state = 'pending' OR state = 'suspended')",
+            )?
+            .execute(params![id, payload, editor, ms(*at)])?;
+            tx.prepare_cached(
+                "UPDATE jobs SET payload = ?2, updated_at = ?3 \
+                 WHERE id = ?1 AND (state = 'dead' OR state = 'pending' OR state = 'suspended')",
+            )?
+            .execute(params![id, payload, ms(*at)])?
+        }
+        JobUpdate::Cancel { at } => tx
+            .prepare_cached(
+                "UPDATE jobs SET state = 'cancelled', next_at = NULL, notify_at = NULL, \
+                     updated_at = ?2 \
+                 WHERE id = ?1 AND (state = 'pending' OR state = 'suspended' OR state = 'dead')",
+            )?
+            .execute(params![id, ms(*at)])?,
+    };
+    let exists = changed == 1
+        || tx
+            .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
+            .query_row(params![id], |_| Ok(()))
+            .optional()?
+            .is_some();
+    tx.commit()?;
+    Ok(exists.then_some(changed == 1))
+}
