@@ -11,6 +11,7 @@ mod plan;
 pub mod postgres;
 mod records;
 mod rows;
+mod sql;
 pub mod sqlite;
 pub(crate) mod view;
 

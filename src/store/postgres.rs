@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +25,7 @@ use super::rows::{
     attempt_from_row, job_from_row, jobs_from_rows, ms, opt_ms, opt_timestamp,
     payload_edit_from_row, same_payload,
 };
+use super::sql::{Dialect, Sql};
 use super::{
     migrator, AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
     JobUpdate, NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, StepLog,
@@ -134,7 +135,7 @@ impl PgStepLog {
     }
 
     async fn job_exists(&self, id: &str) -> StoreResult<bool> {
-        let row = sqlx::query("SELECT 1 FROM jobs WHERE id = $1")
+        let row = sqlx::query(sqlx::AssertSqlSafe(SQL.job_exists.as_str()))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -264,17 +265,8 @@ fn not_in_time() -> StoreError {
     ))
 }
 
-/// The conditions of a [`JobFilter`], parameters $1 to $8 (see
-/// [`bind_filter`]). Status, error and rule are those of the job's last
-/// attempt, its `on_dead` notifications left out.
-const FILTER_WHERE: &str = "($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR flow = $2) \
-     AND ($3::text IS NULL OR step = $3) \
-     AND (($4::bigint IS NULL AND $5::text IS NULL AND $6::text IS NULL) OR EXISTS ( \
-         SELECT 1 FROM attempts a WHERE a.id = ( \
-             SELECT MAX(b.id) FROM attempts b WHERE b.job_id = jobs.id AND b.step <> 'on_dead') \
-         AND ($4::bigint IS NULL OR a.status = $4) AND ($5::text IS NULL OR a.error = $5) \
-         AND ($6::text IS NULL OR a.rule = $6))) \
-     AND ($7::bigint IS NULL OR updated_at >= $7) AND ($8::bigint IS NULL OR updated_at < $8)";
+/// The statements both stores share, in PostgreSQL's dialect.
+static SQL: LazyLock<Sql> = LazyLock::new(|| Sql::new(Dialect::Postgres));
 
 fn bind_filter<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -686,25 +678,18 @@ impl StepLog for PgStepLog {
     }
 
     async fn leases_release(&self, owner: &str) -> StoreResult<u64> {
-        let result = sqlx::query(
-            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL \
-             WHERE state = 'running' AND lease_owner = $1",
-        )
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
+        let result = sqlx::query(sqlx::AssertSqlSafe(SQL.leases_release.as_str()))
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
         Ok(result.rows_affected())
     }
 
     async fn leases_rescue(&self, now: Timestamp) -> StoreResult<u64> {
-        let result = sqlx::query(
-            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
-                 next_at = COALESCE(next_at, $1) \
-             WHERE state = 'running' AND lease_until < $1",
-        )
-        .bind(ms(now))
-        .execute(&self.pool)
-        .await?;
+        let result = sqlx::query(sqlx::AssertSqlSafe(SQL.leases_rescue.as_str()))
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
         Ok(result.rows_affected())
     }
 
@@ -717,18 +702,12 @@ impl StepLog for PgStepLog {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
-            "UPDATE jobs SET notify_at = $2 \
-             WHERE id IN (SELECT id FROM jobs \
-                          WHERE notify_at IS NOT NULL AND notify_at <= $1 AND state = 'dead' \
-                          ORDER BY notify_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING *",
-        )
-        .bind(ms(now))
-        .bind(ms(lease_until))
-        .bind(limit_i64(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.notifications_claim.as_str()))
+            .bind(ms(now))
+            .bind(ms(lease_until))
+            .bind(limit_i64(limit))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(jobs_from_rows(&rows)?
             .into_iter()
             .map(|job| NotificationClaim { job })
@@ -741,20 +720,18 @@ impl StepLog for PgStepLog {
         next_at: Option<Timestamp>,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE jobs SET notify_attempts = notify_attempts + 1, notify_at = $2 WHERE id = $1",
-        )
-        .bind(&attempt.job_id)
-        .bind(opt_ms(next_at))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(SQL.notification_counted.as_str()))
+            .bind(&attempt.job_id)
+            .bind(opt_ms(next_at))
+            .execute(&mut *tx)
+            .await?;
         attempts_insert(&mut tx, &[&attempt]).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn job_get(&self, id: &str) -> StoreResult<Option<JobRecord>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+        let row = sqlx::query(sqlx::AssertSqlSafe(SQL.job_by_id.as_str()))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -762,7 +739,7 @@ impl StepLog for PgStepLog {
     }
 
     async fn attempts_list(&self, job_id: &str) -> StoreResult<Vec<AttemptRecord>> {
-        let rows = sqlx::query("SELECT * FROM attempts WHERE job_id = $1 ORDER BY id")
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.attempts_of_job.as_str()))
             .bind(job_id)
             .fetch_all(&self.pool)
             .await?;
@@ -771,10 +748,7 @@ impl StepLog for PgStepLog {
 
     async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let sql = format!(
-            "SELECT * FROM jobs WHERE {FILTER_WHERE} AND ($9::text IS NULL OR id < $9) \
-             ORDER BY id DESC LIMIT $10"
-        );
+        let sql = SQL.list(filter.state);
         // Only constant text is formatted into `sql`; values are bound.
         let rows = bind_filter(
             sqlx::query(sqlx::AssertSqlSafe(sql)),
@@ -796,7 +770,7 @@ impl StepLog for PgStepLog {
     }
 
     async fn jobs_count(&self, filter: &JobFilter) -> StoreResult<u64> {
-        let sql = format!("SELECT COUNT(*) AS n FROM jobs WHERE {FILTER_WHERE}");
+        let sql = SQL.count(filter.state);
         // Only constant text is formatted into `sql`; values are bound.
         let row = bind_filter(
             sqlx::query(sqlx::AssertSqlSafe(sql)),
@@ -819,10 +793,7 @@ impl StepLog for PgStepLog {
     ) -> StoreResult<RetryBatch> {
         // SKIP LOCKED: a job another node is retrying or editing right now is
         // left to it rather than waited for.
-        let sql = format!(
-            "SELECT id FROM jobs WHERE {FILTER_WHERE} AND ($9::text IS NULL OR id > $9) \
-             ORDER BY id ASC LIMIT $10 FOR UPDATE SKIP LOCKED"
-        );
+        let sql = SQL.dead_to_retry();
         let mut tx = self.pool.begin().await?;
         // Only constant text is formatted into `sql`; values are bound.
         let rows = bind_filter(
@@ -869,7 +840,7 @@ impl StepLog for PgStepLog {
     }
 
     async fn payload_edits_list(&self, job_id: &str) -> StoreResult<Vec<PayloadEdit>> {
-        let rows = sqlx::query("SELECT * FROM payload_edits WHERE job_id = $1 ORDER BY id")
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.payload_edits_of_job.as_str()))
             .bind(job_id)
             .fetch_all(&self.pool)
             .await?;
@@ -891,31 +862,23 @@ impl StepLog for PgStepLog {
     }
 
     async fn jobs_resume(&self, reason: Reason, now: Timestamp) -> StoreResult<u64> {
-        let result = sqlx::query(
-            "UPDATE jobs SET next_at = $2, updated_at = $2 \
-             WHERE state = 'suspended' AND reason = $1 AND next_at > $2",
-        )
-        .bind(reason.as_str())
-        .bind(ms(now))
-        .execute(&self.pool)
-        .await?;
+        let result = sqlx::query(sqlx::AssertSqlSafe(SQL.resume.as_str()))
+            .bind(reason.as_str())
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
         Ok(result.rows_affected())
     }
 
     async fn job_update(&self, id: &str, update: JobUpdate) -> StoreResult<Option<bool>> {
         let mut tx = self.pool.begin().await?;
         let changed = match &update {
-            JobUpdate::Retry { at } => sqlx::query(
-                "UPDATE jobs SET state = 'pending', channel_index = 0, attempt = 0, \
-                     series_started_at = NULL, held_ms = 0, next_at = $2, reason = NULL, \
-                     notify_at = NULL, updated_at = $2 \
-                 WHERE id = $1 AND state = 'dead'",
-            )
-            .bind(id)
-            .bind(ms(*at))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
+            JobUpdate::Retry { at } => sqlx::query(sqlx::AssertSqlSafe(SQL.retry_dead.as_str()))
+                .bind(id)
+                .bind(ms(*at))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected(),
             JobUpdate::EditPayload {
                 payload,
                 editor,
@@ -923,38 +886,27 @@ impl StepLog for PgStepLog {
             } => {
                 // The row is locked first, so the audit row and the update
                 // see the same state.
-                sqlx::query(
-                    "INSERT INTO payload_edits (job_id, old_payload, new_payload, editor, edited_at) \
-                     SELECT id, payload, $2, $3, $4 FROM jobs \
-                     WHERE id = $1 AND state IN ('dead', 'pending', 'suspended') FOR UPDATE",
-                )
+                sqlx::query(sqlx::AssertSqlSafe(SQL.edit_audit.as_str()))
+                    .bind(id)
+                    .bind(payload)
+                    .bind(editor)
+                    .bind(ms(*at))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(sqlx::AssertSqlSafe(SQL.edit_payload.as_str()))
+                    .bind(id)
+                    .bind(payload)
+                    .bind(ms(*at))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            }
+            JobUpdate::Cancel { at } => sqlx::query(sqlx::AssertSqlSafe(SQL.cancel.as_str()))
                 .bind(id)
-                .bind(payload)
-                .bind(editor)
-                .bind(ms(*at))
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "UPDATE jobs SET payload = $2, updated_at = $3 \
-                     WHERE id = $1 AND state IN ('dead', 'pending', 'suspended')",
-                )
-                .bind(id)
-                .bind(payload)
                 .bind(ms(*at))
                 .execute(&mut *tx)
                 .await?
-                .rows_affected()
-            }
-            JobUpdate::Cancel { at } => sqlx::query(
-                "UPDATE jobs SET state = 'cancelled', next_at = NULL, notify_at = NULL, \
-                     updated_at = $2 \
-                 WHERE id = $1 AND state IN ('pending', 'suspended', 'dead')",
-            )
-            .bind(id)
-            .bind(ms(*at))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected(),
+                .rows_affected(),
         };
         tx.commit().await?;
         if changed == 1 {

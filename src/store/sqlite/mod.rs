@@ -13,6 +13,7 @@ mod upkeep;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +25,7 @@ use super::plan::Lease;
 use super::rows::{
     attempt_from_row, job_from_row, jobs_from_rows, opt_ms, opt_timestamp, payload_edit_from_row,
 };
+use super::sql::{Dialect, Sql};
 use super::{
     migrator, AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
     JobUpdate, NewJob, NotificationClaim, PayloadEdit, Reason, RetryBatch, StateCounts, StepLog,
@@ -213,58 +215,8 @@ impl SqliteStepLog {
     }
 }
 
-/// `dead` → `pending`: the failed step starts afresh on its primary channel
-/// (series count reset; the attempts table keeps the history).
-const RETRY_SQL: &str = "UPDATE jobs SET state = 'pending', channel_index = 0, attempt = 0, \
-     series_started_at = NULL, held_ms = 0, next_at = ?2, reason = NULL, \
-     notify_at = NULL, updated_at = ?2 \
- WHERE id = ?1 AND state = 'dead'";
-
-/// The conditions of a [`JobFilter`], parameters ?1 to ?8 (see
-/// [`bind_filter`]). Status, error and rule are those of the job's last
-/// attempt, its `on_dead` notifications left out.
-const FILTER_WHERE: &str = "(?1 IS NULL OR state = ?1) AND (?2 IS NULL OR flow = ?2) \
-     AND (?3 IS NULL OR step = ?3) \
-     AND ((?4 IS NULL AND ?5 IS NULL AND ?6 IS NULL) OR EXISTS ( \
-         SELECT 1 FROM attempts a WHERE a.id = ( \
-             SELECT MAX(b.id) FROM attempts b WHERE b.job_id = jobs.id AND b.step <> 'on_dead') \
-         AND (?4 IS NULL OR a.status = ?4) AND (?5 IS NULL OR a.error = ?5) \
-         AND (?6 IS NULL OR a.rule = ?6))) \
-     AND (?7 IS NULL OR updated_at >= ?7) AND (?8 IS NULL OR updated_at < ?8)";
-
-/// [`FILTER_WHERE`], with the state also named as a literal when the filter
-/// has one: SQLite can then prove that the partial index `jobs_parked` holds
-/// every suspended, dead or cancelled job, which it cannot of a bound `?1`.
-/// (The text is one of [`JobState`]'s fixed names, never user input.)
-fn filter_where(state: Option<JobState>) -> String {
-    match state {
-        Some(state) => format!("state = '{}' AND {FILTER_WHERE}", state.as_str()),
-        None => FILTER_WHERE.to_string(),
-    }
-}
-
-/// A page of jobs, newest first, after the cursor ?9.
-fn list_sql(state: Option<JobState>) -> String {
-    format!(
-        "SELECT * FROM jobs WHERE {} AND (?9 IS NULL OR id < ?9) ORDER BY id DESC LIMIT ?10",
-        filter_where(state)
-    )
-}
-
-fn count_sql(state: Option<JobState>) -> String {
-    format!(
-        "SELECT COUNT(*) AS n FROM jobs WHERE {}",
-        filter_where(state)
-    )
-}
-
-/// The next dead jobs to retry, oldest first, after ?9.
-fn retry_batch_sql() -> String {
-    format!(
-        "SELECT id FROM jobs WHERE {} AND (?9 IS NULL OR id > ?9) ORDER BY id ASC LIMIT ?10",
-        filter_where(Some(JobState::Dead))
-    )
-}
+/// The statements both stores share, in SQLite's dialect.
+static SQL: LazyLock<Sql> = LazyLock::new(|| Sql::new(Dialect::Sqlite));
 
 fn bind_filter<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
@@ -449,7 +401,7 @@ impl StepLog for SqliteStepLog {
     }
 
     async fn job_get(&self, id: &str) -> StoreResult<Option<JobRecord>> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?1")
+        let row = sqlx::query(sqlx::AssertSqlSafe(SQL.job_by_id.as_str()))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -457,7 +409,7 @@ impl StepLog for SqliteStepLog {
     }
 
     async fn attempts_list(&self, job_id: &str) -> StoreResult<Vec<AttemptRecord>> {
-        let rows = sqlx::query("SELECT * FROM attempts WHERE job_id = ?1 ORDER BY id")
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.attempts_of_job.as_str()))
             .bind(job_id)
             .fetch_all(&self.pool)
             .await?;
@@ -466,7 +418,7 @@ impl StepLog for SqliteStepLog {
 
     async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let sql = list_sql(filter.state);
+        let sql = SQL.list(filter.state);
         let rows = // Only constant text is formatted into `sql`; values are bound.
         bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, filter.state.map(JobState::as_str))
             .bind(&filter.cursor)
@@ -484,7 +436,7 @@ impl StepLog for SqliteStepLog {
     }
 
     async fn jobs_count(&self, filter: &JobFilter) -> StoreResult<u64> {
-        let sql = count_sql(filter.state);
+        let sql = SQL.count(filter.state);
         let row = // Only constant text is formatted into `sql`; values are bound.
         bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, filter.state.map(JobState::as_str))
             .fetch_one(&self.pool)
@@ -510,7 +462,7 @@ impl StepLog for SqliteStepLog {
     }
 
     async fn payload_edits_list(&self, job_id: &str) -> StoreResult<Vec<PayloadEdit>> {
-        let rows = sqlx::query("SELECT * FROM payload_edits WHERE job_id = ?1 ORDER BY id")
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.payload_edits_of_job.as_str()))
             .bind(job_id)
             .fetch_all(&self.pool)
             .await?;
@@ -733,7 +685,7 @@ mod tests {
     /// search the small `jobs_parked` index instead of walking every job.
     #[test]
     fn parked_states_are_found_through_their_index() {
-        use super::{count_sql, list_sql, retry_batch_sql, COUNT_BY_STATE_SQL, MIGRATIONS};
+        use super::{COUNT_BY_STATE_SQL, MIGRATIONS, SQL};
         use crate::store::JobState;
         let connection = rusqlite::Connection::open_in_memory().expect("a database");
         for (_, _, sql) in MIGRATIONS {
@@ -751,7 +703,7 @@ mod tests {
             steps.join("; ")
         };
         for state in [JobState::Dead, JobState::Suspended, JobState::Cancelled] {
-            for sql in [list_sql(Some(state)), count_sql(Some(state))] {
+            for sql in [SQL.list(Some(state)), SQL.count(Some(state))] {
                 let steps = plan(&sql);
                 assert!(
                     steps.contains("USING INDEX jobs_parked"),
@@ -759,7 +711,7 @@ mod tests {
                 );
             }
         }
-        let steps = plan(&retry_batch_sql());
+        let steps = plan(&SQL.dead_to_retry());
         assert!(steps.contains("USING INDEX jobs_parked"), "{steps}");
         let steps = plan(COUNT_BY_STATE_SQL);
         assert_eq!(

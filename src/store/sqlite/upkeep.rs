@@ -12,26 +12,18 @@ use super::super::{
     StoreResult,
 };
 use super::writer::{begin, job_from_written, INSERT_ATTEMPT};
-use super::{retry_batch_sql, RETRY_SQL};
+use super::SQL;
 
 pub(super) fn leases_release(connection: &mut Connection, owner: &str) -> StoreResult<u64> {
     let changed = connection
-        .prepare_cached(
-            "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL \
-             WHERE state = 'running' AND lease_owner = ?1",
-        )?
+        .prepare_cached(&SQL.leases_release)?
         .execute(params![owner])?;
     Ok(changed as u64)
 }
 
 pub(super) fn leases_rescue(connection: &mut Connection, now: Timestamp) -> StoreResult<u64> {
     let changed = connection
-        .prepare_cached(
-            "UPDATE jobs INDEXED BY jobs_leased \
-             SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
-                 next_at = COALESCE(next_at, ?1) \
-             WHERE state = 'running' AND lease_until < ?1",
-        )?
+        .prepare_cached(&SQL.leases_rescue)?
         .execute(params![ms(now)])?;
     Ok(changed as u64)
 }
@@ -48,14 +40,7 @@ pub(super) fn notifications_claim_due(
     let tx = begin(connection)?;
     let mut claims = Vec::new();
     {
-        let mut statement = tx.prepare_cached(
-            "UPDATE jobs SET notify_at = ?2 \
-             WHERE id IN (SELECT id FROM jobs \
-                          INDEXED BY jobs_notify \
-                          WHERE notify_at IS NOT NULL AND notify_at <= ?1 AND state = 'dead' \
-                          ORDER BY notify_at LIMIT CAST(?3 AS INTEGER)) \
-             RETURNING *",
-        )?;
+        let mut statement = tx.prepare_cached(&SQL.notifications_claim)?;
         let mut rows = statement.query(params![
             ms(now),
             ms(lease_until),
@@ -77,10 +62,8 @@ pub(super) fn notification_record(
     next_at: Option<Timestamp>,
 ) -> StoreResult<()> {
     let tx = begin(connection)?;
-    tx.prepare_cached(
-        "UPDATE jobs SET notify_attempts = notify_attempts + 1, notify_at = ?2 WHERE id = ?1",
-    )?
-    .execute(params![attempt.job_id, opt_ms(next_at)])?;
+    tx.prepare_cached(&SQL.notification_counted)?
+        .execute(params![attempt.job_id, opt_ms(next_at)])?;
     insert_attempt(&tx, attempt)?;
     tx.commit()?;
     Ok(())
@@ -120,7 +103,7 @@ pub(super) fn jobs_retry_batch(
 ) -> StoreResult<RetryBatch> {
     let tx = begin(connection)?;
     let ids: Vec<String> = {
-        let mut select = tx.prepare_cached(&retry_batch_sql())?;
+        let mut select = tx.prepare_cached(&SQL.dead_to_retry())?;
         let rows = select.query_map(
             params![
                 JobState::Dead.as_str(),
@@ -140,7 +123,7 @@ pub(super) fn jobs_retry_batch(
     };
     let mut batch = RetryBatch::default();
     {
-        let mut retry = tx.prepare_cached(RETRY_SQL)?;
+        let mut retry = tx.prepare_cached(&SQL.retry_dead)?;
         for (k, id) in ids.into_iter().enumerate() {
             let at = ms(first_at).saturating_add(spacing_us.saturating_mul(k as i64) / 1000);
             let changed = retry.execute(params![id, at])?;
@@ -160,10 +143,7 @@ pub(super) fn jobs_resume(
     now: Timestamp,
 ) -> StoreResult<u64> {
     let changed = connection
-        .prepare_cached(
-            "UPDATE jobs SET next_at = ?2, updated_at = ?2 \
-             WHERE state = 'suspended' AND reason = ?1 AND next_at > ?2",
-        )?
+        .prepare_cached(&SQL.resume)?
         .execute(params![reason.as_str(), ms(now)])?;
     Ok(changed as u64)
 }
@@ -178,7 +158,7 @@ pub(super) fn job_update(
     let tx = begin(connection)?;
     let changed = match update {
         JobUpdate::Retry { at } => tx
-            .prepare_cached(RETRY_SQL)?
+            .prepare_cached(&SQL.retry_dead)?
             .execute(params![id, ms(*at)])?,
         JobUpdate::EditPayload {
             payload,
@@ -187,29 +167,18 @@ pub(super) fn job_update(
         } => {
             // The audit row is written first, from the row being replaced,
             // under the same state guard as the update.
-            tx.prepare_cached(
-                "INSERT INTO payload_edits (job_id, old_payload, new_payload, editor, edited_at) \
-                 SELECT id, payload, ?2, ?3, ?4 FROM jobs \
-                 WHERE id = ?1 AND (state = 'dead' OR state = 'pending' OR state = 'suspended')",
-            )?
-            .execute(params![id, payload, editor, ms(*at)])?;
-            tx.prepare_cached(
-                "UPDATE jobs SET payload = ?2, updated_at = ?3 \
-                 WHERE id = ?1 AND (state = 'dead' OR state = 'pending' OR state = 'suspended')",
-            )?
-            .execute(params![id, payload, ms(*at)])?
+            tx.prepare_cached(&SQL.edit_audit)?
+                .execute(params![id, payload, editor, ms(*at)])?;
+            tx.prepare_cached(&SQL.edit_payload)?
+                .execute(params![id, payload, ms(*at)])?
         }
         JobUpdate::Cancel { at } => tx
-            .prepare_cached(
-                "UPDATE jobs SET state = 'cancelled', next_at = NULL, notify_at = NULL, \
-                     updated_at = ?2 \
-                 WHERE id = ?1 AND (state = 'pending' OR state = 'suspended' OR state = 'dead')",
-            )?
+            .prepare_cached(&SQL.cancel)?
             .execute(params![id, ms(*at)])?,
     };
     let exists = changed == 1
         || tx
-            .prepare_cached("SELECT 1 FROM jobs WHERE id = ?1")?
+            .prepare_cached(&SQL.job_exists)?
             .query_row(params![id], |_| Ok(()))
             .optional()?
             .is_some();

@@ -1,0 +1,325 @@
+//! The statements both stores run, written once. SQLite and PostgreSQL
+//! differ in how they are told things, not in what they are told: a
+//! parameter is `?1` or `$1` (PostgreSQL wants a type where a parameter is
+//! only tested for NULL), SQLite takes index hints and a cast on a bound
+//! `LIMIT` (see `sqlite::writer::CLAIM_FLOW`), PostgreSQL locks rows that
+//! several nodes may reach for. [`Dialect`] writes each difference; the
+//! statements below are built from it once per store ([`Sql::new`]).
+//!
+//! What each store does its own way stays with it: inserts, claims and
+//! result batches, tuned to each database (SQLite row by row through
+//! cached statements on its writer thread, PostgreSQL in arrays through
+//! `unnest`), and the counts by state.
+
+use crate::lifecycle::JobState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Parameter `n`.
+    fn p(self, n: u8) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+
+    /// Parameter `n` of SQL type `ty`, where nothing else tells PostgreSQL
+    /// its type (`$1::text IS NULL`).
+    fn typed(self, n: u8, ty: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}::{ty}"),
+        }
+    }
+
+    /// `LIMIT` of parameter `n`. SQLite plans with the value bound to a bare
+    /// `LIMIT ?`, and so prepares the statement again at every new value.
+    fn limit(self, n: u8) -> String {
+        match self {
+            Dialect::Sqlite => format!("LIMIT CAST(?{n} AS INTEGER)"),
+            Dialect::Postgres => format!("LIMIT ${n}"),
+        }
+    }
+
+    /// Which index SQLite should search (its planner otherwise scans).
+    fn indexed_by(self, index: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!(" INDEXED BY {index}"),
+            Dialect::Postgres => String::new(),
+        }
+    }
+
+    /// Rows selected to be changed, locked against other nodes: a row
+    /// another node holds is left to it. (SQLite has one writer.)
+    fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// A row read to be changed in the same transaction, locked.
+    fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// `column` is one of `states` (`OR`, not `IN`: see
+/// `migrations/sqlite/0003_state_check.sql`).
+fn one_of(column: &str, states: &[JobState]) -> String {
+    let any: Vec<String> = states
+        .iter()
+        .map(|state| format!("{column} = '{}'", state.as_str()))
+        .collect();
+    format!("({})", any.join(" OR "))
+}
+
+/// The states a payload may be edited in.
+const EDITABLE: [JobState; 3] = [JobState::Dead, JobState::Pending, JobState::Suspended];
+
+/// The states a job may be cancelled in.
+const CANCELLABLE: [JobState; 3] = [JobState::Pending, JobState::Suspended, JobState::Dead];
+
+/// The shared statements, in one store's dialect. Parameters are listed
+/// beside each.
+pub(super) struct Sql {
+    dialect: Dialect,
+    /// A job by id: `id`.
+    pub job_by_id: String,
+    /// Whether a job exists: `id`.
+    pub job_exists: String,
+    /// A job's attempts in the order they were recorded: `job_id`.
+    pub attempts_of_job: String,
+    /// A job's payload edits in order: `job_id`.
+    pub payload_edits_of_job: String,
+    /// `dead` → `pending`: the failed step starts afresh on its primary
+    /// channel (series count reset; the attempts keep the history):
+    /// `id`, `at`.
+    pub retry_dead: String,
+    /// Every job leased to an owner, back to `pending`: `owner`.
+    pub leases_release: String,
+    /// Every lease expired before `now`, back to `pending`: `now`.
+    pub leases_rescue: String,
+    /// Dead jobs whose notification is due at `now`, leased until
+    /// `lease_until`: `now`, `lease_until`, `limit`.
+    pub notifications_claim: String,
+    /// A notification attempt counted, the next one due: `id`, `notify_at`.
+    pub notification_counted: String,
+    /// Jobs suspended for a reason, due now: `reason`, `now`.
+    pub resume: String,
+    /// The audit row of a payload edit, from the row being replaced:
+    /// `id`, `new_payload`, `editor`, `at`.
+    pub edit_audit: String,
+    /// A payload replaced: `id`, `payload`, `at`.
+    pub edit_payload: String,
+    /// A job cancelled: `id`, `at`.
+    pub cancel: String,
+}
+
+impl Sql {
+    pub fn new(d: Dialect) -> Self {
+        let p = |n| d.p(n);
+        Sql {
+            dialect: d,
+            job_by_id: format!("SELECT * FROM jobs WHERE id = {}", p(1)),
+            job_exists: format!("SELECT 1 FROM jobs WHERE id = {}", p(1)),
+            attempts_of_job: format!("SELECT * FROM attempts WHERE job_id = {} ORDER BY id", p(1)),
+            payload_edits_of_job: format!(
+                "SELECT * FROM payload_edits WHERE job_id = {} ORDER BY id",
+                p(1)
+            ),
+            retry_dead: format!(
+                "UPDATE jobs SET state = 'pending', channel_index = 0, attempt = 0, \
+                     series_started_at = NULL, held_ms = 0, next_at = {at}, reason = NULL, \
+                     notify_at = NULL, updated_at = {at} \
+                 WHERE id = {id} AND state = 'dead'",
+                id = p(1),
+                at = p(2),
+            ),
+            leases_release: format!(
+                "UPDATE jobs SET state = 'pending', lease_owner = NULL, lease_until = NULL \
+                 WHERE state = 'running' AND lease_owner = {}",
+                p(1)
+            ),
+            leases_rescue: format!(
+                "UPDATE jobs{} \
+                 SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
+                     next_at = COALESCE(next_at, {now}) \
+                 WHERE state = 'running' AND lease_until < {now}",
+                d.indexed_by("jobs_leased"),
+                now = p(1),
+            ),
+            notifications_claim: format!(
+                "UPDATE jobs SET notify_at = {lease} \
+                 WHERE id IN (SELECT id FROM jobs{index} \
+                              WHERE notify_at IS NOT NULL AND notify_at <= {now} \
+                                  AND state = 'dead' \
+                              ORDER BY notify_at {limit}{lock}) \
+                 RETURNING *",
+                now = p(1),
+                lease = p(2),
+                limit = d.limit(3),
+                index = d.indexed_by("jobs_notify"),
+                lock = d.skip_locked(),
+            ),
+            notification_counted: format!(
+                "UPDATE jobs SET notify_attempts = notify_attempts + 1, notify_at = {} \
+                 WHERE id = {}",
+                p(2),
+                p(1)
+            ),
+            resume: format!(
+                "UPDATE jobs SET next_at = {now}, updated_at = {now} \
+                 WHERE state = 'suspended' AND reason = {reason} AND next_at > {now}",
+                reason = p(1),
+                now = p(2),
+            ),
+            edit_audit: format!(
+                "INSERT INTO payload_edits (job_id, old_payload, new_payload, editor, edited_at) \
+                 SELECT id, payload, {}, {}, {} FROM jobs WHERE id = {} AND {}{}",
+                p(2),
+                p(3),
+                p(4),
+                p(1),
+                one_of("state", &EDITABLE),
+                d.for_update(),
+            ),
+            edit_payload: format!(
+                "UPDATE jobs SET payload = {}, updated_at = {} WHERE id = {} AND {}",
+                p(2),
+                p(3),
+                p(1),
+                one_of("state", &EDITABLE)
+            ),
+            cancel: format!(
+                "UPDATE jobs SET state = 'cancelled', next_at = NULL, notify_at = NULL, \
+                     updated_at = {} \
+                 WHERE id = {} AND {}",
+                p(2),
+                p(1),
+                one_of("state", &CANCELLABLE)
+            ),
+        }
+    }
+
+    /// The conditions of a [`super::JobFilter`], parameters 1 to 8: state,
+    /// flow, step, then the status, error kind and rule of the job's last
+    /// attempt (its `on_dead` notifications left out), then `updated_at`
+    /// since and until. With `state`, the state is also named as a literal:
+    /// SQLite can then prove that the partial index `jobs_parked` holds
+    /// every suspended, dead or cancelled job, which it cannot of a bound
+    /// parameter. (The text is one of [`JobState`]'s names, never input.)
+    pub fn filter_where(&self, state: Option<JobState>) -> String {
+        let d = self.dialect;
+        let (text, int) = (|n| d.typed(n, "text"), |n| d.typed(n, "bigint"));
+        let p = |n| d.p(n);
+        let conditions = format!(
+            "({s} IS NULL OR state = {ps}) AND ({f} IS NULL OR flow = {pf}) \
+             AND ({st} IS NULL OR step = {pst}) \
+             AND (({code} IS NULL AND {err} IS NULL AND {rule} IS NULL) OR EXISTS ( \
+                 SELECT 1 FROM attempts a WHERE a.id = ( \
+                     SELECT MAX(b.id) FROM attempts b \
+                     WHERE b.job_id = jobs.id AND b.step <> 'on_dead') \
+                 AND ({code} IS NULL OR a.status = {pcode}) \
+                 AND ({err} IS NULL OR a.error = {perr}) \
+                 AND ({rule} IS NULL OR a.rule = {prule}))) \
+             AND ({since} IS NULL OR updated_at >= {psince}) \
+             AND ({until} IS NULL OR updated_at < {puntil})",
+            s = text(1),
+            ps = p(1),
+            f = text(2),
+            pf = p(2),
+            st = text(3),
+            pst = p(3),
+            code = int(4),
+            pcode = p(4),
+            err = text(5),
+            perr = p(5),
+            rule = text(6),
+            prule = p(6),
+            since = int(7),
+            psince = p(7),
+            until = int(8),
+            puntil = p(8),
+        );
+        match state {
+            Some(state) => format!("state = '{}' AND {conditions}", state.as_str()),
+            None => conditions,
+        }
+    }
+
+    /// A page of jobs matching the filter, newest first, after the cursor
+    /// (parameter 9), at most parameter 10.
+    pub fn list(&self, state: Option<JobState>) -> String {
+        let d = self.dialect;
+        format!(
+            "SELECT * FROM jobs WHERE {} AND ({} IS NULL OR id < {}) ORDER BY id DESC LIMIT {}",
+            self.filter_where(state),
+            d.typed(9, "text"),
+            d.p(9),
+            d.p(10)
+        )
+    }
+
+    /// How many jobs match the filter.
+    pub fn count(&self, state: Option<JobState>) -> String {
+        format!(
+            "SELECT COUNT(*) AS n FROM jobs WHERE {}",
+            self.filter_where(state)
+        )
+    }
+
+    /// The next dead jobs to retry, oldest first, after parameter 9, at
+    /// most parameter 10.
+    pub fn dead_to_retry(&self) -> String {
+        let d = self.dialect;
+        format!(
+            "SELECT id FROM jobs WHERE {} AND ({} IS NULL OR id > {}) ORDER BY id ASC LIMIT {}{}",
+            self.filter_where(Some(JobState::Dead)),
+            d.typed(9, "text"),
+            d.p(9),
+            d.p(10),
+            d.skip_locked()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_written_in_each_dialect() {
+        let sqlite = Sql::new(Dialect::Sqlite);
+        let postgres = Sql::new(Dialect::Postgres);
+        assert_eq!(
+            sqlite.retry_dead.replace('?', "$"),
+            postgres.retry_dead,
+            "the same statement but for its parameters"
+        );
+        assert!(sqlite.leases_rescue.contains("INDEXED BY jobs_leased"));
+        assert!(!postgres.leases_rescue.contains("INDEXED BY"));
+        assert!(postgres
+            .notifications_claim
+            .contains("FOR UPDATE SKIP LOCKED"));
+        assert!(sqlite
+            .notifications_claim
+            .contains("LIMIT CAST(?3 AS INTEGER)"));
+        assert!(postgres.filter_where(None).contains("$4::bigint IS NULL"));
+        assert!(!sqlite.filter_where(None).contains("::"));
+        assert!(sqlite
+            .count(Some(JobState::Dead))
+            .starts_with("SELECT COUNT(*) AS n FROM jobs WHERE state = 'dead' AND"));
+        assert!(postgres
+            .edit_audit
+            .ends_with("(state = 'dead' OR state = 'pending' OR state = 'suspended') FOR UPDATE"));
+    }
+}
