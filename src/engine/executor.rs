@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::gate::{Gate, Sent};
+use super::gate::{ChannelGate, Gate, Sent};
 use super::LivePolicy;
 use crate::channels::{Deadline, Delivery, SharedChannels};
 use crate::clock::SharedClock;
@@ -89,7 +89,11 @@ impl Executor {
             payload: &job.payload,
             deadline: Some(deadline),
         };
-        let slot = match self.gate(channel).await {
+        let gate = ChannelGate {
+            channels: &self.channels,
+            clock: &self.clock,
+        };
+        let slot = match gate.admit(channel).await {
             Gate::Go(slot) => slot,
             Gate::Refused(event) => {
                 let now = self.clock.now();
@@ -103,7 +107,7 @@ impl Executor {
             verdict,
             note,
             finished,
-        } = self.send(channel, &delivery, step).await;
+        } = gate.send(channel, &delivery, step).await;
         slot.finish(&verdict, &result, finished);
         self.conclude(
             job,
@@ -617,4 +621,147 @@ fn log_attempt(
     let decision = moved.decision().map_or("suspend", |d| d.as_str());
     tracing::debug!(job = %job.id, flow = %job.flow, step, channel,
         attempt = job.attempt + 1, answer, rule, decision, "attempt");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::Channels;
+    use crate::clock::ManualClock;
+    use crate::compile::compile;
+    use crate::lifecycle::Decision;
+    use crate::policy::{EnvMode, Format, SourceFile};
+    use crate::store::JobRecord;
+
+    struct NoStats;
+    impl crate::engine::AttemptObserver for NoStats {
+        fn attempted(&self, _: &str, _: Timestamp, _: bool) {}
+    }
+
+    fn t0() -> Timestamp {
+        "2026-05-04T10:00:00Z".parse().expect("a time")
+    }
+
+    async fn executor(dir: &std::path::Path) -> Executor {
+        let text = format!(
+            "channels:\n  spool: {{ file: {{ dir: '{d}/spool' }}, circuit_breaker: {{ failures: 1 }} }}\n  \
+             backup: {{ file: {{ dir: '{d}/backup' }} }}\n\
+             flows:\n  f:\n    steps:\n      - {{ name: deliver, channel: spool, fallback: backup }}\n      \
+             - {{ name: confirm, channel: backup }}\n",
+            d = dir.display()
+        );
+        let compiled = compile(
+            &[SourceFile::new("p.yaml", text, Format::Yaml)],
+            &EnvMode::Placeholders,
+        );
+        assert!(!compiled.has_errors(), "{:#?}", compiled.diagnostics);
+        let policy = compiled.policy.expect("compiles");
+        Executor {
+            policy: Arc::new(LivePolicy::new(policy, t0())),
+            channels: Arc::new(Channels::new().expect("channels")),
+            clock: Arc::new(ManualClock::new(t0())),
+            store: crate::store::open("sqlite::memory:")
+                .await
+                .expect("a store"),
+            owner: "node".into(),
+            quotas: Arc::new(crate::retry::quota::RetryQuotas::new(Default::default())),
+            stats: Arc::new(NoStats),
+            metrics: Default::default(),
+        }
+    }
+
+    fn job() -> JobRecord {
+        JobRecord::claimed_for_test("j1", "f", "k1", t0())
+    }
+
+    #[tokio::test]
+    async fn a_delivered_step_moves_on_and_records_its_attempt() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let executor = executor(dir.path()).await;
+        let deadline = crate::channels::Deadlines::start().deadline();
+        let transition = executor.attempt(&job(), &deadline).await;
+        assert_eq!(transition.to, JobState::Pending);
+        assert_eq!(
+            (transition.step_index, transition.step.as_str()),
+            (1, "confirm")
+        );
+        assert_eq!(transition.attempts_added, 1);
+        assert_eq!(
+            transition.series_attempts, 0,
+            "a fresh series on the next step"
+        );
+        let row = transition.attempt.expect("the attempt recorded");
+        assert_eq!(
+            (row.step.as_str(), row.channel.as_str()),
+            ("deliver", "spool")
+        );
+        assert_eq!(row.decision, Decision::NextStep);
+        assert_eq!(row.attempt, 1);
+        assert!(
+            dir.path()
+                .join("spool")
+                .read_dir()
+                .expect("spooled")
+                .count()
+                == 1
+        );
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_is_recorded_as_a_skip_to_the_fallback() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let executor = executor(dir.path()).await;
+        let spool = executor
+            .policy
+            .current()
+            .channel("spool")
+            .cloned()
+            .expect("a channel");
+        let config = spool.breaker.clone().expect("a breaker");
+        // One failure opens it.
+        if let crate::channels::breaker::Admission::Pass(ticket) =
+            executor.channels.breakers().admit("spool", &config, t0())
+        {
+            ticket.report(
+                &config,
+                crate::channels::breaker::Observed {
+                    at: t0(),
+                    outcome: crate::model::Outcome::Retry,
+                    answer: "503".into(),
+                },
+            );
+        }
+        let deadline = crate::channels::Deadlines::start().deadline();
+        let transition = executor.attempt(&job(), &deadline).await;
+        assert_eq!(transition.to, JobState::Pending);
+        assert_eq!(transition.channel_index, 1, "on the fallback");
+        assert_eq!(transition.attempts_added, 0, "a skip is not an attempt");
+        let row = transition.attempt.expect("the skip recorded");
+        assert_eq!(row.outcome, Outcome::Skipped);
+        assert_eq!(row.decision, Decision::Fallback);
+        assert_eq!(row.error.as_deref(), Some("breaker_open"));
+        assert_eq!(row.attempt, 0);
+        assert!(!dir.path().join("spool").exists(), "nothing sent");
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_flow_is_gone_waits_for_it_under_its_own_step() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let executor = executor(dir.path()).await;
+        let gone = JobRecord {
+            flow: "removed".into(),
+            ..job()
+        };
+        let deadline = crate::channels::Deadlines::start().deadline();
+        let transition = executor.attempt(&gone, &deadline).await;
+        assert_eq!(transition.to, JobState::Suspended);
+        assert_eq!(transition.reason, Some(Reason::FlowRemoved));
+        assert_eq!(transition.step, "deliver");
+        assert!(transition.attempt.is_none());
+        let released = executor.release(&job());
+        assert_eq!(
+            (released.to, released.next_at),
+            (JobState::Pending, Some(t0()))
+        );
+    }
 }

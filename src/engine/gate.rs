@@ -1,6 +1,6 @@
 //! What stands between a claimed job and its channel, and what follows the
 //! answer: the channel's circuit breaker, its concurrency and rate limits
-//! (`Executor::gate`), and its `refresh_auth` (`Executor::send`). I/O only:
+//! ([`ChannelGate::admit`]), and its `refresh_auth` ([`ChannelGate::send`]). I/O only:
 //! a refusal is an [`Event`] for the state machine, which decides where the
 //! job goes (to the fallback, `suspended` with reason `breaker_open`, or
 //! back to `pending` until a slot is expected; see
@@ -13,10 +13,10 @@
 use jiff::Timestamp;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::executor::Executor;
 use crate::channels::breaker::{later, Admission, Observed, Ticket};
 use crate::channels::rate::{RateSlot, WAIT_IN_PLACE};
-use crate::channels::Delivery;
+use crate::channels::{Delivery, SharedChannels};
+use crate::clock::SharedClock;
 use crate::lifecycle::Event;
 use crate::model::{BreakerConfig, Channel, ChannelKind, DeliveryResult, Outcome, Step};
 use crate::retry::{classify, Verdict};
@@ -67,10 +67,17 @@ pub(super) struct Sent {
     pub finished: Timestamp,
 }
 
-impl Executor {
+/// The channels' shared state on this node, and the clock: all a gate
+/// needs.
+pub(super) struct ChannelGate<'a> {
+    pub channels: &'a SharedChannels,
+    pub clock: &'a SharedClock,
+}
+
+impl ChannelGate<'_> {
     /// Asks the channel's breaker, then waits (briefly) for a concurrency
     /// place and a rate slot.
-    pub(super) async fn gate(&self, channel: &Channel) -> Gate {
+    pub async fn admit(&self, channel: &Channel) -> Gate {
         let now = self.clock.now();
         let breaker = match &channel.breaker {
             None => None,
@@ -145,12 +152,7 @@ impl Executor {
     /// sends once more, within this attempt; a second `refresh_auth` is a
     /// permanent failure. Without `refresh_auth` on the channel, that
     /// answer is a permanent failure at once.
-    pub(super) async fn send(
-        &self,
-        channel: &Channel,
-        delivery: &Delivery<'_>,
-        step: &Step,
-    ) -> Sent {
+    pub async fn send(&self, channel: &Channel, delivery: &Delivery<'_>, step: &Step) -> Sent {
         let (result, seen) = self.channels.send(channel, delivery).await;
         let finished = self.clock.now();
         let mut verdict = classify(step.classifier.as_deref(), &result, &step.retry, finished);
@@ -230,5 +232,171 @@ impl Executor {
             note: Some(note),
             finished,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::channels::Channels;
+    use crate::clock::{later, ManualClock};
+    use crate::compile::compile;
+    use crate::model::{CompiledPolicy, Outcome as Verdicts, Response};
+    use crate::policy::{EnvMode, Format, SourceFile};
+
+    fn policy(dir: &std::path::Path) -> CompiledPolicy {
+        let text = format!(
+            "classifiers:\n  refresh:\n    rules:\n      - {{ match: {{ status: 200 }}, outcome: refresh_auth }}\n\
+             channels:\n  fragile: {{ file: {{ dir: '{d}/f' }}, circuit_breaker: {{ failures: 1, cooldown: 30s }} }}\n  \
+             single: {{ file: {{ dir: '{d}/s' }}, concurrency: 1 }}\n  \
+             slow: {{ file: {{ dir: '{d}/r' }}, rate: 1/10s }}\n\
+             flows:\n  f:\n    steps:\n      - {{ name: a, channel: fragile }}\n      \
+             - {{ name: b, channel: single }}\n      - {{ name: c, channel: slow }}\n      \
+             - {{ name: d, channel: fragile, classify: refresh }}\n",
+            d = dir.display()
+        );
+        let compiled = compile(
+            &[SourceFile::new("p.yaml", text, Format::Yaml)],
+            &EnvMode::Placeholders,
+        );
+        assert!(!compiled.has_errors(), "{:#?}", compiled.diagnostics);
+        compiled.policy.expect("compiles")
+    }
+
+    fn t0() -> Timestamp {
+        "2026-05-04T10:00:00Z".parse().expect("a time")
+    }
+
+    fn failed() -> (Verdict, DeliveryResult) {
+        let result: DeliveryResult = Ok(Response {
+            status: 503,
+            retry_after: None,
+            body: String::new(),
+        });
+        let verdict = Verdict {
+            outcome: Verdicts::Retry,
+            rule: "test".into(),
+            retry_after: None,
+        };
+        (verdict, result)
+    }
+
+    #[tokio::test]
+    async fn an_open_breaker_refuses_until_its_probe() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let p = policy(dir.path());
+        let channels: SharedChannels = Arc::new(Channels::new().expect("channels"));
+        let clock: SharedClock = Arc::new(ManualClock::new(t0()));
+        let gate = ChannelGate {
+            channels: &channels,
+            clock: &clock,
+        };
+        let fragile = p.channel("fragile").expect("a channel");
+        let Gate::Go(slot) = gate.admit(fragile).await else {
+            panic!("a closed breaker lets the attempt through");
+        };
+        let (verdict, result) = failed();
+        slot.finish(&verdict, &result, t0());
+        match gate.admit(fragile).await {
+            Gate::Refused(Event::BreakerOpen { until }) => {
+                assert_eq!(until, later(t0(), Duration::from_secs(30)));
+            }
+            Gate::Refused(other) => panic!("refused for {other:?}"),
+            Gate::Go(_) => panic!("an open breaker let an attempt through"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_channel_hands_the_job_back_after_waiting_in_place() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let p = policy(dir.path());
+        let channels: SharedChannels = Arc::new(Channels::new().expect("channels"));
+        let manual = ManualClock::new(t0());
+        let clock: SharedClock = Arc::new(manual.clone());
+        let single = p.channel("single").expect("a channel");
+        let gate = ChannelGate {
+            channels: &channels,
+            clock: &clock,
+        };
+        let Gate::Go(_held) = gate.admit(single).await else {
+            panic!("the first place is free");
+        };
+        let waiting = async {
+            let gate = ChannelGate {
+                channels: &channels,
+                clock: &clock,
+            };
+            gate.admit(single).await
+        };
+        let advance = async {
+            tokio::task::yield_now().await;
+            manual.advance(WAIT_IN_PLACE);
+        };
+        let (refused, ()) = tokio::join!(waiting, advance);
+        match refused {
+            Gate::Refused(Event::NoSlot { until }) => {
+                let earliest = later(t0(), WAIT_IN_PLACE);
+                assert!(until >= earliest, "{until} before {earliest}");
+            }
+            Gate::Refused(other) => panic!("refused for {other:?}"),
+            Gate::Go(_) => panic!("a second place on a channel of one"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rate_slot_too_far_off_hands_the_job_back_until_it() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let p = policy(dir.path());
+        let channels: SharedChannels = Arc::new(Channels::new().expect("channels"));
+        let clock: SharedClock = Arc::new(ManualClock::new(t0()));
+        let gate = ChannelGate {
+            channels: &channels,
+            clock: &clock,
+        };
+        let slow = p.channel("slow").expect("a channel");
+        assert!(matches!(gate.admit(slow).await, Gate::Go(_)));
+        match gate.admit(slow).await {
+            Gate::Refused(Event::NoSlot { until }) => {
+                assert_eq!(until, later(t0(), Duration::from_secs(10)));
+            }
+            Gate::Refused(other) => panic!("refused for {other:?}"),
+            Gate::Go(_) => panic!("two attempts within one slot of 1/10s"),
+        }
+    }
+
+    #[tokio::test]
+    async fn refresh_auth_without_a_refresh_on_the_channel_is_a_permanent_failure() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let p = policy(dir.path());
+        let channels: SharedChannels = Arc::new(Channels::new().expect("channels"));
+        let clock: SharedClock = Arc::new(ManualClock::new(t0()));
+        let gate = ChannelGate {
+            channels: &channels,
+            clock: &clock,
+        };
+        let flow = p.flow("f").expect("a flow");
+        let step = &flow.steps[3];
+        let delivery = Delivery {
+            job_id: "j",
+            flow: "f",
+            step: "d",
+            idempotency_key: "k",
+            payload: "{}",
+            deadline: None,
+        };
+        let sent = gate
+            .send(p.channel("fragile").expect("a channel"), &delivery, step)
+            .await;
+        assert_eq!(sent.verdict.outcome, Verdicts::Fail);
+        assert!(
+            sent.note
+                .as_deref()
+                .is_some_and(|n| n.contains("no `refresh_auth`")),
+            "{:?}",
+            sent.note
+        );
     }
 }

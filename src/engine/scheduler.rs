@@ -310,3 +310,102 @@ fn take_leases(
     }
     claimed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::Channels;
+    use crate::clock::ManualClock;
+    use crate::compile::compile;
+    use crate::engine::{AttemptObserver, LivePolicy};
+    use crate::policy::{EnvMode, Format, SourceFile};
+    use crate::store::{JobRecord, NewJob};
+
+    struct NoStats;
+    impl AttemptObserver for NoStats {
+        fn attempted(&self, _: &str, _: Timestamp, _: bool) {}
+    }
+
+    fn t0() -> Timestamp {
+        "2026-05-04T10:00:00Z".parse().expect("a time")
+    }
+
+    async fn scheduler() -> Scheduler {
+        let text = "channels:\n  spool: { file: { dir: spool } }\n\
+                    flows:\n  f:\n    steps:\n      - { name: deliver, channel: spool }\n";
+        let compiled = compile(
+            &[SourceFile::new("p.yaml", text, Format::Yaml)],
+            &EnvMode::Placeholders,
+        );
+        let policy = compiled.policy.expect("compiles");
+        let executor = Executor {
+            policy: Arc::new(LivePolicy::new(policy, t0())),
+            channels: Arc::new(Channels::new().expect("channels")),
+            clock: Arc::new(ManualClock::new(t0())),
+            store: crate::store::open("sqlite::memory:")
+                .await
+                .expect("a store"),
+            owner: "node".into(),
+            quotas: Arc::new(crate::retry::quota::RetryQuotas::new(Default::default())),
+            stats: Arc::new(NoStats),
+            metrics: Default::default(),
+        };
+        let (writer, results) = super::super::writer::channel();
+        Scheduler {
+            executor,
+            writer,
+            results,
+            config: SchedulerConfig::default(),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    async fn submit_due_at(scheduler: &Scheduler, id: &str, at: Timestamp) {
+        scheduler
+            .executor
+            .store
+            .job_insert(NewJob {
+                id: id.into(),
+                flow: "f".into(),
+                idempotency_key: id.into(),
+                payload: "{}".into(),
+                step: "deliver".into(),
+                created_at: t0(),
+                next_at: at,
+                policy_version: "v".into(),
+            })
+            .await
+            .expect("inserted");
+    }
+
+    #[tokio::test]
+    async fn an_idle_scheduler_sleeps_until_the_earliest_due_job_or_its_longest_idle() {
+        let scheduler = scheduler().await;
+        let longest = t0() + signed(SchedulerConfig::default().max_idle);
+        assert_eq!(scheduler.idle_until().await, longest, "nothing waiting");
+        submit_due_at(&scheduler, "later", t0() + signed(Duration::from_secs(60))).await;
+        assert_eq!(scheduler.idle_until().await, longest, "due after max_idle");
+        let soon = t0() + signed(Duration::from_millis(200));
+        submit_due_at(&scheduler, "soon", soon).await;
+        assert_eq!(scheduler.idle_until().await, soon);
+        submit_due_at(&scheduler, "late", t0() - signed(Duration::from_secs(5))).await;
+        assert_eq!(scheduler.idle_until().await, t0(), "overdue: at once");
+    }
+
+    #[test]
+    fn claimed_jobs_each_hold_a_lease_and_none_beyond_the_free_ones() {
+        let leases = Arc::new(Semaphore::new(2));
+        let jobs: Vec<ClaimedJob> = (0..3)
+            .map(|n| JobRecord::claimed_for_test(&format!("j{n}"), "f", "k", t0()))
+            .collect();
+        let claimed = take_leases(jobs, &leases, Work::Attempt);
+        assert_eq!(claimed.len(), 2);
+        assert_eq!(leases.available_permits(), 0);
+        drop(claimed);
+        assert_eq!(
+            leases.available_permits(),
+            2,
+            "a finished job gives its lease back"
+        );
+    }
+}
