@@ -53,7 +53,7 @@
 
 pub mod alerts;
 pub mod api;
-pub mod calendar;
+pub(crate) mod calendar;
 pub mod channels;
 pub mod cli;
 pub mod clock;
@@ -64,16 +64,16 @@ pub mod fuzzing;
 pub mod lifecycle;
 pub mod model;
 pub mod node;
-pub mod payload;
+pub(crate) mod payload;
 pub mod policy;
 pub mod policytest;
 pub mod reload;
 pub mod retry;
-pub mod settings;
-pub mod simulate;
+pub(crate) mod settings;
+pub(crate) mod simulate;
 pub mod store;
-pub mod telemetry;
-pub mod tokens;
+pub(crate) mod telemetry;
+pub(crate) mod tokens;
 
 /// Installs ring as the process's TLS provider, once. reqwest and sqlx share
 /// rustls; two providers would make it panic at the first connection.

@@ -1,10 +1,10 @@
 //! The HTTP API of PRODUCT.md: submit jobs, inspect them and the policy in
 //! force, health and Prometheus metrics.
 
-pub mod auth;
+pub(crate) mod auth;
 mod body;
 mod channels;
-pub mod dlq;
+pub(crate) mod dlq;
 mod error;
 pub(crate) mod jobs;
 mod server;

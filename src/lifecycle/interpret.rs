@@ -21,7 +21,7 @@
 //!   `off_hours` template while the calendar is closed, the `in_hours` one
 //!   while it is open, else the step's `retry`); then, if the retry
 //!   would fall where the step holds, the job is suspended straight to the
-//!   end of that hold ([`Next::Suspend`]), so the API shows the real resume
+//!   end of that hold ([`Then::Suspend`]), so the API shows the real resume
 //!   time at once.
 //!
 //! Time held never counts against `total_timeout`: the machine adds each
@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Decision, Reason};
+use super::Reason;
 use crate::calendar::Availability;
 use crate::clock::later;
 use crate::model::{Flow, MaintenanceRule, OffHours, Outcome, RetryTemplate, Step};
@@ -58,7 +58,7 @@ pub struct Attempted {
 
 /// What the engine does next.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Next {
+pub enum Then {
     /// Try the same channel again at `at`.
     Retry { at: Timestamp, delay: Duration },
     /// Try the same channel again, but the step's calendar holds the job at
@@ -80,16 +80,18 @@ pub enum Next {
     },
 }
 
-impl Next {
+#[cfg(test)]
+impl Then {
     /// The decision recorded on the attempt's row.
-    pub fn decision(&self) -> Decision {
+    pub fn decision(&self) -> super::Decision {
+        use super::Decision;
         match self {
-            Next::Retry { .. } => Decision::Retry,
-            Next::Suspend { .. } => Decision::Suspend,
-            Next::Fallback { .. } => Decision::Fallback,
-            Next::NextStep { .. } => Decision::NextStep,
-            Next::Succeeded => Decision::Succeeded,
-            Next::Dead { .. } => Decision::Dead,
+            Then::Retry { .. } => Decision::Retry,
+            Then::Suspend { .. } => Decision::Suspend,
+            Then::Fallback { .. } => Decision::Fallback,
+            Then::NextStep { .. } => Decision::NextStep,
+            Then::Succeeded => Decision::Succeeded,
+            Then::Dead { .. } => Decision::Dead,
         }
     }
 }
@@ -102,24 +104,24 @@ pub fn decide(
     verdict: &Verdict,
     now: Timestamp,
     jitter_sample: f64,
-) -> Next {
+) -> Then {
     let Some(step) = flow.steps.get(at.step_index) else {
         // The caller checks the step exists; a vanished step cannot go on.
-        return Next::Dead {
+        return Then::Dead {
             reason: Reason::Permanent,
         };
     };
     match verdict.outcome {
         Outcome::Success => {
             if at.step_index + 1 < flow.steps.len() {
-                Next::NextStep {
+                Then::NextStep {
                     step_index: at.step_index + 1,
                 }
             } else {
-                Next::Succeeded
+                Then::Succeeded
             }
         }
-        Outcome::Fail => Next::Dead {
+        Outcome::Fail => Then::Dead {
             reason: Reason::Permanent,
         },
         Outcome::Retry | Outcome::RefreshAuth => {
@@ -133,17 +135,17 @@ pub fn decide(
             };
             match retry_at {
                 Some((when, delay)) if within_deadline(when) => match hold_at(step, when) {
-                    Some(hold) => Next::Suspend {
+                    Some(hold) => Then::Suspend {
                         at: when,
                         delay,
                         hold,
                     },
-                    None => Next::Retry { at: when, delay },
+                    None => Then::Retry { at: when, delay },
                 },
-                _ if at.channel_index + 1 < step.channel_count() => Next::Fallback {
+                _ if at.channel_index + 1 < step.channel_count() => Then::Fallback {
                     channel_index: at.channel_index + 1,
                 },
-                _ => Next::Dead {
+                _ => Then::Dead {
                     reason: Reason::Exhausted,
                 },
             }
@@ -277,7 +279,7 @@ mod tests {
 
     /// Drives a step that keeps failing; returns each decision and the time
     /// it was made, as the engine would.
-    fn run_failing(flow: &Flow, sample: f64) -> Vec<(Timestamp, Next)> {
+    fn run_failing(flow: &Flow, sample: f64) -> Vec<(Timestamp, Then)> {
         let mut now = t0();
         let mut pos = Attempted {
             step_index: 0,
@@ -291,11 +293,11 @@ mod tests {
             let next = decide(flow, &pos, &verdict(Outcome::Retry), now, sample);
             out.push((now, next.clone()));
             match next {
-                Next::Retry { at, .. } => {
+                Then::Retry { at, .. } => {
                     now = at;
                     pos.attempts += 1;
                 }
-                Next::Fallback { channel_index } => {
+                Then::Fallback { channel_index } => {
                     pos = Attempted {
                         channel_index,
                         attempts: 1,
@@ -308,7 +310,7 @@ mod tests {
         }
     }
 
-    fn offsets(run: &[(Timestamp, Next)]) -> Vec<i64> {
+    fn offsets(run: &[(Timestamp, Then)]) -> Vec<i64> {
         run.iter()
             .map(|(at, _)| at.duration_since(t0()).as_secs())
             .collect()
@@ -327,7 +329,7 @@ mod tests {
             assert_eq!(offsets(&run), expected, "{name}");
             assert_eq!(
                 run.last().unwrap().1,
-                Next::Dead {
+                Then::Dead {
                     reason: Reason::Exhausted
                 },
                 "dead after exhaustion"
@@ -345,7 +347,7 @@ mod tests {
         for sample in [0.0, 0.25, 0.5, 0.999] {
             let run = run_failing(&f, sample);
             for (i, (_, next)) in run.iter().enumerate() {
-                if let Next::Retry { delay, .. } = next {
+                if let Then::Retry { delay, .. } = next {
                     let nominal = 2f64 * 2f64.powi(i as i32);
                     let d = delay.as_secs_f64();
                     assert!(d >= nominal * 0.8 - 1e-9 && d <= nominal * 1.2 + 1e-9);
@@ -386,7 +388,7 @@ mod tests {
         let now = t0() + signed(secs(3610));
         let next = decide(&f, &pos, &verdict(Outcome::Retry), now, 0.5);
         assert!(
-            matches!(next, Next::Retry { delay, .. } if delay == secs(8)),
+            matches!(next, Then::Retry { delay, .. } if delay == secs(8)),
             "{next:?}"
         );
         let not_held = Attempted {
@@ -395,7 +397,7 @@ mod tests {
         };
         assert!(matches!(
             decide(&f, &not_held, &verdict(Outcome::Retry), now, 0.5),
-            Next::Dead { .. }
+            Then::Dead { .. }
         ));
     }
 
@@ -432,7 +434,7 @@ mod tests {
         };
         assert_eq!(
             decide(&f, &pos, &v, t0(), 0.5),
-            Next::Retry {
+            Then::Retry {
                 at: t0() + signed(secs(30)),
                 delay: secs(30)
             }
@@ -456,8 +458,8 @@ mod tests {
                 "retry", "retry", "dead", // spool: 3 attempts
             ]
         );
-        assert_eq!(run[2].1, Next::Fallback { channel_index: 1 });
-        assert_eq!(run[5].1, Next::Fallback { channel_index: 2 });
+        assert_eq!(run[2].1, Then::Fallback { channel_index: 1 });
+        assert_eq!(run[5].1, Then::Fallback { channel_index: 2 });
         assert_eq!(offsets(&run), vec![0, 5, 10, 10, 15, 20, 20, 25, 30]);
     }
 
@@ -473,7 +475,7 @@ mod tests {
         };
         assert_eq!(
             decide(&f, &pos, &verdict(Outcome::Fail), t0(), 0.5),
-            Next::Dead {
+            Then::Dead {
                 reason: Reason::Permanent
             }
         );
@@ -494,12 +496,12 @@ mod tests {
         };
         assert_eq!(
             decide(&f, &pos, &verdict(Outcome::Success), t0(), 0.5),
-            Next::NextStep { step_index: 1 }
+            Then::NextStep { step_index: 1 }
         );
         pos.step_index = 1;
         assert_eq!(
             decide(&f, &pos, &verdict(Outcome::Success), t0(), 0.5),
-            Next::Succeeded
+            Then::Succeeded
         );
     }
 
@@ -632,7 +634,7 @@ mod tests {
         let in_hours = at("2026-05-08T21:59:00Z");
         assert_eq!(
             decide(&f, &pos(2), &failed, in_hours, 0.5),
-            Next::Retry {
+            Then::Retry {
                 at: in_hours + signed(secs(2)),
                 delay: secs(2)
             }
@@ -641,7 +643,7 @@ mod tests {
         let evening = at("2026-05-08T22:00:00Z");
         assert_eq!(
             decide(&f, &pos(2), &failed, evening, 0.5),
-            Next::Retry {
+            Then::Retry {
                 at: evening + signed(secs(5)),
                 delay: secs(5)
             }
@@ -650,13 +652,13 @@ mod tests {
         // series, though aggressive would allow five.
         assert_eq!(
             decide(&f, &pos(3), &failed, evening, 0.5),
-            Next::Dead {
+            Then::Dead {
                 reason: Reason::Exhausted
             }
         );
         assert!(matches!(
             decide(&f, &pos(3), &failed, in_hours, 0.5),
-            Next::Retry { .. }
+            Then::Retry { .. }
         ));
 
         // `in_hours` replaces the step's template while open; closed, with
@@ -667,7 +669,7 @@ mod tests {
         }
         let f = flow(vec![s]);
         let delay = |now| match decide(&f, &pos(2), &failed, now, 0.5) {
-            Next::Retry { delay, .. } => delay,
+            Then::Retry { delay, .. } => delay,
             other => panic!("{other:?}"),
         };
         assert_eq!(delay(in_hours), secs(4), "standard's second delay");
@@ -690,7 +692,7 @@ mod tests {
         let next = decide(&f, &pos, &verdict(Outcome::Retry), now, 0.5);
         assert_eq!(
             next,
-            Next::Suspend {
+            Then::Suspend {
                 at: now + signed(secs(8)),
                 delay: secs(8),
                 hold: Hold {
@@ -707,7 +709,7 @@ mod tests {
     /// the held time added for each hold. Returns each attempt's instant
     /// and its active time (since the series' first attempt, held time
     /// left out), and how the series ended.
-    fn run_with_holds(f: &Flow, start: Timestamp) -> (Vec<(Timestamp, Duration)>, Next) {
+    fn run_with_holds(f: &Flow, start: Timestamp) -> (Vec<(Timestamp, Duration)>, Then) {
         let mut now = start;
         let mut attempts = 0;
         let mut series_started_at = start;
@@ -736,8 +738,8 @@ mod tests {
                 held,
             };
             match decide(f, &pos, &verdict(Outcome::Retry), now, 0.5) {
-                Next::Retry { at, .. } => now = at,
-                Next::Suspend { at, hold, .. } => {
+                Then::Retry { at, .. } => now = at,
+                Then::Suspend { at, hold, .. } => {
                     held += hold.length_from(at);
                     now = hold.until;
                 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::interpret::{decide, hold_at, Attempted, Next};
+use super::interpret::{decide, hold_at, Attempted, Then};
 use super::{Decision, JobState, Reason};
 use crate::clock::later;
 use crate::model::{Channel, CompiledPolicy, Flow, Outcome, RetryTemplate, Step};
@@ -525,14 +525,14 @@ fn answered(
         ..Landing::staying(at)
     };
     match next {
-        Next::Retry { at: when, delay } => Move {
+        Then::Retry { at: when, delay } => Move {
             kind: MoveKind::Retry { at: when, delay },
             landing: Landing {
                 next_at: Some(when),
                 ..counted
             },
         },
-        Next::Suspend {
+        Then::Suspend {
             at: due,
             delay,
             hold,
@@ -551,15 +551,15 @@ fn answered(
                 ..counted
             },
         },
-        Next::Fallback { channel_index } => Move {
+        Then::Fallback { channel_index } => Move {
             kind: MoveKind::Fallback { channel_index },
             landing: counted.fresh_series(located.step_index, channel_index, now),
         },
-        Next::NextStep { step_index } => Move {
+        Then::NextStep { step_index } => Move {
             kind: MoveKind::NextStep { step_index },
             landing: counted.fresh_series(step_index, 0, now),
         },
-        Next::Succeeded => Move {
+        Then::Succeeded => Move {
             kind: MoveKind::Succeeded,
             landing: Landing {
                 state: JobState::Succeeded,
@@ -567,7 +567,7 @@ fn answered(
                 ..counted
             },
         },
-        Next::Dead { reason } => Move {
+        Then::Dead { reason } => Move {
             kind: MoveKind::Dead { reason },
             landing: Landing {
                 reason: Some(reason),

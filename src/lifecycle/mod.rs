@@ -4,8 +4,8 @@
 //! [`crate::simulate`] both drive [`next`]; the stores write what it
 //! returns. Nothing here does I/O or reads a clock.
 
-pub mod interpret;
-pub mod machine;
+pub(crate) mod interpret;
+pub(crate) mod machine;
 mod vocabulary;
 
 pub use interpret::{hold_at, signed, template_at, Hold, HOLD_RECHECK};

@@ -14,8 +14,8 @@
 //! - `diagnostic`: [`Diagnostic`], printed as `file:line:col: error: …`.
 //! - `schema`: the JSON Schema of the files ([`policy_schema`]).
 
-pub mod cases;
-pub mod defs;
+pub(crate) mod cases;
+pub(crate) mod defs;
 
 mod decode;
 mod diagnostic;

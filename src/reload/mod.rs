@@ -5,6 +5,6 @@
 //! [`Reloader`] does one reload; [`watcher`] runs it when the files change
 //! (debounced), on SIGHUP, and on a slow timer as a safety net.
 
-pub mod watcher;
+pub(crate) mod watcher;
 
 pub use watcher::{ReloadOutcome, Reloader, WatchConfig, Watcher};

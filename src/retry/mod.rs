@@ -5,8 +5,8 @@
 //! Nothing here does I/O or reads the clock: the time and the random jitter
 //! sample are arguments, so every result can be tested exactly.
 
-pub mod backoff;
-pub mod classify;
+pub(crate) mod backoff;
+pub(crate) mod classify;
 pub mod quota;
 
 pub use backoff::{delay_before_retry, nominal_delay, parse_retry_after};

@@ -35,7 +35,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
 use crate::lifecycle::{
-    next, signed, template_at, Decision, Event, Move, MoveKind, Outcome, Position, Reason,
+    next, template_at, Decision, Event, Move, MoveKind, Outcome, Position, Reason,
 };
 use crate::model::{CompiledPolicy, DeliveryResult, Flow, Outcome as Verdicts};
 use crate::retry::quota::window_end;
@@ -129,11 +129,9 @@ pub enum Answer {
 
 /// What the caller is asked for: the attempt about to be made.
 #[derive(Debug, Clone, Copy)]
-pub struct Upcoming<'a> {
+pub struct Upcoming {
     /// 1-based, over the whole job.
     pub number: u32,
-    pub step: &'a str,
-    pub channel: &'a str,
 }
 
 /// One simulated attempt.
@@ -357,7 +355,7 @@ pub fn simulate(
     step_index: usize,
     start: Timestamp,
     options: Options,
-    mut partner: impl FnMut(Upcoming<'_>) -> Option<Answer>,
+    mut partner: impl FnMut(Upcoming) -> Option<Answer>,
 ) -> Result<Run, SimError> {
     let Some(first) = flow.steps.get(step_index) else {
         return Err(SimError::NoSuchStep {
@@ -382,19 +380,13 @@ pub fn simulate(
             lanes[1].position.step_index,
             lanes[1].position.channel_index,
         );
-        let step = &flow.steps[step_index.min(flow.steps.len() - 1)];
-        let channel = step.channel_at(channel_index).unwrap_or(&step.channel);
         if number >= options.limit {
             return Ok(Run {
                 attempts,
                 end: End::Limit,
             });
         }
-        let Some(answer) = partner(Upcoming {
-            number: number + 1,
-            step: &step.name,
-            channel,
-        }) else {
+        let Some(answer) = partner(Upcoming { number: number + 1 }) else {
             return Ok(Run {
                 attempts,
                 end: End::Pending {
@@ -563,11 +555,6 @@ fn describe(kind: &MoveKind) -> &'static str {
 /// `at` as an offset from `start`, for display and matching.
 pub fn offset(start: Timestamp, at: Timestamp) -> Duration {
     Duration::try_from(start.duration_until(at)).unwrap_or_default()
-}
-
-/// `start + d`, saturating.
-pub fn after(start: Timestamp, d: Duration) -> Timestamp {
-    start.saturating_add(signed(d)).unwrap_or(start)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::compile::compile;
+use crate::lifecycle::signed;
 use crate::model::{CompiledPolicy, ErrorKind, Response, TransportError};
 use crate::policy::{EnvMode, Format, SourceFile};
 

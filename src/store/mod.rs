@@ -8,7 +8,7 @@
 //! epoch.
 
 mod plan;
-pub mod postgres;
+pub(crate) mod postgres;
 mod records;
 mod rows;
 mod sql;

@@ -127,13 +127,6 @@ impl PgStepLog {
         Ok(PgStepLog { pool, submissions })
     }
 
-    /// A listener on [`JOBS_CHANNEL`]: each notification means another node
-    /// (or this one) inserted jobs. It holds a connection of its own, outside
-    /// the pool.
-    pub async fn listen(&self) -> StoreResult<PgListener> {
-        listen_on(&self.pool).await
-    }
-
     async fn job_exists(&self, id: &str) -> StoreResult<bool> {
         let row = sqlx::query(sqlx::AssertSqlSafe(SQL.job_exists.as_str()))
             .bind(id)

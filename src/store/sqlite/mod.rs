@@ -8,7 +8,7 @@
 //! upgrade to a writer after another commit and would
 //! fail with `SQLITE_BUSY` instead of waiting.
 
-pub mod lock;
+pub(crate) mod lock;
 mod upkeep;
 mod writer;
 
