@@ -15,7 +15,7 @@ use super::output::print_table;
 use super::{CliResult, Failure, OutputArgs};
 use crate::clock::{Clock, SystemClock};
 use crate::compile::{format_duration, load_policy};
-use crate::lifecycle::Decision;
+use crate::lifecycle::{Decision, Reason};
 use crate::model::{Flow, MaintenanceRule, OffHours};
 use crate::policy::EnvMode;
 use crate::simulate::{
@@ -231,8 +231,8 @@ impl Explained<'_> {
                 if !last.at.is_exact() {
                     line.push_str(&format!("; with jitter between {}", self.range(&last.at)));
                 }
-                let why = match reason.as_str() {
-                    "exhausted" => "every channel's retries ran out",
+                let why = match reason {
+                    Reason::Exhausted => "every channel's retries ran out",
                     _ => "a permanent failure",
                 };
                 println!("{line}: {why}");
