@@ -626,17 +626,8 @@ fn log_attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channels::Channels;
-    use crate::clock::ManualClock;
-    use crate::compile::compile;
     use crate::lifecycle::Decision;
-    use crate::policy::{EnvMode, Format, SourceFile};
     use crate::store::JobRecord;
-
-    struct NoStats;
-    impl crate::engine::AttemptObserver for NoStats {
-        fn attempted(&self, _: &str, _: Timestamp, _: bool) {}
-    }
 
     fn t0() -> Timestamp {
         "2026-05-04T10:00:00Z".parse().expect("a time")
@@ -650,24 +641,7 @@ mod tests {
              - {{ name: confirm, channel: backup }}\n",
             d = dir.display()
         );
-        let compiled = compile(
-            &[SourceFile::new("p.yaml", text, Format::Yaml)],
-            &EnvMode::Placeholders,
-        );
-        assert!(!compiled.has_errors(), "{:#?}", compiled.diagnostics);
-        let policy = compiled.policy.expect("compiles");
-        Executor {
-            policy: Arc::new(LivePolicy::new(policy, t0())),
-            channels: Arc::new(Channels::new().expect("channels")),
-            clock: Arc::new(ManualClock::new(t0())),
-            store: crate::store::open("sqlite::memory:")
-                .await
-                .expect("a store"),
-            owner: "node".into(),
-            quotas: Arc::new(crate::retry::quota::RetryQuotas::new(Default::default())),
-            stats: Arc::new(NoStats),
-            metrics: Default::default(),
-        }
+        crate::engine::testing::executor(&text, t0()).await
     }
 
     fn job() -> JobRecord {

@@ -266,6 +266,31 @@ mod tests {
         compiled.policy.expect("compiles")
     }
 
+    /// A node's channel state and a manual clock, for gates.
+    struct Node {
+        channels: SharedChannels,
+        manual: ManualClock,
+        clock: SharedClock,
+    }
+
+    impl Node {
+        fn new() -> Self {
+            let manual = ManualClock::new(t0());
+            Node {
+                channels: Arc::new(Channels::new().expect("channels")),
+                clock: Arc::new(manual.clone()),
+                manual,
+            }
+        }
+
+        fn gate(&self) -> ChannelGate<'_> {
+            ChannelGate {
+                channels: &self.channels,
+                clock: &self.clock,
+            }
+        }
+    }
+
     fn t0() -> Timestamp {
         "2026-05-04T10:00:00Z".parse().expect("a time")
     }
@@ -288,12 +313,8 @@ mod tests {
     async fn an_open_breaker_refuses_until_its_probe() {
         let dir = tempfile::tempdir().expect("a directory");
         let p = policy(dir.path());
-        let channels: SharedChannels = Arc::new(Channels::new().expect("channels"));
-        let clock: SharedClock = Arc::new(ManualClock::new(t0()));
-        let gate = ChannelGate {
-            channels: &channels,
-            clock: &clock,
-        };
+        let node = Node::new();
+        let gate = node.gate();
         let fragile = p.channel("fragile").expect("a channel");
         let Gate::Go(slot) = gate.admit(fragile).await else {
             panic!("a closed breaker lets the attempt through");
@@ -313,27 +334,16 @@ mod tests {
     async fn a_full_channel_hands_the_job_back_after_waiting_in_place() {
         let dir = tempfile::tempdir().expect("a directory");
         let p = policy(dir.path());
-        let channels: SharedChannels = Arc::new(Channels::new().expect("channels"));
-        let manual = ManualClock::new(t0());
-        let clock: SharedClock = Arc::new(manual.clone());
+        let node = Node::new();
         let single = p.channel("single").expect("a channel");
-        let gate = ChannelGate {
-            channels: &channels,
-            clock: &clock,
-        };
-        let Gate::Go(_held) = gate.admit(single).await else {
+        let Gate::Go(_held) = node.gate().admit(single).await else {
             panic!("the first place is free");
         };
-        let waiting = async {
-            let gate = ChannelGate {
-                channels: &channels,
-                clock: &clock,
-            };
-            gate.admit(single).await
-        };
+        let second = node.gate();
+        let waiting = second.admit(single);
         let advance = async {
             tokio::task::yield_now().await;
-            manual.advance(WAIT_IN_PLACE);
+            node.manual.advance(WAIT_IN_PLACE);
         };
         let (refused, ()) = tokio::join!(waiting, advance);
         match refused {
@@ -350,12 +360,8 @@ mod tests {
     async fn a_rate_slot_too_far_off_hands_the_job_back_until_it() {
         let dir = tempfile::tempdir().expect("a directory");
         let p = policy(dir.path());
-        let channels: SharedChannels = Arc::new(Channels::new().expect("channels"));
-        let clock: SharedClock = Arc::new(ManualClock::new(t0()));
-        let gate = ChannelGate {
-            channels: &channels,
-            clock: &clock,
-        };
+        let node = Node::new();
+        let gate = node.gate();
         let slow = p.channel("slow").expect("a channel");
         assert!(matches!(gate.admit(slow).await, Gate::Go(_)));
         match gate.admit(slow).await {
@@ -371,12 +377,8 @@ mod tests {
     async fn refresh_auth_without_a_refresh_on_the_channel_is_a_permanent_failure() {
         let dir = tempfile::tempdir().expect("a directory");
         let p = policy(dir.path());
-        let channels: SharedChannels = Arc::new(Channels::new().expect("channels"));
-        let clock: SharedClock = Arc::new(ManualClock::new(t0()));
-        let gate = ChannelGate {
-            channels: &channels,
-            clock: &clock,
-        };
+        let node = Node::new();
+        let gate = node.gate();
         let flow = p.flow("f").expect("a flow");
         let step = &flow.steps[3];
         let delivery = Delivery {

@@ -7,6 +7,8 @@ pub mod executor;
 pub(crate) mod gate;
 mod live;
 pub(crate) mod scheduler;
+#[cfg(test)]
+mod testing;
 mod workers;
 pub(crate) mod writer;
 

@@ -314,17 +314,7 @@ fn take_leases(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channels::Channels;
-    use crate::clock::ManualClock;
-    use crate::compile::compile;
-    use crate::engine::{AttemptObserver, LivePolicy};
-    use crate::policy::{EnvMode, Format, SourceFile};
     use crate::store::{JobRecord, NewJob};
-
-    struct NoStats;
-    impl AttemptObserver for NoStats {
-        fn attempted(&self, _: &str, _: Timestamp, _: bool) {}
-    }
 
     fn t0() -> Timestamp {
         "2026-05-04T10:00:00Z".parse().expect("a time")
@@ -333,26 +323,9 @@ mod tests {
     async fn scheduler() -> Scheduler {
         let text = "channels:\n  spool: { file: { dir: spool } }\n\
                     flows:\n  f:\n    steps:\n      - { name: deliver, channel: spool }\n";
-        let compiled = compile(
-            &[SourceFile::new("p.yaml", text, Format::Yaml)],
-            &EnvMode::Placeholders,
-        );
-        let policy = compiled.policy.expect("compiles");
-        let executor = Executor {
-            policy: Arc::new(LivePolicy::new(policy, t0())),
-            channels: Arc::new(Channels::new().expect("channels")),
-            clock: Arc::new(ManualClock::new(t0())),
-            store: crate::store::open("sqlite::memory:")
-                .await
-                .expect("a store"),
-            owner: "node".into(),
-            quotas: Arc::new(crate::retry::quota::RetryQuotas::new(Default::default())),
-            stats: Arc::new(NoStats),
-            metrics: Default::default(),
-        };
         let (writer, results) = super::super::writer::channel();
         Scheduler {
-            executor,
+            executor: crate::engine::testing::executor(text, t0()).await,
             writer,
             results,
             config: SchedulerConfig::default(),

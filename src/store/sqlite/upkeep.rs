@@ -4,14 +4,14 @@
 //! this process writes through one connection, in one queue.
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::super::rows::{ms, opt_ms};
 use super::super::{
     AttemptRecord, JobFilter, JobState, JobUpdate, NotificationClaim, Reason, RetryBatch,
     StoreResult,
 };
-use super::writer::{begin, job_from_written, INSERT_ATTEMPT};
+use super::writer::{begin, job_from_written, record_attempt, INSERT_ATTEMPT};
 use super::SQL;
 
 pub(super) fn leases_release(connection: &mut Connection, owner: &str) -> StoreResult<u64> {
@@ -64,30 +64,12 @@ pub(super) fn notification_record(
     let tx = begin(connection)?;
     tx.prepare_cached(&SQL.notification_counted)?
         .execute(params![attempt.job_id, opt_ms(next_at)])?;
-    insert_attempt(&tx, attempt)?;
+    record_attempt(
+        &mut tx.prepare_cached(INSERT_ATTEMPT)?,
+        &attempt.job_id,
+        attempt,
+    )?;
     tx.commit()?;
-    Ok(())
-}
-
-/// Appends one attempt row.
-fn insert_attempt(tx: &Transaction<'_>, attempt: &AttemptRecord) -> StoreResult<()> {
-    tx.prepare_cached(INSERT_ATTEMPT)?.execute(params![
-        attempt.job_id,
-        attempt.step,
-        attempt.channel,
-        attempt.attempt,
-        ms(attempt.started_at),
-        ms(attempt.finished_at),
-        attempt.status,
-        attempt.error,
-        attempt.error_message,
-        attempt.outcome.as_str(),
-        attempt.rule,
-        attempt.decision.as_str(),
-        attempt.delay_ms,
-        opt_ms(attempt.next_at),
-        attempt.policy_version,
-    ])?;
     Ok(())
 }
 

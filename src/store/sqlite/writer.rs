@@ -27,7 +27,8 @@ use tokio::sync::oneshot;
 use super::super::plan::{Lease, RoundRobin};
 use super::super::rows::{job_from_row, ms, opt_ms, opt_timestamp, same_payload, Columns};
 use super::super::{
-    ClaimedJob, InsertOutcome, JobRecord, JobState, NewJob, StoreError, StoreResult, Transition,
+    AttemptRecord, ClaimedJob, InsertOutcome, JobRecord, JobState, NewJob, StoreError, StoreResult,
+    Transition,
 };
 use super::{Synchronous, FLOWS_WAITING_SQL};
 use crate::lifecycle::Reason;
@@ -653,28 +654,38 @@ fn apply(tx: &Transaction<'_>, transitions: &[Transition]) -> StoreResult<Vec<bo
             opt_ms(t.lease_until),
         ])? == 1;
         if let (true, Some(attempt)) = (moved, &t.attempt) {
-            record.execute(params![
-                // The job just updated: see `open` on foreign keys.
-                t.job_id,
-                attempt.step,
-                attempt.channel,
-                attempt.attempt,
-                ms(attempt.started_at),
-                ms(attempt.finished_at),
-                attempt.status,
-                attempt.error,
-                attempt.error_message,
-                attempt.outcome.as_str(),
-                attempt.rule,
-                attempt.decision.as_str(),
-                attempt.delay_ms,
-                opt_ms(attempt.next_at),
-                attempt.policy_version,
-            ])?;
+            // The job just updated: see `open` on foreign keys.
+            record_attempt(&mut record, &t.job_id, attempt)?;
         }
         applied.push(moved);
     }
     Ok(applied)
+}
+
+/// Appends `attempt` as a row of job `job_id`, through [`INSERT_ATTEMPT`].
+pub(super) fn record_attempt(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    job_id: &str,
+    attempt: &AttemptRecord,
+) -> StoreResult<()> {
+    statement.execute(params![
+        job_id,
+        attempt.step,
+        attempt.channel,
+        attempt.attempt,
+        ms(attempt.started_at),
+        ms(attempt.finished_at),
+        attempt.status,
+        attempt.error,
+        attempt.error_message,
+        attempt.outcome.as_str(),
+        attempt.rule,
+        attempt.decision.as_str(),
+        attempt.delay_ms,
+        opt_ms(attempt.next_at),
+        attempt.policy_version,
+    ])?;
+    Ok(())
 }
 
 /// Claims up to `limit` due jobs, flow by flow, in the round robin both
