@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::expect::{ShowAt, ShowDelay};
-use super::run::{state_word, CaseResult};
+use super::run::{end_reason, state_word, CaseResult};
 use super::Suite;
 use crate::model::DeliveryResult;
 use crate::policy::{has_errors, Diagnostic};
@@ -90,9 +90,13 @@ fn end_text(run: &Run, result: &CaseResult) -> String {
         End::Succeeded => "succeeded".to_string(),
         End::Dead(reason) => format!("dead ({})", reason.as_str()),
         End::Pending {
-            step_index, next, ..
+            step_index,
+            next,
+            held,
+            ..
         } => format!(
-            "pending: the answers ran out; step {} would try again at {}",
+            "{}: the answers ran out; step {} would try again at {}",
+            held.map_or_else(|| "pending".to_string(), |r| format!("suspended ({r})")),
             result.case.flow.steps[*step_index].name,
             ShowAt(result.case.start, next)
         ),
@@ -265,10 +269,7 @@ fn attempt_json(start: jiff::Timestamp, a: &SimAttempt) -> Value {
 }
 
 fn end_json(run: &Run, r: &CaseResult) -> Value {
-    let reason = match &run.end {
-        End::Dead(reason) => Some(reason.as_str()),
-        _ => None,
-    };
+    let reason = end_reason(&run.end).map(|reason| reason.as_str());
     let step = match &run.end {
         End::Pending { step_index, .. } => Some(r.case.flow.steps[*step_index].name.clone()),
         _ => run.attempts.last().map(|a| a.step.clone()),

@@ -206,7 +206,11 @@ fn compare_attempt(
             f.pos,
             "outcome",
             &f.written,
-            format!("{} (rule {})", actual.outcome, actual.rule),
+            if actual.rule.is_empty() {
+                actual.outcome.to_string()
+            } else {
+                format!("{} (rule {})", actual.outcome, actual.rule)
+            },
         );
     }
     if let Some((pos, written)) = text(&expected.rule, &actual.rule) {

@@ -202,10 +202,11 @@ pub enum SimError {
     #[error("flow `{flow}` has no step `{step}`")]
     NoSuchStep { flow: String, step: String },
     #[error(
-        "attempt {attempt}: a `breaker: open` answer for channel `{channel}`, which has no \
-         circuit_breaker"
+        "answer {answer} is `breaker: open`, but it falls to channel `{channel}`, which has \
+         no `circuit_breaker` (its breaker is never open): give the channel one, or write \
+         the partner's answer instead"
     )]
-    NoBreaker { attempt: u32, channel: String },
+    NoBreaker { answer: u32, channel: String },
     #[error(
         "after attempt {attempt}, jitter decides what comes next: with the shortest delays \
          the engine would {lo}, with the longest it would {hi}; give the template \
@@ -375,6 +376,9 @@ pub fn simulate(
     });
     let mut attempts = Vec::new();
     let mut number = 0u32;
+    // Answers given so far (a breaker that holds the job takes one and
+    // records no attempt).
+    let mut answered = 0u32;
     loop {
         let (step_index, channel_index) = (
             lanes[1].position.step_index,
@@ -397,6 +401,7 @@ pub fn simulate(
                 },
             });
         };
+        answered += 1;
 
         let due = Span::of(lanes.each_ref().map(|l| l.due));
         let mut holds = [None; 3];
@@ -418,7 +423,7 @@ pub fn simulate(
             let (moved, verdict) = lane
                 .answer(policy, &answer, at, sample)
                 .map_err(|channel| SimError::NoBreaker {
-                    attempt: number + 1,
+                    answer: answered,
                     channel,
                 })?;
             moves.push(moved);

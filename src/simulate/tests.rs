@@ -362,7 +362,7 @@ fn a_breaker_answer_needs_a_breaker_on_the_channel() {
     assert_eq!(
         err,
         SimError::NoBreaker {
-            attempt: 1,
+            answer: 1,
             channel: "a".into()
         }
     );
