@@ -113,6 +113,7 @@ impl Node {
             );
             tokio::spawn(alerter.run(config.alerts.check_every))
         });
+        let node_timeout = config.engine.node_timeout;
         let engine = Engine::start(
             EngineParts {
                 store: store.clone(),
@@ -150,6 +151,7 @@ impl Node {
             channels,
             access: api::Access::new(&config.tokens, addr.ip().is_loopback()),
             operations: Arc::new(api::dlq::Operations::default()),
+            node_timeout,
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         let api = tokio::spawn(api::serve(listener, state, config.serve, async {

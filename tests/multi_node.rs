@@ -53,9 +53,22 @@ impl Drop for Engine {
 }
 
 fn spawn_engine(name: &str, policies: &std::path::Path, db: &str, partner: &str) -> Engine {
+    spawn_node(name, policies, db, partner, &["--lease", LEASE])
+}
+
+/// `steadfast run` as node `name`, with `extra` arguments.
+fn spawn_node(
+    name: &str,
+    policies: &std::path::Path,
+    db: &str,
+    partner: &str,
+    extra: &[&str],
+) -> Engine {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
-        .args(["run", "--workers", "16", "--lease", LEASE, "--listen"])
+        .args(["run", "--workers", "16"])
+        .args(extra)
+        .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--policies")
         .arg(policies)
@@ -63,6 +76,7 @@ fn spawn_engine(name: &str, policies: &std::path::Path, db: &str, partner: &str)
         .arg(db)
         .env("PARTNER", partner)
         .env("NODE", name)
+        .env("STEADFAST_NODE_ID", name)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -220,4 +234,191 @@ async fn a_killed_nodes_jobs_finish_on_the_others() {
             assert!(!nodes[1..].contains(&"n3".to_string()), "{key}: {nodes:?}");
         }
     }
+}
+
+/// A few jobs submitted to `engine` in one batch.
+async fn submit_few(client: &reqwest::Client, engine: &Engine, count: usize) {
+    let batch: Vec<Value> = (0..count)
+        .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("few-{n}") }))
+        .collect();
+    let answer = client
+        .post(format!("{}/v1/flows/shared/jobs:batch", engine.base))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.status().is_success(),
+        "{}",
+        answer.text().await.unwrap()
+    );
+}
+
+/// Waits until the partner holds `count` requests of node `node` in flight.
+async fn wait_in_flight(partner: &Partner, node: &str, count: usize) {
+    let what = format!("{node} never had {count} requests in flight");
+    eventually(Duration::from_secs(30), POLL, what, async || {
+        let seen = partner.requests().iter().filter(|r| r.node == node).count();
+        if seen >= count {
+            Ok(())
+        } else {
+            Err(format!("{seen} so far"))
+        }
+    })
+    .await;
+}
+
+/// Waits until all `count` jobs succeeded; how long that took from `since`.
+async fn all_succeeded(
+    client: &reqwest::Client,
+    base: &str,
+    count: usize,
+    since: std::time::Instant,
+    within: Duration,
+) -> Duration {
+    let what = format!("not all {count} jobs succeeded");
+    eventually(within, Duration::from_millis(50), what, async || {
+        let succeeded = count_in_state(client, base, "succeeded").await;
+        if succeeded == count {
+            Ok(())
+        } else {
+            let running = count_in_state(client, base, "running").await;
+            Err(format!("{succeeded} succeeded, {running} running"))
+        }
+    })
+    .await;
+    since.elapsed()
+}
+
+/// A node killed with `kill -9` while its attempts hang: its jobs are
+/// back and delivered by another node within the node timeout (3 s here)
+/// and a second or two, not after their 300 s lease; `GET /v1/nodes` shows
+/// it dead, the survivor live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_jobs_are_back_within_the_node_timeout() {
+    let Some(db) = postgres::fresh_database().await else {
+        return;
+    };
+    // n2's requests hang; n1's are answered at once.
+    let partner = Partner::start(|r| {
+        if r.node == "n2" {
+            delayed(Duration::from_secs(60), status(200))
+        } else {
+            status(200)
+        }
+    })
+    .await;
+    let hanging = POLICY.replace("timeout: 2s", "timeout: 120s");
+    let policies = policy_dir(&[("shared.yaml", hanging.as_str())]);
+    let client = common::http_client();
+    let timeout = ["--node-timeout", "3s"];
+    let mut victim = spawn_node("n2", policies.path(), &db, &partner.url, &timeout);
+    wait_healthy(&client, &victim.base, Duration::from_secs(30)).await;
+    // As many as its 16 workers hold in flight at once.
+    submit_few(&client, &victim, 16).await;
+    wait_in_flight(&partner, "n2", 16).await;
+    victim.child.kill().unwrap(); // SIGKILL: no shutdown, no lease release
+    victim.child.wait().unwrap();
+    let killed = std::time::Instant::now();
+
+    let survivor = spawn_node("n1", policies.path(), &db, &partner.url, &timeout);
+    wait_healthy(&client, &survivor.base, Duration::from_secs(30)).await;
+    let took = all_succeeded(&client, &survivor.base, 16, killed, Duration::from_secs(60)).await;
+    eprintln!("the dead node's jobs were delivered {took:?} after the kill");
+    // 3 s of silence (counted from its last heartbeat, up to 2 s before
+    // the kill), a rescue each second, the delivery, and the survivor's own
+    // start: far from the 300 s lease.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    let nodes: Value = client
+        .get(format!("{}/v1/nodes", survivor.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let state = |id: &str| {
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .map(|n| (n["live"].as_bool().unwrap(), n["running"].as_u64().unwrap()))
+    };
+    assert_eq!(state("n1"), Some((true, 0)), "{nodes:#}");
+    assert_eq!(state("n2"), Some((false, 0)), "{nodes:#}");
+}
+
+/// A node restarted under its id after `kill -9` takes its own unfinished
+/// claims back at start: with a node timeout of a minute, its jobs are
+/// delivered in seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_takes_its_own_claims_back_at_start() {
+    let Some(db) = postgres::fresh_database().await else {
+        return;
+    };
+    let hang = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let partner = {
+        let hang = hang.clone();
+        Partner::start(move |_| {
+            if hang.load(std::sync::atomic::Ordering::SeqCst) {
+                delayed(Duration::from_secs(60), status(200))
+            } else {
+                status(200)
+            }
+        })
+        .await
+    };
+    let hanging = POLICY.replace("timeout: 2s", "timeout: 120s");
+    let policies = policy_dir(&[("shared.yaml", hanging.as_str())]);
+    let client = common::http_client();
+    let timeout = ["--node-timeout", "60s"];
+    let mut first = spawn_node("n1", policies.path(), &db, &partner.url, &timeout);
+    wait_healthy(&client, &first.base, Duration::from_secs(30)).await;
+    submit_few(&client, &first, 10).await;
+    wait_in_flight(&partner, "n1", 10).await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    let killed = std::time::Instant::now();
+
+    let again = spawn_node("n1", policies.path(), &db, &partner.url, &timeout);
+    wait_healthy(&client, &again.base, Duration::from_secs(30)).await;
+    let took = all_succeeded(&client, &again.base, 10, killed, Duration::from_secs(50)).await;
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+/// Two live processes cannot be one node: the second refuses to start
+/// (exit 2) and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_live_node_with_the_same_id_refuses_to_start() {
+    let Some(db) = postgres::fresh_database().await else {
+        return;
+    };
+    let partner = Partner::start(|_| status(200)).await;
+    let policies = policy_dir(&[("shared.yaml", POLICY)]);
+    let client = common::http_client();
+    let first = spawn_engine("n1", policies.path(), &db, &partner.url);
+    wait_healthy(&client, &first.base, Duration::from_secs(30)).await;
+    let second = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["run", "--listen"])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--policies")
+        .arg(policies.path())
+        .arg("--db")
+        .arg(&db)
+        .env("PARTNER", &partner.url)
+        .env("NODE", "n1")
+        .env("STEADFAST_NODE_ID", "n1")
+        .output()
+        .expect("run the steadfast binary");
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("node id `n1` is taken by a live node"),
+        "{stderr}"
+    );
+    // The first is untouched.
+    wait_healthy(&client, &first.base, Duration::from_secs(5)).await;
 }

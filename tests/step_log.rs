@@ -10,7 +10,7 @@ mod pg;
 use jiff::{SignedDuration, Timestamp};
 use steadfast::store::{
     self, AttemptRecord, Decision, InsertOutcome, JobFilter, JobRecord, JobState, JobUpdate,
-    NewJob, Outcome, Reason, SharedStepLog, Transition,
+    Membership, NewJob, Outcome, Reason, SharedStepLog, Transition,
 };
 
 struct Db {
@@ -406,7 +406,7 @@ async fn a_transition_applies_only_under_the_owners_lease(db: Db) {
 async fn a_result_under_an_expired_lease_does_not_apply_over_a_new_claim(db: Db) {
     insert(&db, 1, t(0)).await;
     let first = db.log.jobs_claim_due("a", t(1), t(10), 1).await.unwrap()[0].clone();
-    assert_eq!(db.log.leases_rescue(t(11)).await.unwrap(), 1);
+    assert_eq!(db.log.leases_rescue(t(11), t(11)).await.unwrap(), 1);
     let second = db.log.jobs_claim_due("a", t(12), t(400), 1).await.unwrap()[0].clone();
     assert_eq!(second.id, first.id);
 
@@ -440,7 +440,7 @@ async fn released_and_expired_leases_return_jobs_to_pending(db: Db) {
     db.log.jobs_claim_due("b", t(1), t(1000), 1).await.unwrap();
 
     // Node a's lease expired at t(10); node b's has not.
-    assert_eq!(db.log.leases_rescue(t(11)).await.unwrap(), 1);
+    assert_eq!(db.log.leases_rescue(t(11), t(11)).await.unwrap(), 1);
     assert_eq!(
         db.log.job_get(&a.id).await.unwrap().unwrap().state,
         JobState::Pending
@@ -923,6 +923,66 @@ async fn jobs_are_counted_and_listed_in_every_state(db: Db) {
     assert_eq!(counts.len(), expected.len());
 }
 
+fn node(id: &str) -> Membership {
+    Membership {
+        id: id.into(),
+        instance: format!("{id}-run-1"),
+        version: "test".into(),
+    }
+}
+
+/// A live node's claims stay its own however long ago their lease ran
+/// out: its heartbeat keeps them. Once it falls silent, they come back.
+async fn a_live_nodes_claims_are_not_taken_over(db: Db) {
+    let job = insert(&db, 1, t(0)).await;
+    db.log.node_join(&node("a"), t(0)).await.unwrap();
+    db.log.jobs_claim_due("a", t(1), t(10), 1).await.unwrap();
+    db.log.node_heartbeat(&node("a"), t(50)).await.unwrap();
+    // At t(60) the lease is long gone, but a beat at t(50) is recent.
+    assert_eq!(db.log.leases_rescue(t(60), t(45)).await.unwrap(), 0);
+    assert_eq!(
+        db.log.job_get(&job.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+    // Silent since t(50): dead at t(70) with a 15 s timeout.
+    assert_eq!(db.log.leases_rescue(t(70), t(55)).await.unwrap(), 1);
+    let back = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!((back.state, back.lease_owner), (JobState::Pending, None));
+}
+
+/// A dead node's jobs come back as soon as it is known dead, long before
+/// the lease it claimed them under would have run out.
+async fn a_dead_nodes_jobs_come_back_before_their_lease_ends(db: Db) {
+    let job = insert(&db, 1, t(0)).await;
+    db.log.node_join(&node("a"), t(0)).await.unwrap();
+    db.log.node_join(&node("b"), t(0)).await.unwrap();
+    db.log.jobs_claim_due("a", t(1), t(300), 1).await.unwrap();
+    db.log.node_heartbeat(&node("b"), t(19)).await.unwrap();
+    assert_eq!(db.log.leases_rescue(t(20), t(5)).await.unwrap(), 1);
+    assert_eq!(
+        db.log.job_get(&job.id).await.unwrap().unwrap().state,
+        JobState::Pending
+    );
+    let nodes = db.log.nodes_list().await.unwrap();
+    let ids: Vec<(&str, u64)> = nodes.iter().map(|n| (n.id.as_str(), n.running)).collect();
+    assert_eq!(ids, [("a", 0), ("b", 0)]);
+    assert_eq!(nodes[1].heartbeat_at, t(19));
+}
+
+/// Nodes are listed with the jobs they hold; one that leaves is gone.
+async fn nodes_are_listed_with_their_running_jobs_and_leave(db: Db) {
+    insert(&db, 1, t(0)).await;
+    insert(&db, 2, t(0)).await;
+    db.log.node_join(&node("a"), t(0)).await.unwrap();
+    db.log.jobs_claim_due("a", t(1), t(300), 2).await.unwrap();
+    let nodes = db.log.nodes_list().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!((nodes[0].running, nodes[0].started_at), (2, t(0)));
+    assert_eq!(nodes[0].version, "test");
+    db.log.node_leave(&node("a")).await.unwrap();
+    assert!(db.log.nodes_list().await.unwrap().is_empty());
+}
+
 conformance!(
     insert_is_idempotent_on_flow_and_key,
     concurrent_single_submissions_each_get_their_own_answer,
@@ -941,7 +1001,39 @@ conformance!(
     a_batch_may_move_one_job_twice,
     dead_jobs_filter_by_last_attempt_and_time_and_retry_in_spaced_batches,
     jobs_are_counted_and_listed_in_every_state,
+    a_live_nodes_claims_are_not_taken_over,
+    a_dead_nodes_jobs_come_back_before_their_lease_ends,
+    nodes_are_listed_with_their_running_jobs_and_leave,
 );
+
+/// Two processes cannot be one node: the second with a live id is refused,
+/// and the id is free again the moment the first is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_a_second_live_node_with_the_same_id() {
+    let Some(url) = pg::fresh_database().await else {
+        return;
+    };
+    let first = store::open(&url).await.unwrap();
+    let second = store::open(&url).await.unwrap();
+    first.node_join(&node("a"), t(0)).await.unwrap();
+    let refused = second.node_join(&node("a"), t(1)).await.unwrap_err();
+    assert!(
+        matches!(&refused, store::StoreError::NodeIdInUse { id } if id == "a"),
+        "{refused}"
+    );
+    second.node_join(&node("b"), t(1)).await.unwrap();
+    drop(first);
+    // The first process gone (its connections closed), the id is free.
+    let mut joined = Err(refused);
+    for _ in 0..50 {
+        joined = second.node_join(&node("a"), t(2)).await;
+        if joined.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    joined.unwrap();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_inserts_wake_every_process_sharing_the_log() {

@@ -52,6 +52,8 @@ pub(super) async fn spawn_engine(
         .arg("--db")
         .arg(db)
         .env("PARTNER", partner)
+        // Several nodes on this one host: each its own id.
+        .env("STEADFAST_NODE_ID", format!("bench-{port}"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

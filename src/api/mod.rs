@@ -7,6 +7,7 @@ mod channels;
 pub(crate) mod dlq;
 mod error;
 pub(crate) mod jobs;
+mod nodes;
 mod server;
 
 use std::future::Future;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub access: Access,
     /// Bulk operations running or recently done on this node.
     pub operations: Arc<dlq::Operations>,
+    /// Silent this long, a node is dead (for `GET /v1/nodes`).
+    pub node_timeout: std::time::Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -69,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/dlq/retry", post(dlq::retry))
         .route("/v1/operations/{id}", get(dlq::operation))
+        .route("/v1/nodes", get(nodes::list))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -7,6 +7,7 @@ mod demo;
 mod dlq;
 mod explain;
 mod jobs;
+mod nodes;
 mod output;
 mod run;
 mod schema;
@@ -51,6 +52,8 @@ enum Command {
     /// Dead-letter work: list, retry (one, many, or all matching), edit, cancel.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// The nodes sharing the step log: live or dead, jobs running, heartbeat.
+    Nodes(nodes::NodesArgs),
     /// Prints the JSON Schema of policy files, for editors and CI.
     Schema(schema::SchemaArgs),
 }
@@ -141,6 +144,7 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Submit(args) => submit::run(args).await,
         Command::Jobs(command) => jobs::run(command).await,
         Command::Dlq(command) => dlq::run(command).await,
+        Command::Nodes(args) => nodes::run(args).await,
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Test(args) => test::run(args),

@@ -43,12 +43,21 @@ pub struct RunArgs {
     /// Attempts in flight at once [default: 64].
     #[arg(long)]
     workers: Option<usize>,
-    /// How long a claimed job is this node's: if the node dies, another takes
-    /// the job over after this long. Leases are not renewed, so keep it well
-    /// above the longest channel timeout (an attempt outliving its lease may
-    /// run twice, and its result is then discarded).
+    /// How long a claim lasts without its node's heartbeat. A live node's
+    /// heartbeat keeps its claims however long an attempt runs, and a dead
+    /// node's go back after --node-timeout; the lease matters only for
+    /// claims of a node that never wrote a heartbeat (an older version).
     #[arg(long, default_value = "300s", value_parser = parse_duration_arg, env = "STEADFAST_LEASE")]
     lease: std::time::Duration,
+    /// This node's id among the nodes sharing a PostgreSQL step log (its
+    /// leases and `steadfast nodes` show it); a second live node with the
+    /// same id refuses to start. Default: the host name.
+    #[arg(long, env = "STEADFAST_NODE_ID")]
+    node_id: Option<String>,
+    /// Silent this long (no heartbeat; one is written every 2 s), a node is
+    /// dead: the others hand its running jobs back to `pending`.
+    #[arg(long, default_value = "15s", value_parser = parse_duration_arg, env = "STEADFAST_NODE_TIMEOUT")]
+    node_timeout: std::time::Duration,
     /// API connections open at once; more wait to be accepted. Lowered to
     /// fit the open file limit. A connection that sends no complete request
     /// headers within 10 s is closed.
@@ -83,7 +92,6 @@ pub async fn run(args: RunArgs) -> CliResult {
     let policy = load_policies(&settings.policies)?;
     tracing::info!(version = %policy.version, files = policy.files.len(), flows = policy.flows.len(),
         "policies loaded");
-    warn_if_lease_is_short(&policy, args.lease);
     let config = NodeConfig {
         policy,
         db_url: settings.db.clone(),
@@ -94,6 +102,10 @@ pub async fn run(args: RunArgs) -> CliResult {
                 lease: args.lease.max(std::time::Duration::from_secs(1)),
                 ..SchedulerConfig::default()
             },
+            owner: node_id(args.node_id.as_deref())?,
+            node_timeout: args
+                .node_timeout
+                .max(crate::engine::HEARTBEAT.saturating_mul(2)),
             quotas: crate::retry::quota::QuotaConfig {
                 per_hour: settings.quotas.retries_per_hour,
                 per_flow_per_hour: settings.quotas.retries_per_hour_per_flow,
@@ -136,43 +148,6 @@ pub async fn run(args: RunArgs) -> CliResult {
     Ok(())
 }
 
-/// Loads and compiles a policy directory; prints every problem and refuses
-/// (exit 2) when there is an error.
-pub fn load_policies(dir: &std::path::Path) -> Result<CompiledPolicy, Failure> {
-    let compilation =
-        crate::compile::load_policy(&[dir.to_path_buf()], &crate::policy::EnvMode::process());
-    for diagnostic in &compilation.diagnostics {
-        eprintln!("{diagnostic}");
-    }
-    compilation.policy.ok_or_else(|| {
-        Failure::BadInput(anyhow!(
-            "the policies in {} have errors (above); fix them, or check with `steadfast validate {}`",
-            dir.display(),
-            dir.display()
-        ))
-    })
-}
-
-/// Leases are not renewed while an attempt runs: one that outlives its
-/// lease may be taken over by another node and sent twice. Says so when the
-/// lease is not comfortably above the slowest channel's timeout.
-fn warn_if_lease_is_short(policy: &CompiledPolicy, lease: std::time::Duration) {
-    let slowest = policy
-        .channels
-        .values()
-        .filter_map(|channel| match &channel.kind {
-            crate::model::ChannelKind::Http(http) => Some((channel.name.as_str(), http.timeout)),
-            crate::model::ChannelKind::File(_) => None,
-        })
-        .max_by_key(|(_, timeout)| *timeout);
-    if let Some((channel, timeout)) = slowest {
-        if lease < timeout.saturating_mul(2) {
-            tracing::warn!(channel, timeout = ?timeout, lease = ?lease,
-                "--lease is less than twice this channel's timeout: a slow attempt may outlive its lease and be sent again by another node");
-        }
-    }
-}
-
 /// Reloads the policy files on every SIGHUP; never completes.
 async fn reload_on_sighup(node: &Node) {
     #[cfg(unix)]
@@ -209,4 +184,51 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = terminate => {}
     }
+}
+
+/// Loads and compiles a policy directory; prints every problem and refuses
+/// (exit 2) when there is an error.
+pub fn load_policies(dir: &std::path::Path) -> Result<CompiledPolicy, Failure> {
+    let compilation =
+        crate::compile::load_policy(&[dir.to_path_buf()], &crate::policy::EnvMode::process());
+    for diagnostic in &compilation.diagnostics {
+        eprintln!("{diagnostic}");
+    }
+    compilation.policy.ok_or_else(|| {
+        Failure::BadInput(anyhow!(
+            "the policies in {} have errors (above); fix them, or check with `steadfast validate {}`",
+            dir.display(),
+            dir.display()
+        ))
+    })
+}
+
+/// The node id: as given, else the host name. An id is a name in logs,
+/// leases and `steadfast nodes`: printable, at most 128 bytes.
+fn node_id(given: Option<&str>) -> Result<String, Failure> {
+    let id = match given {
+        Some(id) => id.trim().to_string(),
+        None => host_name().unwrap_or_else(|| "steadfast".to_string()),
+    };
+    if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+        return Err(Failure::BadInput(anyhow!(
+            "bad --node-id `{}`: write a name of 1 to 128 printable characters, unique \
+             among the nodes sharing the step log",
+            id.escape_debug()
+        )));
+    }
+    Ok(id)
+}
+
+fn host_name() -> Option<String> {
+    let mut buffer = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into the buffer it is
+    // given, which lives for the call.
+    let written = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if written != 0 {
+        return None;
+    }
+    let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
+    let name = String::from_utf8_lossy(&buffer[..end]).trim().to_string();
+    (!name.is_empty()).then_some(name)
 }

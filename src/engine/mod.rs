@@ -6,6 +6,7 @@
 pub mod executor;
 pub(crate) mod gate;
 mod live;
+mod membership;
 pub(crate) mod scheduler;
 #[cfg(test)]
 mod testing;
@@ -19,6 +20,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use live::{LivePolicy, ReloadStatus};
+pub use membership::HEARTBEAT;
 pub use scheduler::SchedulerConfig;
 
 use crate::channels::SharedChannels;
@@ -29,8 +31,12 @@ use crate::store::{SharedStepLog, StoreError};
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub scheduler: SchedulerConfig,
-    /// This node's name in leases.
+    /// This node's id: the owner of its leases, unique among the nodes
+    /// sharing the step log.
     pub owner: String,
+    /// Silent this long, a node is dead and its running jobs go back to
+    /// `pending`.
+    pub node_timeout: std::time::Duration,
     /// The step log belongs to this process alone (SQLite): at start, every
     /// job left `running` by a previous run is returned to `pending` at once
     /// instead of waiting for its lease to expire. Ignored (false) for a log
@@ -46,6 +52,7 @@ impl Default for EngineConfig {
             scheduler: SchedulerConfig::default(),
             owner: format!("node-{}", uuid::Uuid::now_v7().simple()),
             exclusive_store: true,
+            node_timeout: std::time::Duration::from_secs(15),
             quotas: crate::retry::quota::QuotaConfig::default(),
         }
     }
@@ -79,19 +86,34 @@ pub struct Engine {
     owner: String,
     /// Wakes the scheduler on other processes' inserts (shared logs).
     inserts_watch: Option<JoinHandle<()>>,
+    node: crate::store::Membership,
+    heart: JoinHandle<()>,
 }
 
 impl Engine {
     /// Starts the engine on a tokio runtime.
     pub async fn start(parts: EngineParts, config: EngineConfig) -> Result<Engine, StoreError> {
-        if config.exclusive_store && !parts.store.is_shared() {
-            let resumed = parts.store.leases_rescue(Timestamp::MAX).await?;
-            if resumed > 0 {
-                tracing::info!(
-                    resumed,
-                    "resuming jobs that were running when the engine last stopped"
-                );
-            }
+        let node = crate::store::Membership {
+            id: config.owner.clone(),
+            instance: uuid::Uuid::now_v7().to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        parts.store.node_join(&node, parts.clock.now()).await?;
+        // Jobs left running by this node's last run (or, on a log of its
+        // own, by anyone) go back to `pending` at once.
+        let resumed = if config.exclusive_store && !parts.store.is_shared() {
+            parts
+                .store
+                .leases_rescue(Timestamp::MAX, Timestamp::MAX)
+                .await?
+        } else {
+            parts.store.leases_release(&config.owner).await?
+        };
+        if resumed > 0 {
+            tracing::info!(
+                resumed,
+                "resuming jobs that were running when this node last stopped"
+            );
         }
         let wake = Arc::new(Notify::new());
         let (writer, results) = writer::channel();
@@ -106,6 +128,14 @@ impl Engine {
             metrics: Arc::default(),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let heart = membership::Heart {
+            store: parts.store.clone(),
+            clock: executor.clock.clone(),
+            node: node.clone(),
+            timeout: config.node_timeout,
+            wake: wake.clone(),
+        };
+        let heart = tokio::spawn(heart.run(shutdown_rx.clone()));
         let scheduler = scheduler::Scheduler {
             executor,
             writer,
@@ -122,6 +152,8 @@ impl Engine {
             scheduler,
             store: parts.store,
             owner: config.owner,
+            node,
+            heart,
         })
     }
 
@@ -144,6 +176,10 @@ impl Engine {
             Ok(0) => {}
             Ok(released) => tracing::info!(released, "released leases at shutdown"),
             Err(error) => tracing::error!(%error, "releasing leases at shutdown failed"),
+        }
+        let _ = self.heart.await;
+        if let Err(error) = self.store.node_leave(&self.node).await {
+            tracing::error!(%error, "leaving the nodes at shutdown failed");
         }
     }
 }

@@ -93,7 +93,6 @@ impl Scheduler {
         // leases come back would cost a transaction per attempt.
         let refill = (workers / 8).clamp(1, self.config.claim_batch);
         let mut batch: Vec<Transition> = Vec::with_capacity(MAX_BATCH);
-        let mut next_rescue = Timestamp::MIN;
         let mut next_notifications = Timestamp::MIN;
         // The last claim found fewer due jobs than it asked for: nothing to
         // claim until a wake-up, a due time or a result.
@@ -125,10 +124,6 @@ impl Scheduler {
             self.results.take_ready(&mut batch);
             let stopping = *shutdown.borrow();
             let now = self.executor.clock.now();
-            if !stopping && now >= next_rescue {
-                self.rescue_expired(now).await;
-                next_rescue = now + signed(self.config.lease / 4);
-            }
             let free = if stopping {
                 0
             } else {
@@ -278,14 +273,6 @@ impl Scheduler {
         };
         let jobs = due.into_iter().map(|claim| claim.job).collect();
         queue.push(take_leases(jobs, leases, Work::Notify));
-    }
-
-    async fn rescue_expired(&self, now: Timestamp) {
-        match self.executor.store.leases_rescue(now).await {
-            Ok(0) => {}
-            Ok(count) => tracing::warn!(count, "returned jobs with expired leases to pending"),
-            Err(error) => tracing::error!(%error, "rescuing expired leases failed"),
-        }
     }
 }
 

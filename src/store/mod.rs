@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 
 pub use records::{
     AttemptRecord, ClaimedJob, Decision, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
-    JobUpdate, NewJob, NotificationClaim, Outcome, PayloadEdit, Reason, RetryBatch, StateCounts,
-    Transition,
+    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, Outcome, PayloadEdit, Reason,
+    RetryBatch, StateCounts, Transition,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,11 @@ pub enum StoreError {
     InUse { db: String, holder: String },
     #[error("cannot lock {path}: {message}")]
     Lock { path: String, message: String },
+    #[error(
+        "node id `{id}` is taken by a live node on this step log; each node needs an id of \
+         its own: give this one --node-id (or STEADFAST_NODE_ID), or stop the other"
+    )]
+    NodeIdInUse { id: String },
     /// The log cannot take writes now (locked, disk full, unreachable);
     /// nothing was written. Worth trying again.
     #[error("{0}")]
@@ -240,8 +245,25 @@ pub trait StepLog: Send + Sync + 'static {
     /// Returns every job `owner` holds to `pending` (clean shutdown).
     async fn leases_release(&self, owner: &str) -> StoreResult<u64>;
 
-    /// Returns jobs whose lease expired before `now` to `pending`.
-    async fn leases_rescue(&self, now: Timestamp) -> StoreResult<u64>;
+    /// Returns to `pending` the running jobs whose owner is not a live node
+    /// (no heartbeat at or after `alive_after`) and that are either past
+    /// their lease (`now`) or held by a node known dead. A live node's
+    /// claims are never taken over: its heartbeat renews them.
+    async fn leases_rescue(&self, now: Timestamp, alive_after: Timestamp) -> StoreResult<u64>;
+
+    /// Enters this process in the nodes sharing the log, at `now`. Refused
+    /// with [`StoreError::NodeIdInUse`] while another live process holds
+    /// the id.
+    async fn node_join(&self, node: &Membership, now: Timestamp) -> StoreResult<()>;
+
+    /// This node's heartbeat at `now`.
+    async fn node_heartbeat(&self, node: &Membership, now: Timestamp) -> StoreResult<()>;
+
+    /// Leaves the nodes (clean shutdown).
+    async fn node_leave(&self, node: &Membership) -> StoreResult<()>;
+
+    /// The nodes, with the jobs each holds running.
+    async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>>;
 
     /// Dead jobs whose `on_dead` notification is due; claiming pushes the
     /// notification's due time to `lease_until` so a crash retries it.

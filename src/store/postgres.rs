@@ -22,14 +22,14 @@ use tokio::task::JoinHandle;
 
 use super::plan::{runs_of_distinct_jobs, Lease, RoundRobin};
 use super::rows::{
-    attempt_from_row, job_from_row, jobs_from_rows, ms, opt_ms, opt_timestamp,
+    attempt_from_row, job_from_row, jobs_from_rows, ms, node_from_row, opt_ms, opt_timestamp,
     payload_edit_from_row, same_payload,
 };
 use super::sql::{Dialect, Sql};
 use super::{
     migrator, AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
-    JobUpdate, NewJob, NotificationClaim, PayloadEdit, RetryBatch, StateCounts, StepLog,
-    StoreError, StoreResult, Transition,
+    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PayloadEdit, RetryBatch,
+    StateCounts, StepLog, StoreError, StoreResult, Transition,
 };
 use crate::lifecycle::Reason;
 
@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "checks on reasons, outcomes and decisions",
         include_str!("../../migrations/postgres/0002_vocabulary_checks.sql"),
+    ),
+    (
+        3,
+        "nodes and their heartbeats",
+        include_str!("../../migrations/postgres/0003_nodes.sql"),
     ),
 ];
 
@@ -89,6 +94,26 @@ pub struct PgStepLog {
     pool: PgPool,
     /// Submissions waiting to be committed together (see [`combine`]).
     submissions: tokio::sync::mpsc::Sender<Submission>,
+    /// The connection holding this node's id (a session advisory lock):
+    /// held as long as the process lives, released by the server the
+    /// moment the process dies, however it dies.
+    node_lock: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+}
+
+/// Takes the advisory lock of node id `id` on a connection of its own.
+async fn lock_node_id(pool: &PgPool, id: &str) -> StoreResult<sqlx::PgConnection> {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect_with(&pool.connect_options()).await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(format!("steadfast node {id}"))
+        .fetch_one(&mut connection)
+        .await?;
+    if locked {
+        Ok(connection)
+    } else {
+        let _ = connection.close().await;
+        Err(StoreError::NodeIdInUse { id: id.to_string() })
+    }
 }
 
 /// One request's jobs, when they must be written by, and where the
@@ -124,7 +149,11 @@ impl PgStepLog {
         for _ in 0..COMBINERS {
             tokio::spawn(combine(pool.clone(), inbox.clone()));
         }
-        Ok(PgStepLog { pool, submissions })
+        Ok(PgStepLog {
+            pool,
+            submissions,
+            node_lock: tokio::sync::Mutex::new(None),
+        })
     }
 
     async fn job_exists(&self, id: &str) -> StoreResult<bool> {
@@ -678,12 +707,75 @@ impl StepLog for PgStepLog {
         Ok(result.rows_affected())
     }
 
-    async fn leases_rescue(&self, now: Timestamp) -> StoreResult<u64> {
+    async fn leases_rescue(&self, now: Timestamp, alive_after: Timestamp) -> StoreResult<u64> {
         let result = sqlx::query(sqlx::AssertSqlSafe(SQL.leases_rescue.as_str()))
             .bind(ms(now))
+            .bind(ms(alive_after))
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn node_join(&self, node: &Membership, now: Timestamp) -> StoreResult<()> {
+        let connection = lock_node_id(&self.pool, &node.id).await?;
+        *self.node_lock.lock().await = Some(connection);
+        sqlx::query(sqlx::AssertSqlSafe(SQL.node_join.as_str()))
+            .bind(&node.id)
+            .bind(&node.instance)
+            .bind(&node.version)
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn node_heartbeat(&self, node: &Membership, now: Timestamp) -> StoreResult<()> {
+        {
+            // The lock's connection may have been lost with the server
+            // (a restart): take the id again.
+            let mut held = self.node_lock.lock().await;
+            let alive = match held.as_mut() {
+                Some(connection) => {
+                    let probe = sqlx::query("SELECT 1").execute(&mut *connection);
+                    matches!(
+                        tokio::time::timeout(Duration::from_secs(2), probe).await,
+                        Ok(Ok(_))
+                    )
+                }
+                None => false,
+            };
+            if !alive {
+                *held = Some(lock_node_id(&self.pool, &node.id).await?);
+            }
+        }
+        sqlx::query(sqlx::AssertSqlSafe(SQL.node_heartbeat.as_str()))
+            .bind(&node.id)
+            .bind(&node.instance)
+            .bind(&node.version)
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn node_leave(&self, node: &Membership) -> StoreResult<()> {
+        sqlx::query(sqlx::AssertSqlSafe(SQL.node_leave.as_str()))
+            .bind(&node.id)
+            .bind(&node.instance)
+            .execute(&self.pool)
+            .await?;
+        if let Some(connection) = self.node_lock.lock().await.take() {
+            use sqlx::Connection;
+            let _ = connection.close().await;
+        }
+        Ok(())
+    }
+
+    async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.nodes_list.as_str()))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(node_from_row).collect()
     }
 
     async fn notifications_claim_due(

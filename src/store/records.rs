@@ -161,6 +161,27 @@ pub struct Transition {
     pub now: Timestamp,
 }
 
+/// A node sharing the step log, as `GET /v1/nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: String,
+    /// The steadfast version it runs.
+    pub version: String,
+    pub started_at: Timestamp,
+    pub heartbeat_at: Timestamp,
+    /// Jobs it holds `running`.
+    pub running: u64,
+}
+
+/// This process's membership: its node id, and its run under that id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub id: String,
+    /// Unique to this process: tells its heartbeats from an earlier run's.
+    pub instance: String,
+    pub version: String,
+}
+
 /// A dead job whose notification is due.
 #[derive(Debug, Clone)]
 pub struct NotificationClaim {

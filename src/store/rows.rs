@@ -6,7 +6,7 @@
 use jiff::Timestamp;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::{AttemptRecord, JobRecord, PayloadEdit, StoreError, StoreResult};
+use super::{AttemptRecord, JobRecord, NodeRecord, PayloadEdit, StoreError, StoreResult};
 use crate::lifecycle::Word;
 
 /// The column reads the decoders need, for any sqlx row whose database
@@ -138,6 +138,16 @@ pub(super) fn attempt_from_row(row: &impl Columns) -> StoreResult<AttemptRecord>
         delay_ms: row.opt_int("delay_ms")?,
         next_at: opt_time_of(row, "next_at")?,
         policy_version: row.text("policy_version")?,
+    })
+}
+
+pub(super) fn node_from_row(row: &impl Columns) -> StoreResult<NodeRecord> {
+    Ok(NodeRecord {
+        id: row.text("id")?,
+        version: row.text("version")?,
+        started_at: time_of(row, "started_at")?,
+        heartbeat_at: time_of(row, "heartbeat_at")?,
+        running: u64::try_from(row.int("running")?).unwrap_or(0),
     })
 }
 

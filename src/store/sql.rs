@@ -106,8 +106,19 @@ pub(super) struct Sql {
     pub retry_dead: String,
     /// Every job leased to an owner, back to `pending`: `owner`.
     pub leases_release: String,
-    /// Every lease expired before `now`, back to `pending`: `now`.
+    /// The running jobs of owners that are not live nodes (no heartbeat at
+    /// or after `alive_after`), past their lease or held by a dead node,
+    /// back to `pending`: `now`, `alive_after`.
     pub leases_rescue: String,
+    /// A node entered, or its heartbeat: `id`, `instance`, `version`,
+    /// `now` (its start when it enters).
+    pub node_join: String,
+    /// A heartbeat: `id`, `instance`, `version`, `now`.
+    pub node_heartbeat: String,
+    /// A node gone: `id`, `instance`.
+    pub node_leave: String,
+    /// The nodes with their running jobs.
+    pub nodes_list: String,
     /// Dead jobs whose notification is due at `now`, leased until
     /// `lease_until`: `now`, `lease_until`, `limit`.
     pub notifications_claim: String,
@@ -153,10 +164,46 @@ impl Sql {
                 "UPDATE jobs{} \
                  SET state = 'pending', lease_owner = NULL, lease_until = NULL, \
                      next_at = COALESCE(next_at, {now}) \
-                 WHERE state = 'running' AND lease_until < {now}",
+                 WHERE state = 'running' \
+                     AND NOT EXISTS (SELECT 1 FROM nodes n \
+                                     WHERE n.id = jobs.lease_owner AND n.heartbeat_at >= {alive}) \
+                     AND (lease_until < {now} \
+                          OR EXISTS (SELECT 1 FROM nodes n WHERE n.id = jobs.lease_owner))",
                 d.indexed_by("jobs_leased"),
                 now = p(1),
+                alive = p(2),
             ),
+            node_join: format!(
+                "INSERT INTO nodes (id, instance, version, started_at, heartbeat_at) \
+                 VALUES ({id}, {instance}, {version}, {now}, {now}) \
+                 ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, \
+                     version = excluded.version, started_at = excluded.started_at, \
+                     heartbeat_at = excluded.heartbeat_at",
+                id = p(1),
+                instance = p(2),
+                version = p(3),
+                now = p(4),
+            ),
+            node_heartbeat: format!(
+                "INSERT INTO nodes (id, instance, version, started_at, heartbeat_at) \
+                 VALUES ({id}, {instance}, {version}, {now}, {now}) \
+                 ON CONFLICT (id) DO UPDATE SET instance = excluded.instance, \
+                     heartbeat_at = excluded.heartbeat_at",
+                id = p(1),
+                instance = p(2),
+                version = p(3),
+                now = p(4),
+            ),
+            node_leave: format!(
+                "DELETE FROM nodes WHERE id = {} AND instance = {}",
+                p(1),
+                p(2)
+            ),
+            nodes_list: "SELECT n.id, n.version, n.started_at, n.heartbeat_at, \
+                     (SELECT COUNT(*) FROM jobs WHERE state = 'running' \
+                          AND lease_owner = n.id) AS running \
+                 FROM nodes n ORDER BY n.id"
+                .to_string(),
             notifications_claim: format!(
                 "UPDATE jobs SET notify_at = {lease} \
                  WHERE id IN (SELECT id FROM jobs{index} \

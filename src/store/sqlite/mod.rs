@@ -23,13 +23,14 @@ use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 
 use super::plan::Lease;
 use super::rows::{
-    attempt_from_row, job_from_row, jobs_from_rows, opt_ms, opt_timestamp, payload_edit_from_row,
+    attempt_from_row, job_from_row, jobs_from_rows, node_from_row, opt_ms, opt_timestamp,
+    payload_edit_from_row,
 };
 use super::sql::{Dialect, Sql};
 use super::{
     migrator, AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
-    JobUpdate, NewJob, NotificationClaim, PayloadEdit, Reason, RetryBatch, StateCounts, StepLog,
-    StoreError, StoreResult, Transition,
+    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PayloadEdit, Reason, RetryBatch,
+    StateCounts, StepLog, StoreError, StoreResult, Transition,
 };
 use writer::{ClaimRequest, HotWriter};
 
@@ -64,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "checks on reasons, outcomes and decisions",
         include_str!("../../../migrations/sqlite/0006_vocabulary_checks.sql"),
+    ),
+    (
+        7,
+        "nodes and their heartbeats",
+        include_str!("../../../migrations/sqlite/0007_nodes.sql"),
     ),
 ];
 
@@ -372,8 +378,37 @@ impl StepLog for SqliteStepLog {
             .await
     }
 
-    async fn leases_rescue(&self, now: Timestamp) -> StoreResult<u64> {
-        self.hot.run(move |c| upkeep::leases_rescue(c, now)).await
+    async fn leases_rescue(&self, now: Timestamp, alive_after: Timestamp) -> StoreResult<u64> {
+        self.hot
+            .run(move |c| upkeep::leases_rescue(c, now, alive_after))
+            .await
+    }
+
+    async fn node_join(&self, node: &Membership, now: Timestamp) -> StoreResult<()> {
+        // The engine lock keeps any other process off this file.
+        let node = node.clone();
+        self.hot
+            .run(move |c| upkeep::node_write(c, &SQL.node_join, &node, now))
+            .await
+    }
+
+    async fn node_heartbeat(&self, node: &Membership, now: Timestamp) -> StoreResult<()> {
+        let node = node.clone();
+        self.hot
+            .run(move |c| upkeep::node_write(c, &SQL.node_heartbeat, &node, now))
+            .await
+    }
+
+    async fn node_leave(&self, node: &Membership) -> StoreResult<()> {
+        let node = node.clone();
+        self.hot.run(move |c| upkeep::node_leave(c, &node)).await
+    }
+
+    async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.nodes_list.as_str()))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(node_from_row).collect()
     }
 
     async fn notifications_claim_due(

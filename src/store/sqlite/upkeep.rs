@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::super::rows::{ms, opt_ms};
 use super::super::{
-    AttemptRecord, JobFilter, JobState, JobUpdate, NotificationClaim, Reason, RetryBatch,
-    StoreResult,
+    AttemptRecord, JobFilter, JobState, JobUpdate, Membership, NotificationClaim, Reason,
+    RetryBatch, StoreResult,
 };
 use super::writer::{begin, job_from_written, record_attempt, INSERT_ATTEMPT};
 use super::SQL;
@@ -21,11 +21,38 @@ pub(super) fn leases_release(connection: &mut Connection, owner: &str) -> StoreR
     Ok(changed as u64)
 }
 
-pub(super) fn leases_rescue(connection: &mut Connection, now: Timestamp) -> StoreResult<u64> {
+pub(super) fn leases_rescue(
+    connection: &mut Connection,
+    now: Timestamp,
+    alive_after: Timestamp,
+) -> StoreResult<u64> {
     let changed = connection
         .prepare_cached(&SQL.leases_rescue)?
-        .execute(params![ms(now)])?;
+        .execute(params![ms(now), ms(alive_after)])?;
     Ok(changed as u64)
+}
+
+/// `statement` of [`SQL`] for `node` at `now` (an entry, a heartbeat).
+pub(super) fn node_write(
+    connection: &mut Connection,
+    statement: &str,
+    node: &Membership,
+    now: Timestamp,
+) -> StoreResult<()> {
+    connection.prepare_cached(statement)?.execute(params![
+        node.id,
+        node.instance,
+        node.version,
+        ms(now)
+    ])?;
+    Ok(())
+}
+
+pub(super) fn node_leave(connection: &mut Connection, node: &Membership) -> StoreResult<()> {
+    connection
+        .prepare_cached(&SQL.node_leave)?
+        .execute(params![node.id, node.instance])?;
+    Ok(())
 }
 
 /// Leases up to `limit` dead jobs whose notification is due (their

@@ -1,0 +1,29 @@
+//! `GET /v1/nodes`: the nodes sharing the step log, each with its version,
+//! start, last heartbeat, the jobs it holds running, and whether it is live
+//! (a heartbeat within the node timeout).
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{ApiError, AppState};
+use crate::lifecycle::signed;
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let nodes = state.store.nodes_list().await?;
+    let alive_after = state.clock.now() - signed(state.node_timeout);
+    let nodes: Vec<Value> = nodes
+        .into_iter()
+        .map(|node| {
+            json!({
+                "id": node.id,
+                "version": node.version,
+                "started_at": node.started_at,
+                "heartbeat_at": node.heartbeat_at,
+                "running": node.running,
+                "live": node.heartbeat_at >= alive_after,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "nodes": nodes })))
+}

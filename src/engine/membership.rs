@@ -1,0 +1,86 @@
+//! This node among the nodes sharing the step log: it enters under its id
+//! (refused while another live process holds the id), writes a heartbeat
+//! every [`HEARTBEAT`], and every [`RESCUE_EVERY`] hands back to `pending`
+//! the running jobs of nodes that fell silent for the node timeout. A live
+//! node's claims are never taken over, however long an attempt runs: its
+//! heartbeat is what keeps them. Once a second, so that a dead node's jobs
+//! are back within the timeout plus a second.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{watch, Notify};
+
+use crate::clock::SharedClock;
+use crate::lifecycle::signed;
+use crate::store::{Membership, SharedStepLog};
+
+/// How often a node writes its heartbeat.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// How often a node looks for dead nodes' jobs.
+pub const RESCUE_EVERY: Duration = Duration::from_secs(1);
+
+pub(super) struct Heart {
+    pub store: SharedStepLog,
+    pub clock: SharedClock,
+    pub node: Membership,
+    /// Silent this long, a node is dead.
+    pub timeout: Duration,
+    /// Woken when jobs come back to `pending`.
+    pub wake: Arc<Notify>,
+}
+
+impl Heart {
+    /// Beats and rescues until shutdown.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut next_beat = self.clock.now();
+        loop {
+            let now = self.clock.now();
+            if now >= next_beat {
+                match self.store.node_heartbeat(&self.node, now).await {
+                    Ok(()) => next_beat = now + signed(HEARTBEAT),
+                    Err(error) => tracing::error!(%error, node = %self.node.id,
+                        "writing this node's heartbeat failed; other nodes may take its jobs over"),
+                }
+                self.count_live(now).await;
+            }
+            self.rescue(now).await;
+            let sleep = self.clock.sleep_until(now + signed(RESCUE_EVERY));
+            tokio::select! {
+                _ = sleep => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Hands back the jobs of nodes silent since before `now - timeout`
+    /// (and of owners that are no node at all, once their lease ran out).
+    async fn rescue(&self, now: Timestamp) {
+        let alive_after = now - signed(self.timeout);
+        match self.store.leases_rescue(now, alive_after).await {
+            Ok(0) => {}
+            Ok(count) => {
+                metrics::counter!("steadfast_jobs_rescued_total").increment(count);
+                tracing::warn!(count, "returned the running jobs of dead nodes to pending");
+                self.wake.notify_one();
+            }
+            Err(error) => tracing::error!(%error, "rescuing dead nodes' jobs failed"),
+        }
+    }
+
+    async fn count_live(&self, now: Timestamp) {
+        let alive_after = now - signed(self.timeout);
+        match self.store.nodes_list().await {
+            Ok(nodes) => {
+                let live = nodes
+                    .iter()
+                    .filter(|n| n.heartbeat_at >= alive_after)
+                    .count();
+                metrics::gauge!("steadfast_nodes_live").set(live as f64);
+            }
+            Err(error) => tracing::debug!(%error, "counting live nodes failed"),
+        }
+    }
+}
