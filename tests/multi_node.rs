@@ -422,3 +422,85 @@ async fn a_second_live_node_with_the_same_id_refuses_to_start() {
     // The first is untouched.
     wait_healthy(&client, &first.base, Duration::from_secs(5)).await;
 }
+
+/// PostgreSQL restarted under load: meanwhile submissions answer 503 with
+/// `Retry-After` and `/readyz` 503; the node reconnects by itself, writes
+/// the results of the attempts that were in flight, and every job
+/// acknowledged before, during or after the outage is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_under_load_loses_nothing_acknowledged() {
+    let Some(server) = postgres::start_private() else {
+        return;
+    };
+    let db = server.fresh_database().await;
+    let partner = Partner::start(|_| delayed(Duration::from_millis(20), status(200))).await;
+    let policies = policy_dir(&[("shared.yaml", POLICY)]);
+    let client = common::http_client();
+    let node = spawn_node("n1", policies.path(), &db, &partner.url, &[]);
+    wait_healthy(&client, &node.base, Duration::from_secs(30)).await;
+    let jobs = 1_500;
+    let batch: Vec<Value> = (0..jobs)
+        .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("load-{n}") }))
+        .collect();
+    let answer = client
+        .post(format!("{}/v1/flows/shared/jobs:batch", node.base))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    wait_in_flight(&partner, "n1", 200).await;
+
+    server.halt();
+    let refused = client
+        .post(format!("{}/v1/flows/shared/jobs", node.base))
+        .json(&json!({ "payload": {}, "idempotency_key": "during" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers().get("retry-after").unwrap(), "5");
+    let ready = client
+        .get(format!("{}/readyz", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let delivered_during = partner.requests().len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.resume().unwrap();
+
+    let what = "/readyz never answered 200 again";
+    eventually(Duration::from_secs(30), POLL, what, async || {
+        let ready = client.get(format!("{}/readyz", node.base)).send().await;
+        match ready {
+            Ok(answer) if answer.status() == 200 => Ok(()),
+            Ok(answer) => Err(answer.status().to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    })
+    .await;
+    let after = client
+        .post(format!("{}/v1/flows/shared/jobs", node.base))
+        .json(&json!({ "payload": {}, "idempotency_key": "after" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 201);
+    let since = std::time::Instant::now();
+    all_succeeded(
+        &client,
+        &node.base,
+        jobs + 1,
+        since,
+        Duration::from_secs(120),
+    )
+    .await;
+    let by_key = senders(&partner);
+    assert_eq!(by_key.len(), jobs + 1, "every acknowledged job delivered");
+    assert!(
+        !by_key.contains_key("during"),
+        "the refused one was not stored"
+    );
+    assert!(delivered_during < jobs, "the outage came while delivering");
+}

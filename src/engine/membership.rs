@@ -5,6 +5,10 @@
 //! node's claims are never taken over, however long an attempt runs: its
 //! heartbeat is what keeps them. Once a second, so that a dead node's jobs
 //! are back within the timeout plus a second.
+//!
+//! After the step log was out of reach, every node's heartbeat is old: a
+//! node judges no other dead until it has itself beaten again for
+//! [`AFTER_OUTAGE`], time enough for every live node to beat too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +26,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How often a node looks for dead nodes' jobs.
 pub const RESCUE_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a node beats again after a failed heartbeat before it judges
+/// others dead: more than one heartbeat interval of theirs.
+pub const AFTER_OUTAGE: Duration = Duration::from_secs(3);
+
 pub(super) struct Heart {
     pub store: SharedStepLog,
     pub clock: SharedClock,
@@ -36,17 +44,27 @@ impl Heart {
     /// Beats and rescues until shutdown.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut next_beat = self.clock.now();
+        // Since when the heartbeats have been written without a failure.
+        let mut beating_since = Some(self.clock.now() - signed(AFTER_OUTAGE));
         loop {
             let now = self.clock.now();
             if now >= next_beat {
                 match self.store.node_heartbeat(&self.node, now).await {
-                    Ok(()) => next_beat = now + signed(HEARTBEAT),
-                    Err(error) => tracing::error!(%error, node = %self.node.id,
-                        "writing this node's heartbeat failed; other nodes may take its jobs over"),
+                    Ok(()) => {
+                        next_beat = now + signed(HEARTBEAT);
+                        beating_since.get_or_insert(now);
+                        self.count_live(now).await;
+                    }
+                    Err(error) => {
+                        beating_since = None;
+                        tracing::error!(%error, node = %self.node.id,
+                            "writing this node's heartbeat failed; other nodes may take its jobs over")
+                    }
                 }
-                self.count_live(now).await;
             }
-            self.rescue(now).await;
+            if beating_since.is_some_and(|since| now >= since + signed(AFTER_OUTAGE)) {
+                self.rescue(now).await;
+            }
             let sleep = self.clock.sleep_until(now + signed(RESCUE_EVERY));
             tokio::select! {
                 _ = sleep => {}
