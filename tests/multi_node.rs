@@ -504,3 +504,102 @@ async fn a_postgres_restart_under_load_loses_nothing_acknowledged() {
     );
     assert!(delivered_during < jobs, "the outage came while delivering");
 }
+
+/// `rate: 20/s` is the cluster's: three nodes together send the partner
+/// about 20 a second, not 60, each taking its share as it counts the live
+/// nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_for_the_whole_cluster() {
+    let Some(db) = postgres::fresh_database().await else {
+        return;
+    };
+    let partner = Partner::start(|_| status(200)).await;
+    let limited = POLICY.replace("    http: { url:", "    rate: 20/s\n    http: { url:");
+    let policies = policy_dir(&[("shared.yaml", limited.as_str())]);
+    let client = common::http_client();
+    let engines: Vec<Engine> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|name| spawn_node(name, policies.path(), &db, &partner.url, &[]))
+        .collect();
+    for engine in &engines {
+        wait_healthy(&client, &engine.base, Duration::from_secs(30)).await;
+    }
+    // Every node has counted the others (a heartbeat every 2 s).
+    let what = "the nodes never saw each other";
+    eventually(Duration::from_secs(15), POLL, what, async || {
+        let nodes: Value = client
+            .get(format!("{}/v1/nodes", engines[0].base))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let live = nodes["nodes"]
+            .as_array()
+            .map_or(0, |n| n.iter().filter(|n| n["live"] == true).count());
+        let channel: Value = client
+            .get(format!("{}/v1/channels/partner", engines[2].base))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        if live == 3 && channel["rate"]["nodes"] == 3 {
+            Ok(())
+        } else {
+            Err(format!("{live} live; {}", channel["rate"]))
+        }
+    })
+    .await;
+    // Let every node's share settle before the load.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let jobs = 240;
+    let batch: Vec<Value> = (0..jobs)
+        .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("rate-{n}") }))
+        .collect();
+    let started = std::time::Instant::now();
+    let answer = client
+        .post(format!("{}/v1/flows/shared/jobs:batch", engines[0].base))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    all_succeeded(
+        &client,
+        &engines[0].base,
+        jobs,
+        started,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    let mut at: Vec<Duration> = partner
+        .requests()
+        .iter()
+        .map(|r| r.at.saturating_duration_since(started))
+        .collect();
+    at.sort();
+    let span = at.last().copied().unwrap_or_default();
+    // The nodes' bursts (6 each) come first; then 20 a second at most.
+    let busiest = at
+        .iter()
+        .enumerate()
+        .map(|(i, &from)| {
+            at[i..]
+                .iter()
+                .take_while(|&&t| t < from + Duration::from_secs(1))
+                .count()
+        })
+        .skip(18)
+        .max()
+        .unwrap_or(0);
+    eprintln!("{jobs} jobs over {span:?}; busiest second (bursts aside): {busiest}");
+    assert!(busiest <= 24, "{busiest} requests in one second");
+    assert!(
+        span >= Duration::from_secs(9),
+        "{jobs} jobs in {span:?}: more than 20 a second"
+    );
+}

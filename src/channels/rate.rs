@@ -4,6 +4,10 @@
 //! attempts at once, then one every 20ms. `concurrency: 8` is a semaphore:
 //! at most 8 attempts in flight on the channel.
 //!
+//! The limits are the cluster's: with `n` live nodes sharing the step log,
+//! each enforces its share ([`share_rate`], [`share_concurrency`]), and the
+//! share is recomputed when a node joins or dies ([`Limits::set_nodes`]).
+//!
 //! Waiting for a slot is never a failure and never an attempt. A short wait
 //! (up to [`WAIT_IN_PLACE`]) happens in place; a longer one hands the job
 //! back to the step log to come back when a slot is free, so that one slow
@@ -11,6 +15,7 @@
 //! spread one slot apart, so they do not all return at the same instant.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,10 +43,46 @@ pub enum RateSlot {
 }
 
 /// The rate buckets and concurrency semaphores of every channel.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Limits {
     rates: Mutex<HashMap<String, Bucket>>,
     slots: Mutex<HashMap<String, Slots>>,
+    /// The live nodes sharing each limit (1 alone).
+    nodes: AtomicU32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            rates: Mutex::default(),
+            slots: Mutex::default(),
+            nodes: AtomicU32::new(1),
+        }
+    }
+}
+
+/// One node's share of `rate` among `nodes`: together they make at most
+/// `rate`, bursts included. `20/s` on 3 nodes: 6 per 0.9 s each (6.7/s,
+/// bursts of 6); `1/s` on 3 nodes: 1 per 3 s each.
+pub fn share_rate(rate: Rate, nodes: u32) -> Rate {
+    let nodes = nodes.max(1);
+    if nodes == 1 {
+        return rate;
+    }
+    let count = (rate.count / nodes).max(1);
+    let per = rate
+        .per
+        .saturating_mul(count.saturating_mul(nodes))
+        .checked_div(rate.count.max(1))
+        .unwrap_or(rate.per);
+    Rate { count, per }
+}
+
+/// One node's share of a concurrency `limit` among `nodes`: at least one
+/// attempt each, so with fewer places than nodes the cluster may have one
+/// in flight per node.
+pub fn share_concurrency(limit: u32, nodes: u32) -> u32 {
+    (limit / nodes.max(1)).max(1)
 }
 
 #[derive(Debug)]
@@ -65,6 +106,9 @@ pub struct RateSnapshot {
     /// As written: `50/s`.
     pub limit: String,
     pub per_second: f64,
+    /// The live nodes sharing the limit, and this node's share.
+    pub nodes: u32,
+    pub node_per_second: f64,
     /// When the next attempt may start; `now` or earlier means at once.
     pub next_slot_at: Timestamp,
 }
@@ -72,13 +116,28 @@ pub struct RateSnapshot {
 /// What `GET /v1/channels` shows of a channel's concurrency.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct ConcurrencySnapshot {
+    /// The cluster's limit, as written.
     pub limit: u32,
+    /// The live nodes sharing it, and this node's share.
+    pub nodes: u32,
+    pub node_limit: u32,
+    /// Of this node's share.
     pub in_use: u32,
 }
 
 impl Limits {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many live nodes share the limits from now on.
+    pub fn set_nodes(&self, nodes: u32) {
+        self.nodes.store(nodes.max(1), Ordering::Relaxed);
+    }
+
+    /// How many live nodes share the limits.
+    pub fn nodes(&self) -> u32 {
+        self.nodes.load(Ordering::Relaxed)
     }
 
     /// Takes (or schedules) a slot for one attempt on `channel` at `now`.
@@ -89,6 +148,7 @@ impl Limits {
         now: Timestamp,
         max_wait: Duration,
     ) -> RateSlot {
+        let rate = share_rate(rate, self.nodes());
         let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
         let bucket = rates
             .entry(channel.to_string())
@@ -117,6 +177,7 @@ impl Limits {
     /// reload that changes the limit starts a new one (attempts in flight
     /// under the old one finish on their own).
     pub fn concurrency(&self, channel: &str, limit: u32) -> Arc<Semaphore> {
+        let limit = share_concurrency(limit, self.nodes());
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let entry = slots.entry(channel.to_string()).or_insert_with(|| Slots {
             limit,
@@ -132,27 +193,38 @@ impl Limits {
     }
 
     pub fn rate_snapshot(&self, channel: &str, rate: Rate, now: Timestamp) -> RateSnapshot {
+        let nodes = self.nodes();
+        let share = share_rate(rate, nodes);
         let rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
         let next_slot_at = match rates.get(channel) {
-            Some(bucket) if bucket.rate == rate => bucket.allowed_at(bucket.tat.max(now)),
+            Some(bucket) if bucket.rate == share => bucket.allowed_at(bucket.tat.max(now)),
             _ => now,
         };
         RateSnapshot {
             limit: rate.to_string(),
             per_second: rate.per_second(),
+            nodes,
+            node_per_second: share.per_second(),
             next_slot_at: next_slot_at.max(now),
         }
     }
 
     pub fn concurrency_snapshot(&self, channel: &str, limit: u32) -> ConcurrencySnapshot {
+        let nodes = self.nodes();
+        let share = share_concurrency(limit, nodes);
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let in_use = match slots.get(channel) {
-            Some(entry) if entry.limit == limit => limit.saturating_sub(
+            Some(entry) if entry.limit == share => share.saturating_sub(
                 u32::try_from(entry.semaphore.available_permits()).unwrap_or(u32::MAX),
             ),
             _ => 0,
         };
-        ConcurrencySnapshot { limit, in_use }
+        ConcurrencySnapshot {
+            limit,
+            nodes,
+            node_limit: share,
+            in_use,
+        }
     }
 }
 
@@ -273,6 +345,8 @@ mod tests {
             limits.concurrency_snapshot("c", 2),
             ConcurrencySnapshot {
                 limit: 2,
+                nodes: 1,
+                node_limit: 2,
                 in_use: 2
             }
         );
@@ -281,5 +355,59 @@ mod tests {
         // A reload to another limit: a new semaphore.
         let bigger = limits.concurrency("c", 3);
         assert_eq!(bigger.available_permits(), 3);
+    }
+
+    #[test]
+    fn each_node_takes_its_share_and_together_they_keep_the_limit() {
+        let second = Duration::from_secs(1);
+        let twenty = rate(20, 1_000);
+        assert_eq!(share_rate(twenty, 1), twenty);
+        let third = share_rate(twenty, 3);
+        assert_eq!(third.count, 6);
+        assert!((third.per_second() * 3.0 - 20.0).abs() < 1e-9, "{third:?}");
+        let slow = share_rate(rate(1, 1_000), 3);
+        assert_eq!((slow.count, slow.per), (1, 3 * second));
+        assert_eq!(share_rate(rate(7, 1_000), 0), rate(7, 1_000));
+        assert_eq!(share_concurrency(10, 3), 3);
+        assert_eq!(share_concurrency(2, 3), 1);
+
+        // Three nodes asking as fast as they may for three seconds: at most
+        // the cluster's rate over any second, bursts included.
+        let nodes: Vec<Limits> = (0..3).map(|_| Limits::new()).collect();
+        for node in &nodes {
+            node.set_nodes(3);
+        }
+        let mut granted = Vec::new();
+        let mut now = 0;
+        while now < 3_000 {
+            for node in &nodes {
+                if node.reserve("c", twenty, t(now), Duration::ZERO) == RateSlot::Now {
+                    granted.push(now);
+                }
+            }
+            now += 5;
+        }
+        for start in (0..2_000).step_by(50) {
+            let within = granted
+                .iter()
+                .filter(|&&g| g >= start && g < start + 1_000)
+                .count();
+            assert!(within <= 20 + 18, "{within} in the second from {start}ms");
+        }
+        let steady = granted
+            .iter()
+            .filter(|&&g| (1_000..3_000).contains(&g))
+            .count();
+        assert!(
+            (36..=42).contains(&steady),
+            "{steady} in the last two seconds"
+        );
+
+        // A node joins: the shares shrink at once.
+        let node = Limits::new();
+        assert_eq!(node.concurrency("c", 10).available_permits(), 10);
+        node.set_nodes(2);
+        assert_eq!(node.concurrency("c", 10).available_permits(), 5);
+        assert_eq!(node.concurrency_snapshot("c", 10).node_limit, 5);
     }
 }

@@ -6,6 +6,10 @@
 //! heartbeat is what keeps them. Once a second, so that a dead node's jobs
 //! are back within the timeout plus a second.
 //!
+//! Each heartbeat also counts the live nodes: channels' `rate` and
+//! `concurrency` and the retry quotas are the cluster's, and each node
+//! enforces its share of them.
+//!
 //! After the step log was out of reach, every node's heartbeat is old: a
 //! node judges no other dead until it has itself beaten again for
 //! [`AFTER_OUTAGE`], time enough for every live node to beat too.
@@ -16,8 +20,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::{watch, Notify};
 
+use crate::channels::SharedChannels;
 use crate::clock::SharedClock;
 use crate::lifecycle::signed;
+use crate::retry::quota::RetryQuotas;
 use crate::store::{Membership, SharedStepLog};
 
 /// How often a node writes its heartbeat.
@@ -38,6 +44,10 @@ pub(super) struct Heart {
     pub timeout: Duration,
     /// Woken when jobs come back to `pending`.
     pub wake: Arc<Notify>,
+    /// The channels' limits and the retry quotas, shared among the live
+    /// nodes.
+    pub channels: SharedChannels,
+    pub quotas: Arc<RetryQuotas>,
 }
 
 impl Heart {
@@ -88,6 +98,8 @@ impl Heart {
         }
     }
 
+    /// Counts the live nodes (this one among them) and gives each limit
+    /// and quota its share.
     async fn count_live(&self, now: Timestamp) {
         let alive_after = now - signed(self.timeout);
         match self.store.nodes_list().await {
@@ -96,7 +108,17 @@ impl Heart {
                     .iter()
                     .filter(|n| n.heartbeat_at >= alive_after)
                     .count();
-                metrics::gauge!("steadfast_nodes_live").set(live as f64);
+                let live = u32::try_from(live).unwrap_or(u32::MAX).max(1);
+                metrics::gauge!("steadfast_nodes_live").set(f64::from(live));
+                let limits = self.channels.limits();
+                if limits.nodes() != live {
+                    tracing::info!(
+                        nodes = live,
+                        "live nodes changed: limits and quotas re-shared"
+                    );
+                }
+                limits.set_nodes(live);
+                self.quotas.set_nodes(live);
             }
             Err(error) => tracing::debug!(%error, "counting live nodes failed"),
         }

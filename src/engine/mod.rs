@@ -117,13 +117,14 @@ impl Engine {
         }
         let wake = Arc::new(Notify::new());
         let (writer, results) = writer::channel();
+        let quotas = Arc::new(crate::retry::quota::RetryQuotas::new(config.quotas.clone()));
         let executor = executor::Executor {
             policy: parts.policy,
             channels: parts.channels,
             clock: parts.clock,
             store: parts.store.clone(),
             owner: Arc::from(config.owner.as_str()),
-            quotas: Arc::new(crate::retry::quota::RetryQuotas::new(config.quotas.clone())),
+            quotas: quotas.clone(),
             stats: parts.stats,
             metrics: Arc::default(),
         };
@@ -134,6 +135,8 @@ impl Engine {
             node: node.clone(),
             timeout: config.node_timeout,
             wake: wake.clone(),
+            channels: executor.channels.clone(),
+            quotas,
         };
         let heart = tokio::spawn(heart.run(shutdown_rx.clone()));
         let scheduler = scheduler::Scheduler {

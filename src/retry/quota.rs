@@ -1,15 +1,17 @@
-//! Retry quotas per hour: for the whole node and per flow.
+//! Retry quotas per hour: for the whole cluster and per flow.
 //!
 //! Off unless set (PRODUCT.md: an engine delivering tens of thousands of
 //! jobs a second must not hold ordinary retries for an hour out of the box).
 //! Counted in memory on each node, in fixed windows of a clock hour (UTC):
-//! cheap, no database write per retry, and a restart or a second node each
-//! start their own count, so with N nodes the effective ceiling is up to N
-//! times the setting. A retry over quota is not dead-lettered: it waits for
+//! cheap, no database write per retry. With several nodes each counts
+//! against its share of the quota ([`RetryQuotas::set_nodes`]: the quota
+//! divided by the live nodes, at least one), so that together they keep
+//! it; a restart starts its count afresh. A retry over quota is not dead-lettered: it waits for
 //! the next window (PRODUCT.md: `suspended`, reason `quota`). The time is an
 //! argument, never read here.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use jiff::Timestamp;
@@ -77,6 +79,8 @@ pub fn window_end(at: Timestamp) -> Timestamp {
 pub struct RetryQuotas {
     config: QuotaConfig,
     window: Mutex<Window>,
+    /// The live nodes sharing the quotas (1 alone).
+    nodes: AtomicU64,
 }
 
 impl RetryQuotas {
@@ -84,7 +88,18 @@ impl RetryQuotas {
         RetryQuotas {
             config,
             window: Mutex::new(Window::default()),
+            nodes: AtomicU64::new(1),
         }
+    }
+
+    /// How many live nodes share the quotas from now on.
+    pub fn set_nodes(&self, nodes: u32) {
+        self.nodes.store(u64::from(nodes.max(1)), Ordering::Relaxed);
+    }
+
+    /// This node's share of `limit`.
+    fn share(&self, limit: u64) -> u64 {
+        (limit / self.nodes.load(Ordering::Relaxed).max(1)).max(1)
     }
 
     /// Counts a retry of `flow` decided at `now`, or refuses it when either
@@ -105,7 +120,7 @@ impl RetryQuotas {
         if self
             .config
             .per_hour
-            .is_some_and(|limit| window.total >= limit)
+            .is_some_and(|limit| window.total >= self.share(limit))
         {
             return Err(OverQuota {
                 scope: QuotaScope::Node,
@@ -119,7 +134,7 @@ impl RetryQuotas {
             .copied()
             .or(self.config.per_flow_per_hour);
         let used = window.per_flow.get(flow).copied().unwrap_or(0);
-        if limit.is_some_and(|limit| used >= limit) {
+        if limit.is_some_and(|limit| used >= self.share(limit)) {
             return Err(OverQuota {
                 scope: QuotaScope::Flow,
                 until,
@@ -194,5 +209,22 @@ mod tests {
         for _ in 0..5_000 {
             assert!(quotas.admit("other", now).is_ok());
         }
+    }
+
+    #[test]
+    fn each_node_counts_against_its_share() {
+        let quotas = RetryQuotas::new(QuotaConfig {
+            per_hour: Some(10),
+            ..QuotaConfig::default()
+        });
+        quotas.set_nodes(3);
+        let now = at("2026-05-04T10:00:00Z");
+        let admitted = (0..10).filter(|_| quotas.admit("f", now).is_ok()).count();
+        assert_eq!(admitted, 3, "a third of 10, rounded down");
+        quotas.set_nodes(20);
+        assert!(
+            quotas.admit("f", now).is_err(),
+            "at least one each, already used"
+        );
     }
 }
