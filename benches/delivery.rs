@@ -4,6 +4,7 @@
 //! cargo bench --bench delivery              # the full run (2 to 4 minutes on 2 cores)
 //! cargo bench --bench delivery -- --quick   # a smaller run to try changes
 //! cargo bench --bench delivery -- --only full,backlog   # some phases only
+//! cargo bench --bench delivery -- --only chaos          # 3 nodes, 30 kill -9 (minutes)
 //! ```
 //!
 //! Phases: `bare`, `full`, `latency`, `normal`, `reload`, `backlog`, `pg`,
@@ -23,6 +24,8 @@
 //! (tests/common/postgres.rs) and runs one, two and three `steadfast run`
 //! processes on one database; without server binaries it is left out.
 
+#[path = "delivery/chaos.rs"]
+mod chaos;
 #[path = "delivery/ingest.rs"]
 mod ingest;
 #[path = "../tests/common/postgres.rs"]
@@ -74,13 +77,20 @@ struct Sizes {
     backlog_jobs: usize,
     /// Rounds of the throughput phases (bare, FULL, NORMAL).
     rounds: usize,
-    /// The phases to run (`--only a,b`); all when empty.
+    /// The phases to run (`--only a,b`); all when empty (`chaos` only
+    /// when named).
     only: Vec<String>,
+    quick: bool,
 }
 
 impl Sizes {
     fn runs(&self, phase: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|p| p == phase)
+    }
+
+    /// Whether a phase that runs only when named (`--only chaos`) runs.
+    fn asked(&self, phase: &str) -> bool {
+        self.only.iter().any(|p| p == phase)
     }
 }
 
@@ -96,8 +106,8 @@ fn main() -> Result<()> {
         .and_then(|at| args.get(at + 1))
         .map(|list| list.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    const PHASES: [&str; 9] = [
-        "bare", "full", "latency", "normal", "reload", "backlog", "pg", "ingest", "mixed",
+    const PHASES: [&str; 10] = [
+        "bare", "full", "latency", "normal", "reload", "backlog", "pg", "ingest", "mixed", "chaos",
     ];
     if let Some(unknown) = only.iter().find(|p| !PHASES.contains(&p.as_str())) {
         bail!(
@@ -121,6 +131,7 @@ fn main() -> Result<()> {
             backlog_jobs: 50_000,
             rounds,
             only,
+            quick,
         }
     } else {
         Sizes {
@@ -129,6 +140,7 @@ fn main() -> Result<()> {
             backlog_jobs: 1_000_000,
             rounds,
             only,
+            quick,
         }
     };
     steadfast::install_tls_provider();
@@ -265,6 +277,14 @@ async fn run(sizes: Sizes) -> Result<()> {
 
     if sizes.runs("mixed") {
         ingest::mixed_phase(&sizes, work.path(), &partner.url, &mut figures).await?;
+    }
+
+    if sizes.asked("chaos") {
+        let size = chaos::Chaos {
+            jobs: if sizes.quick { 1_000 } else { 10_000 },
+            kills: if sizes.quick { 5 } else { 30 },
+        };
+        chaos::chaos_phase(&size, &mut figures).await?;
     }
 
     print_table(&figures);
