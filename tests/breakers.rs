@@ -452,7 +452,10 @@ async fn a_concurrency_limit_bounds_attempts_in_flight() {
     assert_eq!(s.partner.to("/narrow").len(), 8);
     assert!(s.partner.max_in_flight("/narrow") <= 2);
     let channel = s.get("/v1/channels/narrow").await;
-    assert_eq!(channel["concurrency"], json!({ "limit": 2, "in_use": 0 }));
+    assert_eq!(
+        channel["concurrency"],
+        json!({ "limit": 2, "nodes": 1, "node_limit": 2, "in_use": 0 })
+    );
     s.node.shutdown().await;
 }
 

@@ -603,3 +603,127 @@ async fn a_rate_limit_holds_for_the_whole_cluster() {
         "{jobs} jobs in {span:?}: more than 20 a second"
     );
 }
+
+/// A breaker opened on one node is open on every node: the partner's
+/// primary endpoint fails only for n1, yet once n1's breaker opens, n2 and
+/// n3 send nothing more to it and deliver by the fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opened_by_one_node_routes_every_nodes_jobs_to_the_fallback() {
+    let Some(db) = postgres::fresh_database().await else {
+        return;
+    };
+    let partner = Partner::start(|r| {
+        if r.path == "/in" && r.node == "n1" {
+            status(503)
+        } else {
+            status(200)
+        }
+    })
+    .await;
+    const BREAKER_POLICY: &str = r#"
+templates:
+  once: { retries: 1, initial: 20ms, jitter: none }
+channels:
+  partner:
+    circuit_breaker: { failures: 2, cooldown: 120s }
+    http: { url: "${PARTNER}/in", timeout: 2s, headers: { X-Node: "${NODE}" } }
+  backup:
+    http: { url: "${PARTNER}/backup", timeout: 2s, headers: { X-Node: "${NODE}" } }
+flows:
+  shared:
+    steps: [{ name: deliver, channel: partner, retry: once, fallback: [backup] }]
+"#;
+    let policies = policy_dir(&[("shared.yaml", BREAKER_POLICY)]);
+    let client = common::http_client();
+    let engines: Vec<Engine> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|name| spawn_node(name, policies.path(), &db, &partner.url, &[]))
+        .collect();
+    for engine in &engines {
+        wait_healthy(&client, &engine.base, Duration::from_secs(30)).await;
+    }
+    let breaker = async |engine: &Engine| -> Value {
+        let channel: Value = client
+            .get(format!("{}/v1/channels/partner", engine.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        channel["breaker"].clone()
+    };
+    // Jobs until n1 has failed twice and opened its breaker.
+    let mut submitted = 0;
+    let what = "n1's breaker never opened";
+    eventually(Duration::from_secs(30), POLL, what, async || {
+        submit_batch(&client, &engines[0], submitted, 10).await;
+        submitted += 10;
+        let state = breaker(&engines[0]).await["state"].clone();
+        if state == "open" {
+            Ok(())
+        } else {
+            Err(state.to_string())
+        }
+    })
+    .await;
+    let opened = std::time::Instant::now();
+    for engine in &engines[1..] {
+        let what = "another node's breaker stayed closed";
+        eventually(Duration::from_secs(5), POLL, what, async || {
+            let b = breaker(engine).await;
+            if b["state"] == "open" {
+                Ok(())
+            } else {
+                Err(b.to_string())
+            }
+        })
+        .await;
+        let b = breaker(engine).await;
+        assert!(
+            b["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("opened on node n1")),
+            "{b}"
+        );
+    }
+    let took = opened.elapsed();
+    eprintln!("every node's breaker open {took:?} after n1's");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // From now on no node sends to the primary: everything goes to backup.
+    let to_primary = partner.requests_to("/in").len();
+    for engine in &engines {
+        submit_batch(&client, engine, submitted, 30).await;
+        submitted += 30;
+    }
+    let since = std::time::Instant::now();
+    all_succeeded(
+        &client,
+        &engines[1].base,
+        submitted,
+        since,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        partner.requests_to("/in").len(),
+        to_primary,
+        "a node sent to the primary behind an open breaker"
+    );
+    assert!(partner.requests_to("/backup").len() >= 90);
+}
+
+/// `count` jobs submitted to `engine`, keys from `first`.
+async fn submit_batch(client: &reqwest::Client, engine: &Engine, first: usize, count: usize) {
+    let batch: Vec<Value> = (first..first + count)
+        .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("b-{n}") }))
+        .collect();
+    let answer = client
+        .post(format!("{}/v1/flows/shared/jobs:batch", engine.base))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+}

@@ -18,6 +18,16 @@
 //! through (the others are refused for [`PROBE_RECHECK`]); when all of them
 //! succeed it closes, when one fails it opens again for a new cooldown.
 //!
+//! # Shared among nodes
+//!
+//! With several nodes on one PostgreSQL step log, a breaker opened (or
+//! closed by its probe) on one node is published ([`Breakers::take_changes`])
+//! and applied on the others within a second ([`Breakers::apply_remote`]):
+//! they open too, naming the node, and hold open one cooldown longer than
+//! the opener, so that the opener alone sends the half-open probe; its
+//! verdict (closed, or open again) reaches them the same way. Should the
+//! opener die, their longer cooldown ends and they probe themselves.
+//!
 //! Time comes from the caller (the engine's clock), so the state machine is
 //! exact under test. Transitions are logged (`warn` when opening, `info`
 //! otherwise) and exported as `steadfast_breaker_state{channel}` (0 closed,
@@ -103,6 +113,24 @@ pub enum Admission {
 #[derive(Debug, Clone, Default)]
 pub struct Breakers {
     inner: Arc<Mutex<HashMap<String, Breaker>>>,
+    /// This node's own openings and closings, to publish to the others.
+    changes: Arc<Mutex<Vec<BreakerChange>>>,
+    /// Told of each change, so that it is published at once.
+    changed: Arc<tokio::sync::Notify>,
+}
+
+/// A breaker opened or closed on one node, as the others learn of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerChange {
+    pub channel: String,
+    pub open: bool,
+    /// When it opened or closed.
+    pub at: Timestamp,
+    /// While open: when its opener lets a probe through.
+    pub until: Timestamp,
+    pub reason: String,
+    /// The node it happened on (filled in when published).
+    pub node: String,
 }
 
 impl Breakers {
@@ -135,6 +163,46 @@ impl Breakers {
         }
     }
 
+    /// Resolves when this node's breakers have a change to publish.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// This node's own openings and closings since the last call, oldest
+    /// first.
+    pub fn take_changes(&self) -> Vec<BreakerChange> {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Applies another node's opening or closing of `change.channel`'s
+    /// breaker. An opening opens this node's too, until one `cooldown`
+    /// after the opener's probe; a closing closes it (the opener's probe
+    /// succeeded). Nothing changes when this node already went further.
+    pub fn apply_remote(&self, change: &BreakerChange, config: &BreakerConfig) {
+        let mut map = self.lock();
+        let breaker = entry(&mut map, &change.channel, change.at);
+        if change.open {
+            let until = later(change.until, config.cooldown);
+            if breaker.state == BreakerState::Closed
+                || (breaker.state != BreakerState::Closed && breaker.open_until < until)
+            {
+                breaker.enter(&change.channel, BreakerState::Open, change.at);
+                breaker.open_until = until;
+                breaker.opened_total += 1;
+                let reason = format!("opened on node {}: {}", change.node, change.reason);
+                tracing::warn!(channel = %change.channel, %reason, probe_at = %until,
+                    "circuit breaker opened by another node");
+                breaker.reason = Some(reason);
+            }
+        } else if breaker.state != BreakerState::Closed && breaker.since <= change.at {
+            breaker.close(&change.channel, change.at);
+            breaker.reason = Some(format!(
+                "closed on node {}: its probe succeeded",
+                change.node
+            ));
+        }
+    }
+
     /// What `GET /v1/channels` shows of `channel`'s breaker at `now`.
     pub fn snapshot(&self, channel: &str, config: &BreakerConfig, now: Timestamp) -> Snapshot {
         let mut map = self.lock();
@@ -156,6 +224,17 @@ impl Breakers {
             opened_total: breaker.opened_total,
             recent: breaker.recent.iter().rev().cloned().collect(),
         }
+    }
+
+    fn publish(&self, change: BreakerChange) {
+        let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        // Unpublished changes pile up only while nothing shares them (one
+        // node): keep the latest.
+        if changes.len() >= 1024 {
+            changes.remove(0);
+        }
+        changes.push(change);
+        self.changed.notify_one();
     }
 
     fn ticket(&self, channel: &str, probe: bool, breaker: &Breaker) -> Ticket {
@@ -219,17 +298,33 @@ impl Ticket {
         match breaker.state {
             BreakerState::Closed if failed => {
                 if let Some(reason) = breaker.trips(config, observed.at) {
-                    breaker.open(&self.channel, config, observed.at, reason);
+                    breaker.open(&self.channel, config, observed.at, reason.clone());
+                    let change = opened(&self.channel, breaker, reason);
+                    drop(map);
+                    self.breakers.publish(change);
                 }
             }
             BreakerState::HalfOpen if current_probe => {
                 if failed {
                     let reason = format!("a half-open probe failed ({})", observed.answer);
-                    breaker.open(&self.channel, config, observed.at, reason);
+                    breaker.open(&self.channel, config, observed.at, reason.clone());
+                    let change = opened(&self.channel, breaker, reason);
+                    drop(map);
+                    self.breakers.publish(change);
                 } else {
                     breaker.probe_successes += 1;
                     if breaker.probe_successes >= config.half_open_probes {
                         breaker.close(&self.channel, observed.at);
+                        let change = BreakerChange {
+                            channel: self.channel.clone(),
+                            open: false,
+                            at: observed.at,
+                            until: observed.at,
+                            reason: "the half-open probe succeeded".into(),
+                            node: String::new(),
+                        };
+                        drop(map);
+                        self.breakers.publish(change);
                     }
                 }
             }
@@ -477,6 +572,18 @@ impl Breaker {
     }
 }
 
+/// The change that publishes `breaker`'s opening.
+fn opened(channel: &str, breaker: &Breaker, reason: String) -> BreakerChange {
+    BreakerChange {
+        channel: channel.to_string(),
+        open: true,
+        at: breaker.since,
+        until: breaker.open_until,
+        reason,
+        node: String::new(),
+    }
+}
+
 fn bucket_ms(window: Duration) -> i64 {
     (duration_ms(window) / i64::from(BUCKETS)).max(1)
 }
@@ -578,6 +685,66 @@ mod tests {
             Admission::Pass(_) => None,
             Admission::Refused { until, .. } => Some(until),
         }
+    }
+
+    /// What one node publishes, another applies: it opens too, naming the
+    /// opener, one cooldown longer (the opener alone probes), and closes
+    /// when the opener's probe succeeded.
+    #[test]
+    fn an_opening_and_its_probe_are_shared_with_other_nodes() {
+        let (opener, other) = (Breakers::new(), Breakers::new());
+        let c = consecutive(2, None, 30_000);
+        attempt(&opener, &c, t(0), Outcome::Retry);
+        assert!(opener.take_changes().is_empty(), "nothing to tell yet");
+        attempt(&opener, &c, t(1), Outcome::Retry);
+        let mut changes = opener.take_changes();
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].open);
+        assert_eq!((changes[0].at, changes[0].until), (t(1), t(30_001)));
+        changes[0].node = "n1".into();
+
+        assert_eq!(state(&other, &c, t(2)), BreakerState::Closed);
+        other.apply_remote(&changes[0], &c);
+        let snap = other.snapshot("c", &c, t(2));
+        assert_eq!(snap.state, BreakerState::Open);
+        assert!(snap
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("node n1")));
+        // The opener probes at 30 s; the other waits a cooldown more.
+        assert_eq!(refused_until(&other, &c, t(30_002)), Some(t(60_001)));
+        assert!(
+            other.take_changes().is_empty(),
+            "an applied change is not re-published"
+        );
+
+        // The opener's probe succeeds: both are closed.
+        attempt(&opener, &c, t(30_002), Outcome::Success);
+        let mut closed = opener.take_changes();
+        assert_eq!(closed.len(), 1);
+        assert!(!closed[0].open);
+        closed[0].node = "n1".into();
+        other.apply_remote(&closed[0], &c);
+        assert_eq!(state(&other, &c, t(30_003)), BreakerState::Closed);
+        assert!(refused_until(&other, &c, t(30_003)).is_none());
+    }
+
+    /// A closing older than this node's own opening does not close it.
+    #[test]
+    fn a_stale_closing_leaves_a_newer_opening_alone() {
+        let b = Breakers::new();
+        let c = consecutive(1, None, 30_000);
+        attempt(&b, &c, t(10), Outcome::Retry);
+        let old = BreakerChange {
+            channel: "c".into(),
+            open: false,
+            at: t(5),
+            until: t(5),
+            reason: "probe".into(),
+            node: "n2".into(),
+        };
+        b.apply_remote(&old, &c);
+        assert_eq!(state(&b, &c, t(11)), BreakerState::Open);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::{watch, Notify};
 
+use super::LivePolicy;
 use crate::channels::SharedChannels;
 use crate::clock::SharedClock;
 use crate::lifecycle::signed;
@@ -48,6 +49,8 @@ pub(super) struct Heart {
     /// nodes.
     pub channels: SharedChannels,
     pub quotas: Arc<RetryQuotas>,
+    /// For each channel's breaker configuration.
+    pub policy: Arc<LivePolicy>,
 }
 
 impl Heart {
@@ -56,8 +59,13 @@ impl Heart {
         let mut next_beat = self.clock.now();
         // Since when the heartbeats have been written without a failure.
         let mut beating_since = Some(self.clock.now() - signed(AFTER_OUTAGE));
+        // The position in the other nodes' breaker changes.
+        let mut breakers_seen = 0;
         loop {
             let now = self.clock.now();
+            if self.store.is_shared() {
+                breakers_seen = self.share_breakers(breakers_seen, now).await;
+            }
             if now >= next_beat {
                 match self.store.node_heartbeat(&self.node, now).await {
                     Ok(()) => {
@@ -76,8 +84,12 @@ impl Heart {
                 self.rescue(now).await;
             }
             let sleep = self.clock.sleep_until(now + signed(RESCUE_EVERY));
+            let breakers = self.channels.breakers().clone();
             tokio::select! {
                 _ = sleep => {}
+                // A breaker of this node opened or closed: tell the others
+                // now rather than within the second.
+                _ = breakers.changed(), if self.store.is_shared() => {}
                 _ = shutdown.changed() => return,
             }
         }
@@ -96,6 +108,45 @@ impl Heart {
             }
             Err(error) => tracing::error!(%error, "rescuing dead nodes' jobs failed"),
         }
+    }
+
+    /// Publishes this node's breaker changes, then applies the others'
+    /// (those after position `seen`); returns the new position.
+    async fn share_breakers(&self, seen: i64, now: Timestamp) -> i64 {
+        let breakers = self.channels.breakers();
+        let mut mine = breakers.take_changes();
+        for change in &mut mine {
+            change.node.clone_from(&self.node.id);
+        }
+        if let Err(error) = self.store.breakers_publish(&mine).await {
+            tracing::error!(%error, "publishing breaker changes failed");
+        }
+        let (theirs, next) = match self.store.breakers_since(seen, &self.node.id).await {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::debug!(%error, "reading other nodes' breaker changes failed");
+                return seen;
+            }
+        };
+        let policy = self.policy.current();
+        for change in &theirs {
+            let Some(config) = policy
+                .channel(&change.channel)
+                .and_then(|channel| channel.breaker.as_ref())
+            else {
+                continue;
+            };
+            // An opening whose every cooldown is over says nothing now.
+            let stale = change.open
+                && crate::clock::later(
+                    crate::clock::later(change.until, config.cooldown),
+                    RESCUE_EVERY,
+                ) <= now;
+            if !stale {
+                breakers.apply_remote(change, config);
+            }
+        }
+        next
     }
 
     /// Counts the live nodes (this one among them) and gives each limit

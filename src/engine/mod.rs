@@ -137,6 +137,7 @@ impl Engine {
             wake: wake.clone(),
             channels: executor.channels.clone(),
             quotas,
+            policy: executor.policy.clone(),
         };
         let heart = tokio::spawn(heart.run(shutdown_rx.clone()));
         let scheduler = scheduler::Scheduler {

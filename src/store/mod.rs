@@ -18,6 +18,8 @@ pub(crate) mod view;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+
+use crate::channels::breaker::BreakerChange;
 use jiff::Timestamp;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::SqlSafeStr;
@@ -264,6 +266,25 @@ pub trait StepLog: Send + Sync + 'static {
 
     /// The nodes, with the jobs each holds running.
     async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>>;
+
+    /// Publishes this node's breaker openings and closings to the other
+    /// nodes. A log of its own (SQLite, one node) has nobody to tell.
+    async fn breakers_publish(&self, changes: &[BreakerChange]) -> StoreResult<()> {
+        let _ = changes;
+        Ok(())
+    }
+
+    /// The other nodes' breaker changes after position `after` (0: all
+    /// kept), in order, and the position to ask after next time; `node` is
+    /// this node's id, whose own changes are skipped.
+    async fn breakers_since(
+        &self,
+        after: i64,
+        node: &str,
+    ) -> StoreResult<(Vec<BreakerChange>, i64)> {
+        let _ = node;
+        Ok((Vec::new(), after))
+    }
 
     /// Dead jobs whose `on_dead` notification is due; claiming pushes the
     /// notification's due time to `lease_until` so a crash retries it.

@@ -31,6 +31,7 @@ use super::{
     JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PayloadEdit, RetryBatch,
     StateCounts, StepLog, StoreError, StoreResult, Transition,
 };
+use crate::channels::breaker::BreakerChange;
 use crate::lifecycle::Reason;
 
 /// The channel inserts notify on.
@@ -51,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "nodes and their heartbeats",
         include_str!("../../migrations/postgres/0003_nodes.sql"),
+    ),
+    (
+        4,
+        "breaker changes shared between nodes",
+        include_str!("../../migrations/postgres/0004_breaker_changes.sql"),
     ),
 ];
 
@@ -776,6 +782,71 @@ impl StepLog for PgStepLog {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(node_from_row).collect()
+    }
+
+    async fn breakers_publish(&self, changes: &[BreakerChange]) -> StoreResult<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for change in changes {
+            sqlx::query(
+                "INSERT INTO breaker_changes (channel, open, at, until, reason, node) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&change.channel)
+            .bind(change.open)
+            .bind(ms(change.at))
+            .bind(ms(change.until))
+            .bind(&change.reason)
+            .bind(&change.node)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // An hour of history is plenty: a change is read within a second.
+        sqlx::query("DELETE FROM breaker_changes WHERE at < $1")
+            .bind(ms(changes[0].at) - 3_600_000)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn breakers_since(
+        &self,
+        after: i64,
+        node: &str,
+    ) -> StoreResult<(Vec<BreakerChange>, i64)> {
+        let rows = sqlx::query(
+            "SELECT seq, channel, open, at, until, reason, node FROM breaker_changes \
+             WHERE seq > $1 ORDER BY seq",
+        )
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut last = after;
+        let mut changes = Vec::new();
+        for row in rows {
+            last = row.try_get("seq")?;
+            let from: String = row.try_get("node")?;
+            if from == node {
+                continue;
+            }
+            let time = |column: &str| -> StoreResult<Timestamp> {
+                let value: i64 = row.try_get(column)?;
+                opt_timestamp(column, Some(value))?
+                    .ok_or_else(|| StoreError::Corrupt(format!("{column} missing")))
+            };
+            changes.push(BreakerChange {
+                channel: row.try_get("channel")?,
+                open: row.try_get("open")?,
+                at: time("at")?,
+                until: time("until")?,
+                reason: row.try_get("reason")?,
+                node: from,
+            });
+        }
+        Ok((changes, last))
     }
 
     async fn notifications_claim_due(
