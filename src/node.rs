@@ -152,6 +152,7 @@ impl Node {
             access: api::Access::new(&config.tokens, addr.ip().is_loopback()),
             operations: Arc::new(api::dlq::Operations::default()),
             node_timeout,
+            paused: engine.paused(),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         let api = tokio::spawn(api::serve(listener, state, config.serve, async {

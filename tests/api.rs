@@ -329,3 +329,63 @@ async fn health_policies_and_metrics_describe_the_node() {
         assert!(metrics.contains(expected), "no {expected} in\n{metrics}");
     }
 }
+
+/// A paused flow's jobs wait `suspended` with reason `paused`, sending
+/// nothing and burning no attempt, while other flows go on; `GET
+/// /v1/flows` shows it; a resume delivers them at once.
+#[tokio::test]
+async fn a_paused_flow_holds_its_jobs_until_resumed() {
+    let api = start().await;
+    let (status, body) = api.post("/v1/flows/leads/pause", json!(null)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({ "flow": "leads", "paused": true, "changed": true })
+    );
+    let (_, again) = api.post("/v1/flows/leads/pause", json!(null)).await;
+    assert_eq!(again["changed"], false);
+    let (status, unknown) = api.post("/v1/flows/nope/pause", json!(null)).await;
+    assert_eq!(status, 404);
+    assert!(unknown["error"]
+        .as_str()
+        .unwrap()
+        .contains("its flows: leads, orders"));
+
+    let held = api.node.submit_ok("leads", json!({ "n": 1 }), None).await;
+    let other = api.node.submit_ok("orders", json!({ "n": 2 }), None).await;
+    assert_eq!(api.node.wait_final(&other).await["state"], "succeeded");
+    let job = wait_for(
+        std::time::Duration::from_secs(10),
+        "the job held",
+        async || api.node.job(&held).await,
+        |job| job["state"] == "suspended",
+    )
+    .await;
+    assert_eq!(job["reason"], "paused");
+    assert_eq!(job["attempts_total"], 0);
+    assert!(
+        api.partner.requests().iter().all(|r| r.body["n"] != 1),
+        "nothing sent"
+    );
+
+    let (_, flows) = api.get("/v1/flows").await;
+    let leads = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "leads")
+        .unwrap()
+        .clone();
+    assert_eq!(leads["paused"], true);
+    assert_eq!(leads["paused_by"], "local");
+    assert_eq!(leads["jobs"]["suspended"], 1);
+
+    let (status, resumed) = api.post("/v1/flows/leads/resume", json!(null)).await;
+    assert_eq!(status, 200);
+    assert_eq!(resumed["resumed"], 1);
+    let done = api.node.wait_final(&held).await;
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["attempts_total"], 1);
+    let (_, not_paused) = api.post("/v1/flows/leads/resume", json!(null)).await;
+    assert_eq!(not_paused["changed"], false);
+}

@@ -938,6 +938,7 @@ flows:
         store: store.clone(),
         owner: "node".into(),
         quotas: std::sync::Arc::new(steadfast::retry::quota::RetryQuotas::new(Default::default())),
+        paused: Default::default(),
         stats: std::sync::Arc::new(NoStats),
         metrics: Default::default(),
     };

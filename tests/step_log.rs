@@ -78,6 +78,18 @@ fn new_job(n: u32, next_at: Timestamp) -> NewJob {
     }
 }
 
+/// A job of `flow` rather than `leads`.
+async fn insert_into(db: &Db, flow: &str, n: u32, next_at: Timestamp) -> JobRecord {
+    let job = NewJob {
+        flow: flow.into(),
+        ..new_job(n, next_at)
+    };
+    match db.log.job_insert(job).await.unwrap() {
+        InsertOutcome::Created(job) => job,
+        other => panic!("expected a new job, got {other:?}"),
+    }
+}
+
 async fn insert(db: &Db, n: u32, next_at: Timestamp) -> JobRecord {
     match db.log.job_insert(new_job(n, next_at)).await.unwrap() {
         InsertOutcome::Created(job) => job,
@@ -983,6 +995,58 @@ async fn nodes_are_listed_with_their_running_jobs_and_leave(db: Db) {
     assert!(db.log.nodes_list().await.unwrap().is_empty());
 }
 
+/// A paused flow: listed, paused once, its held jobs due at once on resume
+/// with the unspent hold taken back from their held time.
+async fn a_paused_flows_held_jobs_are_due_at_once_on_resume(db: Db) {
+    let job = insert(&db, 1, t(0)).await;
+    let other = insert_into(&db, "elsewhere", 2, t(0)).await;
+    assert!(db.log.flow_pause("leads", "ops", t(1)).await.unwrap());
+    assert!(
+        !db.log.flow_pause("leads", "ops", t(2)).await.unwrap(),
+        "already"
+    );
+    let paused = db.log.flows_paused().await.unwrap();
+    assert_eq!(paused.len(), 1);
+    assert_eq!(
+        (
+            paused[0].flow.as_str(),
+            paused[0].paused_at,
+            paused[0].paused_by.as_str()
+        ),
+        ("leads", t(1), "ops")
+    );
+    let claimed = db.log.jobs_claim_due("a", t(3), t(300), 10).await.unwrap();
+    let hold = |job: &JobRecord| Transition {
+        to: JobState::Suspended,
+        reason: Some(Reason::Paused),
+        next_at: Some(t(3_603)),
+        held_ms: 3_600_000,
+        attempt: None,
+        attempts_added: 0,
+        ..retry_later(job, "a", t(3))
+    };
+    let moves: Vec<Transition> = claimed.iter().map(hold).collect();
+    assert_eq!(db.log.transitions_apply(moves).await.unwrap(), [true, true]);
+
+    assert_eq!(db.log.flow_resume("leads", t(63)).await.unwrap(), Some(1));
+    let resumed = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!(resumed.next_at, Some(t(63)));
+    // Held 60 s of the hour it was counted for.
+    assert_eq!(resumed.held_ms, 60_000);
+    let untouched = db.log.job_get(&other.id).await.unwrap().unwrap();
+    assert_eq!(
+        untouched.next_at,
+        Some(t(3_603)),
+        "another flow's job stays"
+    );
+    assert_eq!(db.log.flow_resume("leads", t(64)).await.unwrap(), None);
+    assert!(db.log.flows_paused().await.unwrap().is_empty());
+
+    let counts = db.log.jobs_count_by_flow().await.unwrap();
+    assert_eq!(counts["leads"][&JobState::Suspended], 1);
+    assert_eq!(counts["elsewhere"][&JobState::Suspended], 1);
+}
+
 conformance!(
     insert_is_idempotent_on_flow_and_key,
     concurrent_single_submissions_each_get_their_own_answer,
@@ -1004,6 +1068,7 @@ conformance!(
     a_live_nodes_claims_are_not_taken_over,
     a_dead_nodes_jobs_come_back_before_their_lease_ends,
     nodes_are_listed_with_their_running_jobs_and_leave,
+    a_paused_flows_held_jobs_are_due_at_once_on_resume,
 );
 
 /// Two processes cannot be one node: the second with a live id is refused,

@@ -6,6 +6,7 @@ mod body;
 mod channels;
 pub(crate) mod dlq;
 mod error;
+mod flows;
 pub(crate) mod jobs;
 mod nodes;
 mod server;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub operations: Arc<dlq::Operations>,
     /// Silent this long, a node is dead (for `GET /v1/nodes`).
     pub node_timeout: std::time::Duration,
+    /// The flows paused, as this node's engine knows them.
+    pub paused: Arc<crate::engine::PausedFlows>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -73,6 +76,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/dlq/retry", post(dlq::retry))
         .route("/v1/operations/{id}", get(dlq::operation))
         .route("/v1/nodes", get(nodes::list))
+        .route("/v1/flows", get(flows::list))
+        .route("/v1/flows/{flow}/pause", post(flows::pause))
+        .route("/v1/flows/{flow}/resume", post(flows::resume))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

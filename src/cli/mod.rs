@@ -6,6 +6,7 @@ mod client;
 mod demo;
 mod dlq;
 mod explain;
+mod flows;
 mod jobs;
 mod nodes;
 mod output;
@@ -54,6 +55,9 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// The nodes sharing the step log: live or dead, jobs running, heartbeat.
     Nodes(nodes::NodesArgs),
+    /// Flows: list them with their jobs by state; pause and resume one.
+    #[command(subcommand)]
+    Flows(flows::FlowsCommand),
     /// Prints the JSON Schema of policy files, for editors and CI.
     Schema(schema::SchemaArgs),
 }
@@ -145,6 +149,7 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Jobs(command) => jobs::run(command).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::Nodes(args) => nodes::run(args).await,
+        Command::Flows(command) => flows::run(command).await,
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Test(args) => test::run(args),

@@ -32,6 +32,8 @@ pub struct Executor {
     pub store: SharedStepLog,
     pub owner: Arc<str>,
     pub quotas: Arc<crate::retry::quota::RetryQuotas>,
+    /// Flows an operator paused: their jobs are held, not attempted.
+    pub paused: Arc<super::PausedFlows>,
     pub stats: Arc<dyn super::AttemptObserver>,
     pub metrics: Arc<crate::telemetry::AttemptMetrics>,
 }
@@ -71,12 +73,19 @@ impl Executor {
             self.metrics.claim_lag(lag);
         }
         let position = position_of(job);
-        let claimed = next(&position, &Event::Claimed, &policy, claimed_at);
+        let event = if self.paused.contains(&job.flow) {
+            Event::Paused
+        } else {
+            Event::Claimed
+        };
+        let claimed = next(&position, &event, &policy, claimed_at);
         let MoveKind::Attempt { step_index, .. } = claimed.kind else {
             return self.unattempted(job, &policy, &claimed, claimed_at);
         };
+        // The machine found the step and channel just now; should they be
+        // gone, the job is handed back as it was rather than left running.
         let Some(located) = locate(&policy, &position) else {
-            return self.unattempted(job, &policy, &claimed, claimed_at);
+            return self.release(job);
         };
         let (step, channel) = (located.step, located.channel);
 
@@ -310,7 +319,10 @@ impl Executor {
         self.count_move(job, &job.step, moved, &channel);
         match moved.kind {
             MoveKind::Hold { until, reason } => {
-                if reason == Reason::FlowRemoved {
+                if reason == Reason::Paused {
+                    tracing::debug!(job = %job.id, flow = %job.flow,
+                        "the flow is paused; the job waits for its resume");
+                } else if reason == Reason::FlowRemoved {
                     tracing::warn!(job = %job.id, flow = %job.flow, step = %job.step, %until,
                         "job's flow, step or channel is not in the policy in force; suspended");
                 } else {

@@ -51,6 +51,8 @@ pub(super) struct Heart {
     pub quotas: Arc<RetryQuotas>,
     /// For each channel's breaker configuration.
     pub policy: Arc<LivePolicy>,
+    /// The paused flows, read again at every beat.
+    pub paused: Arc<super::PausedFlows>,
 }
 
 impl Heart {
@@ -65,6 +67,10 @@ impl Heart {
             let now = self.clock.now();
             if self.store.is_shared() {
                 breakers_seen = self.share_breakers(breakers_seen, now).await;
+                match self.store.flows_paused().await {
+                    Ok(paused) => self.paused.replace(paused.into_iter().map(|p| p.flow)),
+                    Err(error) => tracing::debug!(%error, "reading the paused flows failed"),
+                }
             }
             if now >= next_beat {
                 match self.store.node_heartbeat(&self.node, now).await {

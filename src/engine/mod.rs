@@ -7,6 +7,7 @@ pub mod executor;
 pub(crate) mod gate;
 mod live;
 mod membership;
+mod paused;
 pub(crate) mod scheduler;
 #[cfg(test)]
 mod testing;
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 
 pub use live::{LivePolicy, ReloadStatus};
 pub use membership::HEARTBEAT;
+pub use paused::PausedFlows;
 pub use scheduler::SchedulerConfig;
 
 use crate::channels::SharedChannels;
@@ -88,6 +90,7 @@ pub struct Engine {
     inserts_watch: Option<JoinHandle<()>>,
     node: crate::store::Membership,
     heart: JoinHandle<()>,
+    paused: Arc<PausedFlows>,
 }
 
 impl Engine {
@@ -117,6 +120,15 @@ impl Engine {
         }
         let wake = Arc::new(Notify::new());
         let (writer, results) = writer::channel();
+        let paused = Arc::new(PausedFlows::default());
+        paused.replace(
+            parts
+                .store
+                .flows_paused()
+                .await?
+                .into_iter()
+                .map(|p| p.flow),
+        );
         let quotas = Arc::new(crate::retry::quota::RetryQuotas::new(config.quotas.clone()));
         let executor = executor::Executor {
             policy: parts.policy,
@@ -125,6 +137,7 @@ impl Engine {
             store: parts.store.clone(),
             owner: Arc::from(config.owner.as_str()),
             quotas: quotas.clone(),
+            paused: paused.clone(),
             stats: parts.stats,
             metrics: Arc::default(),
         };
@@ -138,6 +151,7 @@ impl Engine {
             channels: executor.channels.clone(),
             quotas,
             policy: executor.policy.clone(),
+            paused: paused.clone(),
         };
         let heart = tokio::spawn(heart.run(shutdown_rx.clone()));
         let scheduler = scheduler::Scheduler {
@@ -158,7 +172,13 @@ impl Engine {
             owner: config.owner,
             node,
             heart,
+            paused,
         })
+    }
+
+    /// The flows paused, as this node knows them.
+    pub fn paused(&self) -> Arc<PausedFlows> {
+        self.paused.clone()
     }
 
     /// A handle that wakes the scheduler (a job was submitted or retried).

@@ -36,6 +36,7 @@ pub async fn executor(yaml: &str, now: Timestamp) -> Executor {
             .expect("a step log"),
         owner: "node".into(),
         quotas: Arc::new(crate::retry::quota::RetryQuotas::new(Default::default())),
+        paused: Arc::default(),
         stats: Arc::new(NoStats),
         metrics: Default::default(),
     }

@@ -11,6 +11,7 @@
 //! | event | moves |
 //! | --- | --- |
 //! | [`Event::Claimed`] | `Attempt`; `Hold` (calendar; flow, step or channel gone) |
+//! | [`Event::Paused`] | `Hold` (`paused`) |
 //! | [`Event::BreakerOpen`] | `Skip` to the next fallback; `Hold` (`breaker_open`) |
 //! | [`Event::NoSlot`], [`Event::HandedBack`] | `Wait` |
 //! | [`Event::Answered`] | `Retry`, `RetryHeld` (calendar), `Fallback`, `NextStep`, `Succeeded`, `Dead` |
@@ -39,6 +40,10 @@ use crate::retry::{delay_before_retry, Verdict};
 /// How long a job whose flow, step or channel vanished waits before it is
 /// looked at again (a reload may bring it back).
 pub const VANISHED_RECHECK: Duration = Duration::from_secs(30);
+
+/// How long a job of a paused flow waits before it is looked at again,
+/// should the resume that makes it due at once be missed.
+pub const PAUSED_RECHECK: Duration = Duration::from_secs(3600);
 
 /// Where a job stands, as the step log holds it.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,6 +112,8 @@ impl Position {
 pub enum Event {
     /// Claimed by a worker, about to be attempted.
     Claimed,
+    /// Claimed, but its flow is paused by an operator.
+    Paused,
     /// The channel's circuit breaker refused the attempt; it lets a probe
     /// through at `until`.
     BreakerOpen { until: Timestamp },
@@ -322,6 +329,13 @@ pub fn next(at: &Position, event: &Event, policy: &CompiledPolicy, now: Timestam
             Some(located) => breaker_open(at, &located, *until, now),
             None => vanished(at, event, now),
         },
+        Event::Paused => hold(
+            at,
+            at.step_index,
+            later(now, PAUSED_RECHECK),
+            Reason::Paused,
+            now,
+        ),
         Event::NoSlot { until } => wait(at, *until, now),
         Event::HandedBack => wait(at, at.due.unwrap_or(now), now),
         Event::Answered {

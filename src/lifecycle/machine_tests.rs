@@ -248,6 +248,22 @@ fn every_state_and_event_makes_its_move() {
             held: Duration::ZERO,
         },
         Row {
+            name: "claimed while its flow is paused: suspended paused, the wait held",
+            position: retried.clone(),
+            event: Event::Paused,
+            now: t,
+            kind: MoveKind::Hold {
+                until: later_by(t, PAUSED_RECHECK),
+                reason: Reason::Paused,
+            },
+            state: JobState::Suspended,
+            reason: Some(Reason::Paused),
+            next_at: Some(later_by(t, PAUSED_RECHECK)),
+            place: (0, 0, 1),
+            attempts_added: 0,
+            held: PAUSED_RECHECK,
+        },
+        Row {
             name: "breaker open with a fallback: skip to it, fresh series",
             position: retried.clone(),
             event: Event::BreakerOpen { until: probe },

@@ -10,6 +10,7 @@ mod vocabulary;
 
 pub use interpret::{hold_at, signed, template_at, Hold, HOLD_RECHECK};
 pub use machine::{
-    locate, next, Event, Landing, Located, Move, MoveKind, Position, VANISHED_RECHECK,
+    locate, next, Event, Landing, Located, Move, MoveKind, Position, PAUSED_RECHECK,
+    VANISHED_RECHECK,
 };
 pub use vocabulary::{Decision, JobState, Outcome, Reason, Word};

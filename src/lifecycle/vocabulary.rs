@@ -164,6 +164,8 @@ words! {
         Quota => "quota",
         /// The job's flow, step or channel is not in the policy in force.
         FlowRemoved => "flow_removed",
+        /// An operator paused the job's flow.
+        Paused => "paused",
         /// Dead: every channel's retries ran out.
         Exhausted => "exhausted",
         /// Dead: the classifier called the failure permanent.

@@ -15,6 +15,7 @@ mod sql;
 pub mod sqlite;
 pub(crate) mod view;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -28,8 +29,8 @@ use tokio::task::JoinHandle;
 
 pub use records::{
     AttemptRecord, ClaimedJob, Decision, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
-    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, Outcome, PayloadEdit, Reason,
-    RetryBatch, StateCounts, Transition,
+    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, Outcome, PausedFlow, PayloadEdit,
+    Reason, RetryBatch, StateCounts, Transition,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +268,19 @@ pub trait StepLog: Send + Sync + 'static {
     /// The nodes, with the jobs each holds running.
     async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>>;
 
+    /// Pauses `flow`; false when it already was.
+    async fn flow_pause(&self, flow: &str, by: &str, now: Timestamp) -> StoreResult<bool>;
+
+    /// Lifts `flow`'s pause and makes its jobs held for it due at `now`:
+    /// how many, or `None` when the flow was not paused.
+    async fn flow_resume(&self, flow: &str, now: Timestamp) -> StoreResult<Option<u64>>;
+
+    /// The paused flows.
+    async fn flows_paused(&self) -> StoreResult<Vec<PausedFlow>>;
+
+    /// Jobs by flow, then by state (every job read: for listings of flows).
+    async fn jobs_count_by_flow(&self) -> StoreResult<BTreeMap<String, StateCounts>>;
+
     /// Publishes this node's breaker openings and closings to the other
     /// nodes. A log of its own (SQLite, one node) has nobody to tell.
     async fn breakers_publish(&self, changes: &[BreakerChange]) -> StoreResult<()> {
@@ -385,18 +399,26 @@ mod tests {
     fn the_checks_of_both_stores_list_the_words_of_the_enums() {
         use crate::lifecycle::{Decision, Outcome, Reason, Word};
         let flat = |sql: &str| sql.split_whitespace().collect::<Vec<_>>().join(" ");
-        let migrations = [
+        // The latest migration that writes each check.
+        let attempts = [
             include_str!("../../migrations/sqlite/0006_vocabulary_checks.sql"),
             include_str!("../../migrations/postgres/0002_vocabulary_checks.sql"),
         ];
-        for sql in migrations.map(flat) {
+        let jobs = [
+            include_str!("../../migrations/sqlite/0008_paused_flows.sql"),
+            include_str!("../../migrations/postgres/0005_paused_flows.sql"),
+        ];
+        for sql in attempts.map(flat) {
             for check in [
-                format!("CHECK (reason IS NULL OR {})", Reason::sql_check("reason")),
                 format!("CHECK ({})", Outcome::sql_check("outcome")),
                 format!("CHECK ({})", Decision::sql_check("decision")),
             ] {
                 assert!(sql.contains(&check), "{check}\nnot in\n{sql}");
             }
+        }
+        for sql in jobs.map(flat) {
+            let check = format!("CHECK (reason IS NULL OR {})", Reason::sql_check("reason"));
+            assert!(sql.contains(&check), "{check}\nnot in\n{sql}");
         }
     }
 }

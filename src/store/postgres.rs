@@ -22,14 +22,14 @@ use tokio::task::JoinHandle;
 
 use super::plan::{runs_of_distinct_jobs, Lease, RoundRobin};
 use super::rows::{
-    attempt_from_row, job_from_row, jobs_from_rows, ms, node_from_row, opt_ms, opt_timestamp,
-    payload_edit_from_row, same_payload,
+    attempt_from_row, counts_by_flow, job_from_row, jobs_from_rows, ms, node_from_row, opt_ms,
+    opt_timestamp, paused_flow_from_row, payload_edit_from_row, same_payload,
 };
 use super::sql::{Dialect, Sql};
 use super::{
     migrator, AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
-    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PayloadEdit, RetryBatch,
-    StateCounts, StepLog, StoreError, StoreResult, Transition,
+    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PausedFlow, PayloadEdit,
+    RetryBatch, StateCounts, StepLog, StoreError, StoreResult, Transition,
 };
 use crate::channels::breaker::BreakerChange;
 use crate::lifecycle::Reason;
@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "breaker changes shared between nodes",
         include_str!("../../migrations/postgres/0004_breaker_changes.sql"),
+    ),
+    (
+        5,
+        "paused flows",
+        include_str!("../../migrations/postgres/0005_paused_flows.sql"),
     ),
 ];
 
@@ -782,6 +787,60 @@ impl StepLog for PgStepLog {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(node_from_row).collect()
+    }
+
+    async fn flow_pause(&self, flow: &str, by: &str, now: Timestamp) -> StoreResult<bool> {
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(SQL.flow_pause.as_str()))
+            .bind(flow)
+            .bind(ms(now))
+            .bind(by)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn flow_resume(&self, flow: &str, now: Timestamp) -> StoreResult<Option<u64>> {
+        let mut tx = self.pool.begin().await?;
+        let unpaused = sqlx::query(sqlx::AssertSqlSafe(SQL.flow_unpause.as_str()))
+            .bind(flow)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let resumed = if unpaused == 1 {
+            let count = sqlx::query(sqlx::AssertSqlSafe(SQL.resume_flow.as_str()))
+                .bind(Reason::Paused.as_str())
+                .bind(ms(now))
+                .bind(flow)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(JOBS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+            Some(count)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(resumed)
+    }
+
+    async fn flows_paused(&self) -> StoreResult<Vec<PausedFlow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.flows_paused.as_str()))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(paused_flow_from_row).collect()
+    }
+
+    async fn jobs_count_by_flow(
+        &self,
+    ) -> StoreResult<std::collections::BTreeMap<String, StateCounts>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.count_by_flow_and_state.as_str()))
+            .fetch_all(&self.pool)
+            .await?;
+        counts_by_flow(&rows)
     }
 
     async fn breakers_publish(&self, changes: &[BreakerChange]) -> StoreResult<()> {

@@ -173,6 +173,15 @@ pub struct NodeRecord {
     pub running: u64,
 }
 
+/// A flow an operator paused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PausedFlow {
+    pub flow: String,
+    pub paused_at: Timestamp,
+    /// The API token's name, or `local`.
+    pub paused_by: String,
+}
+
 /// This process's membership: its node id, and its run under that id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {

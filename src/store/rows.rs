@@ -6,7 +6,10 @@
 use jiff::Timestamp;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
-use super::{AttemptRecord, JobRecord, NodeRecord, PayloadEdit, StoreError, StoreResult};
+use super::{
+    AttemptRecord, JobRecord, NodeRecord, PausedFlow, PayloadEdit, StateCounts, StoreError,
+    StoreResult,
+};
 use crate::lifecycle::Word;
 
 /// The column reads the decoders need, for any sqlx row whose database
@@ -149,6 +152,30 @@ pub(super) fn node_from_row(row: &impl Columns) -> StoreResult<NodeRecord> {
         heartbeat_at: time_of(row, "heartbeat_at")?,
         running: u64::try_from(row.int("running")?).unwrap_or(0),
     })
+}
+
+pub(super) fn paused_flow_from_row(row: &impl Columns) -> StoreResult<PausedFlow> {
+    Ok(PausedFlow {
+        flow: row.text("flow")?,
+        paused_at: time_of(row, "paused_at")?,
+        paused_by: row.text("paused_by")?,
+    })
+}
+
+/// Counts by flow and state from rows of `flow, state, n`.
+pub(super) fn counts_by_flow<R: Columns>(
+    rows: &[R],
+) -> StoreResult<std::collections::BTreeMap<String, StateCounts>> {
+    let mut counts: std::collections::BTreeMap<String, StateCounts> = Default::default();
+    for row in rows {
+        let state: crate::lifecycle::JobState = word_of(row, "state")?;
+        let n = u64::try_from(row.int("n")?).unwrap_or(0);
+        counts
+            .entry(row.text("flow")?)
+            .or_default()
+            .insert(state, n);
+    }
+    Ok(counts)
 }
 
 pub(super) fn payload_edit_from_row(row: &impl Columns) -> StoreResult<PayloadEdit> {

@@ -63,6 +63,14 @@ impl Dialect {
         }
     }
 
+    /// The larger of two values: `MAX(a, b)` or `GREATEST(a, b)`.
+    fn greatest(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "MAX",
+            Dialect::Postgres => "GREATEST",
+        }
+    }
+
     /// A row read to be changed in the same transaction, locked.
     fn for_update(self) -> &'static str {
         match self {
@@ -126,6 +134,16 @@ pub(super) struct Sql {
     pub notification_counted: String,
     /// Jobs suspended for a reason, due now: `reason`, `now`.
     pub resume: String,
+    /// The same, for one flow: `reason`, `now`, `flow`.
+    pub resume_flow: String,
+    /// A flow paused: `flow`, `at`, `by`.
+    pub flow_pause: String,
+    /// A flow's pause lifted: `flow`.
+    pub flow_unpause: String,
+    /// The paused flows.
+    pub flows_paused: String,
+    /// Jobs by flow and state.
+    pub count_by_flow_and_state: String,
     /// The audit row of a payload edit, from the row being replaced:
     /// `id`, `new_payload`, `editor`, `at`.
     pub edit_audit: String,
@@ -223,12 +241,41 @@ impl Sql {
                 p(2),
                 p(1)
             ),
+            // The hold was counted as held time up to its planned end;
+            // what is left of it was not waited, and is taken back.
             resume: format!(
-                "UPDATE jobs SET next_at = {now}, updated_at = {now} \
+                "UPDATE jobs SET next_at = {now}, updated_at = {now}, \
+                     held_ms = CASE WHEN attempt > 0 \
+                         THEN {max}(held_ms - (next_at - {now}), 0) ELSE held_ms END \
                  WHERE state = 'suspended' AND reason = {reason} AND next_at > {now}",
                 reason = p(1),
                 now = p(2),
+                max = d.greatest(),
             ),
+            resume_flow: format!(
+                "UPDATE jobs SET next_at = {now}, updated_at = {now}, \
+                     held_ms = CASE WHEN attempt > 0 \
+                         THEN {max}(held_ms - (next_at - {now}), 0) ELSE held_ms END \
+                 WHERE state = 'suspended' AND reason = {reason} AND next_at > {now} \
+                     AND flow = {flow}",
+                reason = p(1),
+                now = p(2),
+                max = d.greatest(),
+                flow = p(3),
+            ),
+            flow_pause: format!(
+                "INSERT INTO paused_flows (flow, paused_at, paused_by) VALUES ({}, {}, {}) \
+                 ON CONFLICT (flow) DO NOTHING",
+                p(1),
+                p(2),
+                p(3)
+            ),
+            flow_unpause: format!("DELETE FROM paused_flows WHERE flow = {}", p(1)),
+            flows_paused: "SELECT flow, paused_at, paused_by FROM paused_flows ORDER BY flow"
+                .to_string(),
+            count_by_flow_and_state: "SELECT flow, state, COUNT(*) AS n FROM jobs \
+                 GROUP BY flow, state"
+                .to_string(),
             edit_audit: format!(
                 "INSERT INTO payload_edits (job_id, old_payload, new_payload, editor, edited_at) \
                  SELECT id, payload, {}, {}, {} FROM jobs WHERE id = {} AND {}{}",

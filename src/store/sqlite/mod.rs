@@ -12,6 +12,7 @@ pub(crate) mod lock;
 mod upkeep;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -23,14 +24,14 @@ use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 
 use super::plan::Lease;
 use super::rows::{
-    attempt_from_row, job_from_row, jobs_from_rows, node_from_row, opt_ms, opt_timestamp,
-    payload_edit_from_row,
+    attempt_from_row, counts_by_flow, job_from_row, jobs_from_rows, node_from_row, opt_ms,
+    opt_timestamp, paused_flow_from_row, payload_edit_from_row,
 };
 use super::sql::{Dialect, Sql};
 use super::{
     migrator, AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
-    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PayloadEdit, Reason, RetryBatch,
-    StateCounts, StepLog, StoreError, StoreResult, Transition,
+    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PausedFlow, PayloadEdit, Reason,
+    RetryBatch, StateCounts, StepLog, StoreError, StoreResult, Transition,
 };
 use writer::{ClaimRequest, HotWriter};
 
@@ -70,6 +71,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "nodes and their heartbeats",
         include_str!("../../../migrations/sqlite/0007_nodes.sql"),
+    ),
+    (
+        8,
+        "paused flows",
+        include_str!("../../../migrations/sqlite/0008_paused_flows.sql"),
     ),
 ];
 
@@ -409,6 +415,34 @@ impl StepLog for SqliteStepLog {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(node_from_row).collect()
+    }
+
+    async fn flow_pause(&self, flow: &str, by: &str, now: Timestamp) -> StoreResult<bool> {
+        let (flow, by) = (flow.to_string(), by.to_string());
+        self.hot
+            .run(move |c| upkeep::flow_pause(c, &flow, &by, now))
+            .await
+    }
+
+    async fn flow_resume(&self, flow: &str, now: Timestamp) -> StoreResult<Option<u64>> {
+        let flow = flow.to_string();
+        self.hot
+            .run(move |c| upkeep::flow_resume(c, &flow, now))
+            .await
+    }
+
+    async fn flows_paused(&self) -> StoreResult<Vec<PausedFlow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.flows_paused.as_str()))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(paused_flow_from_row).collect()
+    }
+
+    async fn jobs_count_by_flow(&self) -> StoreResult<BTreeMap<String, StateCounts>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.count_by_flow_and_state.as_str()))
+            .fetch_all(&self.pool)
+            .await?;
+        counts_by_flow(&rows)
     }
 
     async fn notifications_claim_due(

@@ -48,6 +48,41 @@ pub(super) fn node_write(
     Ok(())
 }
 
+pub(super) fn flow_pause(
+    connection: &mut Connection,
+    flow: &str,
+    by: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let inserted = connection
+        .prepare_cached(&SQL.flow_pause)?
+        .execute(params![flow, ms(now), by])?;
+    Ok(inserted == 1)
+}
+
+pub(super) fn flow_resume(
+    connection: &mut Connection,
+    flow: &str,
+    now: Timestamp,
+) -> StoreResult<Option<u64>> {
+    let tx = begin(connection)?;
+    let unpaused = tx
+        .prepare_cached(&SQL.flow_unpause)?
+        .execute(params![flow])?;
+    let resumed = if unpaused == 1 {
+        let count = tx.prepare_cached(&SQL.resume_flow)?.execute(params![
+            Reason::Paused.as_str(),
+            ms(now),
+            flow
+        ])?;
+        Some(count as u64)
+    } else {
+        None
+    };
+    tx.commit()?;
+    Ok(resumed)
+}
+
 pub(super) fn node_leave(connection: &mut Connection, node: &Membership) -> StoreResult<()> {
     connection
         .prepare_cached(&SQL.node_leave)?

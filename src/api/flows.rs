@@ -1,0 +1,96 @@
+//! `GET /v1/flows`, `POST /v1/flows/{flow}/pause` and `/resume`: the flows
+//! of the policy in force with their jobs by state, and an operator's pause.
+//! A paused flow's due jobs wait `suspended` with reason `paused`, burning
+//! no attempt, on every node (each reads the paused flows once a second),
+//! across restarts; a resume makes them due at once.
+
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+use serde_json::{json, Map, Value};
+
+use super::{ApiError, AppState, Caller};
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let policy = state.policy.current();
+    let counts = state.store.jobs_count_by_flow().await?;
+    let paused = state.store.flows_paused().await?;
+    let mut names: Vec<&String> = policy.flows.keys().collect();
+    // Flows with jobs but gone from the policy are listed too.
+    names.extend(counts.keys().filter(|f| !policy.flows.contains_key(*f)));
+    names.sort();
+    let flows: Vec<Value> = names
+        .into_iter()
+        .map(|name| {
+            let jobs: Map<String, Value> = counts
+                .get(name)
+                .map(|by_state| {
+                    by_state
+                        .iter()
+                        .map(|(state, n)| (state.as_str().to_string(), json!(n)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let pause = paused.iter().find(|p| &p.flow == name);
+            json!({
+                "name": name,
+                "in_policy": policy.flows.contains_key(name),
+                "paused": pause.is_some(),
+                "paused_at": pause.map(|p| p.paused_at),
+                "paused_by": pause.map(|p| p.paused_by.clone()),
+                "jobs": jobs,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "flows": flows })))
+}
+
+pub async fn pause(
+    State(state): State<AppState>,
+    Path(flow): Path<String>,
+    caller: Option<Extension<Caller>>,
+) -> Result<Json<Value>, ApiError> {
+    known(&state, &flow)?;
+    let by = caller.map_or_else(|| "local".to_string(), |c| c.0.name.clone());
+    let changed = state
+        .store
+        .flow_pause(&flow, &by, state.clock.now())
+        .await?;
+    state.paused.pause(&flow);
+    if changed {
+        tracing::info!(%flow, %by, "flow paused");
+    }
+    Ok(Json(
+        json!({ "flow": flow, "paused": true, "changed": changed }),
+    ))
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    Path(flow): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let resumed = state.store.flow_resume(&flow, state.clock.now()).await?;
+    state.paused.resume(&flow);
+    if let Some(count) = resumed {
+        tracing::info!(%flow, jobs = count, "flow resumed");
+        state.wake.notify_one();
+    }
+    Ok(Json(json!({
+        "flow": flow,
+        "paused": false,
+        "changed": resumed.is_some(),
+        "resumed": resumed.unwrap_or(0),
+    })))
+}
+
+/// A flow of the policy in force, or 404 naming the ones that are.
+fn known(state: &AppState, flow: &str) -> Result<(), ApiError> {
+    let policy = state.policy.current();
+    if policy.flow(flow).is_some() {
+        return Ok(());
+    }
+    let known: Vec<&str> = policy.flows.keys().map(String::as_str).collect();
+    Err(ApiError::NotFound(format!(
+        "no flow `{flow}` in the policy in force; its flows: {}",
+        known.join(", ")
+    )))
+}
