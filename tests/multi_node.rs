@@ -236,24 +236,6 @@ async fn a_killed_nodes_jobs_finish_on_the_others() {
     }
 }
 
-/// A few jobs submitted to `engine` in one batch.
-async fn submit_few(client: &reqwest::Client, engine: &Engine, count: usize) {
-    let batch: Vec<Value> = (0..count)
-        .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("few-{n}") }))
-        .collect();
-    let answer = client
-        .post(format!("{}/v1/flows/shared/jobs:batch", engine.base))
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        answer.status().is_success(),
-        "{}",
-        answer.text().await.unwrap()
-    );
-}
-
 /// Waits until the partner holds `count` requests of node `node` in flight.
 async fn wait_in_flight(partner: &Partner, node: &str, count: usize) {
     let what = format!("{node} never had {count} requests in flight");
@@ -315,7 +297,7 @@ async fn a_dead_nodes_jobs_are_back_within_the_node_timeout() {
     let mut victim = spawn_node("n2", policies.path(), &db, &partner.url, &timeout);
     wait_healthy(&client, &victim.base, Duration::from_secs(30)).await;
     // As many as its 16 workers hold in flight at once.
-    submit_few(&client, &victim, 16).await;
+    submit_batch(&client, &victim, "few", 0..16).await;
     wait_in_flight(&partner, "n2", 16).await;
     victim.child.kill().unwrap(); // SIGKILL: no shutdown, no lease release
     victim.child.wait().unwrap();
@@ -376,7 +358,7 @@ async fn a_restarted_node_takes_its_own_claims_back_at_start() {
     let timeout = ["--node-timeout", "60s"];
     let mut first = spawn_node("n1", policies.path(), &db, &partner.url, &timeout);
     wait_healthy(&client, &first.base, Duration::from_secs(30)).await;
-    submit_few(&client, &first, 10).await;
+    submit_batch(&client, &first, "few", 0..10).await;
     wait_in_flight(&partner, "n1", 10).await;
     first.child.kill().unwrap();
     first.child.wait().unwrap();
@@ -439,16 +421,7 @@ async fn a_postgres_restart_under_load_loses_nothing_acknowledged() {
     let node = spawn_node("n1", policies.path(), &db, &partner.url, &[]);
     wait_healthy(&client, &node.base, Duration::from_secs(30)).await;
     let jobs = 1_500;
-    let batch: Vec<Value> = (0..jobs)
-        .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("load-{n}") }))
-        .collect();
-    let answer = client
-        .post(format!("{}/v1/flows/shared/jobs:batch", node.base))
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert!(answer.status().is_success());
+    submit_batch(&client, &node, "load", 0..jobs).await;
     wait_in_flight(&partner, "n1", 200).await;
 
     server.halt();
@@ -556,17 +529,8 @@ async fn a_rate_limit_holds_for_the_whole_cluster() {
     // Let every node's share settle before the load.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let jobs = 240;
-    let batch: Vec<Value> = (0..jobs)
-        .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("rate-{n}") }))
-        .collect();
     let started = std::time::Instant::now();
-    let answer = client
-        .post(format!("{}/v1/flows/shared/jobs:batch", engines[0].base))
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    assert!(answer.status().is_success());
+    submit_batch(&client, &engines[0], "rate", 0..jobs).await;
     all_succeeded(
         &client,
         &engines[0].base,
@@ -657,7 +621,7 @@ flows:
     let mut submitted = 0;
     let what = "n1's breaker never opened";
     eventually(Duration::from_secs(30), POLL, what, async || {
-        submit_batch(&client, &engines[0], submitted, 10).await;
+        submit_batch(&client, &engines[0], "b", submitted..submitted + 10).await;
         submitted += 10;
         let state = breaker(&engines[0]).await["state"].clone();
         if state == "open" {
@@ -694,7 +658,7 @@ flows:
     // From now on no node sends to the primary: everything goes to backup.
     let to_primary = partner.requests_to("/in").len();
     for engine in &engines {
-        submit_batch(&client, engine, submitted, 30).await;
+        submit_batch(&client, engine, "b", submitted..submitted + 30).await;
         submitted += 30;
     }
     let since = std::time::Instant::now();
@@ -714,10 +678,15 @@ flows:
     assert!(partner.requests_to("/backup").len() >= 90);
 }
 
-/// `count` jobs submitted to `engine`, keys from `first`.
-async fn submit_batch(client: &reqwest::Client, engine: &Engine, first: usize, count: usize) {
-    let batch: Vec<Value> = (first..first + count)
-        .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("b-{n}") }))
+/// Jobs `keys` (keys `{prefix}-{n}`) submitted to `engine` in one batch.
+async fn submit_batch(
+    client: &reqwest::Client,
+    engine: &Engine,
+    prefix: &str,
+    keys: std::ops::Range<usize>,
+) {
+    let batch: Vec<Value> = keys
+        .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("{prefix}-{n}") }))
         .collect();
     let answer = client
         .post(format!("{}/v1/flows/shared/jobs:batch", engine.base))
@@ -725,5 +694,10 @@ async fn submit_batch(client: &reqwest::Client, engine: &Engine, first: usize, c
         .send()
         .await
         .unwrap();
-    assert!(answer.status().is_success());
+    let status = answer.status();
+    assert!(
+        status.is_success(),
+        "{status}: {}",
+        answer.text().await.unwrap()
+    );
 }

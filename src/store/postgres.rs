@@ -111,6 +111,25 @@ pub struct PgStepLog {
     node_lock: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
 
+impl PgStepLog {
+    /// `statement` of [`SQL`] for `node` at `now` (an entry, a heartbeat).
+    async fn node_write(
+        &self,
+        statement: &str,
+        node: &Membership,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(&node.id)
+            .bind(&node.instance)
+            .bind(&node.version)
+            .bind(ms(now))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
 /// Takes the advisory lock of node id `id` on a connection of its own.
 async fn lock_node_id(pool: &PgPool, id: &str) -> StoreResult<sqlx::PgConnection> {
     use sqlx::Connection;
@@ -730,14 +749,7 @@ impl StepLog for PgStepLog {
     async fn node_join(&self, node: &Membership, now: Timestamp) -> StoreResult<()> {
         let connection = lock_node_id(&self.pool, &node.id).await?;
         *self.node_lock.lock().await = Some(connection);
-        sqlx::query(sqlx::AssertSqlSafe(SQL.node_join.as_str()))
-            .bind(&node.id)
-            .bind(&node.instance)
-            .bind(&node.version)
-            .bind(ms(now))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.node_write(&SQL.node_join, node, now).await
     }
 
     async fn node_heartbeat(&self, node: &Membership, now: Timestamp) -> StoreResult<()> {
@@ -759,14 +771,7 @@ impl StepLog for PgStepLog {
                 *held = Some(lock_node_id(&self.pool, &node.id).await?);
             }
         }
-        sqlx::query(sqlx::AssertSqlSafe(SQL.node_heartbeat.as_str()))
-            .bind(&node.id)
-            .bind(&node.instance)
-            .bind(&node.version)
-            .bind(ms(now))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.node_write(&SQL.node_heartbeat, node, now).await
     }
 
     async fn node_leave(&self, node: &Membership) -> StoreResult<()> {
