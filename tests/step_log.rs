@@ -995,6 +995,29 @@ async fn nodes_are_listed_with_their_running_jobs_and_leave(db: Db) {
     assert!(db.log.nodes_list().await.unwrap().is_empty());
 }
 
+/// A node silent for a day is forgotten when another enters, unless it
+/// still holds jobs.
+async fn nodes_silent_for_a_day_are_forgotten(db: Db) {
+    insert(&db, 1, t(0)).await;
+    db.log.node_join(&node("old"), t(0)).await.unwrap();
+    db.log.node_join(&node("holder"), t(0)).await.unwrap();
+    db.log
+        .jobs_claim_due("holder", t(1), t(300), 1)
+        .await
+        .unwrap();
+    let a_day_later = t(24 * 3600 + 10);
+    db.log.node_join(&node("new"), a_day_later).await.unwrap();
+    let ids: Vec<String> = db
+        .log
+        .nodes_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(ids, ["holder", "new"]);
+}
+
 /// A paused flow: listed, paused once, its held jobs due at once on resume
 /// with the unspent hold taken back from their held time.
 async fn a_paused_flows_held_jobs_are_due_at_once_on_resume(db: Db) {
@@ -1069,6 +1092,7 @@ conformance!(
     a_dead_nodes_jobs_come_back_before_their_lease_ends,
     nodes_are_listed_with_their_running_jobs_and_leave,
     a_paused_flows_held_jobs_are_due_at_once_on_resume,
+    nodes_silent_for_a_day_are_forgotten,
 );
 
 /// Two processes cannot be one node: the second with a live id is refused,

@@ -71,6 +71,9 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// How long a dead node's row stays in `nodes` (and `steadfast nodes`).
+pub const FORGET_NODES_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// How long a submission may wait for its commit before it is answered
 /// 503 (PRODUCT.md, "Step log outage").
 pub const SUBMIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -256,7 +259,8 @@ pub trait StepLog: Send + Sync + 'static {
 
     /// Enters this process in the nodes sharing the log, at `now`. Refused
     /// with [`StoreError::NodeIdInUse`] while another live process holds
-    /// the id.
+    /// the id. Nodes silent for [`FORGET_NODES_AFTER`] that hold no job are
+    /// forgotten.
     async fn node_join(&self, node: &Membership, now: Timestamp) -> StoreResult<()>;
 
     /// This node's heartbeat at `now`.

@@ -749,6 +749,11 @@ impl StepLog for PgStepLog {
     async fn node_join(&self, node: &Membership, now: Timestamp) -> StoreResult<()> {
         let connection = lock_node_id(&self.pool, &node.id).await?;
         *self.node_lock.lock().await = Some(connection);
+        let before = now - crate::lifecycle::signed(super::FORGET_NODES_AFTER);
+        sqlx::query(sqlx::AssertSqlSafe(SQL.nodes_forget.as_str()))
+            .bind(ms(before))
+            .execute(&self.pool)
+            .await?;
         self.node_write(&SQL.node_join, node, now).await
     }
 

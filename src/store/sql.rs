@@ -125,6 +125,8 @@ pub(super) struct Sql {
     pub node_heartbeat: String,
     /// A node gone: `id`, `instance`.
     pub node_leave: String,
+    /// Nodes silent since before `before` that hold no job: `before`.
+    pub nodes_forget: String,
     /// The nodes with their running jobs.
     pub nodes_list: String,
     /// Dead jobs whose notification is due at `now`, leased until
@@ -216,6 +218,12 @@ impl Sql {
                 "DELETE FROM nodes WHERE id = {} AND instance = {}",
                 p(1),
                 p(2)
+            ),
+            nodes_forget: format!(
+                "DELETE FROM nodes WHERE heartbeat_at < {} \
+                     AND NOT EXISTS (SELECT 1 FROM jobs WHERE state = 'running' \
+                                     AND lease_owner = nodes.id)",
+                p(1)
             ),
             nodes_list: "SELECT n.id, n.version, n.started_at, n.heartbeat_at, \
                      (SELECT COUNT(*) FROM jobs WHERE state = 'running' \

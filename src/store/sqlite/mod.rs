@@ -393,8 +393,12 @@ impl StepLog for SqliteStepLog {
     async fn node_join(&self, node: &Membership, now: Timestamp) -> StoreResult<()> {
         // The engine lock keeps any other process off this file.
         let node = node.clone();
+        let before = now - crate::lifecycle::signed(super::FORGET_NODES_AFTER);
         self.hot
-            .run(move |c| upkeep::node_write(c, &SQL.node_join, &node, now))
+            .run(move |c| {
+                upkeep::nodes_forget(c, before)?;
+                upkeep::node_write(c, &SQL.node_join, &node, now)
+            })
             .await
     }
 

@@ -83,6 +83,14 @@ pub(super) fn flow_resume(
     Ok(resumed)
 }
 
+/// Forgets the nodes silent since before `before` that hold no job.
+pub(super) fn nodes_forget(connection: &mut Connection, before: Timestamp) -> StoreResult<()> {
+    connection
+        .prepare_cached(&SQL.nodes_forget)?
+        .execute(params![ms(before)])?;
+    Ok(())
+}
+
 pub(super) fn node_leave(connection: &mut Connection, node: &Membership) -> StoreResult<()> {
     connection
         .prepare_cached(&SQL.node_leave)?
