@@ -14,8 +14,12 @@
 //! scope = "submit"                # or "admin"
 //!
 //! [quotas]                        # off unless set
-//! retries_per_hour = 100000       # the whole node
+//! retries_per_hour = 100000       # the whole cluster
 //! retries_per_hour_per_flow = 1000
+//!
+//! [retention]                     # finished jobs kept this long; "0": for ever
+//! succeeded = "30d"
+//! cancelled = "30d"
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -54,6 +58,44 @@ pub struct Settings {
     pub quotas: QuotaSettings,
     #[serde(default)]
     pub alerts: Vec<crate::alerts::AlertRule>,
+    #[serde(default)]
+    pub retention: RetentionSettings,
+}
+
+/// How long finished jobs are kept, as written (`30d`; `0` keeps them for
+/// ever). Dead jobs are kept until handled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    pub succeeded: String,
+    pub cancelled: String,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            succeeded: "30d".into(),
+            cancelled: "30d".into(),
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// The ages as durations (`None`: kept for ever), or what to fix.
+    pub fn ages(&self) -> Result<crate::store::Retention, String> {
+        let age = |key: &str, text: &str| match text.trim() {
+            "0" => Ok(None),
+            text => crate::compile::duration::parse_duration(text)
+                .map(Some)
+                .map_err(|e| {
+                    format!("[retention] {key} = \"{text}\": {e}, or \"0\" to keep them for ever")
+                }),
+        };
+        Ok(crate::store::Retention {
+            succeeded: age("succeeded", &self.succeeded)?,
+            cancelled: age("cancelled", &self.cancelled)?,
+        })
+    }
 }
 
 impl Default for Settings {
@@ -66,6 +108,7 @@ impl Default for Settings {
             tokens: Vec::new(),
             quotas: QuotaSettings::default(),
             alerts: Vec::new(),
+            retention: RetentionSettings::default(),
         }
     }
 }
@@ -187,6 +230,7 @@ struct SettingsFile {
     tokens: Option<Vec<TokenSetting>>,
     quotas: Option<QuotaSettings>,
     alerts: Option<Vec<crate::alerts::AlertRule>>,
+    retention: Option<RetentionSettings>,
 }
 
 /// A TOML error as `FILE:LINE:COL: message`.
@@ -385,5 +429,27 @@ mod tests {
         assert!(!is_loopback("0.0.0.0:8787").unwrap());
         assert!(!is_loopback("example.com:80").unwrap());
         assert!(is_loopback("nonsense").is_err());
+    }
+
+    #[test]
+    fn retention_reads_durations_and_zero_keeps_for_ever() {
+        let written = |succeeded: &str, cancelled: &str| RetentionSettings {
+            succeeded: succeeded.into(),
+            cancelled: cancelled.into(),
+        };
+        let defaults = RetentionSettings::default().ages().expect("the defaults");
+        assert_eq!(defaults, crate::store::Retention::default());
+        let ages = written("7d", "0").ages().expect("valid");
+        assert_eq!(
+            ages.succeeded,
+            Some(std::time::Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(ages.cancelled, None);
+        assert_eq!(ages.ages().len(), 1);
+        let error = written("a month", "0").ages().expect_err("not a duration");
+        assert!(
+            error.contains("[retention] succeeded = \"a month\""),
+            "{error}"
+        );
     }
 }

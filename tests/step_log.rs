@@ -1070,6 +1070,97 @@ async fn a_paused_flows_held_jobs_are_due_at_once_on_resume(db: Db) {
     assert_eq!(counts["elsewhere"][&JobState::Suspended], 1);
 }
 
+/// Retention: finished jobs older than the cut go with their attempts, in
+/// batches; newer ones, dead ones and other states stay.
+async fn old_finished_jobs_are_pruned_with_their_attempts(db: Db) {
+    let old = [insert(&db, 1, t(0)).await, insert(&db, 2, t(0)).await];
+    let dead = insert(&db, 3, t(0)).await;
+    let claimed = db.log.jobs_claim_due("a", t(1), t(300), 3).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let finish = |job: &JobRecord, to: JobState| Transition {
+        to,
+        next_at: None,
+        reason: (to == JobState::Dead).then_some(Reason::Permanent),
+        ..retry_later(job, "a", t(10))
+    };
+    let moves: Vec<Transition> = claimed
+        .iter()
+        .map(|job| {
+            let to = if job.id == dead.id {
+                JobState::Dead
+            } else {
+                JobState::Succeeded
+            };
+            finish(job, to)
+        })
+        .collect();
+    db.log.transitions_apply(moves).await.unwrap();
+    let recent = insert(&db, 4, t(20)).await;
+    let claimed = db.log.jobs_claim_due("a", t(30), t(300), 1).await.unwrap();
+    let mut done_later = finish(&claimed[0], JobState::Succeeded);
+    done_later.now = t(40);
+    db.log.transitions_apply(vec![done_later]).await.unwrap();
+
+    assert_eq!(
+        db.log
+            .jobs_prunable(JobState::Succeeded, t(15))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        db.log.jobs_prunable(JobState::Dead, t(15)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        db.log
+            .jobs_prune(JobState::Succeeded, t(15), 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        db.log
+            .jobs_prune(JobState::Succeeded, t(15), 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        db.log
+            .jobs_prune(JobState::Succeeded, t(15), 1)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        db.log.job_get(&recent.id).await.unwrap().unwrap().state,
+        JobState::Succeeded,
+        "finished after the cut: kept"
+    );
+    for job in &old {
+        assert!(
+            db.log.job_get(&job.id).await.unwrap().is_none(),
+            "{} kept",
+            job.id
+        );
+        assert!(db.log.attempts_list(&job.id).await.unwrap().is_empty());
+    }
+    assert_eq!(
+        db.log.job_get(&dead.id).await.unwrap().unwrap().state,
+        JobState::Dead,
+        "dead jobs are the pruner's only when asked"
+    );
+    assert_eq!(db.log.attempts_list(&dead.id).await.unwrap().len(), 1);
+    assert_eq!(
+        db.log
+            .jobs_prune(JobState::Succeeded, t(5), 10)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
 conformance!(
     insert_is_idempotent_on_flow_and_key,
     concurrent_single_submissions_each_get_their_own_answer,
@@ -1093,6 +1184,7 @@ conformance!(
     nodes_are_listed_with_their_running_jobs_and_leave,
     a_paused_flows_held_jobs_are_due_at_once_on_resume,
     nodes_silent_for_a_day_are_forgotten,
+    old_finished_jobs_are_pruned_with_their_attempts,
 );
 
 /// Two processes cannot be one node: the second with a live id is refused,

@@ -10,6 +10,7 @@ mod flows;
 mod jobs;
 mod nodes;
 mod output;
+mod prune;
 mod run;
 mod schema;
 mod submit;
@@ -58,6 +59,8 @@ enum Command {
     /// Flows: list them with their jobs by state; pause and resume one.
     #[command(subcommand)]
     Flows(flows::FlowsCommand),
+    /// Deletes finished jobs older than `[retention]` says (`--dry-run`: counts them).
+    Prune(prune::PruneArgs),
     /// Prints the JSON Schema of policy files, for editors and CI.
     Schema(schema::SchemaArgs),
 }
@@ -150,6 +153,7 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Dlq(command) => dlq::run(command).await,
         Command::Nodes(args) => nodes::run(args).await,
         Command::Flows(command) => flows::run(command).await,
+        Command::Prune(args) => prune::run(args).await,
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Test(args) => test::run(args),

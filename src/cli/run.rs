@@ -103,6 +103,10 @@ pub async fn run(args: RunArgs) -> CliResult {
                 ..SchedulerConfig::default()
             },
             owner: node_id(args.node_id.as_deref())?,
+            retention: settings
+                .retention
+                .ages()
+                .map_err(|e| Failure::BadInput(anyhow!("steadfast.toml: {e}")))?,
             node_timeout: args
                 .node_timeout
                 .max(crate::engine::HEARTBEAT.saturating_mul(2)),

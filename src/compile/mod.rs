@@ -22,7 +22,7 @@ mod calendars;
 mod channels;
 mod classifiers;
 mod context;
-mod duration;
+pub(crate) mod duration;
 mod flows;
 mod lints;
 mod names;

@@ -8,6 +8,7 @@ pub(crate) mod gate;
 mod live;
 mod membership;
 mod paused;
+mod pruner;
 pub(crate) mod scheduler;
 #[cfg(test)]
 mod testing;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 pub use live::{LivePolicy, ReloadStatus};
 pub use membership::HEARTBEAT;
 pub use paused::PausedFlows;
+pub use pruner::BATCH as PRUNE_BATCH;
 pub use scheduler::SchedulerConfig;
 
 use crate::channels::SharedChannels;
@@ -46,6 +48,8 @@ pub struct EngineConfig {
     pub exclusive_store: bool,
     /// Retry quotas per hour, counted on this node.
     pub quotas: crate::retry::quota::QuotaConfig,
+    /// How long finished jobs are kept.
+    pub retention: crate::store::Retention,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +60,7 @@ impl Default for EngineConfig {
             exclusive_store: true,
             node_timeout: std::time::Duration::from_secs(15),
             quotas: crate::retry::quota::QuotaConfig::default(),
+            retention: crate::store::Retention::default(),
         }
     }
 }
@@ -90,6 +95,7 @@ pub struct Engine {
     inserts_watch: Option<JoinHandle<()>>,
     node: crate::store::Membership,
     heart: JoinHandle<()>,
+    pruner: JoinHandle<()>,
     paused: Arc<PausedFlows>,
 }
 
@@ -154,6 +160,12 @@ impl Engine {
             paused: paused.clone(),
         };
         let heart = tokio::spawn(heart.run(shutdown_rx.clone()));
+        let pruner = pruner::Pruner {
+            store: parts.store.clone(),
+            clock: executor.clock.clone(),
+            retention: config.retention,
+        };
+        let pruner = tokio::spawn(pruner.run(shutdown_rx.clone()));
         let scheduler = scheduler::Scheduler {
             executor,
             writer,
@@ -172,6 +184,7 @@ impl Engine {
             owner: config.owner,
             node,
             heart,
+            pruner,
             paused,
         })
     }
@@ -202,6 +215,7 @@ impl Engine {
             Err(error) => tracing::error!(%error, "releasing leases at shutdown failed"),
         }
         let _ = self.heart.await;
+        let _ = self.pruner.await;
         if let Err(error) = self.store.node_leave(&self.node).await {
             tracing::error!(%error, "leaving the nodes at shutdown failed");
         }

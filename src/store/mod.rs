@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 pub use records::{
     AttemptRecord, ClaimedJob, Decision, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
     JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, Outcome, PausedFlow, PayloadEdit,
-    Reason, RetryBatch, StateCounts, Transition,
+    Reason, Retention, RetryBatch, StateCounts, Transition,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +281,14 @@ pub trait StepLog: Send + Sync + 'static {
 
     /// The paused flows.
     async fn flows_paused(&self) -> StoreResult<Vec<PausedFlow>>;
+
+    /// Deletes up to `limit` jobs in `state` last changed before `before`,
+    /// with their attempts and payload edits, in one short transaction;
+    /// how many.
+    async fn jobs_prune(&self, state: JobState, before: Timestamp, limit: u32) -> StoreResult<u64>;
+
+    /// How many jobs [`StepLog::jobs_prune`] would delete, all batches.
+    async fn jobs_prunable(&self, state: JobState, before: Timestamp) -> StoreResult<u64>;
 
     /// Jobs by flow, then by state (every job read: for listings of flows).
     async fn jobs_count_by_flow(&self) -> StoreResult<BTreeMap<String, StateCounts>>;

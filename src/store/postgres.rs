@@ -837,6 +837,40 @@ impl StepLog for PgStepLog {
         Ok(resumed)
     }
 
+    async fn jobs_prune(&self, state: JobState, before: Timestamp, limit: u32) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.prunable.as_str()))
+            .bind(state.as_str())
+            .bind(ms(before))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        for table in ["attempts", "payload_edits"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE job_id = ANY($1)"
+            )))
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let deleted = sqlx::query("DELETE FROM jobs WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn jobs_prunable(&self, state: JobState, before: Timestamp) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.prunable_count.as_str()))
+            .bind(state.as_str())
+            .bind(ms(before))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn flows_paused(&self) -> StoreResult<Vec<PausedFlow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.flows_paused.as_str()))
             .fetch_all(&self.pool)

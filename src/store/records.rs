@@ -173,6 +173,36 @@ pub struct NodeRecord {
     pub running: u64,
 }
 
+/// How long finished jobs are kept; `None`: for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub succeeded: Option<std::time::Duration>,
+    pub cancelled: Option<std::time::Duration>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        let month = Some(std::time::Duration::from_secs(30 * 86_400));
+        Self {
+            succeeded: month,
+            cancelled: month,
+        }
+    }
+}
+
+impl Retention {
+    /// The states pruned, each with its age.
+    pub fn ages(&self) -> Vec<(JobState, std::time::Duration)> {
+        [
+            (JobState::Succeeded, self.succeeded),
+            (JobState::Cancelled, self.cancelled),
+        ]
+        .into_iter()
+        .filter_map(|(state, age)| Some((state, age?)))
+        .collect()
+    }
+}
+
 /// A flow an operator paused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PausedFlow {

@@ -146,6 +146,10 @@ pub(super) struct Sql {
     pub flows_paused: String,
     /// Jobs by flow and state.
     pub count_by_flow_and_state: String,
+    /// Jobs a prune may delete: `state`, `before`, `limit`.
+    pub prunable: String,
+    /// How many: `state`, `before`.
+    pub prunable_count: String,
     /// The audit row of a payload edit, from the row being replaced:
     /// `id`, `new_payload`, `editor`, `at`.
     pub edit_audit: String,
@@ -281,6 +285,18 @@ impl Sql {
             flow_unpause: format!("DELETE FROM paused_flows WHERE flow = {}", p(1)),
             flows_paused: "SELECT flow, paused_at, paused_by FROM paused_flows ORDER BY flow"
                 .to_string(),
+            prunable: format!(
+                "SELECT id FROM jobs WHERE state = {} AND updated_at < {} {}{}",
+                p(1),
+                p(2),
+                d.limit(3),
+                d.skip_locked()
+            ),
+            prunable_count: format!(
+                "SELECT COUNT(*) AS n FROM jobs WHERE state = {} AND updated_at < {}",
+                p(1),
+                p(2)
+            ),
             count_by_flow_and_state: "SELECT flow, state, COUNT(*) AS n FROM jobs \
                  GROUP BY flow, state"
                 .to_string(),

@@ -435,6 +435,21 @@ impl StepLog for SqliteStepLog {
             .await
     }
 
+    async fn jobs_prune(&self, state: JobState, before: Timestamp, limit: u32) -> StoreResult<u64> {
+        self.hot
+            .run(move |c| upkeep::jobs_prune(c, state, before, limit))
+            .await
+    }
+
+    async fn jobs_prunable(&self, state: JobState, before: Timestamp) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.prunable_count.as_str()))
+            .bind(state.as_str())
+            .bind(opt_ms(Some(before)))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     async fn flows_paused(&self) -> StoreResult<Vec<PausedFlow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.flows_paused.as_str()))
             .fetch_all(&self.pool)

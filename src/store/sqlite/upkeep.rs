@@ -91,6 +91,38 @@ pub(super) fn nodes_forget(connection: &mut Connection, before: Timestamp) -> St
     Ok(())
 }
 
+/// Deletes up to `limit` jobs in `state` changed before `before`, with
+/// their attempts and payload edits (the writer's connection checks no
+/// foreign keys: children go first).
+pub(super) fn jobs_prune(
+    connection: &mut Connection,
+    state: JobState,
+    before: Timestamp,
+    limit: u32,
+) -> StoreResult<u64> {
+    let tx = begin(connection)?;
+    let ids: Vec<String> = {
+        let mut select = tx.prepare_cached(&SQL.prunable)?;
+        let rows = select.query_map(
+            params![state.as_str(), ms(before), i64::from(limit)],
+            |row| row.get(0),
+        )?;
+        rows.collect::<Result<_, _>>()?
+    };
+    {
+        let mut attempts = tx.prepare_cached("DELETE FROM attempts WHERE job_id = ?1")?;
+        let mut edits = tx.prepare_cached("DELETE FROM payload_edits WHERE job_id = ?1")?;
+        let mut jobs = tx.prepare_cached("DELETE FROM jobs WHERE id = ?1")?;
+        for id in &ids {
+            attempts.execute(params![id])?;
+            edits.execute(params![id])?;
+            jobs.execute(params![id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(ids.len() as u64)
+}
+
 pub(super) fn node_leave(connection: &mut Connection, node: &Membership) -> StoreResult<()> {
     connection
         .prepare_cached(&SQL.node_leave)?
