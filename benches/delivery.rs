@@ -48,7 +48,7 @@ use steadfast::engine::{EngineConfig, SchedulerConfig};
 use steadfast::node::{Node, NodeConfig, ReloadSource};
 use steadfast::policy::{EnvMode, MapEnv};
 use steadfast::reload::WatchConfig;
-use steadfast::store::{JobState, NewJob};
+use steadfast::store::{JobState, NewJob, Retention};
 
 const ROLE: &str = "STEADFAST_BENCH_ROLE";
 const WORKERS: usize = 64;
@@ -106,8 +106,9 @@ fn main() -> Result<()> {
         .and_then(|at| args.get(at + 1))
         .map(|list| list.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    const PHASES: [&str; 10] = [
-        "bare", "full", "latency", "normal", "reload", "backlog", "pg", "ingest", "mixed", "chaos",
+    const PHASES: [&str; 11] = [
+        "bare", "full", "latency", "normal", "reload", "backlog", "pg", "ingest", "mixed", "prune",
+        "chaos",
     ];
     if let Some(unknown) = only.iter().find(|p| !PHASES.contains(&p.as_str())) {
         bail!(
@@ -279,6 +280,10 @@ async fn run(sizes: Sizes) -> Result<()> {
         ingest::mixed_phase(&sizes, work.path(), &partner.url, &mut figures).await?;
     }
 
+    if sizes.runs("prune") {
+        prune_phase(&sizes, work.path(), &partner.url, &mut figures).await?;
+    }
+
     if sizes.asked("chaos") {
         let size = chaos::Chaos {
             jobs: if sizes.quick { 1_000 } else { 10_000 },
@@ -290,6 +295,93 @@ async fn run(sizes: Sizes) -> Result<()> {
     print_table(&figures);
     write_json(&figures)?;
     drop(partner);
+    Ok(())
+}
+
+/// Deliveries while the pruner deletes old jobs: the same step log (old
+/// succeeded jobs with an attempt each, last changed 60 days ago) copied
+/// twice; the throughput of one with retention off, then of the other while
+/// its pruner works through them (default retention, 30 days).
+async fn prune_phase(
+    sizes: &Sizes,
+    work: &Path,
+    partner: &str,
+    figures: &mut Vec<Figure>,
+) -> Result<()> {
+    let old: i64 = if sizes.quick { 100_000 } else { 1_000_000 };
+    eprintln!("prune: a step log with {old} old succeeded jobs …");
+    let seed = work.join("prune-seed");
+    let engine = Engine::start(&seed, "full", partner).await?;
+    let pool = engine.pool.clone();
+    engine.stop().await;
+    let sixty_days_ago = jiff::Timestamp::now().as_millisecond() - 60 * 86_400_000;
+    let mut tx = pool.begin().await?;
+    for n in 0..old {
+        let id = format!("old-{n:08}");
+        sqlx::query(
+            "INSERT INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
+                 policy_version, created_at, updated_at, attempts_total) \
+             VALUES (?1, 'archive', ?1, '{}', 'succeeded', 0, 'deliver', 'v', ?2, ?2, 1)",
+        )
+        .bind(&id)
+        .bind(sixty_days_ago)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, \
+                 status, outcome, rule, decision, policy_version) \
+             VALUES (?1, 'deliver', 'partner', 1, ?2, ?2, 200, 'success', 'builtin[0]', \
+                 'succeeded', 'v')",
+        )
+        .bind(&id)
+        .bind(sixty_days_ago)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    pool.close().await;
+    let mut rates = Vec::new();
+    for (label, retention) in [
+        (
+            "kept",
+            Retention {
+                succeeded: None,
+                cancelled: None,
+            },
+        ),
+        ("pruned", Retention::default()),
+    ] {
+        let dir = work.join(format!("prune-{label}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(seed.join("steadfast.db"), dir.join("steadfast.db"))?;
+        eprintln!(
+            "prune: {} jobs delivered, old jobs {label} …",
+            sizes.throughput_jobs
+        );
+        let engine = Engine::start_with(&dir, "full", partner, retention).await?;
+        let rate = engine
+            .throughput(&format!("prune-{label}"), sizes.throughput_jobs)
+            .await?;
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE id LIKE 'old-%'")
+            .fetch_one(&engine.pool)
+            .await?;
+        engine.stop().await;
+        eprintln!("prune: {label}: {rate:.0} jobs/s, {left} old jobs left");
+        rates.push((rate, left));
+    }
+    let (kept, pruned) = (rates[0], rates[1]);
+    figures.push(Figure {
+        name: "deliveries while pruning old jobs",
+        value: pruned.0,
+        unit: "jobs/s",
+        note: format!(
+            "{:.2} × the same log with retention off ({:.0} jobs/s); {} of {old} old jobs \
+             pruned meanwhile",
+            pruned.0 / kept.0,
+            kept.0,
+            old - pruned.1
+        ),
+    });
     Ok(())
 }
 
@@ -468,6 +560,15 @@ struct Backlog {
 
 impl Engine {
     async fn start(dir: &Path, synchronous: &str, partner: &str) -> Result<Engine> {
+        Self::start_with(dir, synchronous, partner, Retention::default()).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        synchronous: &str,
+        partner: &str,
+        retention: Retention,
+    ) -> Result<Engine> {
         std::fs::create_dir_all(dir)?;
         let policies = tempfile::tempdir()?;
         std::fs::write(policies.path().join("bench.yaml"), POLICY)?;
@@ -489,6 +590,7 @@ impl Engine {
                     workers: WORKERS,
                     ..SchedulerConfig::default()
                 },
+                retention,
                 ..EngineConfig::default()
             },
             clock: Arc::new(SystemClock),
