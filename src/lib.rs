@@ -27,7 +27,9 @@
 //!   reasons, outcomes, decisions).
 //! - [`engine`]: the scheduler that claims due jobs, the executor that
 //!   gathers each event of an attempt (I/O only) and applies the machine's
-//!   move, and the batched result writer; owns the policy in force.
+//!   move, and the batched result writer; owns the policy in force; this
+//!   node's membership (heartbeats, dead nodes' jobs handed back, limits
+//!   and breakers shared among nodes), the paused flows and the pruner.
 //! - [`simulate`]: a job on paper: the classifier and the state machine
 //!   driven on a manual clock with given answers (and given breaker and
 //!   quota refusals), jitter as bounds; no network. What `test` and
