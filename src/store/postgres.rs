@@ -130,6 +130,16 @@ impl PgStepLog {
     }
 }
 
+/// Tells every node listening on [`JOBS_CHANNEL`] (this one too), when
+/// `tx` commits, that jobs may be due now.
+async fn wake_nodes(tx: &mut sqlx::PgConnection) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(JOBS_CHANNEL)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// Takes the advisory lock of node id `id` on a connection of its own.
 async fn lock_node_id(pool: &PgPool, id: &str) -> StoreResult<sqlx::PgConnection> {
     use sqlx::Connection;
@@ -301,10 +311,7 @@ async fn insert_alone(pool: &PgPool, jobs: &[NewJob]) -> StoreResult<Vec<InsertO
         .any(|outcome| matches!(outcome, InsertOutcome::Created(_)))
     {
         // Delivered on commit, to every node listening (this one too).
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(JOBS_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
+        wake_nodes(&mut tx).await?;
     }
     tx.commit().await?;
     Ok(outcomes)
@@ -825,10 +832,7 @@ impl StepLog for PgStepLog {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(JOBS_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
+            wake_nodes(&mut tx).await?;
             Some(count)
         } else {
             None
@@ -1085,10 +1089,7 @@ impl StepLog for PgStepLog {
         .rows_affected();
         if retried > 0 {
             // Idle nodes pick the first of them up at once.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(JOBS_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
+            wake_nodes(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(RetryBatch {

@@ -24,7 +24,7 @@ use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 
 use super::plan::Lease;
 use super::rows::{
-    attempt_from_row, counts_by_flow, job_from_row, jobs_from_rows, node_from_row, opt_ms,
+    attempt_from_row, counts_by_flow, job_from_row, jobs_from_rows, ms, node_from_row, opt_ms,
     opt_timestamp, paused_flow_from_row, payload_edit_from_row,
 };
 use super::sql::{Dialect, Sql};
@@ -444,7 +444,7 @@ impl StepLog for SqliteStepLog {
     async fn jobs_prunable(&self, state: JobState, before: Timestamp) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.prunable_count.as_str()))
             .bind(state.as_str())
-            .bind(opt_ms(Some(before)))
+            .bind(ms(before))
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
