@@ -53,8 +53,11 @@ pub fn position_of(job: &JobRecord) -> Position {
     }
 }
 
-/// What an attempt brought back, with its times.
+/// What an attempt brought back, with its times and where it went.
 struct Answered {
+    /// The step and channel attempted.
+    step: String,
+    channel: String,
     started: Timestamp,
     finished: Timestamp,
     result: DeliveryResult,
@@ -123,6 +126,8 @@ impl Executor {
             &policy,
             &position,
             Answered {
+                step: step.name.clone(),
+                channel: channel.name.clone(),
                 started,
                 finished,
                 result,
@@ -145,14 +150,21 @@ impl Executor {
         let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let policy = self.policy.current();
             let position = position_of(job);
-            let step = locate(&policy, &position).map(|located| located.step.clone());
+            let located = locate(&policy, &position);
             let result: DeliveryResult = Err(TransportError {
                 kind: ErrorKind::Internal,
                 message: message.clone(),
             });
-            let (classifier, template) = match &step {
-                Some(step) => (step.classifier.as_deref(), step.retry.clone()),
+            let (classifier, template) = match &located {
+                Some(located) => (
+                    located.step.classifier.as_deref(),
+                    located.step.retry.clone(),
+                ),
                 None => (None, Arc::new(notify_template())),
+            };
+            let (step, channel) = match &located {
+                Some(located) => (located.step.name.clone(), located.channel.name.clone()),
+                None => (job.step.clone(), String::new()),
             };
             let verdict = classify(classifier, &result, &template, now);
             self.conclude(
@@ -160,6 +172,8 @@ impl Executor {
                 &policy,
                 &position,
                 Answered {
+                    step,
+                    channel,
                     started: now,
                     finished: now,
                     result,
@@ -218,6 +232,8 @@ impl Executor {
         answered: Answered,
     ) -> Transition {
         let Answered {
+            step: attempted_step,
+            channel,
             started,
             finished,
             result,
@@ -251,10 +267,6 @@ impl Executor {
                 }
             }
         }
-        let (attempted_step, channel) = match locate(policy, position) {
-            Some(located) => (located.step.name.clone(), located.channel.name.clone()),
-            None => (job.step.clone(), String::new()),
-        };
         self.count_move(job, &attempted_step, &moved, &channel);
         self.stats
             .attempted(&job.flow, finished, position.attempts > 0);
