@@ -86,7 +86,11 @@ impl Heart {
                     }
                 }
             }
-            if beating_since.is_some_and(|since| now >= since + signed(AFTER_OUTAGE)) {
+            // A log of its own (SQLite) has no other node: what its last run
+            // left running went back at start, and a live node's own claims
+            // are never rescued. Its writer is spared the statement.
+            let settled = beating_since.is_some_and(|since| now >= since + signed(AFTER_OUTAGE));
+            if settled && self.store.is_shared() {
                 self.rescue(now).await;
             }
             let sleep = self.clock.sleep_until(now + signed(RESCUE_EVERY));
