@@ -979,6 +979,11 @@ async fn a_dead_nodes_jobs_come_back_before_their_lease_ends(db: Db) {
     let ids: Vec<(&str, u64)> = nodes.iter().map(|n| (n.id.as_str(), n.running)).collect();
     assert_eq!(ids, [("a", 0), ("b", 0)]);
     assert_eq!(nodes[1].heartbeat_at, t(19));
+    // Live: beaten at or after the bound.
+    assert_eq!(db.log.nodes_live(t(5)).await.unwrap(), 1);
+    assert_eq!(db.log.nodes_live(t(19)).await.unwrap(), 1);
+    assert_eq!(db.log.nodes_live(t(0)).await.unwrap(), 2);
+    assert_eq!(db.log.nodes_live(t(20)).await.unwrap(), 0);
 }
 
 /// Nodes are listed with the jobs they hold; one that leaves is gone.

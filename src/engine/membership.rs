@@ -163,13 +163,9 @@ impl Heart {
     /// and quota its share.
     async fn count_live(&self, now: Timestamp) {
         let alive_after = now - signed(self.timeout);
-        match self.store.nodes_list().await {
-            Ok(nodes) => {
-                let live = nodes
-                    .iter()
-                    .filter(|n| n.heartbeat_at >= alive_after)
-                    .count();
-                let live = u32::try_from(live).unwrap_or(u32::MAX).max(1);
+        match self.store.nodes_live(alive_after).await {
+            Ok(live) => {
+                let live = live.max(1);
                 metrics::gauge!("steadfast_nodes_live").set(f64::from(live));
                 let limits = self.channels.limits();
                 if limits.nodes() != live {

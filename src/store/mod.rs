@@ -272,6 +272,10 @@ pub trait StepLog: Send + Sync + 'static {
     /// The nodes, with the jobs each holds running.
     async fn nodes_list(&self) -> StoreResult<Vec<NodeRecord>>;
 
+    /// How many nodes have beaten at or after `alive_after` (cheap enough
+    /// for every heartbeat, unlike [`StepLog::nodes_list`]'s job counts).
+    async fn nodes_live(&self, alive_after: Timestamp) -> StoreResult<u32>;
+
     /// Pauses `flow`; false when it already was.
     async fn flow_pause(&self, flow: &str, by: &str, now: Timestamp) -> StoreResult<bool>;
 

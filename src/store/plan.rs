@@ -100,9 +100,39 @@ pub(super) fn runs_of_distinct_jobs(transitions: &[Transition]) -> Vec<&[Transit
     runs
 }
 
+/// The flows with a job due at `now`, the one waiting longest first (ties
+/// by name), from each waiting flow's earliest due time in milliseconds.
+pub(super) fn due_first(
+    waiting: impl IntoIterator<Item = (String, Option<i64>)>,
+    now: Timestamp,
+) -> Vec<String> {
+    let now = now.as_millisecond();
+    let mut due: Vec<(i64, String)> = waiting
+        .into_iter()
+        .filter_map(|(flow, earliest)| earliest.filter(|at| *at <= now).map(|at| (at, flow)))
+        .collect();
+    due.sort();
+    due.into_iter().map(|(_, flow)| flow).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn due_flows_come_longest_waiting_first_and_future_ones_not_at_all() {
+        let at = |s: i64| Some(s * 1000);
+        let waiting = [
+            ("later".to_string(), at(50)),
+            ("b".to_string(), at(10)),
+            ("a".to_string(), at(10)),
+            ("oldest".to_string(), at(1)),
+            ("none".to_string(), None),
+            ("now".to_string(), at(20)),
+        ];
+        let now = Timestamp::from_second(20).unwrap();
+        assert_eq!(due_first(waiting, now), ["oldest", "a", "b", "now"]);
+    }
 
     fn job(flow: &str, n: i64) -> JobRecord {
         let at = Timestamp::from_second(1_800_000_000 + n).unwrap();

@@ -20,10 +20,10 @@ use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::plan::{runs_of_distinct_jobs, Lease, RoundRobin};
+use super::plan::{due_first, runs_of_distinct_jobs, Lease, RoundRobin};
 use super::rows::{
     attempt_from_row, counts_by_flow, job_from_row, jobs_from_rows, ms, node_from_row, opt_ms,
-    opt_timestamp, paused_flow_from_row, payload_edit_from_row, same_payload,
+    opt_timestamp, paused_flow_from_row, payload_edit_from_row, same_payload, state_counts,
 };
 use super::sql::{Dialect, Sql};
 use super::{
@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "paused flows",
         include_str!("../../migrations/postgres/0005_paused_flows.sql"),
+    ),
+    (
+        6,
+        "lean indexes on jobs",
+        include_str!("../../migrations/postgres/0006_lean_indexes.sql"),
     ),
 ];
 
@@ -556,15 +561,11 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
 
 /// The flows with a job due at `now`, the one waiting longest first.
 async fn flows_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> StoreResult<Vec<String>> {
-    let flows: Vec<String> = sqlx::query_scalar(
-        "SELECT flow FROM jobs \
-         WHERE state IN ('pending', 'suspended') AND next_at <= $1 \
-         GROUP BY flow ORDER BY MIN(next_at), flow",
-    )
-    .bind(ms(now))
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(flows)
+    let waiting: Vec<(String, Option<i64>)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(SQL.flows_waiting.as_str()))
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(due_first(waiting, now))
 }
 
 /// Claims up to `limit` due jobs of one flow, earliest first, skipping rows
@@ -728,11 +729,14 @@ impl StepLog for PgStepLog {
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_at) FROM jobs WHERE state IN ('pending', 'suspended')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let waiting: Vec<(String, Option<i64>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(SQL.flows_waiting.as_str()))
+                .fetch_all(&self.pool)
+                .await?;
+        let next = waiting
+            .into_iter()
+            .filter_map(|(_, earliest)| earliest)
+            .min();
         opt_timestamp("next_at", next)
     }
 
@@ -804,6 +808,14 @@ impl StepLog for PgStepLog {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(node_from_row).collect()
+    }
+
+    async fn nodes_live(&self, alive_after: Timestamp) -> StoreResult<u32> {
+        let live: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.nodes_live.as_str()))
+            .bind(ms(alive_after))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u32::try_from(live).unwrap_or(u32::MAX))
     }
 
     async fn flow_pause(&self, flow: &str, by: &str, now: Timestamp) -> StoreResult<bool> {
@@ -1108,17 +1120,10 @@ impl StepLog for PgStepLog {
     }
 
     async fn jobs_count_by_state(&self) -> StoreResult<StateCounts> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
-            .fetch_all(&self.pool)
+        let row = sqlx::query(sqlx::AssertSqlSafe(SQL.count_by_state.as_str()))
+            .fetch_one(&self.pool)
             .await?;
-        let mut counts: StateCounts = JobState::ALL.iter().map(|state| (*state, 0)).collect();
-        for row in rows {
-            let state: String = row.try_get("state")?;
-            let n: i64 = row.try_get("n")?;
-            let state = JobState::from_str(&state).map_err(StoreError::Corrupt)?;
-            counts.insert(state, u64::try_from(n).unwrap_or(0));
-        }
-        Ok(counts)
+        state_counts(&row)
     }
 
     async fn jobs_resume(&self, reason: Reason, now: Timestamp) -> StoreResult<u64> {
@@ -1223,5 +1228,64 @@ mod tests {
         assert_eq!(url, "postgres://u@h/db?sslmode=disable");
         assert_eq!(max, 4);
         assert!(url_options("postgres://u:pw@h/db?pool_max=x").is_err());
+    }
+}
+
+/// The tests' private server (a path relative to this file's directory).
+#[cfg(test)]
+#[path = "../../tests/common/postgres.rs"]
+mod test_server;
+
+/// The planner's use of the lean indexes (migration 6), on a real server.
+#[cfg(test)]
+mod plans {
+    use super::test_server as pg;
+    use super::{PgStepLog, SQL};
+    use crate::store::JobState;
+
+    /// The plan of `sql` with sequential scans priced out, so that the
+    /// question is only whether an index can serve it (on an empty table
+    /// the planner would rightly scan it whatever the indexes).
+    async fn plan(conn: &mut sqlx::PgConnection, sql: &str) -> String {
+        let lines: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {sql}")))
+            .fetch_all(&mut *conn)
+            .await
+            .expect("a plan");
+        lines.join("\n")
+    }
+
+    #[tokio::test]
+    async fn parked_waiting_and_running_jobs_are_found_through_their_indexes() {
+        let Some(url) = pg::fresh_database().await else {
+            return;
+        };
+        let log = PgStepLog::open(&url).await.expect("the log opens");
+        let mut conn = log.pool.acquire().await.expect("a connection");
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut *conn)
+            .await
+            .expect("set");
+        for state in [JobState::Dead, JobState::Suspended, JobState::Cancelled] {
+            // Every parameter NULL: no other condition, no cursor, no limit.
+            for (sql, parameters) in [(SQL.list(Some(state)), 10), (SQL.count(Some(state)), 8)] {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE q AS {sql}")))
+                    .execute(&mut *conn)
+                    .await
+                    .expect("prepare");
+                let nulls = vec!["NULL"; parameters].join(", ");
+                let steps = plan(&mut conn, &format!("EXECUTE q ({nulls})")).await;
+                assert!(steps.contains("jobs_parked"), "{state:?}: {steps}");
+                sqlx::raw_sql("DEALLOCATE q")
+                    .execute(&mut *conn)
+                    .await
+                    .expect("deallocate");
+            }
+        }
+        let steps = plan(&mut conn, &SQL.count_by_state).await;
+        assert_eq!(steps.matches("jobs_parked").count(), 3, "{steps}");
+        assert!(steps.contains("jobs_due_by_flow"), "{steps}");
+        assert!(steps.contains("jobs_leased"), "{steps}");
+        let steps = plan(&mut conn, &SQL.flows_waiting).await;
+        assert!(!steps.contains("Seq Scan"), "{steps}");
     }
 }

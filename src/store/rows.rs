@@ -10,7 +10,7 @@ use super::{
     AttemptRecord, JobRecord, NodeRecord, PausedFlow, PayloadEdit, StateCounts, StoreError,
     StoreResult,
 };
-use crate::lifecycle::Word;
+use crate::lifecycle::{JobState, Word};
 
 /// The column reads the decoders need, for any sqlx row whose database
 /// decodes text and 64-bit integers.
@@ -160,6 +160,23 @@ pub(super) fn paused_flow_from_row(row: &impl Columns) -> StoreResult<PausedFlow
         paused_at: time_of(row, "paused_at")?,
         paused_by: row.text("paused_by")?,
     })
+}
+
+/// Counts by state from the row of [`super::sql::Sql::count_by_state`].
+pub(super) fn state_counts(row: &impl Columns) -> StoreResult<StateCounts> {
+    let count =
+        |column: &str| -> StoreResult<u64> { Ok(u64::try_from(row.int(column)?).unwrap_or(0)) };
+    let (total, waiting) = (count("total")?, count("waiting")?);
+    let suspended = count("suspended")?;
+    let mut counts = StateCounts::new();
+    counts.insert(JobState::Pending, waiting.saturating_sub(suspended));
+    counts.insert(JobState::Running, count("running")?);
+    counts.insert(JobState::Suspended, suspended);
+    counts.insert(JobState::Dead, count("dead")?);
+    counts.insert(JobState::Cancelled, count("cancelled")?);
+    let others: u64 = counts.values().sum();
+    counts.insert(JobState::Succeeded, total.saturating_sub(others));
+    Ok(counts)
 }
 
 /// Counts by flow and state from rows of `flow, state, n`.

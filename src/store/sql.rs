@@ -129,6 +129,8 @@ pub(super) struct Sql {
     pub nodes_forget: String,
     /// The nodes with their running jobs.
     pub nodes_list: String,
+    /// How many nodes beat at or after `alive_after`.
+    pub nodes_live: String,
     /// Dead jobs whose notification is due at `now`, leased until
     /// `lease_until`: `now`, `lease_until`, `limit`.
     pub notifications_claim: String,
@@ -157,13 +159,53 @@ pub(super) struct Sql {
     pub edit_payload: String,
     /// A job cancelled: `id`, `at`.
     pub cancel: String,
+    /// Each flow with waiting jobs and its earliest due time (`flow`,
+    /// `earliest`): a recursive walk over the distinct flows of the
+    /// `jobs_due_by_flow` index, one seek per flow, so the cost follows the
+    /// number of flows, not of waiting jobs (a `GROUP BY` over the due rows
+    /// took 9 ms a cycle on PostgreSQL with 50,000 of them).
+    pub flows_waiting: String,
+    /// Jobs by state in one statement (one snapshot), without an index over
+    /// every job's state (see the lean-index migrations): waiting jobs
+    /// through `jobs_due_by_flow`, running ones through `jobs_leased`, the
+    /// parked states through `jobs_parked`; succeeded jobs are what the
+    /// others leave of the total. Read by [`super::rows::state_counts`].
+    pub count_by_state: String,
 }
 
 impl Sql {
     pub fn new(d: Dialect) -> Self {
         let p = |n| d.p(n);
+        let due_by_flow = d.indexed_by("jobs_due_by_flow");
+        let parked = d.indexed_by("jobs_parked");
         Sql {
             dialect: d,
+            flows_waiting: format!(
+                "WITH RECURSIVE flows (flow) AS ( \
+                     SELECT (SELECT flow FROM jobs{due_by_flow} \
+                             WHERE state IN ('pending', 'suspended') ORDER BY flow LIMIT 1) \
+                     UNION ALL \
+                     SELECT (SELECT flow FROM jobs{due_by_flow} \
+                             WHERE state IN ('pending', 'suspended') AND flow > flows.flow \
+                             ORDER BY flow LIMIT 1) \
+                     FROM flows WHERE flows.flow IS NOT NULL) \
+                 SELECT flows.flow, (SELECT next_at FROM jobs{due_by_flow} \
+                                     WHERE state IN ('pending', 'suspended') \
+                                         AND flow = flows.flow \
+                                     ORDER BY next_at LIMIT 1) AS earliest \
+                 FROM flows WHERE flows.flow IS NOT NULL"
+            ),
+            count_by_state: format!(
+                "SELECT \
+                     (SELECT COUNT(*) FROM jobs) AS total, \
+                     (SELECT COUNT(*) FROM jobs{due_by_flow} \
+                      WHERE state IN ('pending', 'suspended')) AS waiting, \
+                     (SELECT COUNT(*) FROM jobs{leased} WHERE state = 'running') AS running, \
+                     (SELECT COUNT(*) FROM jobs{parked} WHERE state = 'suspended') AS suspended, \
+                     (SELECT COUNT(*) FROM jobs{parked} WHERE state = 'dead') AS dead, \
+                     (SELECT COUNT(*) FROM jobs{parked} WHERE state = 'cancelled') AS cancelled",
+                leased = d.indexed_by("jobs_leased"),
+            ),
             job_by_id: format!("SELECT * FROM jobs WHERE id = {}", p(1)),
             job_exists: format!("SELECT 1 FROM jobs WHERE id = {}", p(1)),
             attempts_of_job: format!("SELECT * FROM attempts WHERE job_id = {} ORDER BY id", p(1)),
@@ -234,6 +276,7 @@ impl Sql {
                           AND lease_owner = n.id) AS running \
                  FROM nodes n ORDER BY n.id"
                 .to_string(),
+            nodes_live: format!("SELECT COUNT(*) FROM nodes WHERE heartbeat_at >= {}", p(1)),
             notifications_claim: format!(
                 "UPDATE jobs SET notify_at = {lease} \
                  WHERE id IN (SELECT id FROM jobs{index} \

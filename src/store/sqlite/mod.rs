@@ -25,7 +25,7 @@ use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 use super::plan::Lease;
 use super::rows::{
     attempt_from_row, counts_by_flow, job_from_row, jobs_from_rows, ms, node_from_row, opt_ms,
-    opt_timestamp, paused_flow_from_row, payload_edit_from_row,
+    opt_timestamp, paused_flow_from_row, payload_edit_from_row, state_counts,
 };
 use super::sql::{Dialect, Sql};
 use super::{
@@ -246,37 +246,6 @@ fn bind_filter<'q>(
         .bind(opt_ms(filter.until))
 }
 
-/// Jobs by state in one statement (one snapshot), without an index over
-/// every job's state (see migration 4): waiting jobs through
-/// `jobs_due_by_flow`, running ones through `jobs_leased`, the parked states
-/// through `jobs_parked`; succeeded jobs are what the others leave of the
-/// total.
-const COUNT_BY_STATE_SQL: &str = "SELECT \
-     (SELECT COUNT(*) FROM jobs) AS total, \
-     (SELECT COUNT(*) FROM jobs INDEXED BY jobs_due_by_flow \
-      WHERE state IN ('pending', 'suspended')) AS waiting, \
-     (SELECT COUNT(*) FROM jobs INDEXED BY jobs_leased WHERE state = 'running') AS running, \
-     (SELECT COUNT(*) FROM jobs INDEXED BY jobs_parked WHERE state = 'suspended') AS suspended, \
-     (SELECT COUNT(*) FROM jobs INDEXED BY jobs_parked WHERE state = 'dead') AS dead, \
-     (SELECT COUNT(*) FROM jobs INDEXED BY jobs_parked WHERE state = 'cancelled') AS cancelled";
-
-/// Each flow with waiting jobs and its earliest due time, in one
-/// statement: a recursive walk over the distinct flows of the
-/// `jobs_due_by_flow` index, one seek per flow, so the cost follows the
-/// number of flows, not of waiting jobs.
-const FLOWS_WAITING_SQL: &str = "WITH RECURSIVE flows (flow) AS ( \
-         SELECT (SELECT flow FROM jobs INDEXED BY jobs_due_by_flow \
-                 WHERE state IN ('pending', 'suspended') ORDER BY flow LIMIT 1) \
-         UNION ALL \
-         SELECT (SELECT flow FROM jobs INDEXED BY jobs_due_by_flow \
-                 WHERE state IN ('pending', 'suspended') AND flow > flows.flow \
-                 ORDER BY flow LIMIT 1) \
-         FROM flows WHERE flows.flow IS NOT NULL) \
-     SELECT flows.flow, (SELECT next_at FROM jobs INDEXED BY jobs_due_by_flow \
-                         WHERE state IN ('pending', 'suspended') AND flow = flows.flow \
-                         ORDER BY next_at LIMIT 1) \
-     FROM flows WHERE flows.flow IS NOT NULL";
-
 #[async_trait]
 impl StepLog for SqliteStepLog {
     async fn jobs_insert_batch(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<InsertOutcome>> {
@@ -370,9 +339,10 @@ impl StepLog for SqliteStepLog {
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {
-        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(FLOWS_WAITING_SQL)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(String, Option<i64>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(SQL.flows_waiting.as_str()))
+                .fetch_all(&self.pool)
+                .await?;
         let next = rows.into_iter().filter_map(|(_, earliest)| earliest).min();
         opt_timestamp("next_at", next)
     }
@@ -419,6 +389,14 @@ impl StepLog for SqliteStepLog {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(node_from_row).collect()
+    }
+
+    async fn nodes_live(&self, alive_after: Timestamp) -> StoreResult<u32> {
+        let live: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.nodes_live.as_str()))
+            .bind(ms(alive_after))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u32::try_from(live).unwrap_or(u32::MAX))
     }
 
     async fn flow_pause(&self, flow: &str, by: &str, now: Timestamp) -> StoreResult<bool> {
@@ -558,24 +536,10 @@ impl StepLog for SqliteStepLog {
     }
 
     async fn jobs_count_by_state(&self) -> StoreResult<StateCounts> {
-        let row = sqlx::query(COUNT_BY_STATE_SQL)
+        let row = sqlx::query(sqlx::AssertSqlSafe(SQL.count_by_state.as_str()))
             .fetch_one(&self.pool)
             .await?;
-        let count = |column: &str| -> StoreResult<u64> {
-            let n: i64 = row.try_get(column)?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        };
-        let (total, waiting) = (count("total")?, count("waiting")?);
-        let suspended = count("suspended")?;
-        let mut counts = StateCounts::new();
-        counts.insert(JobState::Pending, waiting.saturating_sub(suspended));
-        counts.insert(JobState::Running, count("running")?);
-        counts.insert(JobState::Suspended, suspended);
-        counts.insert(JobState::Dead, count("dead")?);
-        counts.insert(JobState::Cancelled, count("cancelled")?);
-        let others: u64 = counts.values().sum();
-        counts.insert(JobState::Succeeded, total.saturating_sub(others));
-        Ok(counts)
+        state_counts(&row)
     }
 
     async fn jobs_resume(&self, reason: Reason, now: Timestamp) -> StoreResult<u64> {
@@ -773,7 +737,7 @@ mod tests {
     /// search the small `jobs_parked` index instead of walking every job.
     #[test]
     fn parked_states_are_found_through_their_index() {
-        use super::{COUNT_BY_STATE_SQL, MIGRATIONS, SQL};
+        use super::{MIGRATIONS, SQL};
         use crate::store::JobState;
         let connection = rusqlite::Connection::open_in_memory().expect("a database");
         for (_, _, sql) in MIGRATIONS {
@@ -801,7 +765,7 @@ mod tests {
         }
         let steps = plan(&SQL.dead_to_retry());
         assert!(steps.contains("USING INDEX jobs_parked"), "{steps}");
-        let steps = plan(COUNT_BY_STATE_SQL);
+        let steps = plan(&SQL.count_by_state);
         assert_eq!(
             steps.matches("COVERING INDEX jobs_parked").count(),
             3,

@@ -24,13 +24,13 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::super::plan::{Lease, RoundRobin};
+use super::super::plan::{due_first, Lease, RoundRobin};
 use super::super::rows::{job_from_row, ms, opt_ms, opt_timestamp, same_payload, Columns};
 use super::super::{
     AttemptRecord, ClaimedJob, InsertOutcome, JobRecord, JobState, NewJob, StoreError, StoreResult,
     Transition,
 };
-use super::{Synchronous, FLOWS_WAITING_SQL};
+use super::{Synchronous, SQL};
 use crate::lifecycle::Reason;
 
 /// What a cycle claims after applying its results: up to `limit` jobs
@@ -716,18 +716,13 @@ fn claim_due(tx: &Transaction<'_>, claim: &ClaimRequest) -> StoreResult<Vec<Clai
 
 /// The flows that have a job due at `now`, the one waiting longest first.
 fn flows_due(tx: &Transaction<'_>, now: Timestamp) -> StoreResult<Vec<String>> {
-    let mut statement = tx.prepare_cached(FLOWS_WAITING_SQL)?;
+    let mut statement = tx.prepare_cached(&SQL.flows_waiting)?;
     let mut rows = statement.query([])?;
-    let mut due: Vec<(i64, String)> = Vec::new();
+    let mut waiting = Vec::new();
     while let Some(row) = rows.next()? {
-        let flow: String = row.get(0)?;
-        let earliest: Option<i64> = row.get(1)?;
-        if let Some(earliest) = earliest.filter(|at| *at <= ms(now)) {
-            due.push((earliest, flow));
-        }
+        waiting.push((row.get(0)?, row.get(1)?));
     }
-    due.sort();
-    Ok(due.into_iter().map(|(_, flow)| flow).collect())
+    Ok(due_first(waiting, now))
 }
 
 #[cfg(test)]
