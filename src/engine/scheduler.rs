@@ -153,7 +153,8 @@ impl Scheduler {
                             "results for jobs no longer leased here were dropped"
                         );
                     }
-                    batch.clear();
+                    // The store took what it committed; results it could
+                    // not commit are still in `batch`, for the next cycle.
                     backoff = None;
                     drained = free > 0 && jobs.len() < free;
                     pool.replace_failed();

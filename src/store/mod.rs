@@ -229,13 +229,17 @@ pub trait StepLog: Send + Sync + 'static {
     async fn transitions_apply(&self, transitions: Vec<Transition>) -> StoreResult<Vec<bool>>;
 
     /// The scheduler's cycle: applies `transitions` as
-    /// [`StepLog::transitions_apply`] does, then claims up to `limit` due
-    /// jobs as [`StepLog::jobs_claim_due`] does, in one transaction: one
-    /// commit to disk for both, and jobs the transitions made due (the next
-    /// step of a flow) can be claimed at once.
+    /// [`StepLog::transitions_apply`] does and claims up to `limit` due
+    /// jobs as [`StepLog::jobs_claim_due`] does. SQLite does both in one
+    /// transaction (one commit to disk; jobs the transitions made due, the
+    /// next step of a flow, can be claimed at once); PostgreSQL in two side
+    /// by side, on two connections, so that the server works on both at
+    /// once (the next step is then claimed by the next cycle).
     ///
     /// Committed, the batch is left empty (a store may take it rather than
-    /// copy it); failed, it is left as it was, to be committed again.
+    /// copy it); not committed, it is left as it was, to be committed again.
+    /// An error means nothing was claimed; jobs claimed are always returned,
+    /// with an empty list of results applied when the results were not.
     async fn transitions_apply_then_claim(
         &self,
         transitions: &mut Vec<Transition>,

@@ -201,6 +201,27 @@ impl PgStepLog {
         })
     }
 
+    /// Applies transitions (see [`StepLog::transitions_apply`]): one
+    /// statement when no job appears twice, as in every scheduler cycle;
+    /// otherwise one per run of distinct jobs, in a transaction.
+    async fn apply(&self, transitions: &[Transition]) -> StoreResult<Vec<bool>> {
+        if transitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let runs = runs_of_distinct_jobs(transitions);
+        if let [run] = runs.as_slice() {
+            let mut conn = self.pool.acquire().await?;
+            return apply_run(&mut conn, run).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut applied = Vec::with_capacity(transitions.len());
+        for run in runs {
+            applied.extend(apply_run(&mut tx, run).await?);
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+
     async fn job_exists(&self, id: &str) -> StoreResult<bool> {
         let row = sqlx::query(sqlx::AssertSqlSafe(SQL.job_exists.as_str()))
             .bind(id)
@@ -427,72 +448,158 @@ async fn insert_many(
         .collect()
 }
 
-/// Appends attempts in one statement, in the order given (ids ascend with
-/// `WITH ORDINALITY`, so `attempts_list` reads them back in that order).
-async fn attempts_insert(
-    conn: &mut sqlx::PgConnection,
-    attempts: &[&AttemptRecord],
-) -> StoreResult<()> {
-    if attempts.is_empty() {
-        return Ok(());
-    }
-    let job_ids: Vec<&str> = attempts.iter().map(|a| a.job_id.as_str()).collect();
-    let steps: Vec<&str> = attempts.iter().map(|a| a.step.as_str()).collect();
-    let channels: Vec<&str> = attempts.iter().map(|a| a.channel.as_str()).collect();
-    let numbers: Vec<i64> = attempts.iter().map(|a| i64::from(a.attempt)).collect();
-    let started: Vec<i64> = attempts.iter().map(|a| ms(a.started_at)).collect();
-    let finished: Vec<i64> = attempts.iter().map(|a| ms(a.finished_at)).collect();
-    let statuses: Vec<Option<i64>> = attempts.iter().map(|a| a.status.map(i64::from)).collect();
-    let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
-    let messages: Vec<Option<&str>> = attempts
-        .iter()
-        .map(|a| a.error_message.as_deref())
-        .collect();
-    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
-    let rules: Vec<Option<&str>> = attempts.iter().map(|a| a.rule.as_deref()).collect();
-    let decisions: Vec<&str> = attempts.iter().map(|a| a.decision.as_str()).collect();
-    let delays: Vec<Option<i64>> = attempts.iter().map(|a| a.delay_ms).collect();
-    let next_ats: Vec<Option<i64>> = attempts.iter().map(|a| opt_ms(a.next_at)).collect();
-    let versions: Vec<&str> = attempts.iter().map(|a| a.policy_version.as_str()).collect();
-    sqlx::query(
+/// The columns of attempt rows, as arrays bound to one statement.
+struct AttemptColumns<'a> {
+    job_ids: Vec<&'a str>,
+    steps: Vec<&'a str>,
+    channels: Vec<&'a str>,
+    numbers: Vec<i64>,
+    started: Vec<i64>,
+    finished: Vec<i64>,
+    statuses: Vec<Option<i64>>,
+    errors: Vec<Option<&'a str>>,
+    messages: Vec<Option<&'a str>>,
+    outcomes: Vec<&'static str>,
+    rules: Vec<Option<&'a str>>,
+    decisions: Vec<&'static str>,
+    delays: Vec<Option<i64>>,
+    next_ats: Vec<Option<i64>>,
+    versions: Vec<&'a str>,
+}
+
+/// The `INSERT INTO attempts` of [`AttemptColumns`] bound from parameter
+/// `first` on, in the order given (ids ascend with `WITH ORDINALITY`, so
+/// `attempts_list` reads them back in that order), keeping only rows whose
+/// job passes `only` (a condition on `a.job_id`, or `TRUE`).
+fn insert_attempts_sql(first: usize, only: &str) -> String {
+    let p = |k: usize, ty: &str| format!("${}::{ty}[]", first + k);
+    format!(
         "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, status, \
                                error, error_message, outcome, rule, decision, delay_ms, next_at, \
                                policy_version) \
          SELECT a.job_id, a.step, a.channel, a.attempt, a.started_at, a.finished_at, a.status, \
                 a.error, a.error_message, a.outcome, a.rule, a.decision, a.delay_ms, a.next_at, \
                 a.version \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
-                     $6::bigint[], $7::bigint[], $8::text[], $9::text[], $10::text[], \
-                     $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::text[]) \
+         FROM unnest({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}) \
               WITH ORDINALITY AS a (job_id, step, channel, attempt, started_at, finished_at, \
                                     status, error, error_message, outcome, rule, decision, \
                                     delay_ms, next_at, version, n) \
+         WHERE {only} \
          ORDER BY a.n",
+        p(0, "text"),
+        p(1, "text"),
+        p(2, "text"),
+        p(3, "bigint"),
+        p(4, "bigint"),
+        p(5, "bigint"),
+        p(6, "bigint"),
+        p(7, "text"),
+        p(8, "text"),
+        p(9, "text"),
+        p(10, "text"),
+        p(11, "text"),
+        p(12, "bigint"),
+        p(13, "bigint"),
+        p(14, "text"),
     )
-    .bind(&job_ids)
-    .bind(&steps)
-    .bind(&channels)
-    .bind(&numbers)
-    .bind(&started)
-    .bind(&finished)
-    .bind(&statuses)
-    .bind(&errors)
-    .bind(&messages)
-    .bind(&outcomes)
-    .bind(&rules)
-    .bind(&decisions)
-    .bind(&delays)
-    .bind(&next_ats)
-    .bind(&versions)
-    .execute(&mut *conn)
-    .await?;
+}
+
+impl<'a> AttemptColumns<'a> {
+    fn of(attempts: &[&'a AttemptRecord]) -> Self {
+        AttemptColumns {
+            job_ids: attempts.iter().map(|a| a.job_id.as_str()).collect(),
+            steps: attempts.iter().map(|a| a.step.as_str()).collect(),
+            channels: attempts.iter().map(|a| a.channel.as_str()).collect(),
+            numbers: attempts.iter().map(|a| i64::from(a.attempt)).collect(),
+            started: attempts.iter().map(|a| ms(a.started_at)).collect(),
+            finished: attempts.iter().map(|a| ms(a.finished_at)).collect(),
+            statuses: attempts.iter().map(|a| a.status.map(i64::from)).collect(),
+            errors: attempts.iter().map(|a| a.error.as_deref()).collect(),
+            messages: attempts
+                .iter()
+                .map(|a| a.error_message.as_deref())
+                .collect(),
+            outcomes: attempts.iter().map(|a| a.outcome.as_str()).collect(),
+            rules: attempts.iter().map(|a| a.rule.as_deref()).collect(),
+            decisions: attempts.iter().map(|a| a.decision.as_str()).collect(),
+            delays: attempts.iter().map(|a| a.delay_ms).collect(),
+            next_ats: attempts.iter().map(|a| opt_ms(a.next_at)).collect(),
+            versions: attempts.iter().map(|a| a.policy_version.as_str()).collect(),
+        }
+    }
+
+    /// Binds the fifteen arrays, in the order of [`insert_attempts_sql`].
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.job_ids)
+            .bind(&self.steps)
+            .bind(&self.channels)
+            .bind(&self.numbers)
+            .bind(&self.started)
+            .bind(&self.finished)
+            .bind(&self.statuses)
+            .bind(&self.errors)
+            .bind(&self.messages)
+            .bind(&self.outcomes)
+            .bind(&self.rules)
+            .bind(&self.decisions)
+            .bind(&self.delays)
+            .bind(&self.next_ats)
+            .bind(&self.versions)
+    }
+}
+
+/// Appends attempts in one statement, in the order given.
+async fn attempts_insert(
+    conn: &mut sqlx::PgConnection,
+    attempts: &[&AttemptRecord],
+) -> StoreResult<()> {
+    static INSERT: LazyLock<String> = LazyLock::new(|| insert_attempts_sql(1, "TRUE"));
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let columns = AttemptColumns::of(attempts);
+    columns
+        .bind(sqlx::query(sqlx::AssertSqlSafe(INSERT.as_str())))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
-/// Applies transitions of distinct jobs: one guarded update for all (the
-/// columns travel as arrays), then one insert for the attempts of those
-/// that applied.
+/// Applies transitions of distinct jobs in one statement, so in one round
+/// trip and without a transaction around it: a guarded update of the jobs
+/// (the columns travel as arrays) and the insert of the attempts of those
+/// that moved.
 async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreResult<Vec<bool>> {
+    static APPLY: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH moved AS ( \
+                 UPDATE jobs SET state = t.state, step_index = t.step_index, step = t.step, \
+                     channel_index = t.channel_index, attempt = t.attempt, \
+                     series_started_at = t.series_started_at, held_ms = t.held_ms, \
+                     next_at = t.next_at, reason = t.reason, policy_version = t.version, \
+                     notify_at = t.notify_at, updated_at = t.now, \
+                     attempts_total = jobs.attempts_total + t.counts, \
+                     lease_owner = CASE WHEN t.running THEN jobs.lease_owner END, \
+                     lease_until = CASE WHEN t.running THEN jobs.lease_until END \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+                             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], \
+                             $10::bigint[], $11::text[], $12::text[], $13::bigint[], \
+                             $14::bigint[], $15::bigint[], $16::boolean[], $17::bigint[]) \
+                      AS t (id, owner, state, step_index, step, channel_index, attempt, \
+                            series_started_at, held_ms, next_at, reason, version, notify_at, \
+                            now, counts, running, lease) \
+                 WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_owner = t.owner \
+                     AND jobs.lease_until IS NOT DISTINCT FROM t.lease \
+                 RETURNING jobs.id), \
+             recorded AS ({}) \
+             SELECT id FROM moved",
+            insert_attempts_sql(18, "a.job_id IN (SELECT id FROM moved)")
+        )
+    });
     let ids: Vec<&str> = run.iter().map(|t| t.job_id.as_str()).collect();
     let owners: Vec<&str> = run.iter().map(|t| t.owner.as_str()).collect();
     let states: Vec<&str> = run.iter().map(|t| t.to.as_str()).collect();
@@ -510,52 +617,31 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
     let counts: Vec<i64> = run.iter().map(|t| i64::from(t.attempts_added)).collect();
     let running: Vec<bool> = run.iter().map(|t| t.to == JobState::Running).collect();
     let leases: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.lease_until)).collect();
-    let moved: Vec<String> = sqlx::query_scalar(
-        "UPDATE jobs SET state = t.state, step_index = t.step_index, step = t.step, \
-             channel_index = t.channel_index, attempt = t.attempt, \
-             series_started_at = t.series_started_at, held_ms = t.held_ms, \
-             next_at = t.next_at, reason = t.reason, policy_version = t.version, \
-             notify_at = t.notify_at, updated_at = t.now, \
-             attempts_total = jobs.attempts_total + t.counts, \
-             lease_owner = CASE WHEN t.running THEN jobs.lease_owner END, \
-             lease_until = CASE WHEN t.running THEN jobs.lease_until END \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
-                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
-                     $11::text[], $12::text[], $13::bigint[], $14::bigint[], $15::bigint[], \
-                     $16::boolean[], $17::bigint[]) \
-              AS t (id, owner, state, step_index, step, channel_index, attempt, \
-                    series_started_at, held_ms, next_at, reason, version, notify_at, now, \
-                    counts, running, lease) \
-         WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_owner = t.owner \
-             AND jobs.lease_until IS NOT DISTINCT FROM t.lease \
-         RETURNING jobs.id",
-    )
-    .bind(&ids)
-    .bind(&owners)
-    .bind(&states)
-    .bind(&step_indexes)
-    .bind(&steps)
-    .bind(&channel_indexes)
-    .bind(&attempts)
-    .bind(&series)
-    .bind(&held)
-    .bind(&next_ats)
-    .bind(&reasons)
-    .bind(&versions)
-    .bind(&notify_ats)
-    .bind(&nows)
-    .bind(&counts)
-    .bind(&running)
-    .bind(&leases)
-    .fetch_all(&mut *conn)
-    .await?;
-    let moved: HashSet<String> = moved.into_iter().collect();
-    let recorded: Vec<&AttemptRecord> = run
+    let recorded: Vec<&AttemptRecord> = run.iter().filter_map(|t| t.attempt.as_ref()).collect();
+    let recorded = AttemptColumns::of(&recorded);
+    let query = sqlx::query(sqlx::AssertSqlSafe(APPLY.as_str()))
+        .bind(&ids)
+        .bind(&owners)
+        .bind(&states)
+        .bind(&step_indexes)
+        .bind(&steps)
+        .bind(&channel_indexes)
+        .bind(&attempts)
+        .bind(&series)
+        .bind(&held)
+        .bind(&next_ats)
+        .bind(&reasons)
+        .bind(&versions)
+        .bind(&notify_ats)
+        .bind(&nows)
+        .bind(&counts)
+        .bind(&running)
+        .bind(&leases);
+    let moved = recorded.bind(query).fetch_all(&mut *conn).await?;
+    let moved: HashSet<String> = moved
         .iter()
-        .filter(|t| moved.contains(&t.job_id))
-        .filter_map(|t| t.attempt.as_ref())
-        .collect();
-    attempts_insert(conn, &recorded).await?;
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
     Ok(run.iter().map(|t| moved.contains(&t.job_id)).collect())
 }
 
@@ -594,9 +680,12 @@ async fn claim_flow(
 }
 
 /// Claims up to `limit` due jobs, flow by flow (see
-/// [`StepLog::jobs_claim_due`]), inside the caller's transaction.
+/// [`StepLog::jobs_claim_due`]). Each flow's claim is a statement of its
+/// own, committed as it runs: no transaction round trips around them, and
+/// should one fail, the jobs the others claimed are returned all the same
+/// (committed, they would otherwise stay `running` under a live node).
 async fn claim_due(
-    tx: &mut sqlx::PgConnection,
+    conn: &mut sqlx::PgConnection,
     owner: &str,
     now: Timestamp,
     lease_until: Timestamp,
@@ -605,7 +694,7 @@ async fn claim_due(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let due = flows_due(&mut *tx, now).await?;
+    let due = flows_due(&mut *conn, now).await?;
     let lease = Lease {
         owner: owner.to_string(),
         now,
@@ -613,23 +702,19 @@ async fn claim_due(
     };
     let mut round = RoundRobin::new(&due, limit);
     while let Some((flow, room)) = round.next() {
-        let claimed = claim_flow(&mut *tx, flow, &lease, room).await?;
-        round.claimed(flow, room, claimed);
+        match claim_flow(&mut *conn, flow, &lease, room).await {
+            Ok(claimed) => round.claimed(flow, room, claimed),
+            Err(error) => {
+                let jobs = round.into_jobs();
+                if jobs.is_empty() {
+                    return Err(error);
+                }
+                tracing::warn!(%error, claimed = jobs.len(), "claiming stopped part way; the jobs claimed go to the workers");
+                return Ok(jobs);
+            }
+        }
     }
     Ok(round.into_jobs())
-}
-
-/// Applies transitions inside the caller's transaction (see
-/// [`StepLog::transitions_apply`]).
-async fn apply_all(
-    tx: &mut sqlx::PgConnection,
-    transitions: &[Transition],
-) -> StoreResult<Vec<bool>> {
-    let mut applied = Vec::with_capacity(transitions.len());
-    for run in runs_of_distinct_jobs(transitions) {
-        applied.extend(apply_run(&mut *tx, run).await?);
-    }
-    Ok(applied)
 }
 
 #[async_trait]
@@ -693,20 +778,12 @@ impl StepLog for PgStepLog {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
-        let jobs = claim_due(&mut tx, owner, now, lease_until, limit).await?;
-        tx.commit().await?;
-        Ok(jobs)
+        let mut conn = self.pool.acquire().await?;
+        claim_due(&mut conn, owner, now, lease_until, limit).await
     }
 
     async fn transitions_apply(&self, transitions: Vec<Transition>) -> StoreResult<Vec<bool>> {
-        if transitions.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.pool.begin().await?;
-        let applied = apply_all(&mut tx, &transitions).await?;
-        tx.commit().await?;
-        Ok(applied)
+        self.apply(&transitions).await
     }
 
     async fn transitions_apply_then_claim(
@@ -717,15 +794,35 @@ impl StepLog for PgStepLog {
         lease_until: Timestamp,
         limit: usize,
     ) -> StoreResult<(Vec<bool>, Vec<ClaimedJob>)> {
-        if transitions.is_empty() && limit == 0 {
-            return Ok((Vec::new(), Vec::new()));
+        // Side by side, not one after the other: a backend runs one
+        // statement at a time, and a cycle's apply and claim were most of a
+        // node's time on the server. They touch different rows (the apply,
+        // jobs running under this node's leases; the claim, due ones), so
+        // neither waits for the other; a job the apply makes due is claimed
+        // by the next cycle.
+        let (applied, claimed) = tokio::join!(
+            self.apply(transitions),
+            self.jobs_claim_due(owner, now, lease_until, limit)
+        );
+        match (applied, claimed) {
+            (Ok(applied), Ok(claimed)) => {
+                transitions.clear();
+                Ok((applied, claimed))
+            }
+            (Ok(_), Err(error)) => {
+                transitions.clear();
+                Err(error)
+            }
+            (Err(error), Ok(claimed)) if claimed.is_empty() => Err(error),
+            // The claims are committed: they must reach the workers, or
+            // they would stay `running` under a live node's lease. The
+            // results stay in the batch for the next cycle.
+            (Err(error), Ok(claimed)) => {
+                tracing::warn!(%error, results = transitions.len(), "committing results failed; they are kept for the next cycle");
+                Ok((Vec::new(), claimed))
+            }
+            (Err(error), Err(_)) => Err(error),
         }
-        let mut tx = self.pool.begin().await?;
-        let applied = apply_all(&mut tx, transitions).await?;
-        let claimed = claim_due(&mut tx, owner, now, lease_until, limit).await?;
-        tx.commit().await?;
-        transitions.clear();
-        Ok((applied, claimed))
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {
