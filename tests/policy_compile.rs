@@ -433,3 +433,57 @@ fn no_env_validates_the_example_without_its_secret() {
         )]
     );
 }
+
+/// `sign`: a secret that is not `whsec_` base64 is named at its own
+/// position in the list, never quoted; a header the signature sets is
+/// refused where it is written; a good rotation list compiles.
+#[test]
+fn signing_secrets_are_checked_where_they_are_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "s.yaml",
+        "channels:\n\
+         \x20 partner:\n\
+         \x20   http:\n\
+         \x20     url: https://partner.example/hook\n\
+         \x20     headers: { webhook-signature: x }\n\
+         \x20     sign:\n\
+         \x20       secret:\n\
+         \x20         - whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n\
+         \x20         - \"${BAD_SECRET}\"\n\
+         flows:\n\
+         \x20 f: { steps: [ { name: s, channel: partner, retry: standard } ] }\n",
+    );
+    let env = EnvMode::from_source(MapEnv::new().with("BAD_SECRET", "hunter2 not base64"));
+    let c = load_policy(&[dir.path().to_path_buf()], &env);
+    let errors: Vec<String> = c.errors().map(ToString::to_string).collect();
+    let p = path.display();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "{p}:5:18: error: channels.partner.http.headers.webhook-signature: header \
+             `webhook-signature` is set by `sign`"
+        )),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].starts_with(&format!(
+            "{p}:9:13: error: channels.partner.http.sign.secret[1]: a signing secret is \
+             `whsec_` followed by the key in base64"
+        )),
+        "{errors:?}"
+    );
+    assert!(!errors.iter().any(|e| e.contains("hunter2")), "{errors:?}");
+
+    let good = fs::read_to_string(&path)
+        .unwrap()
+        .replace("      headers: { webhook-signature: x }\n", "");
+    fs::write(&path, good).unwrap();
+    let env = EnvMode::from_source(MapEnv::new().with(
+        "BAD_SECRET",
+        "whsec_c2VjcmV0LWtleS1mb3ItdGhlLXRlc3RzLW9ubHk=",
+    ));
+    let c = load_policy(&[dir.path().to_path_buf()], &env);
+    assert!(!c.has_errors(), "{:?}", shown(&c));
+}

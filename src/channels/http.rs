@@ -10,7 +10,7 @@ use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Method;
 
 use super::{Delivery, DeliveryResult, Response, TransportError, MAX_BODY};
-use crate::model::{ErrorKind, HttpChannel, RefreshAuth, RefreshBody, Secret};
+use crate::model::{signing, ErrorKind, HttpChannel, RefreshAuth, RefreshBody, Secret, Signing};
 
 /// Why a token refresh failed. The message never holds the token, the URL
 /// or the answer's body (any of which may carry a secret).
@@ -98,6 +98,9 @@ impl HttpSender {
                 request = request.header(name, value);
             }
         }
+        if let Some(signing) = &channel.sign {
+            request = sign(request, signing, delivery);
+        }
         // Timed here rather than by reqwest, whose `timeout` boxes a timer
         // per request and another around the body: see `super::deadline`.
         let answer = match delivery.deadline {
@@ -117,6 +120,31 @@ impl HttpSender {
             }),
         }
     }
+}
+
+/// Adds the Standard Webhooks headers. The timestamp is the wall clock's,
+/// whatever clock schedules the jobs: partners compare it with theirs.
+fn sign(
+    request: reqwest::RequestBuilder,
+    signing: &Signing,
+    delivery: &Delivery<'_>,
+) -> reqwest::RequestBuilder {
+    let timestamp = jiff::Timestamp::now().as_second();
+    let signature = signing.signature(
+        delivery.idempotency_key,
+        timestamp,
+        delivery.payload.as_bytes(),
+    );
+    let mut signature = match HeaderValue::from_str(&signature) {
+        Ok(value) => value,
+        // base64 and `v1,` only: always a valid header value.
+        Err(_) => return request,
+    };
+    signature.set_sensitive(true);
+    request
+        .header(signing::ID_HEADER, delivery.idempotency_key)
+        .header(signing::TIMESTAMP_HEADER, timestamp)
+        .header(signing::SIGNATURE_HEADER, signature)
 }
 
 /// Sends the request and reads the answer, its body up to [`MAX_BODY`].

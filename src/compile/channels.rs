@@ -17,10 +17,12 @@ use super::context::{Ctx, Site};
 use super::duration::parse_duration;
 use super::names::Registry;
 use crate::model::{
-    BreakerConfig, Channel, ChannelKind, FailureRatio, FileChannel, HttpChannel, Rate, RefreshAuth,
-    RefreshBody, Secret, SecretUrl, TokenPath,
+    signing, BreakerConfig, Channel, ChannelKind, FailureRatio, FileChannel, HttpChannel, Rate,
+    RefreshAuth, RefreshBody, Secret, SecretUrl, Signing, SigningKey, TokenPath,
 };
-use crate::policy::defs::{BreakerDef, ChannelDef, FileDef, HttpDef, RefreshAuthDef, Text};
+use crate::policy::defs::{
+    BreakerDef, ChannelDef, FileDef, HttpDef, RefreshAuthDef, SignDef, Text,
+};
 
 /// The timeout of one HTTP attempt unless `timeout` says otherwise.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -151,6 +153,16 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
         DEFAULT_HTTP_TIMEOUT,
         &mut ok,
     );
+    let sign = def.sign.as_ref().and_then(|sign| {
+        compile_sign(
+            ctx,
+            &site.child("sign"),
+            sign,
+            &site.child("headers"),
+            def,
+            &mut ok,
+        )
+    });
 
     ok.then(|| HttpChannel {
         url: SecretUrl::new(def.url.as_str()),
@@ -159,7 +171,62 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
         headers,
         timeout,
         refresh_auth: None,
+        sign,
     })
+}
+
+/// `sign`: each secret decoded (a bad one named at its own position, never
+/// quoted), and no header of the policy's own in the signature's place.
+fn compile_sign(
+    ctx: &mut Ctx<'_>,
+    site: &Site,
+    def: &SignDef,
+    headers_site: &Site,
+    http: &HttpDef,
+    ok: &mut bool,
+) -> Option<Box<Signing>> {
+    let secret_site = site.child("secret");
+    if def.secret.0.is_empty() {
+        ctx.error(
+            &secret_site,
+            "no secret: write one (`secret: \"${WEBHOOK_SECRET}\"`), or a list of them \
+             during a rotation",
+        );
+        *ok = false;
+        return None;
+    }
+    for name in http.headers.keys() {
+        let lower = name.to_ascii_lowercase();
+        if [
+            signing::ID_HEADER,
+            signing::TIMESTAMP_HEADER,
+            signing::SIGNATURE_HEADER,
+        ]
+        .contains(&lower.as_str())
+        {
+            ctx.error_at_key(
+                &headers_site.child(name),
+                format_args!("header `{name}` is set by `sign` on every request; remove it here"),
+            );
+            *ok = false;
+        }
+    }
+    let mut keys = Vec::new();
+    let sites = ctx.item_sites(&secret_site, def.secret.0.len());
+    for (secret, at) in def.secret.0.iter().zip(sites) {
+        if !ctx.is_resolved(&at) {
+            // `${VAR}` left unexpanded (`validate --no-env`): nothing to check.
+            continue;
+        }
+        match SigningKey::parse(secret.as_str()) {
+            Ok(key) => keys.push(key),
+            Err(message) => {
+                ctx.error(&at, message);
+                *ok = false;
+            }
+        }
+    }
+    (*ok && keys.len() == def.secret.0.len()).then(|| Box::new(Signing { keys }))
 }
 
 /// An HTTP method, `POST` unless written, upper-cased; an unknown one is

@@ -4,6 +4,7 @@
 mod answer;
 mod classifier;
 mod limits;
+pub mod signing;
 mod template;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ pub use classifier::{Classifier, ErrorKind, Matcher, Outcome, RetryAfter, Rule, 
 pub use limits::{
     BreakerConfig, FailureRatio, PathSegment, Rate, RefreshAuth, RefreshBody, TokenPath,
 };
+pub use signing::{Signing, SigningKey};
 pub use template::{Backoff, Jitter, RetryTemplate};
 
 /// The step name under which `on_dead` notifications are recorded; no flow
@@ -188,6 +190,8 @@ pub struct HttpChannel {
     pub timeout: Duration,
     /// How to get a fresh token when a classifier answers `refresh_auth`.
     pub refresh_auth: Option<Box<RefreshAuth>>,
+    /// Standard Webhooks signatures on every request (`sign`).
+    pub sign: Option<Box<Signing>>,
 }
 
 /// A spool directory: one JSON file per job, written atomically.

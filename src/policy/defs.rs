@@ -347,6 +347,19 @@ pub struct HttpDef {
     /// 30s unless written.
     #[schemars(with = "Option<super::schema::DurationText>")]
     pub timeout: Option<Text>,
+    /// Standard Webhooks signatures on every request.
+    pub sign: Option<SignDef>,
+}
+
+/// `sign: { secret: "${WEBHOOK_SECRET}" }`: `webhook-id`,
+/// `webhook-timestamp` and `webhook-signature` on every request. During a
+/// rotation, a list of secrets (new first): one signature each.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct SignDef {
+    /// `whsec_` then the key in base64, or a list of them.
+    pub secret: OneOrMany<Text>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]

@@ -35,6 +35,7 @@ pub struct Received {
     pub attempt: u32,
     /// The `X-Node` header: which engine sent it, when its policy says.
     pub node: String,
+    pub headers: HeaderMap,
 }
 
 /// How often the tests look again at what they wait for.
@@ -115,6 +116,7 @@ async fn handle(
             at: Instant::now(),
             attempt,
             node,
+            headers: headers.clone(),
         };
         log.push(received.clone());
         received
