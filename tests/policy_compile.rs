@@ -487,3 +487,45 @@ fn signing_secrets_are_checked_where_they_are_written() {
     let c = load_policy(&[dir.path().to_path_buf()], &env);
     assert!(!c.has_errors(), "{:?}", shown(&c));
 }
+
+/// `auth.oauth2` beside a channel's own `refresh_auth` is refused where
+/// `refresh_auth` is written; a token URL that is no URL is named.
+#[test]
+fn oauth2_is_one_way_to_get_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write(
+        dir.path(),
+        "o.yaml",
+        "channels:\n\
+         \x20 partner:\n\
+         \x20   http:\n\
+         \x20     url: https://partner.example/hook\n\
+         \x20     auth: { oauth2: { token_url: nope, client_id: a, client_secret: b } }\n\
+         \x20   refresh_auth: { url: https://auth.example/t, token: access_token }\n\
+         flows:\n\
+         \x20 f: { steps: [ { name: s, channel: partner, retry: standard } ] }\n",
+    );
+    let c = load_policy(&[dir.path().to_path_buf()], &env());
+    let errors: Vec<String> = c.errors().map(ToString::to_string).collect();
+    let p = path.display();
+    assert_eq!(
+        errors,
+        [format!(
+            "{p}:5:36: error: channels.partner.http.auth.oauth2.token_url: token_url `nope` is \
+             not an absolute http(s) URL, e.g. `https://auth.example.com/oauth/token`"
+        )]
+    );
+    let fixed = fs::read_to_string(&path)
+        .unwrap()
+        .replace("token_url: nope", "token_url: https://auth.example/t");
+    fs::write(&path, fixed).unwrap();
+    let c = load_policy(&[dir.path().to_path_buf()], &env());
+    let errors: Vec<String> = c.errors().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "{p}:6:5: error: channels.partner.refresh_auth: this channel gets its token from \
+             `http.auth.oauth2` already: remove `refresh_auth`, or `auth`"
+        )]
+    );
+}

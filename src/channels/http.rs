@@ -174,8 +174,8 @@ async fn exchange(request: reqwest::RequestBuilder) -> DeliveryResult {
 
 impl HttpSender {
     /// Runs a channel's `refresh_auth` request and returns the token found
-    /// at its path in the JSON answer.
-    pub async fn fetch_token(&self, refresh: &RefreshAuth) -> Result<Secret, RefreshError> {
+    /// at its path in the JSON answer, with the answer's `expires_in`.
+    pub async fn fetch_token(&self, refresh: &RefreshAuth) -> Result<Fetched, RefreshError> {
         let refused = |message: String| RefreshError {
             transient: false,
             message,
@@ -249,7 +249,7 @@ impl HttpSender {
         }
         let document: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|_| refused("the token answer is not JSON".to_string()))?;
-        refresh
+        let token = refresh
             .token
             .find(&document)
             .map(Secret::new)
@@ -258,8 +258,22 @@ impl HttpSender {
                     "the token answer has no token at `{}`",
                     refresh.token
                 ))
-            })
+            })?;
+        // OAuth 2.0 (RFC 6749, 5.1): seconds, a number; some servers send text.
+        let expires_in = match document.get("expires_in") {
+            Some(serde_json::Value::Number(n)) => n.as_u64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .map(std::time::Duration::from_secs);
+        Ok(Fetched { token, expires_in })
     }
+}
+
+/// A token fetched, and how long its server says it lasts.
+pub struct Fetched {
+    pub token: Secret,
+    pub expires_in: Option<std::time::Duration>,
 }
 
 /// Names why a request got no answer. reqwest reports dns, tls, refused and

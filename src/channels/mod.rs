@@ -21,7 +21,7 @@ pub use crate::model::{DeliveryResult, Response, TransportError, MAX_BODY};
 pub use breaker::Breakers;
 pub use deadline::{Deadline, Deadlines};
 pub use file::FileSpool;
-pub use http::{HttpSender, RefreshError};
+pub use http::{Fetched, HttpSender, RefreshError};
 pub use rate::Limits;
 
 /// What the engine hands a channel for one attempt.
@@ -79,6 +79,15 @@ impl Channels {
         }
     }
 
+    /// Whether `channel`'s token must be fetched before sending at `now`
+    /// (none yet, or expired), and the generation seen.
+    pub fn token_needed(&self, channel: &str, now: Timestamp) -> (bool, u64) {
+        let cell = self.tokens.cell(channel);
+        let state = cell.state.read().unwrap_or_else(|e| e.into_inner());
+        let expired = state.expires_at.is_some_and(|at| at <= now);
+        (state.token.is_none() || expired, state.generation)
+    }
+
     /// Fetches a fresh token for `channel`, unless one newer than
     /// generation `seen` arrived meanwhile (another attempt refreshed it):
     /// concurrent 401s cost one refresh.
@@ -97,7 +106,14 @@ impl Channels {
         let fetched = self.http.fetch_token(refresh).await;
         let mut state = cell.state.write().unwrap_or_else(|e| e.into_inner());
         match fetched {
-            Ok(token) => {
+            Ok(Fetched { token, expires_in }) => {
+                // Taken as expired a little early (a tenth of its life, at
+                // most a minute), so that no request leaves with a token
+                // that lapses on the way.
+                state.expires_at = expires_in.map(|life| {
+                    let margin = (life / 10).min(std::time::Duration::from_secs(60));
+                    crate::clock::later(now, life.saturating_sub(margin))
+                });
                 state.token = Some(token);
                 state.generation += 1;
                 state.refreshed_at = Some(now);
@@ -149,6 +165,9 @@ struct TokenState {
     /// Bumped by every refresh that got a token.
     generation: u64,
     refreshed_at: Option<Timestamp>,
+    /// When the token lapses (its `expires_in`, less a margin); `None`:
+    /// kept until a partner refuses it.
+    expires_at: Option<Timestamp>,
     refreshes: u64,
     failures: u64,
     last_error: Option<String>,

@@ -21,7 +21,7 @@ use crate::model::{
     RefreshAuth, RefreshBody, Secret, SecretUrl, Signing, SigningKey, TokenPath,
 };
 use crate::policy::defs::{
-    BreakerDef, ChannelDef, FileDef, HttpDef, RefreshAuthDef, SignDef, Text,
+    BreakerDef, ChannelDef, FileDef, HttpDef, OAuth2Def, RefreshAuthDef, SignDef, Text,
 };
 
 /// The timeout of one HTTP attempt unless `timeout` says otherwise.
@@ -95,9 +95,19 @@ fn compile_channel(
         }
     };
     let kind = match (&def.http, &def.file) {
-        (Some(http), None) => compile_http(ctx, &site.child("http"), http).map(|mut http| {
-            http.refresh_auth = refresh_auth.map(Box::new);
-            ChannelKind::Http(http)
+        (Some(http), None) => compile_http(ctx, &site.child("http"), http).and_then(|mut http| {
+            if refresh_auth.is_some() && http.refresh_auth.is_some() {
+                ctx.error_at_key(
+                    &site.child("refresh_auth"),
+                    "this channel gets its token from `http.auth.oauth2` already: \
+                     remove `refresh_auth`, or `auth`",
+                );
+                return None;
+            }
+            if let Some(refresh) = refresh_auth {
+                http.refresh_auth = Some(Box::new(refresh));
+            }
+            Some(ChannelKind::Http(http))
         }),
         (None, Some(file)) => compile_file(ctx, &site.child("file"), file).map(ChannelKind::File),
         (Some(_), Some(_)) => {
@@ -153,6 +163,14 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
         DEFAULT_HTTP_TIMEOUT,
         &mut ok,
     );
+    let oauth2 = match def.auth.as_ref().and_then(|auth| auth.oauth2.as_ref()) {
+        None => None,
+        Some(oauth2) => {
+            let compiled = compile_oauth2(ctx, &site.child("auth").child("oauth2"), oauth2);
+            ok &= compiled.is_some();
+            compiled
+        }
+    };
     let sign = def.sign.as_ref().and_then(|sign| {
         compile_sign(
             ctx,
@@ -170,7 +188,7 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
         method,
         headers,
         timeout,
-        refresh_auth: None,
+        refresh_auth: oauth2.map(Box::new),
         sign,
     })
 }
@@ -598,6 +616,56 @@ fn compile_refresh_auth(
         header,
         scheme,
         timeout,
+        client_credentials: false,
+    })
+}
+
+/// `auth.oauth2`: the client-credentials grant as a token request, its
+/// token at `access_token`, sent as `Authorization: Bearer`.
+fn compile_oauth2(ctx: &mut Ctx<'_>, site: &Site, def: &OAuth2Def) -> Option<RefreshAuth> {
+    let mut ok = true;
+    let url_site = site.child("token_url");
+    let url_display = ctx.shown(&url_site, &def.token_url).to_string();
+    if ctx.is_resolved(&url_site) && !is_http_url(&def.token_url) {
+        ctx.error(
+            &url_site,
+            format_args!(
+                "token_url `{url_display}` is not an absolute http(s) URL, \
+                 e.g. `https://auth.example.com/oauth/token`"
+            ),
+        );
+        ok = false;
+    }
+    let timeout = compile_timeout(
+        ctx,
+        &site.child("timeout"),
+        def.timeout.as_ref(),
+        RefreshAuth::DEFAULT_TIMEOUT,
+        &mut ok,
+    );
+    let mut form = vec![
+        ("grant_type".to_string(), Secret::new("client_credentials")),
+        ("client_id".to_string(), Secret::new(def.client_id.as_str())),
+        (
+            "client_secret".to_string(),
+            Secret::new(def.client_secret.as_str()),
+        ),
+    ];
+    if let Some(scope) = &def.scope {
+        form.push(("scope".to_string(), Secret::new(scope.as_str())));
+    }
+    let token = TokenPath::parse("access_token").ok()?;
+    ok.then(|| RefreshAuth {
+        url: Secret::new(def.token_url.as_str()),
+        url_display,
+        method: "POST".to_string(),
+        headers: Vec::new(),
+        body: Some(RefreshBody::Form(form)),
+        token,
+        header: "Authorization".to_string(),
+        scheme: "Bearer".to_string(),
+        timeout,
+        client_credentials: true,
     })
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::channels::breaker::{later, Admission, Observed, Ticket};
 use crate::channels::rate::{RateSlot, WAIT_IN_PLACE};
-use crate::channels::{Delivery, SharedChannels};
+use crate::channels::{Delivery, RefreshError, SharedChannels};
 use crate::clock::SharedClock;
 use crate::lifecycle::Event;
 use crate::model::{BreakerConfig, Channel, ChannelKind, DeliveryResult, Outcome, Step};
@@ -148,31 +148,68 @@ impl ChannelGate<'_> {
     }
 
     /// Sends once and judges the answer. When the classifier answers
-    /// `refresh_auth` and the channel has one: refreshes the token once and
-    /// sends once more, within this attempt; a second `refresh_auth` is a
-    /// permanent failure. Without `refresh_auth` on the channel, that
-    /// answer is a permanent failure at once.
+    /// `refresh_auth` (or the partner 401 on a channel with `auth.oauth2`)
+    /// and the channel has a token request: fetches a token once and sends
+    /// once more, within this attempt; a second such answer is a permanent
+    /// failure. Without a token request on the channel, `refresh_auth` is a
+    /// permanent failure at once. An `auth.oauth2` channel fetches its
+    /// token before sending when it has none or it expired.
     pub async fn send(&self, channel: &Channel, delivery: &Delivery<'_>, step: &Step) -> Sent {
+        let refresh = match &channel.kind {
+            ChannelKind::Http(http) => http.refresh_auth.as_deref(),
+            ChannelKind::File(_) => None,
+        };
+        let client_credentials = refresh.is_some_and(|r| r.client_credentials);
+        if let Some(refresh) = refresh.filter(|r| r.client_credentials) {
+            let now = self.clock.now();
+            let (needed, seen) = self.channels.token_needed(&channel.name, now);
+            if needed {
+                let fetched = self
+                    .channels
+                    .refresh_token(&channel.name, refresh, seen, now)
+                    .await;
+                if let Err(error) = fetched {
+                    let result: DeliveryResult = Err(crate::model::TransportError {
+                        kind: crate::model::ErrorKind::Other,
+                        message: format!("no token to send with: {error}"),
+                    });
+                    let finished = self.clock.now();
+                    let verdict =
+                        classify(step.classifier.as_deref(), &result, &step.retry, finished);
+                    return self.refresh_failed(channel, result, verdict, error, None);
+                }
+                refreshed(channel, "before sending");
+            }
+        }
         let (result, seen) = self.channels.send(channel, delivery).await;
         let finished = self.clock.now();
         let mut verdict = classify(step.classifier.as_deref(), &result, &step.retry, finished);
-        if verdict.outcome != Outcome::RefreshAuth {
+        let unauthorized = |result: &DeliveryResult| {
+            client_credentials && matches!(result, Ok(response) if response.status == 401)
+        };
+        let (why, after) = if verdict.outcome == Outcome::RefreshAuth {
+            (
+                format!("rule `{}` asked to refresh the token", verdict.rule),
+                format!("after rule `{}`", verdict.rule),
+            )
+        } else if unauthorized(&result) {
+            (
+                "the partner answered 401".to_string(),
+                "after a 401".to_string(),
+            )
+        } else {
             return Sent {
                 result,
                 verdict,
                 note: None,
                 finished,
             };
-        }
-        let refresh = match &channel.kind {
-            ChannelKind::Http(http) => http.refresh_auth.as_deref(),
-            ChannelKind::File(_) => None,
         };
         let Some(refresh) = refresh else {
             verdict.outcome = Outcome::Fail;
             let note = format!(
-                "rule `{}` asked to refresh the token, but channel `{}` has no `refresh_auth`",
-                verdict.rule, channel.name
+                "{why}, but channel `{}` has no `refresh_auth`",
+                channel.name
             );
             return Sent {
                 result,
@@ -181,42 +218,18 @@ impl ChannelGate<'_> {
                 finished,
             };
         };
-        let refreshed = self
+        let refreshed_now = self
             .channels
             .refresh_token(&channel.name, refresh, seen, finished)
             .await;
-        if let Err(error) = refreshed {
-            tracing::warn!(channel = %channel.name, %error, transient = error.transient,
-                "refreshing the channel's token failed");
-            metrics::counter!("steadfast_auth_refreshes_total",
-                "channel" => channel.name.clone(), "result" => "error")
-            .increment(1);
-            verdict.outcome = if error.transient {
-                Outcome::Retry
-            } else {
-                Outcome::Fail
-            };
-            let note = format!(
-                "rule `{}` asked to refresh the token; the refresh failed: {error}",
-                verdict.rule
-            );
-            return Sent {
-                result,
-                verdict,
-                note: Some(note),
-                finished: self.clock.now(),
-            };
+        if let Err(error) = refreshed_now {
+            return self.refresh_failed(channel, result, verdict, error, Some(&why));
         }
-        metrics::counter!("steadfast_auth_refreshes_total",
-            "channel" => channel.name.clone(), "result" => "success")
-        .increment(1);
-        tracing::info!(channel = %channel.name, rule = %verdict.rule,
-            "token refreshed; sending once more");
-        let first_rule = verdict.rule;
+        refreshed(channel, &why);
         let (result, _) = self.channels.send(channel, delivery).await;
         let finished = self.clock.now();
         let mut verdict = classify(step.classifier.as_deref(), &result, &step.retry, finished);
-        let note = if verdict.outcome == Outcome::RefreshAuth {
+        let note = if verdict.outcome == Outcome::RefreshAuth || unauthorized(&result) {
             verdict.outcome = Outcome::Fail;
             format!(
                 "asked to refresh the token again (rule `{}`) right after a refresh: \
@@ -224,7 +237,7 @@ impl ChannelGate<'_> {
                 verdict.rule
             )
         } else {
-            format!("token refreshed after rule `{first_rule}`; this is the answer once refreshed")
+            format!("token refreshed {after}; this is the answer once refreshed")
         };
         Sent {
             result,
@@ -233,6 +246,46 @@ impl ChannelGate<'_> {
             finished,
         }
     }
+
+    /// The attempt when fetching a token failed: a retry when the token
+    /// server may answer later, a permanent failure when it refused.
+    fn refresh_failed(
+        &self,
+        channel: &Channel,
+        result: DeliveryResult,
+        mut verdict: Verdict,
+        error: RefreshError,
+        why: Option<&str>,
+    ) -> Sent {
+        tracing::warn!(channel = %channel.name, %error, transient = error.transient,
+            "fetching the channel's token failed");
+        metrics::counter!("steadfast_auth_refreshes_total",
+            "channel" => channel.name.clone(), "result" => "error")
+        .increment(1);
+        verdict.outcome = if error.transient {
+            Outcome::Retry
+        } else {
+            Outcome::Fail
+        };
+        let note = match why {
+            Some(why) => format!("{why}; the refresh failed: {error}"),
+            None => format!("the token request before sending failed: {error}"),
+        };
+        Sent {
+            result,
+            verdict,
+            note: Some(note),
+            finished: self.clock.now(),
+        }
+    }
+}
+
+/// Counts and logs a token fetched.
+fn refreshed(channel: &Channel, why: &str) {
+    metrics::counter!("steadfast_auth_refreshes_total",
+        "channel" => channel.name.clone(), "result" => "success")
+    .increment(1);
+    tracing::info!(channel = %channel.name, why, "token fetched");
 }
 
 #[cfg(test)]

@@ -93,6 +93,10 @@ pub struct RefreshAuth {
     /// alone.
     pub scheme: String,
     pub timeout: Duration,
+    /// `auth.oauth2` (client credentials): the token is fetched before the
+    /// first request and again when the answer's `expires_in` has passed,
+    /// and a 401 fetches a new one without a classifier rule.
+    pub client_credentials: bool,
 }
 
 impl RefreshAuth {

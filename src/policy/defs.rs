@@ -349,6 +349,32 @@ pub struct HttpDef {
     pub timeout: Option<Text>,
     /// Standard Webhooks signatures on every request.
     pub sign: Option<SignDef>,
+    /// How the channel authenticates to the partner.
+    pub auth: Option<AuthDef>,
+}
+
+/// `auth:` inside an `http` block.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct AuthDef {
+    /// OAuth 2.0 client credentials: a token fetched before the first
+    /// request, kept until it expires, fetched again on a 401.
+    pub oauth2: Option<OAuth2Def>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct OAuth2Def {
+    pub token_url: String,
+    pub client_id: Text,
+    pub client_secret: Text,
+    /// Space-separated scopes, sent when written.
+    pub scope: Option<Text>,
+    /// 10s unless written.
+    #[schemars(with = "Option<super::schema::DurationText>")]
+    pub timeout: Option<Text>,
 }
 
 /// `sign: { secret: "${WEBHOOK_SECRET}" }`: `webhook-id`,
