@@ -23,6 +23,18 @@ pub struct RefreshError {
     pub message: String,
 }
 
+/// How every HTTP client of the engine is made: the shared one, and those
+/// of channels with `tls` of their own.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    crate::install_tls_provider();
+    reqwest::Client::builder()
+        .user_agent(concat!("steadfast/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(256)
+        // Redirects would re-send a payload somewhere the policy did not
+        // name; a 3xx is for the classifier to judge.
+        .redirect(reqwest::redirect::Policy::none())
+}
+
 /// Sends HTTP deliveries; cheap to share (the client is a connection pool).
 #[derive(Clone)]
 pub struct HttpSender {
@@ -31,18 +43,10 @@ pub struct HttpSender {
 
 impl HttpSender {
     pub fn new() -> Result<Self, TransportError> {
-        crate::install_tls_provider();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("steadfast/", env!("CARGO_PKG_VERSION")))
-            .pool_max_idle_per_host(256)
-            // Redirects would re-send a payload somewhere the policy did not
-            // name; a 3xx is for the classifier to judge.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| TransportError {
-                kind: ErrorKind::Other,
-                message: format!("cannot build the HTTP client: {}", e.without_url()),
-            })?;
+        let client = client_builder().build().map_err(|e| TransportError {
+            kind: ErrorKind::Other,
+            message: format!("cannot build the HTTP client: {}", e.without_url()),
+        })?;
         Ok(Self { client })
     }
 
@@ -58,9 +62,10 @@ impl HttpSender {
             kind: ErrorKind::Other,
             message: format!("invalid method `{}`", channel.method),
         })?;
+        let client = channel.client.as_ref().unwrap_or(&self.client);
         let request = match channel.url.parsed() {
-            Some(url) => self.client.request(method, url.clone()),
-            None => self.client.request(method, channel.url.expose()),
+            Some(url) => client.request(method, url.clone()),
+            None => client.request(method, channel.url.expose()),
         };
         let mut request = request
             .header(CONTENT_TYPE, "application/json")

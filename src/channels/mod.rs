@@ -21,7 +21,7 @@ pub use crate::model::{DeliveryResult, Response, TransportError, MAX_BODY};
 pub use breaker::Breakers;
 pub use deadline::{Deadline, Deadlines};
 pub use file::FileSpool;
-pub use http::{Fetched, HttpSender, RefreshError};
+pub use http::{client_builder as http_client_builder, Fetched, HttpSender, RefreshError};
 pub use rate::Limits;
 
 /// What the engine hands a channel for one attempt.

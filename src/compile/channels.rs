@@ -21,7 +21,7 @@ use crate::model::{
     RefreshAuth, RefreshBody, Secret, SecretUrl, Signing, SigningKey, TokenPath,
 };
 use crate::policy::defs::{
-    BreakerDef, ChannelDef, FileDef, HttpDef, OAuth2Def, RefreshAuthDef, SignDef, Text,
+    BreakerDef, ChannelDef, FileDef, HttpDef, OAuth2Def, RefreshAuthDef, SignDef, Text, TlsDef,
 };
 
 /// The timeout of one HTTP attempt unless `timeout` says otherwise.
@@ -171,6 +171,10 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
             compiled
         }
     };
+    let client = def
+        .tls
+        .as_ref()
+        .and_then(|tls| compile_tls(ctx, &site.child("tls"), tls, &mut ok));
     let sign = def.sign.as_ref().and_then(|sign| {
         compile_sign(
             ctx,
@@ -190,6 +194,7 @@ fn compile_http(ctx: &mut Ctx<'_>, site: &Site, def: &HttpDef) -> Option<HttpCha
         timeout,
         refresh_auth: oauth2.map(Box::new),
         sign,
+        client,
     })
 }
 
@@ -618,6 +623,95 @@ fn compile_refresh_auth(
         timeout,
         client_credentials: false,
     })
+}
+
+/// `tls`: the channel's own client, with the client certificate and the
+/// CA read and checked now, so that a missing file or a bad PEM is an
+/// error at its key, not a failed attempt later.
+fn compile_tls(
+    ctx: &mut Ctx<'_>,
+    site: &Site,
+    def: &TlsDef,
+    ok: &mut bool,
+) -> Option<reqwest::Client> {
+    let mut read = |key: &str, path: &Option<String>| -> Option<Vec<u8>> {
+        let path = path.as_deref()?;
+        let at = site.child(key);
+        if !ctx.is_resolved(&at) {
+            return None;
+        }
+        match std::fs::read(path) {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                ctx.error(&at, format_args!("cannot read `{path}`: {error}"));
+                *ok = false;
+                None
+            }
+        }
+    };
+    let cert = read("client_cert", &def.client_cert);
+    let key = read("client_key", &def.client_key);
+    let ca = read("ca", &def.ca);
+    if !*ok {
+        return None;
+    }
+    let mut builder = crate::channels::http_client_builder();
+    match (&def.client_cert, &def.client_key) {
+        (Some(_), None) | (None, Some(_)) => {
+            ctx.error_at_key(
+                site,
+                "a client certificate needs its key: write both `client_cert` and `client_key`",
+            );
+            *ok = false;
+            return None;
+        }
+        _ => {}
+    }
+    if let (Some(cert), Some(key)) = (cert, key) {
+        let mut pem = cert;
+        pem.push(b'\n');
+        pem.extend_from_slice(&key);
+        match reqwest::Identity::from_pem(&pem) {
+            Ok(identity) => builder = builder.identity(identity),
+            Err(_) => {
+                ctx.error(
+                    &site.child("client_cert"),
+                    "no usable client certificate and key: `client_cert` must hold PEM \
+                     certificates and `client_key` a PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                );
+                *ok = false;
+                return None;
+            }
+        }
+    }
+    if let Some(ca) = ca {
+        match reqwest::Certificate::from_pem_bundle(&ca) {
+            Ok(certificates) if !certificates.is_empty() => {
+                for certificate in certificates {
+                    builder = builder.add_root_certificate(certificate);
+                }
+            }
+            _ => {
+                ctx.error(
+                    &site.child("ca"),
+                    "no PEM certificate in this file (`-----BEGIN CERTIFICATE-----`)",
+                );
+                *ok = false;
+                return None;
+            }
+        }
+    }
+    match builder.build() {
+        Ok(client) => Some(client),
+        Err(error) => {
+            ctx.error(
+                site,
+                format_args!("cannot make a TLS client of these files: {error}"),
+            );
+            *ok = false;
+            None
+        }
+    }
 }
 
 /// `auth.oauth2`: the client-credentials grant as a token request, its

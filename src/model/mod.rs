@@ -192,6 +192,9 @@ pub struct HttpChannel {
     pub refresh_auth: Option<Box<RefreshAuth>>,
     /// Standard Webhooks signatures on every request (`sign`).
     pub sign: Option<Box<Signing>>,
+    /// The channel's own HTTP client, when `tls` gives it a client
+    /// certificate or a CA of its own; the shared client otherwise.
+    pub client: Option<reqwest::Client>,
 }
 
 /// A spool directory: one JSON file per job, written atomically.

@@ -351,6 +351,23 @@ pub struct HttpDef {
     pub sign: Option<SignDef>,
     /// How the channel authenticates to the partner.
     pub auth: Option<AuthDef>,
+    /// A client certificate (mutual TLS) and the partner's CA.
+    pub tls: Option<TlsDef>,
+}
+
+/// `tls:` inside an `http` block: PEM files, paths relative to the
+/// directory the engine runs in (as a `file` channel's `dir`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct TlsDef {
+    /// The client certificate (chain) sent to the partner; with `client_key`.
+    pub client_cert: Option<String>,
+    /// Its private key.
+    pub client_key: Option<String>,
+    /// CA certificates trusted for the partner's certificate, beside the
+    /// usual roots.
+    pub ca: Option<String>,
 }
 
 /// `auth:` inside an `http` block.
