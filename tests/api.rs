@@ -299,6 +299,18 @@ async fn health_policies_and_metrics_describe_the_node() {
     let (status, health) = api.get("/healthz").await;
     assert_eq!((status, health), (200, json!({ "status": "ok" })));
 
+    // The API describes itself: the committed document, served.
+    let (status, document) = api.get("/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/openapi.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(document, committed);
+
     let (status, policies) = api.get("/v1/policies").await;
     assert_eq!(status, 200);
     assert_eq!(policies["flows"], json!(["leads", "orders"]));

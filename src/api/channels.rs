@@ -14,6 +14,11 @@ use crate::channels::breaker::show_duration;
 use crate::channels::Channels;
 use crate::model::{BreakerConfig, Channel, ChannelKind};
 
+#[utoipa::path(
+    get, path = "/v1/channels", operation_id = "listChannels", tag = "engine",
+    responses((status = 200, description = "`{\"channels\": [...]}`: each channel's kind, breaker, limits and token state on this node", body = serde_json::Value)),
+    security((), ("token" = [])),
+)]
 pub async fn list(State(state): State<AppState>) -> Json<Value> {
     let policy = state.policy.current();
     let now = state.clock.now();
@@ -25,6 +30,15 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "channels": channels }))
 }
 
+#[utoipa::path(
+    get, path = "/v1/channels/{name}", operation_id = "getChannel", tag = "engine",
+    params(("name" = String, Path, description = "A channel of the policy in force")),
+    responses(
+        (status = 200, description = "The channel's kind, breaker, limits and token state on this node", body = serde_json::Value),
+        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(name): Path<String>,

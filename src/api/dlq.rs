@@ -35,7 +35,7 @@ pub const MAX_IDS: usize = 10_000;
 pub const KEPT_OPERATIONS: usize = 100;
 
 /// The progress of one bulk operation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Operation {
     pub id: String,
     pub kind: String,
@@ -101,7 +101,7 @@ impl Operations {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryRequest {
     /// These jobs.
@@ -111,6 +111,7 @@ pub struct RetryRequest {
     /// Shorthand for `{"filter": {"flow": …}}`.
     pub flow: Option<String>,
     /// `500/s`, `30/m`, `10000/h`, or a number per second.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub rate: Option<Value>,
 }
 
@@ -153,6 +154,17 @@ pub fn parse_rate(value: &Value) -> Result<f64, String> {
 }
 
 /// `POST /v1/dlq/retry`: 202 `{"operation": id}`.
+#[utoipa::path(
+    post, path = "/v1/dlq/retry", operation_id = "retryDeadJobs", tag = "dead-letter queue",
+    request_body = RetryRequest,
+    responses(
+        (status = 202, description = "Started: `{\"operation\": ID}`, followed at GET /v1/operations/{id}", body = serde_json::Value),
+        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn retry(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<RetryRequest>,
@@ -327,6 +339,15 @@ async fn pause_between_batches() {
 }
 
 /// `GET /v1/operations/{id}`.
+#[utoipa::path(
+    get, path = "/v1/operations/{id}", operation_id = "getOperation", tag = "dead-letter queue",
+    params(("id" = String, Path, description = "The operation's id")),
+    responses(
+        (status = 200, description = "The operation's progress", body = Operation),
+        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn operation(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -10,6 +10,14 @@ use serde_json::{json, Map, Value};
 
 use super::{ApiError, AppState, Caller};
 
+#[utoipa::path(
+    get, path = "/v1/flows", operation_id = "listFlows", tag = "flows",
+    responses(
+        (status = 200, description = "`{\"flows\": [...]}`: each flow with its jobs by state, paused or not", body = serde_json::Value),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let policy = state.policy.current();
     let counts = state.store.jobs_count_by_flow().await?;
@@ -44,6 +52,15 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     Ok(Json(json!({ "flows": flows })))
 }
 
+#[utoipa::path(
+    post, path = "/v1/flows/{flow}/pause", operation_id = "pauseFlow", tag = "flows", params(("flow" = String, Path, description = "A flow of the policy in force")),
+    responses(
+        (status = 200, description = "Paused (or already was)", body = serde_json::Value),
+        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn pause(
     State(state): State<AppState>,
     Path(flow): Path<String>,
@@ -64,6 +81,15 @@ pub async fn pause(
     ))
 }
 
+#[utoipa::path(
+    post, path = "/v1/flows/{flow}/resume", operation_id = "resumeFlow", tag = "flows", params(("flow" = String, Path, description = "A flow of the policy in force")),
+    responses(
+        (status = 200, description = "Resumed: its held jobs are due now", body = serde_json::Value),
+        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn resume(
     State(state): State<AppState>,
     Path(flow): Path<String>,

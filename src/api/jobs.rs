@@ -17,19 +17,20 @@ use crate::store::{InsertOutcome, JobFilter, JobState, JobUpdate, NewJob};
 /// The longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 256;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitRequest {
     /// Kept as the client wrote it: delivered byte for byte (key order and
     /// number precision untouched), and not built into a tree only to be
     /// written out again.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub payload: Option<Box<RawValue>>,
     pub idempotency_key: Option<String>,
     /// When the first attempt is due (RFC 3339); default now.
     pub run_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SubmitResponse {
     pub id: String,
     pub state: JobState,
@@ -39,6 +40,22 @@ pub struct SubmitResponse {
     pub created: bool,
 }
 
+#[utoipa::path(
+    post, path = "/v1/flows/{flow}/jobs", operation_id = "submitJob", tag = "jobs",
+    params(("flow" = String, Path, description = "A flow of the policy in force")),
+    request_body = SubmitRequest,
+    responses(
+        (status = 201, description = "Created", body = SubmitResponse),
+        (status = 200, description = "The idempotency key was known: the existing job", body = SubmitResponse),
+        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "A conflict with the job as it is", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Well-formed but refused", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn submit(
     State(state): State<AppState>,
     Path(flow): Path<String>,
@@ -161,7 +178,7 @@ pub(crate) fn accepted_payloads(body: &[u8]) -> Vec<String> {
 }
 
 /// The answer to a batch: a result per item, in the order sent.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BatchResponse {
     pub created: usize,
     pub failed: usize,
@@ -170,7 +187,7 @@ pub struct BatchResponse {
 
 /// One item's result: the job (`id`, `idempotency_key`, `created`) or
 /// `error`, and the status a single submit would have answered.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BatchItem {
     pub index: usize,
     pub status: u16,
@@ -199,6 +216,22 @@ impl BatchItem {
 
 /// `POST /v1/flows/{flow}/jobs:batch`: a JSON array or NDJSON of jobs, one
 /// transaction, a result per item.
+#[utoipa::path(
+    post, path = "/v1/flows/{flow}/jobs:batch", operation_id = "submitJobs", tag = "jobs",
+    params(("flow" = String, Path, description = "A flow of the policy in force")),
+    request_body(content(
+        (Vec<SubmitRequest> = "application/json"),
+        (SubmitRequest = "application/x-ndjson"),
+    ), description = "A JSON array of jobs, or one JSON job per line (NDJSON)"),
+    responses(
+        (status = 200, description = "A result per item, in the order sent", body = BatchResponse),
+        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn submit_batch(
     State(state): State<AppState>,
     Path(flow): Path<String>,
@@ -287,6 +320,15 @@ fn split_batch(body: &[u8]) -> Result<Vec<Box<serde_json::value::RawValue>>, Api
         .collect()
 }
 
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", operation_id = "getJob", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job with its attempts and payload edits", body = JobView),
+        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -307,8 +349,9 @@ fn job_not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("no job `{id}`; list jobs with GET /v1/jobs"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     pub state: Option<String>,
     pub flow: Option<String>,
@@ -324,7 +367,7 @@ pub struct ListQuery {
 
 /// Which jobs: by flow, step, their last attempt's status, error kind or
 /// rule, and when they last changed (for a dead job: when it died).
-#[derive(Debug, Default, Deserialize, Serialize, Clone)]
+#[derive(Debug, Default, Deserialize, Serialize, Clone, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FilterQuery {
     pub flow: Option<String>,
@@ -401,6 +444,15 @@ impl FilterQuery {
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/jobs", operation_id = "listJobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs, newest first", body = JobPage),
+        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -460,19 +512,33 @@ pub async fn list(
 
 /// A page of jobs. A struct, not `json!`: a `Value` would re-encode each
 /// payload instead of embedding its bytes.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobPage {
     pub jobs: Vec<JobView>,
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditRequest {
     /// Stored as written, like a submitted payload.
+    #[schema(value_type = Option<serde_json::Value>)]
     pub payload: Option<Box<RawValue>>,
 }
 
+#[utoipa::path(
+    patch, path = "/v1/jobs/{id}", operation_id = "editJobPayload", tag = "dead-letter queue", params(("id" = String, Path, description = "The job's id")),
+    request_body = EditRequest,
+    responses(
+        (status = 200, description = "The job with its new payload", body = JobView),
+        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "A conflict with the job as it is", body = crate::api::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn edit(
     State(state): State<AppState>,
     caller: Option<axum::Extension<Caller>>,
@@ -495,6 +561,16 @@ pub async fn edit(
     .await
 }
 
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/retry", operation_id = "retryJob", tag = "dead-letter queue", params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, pending again", body = JobView),
+        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "A conflict with the job as it is", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -508,6 +584,16 @@ pub async fn retry(
     Ok(view)
 }
 
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", operation_id = "cancelJob", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job, cancelled", body = JobView),
+        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "A conflict with the job as it is", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,

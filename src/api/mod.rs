@@ -9,6 +9,7 @@ mod error;
 mod flows;
 pub(crate) mod jobs;
 mod nodes;
+pub mod openapi;
 mod server;
 
 use std::future::Future;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/policies", get(policies))
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/{name}", get(channels::show))
@@ -104,12 +106,23 @@ pub async fn serve(
     server::serve(listener, router(state), config, shutdown).await
 }
 
+#[utoipa::path(
+    get, path = "/healthz", operation_id = "healthz", tag = "engine",
+    responses((status = 200, description = "`{\"status\": \"ok\"}` while the process serves", body = serde_json::Value)),
+)]
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: 200 while the step log takes writes, 503 (with
 /// `Retry-After`) while it cannot; `/healthz` stays plain liveness.
+#[utoipa::path(
+    get, path = "/readyz", operation_id = "readyz", tag = "engine",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}` while the step log takes writes", body = serde_json::Value),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     state.store.writable().await.map_err(|error| {
         if error.is_unavailable() {
@@ -121,6 +134,10 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     Ok(Json(json!({ "status": "ready" })))
 }
 
+#[utoipa::path(
+    get, path = "/metrics", operation_id = "metrics", tag = "engine",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)),
+)]
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let counts = state.store.jobs_count_by_state().await?;
     crate::telemetry::record_job_counts(&counts);
@@ -130,6 +147,11 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
     ))
 }
 
+#[utoipa::path(
+    get, path = "/v1/policies", operation_id = "getPolicy", tag = "engine",
+    responses((status = 200, description = "The policy in force: version, files, names, and the last reload and its error", body = serde_json::Value)),
+    security((), ("token" = [])),
+)]
 async fn policies(State(state): State<AppState>) -> Json<serde_json::Value> {
     let policy = state.policy.current();
     let status = state.policy.status();
@@ -148,6 +170,14 @@ async fn policies(State(state): State<AppState>) -> Json<serde_json::Value> {
         "templates": policy.templates.keys().collect::<Vec<_>>(),
         "classifiers": policy.classifiers.keys().collect::<Vec<_>>(),
     }))
+}
+
+#[utoipa::path(
+    get, path = "/v1/openapi.json", operation_id = "getOpenApi", tag = "engine",
+    responses((status = 200, description = "This document", body = serde_json::Value)),
+)]
+async fn openapi_json() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], openapi::document())
 }
 
 async fn not_found() -> ApiError {

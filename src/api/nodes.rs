@@ -9,6 +9,14 @@ use serde_json::{json, Value};
 use super::{ApiError, AppState};
 use crate::lifecycle::signed;
 
+#[utoipa::path(
+    get, path = "/v1/nodes", operation_id = "listNodes", tag = "engine",
+    responses(
+        (status = 200, description = "`{\"nodes\": [...]}`: the nodes sharing the step log, live or not, with their running jobs", body = serde_json::Value),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let nodes = state.store.nodes_list().await?;
     let alive_after = state.clock.now() - signed(state.node_timeout);

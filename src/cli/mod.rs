@@ -61,7 +61,8 @@ enum Command {
     Flows(flows::FlowsCommand),
     /// Deletes finished jobs older than `[retention]` says (`--dry-run`: counts them).
     Prune(prune::PruneArgs),
-    /// Prints the JSON Schema of policy files, for editors and CI.
+    /// Prints the JSON Schema of policy files, for editors and CI
+    /// (`--openapi`: the HTTP API's OpenAPI document).
     Schema(schema::SchemaArgs),
 }
 

@@ -1,14 +1,24 @@
 //! `steadfast schema`: prints the JSON Schema of policy files, for editors
 //! (yaml-language-server, taplo) and for CI. The copy committed in
-//! `schemas/policy.schema.json` is this output.
+//! `schemas/policy.schema.json` is this output. `--openapi` prints the
+//! HTTP API's OpenAPI document instead (`schemas/openapi.json`).
 
 use super::CliResult;
 
 #[derive(Debug, clap::Args)]
-pub struct SchemaArgs {}
+pub struct SchemaArgs {
+    /// The OpenAPI 3.1 document of the HTTP API (as `GET /v1/openapi.json`)
+    /// instead of the policy files' schema.
+    #[arg(long)]
+    pub openapi: bool,
+}
 
-pub fn run(_args: SchemaArgs) -> CliResult {
-    print!("{}", schema_text());
+pub fn run(args: SchemaArgs) -> CliResult {
+    if args.openapi {
+        print!("{}", crate::api::openapi::document());
+    } else {
+        print!("{}", schema_text());
+    }
     Ok(())
 }
 

@@ -102,7 +102,7 @@ impl JobRecord {
 pub type ClaimedJob = JobRecord;
 
 /// One attempt, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttemptRecord {
     pub job_id: String,
     pub step: String,

@@ -9,7 +9,7 @@ use super::{AttemptRecord, JobRecord, JobState, PayloadEdit};
 use crate::payload::embed;
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,
     pub flow: String,
@@ -19,6 +19,7 @@ pub struct JobView {
     /// fallback.
     pub channel_index: u32,
     /// The stored bytes, embedded unchanged.
+    #[schema(value_type = serde_json::Value)]
     pub payload: Box<RawValue>,
     pub idempotency_key: String,
     pub created_at: Timestamp,
@@ -37,11 +38,13 @@ pub struct JobView {
 }
 
 /// One payload edit as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PayloadEditView {
     pub editor: String,
     pub edited_at: Timestamp,
+    #[schema(value_type = serde_json::Value)]
     pub old_payload: Box<RawValue>,
+    #[schema(value_type = serde_json::Value)]
     pub new_payload: Box<RawValue>,
 }
 
