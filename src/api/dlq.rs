@@ -160,6 +160,7 @@ pub fn parse_rate(value: &Value) -> Result<f64, String> {
     responses(
         (status = 202, description = "Started: `{\"operation\": ID}`, followed at GET /v1/operations/{id}", body = serde_json::Value),
         (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Well-formed but refused", body = crate::api::openapi::ErrorBody),
         (status = 413, description = "The body is larger than 10 MiB", body = crate::api::openapi::ErrorBody),
         (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
     ),

@@ -226,6 +226,7 @@ impl BatchItem {
     responses(
         (status = 200, description = "A result per item, in the order sent", body = BatchResponse),
         (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Well-formed but refused", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
         (status = 413, description = "The body is larger than 10 MiB", body = crate::api::openapi::ErrorBody),
         (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
@@ -353,16 +354,51 @@ fn job_not_found(id: &str) -> ApiError {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// An empty value (`?state=`, as a form sends it) is no filter, for
+    /// every parameter.
+    #[serde(default, deserialize_with = "blank_is_none")]
+    #[param(value_type = Option<JobState>)]
     pub state: Option<String>,
+    #[serde(default, deserialize_with = "blank_is_none")]
     pub flow: Option<String>,
+    #[serde(default, deserialize_with = "blank_is_none")]
     pub step: Option<String>,
+    /// The HTTP status of the last attempt.
+    #[serde(default, deserialize_with = "blank_is_none")]
+    #[param(minimum = 0, maximum = 65535)]
     pub status: Option<u16>,
+    /// The error kind of the last attempt: timeout, connect, dns, reset, tls, io…
+    #[serde(default, deserialize_with = "blank_is_none")]
     pub error: Option<String>,
+    /// The rule that decided the last attempt.
+    #[serde(default, deserialize_with = "blank_is_none")]
     pub rule: Option<String>,
+    /// RFC 3339 time, or a duration back from now (`2h`).
+    #[serde(default, deserialize_with = "blank_is_none")]
     pub since: Option<String>,
+    #[serde(default, deserialize_with = "blank_is_none")]
     pub until: Option<String>,
+    /// 100 unless given.
+    #[serde(default, deserialize_with = "blank_is_none")]
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// `next_cursor` of the page before.
+    #[serde(default, deserialize_with = "blank_is_none")]
     pub cursor: Option<String>,
+}
+
+/// A query parameter, `None` when absent or empty.
+fn blank_is_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: Option<String> = Option::deserialize(d)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 /// Which jobs: by flow, step, their last attempt's status, error kind or
@@ -521,8 +557,8 @@ pub struct JobPage {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EditRequest {
-    /// Stored as written, like a submitted payload.
-    #[schema(value_type = Option<serde_json::Value>)]
+    /// Stored as written, like a submitted payload. Required.
+    #[schema(value_type = serde_json::Value)]
     pub payload: Option<Box<RawValue>>,
 }
 
@@ -532,6 +568,7 @@ pub struct EditRequest {
     responses(
         (status = 200, description = "The job with its new payload", body = JobView),
         (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
+        (status = 422, description = "Well-formed but refused", body = crate::api::openapi::ErrorBody),
         (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
         (status = 409, description = "A conflict with the job as it is", body = crate::api::openapi::ErrorBody),
         (status = 413, description = "The body is larger than 10 MiB", body = crate::api::openapi::ErrorBody),
