@@ -357,7 +357,7 @@ pub struct ListQuery {
     /// An empty value (`?state=`, as a form sends it) is no filter, for
     /// every parameter.
     #[serde(default, deserialize_with = "blank_is_none")]
-    #[param(value_type = Option<JobState>)]
+    #[param(value_type = Option<crate::api::openapi::StateFilter>)]
     pub state: Option<String>,
     #[serde(default, deserialize_with = "blank_is_none")]
     pub flow: Option<String>,
@@ -365,7 +365,7 @@ pub struct ListQuery {
     pub step: Option<String>,
     /// The HTTP status of the last attempt.
     #[serde(default, deserialize_with = "blank_is_none")]
-    #[param(minimum = 0, maximum = 65535)]
+    #[param(value_type = Option<crate::api::openapi::StatusFilter>)]
     pub status: Option<u16>,
     /// The error kind of the last attempt: timeout, connect, dns, reset, tls, io…
     #[serde(default, deserialize_with = "blank_is_none")]
@@ -380,7 +380,7 @@ pub struct ListQuery {
     pub until: Option<String>,
     /// 100 unless given.
     #[serde(default, deserialize_with = "blank_is_none")]
-    #[param(minimum = 1, maximum = 1000)]
+    #[param(value_type = Option<crate::api::openapi::LimitFilter>)]
     pub limit: Option<u32>,
     /// `next_cursor` of the page before.
     #[serde(default, deserialize_with = "blank_is_none")]
