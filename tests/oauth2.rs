@@ -72,6 +72,21 @@ fn script(tokens: Arc<Tokens>) -> impl Fn(&Received) -> axum::response::Response
     }
 }
 
+/// The token server and partner, and a node on [`POLICY`].
+async fn start(tokens: &Arc<Tokens>) -> (Partner, TestNode, tempfile::TempDir) {
+    let partner = Partner::start(script(tokens.clone())).await;
+    let policies = policy_dir(&[("oauth.yaml", POLICY)]);
+    let node = TestNode::start(
+        policies.path(),
+        &[
+            ("PARTNER", partner.url.as_str()),
+            ("CLIENT_SECRET", CLIENT_SECRET),
+        ],
+    )
+    .await;
+    (partner, node, policies)
+}
+
 fn authorizations(partner: &Partner) -> Vec<String> {
     partner
         .requests_to("/api")
@@ -90,16 +105,7 @@ fn authorizations(partner: &Partner) -> Vec<String> {
 async fn a_client_credentials_token_is_fetched_first_kept_renewed_on_401_and_on_expiry() {
     let tokens = Arc::new(Tokens::default());
     tokens.life_s.store(3600, Ordering::SeqCst);
-    let partner = Partner::start(script(tokens.clone())).await;
-    let policies = policy_dir(&[("oauth.yaml", POLICY)]);
-    let node = TestNode::start(
-        policies.path(),
-        &[
-            ("PARTNER", partner.url.as_str()),
-            ("CLIENT_SECRET", CLIENT_SECRET),
-        ],
-    )
-    .await;
+    let (partner, node, _policies) = start(&tokens).await;
 
     // Fetched before the first request: the partner never sees one without.
     let id = node.submit_ok("leads", json!({"n": 1}), None).await;
@@ -182,16 +188,7 @@ async fn a_client_credentials_token_is_fetched_first_kept_renewed_on_401_and_on_
 #[tokio::test]
 async fn a_token_server_that_does_not_answer_makes_retries_and_nothing_is_sent() {
     let tokens = Arc::new(Tokens::default());
-    let partner = Partner::start(script(tokens)).await;
-    let policies = policy_dir(&[("oauth.yaml", POLICY)]);
-    let node = TestNode::start(
-        policies.path(),
-        &[
-            ("PARTNER", partner.url.as_str()),
-            ("CLIENT_SECRET", CLIENT_SECRET),
-        ],
-    )
-    .await;
+    let (partner, node, _policies) = start(&tokens).await;
     let id = node.submit_ok("stuck", json!({"n": 1}), None).await;
     let job = node.wait_final(&id).await;
     assert_eq!(job["state"], "dead");

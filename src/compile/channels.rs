@@ -523,24 +523,31 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
     Ok(Rate { count, per })
 }
 
+/// A token request's URL, checked at `site.key`; returns it as it may be
+/// shown (`${VAR}` not expanded).
+fn token_url(ctx: &mut Ctx<'_>, site: &Site, key: &str, url: &str, ok: &mut bool) -> String {
+    let url_site = site.child(key);
+    let url_display = ctx.shown(&url_site, url).to_string();
+    if ctx.is_resolved(&url_site) && !is_http_url(url) {
+        ctx.error(
+            &url_site,
+            format_args!(
+                "{key} `{url_display}` is not an absolute http(s) URL, \
+                 e.g. `https://auth.example.com/oauth/token`"
+            ),
+        );
+        *ok = false;
+    }
+    url_display
+}
+
 fn compile_refresh_auth(
     ctx: &mut Ctx<'_>,
     site: &Site,
     def: &RefreshAuthDef,
 ) -> Option<RefreshAuth> {
     let mut ok = true;
-    let url_site = site.child("url");
-    let url_display = ctx.shown(&url_site, &def.url).to_string();
-    if ctx.is_resolved(&url_site) && !is_http_url(&def.url) {
-        ctx.error(
-            &url_site,
-            format_args!(
-                "url `{url_display}` is not an absolute http(s) URL, \
-                 e.g. `https://auth.example.com/oauth/token`"
-            ),
-        );
-        ok = false;
-    }
+    let url_display = token_url(ctx, site, "url", &def.url, &mut ok);
     let method = compile_method(ctx, &site.child("method"), def.method.as_deref(), &mut ok);
     let headers = compile_headers(ctx, &site.child("headers"), &def.headers, &mut ok);
     let body = match (&def.body, &def.form) {
@@ -718,18 +725,7 @@ fn compile_tls(
 /// token at `access_token`, sent as `Authorization: Bearer`.
 fn compile_oauth2(ctx: &mut Ctx<'_>, site: &Site, def: &OAuth2Def) -> Option<RefreshAuth> {
     let mut ok = true;
-    let url_site = site.child("token_url");
-    let url_display = ctx.shown(&url_site, &def.token_url).to_string();
-    if ctx.is_resolved(&url_site) && !is_http_url(&def.token_url) {
-        ctx.error(
-            &url_site,
-            format_args!(
-                "token_url `{url_display}` is not an absolute http(s) URL, \
-                 e.g. `https://auth.example.com/oauth/token`"
-            ),
-        );
-        ok = false;
-    }
+    let url_display = token_url(ctx, site, "token_url", &def.token_url, &mut ok);
     let timeout = compile_timeout(
         ctx,
         &site.child("timeout"),
