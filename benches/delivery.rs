@@ -693,6 +693,7 @@ impl Engine {
                     created_at: jiff::Timestamp::now(),
                     next_at: far,
                     policy_version: self.node.policy.current().version.to_string(),
+                    traceparent: None,
                 })
                 .collect();
             store.jobs_insert_batch(batch).await?;

@@ -66,6 +66,7 @@ async fn run(jobs: usize, normal: bool) -> Result<()> {
                 created_at: now,
                 next_at: now,
                 policy_version: "v1".into(),
+                traceparent: None,
             })
             .collect();
         store.jobs_insert_batch(batch).await?;

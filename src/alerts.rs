@@ -411,6 +411,7 @@ impl Alerter {
             idempotency_key: &id,
             payload: &body,
             deadline: None,
+            traceparent: None,
         };
         let result = self.channels.deliver(&channel.kind, &delivery).await;
         let sent = matches!(&result, Ok(response) if (200..300).contains(&response.status));

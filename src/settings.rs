@@ -60,6 +60,38 @@ pub struct Settings {
     pub alerts: Vec<crate::alerts::AlertRule>,
     #[serde(default)]
     pub retention: RetentionSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
+}
+
+/// `[telemetry]`: where traces go.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// An OTLP/HTTP collector's base URL (`http://127.0.0.1:4318`): a span
+    /// per attempt goes to `/v1/traces`. Unset: no traces.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetrySettings {
+    /// The endpoint, checked; what to fix when it is no http(s) URL.
+    pub fn endpoint(&self) -> Result<Option<&str>, String> {
+        let Some(endpoint) = self.otlp_endpoint.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if endpoint.is_empty() {
+            return Ok(None);
+        }
+        match reqwest::Url::parse(endpoint) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                Ok(Some(endpoint))
+            }
+            _ => Err(format!(
+                "[telemetry] otlp_endpoint = \"{endpoint}\": not an http(s) URL; write the \
+                 collector's OTLP/HTTP address, e.g. \"http://127.0.0.1:4318\""
+            )),
+        }
+    }
 }
 
 /// How long finished jobs are kept, as written (`30d`; `0` keeps them for
@@ -109,6 +141,7 @@ impl Default for Settings {
             quotas: QuotaSettings::default(),
             alerts: Vec::new(),
             retention: RetentionSettings::default(),
+            telemetry: TelemetrySettings::default(),
         }
     }
 }
@@ -231,6 +264,7 @@ struct SettingsFile {
     quotas: Option<QuotaSettings>,
     alerts: Option<Vec<crate::alerts::AlertRule>>,
     retention: Option<RetentionSettings>,
+    telemetry: Option<TelemetrySettings>,
 }
 
 /// A TOML error as `FILE:LINE:COL: message`.

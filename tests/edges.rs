@@ -941,6 +941,7 @@ flows:
         paused: Default::default(),
         stats: std::sync::Arc::new(NoStats),
         metrics: Default::default(),
+        traces: None,
     };
     let InsertOutcome::Created(mut job) = store
         .job_insert(NewJob {
@@ -952,6 +953,7 @@ flows:
             created_at: now,
             next_at: now,
             policy_version: "v".into(),
+            traceparent: None,
         })
         .await
         .unwrap()

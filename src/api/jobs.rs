@@ -59,10 +59,11 @@ pub struct SubmitResponse {
 pub async fn submit(
     State(state): State<AppState>,
     Path(flow): Path<String>,
+    headers: axum::http::HeaderMap,
     JsonBody(request): JsonBody<SubmitRequest>,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
     let policy = state.policy.current();
-    let job = new_job(&state, &policy, &flow, request)?;
+    let job = new_job(&state, &policy, &flow, request, traceparent(&headers))?;
     let outcome = state.store.job_insert(job).await?;
     let (status, body) = insert_response(outcome)?;
     if status == StatusCode::CREATED {
@@ -94,6 +95,7 @@ fn new_job(
     policy: &CompiledPolicy,
     flow_name: &str,
     request: SubmitRequest,
+    traceparent: Option<&str>,
 ) -> Result<NewJob, ApiError> {
     let Some(flow) = policy.flow(flow_name) else {
         let known: Vec<&str> = policy.flows.keys().map(String::as_str).collect();
@@ -142,7 +144,15 @@ fn new_job(
         created_at: now,
         next_at: request.run_at.unwrap_or(now),
         policy_version: policy.version.to_string(),
+        traceparent: traceparent.map(str::to_string),
     })
+}
+
+/// The submission's W3C `traceparent`, when it is one (anything else is
+/// ignored, as the W3C asks: the attempts then start a trace of their own).
+fn traceparent(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let text = headers.get("traceparent")?.to_str().ok()?.trim();
+    crate::telemetry::traces::parse_traceparent(text).map(|_| text)
 }
 
 /// A request's `payload`, present and strict JSON, as the text to store.
@@ -236,8 +246,10 @@ impl BatchItem {
 pub async fn submit_batch(
     State(state): State<AppState>,
     Path(flow): Path<String>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<BatchResponse>, ApiError> {
+    let traceparent = traceparent(&headers);
     let policy = state.policy.current();
     if policy.flow(&flow).is_none() {
         new_job(
@@ -249,6 +261,7 @@ pub async fn submit_batch(
                 idempotency_key: None,
                 run_at: None,
             },
+            None,
         )?;
     }
     let items = split_batch(&body)?;
@@ -262,7 +275,7 @@ pub async fn submit_batch(
     let mut slots = Vec::new();
     for (index, item) in items.iter().enumerate() {
         let parsed = parse::<SubmitRequest>(item.get().as_bytes())
-            .and_then(|request| new_job(&state, &policy, &flow, request));
+            .and_then(|request| new_job(&state, &policy, &flow, request, traceparent));
         match parsed {
             Ok(job) => {
                 slots.push(index);

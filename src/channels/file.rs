@@ -166,6 +166,7 @@ mod tests {
             idempotency_key: "k1",
             payload: r#"{"n":1}"#,
             deadline: None,
+            traceparent: None,
         };
         FileSpool::write(&channel, &delivery).await.unwrap();
         delivery.payload = r#"{"n":2}"#;
@@ -195,6 +196,7 @@ mod tests {
             idempotency_key: "k",
             payload: "{}",
             deadline: None,
+            traceparent: None,
         };
         let error = FileSpool::write(&channel, &delivery).await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::Io);

@@ -103,6 +103,9 @@ impl HttpSender {
                 request = request.header(name, value);
             }
         }
+        if let Some(traceparent) = delivery.traceparent {
+            request = request.header("traceparent", traceparent);
+        }
         if let Some(signing) = &channel.sign {
             request = sign(request, signing, delivery);
         }

@@ -37,6 +37,9 @@ pub struct Delivery<'a> {
     /// The worker's deadline to time the attempt with; without one, the
     /// attempt gets a timer of its own.
     pub deadline: Option<&'a Deadline>,
+    /// The W3C `traceparent` of the attempt's span, sent to the partner
+    /// (with `[telemetry] otlp_endpoint`).
+    pub traceparent: Option<&'a str>,
 }
 
 /// Sends one delivery over one channel, and keeps each channel's state.

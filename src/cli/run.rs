@@ -89,6 +89,17 @@ pub async fn run(args: RunArgs) -> CliResult {
     }
     let alert_rules = crate::alerts::compile(&settings.alerts)
         .map_err(|e| Failure::BadInput(anyhow!("steadfast.toml: {e}")))?;
+    let traces = match settings
+        .telemetry
+        .endpoint()
+        .map_err(|e| Failure::BadInput(anyhow!("steadfast.toml: {e}")))?
+    {
+        Some(endpoint) => Some(Arc::new(
+            crate::telemetry::traces::Traces::start(endpoint, std::time::Duration::from_secs(5))
+                .map_err(|e| Failure::BadInput(anyhow!("steadfast.toml: [telemetry] {e}")))?,
+        )),
+        None => None,
+    };
     let policy = load_policies(&settings.policies)?;
     tracing::info!(version = %policy.version, files = policy.files.len(), flows = policy.flows.len(),
         "policies loaded");
@@ -115,6 +126,7 @@ pub async fn run(args: RunArgs) -> CliResult {
                 per_flow_per_hour: settings.quotas.retries_per_hour_per_flow,
                 flows: settings.quotas.flows.clone(),
             },
+            traces,
             ..EngineConfig::default()
         },
         clock: Arc::new(SystemClock),

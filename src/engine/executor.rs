@@ -20,6 +20,7 @@ use crate::model::{CompiledPolicy, DeliveryResult, ErrorKind, Flow, TransportErr
 use crate::retry::classify;
 use crate::store::view::JobView;
 use crate::store::{AttemptRecord, JobRecord, Outcome, SharedStepLog, Transition};
+use crate::telemetry::traces::AttemptFields;
 
 pub use crate::model::ON_DEAD_STEP;
 
@@ -36,6 +37,8 @@ pub struct Executor {
     pub paused: Arc<super::PausedFlows>,
     pub stats: Arc<dyn super::AttemptObserver>,
     pub metrics: Arc<crate::telemetry::AttemptMetrics>,
+    /// A span per attempt, with `[telemetry] otlp_endpoint`.
+    pub traces: Option<Arc<crate::telemetry::traces::Traces>>,
 }
 
 /// Where `job` stands, for the state machine.
@@ -93,14 +96,6 @@ impl Executor {
         let (step, channel) = (located.step, located.channel);
 
         let key = step_idempotency_key(&job.idempotency_key, step_index, &step.name);
-        let delivery = Delivery {
-            job_id: &job.id,
-            flow: &job.flow,
-            step: &step.name,
-            idempotency_key: &key,
-            payload: &job.payload,
-            deadline: Some(deadline),
-        };
         let gate = ChannelGate {
             channels: &self.channels,
             clock: &self.clock,
@@ -113,6 +108,26 @@ impl Executor {
                 return self.unattempted(job, &policy, &refused, now);
             }
         };
+        let span = self.traces.as_ref().map(|traces| {
+            let fields = AttemptFields {
+                job_id: &job.id,
+                flow: &job.flow,
+                step: &step.name,
+                channel: &channel.name,
+                attempt: job.attempt.saturating_add(1),
+                policy_version: job.policy_version.as_str(),
+            };
+            traces.attempt(&fields, job.traceparent.as_deref())
+        });
+        let delivery = Delivery {
+            job_id: &job.id,
+            flow: &job.flow,
+            step: &step.name,
+            idempotency_key: &key,
+            payload: &job.payload,
+            deadline: Some(deadline),
+            traceparent: span.as_ref().map(|span| span.traceparent.as_str()),
+        };
         let started = self.clock.now();
         let Sent {
             result,
@@ -121,6 +136,18 @@ impl Executor {
             finished,
         } = gate.send(channel, &delivery, step).await;
         slot.finish(&verdict, &result, finished);
+        if let Some(span) = span {
+            let (status, error) = match &result {
+                Ok(response) => (Some(response.status), None),
+                Err(error) => (None, Some(error.kind.to_string())),
+            };
+            span.finish(
+                verdict.outcome.as_str(),
+                &verdict.rule,
+                status,
+                error.as_deref(),
+            );
+        }
         self.conclude(
             job,
             &policy,
@@ -540,6 +567,7 @@ impl Executor {
             idempotency_key: &key,
             payload: &body,
             deadline: Some(deadline),
+            traceparent: None,
         };
         let started = self.clock.now();
         let result = self.channels.deliver(&channel.kind, &delivery).await;

@@ -441,6 +441,7 @@ mod tests {
             idempotency_key: "k",
             payload: "{}",
             deadline: None,
+            traceparent: None,
         };
         let sent = gate
             .send(p.channel("fragile").expect("a channel"), &delivery, step)

@@ -50,6 +50,8 @@ pub struct EngineConfig {
     pub quotas: crate::retry::quota::QuotaConfig,
     /// How long finished jobs are kept.
     pub retention: crate::store::Retention,
+    /// A span per attempt (`[telemetry] otlp_endpoint`); `None`: no tracer.
+    pub traces: Option<Arc<crate::telemetry::traces::Traces>>,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +63,7 @@ impl Default for EngineConfig {
             node_timeout: std::time::Duration::from_secs(15),
             quotas: crate::retry::quota::QuotaConfig::default(),
             retention: crate::store::Retention::default(),
+            traces: None,
         }
     }
 }
@@ -97,6 +100,7 @@ pub struct Engine {
     heart: JoinHandle<()>,
     pruner: JoinHandle<()>,
     paused: Arc<PausedFlows>,
+    traces: Option<Arc<crate::telemetry::traces::Traces>>,
 }
 
 impl Engine {
@@ -146,6 +150,7 @@ impl Engine {
             paused: paused.clone(),
             stats: parts.stats,
             metrics: Arc::default(),
+            traces: config.traces.clone(),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let heart = membership::Heart {
@@ -186,6 +191,7 @@ impl Engine {
             heart,
             pruner,
             paused,
+            traces: config.traces,
         })
     }
 
@@ -218,6 +224,10 @@ impl Engine {
         let _ = self.pruner.await;
         if let Err(error) = self.store.node_leave(&self.node).await {
             tracing::error!(%error, "leaving the nodes at shutdown failed");
+        }
+        if let Some(traces) = self.traces {
+            // Waits for the last batch of spans to be sent (off the runtime).
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
         }
     }
 }

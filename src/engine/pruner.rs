@@ -94,6 +94,7 @@ mod tests {
                     created_at: start,
                     next_at: start,
                     policy_version: "v".into(),
+                    traceparent: None,
                 })
                 .await
                 .expect("inserted");

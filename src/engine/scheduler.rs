@@ -334,6 +334,7 @@ mod tests {
                 created_at: t0(),
                 next_at: at,
                 policy_version: "v".into(),
+                traceparent: None,
             })
             .await
             .expect("inserted");

@@ -39,5 +39,6 @@ pub async fn executor(yaml: &str, now: Timestamp) -> Executor {
         paused: Arc::default(),
         stats: Arc::new(NoStats),
         metrics: Default::default(),
+        traces: None,
     }
 }

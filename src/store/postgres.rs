@@ -68,6 +68,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lean indexes on jobs",
         include_str!("../../migrations/postgres/0006_lean_indexes.sql"),
     ),
+    (
+        7,
+        "the traceparent of a submission",
+        include_str!("../../migrations/postgres/0007_traceparent.sql"),
+    ),
 ];
 
 const MAX_PAGE: u32 = 1000;
@@ -387,14 +392,16 @@ async fn insert_many(
     let next_ats: Vec<i64> = jobs.iter().map(|j| ms(j.next_at)).collect();
     let versions: Vec<&str> = jobs.iter().map(|j| j.policy_version.as_str()).collect();
     let created: Vec<i64> = jobs.iter().map(|j| ms(j.created_at)).collect();
+    let traceparents: Vec<Option<&str>> = jobs.iter().map(|j| j.traceparent.as_deref()).collect();
     let rows = sqlx::query(
         "INSERT INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
-                           next_at, policy_version, created_at, updated_at) \
+                           next_at, policy_version, created_at, updated_at, traceparent) \
          SELECT j.id, j.flow, j.key, j.payload, 'pending', 0, j.step, j.next_at, j.version, \
-                j.created_at, j.created_at \
+                j.created_at, j.created_at, j.traceparent \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
-                     $7::text[], $8::bigint[]) \
-              WITH ORDINALITY AS j (id, flow, key, payload, step, next_at, version, created_at, n) \
+                     $7::text[], $8::bigint[], $9::text[]) \
+              WITH ORDINALITY AS j (id, flow, key, payload, step, next_at, version, created_at, \
+                                    traceparent, n) \
          ORDER BY j.n \
          ON CONFLICT (flow, idempotency_key) DO NOTHING \
          RETURNING *",
@@ -407,6 +414,7 @@ async fn insert_many(
     .bind(&next_ats)
     .bind(&versions)
     .bind(&created)
+    .bind(&traceparents)
     .fetch_all(&mut *conn)
     .await?;
     let mut created: HashMap<String, JobRecord> = jobs_from_rows(&rows)?

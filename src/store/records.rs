@@ -21,6 +21,9 @@ pub struct NewJob {
     /// When the first attempt is due.
     pub next_at: Timestamp,
     pub policy_version: String,
+    /// The W3C `traceparent` the submission carried: every attempt's span
+    /// continues that trace.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +69,8 @@ pub struct JobRecord {
     pub notify_at: Option<Timestamp>,
     /// Notification attempts made so far.
     pub notify_attempts: u32,
+    /// The W3C `traceparent` the submission carried.
+    pub traceparent: Option<String>,
 }
 
 #[cfg(test)]
@@ -95,6 +100,7 @@ impl JobRecord {
             lease_until: Some(at),
             notify_at: None,
             notify_attempts: 0,
+            traceparent: None,
         }
     }
 }

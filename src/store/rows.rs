@@ -110,6 +110,7 @@ pub(super) fn job_from_row(row: &impl Columns) -> StoreResult<JobRecord> {
         attempts_total: count_of(row, "attempts_total")?,
         lease_owner: row.opt_text("lease_owner")?,
         lease_until: opt_time_of(row, "lease_until")?,
+        traceparent: row.opt_text("traceparent")?,
         notify_at: opt_time_of(row, "notify_at")?,
         notify_attempts: count_of(row, "notify_attempts")?,
     })

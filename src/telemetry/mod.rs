@@ -29,6 +29,7 @@
 //! exporters that push rather than scrape.
 
 mod attempts;
+pub mod traces;
 
 use std::sync::OnceLock;
 

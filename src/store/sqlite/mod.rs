@@ -77,6 +77,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "paused flows",
         include_str!("../../../migrations/sqlite/0008_paused_flows.sql"),
     ),
+    (
+        9,
+        "the traceparent of a submission",
+        include_str!("../../../migrations/sqlite/0009_traceparent.sql"),
+    ),
 ];
 
 /// The most jobs one page of `jobs_list` returns.
@@ -795,6 +800,7 @@ mod tests {
             created_at: now,
             next_at: now,
             policy_version: "v1".into(),
+            traceparent: None,
         };
         for n in 0..2 {
             let inserted = log.job_insert(new_job(n)).await.expect("inserted");

@@ -328,7 +328,7 @@ fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
 /// The columns of `jobs`, in the order the statements here return them.
 /// Rows are read by position: looking every column's name up in every
 /// claimed row cost an eighth of this thread's time.
-const JOB_COLUMNS: [&str; 21] = [
+const JOB_COLUMNS: [&str; 22] = [
     "id",
     "flow",
     "idempotency_key",
@@ -350,6 +350,7 @@ const JOB_COLUMNS: [&str; 21] = [
     "lease_until",
     "notify_at",
     "notify_attempts",
+    "traceparent",
 ];
 
 /// A job from a row of [`JOB_COLUMNS`] (a `RETURNING *` of `jobs`).
@@ -393,6 +394,7 @@ fn job_column_position(column: &str) -> Option<usize> {
         "lease_owner" => 17,
         "lease_until" => 18,
         "notify_at" => 19,
+        "traceparent" => 21,
         "notify_attempts" => 20,
         _ => return None,
     })
@@ -427,8 +429,8 @@ pub(super) fn begin(connection: &mut Connection) -> StoreResult<Transaction<'_>>
 // anyway.
 
 const INSERT_JOB: &str = "INSERT OR FAIL INTO jobs (id, flow, idempotency_key, payload, state, \
-         step_index, step, next_at, policy_version, created_at, updated_at) \
-     VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6, ?7, ?8, ?8) \
+         step_index, step, next_at, policy_version, created_at, updated_at, traceparent) \
+     VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6, ?7, ?8, ?8, ?9) \
      ON CONFLICT (flow, idempotency_key) DO NOTHING";
 
 static JOB_BY_KEY: LazyLock<String> = LazyLock::new(|| {
@@ -545,6 +547,7 @@ fn insert(
                     ms(job.next_at),
                     job.policy_version,
                     ms(job.created_at),
+                    job.traceparent,
                 ])?;
                 outcomes.push(if inserted == 1 {
                     InsertOutcome::Created(created_record(job)?)
@@ -586,6 +589,7 @@ fn created_record(job: &NewJob) -> StoreResult<JobRecord> {
         lease_until: None,
         notify_at: None,
         notify_attempts: 0,
+        traceparent: job.traceparent.clone(),
     })
 }
 
