@@ -75,6 +75,7 @@ fn new_job(n: u32, next_at: Timestamp) -> NewJob {
         created_at: t(0),
         next_at,
         policy_version: "v1".into(),
+        traceparent: None,
     }
 }
 
