@@ -1167,7 +1167,47 @@ async fn old_finished_jobs_are_pruned_with_their_attempts(db: Db) {
     );
 }
 
+/// A submission's traceparent is kept with the job, through single and
+/// batch inserts, and comes back with every claim.
+async fn a_submissions_traceparent_stays_with_its_job(db: Db) {
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let single = NewJob {
+        traceparent: Some(traceparent.into()),
+        ..new_job(1, t(0))
+    };
+    let InsertOutcome::Created(created) = db.log.job_insert(single).await.unwrap() else {
+        panic!("expected a new job");
+    };
+    assert_eq!(created.traceparent.as_deref(), Some(traceparent));
+    let batch = vec![
+        NewJob {
+            traceparent: Some(traceparent.into()),
+            ..new_job(2, t(0))
+        },
+        new_job(3, t(0)),
+    ];
+    db.log.jobs_insert_batch(batch).await.unwrap();
+    let claimed = db.log.jobs_claim_due("a", t(1), t(300), 10).await.unwrap();
+    let mut seen: Vec<(String, Option<String>)> = claimed
+        .into_iter()
+        .map(|job| (job.idempotency_key, job.traceparent))
+        .collect();
+    seen.sort();
+    let with = Some(traceparent.to_string());
+    assert_eq!(
+        seen,
+        [
+            ("key-1".to_string(), with.clone()),
+            ("key-2".to_string(), with),
+            ("key-3".to_string(), None),
+        ]
+    );
+    let got = db.log.job_get(&created.id).await.unwrap().unwrap();
+    assert_eq!(got.traceparent.as_deref(), Some(traceparent));
+}
+
 conformance!(
+    a_submissions_traceparent_stays_with_its_job,
     insert_is_idempotent_on_flow_and_key,
     concurrent_single_submissions_each_get_their_own_answer,
     one_refused_submission_does_not_fail_the_others,
