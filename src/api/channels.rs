@@ -35,7 +35,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
     params(("name" = String, Path, description = "A channel of the policy in force")),
     responses(
         (status = 200, description = "The channel's kind, breaker, limits and token state on this node", body = serde_json::Value),
-        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]

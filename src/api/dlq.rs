@@ -159,10 +159,10 @@ pub fn parse_rate(value: &Value) -> Result<f64, String> {
     request_body = RetryRequest,
     responses(
         (status = 202, description = "Started: `{\"operation\": ID}`, followed at GET /v1/operations/{id}", body = serde_json::Value),
-        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "Well-formed but refused", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::error::ErrorBody),
+        (status = 422, description = "Well-formed but refused", body = crate::api::error::ErrorBody),
+        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::error::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
@@ -345,7 +345,7 @@ async fn pause_between_batches() {
     params(("id" = String, Path, description = "The operation's id")),
     responses(
         (status = 200, description = "The operation's progress", body = Operation),
-        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]

@@ -124,3 +124,10 @@ pub async fn json_errors(response: Response) -> Response {
     );
     Response::from_parts(parts, axum::body::Body::from(body))
 }
+
+/// Every error body: what went wrong and, where there is one, the fix.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    error: String,
+}

@@ -14,7 +14,7 @@ use super::{ApiError, AppState, Caller};
     get, path = "/v1/flows", operation_id = "listFlows", tag = "flows",
     responses(
         (status = 200, description = "`{\"flows\": [...]}`: each flow with its jobs by state, paused or not", body = serde_json::Value),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
@@ -56,8 +56,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     post, path = "/v1/flows/{flow}/pause", operation_id = "pauseFlow", tag = "flows", params(("flow" = String, Path, description = "A flow of the policy in force")),
     responses(
         (status = 200, description = "Paused (or already was)", body = serde_json::Value),
-        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
@@ -85,8 +85,8 @@ pub async fn pause(
     post, path = "/v1/flows/{flow}/resume", operation_id = "resumeFlow", tag = "flows", params(("flow" = String, Path, description = "A flow of the policy in force")),
     responses(
         (status = 200, description = "Resumed: its held jobs are due now", body = serde_json::Value),
-        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]

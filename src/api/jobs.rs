@@ -47,12 +47,12 @@ pub struct SubmitResponse {
     responses(
         (status = 201, description = "Created", body = SubmitResponse),
         (status = 200, description = "The idempotency key was known: the existing job", body = SubmitResponse),
-        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
-        (status = 409, description = "A conflict with the job as it is", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "Well-formed but refused", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::error::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
+        (status = 409, description = "A conflict with the job as it is", body = crate::api::error::ErrorBody),
+        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::error::ErrorBody),
+        (status = 422, description = "Well-formed but refused", body = crate::api::error::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
@@ -235,11 +235,11 @@ impl BatchItem {
     ), description = "A JSON array of jobs, or one JSON job per line (NDJSON)"),
     responses(
         (status = 200, description = "A result per item, in the order sent", body = BatchResponse),
-        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "Well-formed but refused", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::error::ErrorBody),
+        (status = 422, description = "Well-formed but refused", body = crate::api::error::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
+        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::error::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
@@ -338,8 +338,8 @@ fn split_batch(body: &[u8]) -> Result<Vec<Box<serde_json::value::RawValue>>, Api
     get, path = "/v1/jobs/{id}", operation_id = "getJob", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The job with its attempts and payload edits", body = JobView),
-        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
@@ -370,7 +370,7 @@ pub struct ListQuery {
     /// An empty value (`?state=`, as a form sends it) is no filter, for
     /// every parameter.
     #[serde(default, deserialize_with = "blank_is_none")]
-    #[param(value_type = Option<crate::api::openapi::StateFilter>)]
+    #[param(value_type = Option<StateFilter>)]
     pub state: Option<String>,
     #[serde(default, deserialize_with = "blank_is_none")]
     pub flow: Option<String>,
@@ -378,7 +378,7 @@ pub struct ListQuery {
     pub step: Option<String>,
     /// The HTTP status of the last attempt.
     #[serde(default, deserialize_with = "blank_is_none")]
-    #[param(value_type = Option<crate::api::openapi::StatusFilter>)]
+    #[param(value_type = Option<StatusFilter>)]
     pub status: Option<u16>,
     /// The error kind of the last attempt: timeout, connect, dns, reset, tls, io…
     #[serde(default, deserialize_with = "blank_is_none")]
@@ -393,7 +393,7 @@ pub struct ListQuery {
     pub until: Option<String>,
     /// 100 unless given.
     #[serde(default, deserialize_with = "blank_is_none")]
-    #[param(value_type = Option<crate::api::openapi::LimitFilter>)]
+    #[param(value_type = Option<LimitFilter>)]
     pub limit: Option<u32>,
     /// `next_cursor` of the page before.
     #[serde(default, deserialize_with = "blank_is_none")]
@@ -497,8 +497,8 @@ impl FilterQuery {
     get, path = "/v1/jobs", operation_id = "listJobs", tag = "jobs", params(ListQuery),
     responses(
         (status = 200, description = "A page of jobs, newest first", body = JobPage),
-        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::error::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
@@ -580,12 +580,12 @@ pub struct EditRequest {
     request_body = EditRequest,
     responses(
         (status = 200, description = "The job with its new payload", body = JobView),
-        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::openapi::ErrorBody),
-        (status = 422, description = "Well-formed but refused", body = crate::api::openapi::ErrorBody),
-        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
-        (status = 409, description = "A conflict with the job as it is", body = crate::api::openapi::ErrorBody),
-        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::error::ErrorBody),
+        (status = 422, description = "Well-formed but refused", body = crate::api::error::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
+        (status = 409, description = "A conflict with the job as it is", body = crate::api::error::ErrorBody),
+        (status = 413, description = "The body is larger than 10 MiB", body = crate::api::error::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
@@ -615,9 +615,9 @@ pub async fn edit(
     post, path = "/v1/jobs/{id}/retry", operation_id = "retryJob", tag = "dead-letter queue", params(("id" = String, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The job, pending again", body = JobView),
-        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
-        (status = 409, description = "A conflict with the job as it is", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
+        (status = 409, description = "A conflict with the job as it is", body = crate::api::error::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
@@ -638,9 +638,9 @@ pub async fn retry(
     post, path = "/v1/jobs/{id}/cancel", operation_id = "cancelJob", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
     responses(
         (status = 200, description = "The job, cancelled", body = JobView),
-        (status = 404, description = "No such flow or job", body = crate::api::openapi::ErrorBody),
-        (status = 409, description = "A conflict with the job as it is", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
+        (status = 409, description = "A conflict with the job as it is", body = crate::api::error::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
@@ -683,3 +683,63 @@ async fn apply(
         }
     }
 }
+
+/// The `state` filter of a listing: a state, or empty for every state (as
+/// a form sends a filter left blank).
+pub struct StateFilter;
+
+impl utoipa::PartialSchema for StateFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names = std::iter::once("").chain(
+            crate::store::JobState::ALL
+                .iter()
+                .map(|state| state.as_str()),
+        );
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StateFilter {}
+
+/// A whole number in `min..=max`, or empty (no filter).
+fn blank_or_integer(min: u32, max: u32) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(min))
+                .maximum(Some(max)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(0)),
+        )
+        .into()
+}
+
+/// `limit`: 1 to 1000, or empty for the default (100).
+pub struct LimitFilter;
+
+impl utoipa::PartialSchema for LimitFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        blank_or_integer(1, 1000)
+    }
+}
+
+impl utoipa::ToSchema for LimitFilter {}
+
+/// `status`: an HTTP status, or empty for any.
+pub struct StatusFilter;
+
+impl utoipa::PartialSchema for StatusFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        blank_or_integer(0, u32::from(u16::MAX))
+    }
+}
+
+impl utoipa::ToSchema for StatusFilter {}

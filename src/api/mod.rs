@@ -120,7 +120,7 @@ async fn healthz() -> Json<serde_json::Value> {
     get, path = "/readyz", operation_id = "readyz", tag = "engine",
     responses(
         (status = 200, description = "`{\"status\": \"ready\"}` while the step log takes writes", body = serde_json::Value),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -13,7 +13,7 @@ use crate::lifecycle::signed;
     get, path = "/v1/nodes", operation_id = "listNodes", tag = "engine",
     responses(
         (status = 200, description = "`{\"nodes\": [...]}`: the nodes sharing the step log, live or not, with their running jobs", body = serde_json::Value),
-        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]

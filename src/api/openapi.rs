@@ -6,73 +6,6 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-/// Every error body: what went wrong and, where there is one, the fix.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    error: String,
-}
-
-/// The `state` filter of a listing: a state, or empty for every state (as
-/// a form sends a filter left blank).
-pub struct StateFilter;
-
-impl utoipa::PartialSchema for StateFilter {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        let names = std::iter::once("").chain(
-            crate::store::JobState::ALL
-                .iter()
-                .map(|state| state.as_str()),
-        );
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .enum_values(Some(names))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for StateFilter {}
-
-/// A whole number in `min..=max`, or empty (no filter).
-fn blank_or_integer(min: u32, max: u32) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
-    OneOfBuilder::new()
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::Integer)
-                .minimum(Some(min))
-                .maximum(Some(max)),
-        )
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .max_length(Some(0)),
-        )
-        .into()
-}
-
-/// `limit`: 1 to 1000, or empty for the default (100).
-pub struct LimitFilter;
-
-impl utoipa::PartialSchema for LimitFilter {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        blank_or_integer(1, 1000)
-    }
-}
-
-impl utoipa::ToSchema for LimitFilter {}
-
-/// `status`: an HTTP status, or empty for any.
-pub struct StatusFilter;
-
-impl utoipa::PartialSchema for StatusFilter {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        blank_or_integer(0, u32::from(u16::MAX))
-    }
-}
-
-impl utoipa::ToSchema for StatusFilter {}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -105,7 +38,7 @@ impl utoipa::ToSchema for StatusFilter {}
         super::flows::pause,
         super::flows::resume,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(super::error::ErrorBody)),
     modifiers(&BearerTokens),
     tags(
         (name = "jobs", description = "Submit jobs and look at them"),
