@@ -48,6 +48,9 @@ async fn every_operation_answers_as_the_document_says() {
     )
     .await;
     let output = Command::new("st")
+        // Its example database goes in the temporary directory, not the
+        // checkout.
+        .current_dir(dir.path())
         .args(["run", &engine.url("/v1/openapi.json")])
         .args([
             "--checks",
