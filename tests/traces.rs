@@ -77,22 +77,35 @@ fn attribute(span: &Value, key: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-async fn wait_succeeded(client: &reqwest::Client, engine: &EngineProcess, id: &str) {
-    for _ in 0..250 {
-        let job: Value = client
-            .get(engine.url(&format!("/v1/jobs/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["state"] == "succeeded" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+/// Submits a job to the `traced` flow, with `traceparent` when given,
+/// and waits until it has succeeded; returns its id.
+async fn deliver(engine: &EngineProcess, n: u32, traceparent: Option<&str>) -> String {
+    let client = http_client();
+    let mut request = client
+        .post(engine.url("/v1/flows/traced/jobs"))
+        .json(&json!({ "payload": { "n": n } }));
+    if let Some(traceparent) = traceparent {
+        request = request.header("traceparent", traceparent);
     }
-    panic!("job {id} did not succeed");
+    let submitted: Value = request.send().await.unwrap().json().await.unwrap();
+    let id = submitted["id"].as_str().expect("an id").to_string();
+    wait_for(
+        Duration::from_secs(10),
+        format!("job {id} never succeeded"),
+        async || -> Value {
+            client
+                .get(engine.url(&format!("/v1/jobs/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        },
+        |job| job["state"] == "succeeded",
+    )
+    .await;
+    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,30 +133,8 @@ async fn each_attempt_is_a_span_of_the_submissions_trace_and_the_partner_gets_it
         &[("PARTNER", partner.url.as_str())],
     )
     .await;
-    let client = http_client();
-    let submitted: Value = client
-        .post(engine.url("/v1/flows/traced/jobs"))
-        .header("traceparent", format!("00-{TRACE}-{PARENT}-01"))
-        .json(&json!({ "payload": { "n": 1 } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let first = submitted["id"].as_str().unwrap().to_string();
-    let untraced: Value = client
-        .post(engine.url("/v1/flows/traced/jobs"))
-        .json(&json!({ "payload": { "n": 2 } }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let second = untraced["id"].as_str().unwrap().to_string();
-    wait_succeeded(&client, &engine, &first).await;
-    wait_succeeded(&client, &engine, &second).await;
+    let first = deliver(&engine, 1, Some(&format!("00-{TRACE}-{PARENT}-01"))).await;
+    let second = deliver(&engine, 2, None).await;
     // A clean stop sends the spans still waiting for their batch (the
     // receiver runs on this runtime: wait for the process elsewhere).
     let code = tokio::task::spawn_blocking(move || engine.stop())
