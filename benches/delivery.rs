@@ -69,6 +69,17 @@ flows:
     steps: [ { name: deliver, channel: partner, retry: bench } ]
   probes:
     steps: [ { name: deliver, channel: partner, retry: bench } ]
+  # `bench` with a `when` and a `body` mapping (the `mapping` phase).
+  mapped:
+    steps:
+      - name: deliver
+        channel: partner
+        retry: bench
+        when: "payload.n >= 0"
+        body:
+          n: "{{ payload.n }}"
+          email: "{{ payload.email }}"
+          note: "lead {{ job.key }} for {{ payload.email }}"
 "#;
 
 struct Sizes {
@@ -106,9 +117,9 @@ fn main() -> Result<()> {
         .and_then(|at| args.get(at + 1))
         .map(|list| list.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    const PHASES: [&str; 11] = [
+    const PHASES: [&str; 12] = [
         "bare", "full", "latency", "normal", "reload", "backlog", "pg", "ingest", "mixed", "prune",
-        "chaos",
+        "mapping", "chaos",
     ];
     if let Some(unknown) = only.iter().find(|p| !PHASES.contains(&p.as_str())) {
         bail!(
@@ -149,6 +160,66 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(run(sizes))
+}
+
+/// The cost of a `when` and a `body` mapping per attempt: the same jobs
+/// (same payloads, the same partner answers) through a plain flow and
+/// through one whose step evaluates both, alternated round after round in
+/// one engine, so each ratio compares runs seconds apart.
+async fn mapping_phase(
+    sizes: &Sizes,
+    work: &Path,
+    partner: &str,
+    figures: &mut Vec<Figure>,
+) -> Result<()> {
+    let engine = Engine::start(&work.join("mapping"), "full", partner).await?;
+    let payload = |n: usize| json!({ "n": n, "email": format!("lead-{n}@example.com") });
+    let (mut plain, mut mapped) = (Vec::new(), Vec::new());
+    for round in 1..=sizes.rounds {
+        eprintln!(
+            "mapping: round {round}/{}, {} jobs plain, then mapped …",
+            sizes.rounds, sizes.throughput_jobs
+        );
+        plain.push(
+            engine
+                .throughput_of(
+                    "bench",
+                    &format!("plain-{round}"),
+                    sizes.throughput_jobs,
+                    payload,
+                )
+                .await?,
+        );
+        mapped.push(
+            engine
+                .throughput_of(
+                    "mapped",
+                    &format!("mapped-{round}"),
+                    sizes.throughput_jobs,
+                    payload,
+                )
+                .await?,
+        );
+    }
+    engine.stop().await;
+    let ratios: Vec<f64> = mapped.iter().zip(&plain).map(|(m, p)| m / p).collect();
+    figures.push(Figure {
+        name: "engine, plain flow (mapping phase)",
+        value: median(&plain),
+        unit: "jobs/s",
+        note: per_round(&plain, 0),
+    });
+    figures.push(Figure {
+        name: "engine, `when` + `body` mapping",
+        value: median(&mapped),
+        unit: "jobs/s",
+        note: format!(
+            "{:.2} × the plain flow (target ≥ 0.90); ratios {}",
+            median(&ratios),
+            per_round(&ratios, 2)
+        ),
+    });
+    Ok(())
 }
 
 /// One figure of the table.
@@ -232,6 +303,10 @@ async fn run(sizes: Sizes) -> Result<()> {
                 per_round(&ratios, 2)
             ),
         });
+    }
+
+    if sizes.runs("mapping") {
+        mapping_phase(&sizes, work.path(), &partner.url, &mut figures).await?;
     }
 
     if sizes.runs("latency") {
@@ -624,19 +699,32 @@ impl Engine {
     /// Submits `jobs` in batches of 1,000 through the API while the engine
     /// delivers; jobs per second from the first batch to the last success.
     async fn throughput(&self, prefix: &str, jobs: usize) -> Result<f64> {
+        self.throughput_of("bench", prefix, jobs, |n| json!({ "n": n }))
+            .await
+    }
+
+    /// [`Engine::throughput`] into `flow`, with `payload(n)` for job `n`.
+    async fn throughput_of(
+        &self,
+        flow: &str,
+        prefix: &str,
+        jobs: usize,
+        payload: impl Fn(usize) -> serde_json::Value,
+    ) -> Result<f64> {
+        let before = self.count(flow, Some(JobState::Succeeded)).await?;
         let started = Instant::now();
         for chunk_start in (0..jobs).step_by(1000) {
             let mut body = String::new();
             for n in chunk_start..(chunk_start + 1000).min(jobs) {
                 body.push_str(
-                    &json!({ "payload": { "n": n }, "idempotency_key": format!("{prefix}-{n}") })
+                    &json!({ "payload": payload(n), "idempotency_key": format!("{prefix}-{n}") })
                         .to_string(),
                 );
                 body.push('\n');
             }
             let response = self
                 .client
-                .post(format!("{}/v1/flows/bench/jobs:batch", self.node.url()))
+                .post(format!("{}/v1/flows/{flow}/jobs:batch", self.node.url()))
                 .body(body)
                 .send()
                 .await?;
@@ -644,7 +732,7 @@ impl Engine {
                 bail!("batch submit failed: {}", response.text().await?);
             }
         }
-        self.wait_succeeded("bench", jobs).await?;
+        self.wait_succeeded(flow, before + jobs).await?;
         Ok(jobs as f64 / started.elapsed().as_secs_f64())
     }
 
@@ -694,6 +782,7 @@ impl Engine {
                     next_at: far,
                     policy_version: self.node.policy.current().version.to_string(),
                     traceparent: None,
+                    priority: 0,
                 })
                 .collect();
             store.jobs_insert_batch(batch).await?;

@@ -67,6 +67,7 @@ async fn run(jobs: usize, normal: bool) -> Result<()> {
                 next_at: now,
                 policy_version: "v1".into(),
                 traceparent: None,
+                priority: 0,
             })
             .collect();
         store.jobs_insert_batch(batch).await?;
@@ -114,6 +115,7 @@ async fn run(jobs: usize, normal: bool) -> Result<()> {
                         delay_ms: None,
                         next_at: None,
                         policy_version: "v1".into(),
+                        member: None,
                     }),
                     to: JobState::Succeeded,
                     step_index: 0,
@@ -127,6 +129,7 @@ async fn run(jobs: usize, normal: bool) -> Result<()> {
                     policy_version: "v1".into(),
                     attempts_added: 1,
                     notify_at: None,
+                    responses: None,
                     now: at,
                 }
             })

@@ -412,6 +412,7 @@ impl Alerter {
             payload: &body,
             deadline: None,
             traceparent: None,
+            keep_headers: false,
         };
         let result = self.channels.deliver(&channel.kind, &delivery).await;
         let sent = matches!(&result, Ok(response) if (200..300).contains(&response.status));

@@ -60,6 +60,7 @@ pub fn policy_file(text: &str, format: Format) {
                     "Fri, 31 Dec 9999 23:59:59 GMT".to_string()
                 }),
                 body: "{\"status\": \"busy\"}".to_string(),
+                headers: Vec::new(),
             }))
         },
         |_| Answer::Result(internal_error()),
@@ -68,6 +69,7 @@ pub fn policy_file(text: &str, format: Format) {
                 status: [200, 400, 401, 500][n as usize % 4],
                 retry_after: None,
                 body: String::new(),
+                headers: Vec::new(),
             }))
         },
     ];
@@ -79,9 +81,15 @@ pub fn policy_file(text: &str, format: Format) {
                         limit: ATTEMPTS,
                         split: JitterSplit::FollowNominal,
                     };
-                    let _ = simulate(&policy, flow, step_index, start, options, |upcoming| {
-                        Some(answer(upcoming.number))
-                    });
+                    let _ = simulate(
+                        &policy,
+                        flow,
+                        step_index,
+                        start,
+                        options,
+                        None,
+                        |upcoming| Some(answer(upcoming.number)),
+                    );
                 }
             }
         }

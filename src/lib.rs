@@ -61,6 +61,7 @@ pub mod cli;
 pub mod clock;
 pub mod compile;
 pub mod engine;
+pub mod expr;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod lifecycle;

@@ -109,14 +109,20 @@ async fn submit_answers_201_then_200_for_the_same_key_and_409_for_another_payloa
 #[tokio::test]
 async fn bad_submissions_say_what_to_fix() {
     let api = start().await;
-    let cases: [(&str, &str, u16, &str); 6] = [
+    let cases: [(&str, &str, u16, &str); 7] = [
         ("/v1/flows/leads/jobs", "{not json", 400, "not valid JSON"),
         ("/v1/flows/leads/jobs", "{}", 422, "`payload` is missing"),
         (
             "/v1/flows/leads/jobs",
-            r#"{"payload": 1, "priority": 5}"#,
+            r#"{"payload": 1, "priority": 500}"#,
             422,
-            "unknown field `priority`",
+            "body field `priority` is 500; write a whole number from -100 to 100",
+        ),
+        (
+            "/v1/flows/leads/jobs",
+            r#"{"payload": 1, "prio": 5}"#,
+            422,
+            "unknown field `prio`",
         ),
         (
             "/v1/flows/leads/jobs",

@@ -954,6 +954,7 @@ flows:
             next_at: now,
             policy_version: "v".into(),
             traceparent: None,
+            priority: 0,
         })
         .await
         .unwrap()

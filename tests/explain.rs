@@ -185,3 +185,112 @@ fn calendar_holds_show_with_their_reason_and_the_local_time() {
         "{rule}"
     );
 }
+
+const LEADS: &str = "\
+templates:
+  two: { retries: 1, initial: 1s, jitter: none }
+  five: { retries: 4, initial: 1s, jitter: none }
+channels:
+  score: { http: { url: 'https://score.example/x' } }
+  crm: { http: { url: 'https://crm.example/x' } }
+  spool: { file: { dir: spool } }
+flows:
+  leads:
+    steps:
+      - name: score
+        channel: score
+        retry:
+          - { when: 'payload.amount >= 10000', use: five }
+          - { use: two }
+      - name: deliver
+        channel: crm
+        when: 'steps.score.response.json.score > 50'
+        body: { email: '{{ payload.email }}', score: '{{ steps.score.response.json.score }}' }
+        fallback: [{ channel: spool, body: '{{ payload }}' }]
+";
+
+fn leads() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), LEADS).unwrap();
+    dir
+}
+
+#[test]
+fn a_payload_shows_the_entries_it_selects_and_the_bodies_it_builds() {
+    let dir = leads();
+    let out = explain(
+        dir.path(),
+        &[
+            "leads",
+            "--from",
+            "2026-05-04T10:00:00Z",
+            "--payload",
+            r#"{"amount": 20000, "email": "a@x"}"#,
+            "--response",
+            r#"score={"score": 72}"#,
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "  step score: runs (no `when`)",
+        "    retry: five (entry 0: `payload.amount >= 10000` holds)",
+        "    body to score: the payload as submitted",
+        "  step deliver: runs: `steps.score.response.json.score > 50` holds",
+        r#"    body to crm: {"email":"a@x","score":72}"#,
+        r#"    body to spool: {"amount":20000,"email":"a@x"}"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // The high-value template is the one the timeline retries with.
+    assert!(text.contains("5  score    5"), "{text}");
+    assert!(text.contains("five      dead (exhausted)"), "{text}");
+
+    let out = explain(
+        dir.path(),
+        &[
+            "leads",
+            "--json",
+            "--payload",
+            r#"{"amount": 5, "email": "e"}"#,
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = &json["payload"]["steps"];
+    assert_eq!(steps[0]["retry"]["template"], "two");
+    assert_eq!(steps[0]["retry"]["entry"], serde_json::Value::Null);
+    assert!(steps[1]["bodies"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("steps.score.response.json.score"));
+    assert_eq!(json["attempts"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_bad_payload_or_response_is_refused_with_what_to_write() {
+    let dir = leads();
+    for (args, expected) in [
+        (
+            vec!["leads", "--payload", "{bad"],
+            "bad --payload: not JSON",
+        ),
+        (
+            vec!["leads", "--payload", "{}", "--response", "score"],
+            "bad --response `score`: write STEP=JSON",
+        ),
+        (
+            vec!["leads", "--payload", "{}", "--response", "nope={}"],
+            "flow `leads` has no step `nope`",
+        ),
+        (
+            vec!["leads", "--response", "score={}"],
+            "--response needs --payload",
+        ),
+    ] {
+        let out = explain(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}

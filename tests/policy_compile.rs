@@ -243,6 +243,10 @@ fn model(p: &CompiledPolicy) -> Value {
                     "timeout": h.timeout.as_millis() as u64,
                 }}),
                 ChannelKind::File(f) => json!({"file": f.dir}),
+                ChannelKind::Pool(pool) => json!({"pool": {
+                    "strategy": pool.strategy.as_str(),
+                    "members": pool.members.iter().map(|m| json!([m.name, m.weight])).collect::<Vec<_>>(),
+                }}),
             };
             (c.name.clone(), kind)
         })

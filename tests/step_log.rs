@@ -76,6 +76,7 @@ fn new_job(n: u32, next_at: Timestamp) -> NewJob {
         next_at,
         policy_version: "v1".into(),
         traceparent: None,
+        priority: 0,
     }
 }
 
@@ -115,6 +116,7 @@ fn attempt_of(job: &JobRecord, at: Timestamp, decision: Decision) -> AttemptReco
         delay_ms: Some(2000),
         next_at: Some(at + SignedDuration::from_secs(2)),
         policy_version: "v1".into(),
+        member: None,
     }
 }
 
@@ -136,6 +138,7 @@ fn retry_later(job: &JobRecord, owner: &str, at: Timestamp) -> Transition {
         policy_version: "v1".into(),
         attempts_added: 1,
         notify_at: None,
+        responses: None,
         now: at,
     }
 }
@@ -368,6 +371,111 @@ async fn a_backlog_in_one_flow_does_not_starve_another(db: Db) {
         .unwrap();
     assert_eq!(round.len(), 10);
     assert!(round.iter().all(|j| j.flow == "leads"));
+}
+
+async fn insert_with_priority(db: &Db, flow: &str, n: u32, next_at: Timestamp, priority: i32) {
+    let job = NewJob {
+        flow: flow.into(),
+        priority,
+        ..new_job(n, next_at)
+    };
+    assert!(matches!(
+        db.log.job_insert(job).await.unwrap(),
+        InsertOutcome::Created(job) if job.priority == priority
+    ));
+}
+
+fn keys(round: &[JobRecord], flow: &str) -> Vec<u32> {
+    let mut keys: Vec<u32> = round
+        .iter()
+        .filter(|j| j.flow == flow)
+        .map(|j| j.idempotency_key[4..].parse().unwrap())
+        .collect();
+    keys.sort();
+    keys
+}
+
+async fn higher_priority_jobs_of_a_flow_are_claimed_first_and_flows_stay_fair(db: Db) {
+    // A backlog in `leads`: 20 jobs at priority 0 waiting longest, 5 at
+    // priority 10 submitted later, 3 at -5 waiting longest of all; and a
+    // backlog of 20 in `orders` at priority 0.
+    for n in 0..20 {
+        insert_with_priority(&db, "leads", n, t(n as i64), 0).await;
+        insert_with_priority(&db, "orders", 100 + n, t(n as i64), 0).await;
+    }
+    for n in 20..25 {
+        insert_with_priority(&db, "leads", n, t(50 + n as i64), 10).await;
+    }
+    for n in 25..28 {
+        insert_with_priority(&db, "leads", n, t(0), -5).await;
+    }
+    // A future job at the highest priority is not due.
+    insert_with_priority(&db, "leads", 99, t(1000), 100).await;
+
+    let round = db
+        .log
+        .jobs_claim_due("a", t(100), t(400), 10)
+        .await
+        .unwrap();
+    // Each flow keeps its share of the round, whatever the priorities.
+    assert_eq!(keys(&round, "leads"), [20, 21, 22, 23, 24]);
+    assert_eq!(keys(&round, "orders"), [100, 101, 102, 103, 104]);
+    // Within the round, higher priority comes first.
+    assert!(round
+        .windows(2)
+        .all(|pair| pair[0].priority >= pair[1].priority));
+
+    let round = db
+        .log
+        .jobs_claim_due("a", t(100), t(400), 10)
+        .await
+        .unwrap();
+    assert_eq!(keys(&round, "leads"), [0, 1, 2, 3, 4]);
+
+    // The lowest priority waits until the higher ones are claimed.
+    let rest = db
+        .log
+        .jobs_claim_due("a", t(100), t(400), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys(&rest, "leads"),
+        (5..20).chain(25..28).collect::<Vec<u32>>()
+    );
+    assert_eq!(
+        db.log.next_due_at().await.unwrap(),
+        Some(t(1000)),
+        "the future job is next"
+    );
+}
+
+async fn a_steps_kept_response_survives_later_moves(db: Db) {
+    insert(&db, 1, t(0)).await;
+    let job = db.log.jobs_claim_due("a", t(1), t(301), 1).await.unwrap()[0].clone();
+    assert_eq!(job.responses, None);
+    let kept = r#"{"score":{"status":200,"headers":{},"body":"{\"score\":72}"}}"#;
+    let next_step = Transition {
+        to: JobState::Pending,
+        step_index: 1,
+        step: "confirm".into(),
+        series_attempts: 0,
+        next_at: Some(t(2)),
+        responses: Some(kept.into()),
+        ..retry_later(&job, "a", t(2))
+    };
+    assert_eq!(
+        db.log.transitions_apply(vec![next_step]).await.unwrap(),
+        [true]
+    );
+    let job = db.log.jobs_claim_due("a", t(3), t(303), 1).await.unwrap()[0].clone();
+    assert_eq!(job.responses.as_deref(), Some(kept));
+    // A move that adds none keeps what is there.
+    db.log
+        .transitions_apply(vec![retry_later(&job, "a", t(4))])
+        .await
+        .unwrap();
+    let job = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!(job.responses.as_deref(), Some(kept));
 }
 
 async fn a_transition_applies_only_under_the_owners_lease(db: Db) {
@@ -1215,6 +1323,8 @@ conformance!(
     claims_take_due_jobs_earliest_first_and_only_once,
     claims_respect_the_limit,
     a_backlog_in_one_flow_does_not_starve_another,
+    higher_priority_jobs_of_a_flow_are_claimed_first_and_flows_stay_fair,
+    a_steps_kept_response_survives_later_moves,
     a_transition_applies_only_under_the_owners_lease,
     a_result_under_an_expired_lease_does_not_apply_over_a_new_claim,
     released_and_expired_leases_return_jobs_to_pending,

@@ -56,6 +56,20 @@ fn view(channel: &Channel, channels: &Channels, now: Timestamp) -> Value {
     let target = match &channel.kind {
         ChannelKind::Http(http) => json!(http.url_display),
         ChannelKind::File(file) => json!(file.dir),
+        ChannelKind::Pool(pool) => json!({
+            "strategy": pool.strategy.as_str(),
+            "members": pool.members.iter().map(|member| {
+                let health = channels.pools().health(&member.name);
+                json!({
+                    "channel": member.name,
+                    "weight": member.weight,
+                    "breaker_open_until": channels.breakers().open_until(&member.name, now),
+                    "recent_success": health.success,
+                    "recent_latency_ms": (health.latency * 1000.0).round(),
+                    "attempts": health.attempts,
+                })
+            }).collect::<Vec<_>>(),
+        }),
     };
     let breaker = channel.breaker.as_ref().map(|config| {
         let snapshot = channels.breakers().snapshot(&channel.name, config, now);
@@ -78,7 +92,7 @@ fn view(channel: &Channel, channels: &Channels, now: Timestamp) -> Value {
             value["header"] = json!(refresh.header);
             value
         }),
-        ChannelKind::File(_) => None,
+        ChannelKind::File(_) | ChannelKind::Pool(_) => None,
     };
     json!({
         "name": channel.name,

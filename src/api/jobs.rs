@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use super::body::{parse, JsonBody};
 use super::{ApiError, AppState, Caller};
+use crate::compile::{PRIORITY_MAX, PRIORITY_MIN};
 use crate::model::CompiledPolicy;
 use crate::store::view::{JobView, PayloadEditView};
 use crate::store::{InsertOutcome, JobFilter, JobState, JobUpdate, NewJob};
@@ -28,6 +29,10 @@ pub struct SubmitRequest {
     pub idempotency_key: Option<String>,
     /// When the first attempt is due (RFC 3339); default now.
     pub run_at: Option<Timestamp>,
+    /// -100..100, higher first within the flow; default the flow's
+    /// `priority`, else 0.
+    #[schema(minimum = -100, maximum = 100)]
+    pub priority: Option<i64>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -134,6 +139,16 @@ fn new_job(
         Some(key) => key,
         None => id.clone(),
     };
+    let priority = match request.priority {
+        None => flow.priority,
+        Some(p) if (PRIORITY_MIN..=PRIORITY_MAX).contains(&p) => p as i32,
+        Some(p) => {
+            return Err(ApiError::Unprocessable(format!(
+                "body field `priority` is {p}; write a whole number from {PRIORITY_MIN} to \
+                 {PRIORITY_MAX} (higher starts first)"
+            )))
+        }
+    };
     let now = state.clock.now();
     Ok(NewJob {
         id,
@@ -145,6 +160,7 @@ fn new_job(
         next_at: request.run_at.unwrap_or(now),
         policy_version: policy.version.to_string(),
         traceparent: traceparent.map(str::to_string),
+        priority,
     })
 }
 
@@ -260,6 +276,7 @@ pub async fn submit_batch(
                 payload: None,
                 idempotency_key: None,
                 run_at: None,
+                priority: None,
             },
             None,
         )?;

@@ -203,6 +203,16 @@ impl Breakers {
         }
     }
 
+    /// When `channel`'s open breaker lets a probe through; `None` when it
+    /// is not open at `now` (closed, or half-open and probing). Asks
+    /// without taking an attempt's place, as a pool does to choose.
+    pub fn open_until(&self, channel: &str, now: Timestamp) -> Option<Timestamp> {
+        let mut map = self.lock();
+        let breaker = map.get_mut(channel)?;
+        breaker.tick(channel, now);
+        (breaker.state == BreakerState::Open).then_some(breaker.open_until)
+    }
+
     /// What `GET /v1/channels` shows of `channel`'s breaker at `now`.
     pub fn snapshot(&self, channel: &str, config: &BreakerConfig, now: Timestamp) -> Snapshot {
         let mut map = self.lock();

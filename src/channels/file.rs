@@ -56,6 +56,7 @@ impl FileSpool {
                 status: 200,
                 retry_after: None,
                 body: String::new(),
+                headers: Vec::new(),
             }),
             Ok(Err(e)) => Err(TransportError {
                 kind: ErrorKind::Io,
@@ -167,6 +168,7 @@ mod tests {
             payload: r#"{"n":1}"#,
             deadline: None,
             traceparent: None,
+            keep_headers: false,
         };
         FileSpool::write(&channel, &delivery).await.unwrap();
         delivery.payload = r#"{"n":2}"#;
@@ -197,6 +199,7 @@ mod tests {
             payload: "{}",
             deadline: None,
             traceparent: None,
+            keep_headers: false,
         };
         let error = FileSpool::write(&channel, &delivery).await.unwrap_err();
         assert_eq!(error.kind, ErrorKind::Io);

@@ -112,8 +112,12 @@ impl HttpSender {
         // Timed here rather than by reqwest, whose `timeout` boxes a timer
         // per request and another around the body: see `super::deadline`.
         let answer = match delivery.deadline {
-            Some(deadline) => deadline.within(channel.timeout, exchange(request)).await,
-            None => tokio::time::timeout(channel.timeout, exchange(request))
+            Some(deadline) => {
+                deadline
+                    .within(channel.timeout, exchange(request, delivery.keep_headers))
+                    .await
+            }
+            None => tokio::time::timeout(channel.timeout, exchange(request, delivery.keep_headers))
                 .await
                 .ok(),
         };
@@ -155,8 +159,9 @@ fn sign(
         .header(signing::SIGNATURE_HEADER, signature)
 }
 
-/// Sends the request and reads the answer, its body up to [`MAX_BODY`].
-async fn exchange(request: reqwest::RequestBuilder) -> DeliveryResult {
+/// Sends the request and reads the answer, its body up to [`MAX_BODY`],
+/// and its headers when `keep_headers` (a later step reads them).
+async fn exchange(request: reqwest::RequestBuilder, keep_headers: bool) -> DeliveryResult {
     let mut response = request.send().await.map_err(transport_error)?;
     let status = response.status().as_u16();
     let retry_after = response
@@ -164,6 +169,17 @@ async fn exchange(request: reqwest::RequestBuilder) -> DeliveryResult {
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let headers = if keep_headers {
+        response
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut body = Vec::new();
     while body.len() < MAX_BODY {
         match response.chunk().await {
@@ -177,6 +193,7 @@ async fn exchange(request: reqwest::RequestBuilder) -> DeliveryResult {
         status,
         retry_after,
         body: String::from_utf8_lossy(&body).into_owned(),
+        headers,
     })
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod breaker;
 pub(crate) mod deadline;
 pub mod file;
 mod http;
+pub mod pool;
 pub(crate) mod rate;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ pub use breaker::Breakers;
 pub use deadline::{Deadline, Deadlines};
 pub use file::FileSpool;
 pub use http::{client_builder as http_client_builder, Fetched, HttpSender, RefreshError};
+pub use pool::{Pick, Pools};
 pub use rate::Limits;
 
 /// What the engine hands a channel for one attempt.
@@ -40,6 +42,8 @@ pub struct Delivery<'a> {
     /// The W3C `traceparent` of the attempt's span, sent to the partner
     /// (with `[telemetry] otlp_endpoint`).
     pub traceparent: Option<&'a str>,
+    /// Keep the answer's headers: a later step's expressions read them.
+    pub keep_headers: bool,
 }
 
 /// Sends one delivery over one channel, and keeps each channel's state.
@@ -48,6 +52,7 @@ pub struct Channels {
     breakers: Breakers,
     limits: Limits,
     tokens: Tokens,
+    pools: Pools,
 }
 
 impl Channels {
@@ -57,6 +62,7 @@ impl Channels {
             breakers: Breakers::new(),
             limits: Limits::new(),
             tokens: Tokens::default(),
+            pools: Pools::default(),
         })
     }
 
@@ -65,6 +71,11 @@ impl Channels {
         match channel {
             ChannelKind::Http(http) => self.http.send(http, delivery, None).await,
             ChannelKind::File(file) => FileSpool::write(file, delivery).await,
+            // The executor sends to the member it picked, never to the pool.
+            ChannelKind::Pool(_) => Err(TransportError {
+                kind: crate::model::ErrorKind::Internal,
+                message: "a pool cannot be sent to; its member is".to_string(),
+            }),
         }
     }
 
@@ -138,6 +149,10 @@ impl Channels {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    pub fn pools(&self) -> &Pools {
+        &self.pools
     }
 
     pub fn tokens(&self) -> &Tokens {

@@ -15,11 +15,13 @@ use super::output::print_table;
 use super::{CliResult, Failure, OutputArgs};
 use crate::clock::{Clock, SystemClock};
 use crate::compile::{format_duration, load_policy};
+use crate::expr::{KeptResponse, Responses};
 use crate::lifecycle::{Decision, Reason};
 use crate::model::{Flow, MaintenanceRule, OffHours};
 use crate::policy::EnvMode;
+use crate::simulate::payload::{self, StepReport};
 use crate::simulate::{
-    offset, simulate, step_zone, Answer, End, JitterSplit, Options, Run, SimAttempt, Span,
+    offset, simulate, step_zone, Answer, End, JitterSplit, JobInput, Options, Run, SimAttempt, Span,
 };
 
 #[derive(Debug, clap::Args)]
@@ -46,8 +48,73 @@ pub struct ExplainArgs {
     /// The most attempts shown.
     #[arg(long, default_value_t = 500)]
     limit: u32,
+    /// A payload (JSON) to evaluate the flow's expressions against: which
+    /// `when` and `retry` entries it selects and the body each step builds.
+    #[arg(long, value_name = "JSON")]
+    payload: Option<String>,
+    /// An earlier step's answer, for the expressions that read it:
+    /// `STEP=JSON` (its body, status 200). Repeat for several steps.
+    #[arg(long = "response", value_name = "STEP=JSON")]
+    responses: Vec<String>,
+    /// The job's priority, as `job.priority` (the flow's unless given).
+    #[arg(long, allow_hyphen_values = true)]
+    priority: Option<i32>,
     #[command(flatten)]
     output: OutputArgs,
+}
+
+/// The job `--payload` (and `--response`, `--priority`) describe.
+fn job_input(args: &ExplainArgs, flow: &Flow) -> Result<Option<JobInput>, Failure> {
+    let Some(payload) = &args.payload else {
+        if !args.responses.is_empty() {
+            return Err(bad(
+                "--response needs --payload: give the payload whose steps read it".to_string(),
+            ));
+        }
+        return Ok(None);
+    };
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(payload) {
+        return Err(bad(format!(
+            "bad --payload: not JSON ({e}); write it in single quotes, e.g. \
+             --payload '{{\"amount\": 12000}}'"
+        )));
+    }
+    let mut responses = Responses::default();
+    for given in &args.responses {
+        let Some((step, body)) = given.split_once('=') else {
+            return Err(bad(format!(
+                "bad --response `{given}`: write STEP=JSON, e.g. --response score='{{\"score\": 72}}'"
+            )));
+        };
+        if flow.step_index(step).is_none() {
+            let steps: Vec<&str> = flow.steps.iter().map(|s| s.name.as_str()).collect();
+            return Err(bad(format!(
+                "bad --response: flow `{}` has no step `{step}`; its steps: {}",
+                flow.name,
+                steps.join(", ")
+            )));
+        }
+        responses.insert(
+            step,
+            KeptResponse {
+                status: 200,
+                headers: Default::default(),
+                body: body.to_string(),
+            },
+        );
+    }
+    let priority = args.priority.unwrap_or(flow.priority);
+    if !(-100..=100).contains(&priority) {
+        return Err(bad(format!(
+            "bad --priority {priority}: write a whole number from -100 to 100"
+        )));
+    }
+    Ok(Some(JobInput {
+        payload: payload.clone(),
+        key: "explain".to_string(),
+        priority,
+        responses,
+    }))
 }
 
 pub fn run(args: ExplainArgs) -> CliResult {
@@ -104,6 +171,7 @@ pub fn run(args: ExplainArgs) -> CliResult {
         })?),
     };
     let zone = zone.or_else(|| step_zone(flow, step_index));
+    let job = job_input(&args, flow)?;
     let run = simulate(
         policy,
         flow,
@@ -113,15 +181,18 @@ pub fn run(args: ExplainArgs) -> CliResult {
             limit: args.limit.max(1),
             split: JitterSplit::FollowNominal,
         },
+        job.as_ref(),
         |_| Some(Answer::Failing),
     )
     .map_err(|e| bad(e.to_string()))?;
+    let payload = job.as_ref().map(|job| payload::report(flow, job, start));
     let explained = Explained {
         flow,
         step_index,
         start,
         zone: zone.as_ref(),
         run: &run,
+        payload: payload.as_deref(),
     };
     if args.output.json() {
         println!("{}", explained.json());
@@ -141,6 +212,8 @@ struct Explained<'a> {
     start: Timestamp,
     zone: Option<&'a TimeZone>,
     run: &'a Run,
+    /// With `--payload`: each step's expressions for it.
+    payload: Option<&'a [StepReport]>,
 }
 
 impl Explained<'_> {
@@ -161,6 +234,10 @@ impl Explained<'_> {
             println!(
                 "times are nominal (before jitter); `jitter range` is how far jitter can move them"
             );
+        }
+        if let Some(report) = self.payload {
+            println!();
+            print_payload_report(report);
         }
         println!();
         let held = self.run.attempts.iter().any(|a| a.hold.is_some());
@@ -422,8 +499,80 @@ impl Explained<'_> {
             "attempts": attempts,
             "fallbacks": fallbacks,
             "end": end,
+            "payload": self.payload.map(payload_json),
         })
     }
+}
+
+/// With `--payload`: each step's `when`, `retry` entry and bodies.
+fn print_payload_report(report: &[StepReport]) {
+    println!("with this payload:");
+    for step in report {
+        let when = match &step.when {
+            None => "runs (no `when`)".to_string(),
+            Some((source, Ok(true))) => format!("runs: `{source}` holds"),
+            Some((source, Ok(false))) => format!("skipped: `{source}` does not hold"),
+            Some((source, Err(error))) => format!(
+                "`{source}` fails: {error}{}",
+                earlier_hint(source).unwrap_or(" (an attempt with error kind `mapping`)")
+            ),
+        };
+        println!("  step {}: {when}", step.step);
+        let retry = match (&step.retry.entry, &step.retry.error) {
+            (_, Some(error)) => format!("a `retry` entry fails: {error}"),
+            (Some((index, source)), None) => {
+                format!("{} (entry {index}: `{source}` holds)", step.retry.template)
+            }
+            (None, None) => step.retry.template.clone(),
+        };
+        println!("    retry: {retry}");
+        for (channel, body) in &step.bodies {
+            match body {
+                None => println!("    body to {channel}: the payload as submitted"),
+                Some(Ok(value)) => println!("    body to {channel}: {value}"),
+                Some(Err(error)) => println!(
+                    "    body to {channel}: cannot be built: {error}{}",
+                    earlier_hint(error).unwrap_or("")
+                ),
+            }
+        }
+    }
+}
+
+/// Where an expression that failed reads an earlier step's answer, which
+/// `explain` only knows when given.
+fn earlier_hint(text: &str) -> Option<&'static str> {
+    text.contains("steps.")
+        .then_some(" (it reads an earlier step's answer: give one with --response STEP=JSON)")
+}
+
+fn payload_json(report: &[StepReport]) -> Value {
+    let steps: Vec<Value> = report
+        .iter()
+        .map(|step| {
+            json!({
+                "step": step.step,
+                "when": step.when.as_ref().map(|(source, held)| match held {
+                    Ok(holds) => json!({ "expression": source, "holds": holds }),
+                    Err(error) => json!({ "expression": source, "error": error }),
+                }),
+                "retry": {
+                    "template": step.retry.template,
+                    "entry": step.retry.entry.as_ref().map(|(index, source)| {
+                        json!({ "index": index, "when": source })
+                    }),
+                    "error": step.retry.error,
+                },
+                "bodies": step.bodies.iter().map(|(channel, body)| json!({
+                    "channel": channel,
+                    "body": body.as_ref().and_then(|b| b.as_ref().ok()),
+                    "error": body.as_ref().and_then(|b| b.as_ref().err()),
+                    "as_submitted": body.is_none(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "steps": steps })
 }
 
 /// The wait before attempt `a`: the previous attempt's delay on the same

@@ -17,11 +17,13 @@ use super::context::{Ctx, Site};
 use super::duration::parse_duration;
 use super::names::Registry;
 use crate::model::{
-    signing, BreakerConfig, Channel, ChannelKind, FailureRatio, FileChannel, HttpChannel, Rate,
-    RefreshAuth, RefreshBody, Secret, SecretUrl, Signing, SigningKey, TokenPath,
+    signing, BreakerConfig, Channel, ChannelKind, FailureRatio, FileChannel, HttpChannel, Pool,
+    PoolMember, PoolStrategy, Rate, RefreshAuth, RefreshBody, Secret, SecretUrl, Signing,
+    SigningKey, TokenPath,
 };
 use crate::policy::defs::{
-    BreakerDef, ChannelDef, FileDef, HttpDef, OAuth2Def, RefreshAuthDef, SignDef, Text, TlsDef,
+    BreakerDef, ChannelDef, FileDef, HttpDef, OAuth2Def, PoolDef, PoolMembersDef, PoolStrategyDef,
+    RefreshAuthDef, SignDef, Text, TlsDef,
 };
 
 /// The timeout of one HTTP attempt unless `timeout` says otherwise.
@@ -36,14 +38,186 @@ pub fn compile_channels(
     ctx: &mut Ctx<'_>,
     registry: &Registry<'_>,
 ) -> BTreeMap<String, Arc<Channel>> {
-    registry
+    let mut channels: BTreeMap<String, Arc<Channel>> = registry
         .channels
         .values()
         .filter_map(|entry| {
             compile_channel(ctx, &entry.site, entry.name, entry.def)
                 .map(|channel| (entry.name.to_string(), Arc::new(channel)))
         })
-        .collect()
+        .collect();
+    // A pool's members are checked once every channel is known.
+    let broken: Vec<String> = registry
+        .channels
+        .values()
+        .filter(|entry| {
+            let Some(channel) = channels.get(entry.name) else {
+                return false;
+            };
+            let ChannelKind::Pool(pool) = &channel.kind else {
+                return false;
+            };
+            !pool_members_exist(ctx, registry, &entry.site, entry.name, entry.def, pool)
+        })
+        .map(|entry| entry.name.to_string())
+        .collect();
+    for name in broken {
+        channels.remove(&name);
+    }
+    channels
+}
+
+/// Whether each member of `pool` (channel `name`) is a channel that is not
+/// a pool; every one that is not is reported at its place.
+fn pool_members_exist(
+    ctx: &mut Ctx<'_>,
+    registry: &Registry<'_>,
+    site: &Site,
+    name: &str,
+    def: &ChannelDef,
+    pool: &Pool,
+) -> bool {
+    let pool_site = site.child("pool");
+    let listed_as_list = matches!(
+        def.pool.as_ref().and_then(|p| p.members.as_ref()),
+        Some(PoolMembersDef::List(_))
+    );
+    let mut ok = true;
+    for (index, member) in pool.members.iter().enumerate() {
+        let at = if listed_as_list {
+            pool_site.child("members").index(index)
+        } else if def.pool.as_ref().is_some_and(|p| p.weighted.is_some()) {
+            pool_site.child("weighted").child(&member.name)
+        } else {
+            pool_site.child("members").child(&member.name)
+        };
+        let problem = if member.name == name {
+            Some(format!("pool `{name}` cannot be a member of itself"))
+        } else if !registry.channels.contains_key(member.name.as_str()) {
+            let known: Vec<&str> = registry
+                .channels
+                .keys()
+                .copied()
+                .filter(|c| *c != name)
+                .collect();
+            Some(format!(
+                "unknown channel `{}`; defined channels: {}",
+                member.name,
+                known.join(", ")
+            ))
+        } else if registry
+            .channels
+            .get(member.name.as_str())
+            .is_some_and(|entry| entry.def.pool.is_some())
+        {
+            Some(format!(
+                "`{}` is a pool: a pool's members are `http` or `file` channels",
+                member.name
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            ctx.error(&at, problem);
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// A pool's members and strategy as written (the members' existence is
+/// checked by [`compile_channels`]).
+fn compile_pool(ctx: &mut Ctx<'_>, site: &Site, def: &PoolDef) -> Option<Pool> {
+    let weights = |map: &BTreeMap<String, u32>| -> Vec<PoolMember> {
+        map.iter()
+            .map(|(name, weight)| PoolMember {
+                name: name.clone(),
+                weight: *weight,
+            })
+            .collect()
+    };
+    let (members, weighted) = match (&def.members, &def.weighted) {
+        (Some(_), Some(_)) => {
+            ctx.error_at_key(
+                &site.child("weighted"),
+                "write the members once: `members: [a, b]` (with `strategy`), or \
+                 `weighted: { a: 3, b: 1 }`",
+            );
+            return None;
+        }
+        (None, None) => {
+            ctx.error_at_key(
+                site,
+                "a pool needs its members: `members: [a, b]`, or `weighted: { a: 3, b: 1 }`",
+            );
+            return None;
+        }
+        (Some(PoolMembersDef::List(names)), None) => (
+            names
+                .iter()
+                .map(|name| PoolMember {
+                    name: name.clone(),
+                    weight: 1,
+                })
+                .collect::<Vec<_>>(),
+            false,
+        ),
+        (Some(PoolMembersDef::Weights(map)), None) | (None, Some(map)) => (weights(map), true),
+    };
+    let strategy = match (def.strategy, weighted) {
+        (None, false) | (Some(PoolStrategyDef::RoundRobin), false) => PoolStrategy::RoundRobin,
+        (Some(PoolStrategyDef::Healthiest), false) => PoolStrategy::Healthiest,
+        (None, true) | (Some(PoolStrategyDef::Weighted), true) => PoolStrategy::Weighted,
+        (Some(PoolStrategyDef::Weighted), false) => {
+            ctx.error(
+                &site.child("strategy"),
+                "`weighted` needs each member's weight: write `members: { a: 3, b: 1 }`",
+            );
+            return None;
+        }
+        (Some(other), true) => {
+            ctx.error(
+                &site.child("strategy"),
+                format_args!(
+                    "weights are for `strategy: weighted`; with `{}`, list the members: \
+                     `members: [a, b]`",
+                    match other {
+                        PoolStrategyDef::Healthiest => "healthiest",
+                        _ => "round_robin",
+                    }
+                ),
+            );
+            return None;
+        }
+    };
+    let mut ok = true;
+    if members.is_empty() {
+        ctx.error_at_key(site, "a pool needs at least one member");
+        ok = false;
+    }
+    for (index, member) in members.iter().enumerate() {
+        if member.weight == 0 {
+            ctx.error(
+                &site
+                    .child(if def.weighted.is_some() {
+                        "weighted"
+                    } else {
+                        "members"
+                    })
+                    .child(&member.name),
+                "a weight is at least 1 (leave the member out instead)",
+            );
+            ok = false;
+        }
+        if members[..index].iter().any(|m| m.name == member.name) {
+            ctx.error(
+                &site.child("members").index(index),
+                format_args!("`{}` is listed twice", member.name),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(Pool { members, strategy })
 }
 
 fn compile_channel(
@@ -94,33 +268,68 @@ fn compile_channel(
             compiled
         }
     };
-    let kind = match (&def.http, &def.file) {
-        (Some(http), None) => compile_http(ctx, &site.child("http"), http).and_then(|mut http| {
-            if refresh_auth.is_some() && http.refresh_auth.is_some() {
+    if def.pool.is_some() {
+        for (key, set) in [
+            ("circuit_breaker", def.circuit_breaker.is_some()),
+            ("rate", def.rate.is_some()),
+            ("concurrency", def.concurrency.is_some()),
+            ("refresh_auth", def.refresh_auth.is_some()),
+        ] {
+            if set {
                 ctx.error_at_key(
-                    &site.child("refresh_auth"),
-                    "this channel gets its token from `http.auth.oauth2` already: \
-                     remove `refresh_auth`, or `auth`",
+                    &site.child(key),
+                    format_args!(
+                        "`{key}` belongs to the pool's member channels: each partner has \
+                         its own; set it on the members"
+                    ),
                 );
-                return None;
+                ok = false;
             }
-            if let Some(refresh) = refresh_auth {
-                http.refresh_auth = Some(Box::new(refresh));
-            }
-            Some(ChannelKind::Http(http))
-        }),
-        (None, Some(file)) => compile_file(ctx, &site.child("file"), file).map(ChannelKind::File),
-        (Some(_), Some(_)) => {
+        }
+    }
+    let kind = match (&def.http, &def.file, &def.pool) {
+        (None, None, Some(pool)) => {
+            compile_pool(ctx, &site.child("pool"), pool).map(ChannelKind::Pool)
+        }
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
             ctx.error_at_key(
                 site,
-                "a channel has exactly one kind: write `http` or `file`, not both",
+                "a channel has exactly one kind: write `http`, `file` or `pool`, not two",
             );
             None
         }
-        (None, None) => {
-            ctx.error_at_key(site, "a channel needs its kind: `http` or `file`");
-            None
-        }
+        (http, file, None) => match (http, file) {
+            (Some(http), None) => {
+                compile_http(ctx, &site.child("http"), http).and_then(|mut http| {
+                    if refresh_auth.is_some() && http.refresh_auth.is_some() {
+                        ctx.error_at_key(
+                            &site.child("refresh_auth"),
+                            "this channel gets its token from `http.auth.oauth2` already: \
+                     remove `refresh_auth`, or `auth`",
+                        );
+                        return None;
+                    }
+                    if let Some(refresh) = refresh_auth {
+                        http.refresh_auth = Some(Box::new(refresh));
+                    }
+                    Some(ChannelKind::Http(http))
+                })
+            }
+            (None, Some(file)) => {
+                compile_file(ctx, &site.child("file"), file).map(ChannelKind::File)
+            }
+            (Some(_), Some(_)) => {
+                ctx.error_at_key(
+                    site,
+                    "a channel has exactly one kind: write `http`, `file` or `pool`, not two",
+                );
+                None
+            }
+            (None, None) => {
+                ctx.error_at_key(site, "a channel needs its kind: `http`, `file` or `pool`");
+                None
+            }
+        },
     };
     let kind = kind.filter(|_| ok)?;
     Some(Channel {

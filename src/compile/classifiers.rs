@@ -212,6 +212,7 @@ fn error_kind(def: ErrorKindDef) -> ErrorKind {
         ErrorKindDef::Tls => ErrorKind::Tls,
         ErrorKindDef::Io => ErrorKind::Io,
         ErrorKindDef::Internal => ErrorKind::Internal,
+        ErrorKindDef::Mapping => ErrorKind::Mapping,
         ErrorKindDef::Other => ErrorKind::Other,
     }
 }

@@ -9,16 +9,23 @@ use std::sync::Arc;
 
 use super::channels::{compile_breaker, StepBreaker};
 use super::context::{Ctx, Site};
+use super::expressions;
 use super::names::{check_name_value, Ref, Registry};
 use crate::model::{
-    Calendar, Channel, ChannelKind, Classifier, Flow, MaintenanceRule, OffHours, OnDead, Outcome,
-    RetryTemplate, Step, StepHours,
+    Calendar, Channel, ChannelKind, Classifier, Flow, MaintenanceRule, Mapping, OffHours, OnDead,
+    Outcome, RetryTemplate, RetryWhen, Step, StepHours,
 };
-use crate::policy::defs::{FlowDef, OffHoursDef, StepDef, StepHoursDef};
+use crate::policy::defs::{
+    FallbackDef, FallbackEntryDef, FlowDef, OffHoursDef, RetryDef, StepDef, StepHoursDef,
+};
 use crate::policy::Section;
 
 /// The template a step uses when it names none.
 pub const DEFAULT_TEMPLATE: &str = "standard";
+
+/// The range of a job's priority.
+pub const PRIORITY_MIN: i64 = -100;
+pub const PRIORITY_MAX: i64 = 100;
 
 pub use crate::model::ON_DEAD_STEP;
 
@@ -104,7 +111,8 @@ impl Refs<'_, '_, '_, '_> {
             } else {
                 check_name_value(self.ctx, &name_site, "step", step_name);
             }
-            match self.step(&step_site, step_def, compiled) {
+            let earlier: Vec<&str> = def.steps[..index].iter().map(|s| s.name.as_str()).collect();
+            match self.step(&step_site, step_def, compiled, &earlier) {
                 Some(step) => steps.push(step),
                 None => ok = false,
             }
@@ -124,16 +132,71 @@ impl Refs<'_, '_, '_, '_> {
                 }
             }
         };
+        let priority = match def.priority {
+            None => 0,
+            Some(p) if (PRIORITY_MIN..=PRIORITY_MAX).contains(&p) => p as i32,
+            Some(p) => {
+                self.ctx.error(
+                    &site.child("priority"),
+                    format_args!(
+                        "priority {p} is out of range: write a whole number from \
+                         {PRIORITY_MIN} to {PRIORITY_MAX} (higher starts first)"
+                    ),
+                );
+                ok = false;
+                0
+            }
+        };
+        let kept_responses = steps
+            .iter()
+            .flat_map(|step: &Step| {
+                step.when
+                    .iter()
+                    .chain(step.retry_when.iter().map(|entry| &entry.when))
+                    .chain(
+                        step.body
+                            .iter()
+                            .chain(step.fallback_bodies.iter().flatten())
+                            .flat_map(|body| body.expressions().into_iter().map(|(_, e)| e)),
+                    )
+                    .flat_map(|expr| expr.steps_read().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         ok.then(|| Flow {
             name: name.to_string(),
+            priority,
             steps,
             on_dead,
+            kept_responses,
         })
     }
 
-    fn step(&mut self, site: &Site, def: &StepDef, compiled: &Compiled<'_>) -> Option<Step> {
+    fn step(
+        &mut self,
+        site: &Site,
+        def: &StepDef,
+        compiled: &Compiled<'_>,
+        earlier: &[&str],
+    ) -> Option<Step> {
         let mut ok = true;
-        if let Some(breaker) = &def.circuit_breaker {
+        let is_pool = |name: &str| {
+            matches!(
+                compiled.channels.get(name).map(|c| &c.kind),
+                Some(ChannelKind::Pool(_))
+            )
+        };
+        if def.circuit_breaker.is_some() && is_pool(&def.channel) {
+            self.ctx.error_at_key(
+                &site.child("circuit_breaker"),
+                format_args!(
+                    "channel `{}` is a pool: each member has its own breaker; set \
+                     `circuit_breaker` on the member channels",
+                    def.channel
+                ),
+            );
+            ok = false;
+        } else if let Some(breaker) = &def.circuit_breaker {
             let at = site.child("circuit_breaker");
             match compile_breaker(self.ctx, &at, breaker) {
                 Some(config) => self.used.breakers.push(StepBreaker {
@@ -149,15 +212,26 @@ impl Refs<'_, '_, '_, '_> {
             .channel(&site.child("channel"), &def.channel, compiled)
             .is_some();
 
-        let fallback: Vec<String> = def.fallback.as_ref().map_or_else(Vec::new, |f| f.0.clone());
+        let fallback_defs: &[FallbackDef] = def.fallback.as_ref().map_or(&[], |f| &f.0);
+        let fallback: Vec<String> = fallback_defs
+            .iter()
+            .map(|f| f.channel().to_string())
+            .collect();
         let fallback_site = site.child("fallback");
         let sites = self.ctx.item_sites(&fallback_site, fallback.len());
-        for (i, (channel, at)) in fallback.iter().zip(&sites).enumerate() {
-            ok &= self.channel(at, channel, compiled).is_some();
-            let shown = self.ctx.shown(at, channel).to_string();
+        let mut fallback_bodies = Vec::with_capacity(fallback.len());
+        for (i, ((channel, at), fallback_def)) in
+            fallback.iter().zip(&sites).zip(fallback_defs).enumerate()
+        {
+            let at = match fallback_def {
+                FallbackDef::Channel(_) => at.clone(),
+                FallbackDef::WithBody(_) => at.child("channel"),
+            };
+            ok &= self.channel(&at, channel, compiled).is_some();
+            let shown = self.ctx.shown(&at, channel).to_string();
             if *channel == def.channel {
                 self.ctx.warning(
-                    at,
+                    &at,
                     format_args!(
                         "fallback `{shown}` is the step's own channel: it runs the \
                          same retries again against the same partner"
@@ -165,20 +239,39 @@ impl Refs<'_, '_, '_, '_> {
                 );
             } else if fallback[..i].contains(channel) {
                 self.ctx
-                    .warning(at, format_args!("fallback `{shown}` is listed twice"));
+                    .warning(&at, format_args!("fallback `{shown}` is listed twice"));
             }
+            fallback_bodies.push(match fallback_def {
+                FallbackDef::WithBody(FallbackEntryDef {
+                    body: Some(body), ..
+                }) => {
+                    let body_site = sites[i].child("body");
+                    match self.body(&body_site, body, channel, compiled, earlier) {
+                        Some(mapping) => Some(mapping),
+                        None => {
+                            ok = false;
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            });
         }
 
-        let template_name = def.retry.as_deref().unwrap_or(DEFAULT_TEMPLATE);
-        let retry = self.lookup(
-            &site.child("retry"),
-            Section::Templates,
-            template_name,
-            compiled.templates,
-        );
-        if def.retry.is_some() {
-            self.used.templates.insert(template_name.to_string());
-        }
+        let (retry, retry_when) = self.retry(site, def, compiled, earlier);
+        let when = match &def.when {
+            None => Some(None),
+            Some(source) => {
+                let at = site.child("when");
+                expressions::condition(self.ctx, &at, source, earlier).map(Some)
+            }
+        };
+        let body = match &def.body {
+            None => Some(None),
+            Some(body) => self
+                .body(&site.child("body"), body, &def.channel, compiled, earlier)
+                .map(Some),
+        };
         let classifier = match &def.classify {
             None => Some(None),
             Some(name) => {
@@ -199,17 +292,168 @@ impl Refs<'_, '_, '_, '_> {
             None => Some(None),
             Some(hours) => self.hours(&site.child("hours"), hours, compiled).map(Some),
         };
-        match (retry, classifier, hours) {
-            (Some(retry), Some(classifier), Some(hours)) if ok => Some(Step {
+        match (retry, retry_when, classifier, hours, when, body) {
+            (
+                Some(retry),
+                Some(retry_when),
+                Some(classifier),
+                Some(hours),
+                Some(when),
+                Some(body),
+            ) if ok => Some(Step {
                 name: def.name.clone(),
                 channel: def.channel.clone(),
                 fallback,
                 retry,
+                retry_when,
+                when,
+                body,
+                fallback_bodies,
                 classifier,
                 hours,
             }),
             _ => None,
         }
+    }
+
+    /// A step's `retry`: the template when no entry's `when` holds, and the
+    /// entries with a `when` before it. `None`s where something is broken
+    /// (reported).
+    #[allow(clippy::type_complexity)]
+    fn retry(
+        &mut self,
+        site: &Site,
+        def: &StepDef,
+        compiled: &Compiled<'_>,
+        earlier: &[&str],
+    ) -> (Option<Arc<RetryTemplate>>, Option<Vec<RetryWhen>>) {
+        let retry_site = site.child("retry");
+        let entries = match &def.retry {
+            None => {
+                let default = self.lookup(
+                    &retry_site,
+                    Section::Templates,
+                    DEFAULT_TEMPLATE,
+                    compiled.templates,
+                );
+                return (default, Some(Vec::new()));
+            }
+            Some(RetryDef::Template(name)) => {
+                self.used.templates.insert(name.clone());
+                let template =
+                    self.lookup(&retry_site, Section::Templates, name, compiled.templates);
+                return (template, Some(Vec::new()));
+            }
+            Some(RetryDef::Entries(entries)) => entries,
+        };
+        if entries.is_empty() {
+            self.ctx.error(
+                &retry_site,
+                "an empty `retry` list: write a template name, or entries \
+                 `{ when: CONDITION, use: TEMPLATE }` ending with `{ use: TEMPLATE }`",
+            );
+            return (None, None);
+        }
+        let mut ok = true;
+        let mut retry_when = Vec::new();
+        let mut otherwise = None;
+        for (index, entry) in entries.iter().enumerate() {
+            let at = retry_site.index(index);
+            if otherwise.is_some() {
+                self.ctx.warning(
+                    &at,
+                    "this entry is never used: an entry before it has no `when` and \
+                     always applies",
+                );
+                continue;
+            }
+            self.used.templates.insert(entry.template.clone());
+            let template = self.lookup(
+                &at.child("use"),
+                Section::Templates,
+                &entry.template,
+                compiled.templates,
+            );
+            let when = match &entry.when {
+                None => None,
+                Some(source) => {
+                    match expressions::condition(self.ctx, &at.child("when"), source, earlier) {
+                        Some(expr) => Some(expr),
+                        None => {
+                            ok = false;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(template) = template else {
+                ok = false;
+                continue;
+            };
+            match when {
+                Some(when) => retry_when.push(RetryWhen {
+                    when,
+                    template_name: entry.template.clone(),
+                    template,
+                }),
+                None => otherwise = Some(template),
+            }
+        }
+        let otherwise = match otherwise {
+            Some(template) => Some(template),
+            None => compiled.templates.get(DEFAULT_TEMPLATE).cloned(),
+        };
+        if ok {
+            (otherwise, Some(retry_when))
+        } else {
+            (None, None)
+        }
+    }
+
+    /// A `body` for `channel`: compiled, and refused where the channel
+    /// sends no body.
+    fn body(
+        &mut self,
+        site: &Site,
+        shape: &serde_json::Value,
+        channel: &str,
+        compiled: &Compiled<'_>,
+        earlier: &[&str],
+    ) -> Option<Mapping> {
+        let targets: Vec<&Channel> = match compiled.channels.get(channel).map(|c| c.as_ref()) {
+            Some(Channel {
+                kind: ChannelKind::Pool(pool),
+                ..
+            }) => pool
+                .members
+                .iter()
+                .filter_map(|m| compiled.channels.get(&m.name).map(|c| c.as_ref()))
+                .collect(),
+            Some(other) => vec![other],
+            None => Vec::new(),
+        };
+        for target in targets {
+            let Channel {
+                kind: ChannelKind::Http(http),
+                ..
+            } = target
+            else {
+                continue;
+            };
+            if matches!(http.method.as_str(), "GET" | "HEAD") {
+                let shown = self.ctx.shown(site, &target.name).to_string();
+                self.ctx.error_at_key(
+                    site,
+                    format_args!(
+                        "channel `{shown}` sends {} requests, which carry no body: remove \
+                         `body`, or give the channel `method: POST` (or PUT, PATCH)",
+                        http.method
+                    ),
+                );
+                return None;
+            }
+        }
+        expressions::mapping(self.ctx, site, shape, earlier)
     }
 
     /// A step's `hours`: its calendar and templates resolved, its modes
@@ -364,8 +608,13 @@ impl Refs<'_, '_, '_, '_> {
     /// Checks a channel reference and records its use.
     fn channel(&mut self, site: &Site, name: &str, compiled: &Compiled<'_>) -> Option<()> {
         self.used.channels.insert(name.to_string());
-        self.lookup(site, Section::Channels, name, compiled.channels)
-            .map(|_| ())
+        let channel = self.lookup(site, Section::Channels, name, compiled.channels)?;
+        if let ChannelKind::Pool(pool) = &channel.kind {
+            for member in &pool.members {
+                self.used.channels.insert(member.name.clone());
+            }
+        }
+        Some(())
     }
 
     /// The compiled definition `name` refers to; `None` (reported where the

@@ -23,6 +23,7 @@ mod channels;
 mod classifiers;
 mod context;
 pub(crate) mod duration;
+mod expressions;
 mod flows;
 mod lints;
 mod names;
@@ -34,7 +35,7 @@ use std::path::PathBuf;
 
 pub use channels::DEFAULT_HTTP_TIMEOUT;
 pub use duration::{format_duration, parse_duration, parse_jitter, DurationError, JitterError};
-pub use flows::{DEFAULT_TEMPLATE, ON_DEAD_STEP};
+pub use flows::{DEFAULT_TEMPLATE, ON_DEAD_STEP, PRIORITY_MAX, PRIORITY_MIN};
 pub use lints::{covers, retries_past_deadline, shadowed_rules, DeadlineCut};
 pub use version::policy_version;
 

@@ -318,7 +318,7 @@ fn bad_rules_are_reported() {
              by rule 4",
             "p.yaml:16:25: error: classifiers.typo.rules[0].match.error: unknown variant \
              `tmeout`, expected one of `timeout`, `connect`, `dns`, `reset`, `tls`, `io`, \
-             `internal`, `other`",
+             `internal`, `mapping`, `other`",
         ]
     );
 }
@@ -424,9 +424,10 @@ fn bad_channels_are_reported() {
     assert_eq!(
         diags(&text),
         vec![
-            "p.yaml:4:3: error: channels.both: a channel has exactly one kind: write `http` or \
-             `file`, not both",
-            "p.yaml:7:3: error: channels.none: a channel needs its kind: `http` or `file`",
+            "p.yaml:4:3: error: channels.both: a channel has exactly one kind: write `http`, \
+             `file` or `pool`, not two",
+            "p.yaml:7:3: error: channels.none: a channel needs its kind: `http`, `file` or \
+             `pool`",
             "p.yaml:10:12: error: channels.h.http.url: url `api.example/leads` is not an \
              absolute http(s) URL, e.g. `https://api.example.com/leads`",
             "p.yaml:11:15: error: channels.h.http.method: unknown method `FETCH`; use one of \
@@ -1076,7 +1077,7 @@ fn every_problem_in_every_file_is_reported_and_ordered() {
              channels: c",
             "b.yaml:2:17: error: templates.t.initial: bad duration `soon`: write a number and \
              a unit (ms, s, m, h, d), e.g. `30s`",
-            "b.yaml:4:3: error: channels.c: a channel needs its kind: `http` or `file`",
+            "b.yaml:4:3: error: channels.c: a channel needs its kind: `http`, `file` or `pool`",
             "c.toml:2:11: error: templates.u.retries: invalid value: integer `-1`, expected a whole number, 0 or more",
         ]
     );
@@ -1166,6 +1167,148 @@ retry = \"nope\"
         vec![
             "p.toml:7:9: error: flows.f.steps[0].retry: unknown template `nope`; defined \
              templates: aggressive, conservative, standard"
+        ]
+    );
+}
+
+// ---------- flows that read the payload ----------
+
+const TWO_CHANNELS: &str = "\
+channels:
+  score:
+    http: { url: 'http://127.0.0.1:9/score' }
+  crm:
+    http: { url: 'http://127.0.0.1:9/crm' }
+  lookup:
+    http: { url: 'http://127.0.0.1:9/lookup', method: GET }
+  spool:
+    file: { dir: spool }
+";
+
+#[test]
+fn when_retry_entries_and_bodies_compile_and_note_the_responses_to_keep() {
+    let p = ok(&format!(
+        "{TWO_CHANNELS}flows:
+  leads:
+    priority: 7
+    steps:
+      - name: score
+        channel: score
+        retry:
+          - {{ when: 'payload.amount >= 10000', use: aggressive }}
+          - {{ use: conservative }}
+      - name: deliver
+        channel: crm
+        when: 'steps.score.response.json.score > 50'
+        body:
+          email: '{{{{ payload.email }}}}'
+          note: 'lead {{{{ job.key }}}} scored {{{{ steps.score.response.json.score }}}}'
+        fallback: [lookup, {{ channel: spool, body: '{{{{ payload }}}}' }}]
+"
+    ));
+    let flow = p.flow("leads").expect("the flow");
+    assert_eq!(flow.priority, 7);
+    assert_eq!(flow.kept_responses.iter().collect::<Vec<_>>(), ["score"]);
+    let score = &flow.steps[0];
+    assert_eq!(score.retry.name, "conservative");
+    assert_eq!(score.retry_when.len(), 1);
+    assert_eq!(score.retry_when[0].template.name, "aggressive");
+    let deliver = &flow.steps[1];
+    assert!(deliver.when.is_some() && deliver.body.is_some());
+    assert!(
+        deliver.fallback_bodies[0].is_none(),
+        "inherits the step's body"
+    );
+    assert!(deliver.fallback_bodies[1].is_some(), "a body of its own");
+}
+
+#[test]
+fn expression_errors_point_at_the_string() {
+    let errors = diags(&format!(
+        "{TWO_CHANNELS}flows:
+  leads:
+    priority: 500
+    steps:
+      - name: score
+        channel: score
+        when: 'steps.deliver.response.status == 200'
+        retry:
+          - {{ when: 'payload.amount >=', use: aggressive }}
+          - {{ use: nope }}
+      - name: deliver
+        channel: crm
+        when: 'job.owner == 1 or secret > 2'
+        body:
+          a: '{{{{ steps.score.reponse.status }}}}'
+        fallback:
+          - {{ channel: spool, body: {{ b: ['{{{{ payload. }}}}'] }} }}
+      - name: fetch
+        channel: lookup
+        body: {{ q: '{{{{ payload.q }}}}' }}
+"
+    ));
+    assert_eq!(
+        errors,
+        [
+            "p.yaml:12:15: error: flows.leads.priority: priority 500 is out of range: write a \
+             whole number from -100 to 100 (higher starts first)",
+            "p.yaml:16:15: error: flows.leads.steps[0].when: in `steps.deliver.response.status \
+             == 200`: `steps.deliver`: no step runs before this one, so no response can be read",
+            "p.yaml:18:21: error: flows.leads.steps[0].retry[0].when: `payload.amount >=` is not \
+             a valid expression: syntax error: unexpected end of input, expected expression",
+            "p.yaml:19:20: error: flows.leads.steps[0].retry[1].use: unknown template `nope`; \
+             defined templates: aggressive, conservative, standard",
+            "p.yaml:22:15: error: flows.leads.steps[1].when: in `job.owner == 1 or secret > 2`: \
+             `job.owner` is not a field of the job; it has: id, key, flow, priority, created_at",
+            "p.yaml:22:15: error: flows.leads.steps[1].when: in `job.owner == 1 or secret > 2`: \
+             unknown variable `secret`; an expression can read payload, job, steps",
+            "p.yaml:24:14: error: flows.leads.steps[1].body.a: in `steps.score.reponse.status`: \
+             `steps.score.reponse`: a step shows its `response` (write \
+             `steps.score.response.reponse`?)",
+            "p.yaml:26:43: error: flows.leads.steps[1].fallback[0].body.b[0]: not a valid \
+             template: syntax error: unexpected end of input, expected identifier or integer",
+            "p.yaml:29:9: error: flows.leads.steps[2].body: channel `lookup` sends GET \
+             requests, which carry no body: remove `body`, or give the channel `method: POST` \
+             (or PUT, PATCH)",
+        ]
+    );
+}
+
+#[test]
+fn pool_mistakes_point_at_the_member_or_key() {
+    let errors = diags(
+        "channels:
+  a: { file: { dir: a } }
+  b: { file: { dir: b } }
+  p1: { pool: { members: [a, nope, p2] } }
+  p2: { pool: { members: [a, b] }, rate: 5/s }
+  p3: { pool: { members: [a, b], strategy: weighted } }
+  p4: { pool: { members: { a: 3, b: 0 } } }
+  p5: { pool: { members: [a], weighted: { b: 1 } } }
+  p6: { pool: { members: [a, b], strategy: healthiest } }
+flows:
+  f:
+    steps:
+      - { name: s, channel: p6, circuit_breaker: { failures: 3 } }
+",
+    );
+    assert_eq!(
+        errors,
+        [
+            "p.yaml:4:30: error: channels.p1.pool.members[1]: unknown channel `nope`; defined \
+             channels: a, b, p2, p3, p4, p5, p6",
+            "p.yaml:4:36: error: channels.p1.pool.members[2]: `p2` is a pool: a pool's members \
+             are `http` or `file` channels",
+            "p.yaml:5:36: error: channels.p2.rate: `rate` belongs to the pool's member \
+             channels: each partner has its own; set it on the members",
+            "p.yaml:6:44: error: channels.p3.pool.strategy: `weighted` needs each member's \
+             weight: write `members: { a: 3, b: 1 }`",
+            "p.yaml:7:37: error: channels.p4.pool.members.b: a weight is at least 1 (leave the \
+             member out instead)",
+            "p.yaml:8:31: error: channels.p5.pool.weighted: write the members once: `members: \
+             [a, b]` (with `strategy`), or `weighted: { a: 3, b: 1 }`",
+            "p.yaml:13:33: error: flows.f.steps[0].circuit_breaker: channel `p6` is a pool: \
+             each member has its own breaker; set `circuit_breaker` on the member channels",
         ]
     );
 }

@@ -11,12 +11,17 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::gate::{ChannelGate, Gate, Sent};
+use super::prepare::{self, Prepared};
 use super::LivePolicy;
-use crate::channels::{Deadline, Delivery, SharedChannels};
+use crate::channels::{Deadline, Delivery, Pick, SharedChannels};
 use crate::clock::SharedClock;
+use crate::expr::{KeptResponse, Responses};
 use crate::lifecycle::machine::notify_template;
 use crate::lifecycle::{locate, next, Event, JobState, Move, MoveKind, Position, Reason};
-use crate::model::{CompiledPolicy, DeliveryResult, ErrorKind, Flow, TransportError};
+use crate::model::{
+    ChannelKind, CompiledPolicy, DeliveryResult, ErrorKind, Flow, Outcome as Verdicts,
+    TransportError,
+};
 use crate::retry::classify;
 use crate::store::view::JobView;
 use crate::store::{AttemptRecord, JobRecord, Outcome, SharedStepLog, Transition};
@@ -41,6 +46,23 @@ pub struct Executor {
     pub traces: Option<Arc<crate::telemetry::traces::Traces>>,
 }
 
+/// The job's kept responses with `response`, the answer of `step`, added:
+/// `None` when no later step reads it.
+fn kept_responses(
+    job: &JobRecord,
+    policy: &CompiledPolicy,
+    step: &str,
+    response: &crate::model::Response,
+) -> Option<String> {
+    let flow = policy.flow(&job.flow)?;
+    if !flow.kept_responses.contains(step) {
+        return None;
+    }
+    let mut responses = Responses::from_log(job.responses.as_deref());
+    responses.insert(step, KeptResponse::of(response));
+    Some(responses.to_log())
+}
+
 /// Where `job` stands, for the state machine.
 pub fn position_of(job: &JobRecord) -> Position {
     Position {
@@ -53,6 +75,7 @@ pub fn position_of(job: &JobRecord) -> Position {
         held: Duration::from_millis(job.held_ms.max(0) as u64),
         due: job.next_at,
         notify_attempts: job.notify_attempts,
+        retry_choice: None,
     }
 }
 
@@ -61,6 +84,8 @@ struct Answered {
     /// The step and channel attempted.
     step: String,
     channel: String,
+    /// The member a pool sent it to.
+    member: Option<String>,
     started: Timestamp,
     finished: Timestamp,
     result: DeliveryResult,
@@ -78,7 +103,7 @@ impl Executor {
             let lag = claimed_at.duration_since(due).as_secs_f64().max(0.0);
             self.metrics.claim_lag(lag);
         }
-        let position = position_of(job);
+        let mut position = position_of(job);
         let event = if self.paused.contains(&job.flow) {
             Event::Paused
         } else {
@@ -93,7 +118,52 @@ impl Executor {
         let Some(located) = locate(&policy, &position) else {
             return self.release(job);
         };
-        let (step, channel) = (located.step, located.channel);
+        let mut body = None;
+        if located.step.reads_the_job() {
+            let step_starts = job.attempt == 0 && located.channel_index == 0;
+            let scope = prepare::scope_of(job);
+            match prepare::prepare(located.step, located.channel_index, step_starts, &scope) {
+                Prepared::Send {
+                    body: built,
+                    retry_choice,
+                } => {
+                    body = built;
+                    position.retry_choice = retry_choice;
+                }
+                Prepared::Skip => {
+                    let skipped = next(&position, &Event::WhenFalse, &policy, claimed_at);
+                    return self.unattempted(job, &policy, &skipped, claimed_at);
+                }
+                Prepared::Failed(error) => {
+                    return self.mapping_failed(job, &policy, &position, &located, error);
+                }
+            }
+        }
+        let step = located.step;
+        // A pool sends each attempt to one member: that channel's breaker,
+        // limits and sender carry the attempt.
+        let (channel, member) = match &located.channel.kind {
+            ChannelKind::Pool(pool) => {
+                let now = self.clock.now();
+                let pick = self.channels.pools().pick(
+                    &located.channel.name,
+                    pool,
+                    self.channels.breakers(),
+                    now,
+                );
+                match pick {
+                    Pick::Member(name) => match policy.channel(&name) {
+                        Some(member) => (member.as_ref(), Some(name)),
+                        None => return self.release(job),
+                    },
+                    Pick::AllOpen { until } => {
+                        let refused = next(&position, &Event::BreakerOpen { until }, &policy, now);
+                        return self.unattempted(job, &policy, &refused, now);
+                    }
+                }
+            }
+            _ => (located.channel, None),
+        };
 
         let key = step_idempotency_key(&job.idempotency_key, step_index, &step.name);
         let gate = ChannelGate {
@@ -124,9 +194,10 @@ impl Executor {
             flow: &job.flow,
             step: &step.name,
             idempotency_key: &key,
-            payload: &job.payload,
+            payload: body.as_deref().unwrap_or(&job.payload),
             deadline: Some(deadline),
             traceparent: span.as_ref().map(|span| span.traceparent.as_str()),
+            keep_headers: located.flow.kept_responses.contains(&step.name),
         };
         let started = self.clock.now();
         let Sent {
@@ -134,8 +205,23 @@ impl Executor {
             verdict,
             note,
             finished,
-        } = gate.send(channel, &delivery, step).await;
+        } = gate
+            .send(
+                channel,
+                &delivery,
+                step,
+                step.template(position.retry_choice),
+            )
+            .await;
         slot.finish(&verdict, &result, finished);
+        if member.is_some() {
+            let latency = finished.duration_since(started).unsigned_abs();
+            self.channels.pools().record(
+                &channel.name,
+                verdict.outcome == Verdicts::Success,
+                latency,
+            );
+        }
         if let Some(span) = span {
             let (status, error) = match &result {
                 Ok(response) => (Some(response.status), None),
@@ -154,12 +240,53 @@ impl Executor {
             &position,
             Answered {
                 step: step.name.clone(),
-                channel: channel.name.clone(),
+                channel: located.channel.name.clone(),
+                member,
                 started,
                 finished,
                 result,
                 verdict,
                 note,
+            },
+        )
+    }
+
+    /// The transition of an attempt whose expressions failed for this job:
+    /// nothing is sent; the attempt is recorded with error kind `mapping`
+    /// and decided by the step's classifier (by default a permanent
+    /// failure: the payload needs an edit).
+    fn mapping_failed(
+        &self,
+        job: &JobRecord,
+        policy: &CompiledPolicy,
+        position: &Position,
+        located: &crate::lifecycle::Located<'_>,
+        error: crate::expr::EvalError,
+    ) -> Transition {
+        let now = self.clock.now();
+        let result: DeliveryResult = Err(TransportError {
+            kind: ErrorKind::Mapping,
+            message: error.to_string(),
+        });
+        let verdict = classify(
+            located.step.classifier.as_deref(),
+            &result,
+            located.step.template(position.retry_choice),
+            now,
+        );
+        self.conclude(
+            job,
+            policy,
+            position,
+            Answered {
+                step: located.step.name.clone(),
+                channel: located.channel.name.clone(),
+                member: None,
+                started: now,
+                finished: now,
+                result,
+                verdict,
+                note: None,
             },
         )
     }
@@ -201,6 +328,7 @@ impl Executor {
                 Answered {
                     step,
                     channel,
+                    member: None,
                     started: now,
                     finished: now,
                     result,
@@ -236,6 +364,7 @@ impl Executor {
             delay_ms: None,
             next_at: None,
             policy_version: job.policy_version.clone(),
+            member: None,
         };
         Transition {
             to: JobState::Dead,
@@ -261,6 +390,7 @@ impl Executor {
         let Answered {
             step: attempted_step,
             channel,
+            member,
             started,
             finished,
             result,
@@ -336,9 +466,13 @@ impl Executor {
             delay_ms: moved.kind.delay().map(millis),
             next_at: moved.landing.next_at,
             policy_version: policy.version.to_string(),
+            member,
         };
         let mut transition = self.transition(job, policy, &moved, finished);
         transition.attempt = Some(record);
+        if let (MoveKind::NextStep { .. }, Ok(response)) = (moved.kind, &result) {
+            transition.responses = kept_responses(job, policy, &job.step, response);
+        }
         transition
     }
 
@@ -373,6 +507,36 @@ impl Executor {
                 tracing::debug!(job = %job.id, flow = %job.flow, %until,
                     "no slot on the channel yet; the job waits");
             }
+            MoveKind::StepSkipped { .. } => {
+                let when = locate(policy, &position_of(job))
+                    .and_then(|located| located.step.when.as_ref())
+                    .map(|when| when.source().to_string())
+                    .unwrap_or_default();
+                tracing::debug!(job = %job.id, flow = %job.flow, step = %job.step,
+                    "`when` does not hold: step skipped");
+                transition.attempt = Some(AttemptRecord {
+                    job_id: job.id.clone(),
+                    step: job.step.clone(),
+                    error_message: Some(format!(
+                        "not attempted: the step's `when` ({when}) does not hold for this job"
+                    )),
+                    channel,
+                    attempt: 0,
+                    started_at: now,
+                    finished_at: now,
+                    status: None,
+                    error: None,
+                    outcome: Outcome::Skipped,
+                    rule: None,
+                    decision: moved
+                        .decision()
+                        .unwrap_or(crate::lifecycle::Decision::NextStep),
+                    delay_ms: Some(0),
+                    next_at: moved.landing.next_at,
+                    policy_version: policy.version.to_string(),
+                    member: None,
+                });
+            }
             MoveKind::Skip { until, .. } => {
                 tracing::debug!(job = %job.id, flow = %job.flow, step = %job.step, %channel,
                     "breaker open: straight to the fallback");
@@ -395,6 +559,7 @@ impl Executor {
                     delay_ms: Some(0),
                     next_at: Some(now),
                     policy_version: policy.version.to_string(),
+                    member: None,
                 });
             }
             _ => {}
@@ -458,9 +623,10 @@ impl Executor {
             // found again after a reload moved it keeps its name; one that
             // vanished is kept by name until it comes back).
             step: match moved.kind {
-                MoveKind::NextStep { step_index } => {
-                    step_name(policy.flow(&job.flow), step_index, &job.step)
-                }
+                MoveKind::NextStep { step_index }
+                | MoveKind::StepSkipped {
+                    next_step: Some(step_index),
+                } => step_name(policy.flow(&job.flow), step_index, &job.step),
                 _ => job.step.clone(),
             },
             channel_index: landing.channel_index as u32,
@@ -509,6 +675,7 @@ impl Executor {
             policy_version: job.policy_version.clone(),
             attempts_added: 0,
             notify_at: None,
+            responses: None,
             now,
         }
     }
@@ -539,6 +706,7 @@ impl Executor {
                 delay_ms: None,
                 next_at: None,
                 policy_version: policy.version.to_string(),
+                member: None,
             };
             if let Err(error) = self.store.notification_record(record, None).await {
                 tracing::error!(%error, job = %job.id, "cannot record the skipped notification");
@@ -568,6 +736,7 @@ impl Executor {
             payload: &body,
             deadline: Some(deadline),
             traceparent: None,
+            keep_headers: false,
         };
         let started = self.clock.now();
         let result = self.channels.deliver(&channel.kind, &delivery).await;
@@ -601,6 +770,7 @@ impl Executor {
             delay_ms: moved.kind.delay().map(millis),
             next_at: moved.landing.notify_at,
             policy_version: policy.version.to_string(),
+            member: None,
         };
         if let Err(error) = self
             .store

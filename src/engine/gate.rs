@@ -18,7 +18,9 @@ use crate::channels::rate::{RateSlot, WAIT_IN_PLACE};
 use crate::channels::{Delivery, RefreshError, SharedChannels};
 use crate::clock::SharedClock;
 use crate::lifecycle::Event;
-use crate::model::{BreakerConfig, Channel, ChannelKind, DeliveryResult, Outcome, Step};
+use crate::model::{
+    BreakerConfig, Channel, ChannelKind, DeliveryResult, Outcome, RetryTemplate, Step,
+};
 use crate::retry::{classify, Verdict};
 
 /// The gate's answer.
@@ -154,10 +156,18 @@ impl ChannelGate<'_> {
     /// failure. Without a token request on the channel, `refresh_auth` is a
     /// permanent failure at once. An `auth.oauth2` channel fetches its
     /// token before sending when it has none or it expired.
-    pub async fn send(&self, channel: &Channel, delivery: &Delivery<'_>, step: &Step) -> Sent {
+    /// `template`: the step's template for this job (a `retry` entry's,
+    /// when one applies), which caps a `Retry-After`.
+    pub async fn send(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery<'_>,
+        step: &Step,
+        template: &RetryTemplate,
+    ) -> Sent {
         let refresh = match &channel.kind {
             ChannelKind::Http(http) => http.refresh_auth.as_deref(),
-            ChannelKind::File(_) => None,
+            ChannelKind::File(_) | ChannelKind::Pool(_) => None,
         };
         let client_credentials = refresh.is_some_and(|r| r.client_credentials);
         if let Some(refresh) = refresh.filter(|r| r.client_credentials) {
@@ -174,8 +184,7 @@ impl ChannelGate<'_> {
                         message: format!("no token to send with: {error}"),
                     });
                     let finished = self.clock.now();
-                    let verdict =
-                        classify(step.classifier.as_deref(), &result, &step.retry, finished);
+                    let verdict = classify(step.classifier.as_deref(), &result, template, finished);
                     return self.refresh_failed(channel, result, verdict, error, None);
                 }
                 refreshed(channel, "before sending");
@@ -183,7 +192,7 @@ impl ChannelGate<'_> {
         }
         let (result, seen) = self.channels.send(channel, delivery).await;
         let finished = self.clock.now();
-        let mut verdict = classify(step.classifier.as_deref(), &result, &step.retry, finished);
+        let mut verdict = classify(step.classifier.as_deref(), &result, template, finished);
         let unauthorized = |result: &DeliveryResult| {
             client_credentials && matches!(result, Ok(response) if response.status == 401)
         };
@@ -228,7 +237,7 @@ impl ChannelGate<'_> {
         refreshed(channel, &why);
         let (result, _) = self.channels.send(channel, delivery).await;
         let finished = self.clock.now();
-        let mut verdict = classify(step.classifier.as_deref(), &result, &step.retry, finished);
+        let mut verdict = classify(step.classifier.as_deref(), &result, template, finished);
         let note = if verdict.outcome == Outcome::RefreshAuth || unauthorized(&result) {
             verdict.outcome = Outcome::Fail;
             format!(
@@ -353,6 +362,7 @@ mod tests {
             status: 503,
             retry_after: None,
             body: String::new(),
+            headers: Vec::new(),
         });
         let verdict = Verdict {
             outcome: Verdicts::Retry,
@@ -442,9 +452,15 @@ mod tests {
             payload: "{}",
             deadline: None,
             traceparent: None,
+            keep_headers: false,
         };
         let sent = gate
-            .send(p.channel("fragile").expect("a channel"), &delivery, step)
+            .send(
+                p.channel("fragile").expect("a channel"),
+                &delivery,
+                step,
+                &step.retry,
+            )
             .await;
         assert_eq!(sent.verdict.outcome, Verdicts::Fail);
         assert!(

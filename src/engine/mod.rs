@@ -8,6 +8,7 @@ pub(crate) mod gate;
 mod live;
 mod membership;
 mod paused;
+pub mod prepare;
 mod pruner;
 pub(crate) mod scheduler;
 #[cfg(test)]

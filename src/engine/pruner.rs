@@ -95,6 +95,7 @@ mod tests {
                     next_at: start,
                     policy_version: "v".into(),
                     traceparent: None,
+                    priority: 0,
                 })
                 .await
                 .expect("inserted");
@@ -125,6 +126,7 @@ mod tests {
                 policy_version: "v".into(),
                 attempts_added: 0,
                 notify_at: None,
+                responses: None,
                 now: start,
             })
             .collect();

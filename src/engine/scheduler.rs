@@ -335,6 +335,7 @@ mod tests {
                 next_at: at,
                 policy_version: "v".into(),
                 traceparent: None,
+                priority: 0,
             })
             .await
             .expect("inserted");

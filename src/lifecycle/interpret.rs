@@ -54,6 +54,8 @@ pub struct Attempted {
     /// Time held by calendars or breakers during the series, which does not
     /// count against `total_timeout`.
     pub held: Duration,
+    /// The step's `retry` entry chosen for the job (`None`: its own).
+    pub retry_choice: Option<usize>,
 }
 
 /// What the engine does next.
@@ -125,7 +127,7 @@ pub fn decide(
             reason: Reason::Permanent,
         },
         Outcome::Retry | Outcome::RefreshAuth => {
-            let template = template_at(step, now);
+            let template = template_at(step, now, at.retry_choice);
             let delay = delay_before_retry(template, at.attempts, jitter_sample)
                 .map(|backoff| verdict.retry_after.unwrap_or(backoff));
             let retry_at = delay.map(|d| (later(now, d), d));
@@ -206,10 +208,12 @@ pub fn hold_at(step: &Step, at: Timestamp) -> Option<Hold> {
 
 /// The template that governs a retry decided at `at`: the step's
 /// `in_hours` template while its calendar is open, its `off_hours` one while
-/// it is closed, and its own `retry` where `hours` chooses none.
-pub fn template_at(step: &Step, at: Timestamp) -> &RetryTemplate {
+/// it is closed, and where `hours` chooses none, its `retry` entry `choice`
+/// (the one whose `when` held for the job) or its own template.
+pub fn template_at(step: &Step, at: Timestamp, choice: Option<usize>) -> &RetryTemplate {
+    let chosen_by_payload = step.template(choice);
     let Some(hours) = &step.hours else {
-        return &step.retry;
+        return chosen_by_payload;
     };
     let chosen = if hours.calendar.is_open(at) {
         hours.in_hours.as_ref()
@@ -219,7 +223,7 @@ pub fn template_at(step: &Step, at: Timestamp) -> &RetryTemplate {
             OffHours::Attempt | OffHours::Hold => None,
         }
     };
-    chosen.unwrap_or(&step.retry)
+    chosen.unwrap_or(chosen_by_payload)
 }
 
 /// A `Duration` as jiff's signed duration, saturating.
@@ -249,6 +253,10 @@ mod tests {
             channel: format!("{name}-primary"),
             fallback: fallback.iter().map(|s| s.to_string()).collect(),
             retry: Arc::new(template),
+            retry_when: Vec::new(),
+            when: None,
+            body: None,
+            fallback_bodies: vec![None; fallback.len()],
             classifier: None,
             hours: None,
         }
@@ -264,8 +272,10 @@ mod tests {
     fn flow(steps: Vec<Step>) -> Flow {
         Flow {
             name: "f".into(),
+            priority: 0,
             steps,
             on_dead: None,
+            kept_responses: Default::default(),
         }
     }
 
@@ -287,6 +297,7 @@ mod tests {
             attempts: 1,
             series_started_at: now,
             held: Duration::ZERO,
+            retry_choice: None,
         };
         let mut out = Vec::new();
         loop {
@@ -382,6 +393,7 @@ mod tests {
             attempts: 3,
             series_started_at: t0(),
             held: secs(3600),
+            retry_choice: None,
         };
         // 10s of active time + 8s delay fits the 20s deadline once the held
         // hour is left out.
@@ -393,6 +405,7 @@ mod tests {
         );
         let not_held = Attempted {
             held: Duration::ZERO,
+            retry_choice: None,
             ..pos
         };
         assert!(matches!(
@@ -427,6 +440,7 @@ mod tests {
             attempts: 1,
             series_started_at: t0(),
             held: Duration::ZERO,
+            retry_choice: None,
         };
         let v = Verdict {
             retry_after: Some(secs(30)),
@@ -472,6 +486,7 @@ mod tests {
             attempts: 1,
             series_started_at: t0(),
             held: Duration::ZERO,
+            retry_choice: None,
         };
         assert_eq!(
             decide(&f, &pos, &verdict(Outcome::Fail), t0(), 0.5),
@@ -493,6 +508,7 @@ mod tests {
             attempts: 2,
             series_started_at: t0(),
             held: Duration::ZERO,
+            retry_choice: None,
         };
         assert_eq!(
             decide(&f, &pos, &verdict(Outcome::Success), t0(), 0.5),
@@ -628,6 +644,7 @@ mod tests {
             attempts,
             series_started_at: at("2026-05-08T21:00:00Z"),
             held: Duration::ZERO,
+            retry_choice: None,
         };
         let failed = verdict(Outcome::Retry);
         // 17:59 EDT: in hours, aggressive's second delay.
@@ -686,6 +703,7 @@ mod tests {
             attempts: 4,
             series_started_at: at("2026-05-08T21:59:30Z"),
             held: Duration::ZERO,
+            retry_choice: None,
         };
         // Failing at 17:59:55 EDT, the 8s retry would be at 18:00:03.
         let now = at("2026-05-08T21:59:55Z");
@@ -736,6 +754,7 @@ mod tests {
                 attempts,
                 series_started_at,
                 held,
+                retry_choice: None,
             };
             match decide(f, &pos, &verdict(Outcome::Retry), now, 0.5) {
                 Then::Retry { at, .. } => now = at,

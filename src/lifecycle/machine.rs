@@ -65,6 +65,10 @@ pub struct Position {
     pub due: Option<Timestamp>,
     /// Notification attempts made (a dead job's `on_dead`).
     pub notify_attempts: u32,
+    /// The step's `retry` entry whose `when` holds for the job (`None`: the
+    /// step's own template). Evaluated by the executor at each attempt, as
+    /// the payload may have been edited.
+    pub retry_choice: Option<usize>,
 }
 
 impl Position {
@@ -84,6 +88,7 @@ impl Position {
             held: Duration::ZERO,
             due: Some(due),
             notify_attempts: 0,
+            retry_choice: None,
         }
     }
 
@@ -103,6 +108,7 @@ impl Position {
             held: landing.held,
             due: landing.next_at,
             notify_attempts: landing.notify_attempts,
+            retry_choice: self.retry_choice,
         }
     }
 }
@@ -114,6 +120,9 @@ pub enum Event {
     Claimed,
     /// Claimed, but its flow is paused by an operator.
     Paused,
+    /// Claimed at the start of a step whose `when` does not hold for the
+    /// job: the step is skipped.
+    WhenFalse,
     /// The channel's circuit breaker refused the attempt; it lets a probe
     /// through at `until`.
     BreakerOpen { until: Timestamp },
@@ -188,6 +197,11 @@ pub enum MoveKind {
     NextStep {
         step_index: usize,
     },
+    /// The step's `when` does not hold: the next step now, or, after the
+    /// last step, the job succeeded (`None`). Recorded, not an attempt.
+    StepSkipped {
+        next_step: Option<usize>,
+    },
     Succeeded,
     Dead {
         reason: Reason,
@@ -219,6 +233,8 @@ impl MoveKind {
             MoveKind::Notified => Decision::Notified,
             MoveKind::NotifyGaveUp => Decision::GaveUp,
             MoveKind::NotifySkipped => Decision::Skipped,
+            MoveKind::StepSkipped { next_step: Some(_) } => Decision::NextStep,
+            MoveKind::StepSkipped { next_step: None } => Decision::Succeeded,
         })
     }
 
@@ -229,9 +245,10 @@ impl MoveKind {
             MoveKind::Retry { delay, .. }
             | MoveKind::RetryHeld { delay, .. }
             | MoveKind::NotifyRetry { delay, .. } => Some(delay),
-            MoveKind::Skip { .. } | MoveKind::Fallback { .. } | MoveKind::NextStep { .. } => {
-                Some(Duration::ZERO)
-            }
+            MoveKind::Skip { .. }
+            | MoveKind::Fallback { .. }
+            | MoveKind::NextStep { .. }
+            | MoveKind::StepSkipped { .. } => Some(Duration::ZERO),
             _ => None,
         }
     }
@@ -327,6 +344,10 @@ pub fn next(at: &Position, event: &Event, policy: &CompiledPolicy, now: Timestam
         },
         Event::BreakerOpen { until } => match located() {
             Some(located) => breaker_open(at, &located, *until, now),
+            None => vanished(at, event, now),
+        },
+        Event::WhenFalse => match located() {
+            Some(located) => when_false(at, &located, now),
             None => vanished(at, event, now),
         },
         Event::Paused => hold(
@@ -491,6 +512,29 @@ fn claimed(at: &Position, located: &Located<'_>, now: Timestamp) -> Move {
     }
 }
 
+/// The step's `when` does not hold: on to the next step, or done.
+fn when_false(at: &Position, located: &Located<'_>, now: Timestamp) -> Move {
+    let next_step = located.step_index + 1;
+    if next_step < located.flow.steps.len() {
+        Move {
+            kind: MoveKind::StepSkipped {
+                next_step: Some(next_step),
+            },
+            landing: Landing::staying(at).fresh_series(next_step, 0, now),
+        }
+    } else {
+        Move {
+            kind: MoveKind::StepSkipped { next_step: None },
+            landing: Landing {
+                state: JobState::Succeeded,
+                step_index: located.step_index,
+                next_at: None,
+                ..Landing::staying(at)
+            },
+        }
+    }
+}
+
 fn breaker_open(at: &Position, located: &Located<'_>, until: Timestamp, now: Timestamp) -> Move {
     let fallback = located.channel_index + 1;
     if fallback < located.step.channel_count() {
@@ -517,6 +561,7 @@ fn attempted(at: &Position, located: &Located<'_>, started: Timestamp) -> Attemp
             (_, Some(first)) => first,
         },
         held: at.held,
+        retry_choice: at.retry_choice,
     }
 }
 

@@ -720,7 +720,8 @@ fn drive(p: &CompiledPolicy, flow_name: &str, start: Timestamp, history: &[Happe
         let moved = match claimed.kind {
             MoveKind::Attempt { .. } => {
                 let located = locate(p, &position).expect("an attempt has a channel");
-                let template = super::super::interpret::template_at(located.step, now).clone();
+                let template =
+                    super::super::interpret::template_at(located.step, now, None).clone();
                 match happening {
                     Happening::Answer {
                         outcome,

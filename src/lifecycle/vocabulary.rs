@@ -194,8 +194,8 @@ words! {
         /// Permanent: the job goes dead without further attempts.
         Fail => "fail",
         RefreshAuth => "refresh_auth",
-        /// Not attempted (its breaker was open; or, for a notification,
-        /// nothing was left to notify).
+        /// Not attempted (its breaker was open, or its step's `when` did not
+        /// hold; or, for a notification, nothing was left to notify).
         Skipped => "skipped",
     }
 }

@@ -8,6 +8,10 @@ pub struct Response {
     pub retry_after: Option<String>,
     /// The body, cut to [`MAX_BODY`] bytes (enough for classifier regexes).
     pub body: String,
+    /// The headers, lower-case names, only when a later step's expressions
+    /// read this step's response ([`crate::channels::Delivery`]'s
+    /// `keep_headers`): empty otherwise.
+    pub headers: Vec<(String, String)>,
 }
 
 /// The most of a response body kept for classification.

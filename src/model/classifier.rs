@@ -118,11 +118,14 @@ pub enum ErrorKind {
     /// The engine itself failed during the attempt (a bug, caught): the
     /// job goes on by its policy instead of being wedged.
     Internal,
+    /// A step's expression failed for this job (a missing field, a type
+    /// that does not fit): nothing was sent.
+    Mapping,
     Other,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::Timeout,
         ErrorKind::Connect,
         ErrorKind::Dns,
@@ -130,6 +133,7 @@ impl ErrorKind {
         ErrorKind::Tls,
         ErrorKind::Io,
         ErrorKind::Internal,
+        ErrorKind::Mapping,
         ErrorKind::Other,
     ];
 
@@ -142,6 +146,7 @@ impl ErrorKind {
             ErrorKind::Tls => "tls",
             ErrorKind::Io => "io",
             ErrorKind::Internal => "internal",
+            ErrorKind::Mapping => "mapping",
             ErrorKind::Other => "other",
         }
     }

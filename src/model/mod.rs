@@ -7,13 +7,14 @@ mod limits;
 pub mod signing;
 mod template;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::calendar::Calendar;
+pub use crate::expr::{Expr, Mapping};
 pub use answer::{DeliveryResult, Response, TransportError, MAX_BODY};
 pub use classifier::{Classifier, ErrorKind, Matcher, Outcome, RetryAfter, Rule, StatusPattern};
 pub use limits::{
@@ -67,8 +68,13 @@ impl fmt::Display for PolicyVersion {
 #[derive(Debug, Clone)]
 pub struct Flow {
     pub name: String,
+    /// The priority of a job submitted without one.
+    pub priority: i32,
     pub steps: Vec<Step>,
     pub on_dead: Option<OnDead>,
+    /// The steps whose answers later steps' expressions read: kept in the
+    /// step log when the step succeeds.
+    pub kept_responses: BTreeSet<String>,
 }
 
 impl Flow {
@@ -84,7 +90,18 @@ pub struct Step {
     pub channel: String,
     /// Tried in order once the primary's retries run out.
     pub fallback: Vec<String>,
+    /// The template when no `retry` entry with a `when` holds.
     pub retry: Arc<RetryTemplate>,
+    /// `retry` entries with a `when`, in order: the first that holds for the
+    /// job names the template instead of `retry`.
+    pub retry_when: Vec<RetryWhen>,
+    /// The step runs only when this holds; it is skipped otherwise.
+    pub when: Option<Expr>,
+    /// The request body built for each attempt (the payload unchanged when
+    /// `None`).
+    pub body: Option<Mapping>,
+    /// A fallback's own body, by fallback (`None`: the step's `body`).
+    pub fallback_bodies: Vec<Option<Mapping>>,
     /// The step's own classifier, tried before the built-in rules.
     pub classifier: Option<Arc<Classifier>>,
     /// Business hours and maintenance windows: when the step attempts, holds
@@ -106,6 +123,40 @@ impl Step {
     pub fn channel_count(&self) -> usize {
         1 + self.fallback.len()
     }
+
+    /// The template of `retry` entry `choice` (`None`: the step's own).
+    pub fn template(&self, choice: Option<usize>) -> &Arc<RetryTemplate> {
+        choice
+            .and_then(|index| self.retry_when.get(index))
+            .map_or(&self.retry, |entry| &entry.template)
+    }
+
+    /// The body mapping of the channel at `index`: a fallback's own, else
+    /// the step's; `None`: the payload as submitted.
+    pub fn body_at(&self, index: usize) -> Option<&Mapping> {
+        index
+            .checked_sub(1)
+            .and_then(|k| self.fallback_bodies.get(k))
+            .and_then(Option::as_ref)
+            .or(self.body.as_ref())
+    }
+
+    /// Whether an attempt of the step evaluates an expression.
+    pub fn reads_the_job(&self) -> bool {
+        self.when.is_some()
+            || !self.retry_when.is_empty()
+            || self.body.is_some()
+            || self.fallback_bodies.iter().any(Option::is_some)
+    }
+}
+
+/// A `retry` entry with a `when`.
+#[derive(Debug, Clone)]
+pub struct RetryWhen {
+    pub when: Expr,
+    /// The template's name, as `explain` shows it.
+    pub template_name: String,
+    pub template: Arc<RetryTemplate>,
 }
 
 /// A step's `hours`: a calendar and what its closed times do to the step.
@@ -166,6 +217,8 @@ pub struct Channel {
 pub enum ChannelKind {
     Http(HttpChannel),
     File(FileChannel),
+    /// Each attempt goes to one member channel.
+    Pool(Pool),
 }
 
 impl ChannelKind {
@@ -173,6 +226,39 @@ impl ChannelKind {
         match self {
             ChannelKind::Http(_) => "http",
             ChannelKind::File(_) => "file",
+            ChannelKind::Pool(_) => "pool",
+        }
+    }
+}
+
+/// A pool's members (channels that are not pools) and how it chooses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub members: Vec<PoolMember>,
+    pub strategy: PoolStrategy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolMember {
+    pub name: String,
+    /// Its share with `weighted` (1 otherwise).
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolStrategy {
+    RoundRobin,
+    Weighted,
+    /// The best recent success rate, then the lowest latency.
+    Healthiest,
+}
+
+impl PoolStrategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolStrategy::RoundRobin => "round_robin",
+            PoolStrategy::Weighted => "weighted",
+            PoolStrategy::Healthiest => "healthiest",
         }
     }
 }

@@ -29,6 +29,16 @@ pub struct TestCaseDef {
     /// the job stays where it is: `pending`.
     #[serde(default)]
     pub responses: Vec<ResponseDef>,
+    /// The job's payload, which the flow's expressions (`when`, `retry`
+    /// entries, `body`) read; `{}` unless written.
+    pub payload: Option<serde_json::Value>,
+    /// The job's priority (`job.priority`); the flow's unless written.
+    pub priority: Option<i64>,
+    /// The answers of steps before `step` (`status`, `headers`, `body`),
+    /// by step name, for the expressions that read
+    /// `steps.NAME.response`. Steps the case runs keep their own.
+    #[serde(default)]
+    pub step_responses: BTreeMap<String, ResponseDef>,
     pub expect: ExpectDef,
 }
 
@@ -112,6 +122,8 @@ pub struct ExpectAttemptDef {
     pub at: Option<String>,
     /// The wait chosen before the next attempt: `2s`, `2s±20%`, `1s..3s`.
     pub delay: Option<String>,
+    /// The request body the step's `body` built for this attempt, as JSON.
+    pub body: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

@@ -617,7 +617,8 @@ mod tests {
             messages(&diags),
             vec![
                 "p.yaml:6:9: error: flows.f.steps[0].retyr: unknown field `retyr`, expected one of \
-                 `name`, `channel`, `retry`, `classify`, `fallback`, `hours`, `circuit_breaker`"
+                 `name`, `channel`, `when`, `retry`, `body`, `classify`, `fallback`, `hours`, \
+                 `circuit_breaker`"
             ]
         );
     }

@@ -260,6 +260,7 @@ pub enum ErrorKindDef {
     Tls,
     Io,
     Internal,
+    Mapping,
     Other,
 }
 
@@ -317,13 +318,15 @@ pub struct MaintenanceDef {
     pub to: Option<String>,
 }
 
-/// `channels.NAME`: exactly one kind (`http` or `file`).
+/// `channels.NAME`: exactly one kind (`http`, `file` or `pool`).
 #[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 #[derive(schemars::JsonSchema)]
 pub struct ChannelDef {
     pub http: Option<HttpDef>,
     pub file: Option<FileDef>,
+    /// Each attempt goes to one of the member channels.
+    pub pool: Option<PoolDef>,
     /// The channel's breaker: stops sending while the partner is down.
     pub circuit_breaker: Option<BreakerDef>,
     /// The most attempts started per period: `50/s`, `600/m`, `5/10s`.
@@ -333,6 +336,39 @@ pub struct ChannelDef {
     /// How an `http` channel gets a fresh token when a classifier answers
     /// `refresh_auth`.
     pub refresh_auth: Option<RefreshAuthDef>,
+}
+
+/// `pool`: member channels and how each attempt chooses one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct PoolDef {
+    /// The member channels, in order (`[a, b]`), or with their weights
+    /// (`{ a: 3, b: 1 }`, strategy `weighted`).
+    pub members: Option<PoolMembersDef>,
+    /// `round_robin` (default), `weighted` or `healthiest` (the best recent
+    /// success rate, then the lowest latency). Members whose breaker is
+    /// open are skipped.
+    pub strategy: Option<PoolStrategyDef>,
+    /// Members and their weights, for `weighted`: `{ a: 3, b: 1 }`.
+    pub weighted: Option<BTreeMap<String, u32>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+#[derive(schemars::JsonSchema)]
+pub enum PoolMembersDef {
+    List(Vec<String>),
+    Weights(BTreeMap<String, u32>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[derive(schemars::JsonSchema)]
+pub enum PoolStrategyDef {
+    RoundRobin,
+    Weighted,
+    Healthiest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -466,6 +502,10 @@ pub struct RefreshAuthDef {
 #[serde(deny_unknown_fields)]
 #[derive(schemars::JsonSchema)]
 pub struct FlowDef {
+    /// The priority of the flow's jobs when a submission gives none
+    /// (-100..100, default 0): within a flow, due jobs of higher priority
+    /// start first.
+    pub priority: Option<i64>,
     #[serde(default)]
     pub steps: Vec<StepDef>,
     pub on_dead: Option<OnDeadDef>,
@@ -477,17 +517,125 @@ pub struct FlowDef {
 pub struct StepDef {
     pub name: String,
     pub channel: String,
-    /// A template name; `standard` unless written.
-    pub retry: Option<String>,
+    /// A condition (MiniJinja expression over `payload`, `job` and
+    /// `steps.NAME.response`): the step runs only when it holds, and is
+    /// skipped otherwise.
+    pub when: Option<String>,
+    /// A template name (`standard` unless written), or a list of
+    /// `{ when, use }` entries: the first whose `when` holds (an entry
+    /// without `when` always does) names the template.
+    pub retry: Option<RetryDef>,
+    /// The request body, built for each attempt: a JSON shape whose strings
+    /// may hold `{{ expressions }}`; one expression alone keeps its JSON
+    /// type. The submitted payload unchanged unless written.
+    pub body: Option<serde_json::Value>,
     /// A classifier name; the built-in rules only, unless written.
     pub classify: Option<String>,
-    /// Channels tried in order once the primary's retries run out.
-    pub fallback: Option<OneOrMany<String>>,
+    /// Channels tried in order once the primary's retries run out: a name,
+    /// or `{ channel, body }` with a body of its own (else the step's).
+    pub fallback: Option<OneOrMany<FallbackDef>>,
     /// Business hours and maintenance windows.
     pub hours: Option<StepHoursDef>,
     /// Configures the breaker of the step's channel (a breaker belongs to
     /// its channel).
     pub circuit_breaker: Option<BreakerDef>,
+}
+
+/// A step's `retry`: a template name or a list of `{ when, use }`.
+#[derive(Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum RetryDef {
+    Template(String),
+    Entries(Vec<RetryEntryDef>),
+}
+
+/// One entry of a step's `retry` list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct RetryEntryDef {
+    /// A condition; an entry without one always applies.
+    pub when: Option<String>,
+    /// The template to retry with.
+    #[serde(rename = "use")]
+    pub template: String,
+}
+
+impl<'de> Deserialize<'de> for RetryDef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RetryVisitor;
+
+        impl<'de> Visitor<'de> for RetryVisitor {
+            type Value = RetryDef;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a template name, or a list of `{ when, use }` entries")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RetryDef, E> {
+                Ok(RetryDef::Template(v.to_string()))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<RetryDef, A::Error> {
+                Vec::<RetryEntryDef>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(RetryDef::Entries)
+            }
+        }
+
+        deserializer.deserialize_any(RetryVisitor)
+    }
+}
+
+/// A fallback: a channel's name, or `{ channel, body }`.
+#[derive(Debug, Clone, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum FallbackDef {
+    Channel(String),
+    WithBody(FallbackEntryDef),
+}
+
+impl FallbackDef {
+    pub fn channel(&self) -> &str {
+        match self {
+            FallbackDef::Channel(name) => name,
+            FallbackDef::WithBody(entry) => &entry.channel,
+        }
+    }
+}
+
+/// A fallback with a body of its own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct FallbackEntryDef {
+    pub channel: String,
+    /// The body sent to this fallback instead of the step's.
+    pub body: Option<serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for FallbackDef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FallbackVisitor;
+
+        impl<'de> Visitor<'de> for FallbackVisitor {
+            type Value = FallbackDef;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a channel name, or `{ channel, body }`")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FallbackDef, E> {
+                Ok(FallbackDef::Channel(v.to_string()))
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<FallbackDef, A::Error> {
+                FallbackEntryDef::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(FallbackDef::WithBody)
+            }
+        }
+
+        deserializer.deserialize_any(FallbackVisitor)
+    }
 }
 
 /// A step's business hours.

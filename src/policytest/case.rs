@@ -9,6 +9,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::expect::{parse_at, parse_delay, Bounds};
+use crate::expr::{KeptResponse, Responses};
 use crate::lifecycle::{Decision, JobState, Outcome, Reason};
 use crate::model::{
     CompiledPolicy, DeliveryResult, ErrorKind, Flow, Response, TransportError, MAX_BODY,
@@ -18,7 +19,7 @@ use crate::policy::cases::{
 };
 use crate::policy::defs::ErrorKindDef;
 use crate::policy::{CaseFile, Diagnostic, Pos};
-use crate::simulate::Answer;
+use crate::simulate::{Answer, JobInput};
 
 /// When a case's first attempt starts unless it says: a Monday morning.
 pub const DEFAULT_START: &str = "2026-01-05T09:00:00Z";
@@ -38,6 +39,8 @@ pub struct Case {
     pub step_index: usize,
     pub start: Timestamp,
     pub answers: Vec<Answer>,
+    /// The job the flow's expressions read.
+    pub job: JobInput,
     pub expect: Expect,
 }
 
@@ -70,6 +73,7 @@ pub struct ExpectAttempt {
     pub decision: Option<Fact<Decision>>,
     pub at: Option<Fact<Bounds>>,
     pub delay: Option<Fact<Bounds>>,
+    pub body: Option<Fact<serde_json::Value>>,
 }
 
 /// Checks every decoded case of `file`; returns those that can run.
@@ -185,6 +189,7 @@ impl Checker<'_> {
             }
             _ => Expect::default(),
         };
+        let job = self.job(path, def, flow.as_deref(), step_index);
         Some(Case {
             file: self.file.path.clone(),
             path: path.to_string(),
@@ -194,7 +199,83 @@ impl Checker<'_> {
             step_index: step_index?,
             start: start?,
             answers,
+            job: job?,
             expect,
+        })
+    }
+
+    /// The job a case's expressions read: its payload, priority, and the
+    /// answers of the steps before the one it starts at.
+    fn job(
+        &mut self,
+        path: &str,
+        def: &TestCaseDef,
+        flow: Option<&Flow>,
+        step_index: Option<usize>,
+    ) -> Option<JobInput> {
+        let payload = def
+            .payload
+            .as_ref()
+            .map_or_else(|| "{}".to_string(), ToString::to_string);
+        let priority = match def.priority {
+            None => flow.map_or(0, |f| f.priority),
+            Some(p) if (-100..=100).contains(&p) => p as i32,
+            Some(p) => {
+                self.error(
+                    &format!("{path}.priority"),
+                    format!("priority {p} is out of range: write a whole number from -100 to 100"),
+                );
+                return None;
+            }
+        };
+        let mut responses = Responses::default();
+        for (step, response) in &def.step_responses {
+            let at = format!("{path}.step_responses.{step}");
+            if let (Some(flow), Some(first)) = (flow, step_index) {
+                match flow.step_index(step) {
+                    Some(index) if index < first => {}
+                    Some(_) => {
+                        self.error(
+                            &at,
+                            format!(
+                                "step `{step}` is not before the step the case starts at: \
+                                 its answer comes from the case's `responses`"
+                            ),
+                        );
+                        continue;
+                    }
+                    None => {
+                        let message = unknown_step(flow, step);
+                        self.error(&at, message);
+                        continue;
+                    }
+                }
+            }
+            match self.answer(&at, response) {
+                Some(Answer::Result(Ok(answer))) => {
+                    let mut kept = KeptResponse::of(&answer);
+                    kept.headers = response
+                        .headers
+                        .iter()
+                        .map(|(name, value)| {
+                            (name.to_ascii_lowercase(), value.as_str().to_string())
+                        })
+                        .collect();
+                    responses.insert(step, kept);
+                }
+                Some(_) => self.error(
+                    &at,
+                    "a step's answer here is an HTTP response: write `status` (and `body`, \
+                     `headers`)",
+                ),
+                None => {}
+            }
+        }
+        Some(JobInput {
+            payload,
+            key: "test".to_string(),
+            priority,
+            responses,
         })
     }
 
@@ -260,10 +341,16 @@ impl Checker<'_> {
                     }
                     body.truncate(cut);
                 }
+                let headers = def
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.to_ascii_lowercase(), value.as_str().to_string()))
+                    .collect();
                 Some(Answer::Result(Ok(Response {
                     status,
                     retry_after,
                     body,
+                    headers,
                 })))
             }
             (None, Some(kind)) => {
@@ -383,6 +470,9 @@ impl Checker<'_> {
                         Err(err) => self.error(&key("delay"), format!("bad delay `{text}`: {err}")),
                     }
                 }
+                if let Some(body) = &item.body {
+                    a.body = Some(self.fact(&key("body"), &body.to_string(), body.clone()));
+                }
                 attempts.push(a);
             }
             expect.attempts = Some((self.file.at(&at("attempts")), attempts));
@@ -455,6 +545,7 @@ fn error_kind(def: ErrorKindDef) -> ErrorKind {
         ErrorKindDef::Tls => ErrorKind::Tls,
         ErrorKindDef::Io => ErrorKind::Io,
         ErrorKindDef::Internal => ErrorKind::Internal,
+        ErrorKindDef::Mapping => ErrorKind::Mapping,
         ErrorKindDef::Other => ErrorKind::Other,
     }
 }

@@ -45,6 +45,7 @@ pub fn run_case(policy: &CompiledPolicy, case: Case) -> CaseResult {
             limit: MAX_ANSWERS + 1,
             split: JitterSplit::Refuse,
         },
+        Some(&case.job),
         |_| answers.next(),
     );
     let mismatches = match &run {
@@ -257,6 +258,24 @@ fn compare_attempt(
                 "delay",
                 &f.written,
                 format!("none (the decision is {})", actual.decision),
+            ),
+        }
+    }
+    if let Some(f) = &expected.body {
+        match &actual.body {
+            Some(body) if *body == f.value => {}
+            Some(body) => differs(f.pos, "body", &f.written, body.to_string()),
+            None => differs(
+                f.pos,
+                "body",
+                &f.written,
+                match &actual.note {
+                    Some(expression) if actual.outcome != crate::lifecycle::Outcome::Skipped => {
+                        format!("none: expression `{expression}` failed (error kind `mapping`)")
+                    }
+                    _ => "none (the step has no `body`: it sends the payload as submitted)"
+                        .to_string(),
+                },
             ),
         }
     }

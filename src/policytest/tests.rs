@@ -316,3 +316,107 @@ fn no_case_at_all_is_a_failure_that_says_where_to_write_them() {
     assert!(!suite.ok());
     assert!(text(&suite).contains("no test cases found"));
 }
+
+const MAPPING_POLICY: &str = "\
+templates:
+  two: { retries: 1, initial: 1s, jitter: none }
+  five: { retries: 4, initial: 1s, jitter: none }
+channels:
+  score: { http: { url: 'http://127.0.0.1:9/score' } }
+  crm: { http: { url: 'http://127.0.0.1:9/crm' } }
+flows:
+  leads:
+    steps:
+      - name: score
+        channel: score
+        retry:
+          - { when: 'payload.amount >= 10000', use: five }
+          - { use: two }
+      - name: deliver
+        channel: crm
+        when: 'steps.score.response.json.score > 50'
+        body:
+          email: '{{ payload.email }}'
+          score: '{{ steps.score.response.json.score }}'
+";
+
+#[test]
+fn cases_give_a_payload_and_earlier_answers_and_expect_the_built_body() {
+    let cases = "\
+tests:
+  - name: a scored lead is delivered with the mapped body
+    flow: leads
+    payload: { email: a@x, amount: 50 }
+    responses:
+      - { status: 200, body: { score: 72 } }
+      - { status: 200 }
+    expect:
+      state: succeeded
+      attempts:
+        - { step: score, decision: next_step }
+        - { step: deliver, body: { email: a@x, score: 72 }, decision: succeeded }
+  - name: starting at the second step with the first step's answer given
+    flow: leads
+    step: deliver
+    payload: { email: b@x }
+    step_responses:
+      score: { status: 200, body: { score: 10 } }
+    expect:
+      state: succeeded
+      attempts:
+        - { step: deliver, outcome: skipped, decision: succeeded }
+  - name: a high-value lead is retried five times
+    flow: leads
+    payload: { amount: 25000 }
+    responses: [{ status: 503, times: 5 }]
+    expect: { state: dead, reason: exhausted }
+  - name: a missing email fails as a mapping error
+    flow: leads
+    payload: { amount: 1 }
+    responses: [{ status: 200, body: { score: 99 } }]
+    expect:
+      state: dead
+      reason: permanent
+      attempts:
+        - { step: score }
+        - { step: deliver, outcome: fail, rule: 'builtin[5]', body: { email: x } }
+";
+    let (dir, suite) = suite(
+        &[("p.yaml", MAPPING_POLICY), ("p.test.yaml", cases)],
+        &["."],
+    );
+    let results: Vec<(String, bool)> = suite
+        .results
+        .iter()
+        .map(|r| (r.case.name.clone(), r.passed()))
+        .collect();
+    assert!(suite.diagnostics.is_empty(), "{:?}", suite.diagnostics);
+    assert_eq!(
+        results,
+        [
+            (
+                "a scored lead is delivered with the mapped body".to_string(),
+                true
+            ),
+            (
+                "starting at the second step with the first step's answer given".to_string(),
+                true
+            ),
+            ("a high-value lead is retried five times".to_string(), true),
+            (
+                "a missing email fails as a mapping error".to_string(),
+                false
+            ),
+        ]
+    );
+    let failed = &suite.results[3].mismatches;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        relative(&dir, &failed[0].message).contains(
+            "attempt 2: body: expected {\"email\":\"x\"}, got none: expression `payload.email` \
+             failed (error kind `mapping`)"
+        ),
+        "{}",
+        failed[0].message
+    );
+}

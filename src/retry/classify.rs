@@ -65,6 +65,17 @@ pub static BUILTIN_RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
             Outcome::Fail,
             RetryAfter::Ignore,
         ),
+        // A body that cannot be built for this job will not build on a
+        // retry either: the job waits in the dead-letter queue for its
+        // payload to be edited.
+        (
+            Matcher {
+                error: vec![ErrorKind::Mapping],
+                ..Matcher::default()
+            },
+            Outcome::Fail,
+            RetryAfter::Ignore,
+        ),
     ];
     rules
         .into_iter()
@@ -163,6 +174,7 @@ mod tests {
             status,
             retry_after: None,
             body: body.to_string(),
+            headers: Vec::new(),
         })
     }
 
@@ -316,6 +328,7 @@ mod tests {
                 status: 429,
                 retry_after: Some(value.to_string()),
                 body: String::new(),
+                headers: Vec::new(),
             })
         };
         let t = standard();
@@ -344,6 +357,7 @@ mod tests {
                 status: 500,
                 retry_after: Some("9".into()),
                 body: String::new(),
+                headers: Vec::new(),
             }),
             &t,
             now(),

@@ -34,6 +34,8 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
+use crate::engine::prepare::{prepare, Prepared};
+use crate::expr::{JobFacts, KeptResponse, Responses, Scope};
 use crate::lifecycle::{
     next, template_at, Decision, Event, Move, MoveKind, Outcome, Position, Reason,
 };
@@ -170,6 +172,41 @@ pub struct SimAttempt {
     /// this attempt with the shortest and the longest delays, when that
     /// differs from the nominal path.
     pub split: Option<(&'static str, &'static str)>,
+    /// The body the step's `body` built for this attempt, when the run was
+    /// given the job ([`JobInput`]) and the step maps one.
+    pub body: Option<serde_json::Value>,
+    /// The step's `retry` entry whose `when` held (its index), if any.
+    pub retry_entry: Option<usize>,
+    /// The expression that failed (error kind `mapping`), or, for a step
+    /// skipped, the `when` that did not hold.
+    pub note: Option<String>,
+}
+
+/// The job a run reads when its flow's expressions do: its payload, key,
+/// priority, and the responses of steps before the first one run.
+#[derive(Debug, Clone, Default)]
+pub struct JobInput {
+    /// JSON text.
+    pub payload: String,
+    pub key: String,
+    pub priority: i32,
+    pub responses: Responses,
+}
+
+impl JobInput {
+    fn scope(&self, flow: &Flow, created_at: Timestamp, responses: &Responses) -> Scope {
+        Scope::new(
+            &self.payload,
+            JobFacts {
+                id: "explain",
+                key: &self.key,
+                flow: &flow.name,
+                priority: self.priority,
+                created_at,
+            },
+            responses,
+        )
+    }
 }
 
 /// How a simulated job ends.
@@ -349,13 +386,16 @@ impl Lane {
 
 /// Runs a job of `flow` (a flow of `policy`) from `step_index`, its first
 /// attempt due at `start`, asking `partner` for each attempt's answer
-/// (`None`: no more).
+/// (`None`: no more). With `job`, the steps' expressions (`when`, `retry`
+/// entries, `body`) are evaluated as the executor does; without, they are
+/// not (the step runs, with its own template).
 pub fn simulate(
     policy: &CompiledPolicy,
     flow: &Flow,
     step_index: usize,
     start: Timestamp,
     options: Options,
+    job: Option<&JobInput>,
     mut partner: impl FnMut(Upcoming) -> Option<Answer>,
 ) -> Result<Run, SimError> {
     let Some(first) = flow.steps.get(step_index) else {
@@ -379,6 +419,7 @@ pub fn simulate(
     // Answers given so far (a breaker that holds the job takes one and
     // records no attempt).
     let mut answered = 0u32;
+    let mut responses = job.map(|j| j.responses.clone()).unwrap_or_default();
     loop {
         let (step_index, channel_index) = (
             lanes[1].position.step_index,
@@ -390,16 +431,90 @@ pub fn simulate(
                 end: End::Limit,
             });
         }
-        let Some(answer) = partner(Upcoming { number: number + 1 }) else {
-            return Ok(Run {
-                attempts,
-                end: End::Pending {
-                    step_index,
-                    channel_index,
-                    next: Span::of(lanes.each_ref().map(|l| l.position.due.unwrap_or(l.due))),
-                    held: lanes[1].held,
-                },
-            });
+        // The step's expressions, asked as the executor asks them at the
+        // claim: skip the step, choose the template, build the body.
+        let mut built = None;
+        let mut retry_entry = None;
+        let mut mapping_failed = None;
+        let step = &flow.steps[step_index];
+        if let (Some(job), true) = (job, step.reads_the_job()) {
+            let scope = job.scope(flow, start, &responses);
+            let step_starts = lanes[1].position.attempts == 0 && channel_index == 0;
+            match prepare(step, channel_index, step_starts, &scope) {
+                Prepared::Skip => {
+                    number += 1;
+                    let due = Span::of(lanes.each_ref().map(|l| l.due));
+                    let mut moves = Vec::with_capacity(3);
+                    for lane in &mut lanes {
+                        let at = lane.position.due.unwrap_or(lane.due);
+                        moves.push(next(&lane.position, &Event::WhenFalse, policy, at));
+                    }
+                    let nominal = moves[1].clone();
+                    attempts.push(SimAttempt {
+                        number,
+                        step_index,
+                        step: step.name.clone(),
+                        channel_index,
+                        channel: step.channel.clone(),
+                        series_attempt: 0,
+                        template: step.retry.name.clone(),
+                        due,
+                        at: due,
+                        hold: None,
+                        answer: Answer::Failing,
+                        outcome: Outcome::Skipped,
+                        rule: String::new(),
+                        decision: nominal.decision().unwrap_or(Decision::NextStep),
+                        delay: None,
+                        retry_after: None,
+                        split: None,
+                        body: None,
+                        retry_entry: None,
+                        note: step.when.as_ref().map(|w| w.source().to_string()),
+                    });
+                    for (lane, moved) in lanes.iter_mut().zip(&moves) {
+                        let at = lane.position.due.unwrap_or(lane.due);
+                        lane.apply(flow, moved, at);
+                    }
+                    if nominal.kind == (MoveKind::StepSkipped { next_step: None }) {
+                        return Ok(Run {
+                            attempts,
+                            end: End::Succeeded,
+                        });
+                    }
+                    continue;
+                }
+                Prepared::Send { body, retry_choice } => {
+                    for lane in &mut lanes {
+                        lane.position.retry_choice = retry_choice;
+                    }
+                    retry_entry = retry_choice;
+                    built = body.and_then(|text| serde_json::from_str(&text).ok());
+                }
+                Prepared::Failed(error) => mapping_failed = Some(error),
+            }
+        }
+        let answer = match &mapping_failed {
+            Some(error) => Answer::Result(Err(crate::model::TransportError {
+                kind: crate::model::ErrorKind::Mapping,
+                message: error.to_string(),
+            })),
+            None => match partner(Upcoming { number: number + 1 }) {
+                Some(answer) => answer,
+                None => {
+                    return Ok(Run {
+                        attempts,
+                        end: End::Pending {
+                            step_index,
+                            channel_index,
+                            next: Span::of(
+                                lanes.each_ref().map(|l| l.position.due.unwrap_or(l.due)),
+                            ),
+                            held: lanes[1].held,
+                        },
+                    })
+                }
+            },
         };
         answered += 1;
 
@@ -470,11 +585,13 @@ pub fn simulate(
                 channel_index,
                 channel: channel.to_string(),
                 series_attempt: lanes[1].position.attempts + u32::from(verdict.is_some()),
-                template: template_at(step, starts[1]).name.clone(),
+                template: template_at(step, starts[1], lanes[1].position.retry_choice)
+                    .name
+                    .clone(),
                 due,
                 at: Span::of(starts),
                 hold,
-                answer,
+                answer: answer.clone(),
                 outcome: verdict
                     .as_ref()
                     .map_or(Outcome::Skipped, |v| v.outcome.into()),
@@ -483,7 +600,15 @@ pub fn simulate(
                 delay: delays.map(|d| DurationSpan::of([d[0], d[1], d[2]])),
                 retry_after: verdict.and_then(|v| v.retry_after),
                 split,
+                body: built.take(),
+                retry_entry,
+                note: mapping_failed.as_ref().map(|e| e.expression.clone()),
             });
+        }
+        if let (MoveKind::NextStep { .. }, Answer::Result(Ok(response))) = (nominal.kind, &answer) {
+            if flow.kept_responses.contains(&step.name) {
+                responses.insert(&step.name, KeptResponse::of(response));
+            }
         }
         for ((lane, moved), at) in lanes.iter_mut().zip(&moves).zip(starts) {
             lane.apply(flow, moved, at);
@@ -546,6 +671,7 @@ fn describe(kind: &MoveKind) -> &'static str {
         MoveKind::Retry { .. } | MoveKind::RetryHeld { .. } => "retry",
         MoveKind::Fallback { .. } | MoveKind::Skip { .. } => "go to the next fallback",
         MoveKind::NextStep { .. } => "move to the next step",
+        MoveKind::StepSkipped { .. } => "skip the step",
         MoveKind::Succeeded => "succeed",
         MoveKind::Dead { .. } => "give up (dead)",
         MoveKind::Hold { .. } | MoveKind::Wait { .. } => "wait",
@@ -561,6 +687,8 @@ fn describe(kind: &MoveKind) -> &'static str {
 pub fn offset(start: Timestamp, at: Timestamp) -> Duration {
     Duration::try_from(start.duration_until(at)).unwrap_or_default()
 }
+
+pub mod payload;
 
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,7 @@ fn status(code: u16, body: &str, retry_after: Option<&str>) -> Answer {
         status: code,
         retry_after: retry_after.map(str::to_string),
         body: body.to_string(),
+        headers: Vec::new(),
     }))
 }
 
@@ -57,7 +58,7 @@ fn a_failing_partner_without_jitter_gets_exact_times_then_fallbacks_then_death()
          {CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t, \
          fallback: [b, c] }}\n"
     ));
-    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
         Some(Answer::Failing)
     })
     .unwrap();
@@ -87,7 +88,7 @@ fn jitter_gives_bounds_that_add_up() {
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a }}\n"
     ));
     // standard: 2s, 4s, 8s, each ±20%.
-    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
         Some(Answer::Failing)
     })
     .unwrap();
@@ -126,7 +127,10 @@ fn answers_are_judged_by_the_steps_classifier_and_move_through_steps() {
         })),
     ]
     .into_iter();
-    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
+        answers.next()
+    })
+    .unwrap();
     let seen: Vec<(&str, &str, &str)> = run
         .attempts
         .iter()
@@ -167,7 +171,7 @@ fn a_permanent_failure_is_dead_at_once() {
     let p = policy(&format!(
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, fallback: b }}\n"
     ));
-    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
         Some(status(400, "", None))
     })
     .unwrap();
@@ -191,7 +195,7 @@ fn calendar_holds_move_attempts_without_burning_the_deadline() {
         "{ backoff: fixed, initial: 10s, retries: 3, total_timeout: 30s, jitter: none }",
         "11:00-18:00",
     );
-    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
         Some(Answer::Failing)
     })
     .unwrap();
@@ -217,7 +221,7 @@ fn a_retry_due_while_closed_waits_for_the_opening_and_the_night_is_not_counted()
         "{ backoff: fixed, initial: 10m, retries: 3, total_timeout: 30m, jitter: none }",
         "11:00-11:15",
     );
-    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
         Some(Answer::Failing)
     })
     .unwrap();
@@ -247,7 +251,7 @@ fn a_path_that_depends_on_jitter_is_refused() {
         "templates:\n  t: {{ backoff: fixed, initial: 10s, retries: 3, total_timeout: 25s }}\n\
          {CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t }}\n"
     ));
-    let err = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+    let err = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
         Some(Answer::Failing)
     })
     .unwrap_err();
@@ -270,6 +274,7 @@ fn a_path_that_depends_on_jitter_is_refused() {
             limit: 100,
             split: JitterSplit::FollowNominal,
         },
+        None,
         |_| Some(Answer::Failing),
     )
     .unwrap();
@@ -285,14 +290,14 @@ fn the_limit_and_the_start_step_are_kept() {
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: one, channel: a }}\n      \
          - {{ name: two, channel: b }}\n"
     ));
-    let run = simulate(&p, &p.flows["f"], 1, t0(), opts(2), |_| {
+    let run = simulate(&p, &p.flows["f"], 1, t0(), opts(2), None, |_| {
         Some(Answer::Failing)
     })
     .unwrap();
     assert_eq!(run.attempts.len(), 2);
     assert_eq!(run.attempts[0].step, "two");
     assert_eq!(run.end, End::Limit);
-    assert!(simulate(&p, &p.flows["f"], 2, t0(), opts(2), |_| None).is_err());
+    assert!(simulate(&p, &p.flows["f"], 2, t0(), opts(2), None, |_| None).is_err());
 }
 
 const BREAKERS: &str = "templates:\n  t: { backoff: fixed, initial: 5s, retries: 1, jitter: none }\n\
@@ -305,7 +310,10 @@ fn an_open_breaker_skips_to_the_fallback_and_is_recorded_as_a_skip() {
         "{BREAKERS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a, retry: t, fallback: b }}\n"
     ));
     let mut answers = [Answer::BreakerOpen, status(200, "", None)].into_iter();
-    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
+        answers.next()
+    })
+    .unwrap();
     let rows: Vec<(&str, Outcome, Decision)> = run
         .attempts
         .iter()
@@ -329,7 +337,10 @@ fn an_open_breaker_on_the_last_channel_holds_the_job_until_the_probe() {
     ));
     // Held, the answers run out: suspended, reason breaker_open.
     let mut answers = [Answer::BreakerOpen].into_iter();
-    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
+        answers.next()
+    })
+    .unwrap();
     assert!(run.attempts.is_empty(), "nothing sent, nothing recorded");
     assert_eq!(
         run.end,
@@ -343,7 +354,10 @@ fn an_open_breaker_on_the_last_channel_holds_the_job_until_the_probe() {
     // The probe goes when the cooldown ends, and the wait is not spent
     // against the series.
     let mut answers = [Answer::BreakerOpen, status(200, "", None)].into_iter();
-    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
+        answers.next()
+    })
+    .unwrap();
     assert_eq!(run.attempts.len(), 1);
     assert_eq!(run.attempts[0].at, Span::exact(t0() + signed(secs(60.0))));
     assert_eq!(run.attempts[0].hold, Some(Reason::BreakerOpen));
@@ -355,7 +369,7 @@ fn a_breaker_answer_needs_a_breaker_on_the_channel() {
     let p = policy(&format!(
         "{CHANNELS}flows:\n  f:\n    steps:\n      - {{ name: s, channel: a }}\n"
     ));
-    let err = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| {
+    let err = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
         Some(Answer::BreakerOpen)
     })
     .unwrap_err();
@@ -380,7 +394,10 @@ fn a_retry_over_quota_waits_for_the_next_hour_and_is_held() {
         Answer::OverQuota(result)
     };
     let mut answers = [over(503), status(200, "", None)].into_iter();
-    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), |_| answers.next()).unwrap();
+    let run = simulate(&p, &p.flows["f"], 0, t0(), opts(100), None, |_| {
+        answers.next()
+    })
+    .unwrap();
     assert_eq!(run.attempts[0].decision, Decision::Suspend);
     assert_eq!(run.attempts[0].delay.map(|d| d.mid), Some(secs(5.0)));
     let hour: Timestamp = "2026-05-04T11:00:00Z".parse().unwrap();

@@ -2,7 +2,7 @@
 //! order in which a claim visits the flows, and how a batch of transitions
 //! is split into statements.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use jiff::Timestamp;
 
@@ -74,10 +74,15 @@ impl<'a> RoundRobin<'a> {
         self.jobs.extend(jobs);
     }
 
-    /// The jobs claimed, earliest due first.
+    /// The jobs claimed, higher priority first, then earliest due first:
+    /// the order the workers start them in.
     pub fn into_jobs(mut self) -> Vec<JobRecord> {
-        self.jobs
-            .sort_by(|a, b| a.next_at.cmp(&b.next_at).then_with(|| a.id.cmp(&b.id)));
+        self.jobs.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then_with(|| a.next_at.cmp(&b.next_at))
+                .then_with(|| a.id.cmp(&b.id))
+        });
         self.jobs
     }
 }
@@ -101,18 +106,49 @@ pub(super) fn runs_of_distinct_jobs(transitions: &[Transition]) -> Vec<&[Transit
 }
 
 /// The flows with a job due at `now`, the one waiting longest first (ties
-/// by name), from each waiting flow's earliest due time in milliseconds.
+/// by name), and each one's due lanes, highest priority first.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct DueLanes {
+    pub flows: Vec<String>,
+    lanes: HashMap<String, Vec<i64>>,
+}
+
+impl DueLanes {
+    /// The priorities of `flow` with a job due, highest first: a claim of
+    /// the flow takes from them in this order.
+    pub fn priorities(&self, flow: &str) -> &[i64] {
+        self.lanes.get(flow).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// [`DueLanes`] at `now`, from each waiting lane's flow, priority and
+/// earliest due time in milliseconds.
 pub(super) fn due_first(
-    waiting: impl IntoIterator<Item = (String, Option<i64>)>,
+    waiting: impl IntoIterator<Item = (String, i64, Option<i64>)>,
     now: Timestamp,
-) -> Vec<String> {
+) -> DueLanes {
     let now = now.as_millisecond();
-    let mut due: Vec<(i64, String)> = waiting
-        .into_iter()
-        .filter_map(|(flow, earliest)| earliest.filter(|at| *at <= now).map(|at| (at, flow)))
-        .collect();
+    let mut earliest: HashMap<String, i64> = HashMap::new();
+    let mut lanes: HashMap<String, Vec<i64>> = HashMap::new();
+    for (flow, priority, at) in waiting {
+        let Some(at) = at.filter(|at| *at <= now) else {
+            continue;
+        };
+        earliest
+            .entry(flow.clone())
+            .and_modify(|e| *e = (*e).min(at))
+            .or_insert(at);
+        lanes.entry(flow).or_default().push(priority);
+    }
+    for priorities in lanes.values_mut() {
+        priorities.sort_unstable_by(|a, b| b.cmp(a));
+    }
+    let mut due: Vec<(i64, String)> = earliest.into_iter().map(|(f, at)| (at, f)).collect();
     due.sort();
-    due.into_iter().map(|(_, flow)| flow).collect()
+    DueLanes {
+        flows: due.into_iter().map(|(_, flow)| flow).collect(),
+        lanes,
+    }
 }
 
 #[cfg(test)]
@@ -123,15 +159,35 @@ mod tests {
     fn due_flows_come_longest_waiting_first_and_future_ones_not_at_all() {
         let at = |s: i64| Some(s * 1000);
         let waiting = [
-            ("later".to_string(), at(50)),
-            ("b".to_string(), at(10)),
-            ("a".to_string(), at(10)),
-            ("oldest".to_string(), at(1)),
-            ("none".to_string(), None),
-            ("now".to_string(), at(20)),
+            ("later".to_string(), 0, at(50)),
+            ("b".to_string(), 0, at(10)),
+            ("a".to_string(), 0, at(10)),
+            ("oldest".to_string(), 0, at(1)),
+            ("none".to_string(), 0, None),
+            ("now".to_string(), 0, at(20)),
         ];
         let now = Timestamp::from_second(20).unwrap();
-        assert_eq!(due_first(waiting, now), ["oldest", "a", "b", "now"]);
+        assert_eq!(due_first(waiting, now).flows, ["oldest", "a", "b", "now"]);
+    }
+
+    #[test]
+    fn a_flows_due_lanes_come_highest_priority_first_and_future_lanes_not_at_all() {
+        let at = |s: i64| Some(s * 1000);
+        let waiting = [
+            ("leads".to_string(), -5, at(1)),
+            ("leads".to_string(), 0, at(30)),
+            ("leads".to_string(), 10, at(15)),
+            ("leads".to_string(), 50, at(19)),
+            ("orders".to_string(), 0, at(5)),
+            ("orders".to_string(), 7, at(40)),
+        ];
+        let due = due_first(waiting, Timestamp::from_second(20).unwrap());
+        // The flow's place comes from its earliest lane, whatever its
+        // priority: fairness across flows is unchanged.
+        assert_eq!(due.flows, ["leads", "orders"]);
+        assert_eq!(due.priorities("leads"), [50, 10, -5]);
+        assert_eq!(due.priorities("orders"), [0]);
+        assert!(due.priorities("refunds").is_empty());
     }
 
     fn job(flow: &str, n: i64) -> JobRecord {

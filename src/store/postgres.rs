@@ -20,7 +20,7 @@ use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::plan::{due_first, runs_of_distinct_jobs, Lease, RoundRobin};
+use super::plan::{due_first, runs_of_distinct_jobs, DueLanes, Lease, RoundRobin};
 use super::rows::{
     attempt_from_row, counts_by_flow, job_from_row, jobs_from_rows, ms, node_from_row, opt_ms,
     opt_timestamp, paused_flow_from_row, payload_edit_from_row, same_payload, state_counts,
@@ -72,6 +72,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "the traceparent of a submission",
         include_str!("../../migrations/postgres/0007_traceparent.sql"),
+    ),
+    (
+        8,
+        "job priority and step responses",
+        include_str!("../../migrations/postgres/0008_payload_flows.sql"),
     ),
 ];
 
@@ -393,15 +398,17 @@ async fn insert_many(
     let versions: Vec<&str> = jobs.iter().map(|j| j.policy_version.as_str()).collect();
     let created: Vec<i64> = jobs.iter().map(|j| ms(j.created_at)).collect();
     let traceparents: Vec<Option<&str>> = jobs.iter().map(|j| j.traceparent.as_deref()).collect();
+    let priorities: Vec<i64> = jobs.iter().map(|j| i64::from(j.priority)).collect();
     let rows = sqlx::query(
         "INSERT INTO jobs (id, flow, idempotency_key, payload, state, step_index, step, \
-                           next_at, policy_version, created_at, updated_at, traceparent) \
+                           next_at, policy_version, created_at, updated_at, traceparent, \
+                           priority) \
          SELECT j.id, j.flow, j.key, j.payload, 'pending', 0, j.step, j.next_at, j.version, \
-                j.created_at, j.created_at, j.traceparent \
+                j.created_at, j.created_at, j.traceparent, j.priority \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
-                     $7::text[], $8::bigint[], $9::text[]) \
+                     $7::text[], $8::bigint[], $9::text[], $10::bigint[]) \
               WITH ORDINALITY AS j (id, flow, key, payload, step, next_at, version, created_at, \
-                                    traceparent, n) \
+                                    traceparent, priority, n) \
          ORDER BY j.n \
          ON CONFLICT (flow, idempotency_key) DO NOTHING \
          RETURNING *",
@@ -415,6 +422,7 @@ async fn insert_many(
     .bind(&versions)
     .bind(&created)
     .bind(&traceparents)
+    .bind(&priorities)
     .fetch_all(&mut *conn)
     .await?;
     let mut created: HashMap<String, JobRecord> = jobs_from_rows(&rows)?
@@ -473,6 +481,7 @@ struct AttemptColumns<'a> {
     delays: Vec<Option<i64>>,
     next_ats: Vec<Option<i64>>,
     versions: Vec<&'a str>,
+    members: Vec<Option<&'a str>>,
 }
 
 /// The `INSERT INTO attempts` of [`AttemptColumns`] bound from parameter
@@ -484,14 +493,14 @@ fn insert_attempts_sql(first: usize, only: &str) -> String {
     format!(
         "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, status, \
                                error, error_message, outcome, rule, decision, delay_ms, next_at, \
-                               policy_version) \
+                               policy_version, member) \
          SELECT a.job_id, a.step, a.channel, a.attempt, a.started_at, a.finished_at, a.status, \
                 a.error, a.error_message, a.outcome, a.rule, a.decision, a.delay_ms, a.next_at, \
-                a.version \
-         FROM unnest({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}) \
+                a.version, a.member \
+         FROM unnest({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}) \
               WITH ORDINALITY AS a (job_id, step, channel, attempt, started_at, finished_at, \
                                     status, error, error_message, outcome, rule, decision, \
-                                    delay_ms, next_at, version, n) \
+                                    delay_ms, next_at, version, member, n) \
          WHERE {only} \
          ORDER BY a.n",
         p(0, "text"),
@@ -509,6 +518,7 @@ fn insert_attempts_sql(first: usize, only: &str) -> String {
         p(12, "bigint"),
         p(13, "bigint"),
         p(14, "text"),
+        p(15, "text"),
     )
 }
 
@@ -533,10 +543,11 @@ impl<'a> AttemptColumns<'a> {
             delays: attempts.iter().map(|a| a.delay_ms).collect(),
             next_ats: attempts.iter().map(|a| opt_ms(a.next_at)).collect(),
             versions: attempts.iter().map(|a| a.policy_version.as_str()).collect(),
+            members: attempts.iter().map(|a| a.member.as_deref()).collect(),
         }
     }
 
-    /// Binds the fifteen arrays, in the order of [`insert_attempts_sql`].
+    /// Binds the sixteen arrays, in the order of [`insert_attempts_sql`].
     fn bind<'q>(
         &'q self,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -557,6 +568,7 @@ impl<'a> AttemptColumns<'a> {
             .bind(&self.delays)
             .bind(&self.next_ats)
             .bind(&self.versions)
+            .bind(&self.members)
     }
 }
 
@@ -592,20 +604,22 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
                      notify_at = t.notify_at, updated_at = t.now, \
                      attempts_total = jobs.attempts_total + t.counts, \
                      lease_owner = CASE WHEN t.running THEN jobs.lease_owner END, \
-                     lease_until = CASE WHEN t.running THEN jobs.lease_until END \
+                     lease_until = CASE WHEN t.running THEN jobs.lease_until END, \
+                     responses = COALESCE(t.responses, jobs.responses) \
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
                              $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], \
                              $10::bigint[], $11::text[], $12::text[], $13::bigint[], \
-                             $14::bigint[], $15::bigint[], $16::boolean[], $17::bigint[]) \
+                             $14::bigint[], $15::bigint[], $16::boolean[], $17::bigint[], \
+                             $18::text[]) \
                       AS t (id, owner, state, step_index, step, channel_index, attempt, \
                             series_started_at, held_ms, next_at, reason, version, notify_at, \
-                            now, counts, running, lease) \
+                            now, counts, running, lease, responses) \
                  WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_owner = t.owner \
                      AND jobs.lease_until IS NOT DISTINCT FROM t.lease \
                  RETURNING jobs.id), \
              recorded AS ({}) \
              SELECT id FROM moved",
-            insert_attempts_sql(18, "a.job_id IN (SELECT id FROM moved)")
+            insert_attempts_sql(19, "a.job_id IN (SELECT id FROM moved)")
         )
     });
     let ids: Vec<&str> = run.iter().map(|t| t.job_id.as_str()).collect();
@@ -625,6 +639,7 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
     let counts: Vec<i64> = run.iter().map(|t| i64::from(t.attempts_added)).collect();
     let running: Vec<bool> = run.iter().map(|t| t.to == JobState::Running).collect();
     let leases: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.lease_until)).collect();
+    let responses: Vec<Option<&str>> = run.iter().map(|t| t.responses.as_deref()).collect();
     let recorded: Vec<&AttemptRecord> = run.iter().filter_map(|t| t.attempt.as_ref()).collect();
     let recorded = AttemptColumns::of(&recorded);
     let query = sqlx::query(sqlx::AssertSqlSafe(APPLY.as_str()))
@@ -644,7 +659,8 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
         .bind(&nows)
         .bind(&counts)
         .bind(&running)
-        .bind(&leases);
+        .bind(&leases)
+        .bind(&responses);
     let moved = recorded.bind(query).fetch_all(&mut *conn).await?;
     let moved: HashSet<String> = moved
         .iter()
@@ -653,27 +669,30 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
     Ok(run.iter().map(|t| moved.contains(&t.job_id)).collect())
 }
 
-/// The flows with a job due at `now`, the one waiting longest first.
-async fn flows_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> StoreResult<Vec<String>> {
-    let waiting: Vec<(String, Option<i64>)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(SQL.flows_waiting.as_str()))
+/// The flows with a job due at `now`, the one waiting longest first, with
+/// their due lanes.
+async fn lanes_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> StoreResult<DueLanes> {
+    let waiting: Vec<(String, i64, Option<i64>)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(SQL.lanes_waiting.as_str()))
             .fetch_all(&mut *conn)
             .await?;
     Ok(due_first(waiting, now))
 }
 
-/// Claims up to `limit` due jobs of one flow, earliest first, skipping rows
-/// another node is claiming this very moment.
-async fn claim_flow(
+/// Claims up to `limit` due jobs of one flow's lane at `priority`,
+/// earliest first, skipping rows another node is claiming this very moment.
+async fn claim_lane(
     conn: &mut sqlx::PgConnection,
     flow: &str,
+    priority: i64,
     lease: &Lease,
     limit: usize,
 ) -> StoreResult<Vec<JobRecord>> {
     let rows = sqlx::query(
         "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3 \
          WHERE id IN (SELECT id FROM jobs \
-                      WHERE state IN ('pending', 'suspended') AND flow = $4 AND next_at <= $3 \
+                      WHERE state IN ('pending', 'suspended') AND flow = $4 \
+                          AND priority = $6 AND next_at <= $3 \
                       ORDER BY next_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
          RETURNING *",
     )
@@ -682,6 +701,7 @@ async fn claim_flow(
     .bind(ms(lease.now))
     .bind(flow)
     .bind(limit_i64(limit))
+    .bind(priority)
     .fetch_all(&mut *conn)
     .await?;
     jobs_from_rows(&rows)
@@ -702,24 +722,37 @@ async fn claim_due(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let due = flows_due(&mut *conn, now).await?;
+    let due = lanes_due(&mut *conn, now).await?;
     let lease = Lease {
         owner: owner.to_string(),
         now,
         lease_until,
     };
-    let mut round = RoundRobin::new(&due, limit);
+    let mut round = RoundRobin::new(&due.flows, limit);
     while let Some((flow, room)) = round.next() {
-        match claim_flow(&mut *conn, flow, &lease, room).await {
-            Ok(claimed) => round.claimed(flow, room, claimed),
-            Err(error) => {
-                let jobs = round.into_jobs();
-                if jobs.is_empty() {
-                    return Err(error);
-                }
-                tracing::warn!(%error, claimed = jobs.len(), "claiming stopped part way; the jobs claimed go to the workers");
-                return Ok(jobs);
+        let mut jobs = Vec::with_capacity(room);
+        let mut failed = None;
+        for &priority in due.priorities(flow) {
+            let left = room - jobs.len();
+            if left == 0 {
+                break;
             }
+            match claim_lane(&mut *conn, flow, priority, &lease, left).await {
+                Ok(claimed) => jobs.extend(claimed),
+                Err(error) => {
+                    failed = Some(error);
+                    break;
+                }
+            }
+        }
+        round.claimed(flow, room, jobs);
+        if let Some(error) = failed {
+            let jobs = round.into_jobs();
+            if jobs.is_empty() {
+                return Err(error);
+            }
+            tracing::warn!(%error, claimed = jobs.len(), "claiming stopped part way; the jobs claimed go to the workers");
+            return Ok(jobs);
         }
     }
     Ok(round.into_jobs())
@@ -834,13 +867,13 @@ impl StepLog for PgStepLog {
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {
-        let waiting: Vec<(String, Option<i64>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(SQL.flows_waiting.as_str()))
+        let waiting: Vec<(String, i64, Option<i64>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(SQL.lanes_waiting.as_str()))
                 .fetch_all(&self.pool)
                 .await?;
         let next = waiting
             .into_iter()
-            .filter_map(|(_, earliest)| earliest)
+            .filter_map(|(_, _, earliest)| earliest)
             .min();
         opt_timestamp("next_at", next)
     }
@@ -1390,7 +1423,7 @@ mod plans {
         assert_eq!(steps.matches("jobs_parked").count(), 3, "{steps}");
         assert!(steps.contains("jobs_due_by_flow"), "{steps}");
         assert!(steps.contains("jobs_leased"), "{steps}");
-        let steps = plan(&mut conn, &SQL.flows_waiting).await;
+        let steps = plan(&mut conn, &SQL.lanes_waiting).await;
         assert!(!steps.contains("Seq Scan"), "{steps}");
     }
 }

@@ -24,6 +24,9 @@ pub struct NewJob {
     /// The W3C `traceparent` the submission carried: every attempt's span
     /// continues that trace.
     pub traceparent: Option<String>,
+    /// Within its flow, due jobs of higher priority start first
+    /// (-100..=100).
+    pub priority: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +74,11 @@ pub struct JobRecord {
     pub notify_attempts: u32,
     /// The W3C `traceparent` the submission carried.
     pub traceparent: Option<String>,
+    /// Within its flow, due jobs of higher priority start first.
+    pub priority: i32,
+    /// The answers of earlier steps that later steps' expressions read, a
+    /// JSON object by step name (see [`crate::expr::Responses`]).
+    pub responses: Option<String>,
 }
 
 #[cfg(test)]
@@ -101,6 +109,8 @@ impl JobRecord {
             notify_at: None,
             notify_attempts: 0,
             traceparent: None,
+            priority: 0,
+            responses: None,
         }
     }
 }
@@ -134,6 +144,10 @@ pub struct AttemptRecord {
     pub delay_ms: Option<i64>,
     pub next_at: Option<Timestamp>,
     pub policy_version: String,
+    /// The member channel a pool sent this attempt to (`channel` is the
+    /// pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 /// The result of one attempt: the attempt row to append and where the job
@@ -164,6 +178,9 @@ pub struct Transition {
     pub attempts_added: u32,
     /// Set when the job dies and its flow has an `on_dead` notification.
     pub notify_at: Option<Timestamp>,
+    /// The job's kept step responses, when this move adds one (`None`:
+    /// unchanged).
+    pub responses: Option<String>,
     pub now: Timestamp,
 }
 

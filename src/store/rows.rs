@@ -111,6 +111,9 @@ pub(super) fn job_from_row(row: &impl Columns) -> StoreResult<JobRecord> {
         lease_owner: row.opt_text("lease_owner")?,
         lease_until: opt_time_of(row, "lease_until")?,
         traceparent: row.opt_text("traceparent")?,
+        priority: i32::try_from(row.int("priority")?)
+            .map_err(|_| StoreError::Corrupt("priority out of range".into()))?,
+        responses: row.opt_text("responses")?,
         notify_at: opt_time_of(row, "notify_at")?,
         notify_attempts: count_of(row, "notify_attempts")?,
     })
@@ -142,6 +145,7 @@ pub(super) fn attempt_from_row(row: &impl Columns) -> StoreResult<AttemptRecord>
         delay_ms: row.opt_int("delay_ms")?,
         next_at: opt_time_of(row, "next_at")?,
         policy_version: row.text("policy_version")?,
+        member: row.opt_text("member")?,
     })
 }
 

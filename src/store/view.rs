@@ -22,6 +22,8 @@ pub struct JobView {
     #[schema(value_type = serde_json::Value)]
     pub payload: Box<RawValue>,
     pub idempotency_key: String,
+    /// Within its flow, due jobs of higher priority start first.
+    pub priority: i32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub next_at: Option<Timestamp>,
@@ -76,6 +78,7 @@ impl JobView {
             reason: job.reason,
             policy_version: job.policy_version,
             attempts_total: job.attempts_total,
+            priority: job.priority,
             attempts,
             payload_edits: None,
         }

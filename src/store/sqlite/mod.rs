@@ -82,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "the traceparent of a submission",
         include_str!("../../../migrations/sqlite/0009_traceparent.sql"),
     ),
+    (
+        10,
+        "job priority and step responses",
+        include_str!("../../../migrations/sqlite/0010_payload_flows.sql"),
+    ),
 ];
 
 /// The most jobs one page of `jobs_list` returns.
@@ -344,11 +349,14 @@ impl StepLog for SqliteStepLog {
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<Timestamp>> {
-        let rows: Vec<(String, Option<i64>)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(SQL.flows_waiting.as_str()))
+        let rows: Vec<(String, i64, Option<i64>)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(SQL.lanes_waiting.as_str()))
                 .fetch_all(&self.pool)
                 .await?;
-        let next = rows.into_iter().filter_map(|(_, earliest)| earliest).min();
+        let next = rows
+            .into_iter()
+            .filter_map(|(_, _, earliest)| earliest)
+            .min();
         opt_timestamp("next_at", next)
     }
 
@@ -801,6 +809,7 @@ mod tests {
             next_at: now,
             policy_version: "v1".into(),
             traceparent: None,
+            priority: 0,
         };
         for n in 0..2 {
             let inserted = log.job_insert(new_job(n)).await.expect("inserted");
@@ -831,6 +840,7 @@ mod tests {
                 delay_ms: None,
                 next_at: None,
                 policy_version: "v1".into(),
+                member: None,
             }),
             to: JobState::Succeeded,
             step_index: 0,
@@ -844,6 +854,7 @@ mod tests {
             policy_version: "v1".into(),
             attempts_added: 1,
             notify_at: None,
+            responses: None,
             now,
         };
 

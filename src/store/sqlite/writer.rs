@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::super::plan::{due_first, Lease, RoundRobin};
+use super::super::plan::{due_first, DueLanes, Lease, RoundRobin};
 use super::super::rows::{job_from_row, ms, opt_ms, opt_timestamp, same_payload, Columns};
 use super::super::{
     AttemptRecord, ClaimedJob, InsertOutcome, JobRecord, JobState, NewJob, StoreError, StoreResult,
@@ -328,7 +328,7 @@ fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
 /// The columns of `jobs`, in the order the statements here return them.
 /// Rows are read by position: looking every column's name up in every
 /// claimed row cost an eighth of this thread's time.
-const JOB_COLUMNS: [&str; 22] = [
+const JOB_COLUMNS: [&str; 24] = [
     "id",
     "flow",
     "idempotency_key",
@@ -351,6 +351,8 @@ const JOB_COLUMNS: [&str; 22] = [
     "notify_at",
     "notify_attempts",
     "traceparent",
+    "priority",
+    "responses",
 ];
 
 /// A job from a row of [`JOB_COLUMNS`] (a `RETURNING *` of `jobs`).
@@ -396,6 +398,8 @@ fn job_column_position(column: &str) -> Option<usize> {
         "notify_at" => 19,
         "traceparent" => 21,
         "notify_attempts" => 20,
+        "priority" => 22,
+        "responses" => 23,
         _ => return None,
     })
 }
@@ -429,8 +433,9 @@ pub(super) fn begin(connection: &mut Connection) -> StoreResult<Transaction<'_>>
 // anyway.
 
 const INSERT_JOB: &str = "INSERT OR FAIL INTO jobs (id, flow, idempotency_key, payload, state, \
-         step_index, step, next_at, policy_version, created_at, updated_at, traceparent) \
-     VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6, ?7, ?8, ?8, ?9) \
+         step_index, step, next_at, policy_version, created_at, updated_at, traceparent, \
+         priority) \
+     VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6, ?7, ?8, ?8, ?9, ?10) \
      ON CONFLICT (flow, idempotency_key) DO NOTHING";
 
 static JOB_BY_KEY: LazyLock<String> = LazyLock::new(|| {
@@ -448,26 +453,28 @@ const APPLY_TRANSITION: &str = "UPDATE OR FAIL jobs \
          policy_version = ?12, notify_at = ?13, updated_at = ?14, \
          attempts_total = attempts_total + ?15, \
          lease_owner = CASE WHEN ?16 THEN lease_owner END, \
-         lease_until = CASE WHEN ?16 THEN lease_until END \
+         lease_until = CASE WHEN ?16 THEN lease_until END, \
+         responses = COALESCE(?18, responses) \
      WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND lease_until IS ?17";
 
 pub(super) const INSERT_ATTEMPT: &str =
     "INSERT OR FAIL INTO attempts (job_id, step, channel, attempt, \
          started_at, finished_at, status, error, error_message, outcome, rule, decision, \
-         delay_ms, next_at, policy_version) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+         delay_ms, next_at, policy_version, member) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
-/// Claims up to ?5 due jobs of flow ?4, earliest first. The limit is cast
+/// Claims up to ?5 due jobs of flow ?4 at priority ?6, earliest first. The limit is cast
 /// because SQLite plans with the value bound to a bare `LIMIT ?`, and so
 /// prepares the statement again at every new binding. Rows are picked by
 /// row id, which the index entries carry: by `id`, each claimed job cost a
 /// search of the primary key's text index too.
-static CLAIM_FLOW: LazyLock<String> = LazyLock::new(|| {
+static CLAIM_LANE: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE OR FAIL jobs \
          SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
          WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_due_by_flow \
-                         WHERE state IN ('pending', 'suspended') AND flow = ?4 AND next_at <= ?3 \
+                         WHERE state IN ('pending', 'suspended') AND flow = ?4 \
+                             AND priority = ?6 AND next_at <= ?3 \
                          ORDER BY next_at LIMIT CAST(?5 AS INTEGER)) \
          RETURNING {}",
         JOB_COLUMNS.join(", ")
@@ -548,6 +555,7 @@ fn insert(
                     job.policy_version,
                     ms(job.created_at),
                     job.traceparent,
+                    job.priority,
                 ])?;
                 outcomes.push(if inserted == 1 {
                     InsertOutcome::Created(created_record(job)?)
@@ -590,6 +598,8 @@ fn created_record(job: &NewJob) -> StoreResult<JobRecord> {
         notify_at: None,
         notify_attempts: 0,
         traceparent: job.traceparent.clone(),
+        priority: job.priority,
+        responses: None,
     })
 }
 
@@ -656,6 +666,7 @@ fn apply(tx: &Transaction<'_>, transitions: &[Transition]) -> StoreResult<Vec<bo
             t.attempts_added,
             t.to == JobState::Running,
             opt_ms(t.lease_until),
+            t.responses,
         ])? == 1;
         if let (true, Some(attempt)) = (moved, &t.attempt) {
             // The job just updated: see `open` on foreign keys.
@@ -688,6 +699,7 @@ pub(super) fn record_attempt(
         attempt.delay_ms,
         opt_ms(attempt.next_at),
         attempt.policy_version,
+        attempt.member,
     ])?;
     Ok(())
 }
@@ -698,33 +710,41 @@ fn claim_due(tx: &Transaction<'_>, claim: &ClaimRequest) -> StoreResult<Vec<Clai
     if claim.limit == 0 {
         return Ok(Vec::new());
     }
-    let due = flows_due(tx, claim.lease.now)?;
-    let mut round = RoundRobin::new(&due, claim.limit);
-    let mut statement = tx.prepare_cached(&CLAIM_FLOW)?;
+    let due = lanes_due(tx, claim.lease.now)?;
+    let mut round = RoundRobin::new(&due.flows, claim.limit);
+    let mut statement = tx.prepare_cached(&CLAIM_LANE)?;
     while let Some((flow, room)) = round.next() {
-        let mut rows = statement.query(params![
-            claim.lease.owner,
-            ms(claim.lease.lease_until),
-            ms(claim.lease.now),
-            flow,
-            i64::try_from(room).unwrap_or(i64::MAX),
-        ])?;
         let mut jobs: Vec<JobRecord> = Vec::with_capacity(room);
-        while let Some(row) = rows.next()? {
-            jobs.push(job_from_row(&Written(row))?);
+        for priority in due.priorities(flow) {
+            let left = room - jobs.len();
+            if left == 0 {
+                break;
+            }
+            let mut rows = statement.query(params![
+                claim.lease.owner,
+                ms(claim.lease.lease_until),
+                ms(claim.lease.now),
+                flow,
+                i64::try_from(left).unwrap_or(i64::MAX),
+                priority,
+            ])?;
+            while let Some(row) = rows.next()? {
+                jobs.push(job_from_row(&Written(row))?);
+            }
         }
         round.claimed(flow, room, jobs);
     }
     Ok(round.into_jobs())
 }
 
-/// The flows that have a job due at `now`, the one waiting longest first.
-fn flows_due(tx: &Transaction<'_>, now: Timestamp) -> StoreResult<Vec<String>> {
-    let mut statement = tx.prepare_cached(&SQL.flows_waiting)?;
+/// The flows that have a job due at `now`, the one waiting longest first,
+/// with their due lanes.
+fn lanes_due(tx: &Transaction<'_>, now: Timestamp) -> StoreResult<DueLanes> {
+    let mut statement = tx.prepare_cached(&SQL.lanes_waiting)?;
     let mut rows = statement.query([])?;
     let mut waiting = Vec::new();
     while let Some(row) = rows.next()? {
-        waiting.push((row.get(0)?, row.get(1)?));
+        waiting.push((row.get(0)?, row.get(1)?, row.get(2)?));
     }
     Ok(due_first(waiting, now))
 }

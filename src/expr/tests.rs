@@ -1,0 +1,142 @@
+use serde_json::json;
+
+use super::*;
+
+fn scope(payload: &str) -> Scope {
+    let mut responses = Responses::default();
+    responses.insert(
+        "score",
+        KeptResponse {
+            status: 200,
+            headers: [("x-trace".to_string(), "t1".to_string())].into(),
+            body: r#"{"score": 72, "tier": "gold"}"#.to_string(),
+        },
+    );
+    Scope::new(
+        payload,
+        JobFacts {
+            id: "j1",
+            key: "k1",
+            flow: "leads",
+            priority: 5,
+            created_at: Timestamp::from_second(1_800_000_000).unwrap(),
+        },
+        &responses,
+    )
+}
+
+#[test]
+fn conditions_read_the_payload_and_a_missing_field_is_false() {
+    let s = scope(r#"{"amount": 12000, "vip": true}"#);
+    let holds = |src: &str| Expr::condition(src).unwrap().holds(&s).unwrap();
+    assert!(holds("payload.amount >= 10000"));
+    assert!(!holds("payload.amount < 10000"));
+    assert!(holds("payload.vip"));
+    assert!(!holds("payload.missing"));
+    assert!(holds("steps.score.response.json.score > 50"));
+    assert!(holds("job.priority == 5 and job.flow == 'leads'"));
+}
+
+#[test]
+fn a_lone_expression_keeps_its_json_type_and_text_renders() {
+    let s = scope(r#"{"email": "a@b.c", "amount": 12000.5, "tags": ["x"]}"#);
+    let shape = json!({
+        "email": "{{ payload.email }}",
+        "amount": "{{ payload.amount }}",
+        "score": "{{ steps.score.response.json.score }}",
+        "note": "lead {{ job.key }} scored {{ steps.score.response.json.score }}",
+        "tags": "{{ payload.tags }}",
+        "fixed": {"source": "steadfast", "n": 1},
+        "list": ["{{ steps.score.response.status }}", 2],
+    });
+    let body = Mapping::compile(&shape).unwrap().build(&s).unwrap();
+    assert_eq!(
+        body,
+        json!({
+            "email": "a@b.c",
+            "amount": 12000.5,
+            "score": 72,
+            "note": "lead k1 scored 72",
+            "tags": ["x"],
+            "fixed": {"source": "steadfast", "n": 1},
+            "list": [200, 2],
+        })
+    );
+    let whole = Mapping::compile(&json!("{{ payload }}")).unwrap();
+    assert_eq!(
+        whole.build(&s).unwrap(),
+        json!({"email": "a@b.c", "amount": 12000.5, "tags": ["x"]})
+    );
+}
+
+#[test]
+fn a_missing_field_in_a_body_fails_naming_the_expression() {
+    let s = scope(r#"{"email": "a@b.c"}"#);
+    let mapping = Mapping::compile(&json!({"phone": "{{ payload.phone.number }}"})).unwrap();
+    let error = mapping.build(&s).unwrap_err();
+    assert_eq!(error.expression, "payload.phone.number");
+    assert!(error.message.contains("undefined"), "{}", error.message);
+    let printed = Mapping::compile(&json!({"p": "call {{ payload.phone }}"})).unwrap();
+    assert!(printed.build(&s).is_err(), "printing undefined fails");
+    let alone = Mapping::compile(&json!({"p": "{{ payload.phone }}"})).unwrap();
+    let error = alone.build(&s).unwrap_err();
+    assert_eq!(error.expression, "payload.phone");
+    // A default makes a field optional.
+    let optional = Mapping::compile(&json!({"p": "{{ payload.phone | default(none) }}"})).unwrap();
+    assert_eq!(optional.build(&s).unwrap(), json!({"p": null}));
+}
+
+#[test]
+fn syntax_errors_are_reported_with_their_place() {
+    assert!(Expr::condition("payload.amount >=").is_err());
+    assert!(Expr::condition("payload.amount %} x").is_err());
+    let errors = Mapping::compile(&json!({"a": {"b": ["ok", "{{ payload. }}"]}})).unwrap_err();
+    assert_eq!(
+        errors[0].path,
+        [
+            PathPart::Key("a".into()),
+            PathPart::Key("b".into()),
+            PathPart::Index(1)
+        ]
+    );
+}
+
+#[test]
+fn expressions_list_what_they_read() {
+    let expr = Expr::value("steps.score.response.json.score + payload.n").unwrap();
+    assert_eq!(
+        expr.variables(),
+        ["payload.n", "steps.score.response.json.score"]
+    );
+    assert_eq!(expr.steps_read().collect::<Vec<_>>(), ["score"]);
+    let text = Expr::text("{{ job.key }} / {{ steps.a.response.body }}").unwrap();
+    assert_eq!(text.steps_read().collect::<Vec<_>>(), ["a"]);
+}
+
+#[test]
+fn runaway_expressions_run_out_of_fuel() {
+    let s = scope("{}");
+    let expr = Expr::text("{% for i in range(100000) %}{{ i }}{% endfor %}").unwrap();
+    let error = expr.evaluate(&s).unwrap_err();
+    assert!(error.message.contains("fuel"), "{}", error.message);
+}
+
+#[test]
+fn responses_round_trip_through_the_log_text() {
+    let mut responses = Responses::default();
+    responses.insert(
+        "score",
+        KeptResponse::of(&crate::model::Response {
+            status: 201,
+            retry_after: None,
+            body: "é".repeat(40_000),
+            headers: vec![("content-type".into(), "application/json".into())],
+        }),
+    );
+    let kept = responses.get("score").unwrap();
+    assert!(kept.body.len() <= crate::model::MAX_BODY);
+    let back = Responses::from_log(Some(&responses.to_log()));
+    assert_eq!(back, responses);
+    assert!(Responses::from_log(Some("not json")).is_empty());
+    assert!(Responses::from_log(None).is_empty());
+}
