@@ -73,13 +73,7 @@ fn run(
     }
     let body = match step.body_at(channel_index) {
         None => None,
-        Some(mapping) => {
-            let value = mapping.build(scope)?;
-            Some(serde_json::to_string(&value).map_err(|e| EvalError {
-                expression: "body".to_string(),
-                message: e.to_string(),
-            })?)
-        }
+        Some(mapping) => Some(mapping.render(scope)?),
     };
     Ok(Prepared::Send { body, retry_choice })
 }

@@ -245,15 +245,40 @@ pub fn lone_expression(text: &str) -> Option<&str> {
     (!inner.contains("{{") && !inner.contains("}}") && !inner.is_empty()).then_some(inner)
 }
 
-/// A `body` mapping: a JSON shape whose strings may be templates.
+/// A `body` mapping: a JSON shape whose strings may be templates, compiled
+/// into one template that writes the body's JSON text in one render (each
+/// expression on a line of its own, so that a failure names its
+/// expression).
 #[derive(Debug, Clone)]
-pub enum Mapping {
+pub struct Mapping {
+    shape: Shape,
+    body: Arc<BodyTemplate>,
+}
+
+/// The mapping as written, with its expressions compiled (for the checks
+/// made when the policy loads, and for `explain`).
+#[derive(Debug, Clone)]
+enum Shape {
     /// No expression anywhere below: sent as written.
     Literal(serde_json::Value),
     /// `"{{ expr }}"` alone, or text with expressions inside.
     Expr(Expr),
-    Object(Vec<(String, Mapping)>),
-    Array(Vec<Mapping>),
+    Object(Vec<(String, Shape)>),
+    Array(Vec<Shape>),
+}
+
+/// The template that writes a mapping's JSON text.
+struct BodyTemplate {
+    env: Environment<'static>,
+    /// Each expression's first and last line in the template, and its
+    /// source, to name the one that failed.
+    lines: Vec<(usize, usize, String)>,
+}
+
+impl fmt::Debug for BodyTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BodyTemplate")
+    }
 }
 
 /// Where in a mapping a string sits (keys and indexes from its root), and
@@ -270,20 +295,89 @@ pub enum PathPart {
     Index(usize),
 }
 
+/// Writes literal JSON text into a template, where no Jinja syntax may
+/// start.
+fn push_literal(out: &mut String, text: &str) -> Result<(), SyntaxError> {
+    if is_template(text) {
+        if text.contains("endraw") {
+            return Err(SyntaxError(
+                "a key holds `{{`, `{%` or `{#` and `endraw`; rename the key".to_string(),
+            ));
+        }
+        out.push_str("{% raw %}");
+        out.push_str(text);
+        out.push_str("{% endraw %}");
+    } else {
+        out.push_str(text);
+    }
+    Ok(())
+}
+
 impl Mapping {
     /// Compiles every string of `shape`; every error is reported, with its
     /// place.
     pub fn compile(shape: &serde_json::Value) -> Result<Self, Vec<MappingError>> {
         let mut errors = Vec::new();
         let mut path = Vec::new();
-        let mapping = Self::walk(shape, &mut path, &mut errors);
-        if errors.is_empty() {
-            Ok(mapping)
-        } else {
-            Err(errors)
+        let shape = Shape::walk(shape, &mut path, &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        let mut source = String::new();
+        let mut lines = Vec::new();
+        let fail = |error: SyntaxError| {
+            vec![MappingError {
+                path: Vec::new(),
+                error,
+            }]
+        };
+        shape.write(&mut source, &mut lines).map_err(fail)?;
+        let mut env = environment();
+        env.add_template_owned(NAME, source)
+            .map_err(|e| fail(SyntaxError(describe(&e))))?;
+        Ok(Self {
+            shape,
+            body: Arc::new(BodyTemplate { env, lines }),
+        })
     }
 
+    /// Every expression of the mapping, with its path from the root.
+    pub fn expressions(&self) -> Vec<(Vec<PathPart>, &Expr)> {
+        let mut out = Vec::new();
+        self.shape.collect(&mut Vec::new(), &mut out);
+        out
+    }
+
+    /// The body's JSON text for `scope`, as sent.
+    pub fn render(&self, scope: &Scope) -> Result<String, EvalError> {
+        let body = &self.body;
+        let failed = |error: &minijinja::Error| {
+            let line = error.line().unwrap_or(0);
+            let expression = body
+                .lines
+                .iter()
+                .find(|(first, last, _)| (*first..=*last).contains(&line))
+                .map_or_else(|| "body".to_string(), |(_, _, source)| source.clone());
+            EvalError {
+                expression,
+                message: describe(error),
+            }
+        };
+        let template = body.env.get_template(NAME).map_err(|e| failed(&e))?;
+        template.render(&scope.root).map_err(|e| failed(&e))
+    }
+
+    /// The body for `scope`, as a JSON value.
+    pub fn build(&self, scope: &Scope) -> Result<serde_json::Value, EvalError> {
+        let text = self.render(scope)?;
+        serde_json::from_str(&text).map_err(|e| EvalError {
+            expression: "body".to_string(),
+            message: format!("the body built is not JSON: {e}"),
+        })
+    }
+}
+
+impl Shape {
     fn walk(
         shape: &serde_json::Value,
         path: &mut Vec<PathPart>,
@@ -297,13 +391,13 @@ impl Mapping {
                     None => Expr::text(text),
                 };
                 match compiled {
-                    Ok(expr) => Mapping::Expr(expr),
+                    Ok(expr) => Shape::Expr(expr),
                     Err(error) => {
                         errors.push(MappingError {
                             path: path.clone(),
                             error,
                         });
-                        Mapping::Literal(J::Null)
+                        Shape::Literal(J::Null)
                     }
                 }
             }
@@ -314,10 +408,10 @@ impl Mapping {
                     out.push((key.clone(), Self::walk(value, path, errors)));
                     path.pop();
                 }
-                if out.iter().all(|(_, m)| matches!(m, Mapping::Literal(_))) {
-                    Mapping::Literal(shape.clone())
+                if out.iter().all(|(_, m)| matches!(m, Shape::Literal(_))) {
+                    Shape::Literal(shape.clone())
                 } else {
-                    Mapping::Object(out)
+                    Shape::Object(out)
                 }
             }
             J::Array(items) => {
@@ -327,63 +421,89 @@ impl Mapping {
                     out.push(Self::walk(value, path, errors));
                     path.pop();
                 }
-                if out.iter().all(|m| matches!(m, Mapping::Literal(_))) {
-                    Mapping::Literal(shape.clone())
+                if out.iter().all(|m| matches!(m, Shape::Literal(_))) {
+                    Shape::Literal(shape.clone())
                 } else {
-                    Mapping::Array(out)
+                    Shape::Array(out)
                 }
             }
-            other => Mapping::Literal(other.clone()),
+            other => Shape::Literal(other.clone()),
         }
     }
 
-    /// Every expression of the mapping, with its path from the root.
-    pub fn expressions(&self) -> Vec<(Vec<PathPart>, &Expr)> {
-        let mut out = Vec::new();
-        self.collect(&mut Vec::new(), &mut out);
-        out
+    /// Appends the template text that writes this shape's JSON, noting the
+    /// lines of each expression.
+    fn write(
+        &self,
+        out: &mut String,
+        lines: &mut Vec<(usize, usize, String)>,
+    ) -> Result<(), SyntaxError> {
+        match self {
+            Shape::Literal(value) => push_literal(out, &value.to_string())?,
+            Shape::Expr(expr) => {
+                out.push('\n');
+                let first = out.matches('\n').count() + 1;
+                // `-` trims the line breaks around the tag from the output:
+                // they only place the expression on lines of its own.
+                match expr.0.kind {
+                    Kind::Text => {
+                        out.push_str(&format!("{{%- filter {JSON_FILTER} %}}"));
+                        out.push_str(expr.source());
+                        out.push_str("{% endfilter -%}");
+                    }
+                    Kind::Value | Kind::Condition => {
+                        out.push_str(&format!("{{{{- ({}) | {JSON_FILTER} -}}}}", expr.source()));
+                    }
+                }
+                let last = out.matches('\n').count() + 1;
+                lines.push((first, last, expr.source().to_string()));
+                out.push('\n');
+            }
+            Shape::Object(fields) => {
+                out.push('{');
+                for (index, (key, shape)) in fields.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    push_literal(out, &serde_json::Value::String(key.clone()).to_string())?;
+                    out.push(':');
+                    shape.write(out, lines)?;
+                }
+                out.push('}');
+            }
+            Shape::Array(items) => {
+                out.push('[');
+                for (index, shape) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    shape.write(out, lines)?;
+                }
+                out.push(']');
+            }
+        }
+        Ok(())
     }
 
     fn collect<'a>(&'a self, path: &mut Vec<PathPart>, out: &mut Vec<(Vec<PathPart>, &'a Expr)>) {
         match self {
-            Mapping::Literal(_) => {}
-            Mapping::Expr(expr) => out.push((path.clone(), expr)),
-            Mapping::Object(fields) => {
-                for (key, mapping) in fields {
+            Shape::Literal(_) => {}
+            Shape::Expr(expr) => out.push((path.clone(), expr)),
+            Shape::Object(fields) => {
+                for (key, shape) in fields {
                     path.push(PathPart::Key(key.clone()));
-                    mapping.collect(path, out);
+                    shape.collect(path, out);
                     path.pop();
                 }
             }
-            Mapping::Array(items) => {
-                for (index, mapping) in items.iter().enumerate() {
+            Shape::Array(items) => {
+                for (index, shape) in items.iter().enumerate() {
                     path.push(PathPart::Index(index));
-                    mapping.collect(path, out);
+                    shape.collect(path, out);
                     path.pop();
                 }
             }
         }
-    }
-
-    /// The body for `scope`.
-    pub fn build(&self, scope: &Scope) -> Result<serde_json::Value, EvalError> {
-        Ok(match self {
-            Mapping::Literal(value) => value.clone(),
-            Mapping::Expr(expr) => expr.evaluate(scope)?,
-            Mapping::Object(fields) => {
-                let mut object = serde_json::Map::with_capacity(fields.len());
-                for (key, mapping) in fields {
-                    object.insert(key.clone(), mapping.build(scope)?);
-                }
-                serde_json::Value::Object(object)
-            }
-            Mapping::Array(items) => serde_json::Value::Array(
-                items
-                    .iter()
-                    .map(|m| m.build(scope))
-                    .collect::<Result<_, _>>()?,
-            ),
-        })
     }
 }
 
@@ -406,28 +526,26 @@ pub struct Scope {
 impl Scope {
     /// The scope of a job whose payload is `payload` (JSON text; anything
     /// else is seen as a string) with the kept `responses` of its earlier
-    /// steps.
+    /// steps. The payload is read straight into MiniJinja's values, with no
+    /// tree in between.
     pub fn new(payload: &str, job: JobFacts<'_>, responses: &Responses) -> Self {
-        let payload: serde_json::Value = serde_json::from_str(payload)
-            .unwrap_or_else(|_| serde_json::Value::String(payload.to_string()));
-        let steps: BTreeMap<&str, serde_json::Value> = responses
+        let payload: Value = serde_json::from_str(payload).unwrap_or_else(|_| Value::from(payload));
+        let steps: BTreeMap<&str, Value> = responses
             .iter()
             .map(|(name, kept)| (name.as_str(), kept.in_scope()))
             .collect();
-        let root = serde_json::json!({
-            "payload": payload,
-            "job": {
-                "id": job.id,
-                "key": job.key,
-                "flow": job.flow,
-                "priority": job.priority,
-                "created_at": job.created_at.to_string(),
+        let root = minijinja::context! {
+            payload => payload,
+            job => minijinja::context! {
+                id => job.id,
+                key => job.key,
+                flow => job.flow,
+                priority => job.priority,
+                created_at => job.created_at.to_string(),
             },
-            "steps": steps,
-        });
-        Self {
-            root: Value::from(minijinja::value::Serde(&root)),
-        }
+            steps => steps,
+        };
+        Self { root }
     }
 }
 

@@ -39,17 +39,22 @@ impl KeptResponse {
 
     /// `{ response: { status, headers, body, json } }`, `json` when the
     /// body parses.
-    pub(super) fn in_scope(&self) -> serde_json::Value {
-        let json = serde_json::from_str::<serde_json::Value>(&self.body).ok();
-        let mut response = serde_json::json!({
-            "status": self.status,
-            "headers": self.headers,
-            "body": self.body,
-        });
-        if let (Some(json), Some(object)) = (json, response.as_object_mut()) {
-            object.insert("json".to_string(), json);
-        }
-        serde_json::json!({ "response": response })
+    pub(super) fn in_scope(&self) -> minijinja::Value {
+        let json = serde_json::from_str::<minijinja::Value>(&self.body).ok();
+        let response = match json {
+            Some(json) => minijinja::context! {
+                status => self.status,
+                headers => &self.headers,
+                body => &self.body,
+                json => json,
+            },
+            None => minijinja::context! {
+                status => self.status,
+                headers => &self.headers,
+                body => &self.body,
+            },
+        };
+        minijinja::context! { response => response }
     }
 }
 

@@ -140,3 +140,39 @@ fn responses_round_trip_through_the_log_text() {
     assert!(Responses::from_log(Some("not json")).is_empty());
     assert!(Responses::from_log(None).is_empty());
 }
+
+#[test]
+fn the_failing_expression_of_a_body_is_named_among_several() {
+    let s = scope(r#"{"a": 1, "c": {"d": 2}}"#);
+    let mapping = Mapping::compile(&json!({
+        "first": "{{ payload.a }}",
+        "second": "text\nover lines {{ payload.b.c }}\nand more",
+        "third": ["{{ payload.c.d }}", "{{ payload.c.e }}"],
+    }))
+    .unwrap();
+    let error = mapping.render(&s).unwrap_err();
+    assert_eq!(
+        error.expression,
+        "text\nover lines {{ payload.b.c }}\nand more"
+    );
+    let mapping =
+        Mapping::compile(&json!({"third": ["{{ payload.c.d }}", "{{ payload.c.e }}"]})).unwrap();
+    assert_eq!(mapping.render(&s).unwrap_err().expression, "payload.c.e");
+}
+
+#[test]
+fn literal_keys_and_values_that_look_like_templates_are_sent_as_written() {
+    let s = scope(r#"{"a": 1}"#);
+    let mapping = Mapping::compile(&json!({
+        "{{ not a template }}": "{{ payload.a }}",
+        "quote\"d": ["x", 2.5, null, true],
+    }))
+    .unwrap();
+    assert_eq!(
+        mapping.build(&s).unwrap(),
+        json!({"{{ not a template }}": 1, "quote\"d": ["x", 2.5, null, true]})
+    );
+    // Text rendered into a string is escaped as JSON.
+    let text = Mapping::compile(&json!({"t": "say \"{{ payload.a }}\"\n"})).unwrap();
+    assert_eq!(text.render(&s).unwrap(), r#"{"t":"say \"1\"\n"}"#);
+}

@@ -116,7 +116,8 @@ pub async fn run(args: DemoArgs) -> CliResult {
     .map_err(|e| Failure::Operation(anyhow!(e)))?;
 
     println!("steadfast demo: the engine with a durable SQLite step log, against flaky partners on loopback\n");
-    println!("  flow acme-leads  deliver to ACME (classifier `acme`), then confirm to the CRM; dead jobs notify ops");
+    println!("  flow acme-leads  deliver to ACME (classifier `acme`), then confirm to the CRM with ACME's lead id");
+    println!("                   mapped from its answer, to two CRM instances in turn (a pool); dead jobs notify ops");
     println!(
         "                   ACME's answers by lead number: {}",
         ACME_SCENARIOS.join("; ")
@@ -179,8 +180,15 @@ async fn submit_jobs(api: &str, leads: u32, orders: u32) -> CliResult {
         }
     };
     for n in 0..leads {
-        let payload =
-            json!({ "n": n, "name": format!("Lead {n}"), "phone": format!("+1-555-01{n:02}") });
+        // Every tenth lead, from the fifth, is worth 25,000: a `retry` entry
+        // gives it the aggressive template.
+        let amount = if n % 10 == 4 { 25_000 } else { 100 + n };
+        let payload = json!({
+            "n": n,
+            "name": format!("Lead {n}"),
+            "phone": format!("+1-555-01{n:02}"),
+            "amount": amount,
+        });
         submit("acme-leads", format!("lead-{n}"), payload).await?;
     }
     for n in 0..orders {
@@ -192,7 +200,7 @@ async fn submit_jobs(api: &str, leads: u32, orders: u32) -> CliResult {
     let again = submit(
         "acme-leads",
         "lead-0".to_string(),
-        json!({ "n": 0, "name": "Lead 0", "phone": "+1-555-0100" }),
+        json!({ "n": 0, "name": "Lead 0", "phone": "+1-555-0100", "amount": 100 }),
     )
     .await?;
     println!("submitted {leads} leads and {orders} orders through the API; lead-0 sent twice → HTTP {again}: the same job\n");
@@ -288,7 +296,7 @@ fn describe(job: &JobRecord, attempt: &AttemptRecord) -> String {
         "  {:<9} {:<19} {:<14} #{}  {:<8} {:<21} → {next}",
         job.idempotency_key,
         format!("{}/{}", job.flow, attempt.step),
-        attempt.channel,
+        attempt.member.as_deref().unwrap_or(&attempt.channel),
         attempt.attempt,
         answer,
         attempt.rule.as_deref().unwrap_or("-"),

@@ -26,7 +26,7 @@ pub const ACME_SCENARIOS: [&str; 10] = [
     "accepted at once",
     "accepted at once",
     "already known: duplicate lead",
-    "503 twice, then accepted",
+    "worth 25,000 (the aggressive template): 503 twice, then accepted",
     "503 once, then accepted",
     "429 with Retry-After: 1, then accepted",
     "busy under a 200, then accepted",
@@ -41,7 +41,8 @@ impl Partner {
         let addr = listener.local_addr()?;
         let app = Router::new()
             .route("/acme/leads", post(acme))
-            .route("/crm/hooks/lead", post(ok))
+            .route("/crm/east/hooks/lead", post(crm))
+            .route("/crm/west/hooks/lead", post(crm))
             .route("/ops/alerts", post(alert))
             .route("/backup/orders", post(backup))
             .with_state(self);
@@ -79,9 +80,21 @@ async fn acme(
     Json(body): Json<Value>,
 ) -> Response {
     let attempt = partner.attempt(&headers);
-    let accepted = || (StatusCode::OK, Json(json!({ "status": "accepted" }))).into_response();
-    match (number(&body) % 10, attempt) {
-        (3, _) => (StatusCode::OK, "Duplicate lead: already received").into_response(),
+    let n = number(&body);
+    let id = format!("ACME-{n:04}");
+    let accepted = || {
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "accepted", "id": id })),
+        )
+            .into_response()
+    };
+    match (n % 10, attempt) {
+        (3, _) => (
+            StatusCode::OK,
+            Json(json!({ "status": "Duplicate lead: already received", "id": id })),
+        )
+            .into_response(),
         (4, 1..=2) | (5, 1) => (StatusCode::SERVICE_UNAVAILABLE, "maintenance").into_response(),
         (6, 1) => (
             StatusCode::TOO_MANY_REQUESTS,
@@ -103,8 +116,14 @@ async fn acme(
     }
 }
 
-async fn ok() -> StatusCode {
-    StatusCode::OK
+/// The CRM takes every confirmation whose body carries ACME's id (the
+/// policy maps it from the first step's answer).
+async fn crm(Json(body): Json<Value>) -> StatusCode {
+    if body.get("acme_id").and_then(Value::as_str).is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
 }
 
 async fn alert(State(partner): State<Partner>) -> StatusCode {
