@@ -423,3 +423,143 @@ async fn a_healthiest_pool_moves_to_the_member_that_succeeds() {
     );
     s.node.shutdown().await;
 }
+
+const PARALLEL: &str = r#"
+templates:
+  quick: { retries: 3, initial: 10ms, jitter: none }
+channels:
+  warehouse: { http: { url: "${PARTNER}/warehouse" } }
+  analytics: { http: { url: "${PARTNER}/analytics" } }
+  crm: { http: { url: "${PARTNER}/crm" } }
+flows:
+  orders:
+    steps:
+      - name: announce
+        parallel: [warehouse, analytics]
+        retry: quick
+        body: { order: "{{ payload.order }}" }
+      - name: confirm
+        channel: crm
+        retry: quick
+"#;
+
+fn paths(s: &Setup) -> Vec<String> {
+    s.partner
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_branch_of_a_parallel_step_retries_on_its_own_and_the_step_waits_for_all() {
+    let s = Setup::start(PARALLEL, |r| match r.path.as_str() {
+        "/warehouse" if r.attempt <= 2 => status(503),
+        _ => status(200),
+    })
+    .await;
+    let id = s
+        .node
+        .submit_ok("orders", json!({ "order": "SO-1" }), None)
+        .await;
+    let job = s.node.wait_final(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    let count = |p: &str| paths(&s).iter().filter(|x| *x == p).count();
+    // The warehouse is retried twice; analytics, answered at once, is not
+    // sent again; the next step runs once both have succeeded.
+    assert_eq!(
+        (count("/warehouse"), count("/analytics"), count("/crm")),
+        (3, 1, 1)
+    );
+    let crm_at = s.partner.requests_to("/crm")[0].at;
+    assert!(s
+        .partner
+        .requests_to("/warehouse")
+        .iter()
+        .all(|r| r.at < crm_at));
+    // Both got the step's body, each under a key of its own.
+    let warehouse = s.partner.requests_to("/warehouse");
+    let analytics = s.partner.requests_to("/analytics");
+    assert_eq!(warehouse[0].body, json!({ "order": "SO-1" }));
+    assert_eq!(analytics[0].body, json!({ "order": "SO-1" }));
+    assert_ne!(warehouse[0].idempotency_key, analytics[0].idempotency_key);
+    let rows: Vec<(String, String)> = job["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["channel"].as_str().unwrap().to_string(),
+                a["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows.iter().filter(|(c, _)| c == "warehouse").count(),
+        3,
+        "{rows:?}"
+    );
+    assert_eq!(job["attempts_total"], 5, "{job:#}");
+    s.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_branch_kills_the_job_and_a_retry_resends_only_the_failed_branch() {
+    let fixed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let warehouse_fixed = fixed.clone();
+    let s = Setup::start(PARALLEL, move |r| match r.path.as_str() {
+        "/warehouse" if !warehouse_fixed.load(std::sync::atomic::Ordering::SeqCst) => status(422),
+        _ => status(200),
+    })
+    .await;
+    let id = s
+        .node
+        .submit_ok("orders", json!({ "order": "SO-2" }), None)
+        .await;
+    let job = s.node.wait_final(&id).await;
+    assert_eq!(
+        (&job["state"], &job["reason"]),
+        (&json!("dead"), &json!("permanent")),
+        "{job:#}"
+    );
+    let channels: Vec<&str> = job["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["channel"].as_str().unwrap())
+        .collect();
+    assert!(
+        channels.contains(&"warehouse") && channels.contains(&"analytics"),
+        "the history has both branches: {channels:?}"
+    );
+    assert_eq!(s.partner.requests_to("/analytics").len(), 1);
+    let branches = &job["branches"]["announce"];
+    assert_eq!(
+        (
+            &branches["warehouse"]["state"],
+            &branches["warehouse"]["reason"]
+        ),
+        (&json!("dead"), &json!("permanent")),
+        "{job:#}"
+    );
+    assert_eq!(branches["analytics"]["state"], "succeeded");
+
+    // The warehouse is fixed; the retry sends it alone, then the next step.
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let retried = http_client()
+        .post(s.node.url(&format!("/v1/jobs/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert!(retried.status().is_success(), "{}", retried.status());
+    let job = s.node.wait_final(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(s.partner.requests_to("/warehouse").len(), 2);
+    assert_eq!(
+        s.partner.requests_to("/analytics").len(),
+        1,
+        "the branch that had succeeded is not sent again"
+    );
+    assert_eq!(s.partner.requests_to("/crm").len(), 1);
+    s.node.shutdown().await;
+}

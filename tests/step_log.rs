@@ -139,6 +139,8 @@ fn retry_later(job: &JobRecord, owner: &str, at: Timestamp) -> Transition {
         attempts_added: 1,
         notify_at: None,
         responses: None,
+        branches: None,
+        branch_attempts: Vec::new(),
         now: at,
     }
 }
@@ -476,6 +478,44 @@ async fn a_steps_kept_response_survives_later_moves(db: Db) {
         .unwrap();
     let job = db.log.job_get(&job.id).await.unwrap().unwrap();
     assert_eq!(job.responses.as_deref(), Some(kept));
+}
+
+async fn a_parallel_steps_branch_attempts_and_branches_are_recorded_together(db: Db) {
+    insert(&db, 1, t(0)).await;
+    let job = db.log.jobs_claim_due("a", t(1), t(301), 1).await.unwrap()[0].clone();
+    let branch = |channel: &str| AttemptRecord {
+        channel: channel.into(),
+        ..attempt_of(&job, t(2), Decision::Retry)
+    };
+    let branches = r#"{"announce":{"a":{"state":"pending","attempts":1},"b":{"state":"succeeded","attempts":1}}}"#;
+    let waiting = Transition {
+        attempt: None,
+        branch_attempts: vec![branch("a"), branch("b")],
+        attempts_added: 2,
+        branches: Some(branches.into()),
+        ..retry_later(&job, "a", t(2))
+    };
+    assert_eq!(
+        db.log.transitions_apply(vec![waiting]).await.unwrap(),
+        [true]
+    );
+    let attempts = db.log.attempts_list(&job.id).await.unwrap();
+    let channels: Vec<&str> = attempts.iter().map(|a| a.channel.as_str()).collect();
+    assert_eq!(channels, ["a", "b"]);
+    let stored = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!(stored.branches.as_deref(), Some(branches));
+    assert_eq!(stored.attempts_total, 2);
+    // A transition that did not apply records none of them.
+    let stale = Transition {
+        attempt: None,
+        branch_attempts: vec![branch("a")],
+        ..retry_later(&job, "b", t(3))
+    };
+    assert_eq!(
+        db.log.transitions_apply(vec![stale]).await.unwrap(),
+        [false]
+    );
+    assert_eq!(db.log.attempts_list(&job.id).await.unwrap().len(), 2);
 }
 
 async fn a_transition_applies_only_under_the_owners_lease(db: Db) {
@@ -1325,6 +1365,7 @@ conformance!(
     a_backlog_in_one_flow_does_not_starve_another,
     higher_priority_jobs_of_a_flow_are_claimed_first_and_flows_stay_fair,
     a_steps_kept_response_survives_later_moves,
+    a_parallel_steps_branch_attempts_and_branches_are_recorded_together,
     a_transition_applies_only_under_the_owners_lease,
     a_result_under_an_expired_lease_does_not_apply_over_a_new_claim,
     released_and_expired_leases_return_jobs_to_pending,

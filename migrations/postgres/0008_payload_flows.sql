@@ -4,6 +4,9 @@
 ALTER TABLE jobs ADD COLUMN priority BIGINT NOT NULL DEFAULT 0
     CHECK (priority BETWEEN -100 AND 100);
 ALTER TABLE jobs ADD COLUMN responses TEXT;
+-- The branches of the job's parallel steps, as a JSON object by step name
+-- then channel: each branch's series (state, attempts, next try).
+ALTER TABLE jobs ADD COLUMN branches TEXT;
 -- The member of a pool an attempt went to (`channel` names the pool).
 ALTER TABLE attempts ADD COLUMN member TEXT;
 

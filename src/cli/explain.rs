@@ -283,6 +283,22 @@ impl Explained<'_> {
         }
         print_table(&header, &rows);
         println!();
+        let mut parallel_seen = Vec::new();
+        for a in &self.run.attempts {
+            let Some(step) = self.flow.steps.get(a.step_index) else {
+                continue;
+            };
+            if step.is_parallel() && !parallel_seen.contains(&a.step_index) {
+                parallel_seen.push(a.step_index);
+                println!(
+                    "step {} is parallel: each of {} is delivered and retried on its own, \
+                     each on this timeline; the job goes on when all succeeded, dead when one \
+                     runs out",
+                    step.name,
+                    step.parallel.join(", ")
+                );
+            }
+        }
         for a in self
             .run
             .attempts

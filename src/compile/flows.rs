@@ -186,13 +186,19 @@ impl Refs<'_, '_, '_, '_> {
                 Some(ChannelKind::Pool(_))
             )
         };
-        if def.circuit_breaker.is_some() && is_pool(&def.channel) {
+        let (channel_name, parallel, found) = self.channels_of(site, def, compiled, &is_pool)?;
+        ok &= found;
+        if def.circuit_breaker.is_some() && (is_pool(&channel_name) || !parallel.is_empty()) {
             self.ctx.error_at_key(
                 &site.child("circuit_breaker"),
                 format_args!(
-                    "channel `{}` is a pool: each member has its own breaker; set \
-                     `circuit_breaker` on the member channels",
-                    def.channel
+                    "{}: each channel has its own breaker; set `circuit_breaker` on the \
+                     channels",
+                    if parallel.is_empty() {
+                        format!("channel `{channel_name}` is a pool")
+                    } else {
+                        "a parallel step has several channels".to_string()
+                    }
                 ),
             );
             ok = false;
@@ -200,17 +206,21 @@ impl Refs<'_, '_, '_, '_> {
             let at = site.child("circuit_breaker");
             match compile_breaker(self.ctx, &at, breaker) {
                 Some(config) => self.used.breakers.push(StepBreaker {
-                    channel: def.channel.clone(),
+                    channel: channel_name.clone(),
                     config,
                     site: at,
                 }),
                 None => ok = false,
             }
         }
-
-        ok &= self
-            .channel(&site.child("channel"), &def.channel, compiled)
-            .is_some();
+        if !parallel.is_empty() && def.fallback.is_some() {
+            self.ctx.error_at_key(
+                &site.child("fallback"),
+                "a parallel step has no fallback: each of its channels retries on its own, \
+                 and the job goes to the dead-letter queue when one runs out",
+            );
+            ok = false;
+        }
 
         let fallback_defs: &[FallbackDef] = def.fallback.as_ref().map_or(&[], |f| &f.0);
         let fallback: Vec<String> = fallback_defs
@@ -229,7 +239,7 @@ impl Refs<'_, '_, '_, '_> {
             };
             ok &= self.channel(&at, channel, compiled).is_some();
             let shown = self.ctx.shown(&at, channel).to_string();
-            if *channel == def.channel {
+            if *channel == channel_name {
                 self.ctx.warning(
                     &at,
                     format_args!(
@@ -269,7 +279,7 @@ impl Refs<'_, '_, '_, '_> {
         let body = match &def.body {
             None => Some(None),
             Some(body) => self
-                .body(&site.child("body"), body, &def.channel, compiled, earlier)
+                .body(&site.child("body"), body, &channel_name, compiled, earlier)
                 .map(Some),
         };
         let classifier = match &def.classify {
@@ -302,7 +312,8 @@ impl Refs<'_, '_, '_, '_> {
                 Some(body),
             ) if ok => Some(Step {
                 name: def.name.clone(),
-                channel: def.channel.clone(),
+                channel: channel_name,
+                parallel,
                 fallback,
                 retry,
                 retry_when,
@@ -313,6 +324,71 @@ impl Refs<'_, '_, '_, '_> {
                 hours,
             }),
             _ => None,
+        }
+    }
+
+    /// The step's channel, its `parallel` channels (empty unless written;
+    /// the first of those stands as its channel), and whether they all
+    /// exist. `None` when the step names no channel at all.
+    fn channels_of(
+        &mut self,
+        site: &Site,
+        def: &StepDef,
+        compiled: &Compiled<'_>,
+        is_pool: &dyn Fn(&str) -> bool,
+    ) -> Option<(String, Vec<String>, bool)> {
+        match (&def.parallel, def.channel.is_empty()) {
+            (None, false) => {
+                let found = self
+                    .channel(&site.child("channel"), &def.channel, compiled)
+                    .is_some();
+                Some((def.channel.clone(), Vec::new(), found))
+            }
+            (None, true) => {
+                self.ctx.error_at_key(
+                    site,
+                    "a step needs `channel: NAME` (or `parallel: [A, B]` to deliver to \
+                     several channels at once)",
+                );
+                None
+            }
+            (Some(_), false) => {
+                self.ctx.error_at_key(
+                    &site.child("parallel"),
+                    "a step has `channel` or `parallel`, not both: list every channel \
+                     under `parallel`",
+                );
+                None
+            }
+            (Some(list), true) => {
+                let at = site.child("parallel");
+                if list.is_empty() {
+                    self.ctx
+                        .error(&at, "`parallel` needs at least one channel: `[A, B]`");
+                    return None;
+                }
+                let mut ok = true;
+                for (index, name) in list.iter().enumerate() {
+                    let item = at.index(index);
+                    if self.channel(&item, name, compiled).is_none() {
+                        ok = false;
+                    } else if is_pool(name) {
+                        self.ctx.error(
+                            &item,
+                            format_args!(
+                                "`{name}` is a pool: a parallel step's channels are `http` \
+                                 or `file` channels"
+                            ),
+                        );
+                        ok = false;
+                    } else if list[..index].contains(name) {
+                        self.ctx
+                            .error(&item, format_args!("`{name}` is listed twice"));
+                        ok = false;
+                    }
+                }
+                Some((list[0].clone(), list.clone(), ok))
+            }
         }
     }
 
@@ -584,6 +660,7 @@ impl Refs<'_, '_, '_, '_> {
             return;
         };
         let without: Vec<&str> = std::iter::once(&def.channel)
+            .chain(def.parallel.iter().flatten())
             .chain(fallback)
             .filter(|name| {
                 compiled.channels.get(name.as_str()).is_some_and(

@@ -1308,7 +1308,40 @@ flows:
             "p.yaml:8:31: error: channels.p5.pool.weighted: write the members once: `members: \
              [a, b]` (with `strategy`), or `weighted: { a: 3, b: 1 }`",
             "p.yaml:13:33: error: flows.f.steps[0].circuit_breaker: channel `p6` is a pool: \
-             each member has its own breaker; set `circuit_breaker` on the member channels",
+             each channel has its own breaker; set `circuit_breaker` on the channels",
+        ]
+    );
+}
+
+#[test]
+fn parallel_step_mistakes_are_reported() {
+    let errors = diags(
+        "channels:
+  a: { file: { dir: a } }
+  b: { file: { dir: b } }
+  p: { pool: { members: [a, b] } }
+flows:
+  f:
+    steps:
+      - { name: one, channel: a, parallel: [a, b] }
+      - { name: two, parallel: [a, p, a] }
+      - { name: three, parallel: [a, b], fallback: [b] }
+      - { name: four }
+",
+    );
+    assert_eq!(
+        errors,
+        [
+            "p.yaml:8:34: error: flows.f.steps[0].parallel: a step has `channel` or \
+             `parallel`, not both: list every channel under `parallel`",
+            "p.yaml:9:36: error: flows.f.steps[1].parallel[1]: `p` is a pool: a parallel \
+             step's channels are `http` or `file` channels",
+            "p.yaml:9:39: error: flows.f.steps[1].parallel[2]: `a` is listed twice",
+            "p.yaml:10:42: error: flows.f.steps[2].fallback: a parallel step has no \
+             fallback: each of its channels retries on its own, and the job goes to the \
+             dead-letter queue when one runs out",
+            "p.yaml:11:9: error: flows.f.steps[3]: a step needs `channel: NAME` (or \
+             `parallel: [A, B]` to deliver to several channels at once)",
         ]
     );
 }

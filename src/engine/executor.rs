@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::branches::{outlook, Branch, Branches, Outlook};
 use super::gate::{ChannelGate, Gate, Sent};
 use super::prepare::{self, Prepared};
 use super::LivePolicy;
@@ -59,7 +60,10 @@ fn kept_responses(
         return None;
     }
     let mut responses = Responses::from_log(job.responses.as_deref());
-    responses.insert(step, KeptResponse::of(response));
+    responses.insert(
+        step,
+        KeptResponse::new(response.status, &response.headers, &response.body),
+    );
     Some(responses.to_log())
 }
 
@@ -138,6 +142,11 @@ impl Executor {
                     return self.mapping_failed(job, &policy, &position, &located, error);
                 }
             }
+        }
+        if located.step.is_parallel() {
+            return self
+                .attempt_branches(job, &policy, &position, &located, body.as_deref(), deadline)
+                .await;
         }
         let step = located.step;
         // A pool sends each attempt to one member: that channel's breaker,
@@ -249,6 +258,200 @@ impl Executor {
                 note,
             },
         )
+    }
+
+    /// A parallel step: every branch due now is attempted at once, each
+    /// decided by the state machine as a series of its own; the job then
+    /// waits for its earliest branch, moves on when all succeeded, or dies
+    /// with the first branch that does (see [`super::branches`]).
+    async fn attempt_branches(
+        &self,
+        job: &JobRecord,
+        policy: &CompiledPolicy,
+        position: &Position,
+        located: &crate::lifecycle::Located<'_>,
+        body: Option<&str>,
+        deadline: &Deadline,
+    ) -> Transition {
+        let step = located.step;
+        let now = self.clock.now();
+        let mut all = Branches::from_log(job.branches.as_deref());
+        // A job at the step's start (or retried from the dead-letter queue,
+        // which starts the series again) sends every branch that has not
+        // succeeded.
+        let restart = job.attempt == 0;
+        let branches = all.of_step(&step.name, &step.parallel, restart, now);
+        let due: Vec<(String, Branch)> = branches
+            .iter()
+            .filter(|(_, branch)| branch.is_due(now))
+            .map(|(name, branch)| (name.clone(), branch.clone()))
+            .collect();
+        let sent = futures_util::future::join_all(due.iter().map(|(name, branch)| {
+            self.attempt_branch(job, policy, position, step, name, branch, body, deadline)
+        }))
+        .await;
+        let mut records = Vec::new();
+        let mut dead_move = None;
+        for ((name, _), (branch, record, moved)) in due.iter().zip(sent) {
+            if let Some(moved) = moved.filter(|m| matches!(m.kind, MoveKind::Dead { .. })) {
+                dead_move.get_or_insert(moved);
+            }
+            records.extend(record);
+            branches.insert(name.clone(), branch);
+        }
+        let finished = self.clock.now();
+        let total: u32 = branches.values().map(|b| b.attempts).sum();
+        let moved = match outlook(branches, finished) {
+            Outlook::AllSucceeded => {
+                let done = Event::Answered {
+                    started: finished,
+                    verdict: crate::retry::Verdict {
+                        outcome: Verdicts::Success,
+                        rule: "parallel".to_string(),
+                        retry_after: None,
+                    },
+                    jitter: 0.0,
+                };
+                next(position, &done, policy, finished)
+            }
+            Outlook::Dead { branch } => match dead_move {
+                Some(moved) => moved,
+                // Dead before this claim (cannot happen: a dead job is
+                // not claimed); a permanent failure rather than a loop.
+                None => {
+                    tracing::warn!(job = %job.id, %branch, "a dead branch was claimed");
+                    let failed = Event::Answered {
+                        started: finished,
+                        verdict: crate::retry::Verdict {
+                            outcome: Verdicts::Fail,
+                            rule: "parallel".to_string(),
+                            retry_after: None,
+                        },
+                        jitter: 0.0,
+                    };
+                    next(position, &failed, policy, finished)
+                }
+            },
+            Outlook::Waiting { until } => {
+                next(position, &Event::NoSlot { until }, policy, finished)
+            }
+        };
+        let mut transition = self.transition(job, policy, &moved, finished);
+        transition.attempts_added = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        if matches!(moved.kind, MoveKind::Wait { .. } | MoveKind::Dead { .. }) {
+            // The job's count of the step's attempts, over its branches: a
+            // retry from the dead-letter queue sets it to 0, which starts
+            // the branches again.
+            transition.series_attempts = total.max(1);
+            transition.channel_index = 0;
+        }
+        transition.branches = Some(all.to_log());
+        transition.branch_attempts = records;
+        transition
+    }
+
+    /// One branch's attempt: the branch after it, the attempt's row (none
+    /// when the channel's breaker or limits held it back), and the
+    /// machine's move for the branch.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt_branch(
+        &self,
+        job: &JobRecord,
+        policy: &CompiledPolicy,
+        position: &Position,
+        step: &crate::model::Step,
+        name: &str,
+        branch: &Branch,
+        body: Option<&str>,
+        deadline: &Deadline,
+    ) -> (Branch, Option<AttemptRecord>, Option<Move>) {
+        let at = branch.position(position);
+        let Some(channel) = policy.channel(name) else {
+            let until = crate::clock::later(
+                self.clock.now(),
+                crate::lifecycle::machine::VANISHED_RECHECK,
+            );
+            let waiting = Branch {
+                next_at: Some(until),
+                ..branch.clone()
+            };
+            return (waiting, None, None);
+        };
+        let gate = ChannelGate {
+            channels: &self.channels,
+            clock: &self.clock,
+        };
+        let slot = match gate.admit(channel).await {
+            Gate::Go(slot) => slot,
+            Gate::Refused(Event::BreakerOpen { until } | Event::NoSlot { until }) => {
+                let waiting = Branch {
+                    next_at: Some(until),
+                    ..branch.clone()
+                };
+                return (waiting, None, None);
+            }
+            Gate::Refused(_) => return (branch.clone(), None, None),
+        };
+        let key = format!(
+            "{}:{name}",
+            step_idempotency_key(&job.idempotency_key, position.step_index, &step.name)
+        );
+        let delivery = Delivery {
+            job_id: &job.id,
+            flow: &job.flow,
+            step: &step.name,
+            idempotency_key: &key,
+            payload: body.unwrap_or(&job.payload),
+            deadline: Some(deadline),
+            traceparent: None,
+            keep_headers: false,
+        };
+        let started = self.clock.now();
+        let template = step.template(position.retry_choice);
+        let Sent {
+            result,
+            verdict,
+            note,
+            finished,
+        } = gate.send(channel, &delivery, step, template).await;
+        slot.finish(&verdict, &result, finished);
+        let answered = Event::Answered {
+            started,
+            verdict: verdict.clone(),
+            jitter: fastrand::f64(),
+        };
+        let moved = next(&at, &answered, policy, finished);
+        self.metrics.attempt(
+            &job.flow,
+            &step.name,
+            name,
+            verdict.outcome,
+            finished.duration_since(started).as_secs_f64().max(0.0),
+        );
+        self.stats.attempted(&job.flow, finished, at.attempts > 0);
+        log_attempt(job, &step.name, name, &result, &verdict.rule, &moved);
+        let (status, error, error_message) = split_result(&result);
+        let record = AttemptRecord {
+            job_id: job.id.clone(),
+            step: step.name.clone(),
+            channel: name.to_string(),
+            attempt: at.attempts.saturating_add(1),
+            started_at: started,
+            finished_at: finished,
+            status,
+            error,
+            error_message: note.or(error_message),
+            outcome: verdict.outcome.into(),
+            rule: Some(verdict.rule.clone()),
+            decision: moved
+                .decision()
+                .unwrap_or(crate::lifecycle::Decision::Suspend),
+            delay_ms: moved.kind.delay().map(millis),
+            next_at: moved.landing.next_at,
+            policy_version: policy.version.to_string(),
+            member: None,
+        };
+        (branch.after(&moved), Some(record), Some(moved))
     }
 
     /// The transition of an attempt whose expressions failed for this job:
@@ -676,6 +879,8 @@ impl Executor {
             attempts_added: 0,
             notify_at: None,
             responses: None,
+            branches: None,
+            branch_attempts: Vec::new(),
             now,
         }
     }

@@ -3,6 +3,7 @@
 //! queued results and claims due jobs for the free worker slots in one
 //! transaction per cycle.
 
+pub mod branches;
 pub mod executor;
 pub(crate) mod gate;
 mod live;

@@ -127,6 +127,8 @@ mod tests {
                 attempts_added: 0,
                 notify_at: None,
                 responses: None,
+                branches: None,
+                branch_attempts: Vec::new(),
                 now: start,
             })
             .collect();

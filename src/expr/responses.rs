@@ -7,10 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Response, MAX_BODY};
-
-/// A step's answer as kept: its status, headers and the first 64 KiB of
-/// its body.
+/// A step's answer as kept: its status, headers and body (the first 64
+/// KiB, as every answer is read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeptResponse {
     pub status: u16,
@@ -21,19 +19,11 @@ pub struct KeptResponse {
 }
 
 impl KeptResponse {
-    pub fn of(response: &Response) -> Self {
-        let mut body = response.body.clone();
-        if body.len() > MAX_BODY {
-            let mut end = MAX_BODY;
-            while !body.is_char_boundary(end) {
-                end -= 1;
-            }
-            body.truncate(end);
-        }
+    pub fn new(status: u16, headers: &[(String, String)], body: &str) -> Self {
         Self {
-            status: response.status,
-            headers: response.headers.iter().cloned().collect(),
-            body,
+            status,
+            headers: headers.iter().cloned().collect(),
+            body: body.to_string(),
         }
     }
 

@@ -251,6 +251,7 @@ mod tests {
         Step {
             name: name.into(),
             channel: format!("{name}-primary"),
+            parallel: Vec::new(),
             fallback: fallback.iter().map(|s| s.to_string()).collect(),
             retry: Arc::new(template),
             retry_when: Vec::new(),

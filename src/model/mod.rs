@@ -86,8 +86,11 @@ impl Flow {
 #[derive(Debug, Clone)]
 pub struct Step {
     pub name: String,
-    /// The primary channel.
+    /// The primary channel (a parallel step's first).
     pub channel: String,
+    /// A parallel step's channels, each delivered and retried on its own
+    /// (empty for a step with one channel).
+    pub parallel: Vec<String>,
     /// Tried in order once the primary's retries run out.
     pub fallback: Vec<String>,
     /// The template when no `retry` entry with a `when` holds.
@@ -139,6 +142,10 @@ impl Step {
             .and_then(|k| self.fallback_bodies.get(k))
             .and_then(Option::as_ref)
             .or(self.body.as_ref())
+    }
+
+    pub fn is_parallel(&self) -> bool {
+        !self.parallel.is_empty()
     }
 
     /// Whether an attempt of the step evaluates an expression.

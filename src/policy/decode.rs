@@ -617,8 +617,8 @@ mod tests {
             messages(&diags),
             vec![
                 "p.yaml:6:9: error: flows.f.steps[0].retyr: unknown field `retyr`, expected one of \
-                 `name`, `channel`, `when`, `retry`, `body`, `classify`, `fallback`, `hours`, \
-                 `circuit_breaker`"
+                 `name`, `channel`, `parallel`, `when`, `retry`, `body`, `classify`, \
+                 `fallback`, `hours`, `circuit_breaker`"
             ]
         );
     }
@@ -660,10 +660,13 @@ mod tests {
 
     #[test]
     fn missing_fields_point_at_their_mapping() {
-        let (file, diags) = decode(&yaml("flows:\n  f:\n    steps:\n      - name: a\n"), &env());
+        let (file, diags) = decode(
+            &yaml("flows:\n  f:\n    steps:\n      - channel: a\n"),
+            &env(),
+        );
         assert_eq!(
             messages(&diags),
-            vec!["p.yaml:4:9: error: flows.f.steps[0]: missing field `channel`"]
+            vec!["p.yaml:4:9: error: flows.f.steps[0]: missing field `name`"]
         );
         assert_eq!(file.defs.broken, vec![(Section::Flows, "f".to_string())]);
     }

@@ -516,7 +516,12 @@ pub struct FlowDef {
 #[derive(schemars::JsonSchema)]
 pub struct StepDef {
     pub name: String,
+    /// The channel the step delivers to (or `parallel`).
+    #[serde(default)]
     pub channel: String,
+    /// Channels the step delivers to at once, each retried on its own: the
+    /// step succeeds when every one has (instead of `channel`).
+    pub parallel: Option<Vec<String>>,
     /// A condition (MiniJinja expression over `payload`, `job` and
     /// `steps.NAME.response`): the step runs only when it holds, and is
     /// skipped otherwise.

@@ -253,15 +253,10 @@ impl Checker<'_> {
             }
             match self.answer(&at, response) {
                 Some(Answer::Result(Ok(answer))) => {
-                    let mut kept = KeptResponse::of(&answer);
-                    kept.headers = response
-                        .headers
-                        .iter()
-                        .map(|(name, value)| {
-                            (name.to_ascii_lowercase(), value.as_str().to_string())
-                        })
-                        .collect();
-                    responses.insert(step, kept);
+                    responses.insert(
+                        step,
+                        KeptResponse::new(answer.status, &answer.headers, &answer.body),
+                    );
                 }
                 Some(_) => self.error(
                     &at,

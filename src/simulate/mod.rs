@@ -28,6 +28,9 @@
 //! time the attempt is due, as the executor does when it claims the job, so
 //! calendars hold it exactly as they would; held time does not count
 //! against `total_timeout`. Concurrency and rate waits are not simulated.
+//! A parallel step runs as one series whose answers stand for every branch
+//! (`a+b` in the channel column): its branches share the template, and
+//! with the same answers each one's timeline is the same.
 
 use std::time::Duration;
 
@@ -530,7 +533,12 @@ pub fn simulate(
             lanes[1].position.channel_index,
         );
         let step = &flow.steps[step_index];
-        let channel = step.channel_at(channel_index).unwrap_or(&step.channel);
+        // A parallel step's branches share the template and, here, the
+        // answers: one timeline stands for each of them.
+        let parallel_name = step.is_parallel().then(|| step.parallel.join("+"));
+        let channel = parallel_name
+            .as_deref()
+            .unwrap_or_else(|| step.channel_at(channel_index).unwrap_or(&step.channel));
 
         let mut moves: Vec<Move> = Vec::with_capacity(3);
         let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(3);
@@ -607,7 +615,10 @@ pub fn simulate(
         }
         if let (MoveKind::NextStep { .. }, Answer::Result(Ok(response))) = (nominal.kind, &answer) {
             if flow.kept_responses.contains(&step.name) {
-                responses.insert(&step.name, KeptResponse::of(response));
+                responses.insert(
+                    &step.name,
+                    KeptResponse::new(response.status, &response.headers, &response.body),
+                );
             }
         }
         for ((lane, moved), at) in lanes.iter_mut().zip(&moves).zip(starts) {

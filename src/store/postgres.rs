@@ -605,21 +605,22 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
                      attempts_total = jobs.attempts_total + t.counts, \
                      lease_owner = CASE WHEN t.running THEN jobs.lease_owner END, \
                      lease_until = CASE WHEN t.running THEN jobs.lease_until END, \
-                     responses = COALESCE(t.responses, jobs.responses) \
+                     responses = COALESCE(t.responses, jobs.responses), \
+                     branches = COALESCE(t.branches, jobs.branches) \
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
                              $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], \
                              $10::bigint[], $11::text[], $12::text[], $13::bigint[], \
                              $14::bigint[], $15::bigint[], $16::boolean[], $17::bigint[], \
-                             $18::text[]) \
+                             $18::text[], $19::text[]) \
                       AS t (id, owner, state, step_index, step, channel_index, attempt, \
                             series_started_at, held_ms, next_at, reason, version, notify_at, \
-                            now, counts, running, lease, responses) \
+                            now, counts, running, lease, responses, branches) \
                  WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_owner = t.owner \
                      AND jobs.lease_until IS NOT DISTINCT FROM t.lease \
                  RETURNING jobs.id), \
              recorded AS ({}) \
              SELECT id FROM moved",
-            insert_attempts_sql(19, "a.job_id IN (SELECT id FROM moved)")
+            insert_attempts_sql(20, "a.job_id IN (SELECT id FROM moved)")
         )
     });
     let ids: Vec<&str> = run.iter().map(|t| t.job_id.as_str()).collect();
@@ -640,7 +641,11 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
     let running: Vec<bool> = run.iter().map(|t| t.to == JobState::Running).collect();
     let leases: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.lease_until)).collect();
     let responses: Vec<Option<&str>> = run.iter().map(|t| t.responses.as_deref()).collect();
-    let recorded: Vec<&AttemptRecord> = run.iter().filter_map(|t| t.attempt.as_ref()).collect();
+    let branches: Vec<Option<&str>> = run.iter().map(|t| t.branches.as_deref()).collect();
+    let recorded: Vec<&AttemptRecord> = run
+        .iter()
+        .flat_map(|t| t.attempt.iter().chain(&t.branch_attempts))
+        .collect();
     let recorded = AttemptColumns::of(&recorded);
     let query = sqlx::query(sqlx::AssertSqlSafe(APPLY.as_str()))
         .bind(&ids)
@@ -660,7 +665,8 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
         .bind(&counts)
         .bind(&running)
         .bind(&leases)
-        .bind(&responses);
+        .bind(&responses)
+        .bind(&branches);
     let moved = recorded.bind(query).fetch_all(&mut *conn).await?;
     let moved: HashSet<String> = moved
         .iter()

@@ -79,6 +79,9 @@ pub struct JobRecord {
     /// The answers of earlier steps that later steps' expressions read, a
     /// JSON object by step name (see [`crate::expr::Responses`]).
     pub responses: Option<String>,
+    /// The branches of its parallel steps (see
+    /// [`crate::engine::branches::Branches`]).
+    pub branches: Option<String>,
 }
 
 #[cfg(test)]
@@ -111,6 +114,7 @@ impl JobRecord {
             traceparent: None,
             priority: 0,
             responses: None,
+            branches: None,
         }
     }
 }
@@ -181,6 +185,12 @@ pub struct Transition {
     /// The job's kept step responses, when this move adds one (`None`:
     /// unchanged).
     pub responses: Option<String>,
+    /// The job's parallel branches, when this move changes them (`None`:
+    /// unchanged).
+    pub branches: Option<String>,
+    /// The attempts of a parallel step's branches this move records, after
+    /// `attempt`.
+    pub branch_attempts: Vec<AttemptRecord>,
     pub now: Timestamp,
 }
 

@@ -114,6 +114,7 @@ pub(super) fn job_from_row(row: &impl Columns) -> StoreResult<JobRecord> {
         priority: i32::try_from(row.int("priority")?)
             .map_err(|_| StoreError::Corrupt("priority out of range".into()))?,
         responses: row.opt_text("responses")?,
+        branches: row.opt_text("branches")?,
         notify_at: opt_time_of(row, "notify_at")?,
         notify_attempts: count_of(row, "notify_attempts")?,
     })

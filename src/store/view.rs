@@ -37,6 +37,11 @@ pub struct JobView {
     /// Every payload an operator replaced, oldest first; on a single job.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub payload_edits: Option<Vec<PayloadEditView>>,
+    /// The branches of its parallel steps, by step then channel (`state`,
+    /// `attempts`, `next_at`, `reason`); on a single job that has any.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[schema(value_type = Option<Object>)]
+    pub branches: Option<serde_json::Value>,
 }
 
 /// One payload edit as the API shows it.
@@ -79,6 +84,11 @@ impl JobView {
             policy_version: job.policy_version,
             attempts_total: job.attempts_total,
             priority: job.priority,
+            branches: attempts
+                .is_some()
+                .then_some(job.branches.as_deref())
+                .flatten()
+                .and_then(|text| serde_json::from_str(text).ok()),
             attempts,
             payload_edits: None,
         }

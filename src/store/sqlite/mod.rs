@@ -855,6 +855,8 @@ mod tests {
             attempts_added: 1,
             notify_at: None,
             responses: None,
+            branches: None,
+            branch_attempts: Vec::new(),
             now,
         };
 

@@ -328,7 +328,7 @@ fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
 /// The columns of `jobs`, in the order the statements here return them.
 /// Rows are read by position: looking every column's name up in every
 /// claimed row cost an eighth of this thread's time.
-const JOB_COLUMNS: [&str; 24] = [
+const JOB_COLUMNS: [&str; 25] = [
     "id",
     "flow",
     "idempotency_key",
@@ -353,6 +353,7 @@ const JOB_COLUMNS: [&str; 24] = [
     "traceparent",
     "priority",
     "responses",
+    "branches",
 ];
 
 /// A job from a row of [`JOB_COLUMNS`] (a `RETURNING *` of `jobs`).
@@ -400,6 +401,7 @@ fn job_column_position(column: &str) -> Option<usize> {
         "notify_attempts" => 20,
         "priority" => 22,
         "responses" => 23,
+        "branches" => 24,
         _ => return None,
     })
 }
@@ -454,7 +456,7 @@ const APPLY_TRANSITION: &str = "UPDATE OR FAIL jobs \
          attempts_total = attempts_total + ?15, \
          lease_owner = CASE WHEN ?16 THEN lease_owner END, \
          lease_until = CASE WHEN ?16 THEN lease_until END, \
-         responses = COALESCE(?18, responses) \
+         responses = COALESCE(?18, responses), branches = COALESCE(?19, branches) \
      WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND lease_until IS ?17";
 
 pub(super) const INSERT_ATTEMPT: &str =
@@ -600,6 +602,7 @@ fn created_record(job: &NewJob) -> StoreResult<JobRecord> {
         traceparent: job.traceparent.clone(),
         priority: job.priority,
         responses: None,
+        branches: None,
     })
 }
 
@@ -667,10 +670,13 @@ fn apply(tx: &Transaction<'_>, transitions: &[Transition]) -> StoreResult<Vec<bo
             t.to == JobState::Running,
             opt_ms(t.lease_until),
             t.responses,
+            t.branches,
         ])? == 1;
-        if let (true, Some(attempt)) = (moved, &t.attempt) {
+        if moved {
             // The job just updated: see `open` on foreign keys.
-            record_attempt(&mut record, &t.job_id, attempt)?;
+            for attempt in t.attempt.iter().chain(&t.branch_attempts) {
+                record_attempt(&mut record, &t.job_id, attempt)?;
+            }
         }
         applied.push(moved);
     }
