@@ -221,6 +221,22 @@ async fn a_mapping_that_fails_is_a_recorded_attempt_and_the_job_waits_for_an_edi
     );
     let message = failed["error_message"].as_str().unwrap();
     assert!(message.contains("payload.email"), "{message}");
+    // `jobs show` says it in words under the attempts.
+    let shown = {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"));
+        command
+            .args(["jobs", "show", &id])
+            .env("STEADFAST_SERVER", s.node.url(""))
+            .env_remove("STEADFAST_TOKEN");
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
+    };
+    let out = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        out.contains("last attempt: expression `payload.email` failed"),
+        "{out}"
+    );
 
     // Edited and retried from the dead-letter queue, it goes through, its
     // first step's answer still at hand.

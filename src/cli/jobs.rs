@@ -205,6 +205,7 @@ pub fn print_job(job: &Value) {
         ("reason", cell(&job["reason"])),
         ("next at", time(&job["next_at"])),
         ("idempotency key", cell(&job["idempotency_key"])),
+        ("priority", cell(&job["priority"])),
         ("created", time(&job["created_at"])),
         ("policy version", cell(&job["policy_version"])),
         ("payload", job["payload"].to_string()),
@@ -222,10 +223,15 @@ pub fn print_job(job: &Value) {
                 (None, Some(error)) => error.to_string(),
                 _ => "-".to_string(),
             };
+            // A pool's attempt shows the member it went to.
+            let channel = match a["member"].as_str() {
+                Some(member) => format!("{}→{member}", cell(&a["channel"])),
+                None => cell(&a["channel"]),
+            };
             vec![
                 time(&a["started_at"]),
                 cell(&a["step"]),
-                cell(&a["channel"]),
+                channel,
                 cell(&a["attempt"]),
                 answer,
                 cell(&a["outcome"]),
@@ -245,6 +251,26 @@ pub fn print_job(job: &Value) {
             ],
             &rows,
         );
+    }
+    // What the last attempt said in words: a mapping error names its
+    // expression, a transport error its cause, a skipped step its `when`.
+    if let Some(message) = job["attempts"]
+        .as_array()
+        .and_then(|attempts| attempts.last())
+        .and_then(|a| a["error_message"].as_str())
+    {
+        println!("last attempt: {message}");
+    }
+    if let Some(branches) = job["branches"].as_object() {
+        for (step, channels) in branches {
+            let states: Vec<String> = channels
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(channel, b)| format!("{channel} {}", cell(&b["state"])))
+                .collect();
+            println!("parallel step {step}: {}", states.join(", "));
+        }
     }
     let edits: Vec<Vec<String>> = job["payload_edits"]
         .as_array()

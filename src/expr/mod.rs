@@ -102,14 +102,20 @@ fn environment() -> Environment<'static> {
 }
 
 fn describe(error: &minijinja::Error) -> String {
-    let mut text = match error.detail() {
+    match error.detail() {
         Some(detail) => format!("{}: {detail}", kind_text(error)),
         None => kind_text(error),
-    };
-    if let Some(line) = error.line().filter(|line| *line > 1) {
-        text.push_str(&format!(" (line {line})"));
     }
-    text
+}
+
+/// [`describe`], with the line for a template the user wrote over several
+/// lines.
+fn describe_at_line(error: &minijinja::Error) -> String {
+    let text = describe(error);
+    match error.line().filter(|line| *line > 1) {
+        Some(line) => format!("{text} (line {line} of the text)"),
+        None => text,
+    }
 }
 
 fn kind_text(error: &minijinja::Error) -> String {
@@ -132,7 +138,7 @@ impl Expr {
     pub fn text(source: &str) -> Result<Self, SyntaxError> {
         let mut env = environment();
         env.add_template_owned(NAME, source.to_string())
-            .map_err(|e| SyntaxError(describe(&e)))?;
+            .map_err(|e| SyntaxError(describe_at_line(&e)))?;
         let variables = {
             let template = env
                 .get_template(NAME)

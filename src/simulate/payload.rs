@@ -62,15 +62,21 @@ pub fn report(flow: &Flow, job: &JobInput, created_at: jiff::Timestamp) -> Vec<S
                     }
                 }
             }
-            let bodies = (0..step.channel_count())
-                .filter_map(|index| {
-                    let channel = step.channel_at(index)?.to_string();
-                    let body = step
-                        .body_at(index)
-                        .map(|mapping| mapping.build(&scope).map_err(|e| e.to_string()));
-                    Some((channel, body))
-                })
-                .collect();
+            let build = |index: usize| {
+                step.body_at(index)
+                    .map(|mapping| mapping.build(&scope).map_err(|e| e.to_string()))
+            };
+            // A parallel step sends its body to every branch.
+            let bodies = if step.is_parallel() {
+                step.parallel
+                    .iter()
+                    .map(|channel| (channel.clone(), build(0)))
+                    .collect()
+            } else {
+                (0..step.channel_count())
+                    .filter_map(|index| Some((step.channel_at(index)?.to_string(), build(index))))
+                    .collect()
+            };
             StepReport {
                 step: step.name.clone(),
                 when,
