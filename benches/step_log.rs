@@ -130,6 +130,8 @@ async fn run(jobs: usize, normal: bool) -> Result<()> {
                     attempts_added: 1,
                     notify_at: None,
                     responses: None,
+                    branches: None,
+                    branch_attempts: Vec::new(),
                     now: at,
                 }
             })
