@@ -47,6 +47,40 @@ pub struct Executor {
     pub traces: Option<Arc<crate::telemetry::traces::Traces>>,
 }
 
+/// The row that records an answered attempt (number `attempt` of its
+/// series) and the move that followed it; the attempt's result comes back
+/// for what else reads it.
+fn attempt_row(
+    job: &JobRecord,
+    policy: &CompiledPolicy,
+    answered: Answered,
+    attempt: u32,
+    moved: &Move,
+) -> (AttemptRecord, DeliveryResult) {
+    let (status, error, error_message) = split_result(&answered.result);
+    let record = AttemptRecord {
+        job_id: job.id.clone(),
+        step: answered.step,
+        channel: answered.channel,
+        attempt,
+        started_at: answered.started,
+        finished_at: answered.finished,
+        status,
+        error,
+        error_message: answered.note.or(error_message),
+        outcome: answered.verdict.outcome.into(),
+        rule: Some(answered.verdict.rule),
+        decision: moved
+            .decision()
+            .unwrap_or(crate::lifecycle::Decision::Suspend),
+        delay_ms: moved.kind.delay().map(millis),
+        next_at: moved.landing.next_at,
+        policy_version: policy.version.to_string(),
+        member: answered.member,
+    };
+    (record, answered.result)
+}
+
 /// The job's kept responses with `response`, the answer of `step`, added:
 /// `None` when no later step reads it.
 fn kept_responses(
@@ -430,27 +464,22 @@ impl Executor {
         );
         self.stats.attempted(&job.flow, finished, at.attempts > 0);
         log_attempt(job, &step.name, name, &result, &verdict.rule, &moved);
-        let (status, error, error_message) = split_result(&result);
-        let record = AttemptRecord {
-            job_id: job.id.clone(),
-            step: step.name.clone(),
-            channel: name.to_string(),
-            attempt: at.attempts.saturating_add(1),
-            started_at: started,
-            finished_at: finished,
-            status,
-            error,
-            error_message: note.or(error_message),
-            outcome: verdict.outcome.into(),
-            rule: Some(verdict.rule.clone()),
-            decision: moved
-                .decision()
-                .unwrap_or(crate::lifecycle::Decision::Suspend),
-            delay_ms: moved.kind.delay().map(millis),
-            next_at: moved.landing.next_at,
-            policy_version: policy.version.to_string(),
-            member: None,
-        };
+        let (record, _) = attempt_row(
+            job,
+            policy,
+            Answered {
+                step: step.name.clone(),
+                channel: name.to_string(),
+                member: None,
+                started,
+                finished,
+                result,
+                verdict,
+                note,
+            },
+            at.attempts.saturating_add(1),
+            &moved,
+        );
         (branch.after(&moved), Some(record), Some(moved))
     }
 
@@ -650,32 +679,27 @@ impl Executor {
             &moved,
         );
 
-        let (status, error, error_message) = split_result(&result);
-        let record = AttemptRecord {
-            job_id: job.id.clone(),
-            step: attempted_step,
-            channel,
-            attempt: position.attempts.saturating_add(1),
-            started_at: started,
-            finished_at: finished,
-            status,
-            error,
-            error_message: note.or(error_message),
-            outcome: verdict.outcome.into(),
-            rule: Some(verdict.rule.clone()),
-            decision: moved
-                .decision()
-                .unwrap_or(crate::lifecycle::Decision::Suspend),
-            delay_ms: moved.kind.delay().map(millis),
-            next_at: moved.landing.next_at,
-            policy_version: policy.version.to_string(),
-            member,
-        };
+        let record = attempt_row(
+            job,
+            policy,
+            Answered {
+                step: attempted_step,
+                channel,
+                member,
+                started,
+                finished,
+                result,
+                verdict,
+                note,
+            },
+            position.attempts.saturating_add(1),
+            &moved,
+        );
         let mut transition = self.transition(job, policy, &moved, finished);
-        transition.attempt = Some(record);
-        if let (MoveKind::NextStep { .. }, Ok(response)) = (moved.kind, &result) {
+        if let (MoveKind::NextStep { .. }, Ok(response)) = (moved.kind, &record.1) {
             transition.responses = kept_responses(job, policy, &job.step, response);
         }
+        transition.attempt = Some(record.0);
         transition
     }
 
