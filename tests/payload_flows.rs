@@ -579,3 +579,36 @@ async fn a_dead_branch_kills_the_job_and_a_retry_resends_only_the_failed_branch(
     assert_eq!(s.partner.requests_to("/crm").len(), 1);
     s.node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_slow_branch_times_out_on_its_own_while_the_other_answers() {
+    // The warehouse's first answer comes after 1.5 s, past its 200 ms
+    // timeout; analytics answers at once. Each branch's attempt is timed on
+    // its own: the warehouse's first attempt is a timeout, not a late 200.
+    let policy = PARALLEL.replace(
+        "warehouse: { http: { url: \"${PARTNER}/warehouse\" } }",
+        "warehouse: { http: { url: \"${PARTNER}/warehouse\", timeout: 200ms } }",
+    );
+    let s = Setup::start(&policy, |r| match r.path.as_str() {
+        "/warehouse" if r.attempt == 1 => {
+            delayed(std::time::Duration::from_millis(1500), status(200))
+        }
+        _ => status(200),
+    })
+    .await;
+    let id = s
+        .node
+        .submit_ok("orders", json!({ "order": "SO-3" }), None)
+        .await;
+    let job = s.node.wait_final(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    let warehouse: Vec<&Value> = job["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["channel"] == "warehouse")
+        .collect();
+    assert_eq!(warehouse[0]["error"], "timeout", "{job:#}");
+    assert_eq!(warehouse[1]["status"], 200, "{job:#}");
+    s.node.shutdown().await;
+}

@@ -179,7 +179,7 @@ impl Executor {
         }
         if located.step.is_parallel() {
             return self
-                .attempt_branches(job, &policy, &position, &located, body.as_deref(), deadline)
+                .attempt_branches(job, &policy, &position, &located, body.as_deref())
                 .await;
         }
         let step = located.step;
@@ -305,7 +305,6 @@ impl Executor {
         position: &Position,
         located: &crate::lifecycle::Located<'_>,
         body: Option<&str>,
-        deadline: &Deadline,
     ) -> Transition {
         let step = located.step;
         let now = self.clock.now();
@@ -321,7 +320,7 @@ impl Executor {
             .map(|(name, branch)| (name.clone(), branch.clone()))
             .collect();
         let sent = futures_util::future::join_all(due.iter().map(|(name, branch)| {
-            self.attempt_branch(job, policy, position, step, name, branch, body, deadline)
+            self.attempt_branch(job, policy, position, step, name, branch, body)
         }))
         .await;
         let mut records = Vec::new();
@@ -397,7 +396,6 @@ impl Executor {
         name: &str,
         branch: &Branch,
         body: Option<&str>,
-        deadline: &Deadline,
     ) -> (Branch, Option<AttemptRecord>, Option<Move>) {
         let at = branch.position(position);
         let Some(channel) = policy.channel(name) else {
@@ -436,7 +434,9 @@ impl Executor {
             step: &step.name,
             idempotency_key: &key,
             payload: body.unwrap_or(&job.payload),
-            deadline: Some(deadline),
+            // A worker's deadline times one attempt at a time; branches run
+            // at once, so each gets a timer of its own.
+            deadline: None,
             traceparent: None,
             keep_headers: false,
         };
