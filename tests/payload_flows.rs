@@ -291,6 +291,26 @@ async fn a_submission_may_set_a_priority_within_range() {
         .submit("leads", json!({"payload": {}, "priority": "high"}))
         .await;
     assert!(code == 400 || code == 422, "{code}");
+
+    // The CLI passes it on (a negative number is a value, not a flag).
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"));
+    command
+        .args([
+            "submit",
+            "leads",
+            "--payload",
+            r#"{"lead_score": 1}"#,
+            "--priority",
+            "-5",
+        ])
+        .env("STEADFAST_SERVER", s.node.url(""))
+        .env_remove("STEADFAST_TOKEN");
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(s.node.job(&id).await["priority"], -5);
     s.node.shutdown().await;
 }
 

@@ -28,7 +28,13 @@ pub struct SubmitArgs {
     /// When the first attempt is due, RFC 3339 (default: now).
     #[arg(long, value_name = "TIME")]
     run_at: Option<String>,
-    /// Many jobs, one JSON object per line: `{"payload": …, "idempotency_key"?: …}`.
+    /// -100..100: within the flow, due jobs of higher priority start first
+    /// (default: the flow's `priority`).
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "file",
+          value_parser = clap::value_parser!(i64).range(-100..=100))]
+    priority: Option<i64>,
+    /// Many jobs, one JSON object per line: `{"payload": …, "idempotency_key"?: …,
+    /// "priority"?: …}`.
     #[arg(long, value_name = "NDJSON")]
     file: Option<PathBuf>,
     #[command(flatten)]
@@ -59,6 +65,7 @@ async fn submit_one(client: &ApiClient, args: &SubmitArgs) -> CliResult {
         payload,
         idempotency_key: args.key.as_deref(),
         run_at: args.run_at.as_deref(),
+        priority: args.priority,
     };
     let path = format!("/v1/flows/{}/jobs", encode(&args.flow));
     let (status, answer) = client.post_json(&path, &body).await?;
@@ -151,6 +158,8 @@ struct SubmitBody<'a> {
     idempotency_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     run_at: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<i64>,
 }
 
 /// `--payload` as the JSON it is, refused here with the engine's own check
