@@ -99,6 +99,8 @@ impl Pools {
             .iter()
             .map(|m| breakers.open_until(&m.name, now))
             .collect();
+        // Every member open: the times they let a probe through. Otherwise
+        // the members whose breaker is not open are the choice.
         let Some(until) = open.iter().copied().collect::<Option<Vec<_>>>() else {
             let closed: Vec<usize> = (0..pool.members.len())
                 .filter(|&i| open[i].is_none())

@@ -83,11 +83,7 @@ fn check_reads(ctx: &mut Ctx<'_>, site: &Site, expr: &Expr, earlier: &[&str]) ->
                     earlier.join(", ")
                 )
             }),
-            ["steps", _] => None,
-            ["steps", step, "response"] => {
-                let _ = step;
-                None
-            }
+            ["steps", _] | ["steps", _, "response"] => None,
             ["steps", step, "response", field, ..] if !RESPONSE_FIELDS.contains(field) => {
                 Some(format!(
                     "`steps.{step}.response.{field}` is not part of a response; it has: {}",
