@@ -334,37 +334,26 @@ impl Executor {
         }
         let finished = self.clock.now();
         let total: u32 = branches.values().map(|b| b.attempts).sum();
+        // The step as one answer: all branches succeeded, or (never seen:
+        // a dead job is not claimed) a permanent failure rather than a loop.
+        let settled = |outcome| {
+            let answered = Event::Answered {
+                started: finished,
+                verdict: crate::retry::Verdict {
+                    outcome,
+                    rule: "parallel".to_string(),
+                    retry_after: None,
+                },
+                jitter: 0.0,
+            };
+            next(position, &answered, policy, finished)
+        };
         let moved = match outlook(branches, finished) {
-            Outlook::AllSucceeded => {
-                let done = Event::Answered {
-                    started: finished,
-                    verdict: crate::retry::Verdict {
-                        outcome: Verdicts::Success,
-                        rule: "parallel".to_string(),
-                        retry_after: None,
-                    },
-                    jitter: 0.0,
-                };
-                next(position, &done, policy, finished)
-            }
-            Outlook::Dead { branch } => match dead_move {
-                Some(moved) => moved,
-                // Dead before this claim (cannot happen: a dead job is
-                // not claimed); a permanent failure rather than a loop.
-                None => {
-                    tracing::warn!(job = %job.id, %branch, "a dead branch was claimed");
-                    let failed = Event::Answered {
-                        started: finished,
-                        verdict: crate::retry::Verdict {
-                            outcome: Verdicts::Fail,
-                            rule: "parallel".to_string(),
-                            retry_after: None,
-                        },
-                        jitter: 0.0,
-                    };
-                    next(position, &failed, policy, finished)
-                }
-            },
+            Outlook::AllSucceeded => settled(Verdicts::Success),
+            Outlook::Dead { branch } => dead_move.unwrap_or_else(|| {
+                tracing::warn!(job = %job.id, %branch, "a dead branch was claimed");
+                settled(Verdicts::Fail)
+            }),
             Outlook::Waiting { until } => {
                 next(position, &Event::NoSlot { until }, policy, finished)
             }

@@ -213,20 +213,6 @@ impl Expr {
         debug_assert_eq!(self.0.kind, Kind::Condition);
         Ok(self.render(scope)? == "true")
     }
-
-    /// The value for `scope`: its JSON value, or the text a template
-    /// renders.
-    pub fn evaluate(&self, scope: &Scope) -> Result<serde_json::Value, EvalError> {
-        let rendered = self.render(scope)?;
-        match self.0.kind {
-            Kind::Text => Ok(serde_json::Value::String(rendered)),
-            Kind::Condition => Ok(serde_json::Value::Bool(rendered == "true")),
-            Kind::Value => serde_json::from_str(&rendered).map_err(|e| EvalError {
-                expression: self.0.source.clone(),
-                message: format!("its value is not JSON: {e}"),
-            }),
-        }
-    }
 }
 
 fn sorted(set: std::collections::HashSet<String>) -> Vec<String> {
