@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::output::print_table;
 use super::{CliResult, Failure, OutputArgs};
 use crate::clock::{Clock, SystemClock};
-use crate::compile::{format_duration, load_policy};
+use crate::compile::{format_duration, load_policy, PRIORITY_MAX, PRIORITY_MIN};
 use crate::expr::{KeptResponse, Responses};
 use crate::lifecycle::{Decision, Reason};
 use crate::model::{Flow, MaintenanceRule, OffHours};
@@ -104,7 +104,7 @@ fn job_input(args: &ExplainArgs, flow: &Flow) -> Result<Option<JobInput>, Failur
         );
     }
     let priority = args.priority.unwrap_or(flow.priority);
-    if !(-100..=100).contains(&priority) {
+    if !(PRIORITY_MIN..=PRIORITY_MAX).contains(&i64::from(priority)) {
         return Err(bad(format!(
             "bad --priority {priority}: write a whole number from -100 to 100"
         )));

@@ -1,6 +1,7 @@
 //! `steadfast submit FLOW --payload JSON [--key K]` and
 //! `steadfast submit FLOW --file jobs.ndjson`.
 
+use crate::compile::{PRIORITY_MAX, PRIORITY_MIN};
 use std::io::BufRead;
 use std::path::PathBuf;
 
@@ -31,7 +32,7 @@ pub struct SubmitArgs {
     /// -100..100: within the flow, due jobs of higher priority start first
     /// (default: the flow's `priority`).
     #[arg(long, allow_hyphen_values = true, conflicts_with = "file",
-          value_parser = clap::value_parser!(i64).range(-100..=100))]
+          value_parser = clap::value_parser!(i64).range(PRIORITY_MIN..=PRIORITY_MAX))]
     priority: Option<i64>,
     /// Many jobs, one JSON object per line: `{"payload": …, "idempotency_key"?: …,
     /// "priority"?: …}`.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::expect::{parse_at, parse_delay, Bounds};
+use crate::compile::{PRIORITY_MAX, PRIORITY_MIN};
 use crate::expr::{KeptResponse, Responses};
 use crate::lifecycle::{Decision, JobState, Outcome, Reason};
 use crate::model::{
@@ -219,7 +220,7 @@ impl Checker<'_> {
             .map_or_else(|| "{}".to_string(), ToString::to_string);
         let priority = match def.priority {
             None => flow.map_or(0, |f| f.priority),
-            Some(p) if (-100..=100).contains(&p) => p as i32,
+            Some(p) if (PRIORITY_MIN..=PRIORITY_MAX).contains(&p) => p as i32,
             Some(p) => {
                 self.error(
                     &format!("{path}.priority"),
