@@ -9,6 +9,7 @@
 //! missing field fails (an attempt with error kind `mapping`, which the
 //! classifier decides), while a missing field tested for truth is false.
 
+mod quick;
 mod responses;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,8 @@ use jiff::Timestamp;
 use minijinja::{Environment, UndefinedBehavior, Value};
 
 pub use responses::{KeptResponse, Responses};
+
+use quick::Quick;
 
 /// The instructions an evaluation may run (MiniJinja's fuel; about as many
 /// as a loop over a few thousand items).
@@ -53,10 +56,14 @@ pub struct Expr(Arc<Compiled>);
 struct Compiled {
     source: String,
     kind: Kind,
-    env: Environment<'static>,
+    /// A condition's own template (a body's expressions are rendered by
+    /// the body's template).
+    condition: Option<Environment<'static>>,
     /// The variables it reads, as dotted paths (`payload.email`,
     /// `steps.score.response.json`).
     variables: Vec<String>,
+    /// Its short form, where it has one (see `quick.rs`).
+    quick: Option<Quick>,
 }
 
 impl fmt::Debug for Expr {
@@ -136,20 +143,17 @@ impl Expr {
 
     /// A template: text with `{{ … }}` (and `{% … %}`) inside.
     pub fn text(source: &str) -> Result<Self, SyntaxError> {
-        let mut env = environment();
-        env.add_template_owned(NAME, source.to_string())
+        let probe = environment();
+        let template = probe
+            .template_from_str(source)
             .map_err(|e| SyntaxError(describe_at_line(&e)))?;
-        let variables = {
-            let template = env
-                .get_template(NAME)
-                .map_err(|e| SyntaxError(describe(&e)))?;
-            sorted(template.undeclared_variables(true))
-        };
+        let variables = sorted(template.undeclared_variables(true));
         Ok(Self(Arc::new(Compiled {
             source: source.to_string(),
             kind: Kind::Text,
-            env,
+            condition: None,
             variables,
+            quick: Quick::text(source),
         })))
     }
 
@@ -161,18 +165,21 @@ impl Expr {
                 .map_err(|e| SyntaxError(describe(&e)))?;
             sorted(expression.undeclared_variables(true))
         };
-        let wrapped = match kind {
-            Kind::Condition => format!("{{% if ({source}) %}}true{{% endif %}}"),
-            Kind::Value | Kind::Text => format!("{{{{ ({source}) | {JSON_FILTER} }}}}"),
+        let (condition, quick) = match kind {
+            Kind::Condition => {
+                let mut env = environment();
+                env.add_template_owned(NAME, format!("{{% if ({source}) %}}true{{% endif %}}"))
+                    .map_err(|e| SyntaxError(describe(&e)))?;
+                (Some(env), Quick::condition(source))
+            }
+            Kind::Value | Kind::Text => (None, Quick::value(source)),
         };
-        let mut env = environment();
-        env.add_template_owned(NAME, wrapped)
-            .map_err(|e| SyntaxError(describe(&e)))?;
         Ok(Self(Arc::new(Compiled {
             source: source.to_string(),
             kind,
-            env,
+            condition,
             variables,
+            quick,
         })))
     }
 
@@ -196,9 +203,16 @@ impl Expr {
         })
     }
 
-    fn render(&self, scope: &Scope) -> Result<String, EvalError> {
-        let template = self.0.env.get_template(NAME).map_err(|e| self.failed(&e))?;
-        template.render(&scope.root).map_err(|e| self.failed(&e))
+    /// Renders a condition's template: `true` where it holds.
+    fn render_condition(&self, scope: &Scope) -> Result<String, EvalError> {
+        let Some(env) = &self.0.condition else {
+            return Err(EvalError {
+                expression: self.0.source.clone(),
+                message: "not a condition".to_string(),
+            });
+        };
+        let template = env.get_template(NAME).map_err(|e| self.failed(&e))?;
+        template.render(scope.root()).map_err(|e| self.failed(&e))
     }
 
     fn failed(&self, error: &minijinja::Error) -> EvalError {
@@ -211,7 +225,16 @@ impl Expr {
     /// Whether the condition holds for `scope`.
     pub fn holds(&self, scope: &Scope) -> Result<bool, EvalError> {
         debug_assert_eq!(self.0.kind, Kind::Condition);
-        Ok(self.render(scope)? == "true")
+        let quick = self.0.quick.as_ref().and_then(|quick| quick.holds(scope));
+        match quick {
+            Some(holds) => Ok(holds),
+            None => self.holds_by_template(scope),
+        }
+    }
+
+    /// [`Expr::holds`] by MiniJinja alone.
+    fn holds_by_template(&self, scope: &Scope) -> Result<bool, EvalError> {
+        Ok(self.render_condition(scope)? == "true")
     }
 }
 
@@ -342,6 +365,15 @@ impl Mapping {
 
     /// The body's JSON text for `scope`, as sent.
     pub fn render(&self, scope: &Scope) -> Result<String, EvalError> {
+        let mut out = String::new();
+        match self.shape.write_quick(scope, &mut out) {
+            Some(()) => Ok(out),
+            None => self.render_by_template(scope),
+        }
+    }
+
+    /// [`Mapping::render`] by MiniJinja alone.
+    fn render_by_template(&self, scope: &Scope) -> Result<String, EvalError> {
         let body = &self.body;
         let failed = |error: &minijinja::Error| {
             let line = error.line().unwrap_or(0);
@@ -356,7 +388,7 @@ impl Mapping {
             }
         };
         let template = body.env.get_template(NAME).map_err(|e| failed(&e))?;
-        template.render(&scope.root).map_err(|e| failed(&e))
+        template.render(scope.root()).map_err(|e| failed(&e))
     }
 
     /// The body for `scope`, as a JSON value.
@@ -477,6 +509,38 @@ impl Shape {
         Ok(())
     }
 
+    /// Appends this shape's JSON by the expressions' short forms, where
+    /// every one of them has one and knows its answer.
+    fn write_quick(&self, scope: &Scope, out: &mut String) -> Option<()> {
+        match self {
+            Shape::Literal(value) => out.push_str(&value.to_string()),
+            Shape::Expr(expr) => expr.0.quick.as_ref()?.write_json(scope, out)?,
+            Shape::Object(fields) => {
+                out.push('{');
+                for (index, (key, shape)) in fields.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::to_string(key).ok()?);
+                    out.push(':');
+                    shape.write_quick(scope, out)?;
+                }
+                out.push('}');
+            }
+            Shape::Array(items) => {
+                out.push('[');
+                for (index, shape) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    shape.write_quick(scope, out)?;
+                }
+                out.push(']');
+            }
+        }
+        Some(())
+    }
+
     fn collect<'a>(&'a self, path: &mut Vec<PathPart>, out: &mut Vec<(Vec<PathPart>, &'a Expr)>) {
         match self {
             Shape::Literal(_) => {}
@@ -509,35 +573,68 @@ pub struct JobFacts<'a> {
     pub created_at: Timestamp,
 }
 
-/// What an expression can read about one job.
-#[derive(Debug, Clone)]
+/// What an expression can read about one job: the payload parsed once,
+/// and MiniJinja's view of the whole built only when an expression without
+/// a short form asks for it.
+#[derive(Debug)]
 pub struct Scope {
-    root: Value,
+    payload: serde_json::Value,
+    job: OwnedFacts,
+    responses: Responses,
+    root: std::sync::OnceLock<Value>,
+}
+
+#[derive(Debug)]
+struct OwnedFacts {
+    id: String,
+    key: String,
+    flow: String,
+    priority: i32,
+    created_at: Timestamp,
 }
 
 impl Scope {
     /// The scope of a job whose payload is `payload` (JSON text; anything
     /// else is seen as a string) with the kept `responses` of its earlier
-    /// steps. The payload is read straight into MiniJinja's values, with no
-    /// tree in between.
+    /// steps.
     pub fn new(payload: &str, job: JobFacts<'_>, responses: &Responses) -> Self {
-        let payload: Value = serde_json::from_str(payload).unwrap_or_else(|_| Value::from(payload));
-        let steps: BTreeMap<&str, Value> = responses
-            .iter()
-            .map(|(name, kept)| (name.as_str(), kept.in_scope()))
-            .collect();
-        let root = minijinja::context! {
-            payload => payload,
-            job => minijinja::context! {
-                id => job.id,
-                key => job.key,
-                flow => job.flow,
-                priority => job.priority,
-                created_at => job.created_at.to_string(),
+        let payload = serde_json::from_str(payload)
+            .unwrap_or_else(|_| serde_json::Value::String(payload.to_string()));
+        Self {
+            payload,
+            job: OwnedFacts {
+                id: job.id.to_string(),
+                key: job.key.to_string(),
+                flow: job.flow.to_string(),
+                priority: job.priority,
+                created_at: job.created_at,
             },
-            steps => steps,
-        };
-        Self { root }
+            responses: responses.clone(),
+            root: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `payload`, `job` and `steps` as MiniJinja values.
+    fn root(&self) -> &Value {
+        self.root.get_or_init(|| {
+            let steps: BTreeMap<&str, Value> = self
+                .responses
+                .iter()
+                .map(|(name, kept)| (name.as_str(), kept.in_scope()))
+                .collect();
+            let job = &self.job;
+            minijinja::context! {
+                payload => Value::from(minijinja::value::Serde(&self.payload)),
+                job => minijinja::context! {
+                    id => &job.id,
+                    key => &job.key,
+                    flow => &job.flow,
+                    priority => job.priority,
+                    created_at => job.created_at.to_string(),
+                },
+                steps => steps,
+            }
+        })
     }
 }
 

@@ -176,3 +176,83 @@ fn literal_keys_and_values_that_look_like_templates_are_sent_as_written() {
     let text = Mapping::compile(&json!({"t": "say \"{{ payload.a }}\"\n"})).unwrap();
     assert_eq!(text.render(&s).unwrap(), r#"{"t":"say \"1\"\n"}"#);
 }
+
+/// Payloads of every JSON type, odd bytes and missing fields, for the
+/// checks that the short way and MiniJinja agree.
+const PAYLOADS: [&str; 10] = [
+    r#"{"n": 12345, "email": "a@b.c", "vip": true, "tier": "gold"}"#,
+    r#"{"n": -7, "email": "quote \" back \\ slash </script> é 🦀", "vip": false}"#,
+    r#"{"n": 12.5, "email": null, "vip": "yes"}"#,
+    r#"{"n": 18446744073709551615, "email": 5, "vip": 0}"#,
+    r#"{"n": "10000", "email": ["x"], "tier": {"a": 1}}"#,
+    r#"{"n": 0, "email": "", "vip": null}"#,
+    r#"{"email": "only"}"#,
+    r#"{}"#,
+    r#"[1, 2]"#,
+    r#"not json"#,
+];
+
+#[test]
+fn the_short_way_and_minijinja_agree_on_every_condition() {
+    let conditions = [
+        "payload.n >= 10000",
+        "payload.n < 0",
+        "payload.n == 12345",
+        "payload.n != 0",
+        "payload.n > -8",
+        "payload.n <= 12.5",
+        "payload.tier == 'gold'",
+        "payload.tier != \"gold\"",
+        "payload.email == 'a@b.c'",
+        "payload.vip",
+        "payload.missing",
+        "payload.missing > 1",
+        "steps.score.response.json.score > 50",
+        "steps.score.response.status == 200",
+        "job.priority >= 5",
+        "job.flow == 'leads'",
+        "payload.n >= 0 and payload.vip",
+        "payload.email == 'a==b'",
+    ];
+    for source in conditions {
+        let expr = Expr::condition(source).unwrap();
+        for payload in PAYLOADS {
+            let s = scope(payload);
+            assert_eq!(
+                expr.holds(&s),
+                expr.holds_by_template(&s),
+                "`{source}` on {payload}"
+            );
+        }
+    }
+    // The short way is taken where it can be: a comparison of a number.
+    let s = scope(PAYLOADS[0]);
+    let expr = Expr::condition("payload.n >= 10000").unwrap();
+    let quick = expr.0.quick.as_ref().unwrap();
+    assert_eq!(quick.holds(&s), Some(true));
+}
+
+#[test]
+fn the_short_way_and_minijinja_write_the_same_bodies() {
+    let shapes = [
+        json!({"n": "{{ payload.n }}", "email": "{{ payload.email }}"}),
+        json!({"note": "lead {{ job.key }} for {{ payload.email }}", "fixed": [1, "two", null]}),
+        json!({"n": "n={{ payload.n }}", "vip": "{{payload.vip}}", "tier": "{{ payload.tier }}"}),
+        json!(["{{ steps.score.response.json }}", "{{ steps.score.response.status }}", {"h": "{{ steps.score.response.headers }}"}]),
+        json!({"k\"ey é": "{{ job.id }}", "p": "{{ job.priority }}", "at": "{{ job.created_at }}"}),
+        json!({"missing": "{{ payload.missing }}"}),
+        json!({"text": "{{ payload.missing }} after"}),
+        json!({"filtered": "{{ payload.email | upper }}", "n": "{{ payload.n }}"}),
+    ];
+    for shape in shapes {
+        let mapping = Mapping::compile(&shape).unwrap();
+        for payload in PAYLOADS {
+            let s = scope(payload);
+            assert_eq!(
+                mapping.render(&s),
+                mapping.render_by_template(&s),
+                "{shape} on {payload}"
+            );
+        }
+    }
+}
