@@ -116,6 +116,7 @@ async fn run(jobs: usize, normal: bool) -> Result<()> {
                         next_at: None,
                         policy_version: "v1".into(),
                         member: None,
+                        quick_tries: 0,
                     }),
                     to: JobState::Succeeded,
                     step_index: 0,

@@ -679,3 +679,93 @@ flows:
     }
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_retry_scheduled_off_peak_waits_pending_until_its_time() {
+    let dlq = start().await;
+    let ids = [
+        dlq.dead_job("leads", json!({ "n": 1 })).await,
+        dlq.dead_job("leads", json!({ "n": 2 })).await,
+    ];
+    dlq.healthy.store(true, Ordering::SeqCst);
+    let sent_before = dlq.partner.requests().len();
+    let in_3s = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3);
+    // The step log keeps milliseconds.
+    let at = jiff::Timestamp::from_millisecond(in_3s.as_millisecond()).unwrap();
+
+    let server = dlq.node.node.url();
+    let (code, out, err) = cli(
+        &server,
+        &[
+            "dlq",
+            "retry",
+            "--all",
+            "--flow",
+            "leads",
+            "--at",
+            &at.to_string(),
+            "--rate",
+            "10/s",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let op: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(op["retried"], 2, "{op}");
+    assert_eq!(op["scheduled"], true, "{op}");
+    assert_eq!(op["runs_at"], at.to_string(), "{op}");
+
+    // Until then: pending, due at `at` and 100 ms apart (10/s), nothing sent.
+    let mut due: Vec<String> = Vec::new();
+    for id in &ids {
+        let job = dlq.node.job(id).await;
+        assert_eq!(job["state"], "pending", "{job:#}");
+        due.push(job["next_at"].as_str().unwrap().to_string());
+    }
+    due.sort();
+    let first: jiff::Timestamp = due[0].parse().unwrap();
+    let second: jiff::Timestamp = due[1].parse().unwrap();
+    assert_eq!(first, at);
+    assert_eq!(second.duration_since(first).as_millis(), 100);
+    let (status, listed) = dlq.get("/v1/operations").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["operations"][0]["id"], op["id"], "{listed}");
+    assert_eq!(listed["operations"][0]["scheduled"], true);
+    assert_eq!(
+        dlq.partner.requests().len(),
+        sent_before,
+        "nothing sent early"
+    );
+
+    // Then they go, and the operation no longer says scheduled.
+    for id in &ids {
+        let job = dlq.node.wait_final(id).await;
+        assert_eq!(job["state"], "succeeded", "{job:#}");
+        let last = job["attempts"].as_array().unwrap().last().unwrap().clone();
+        let started: jiff::Timestamp = last["started_at"].as_str().unwrap().parse().unwrap();
+        assert!(started >= at, "sent at {started}, before {at}");
+    }
+    let (_, report) = dlq
+        .get(&format!("/v1/operations/{}", op["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(report["scheduled"], false, "{report}");
+
+    // A time gone by, or unreadable, is refused with what to write.
+    let past = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2);
+    let (status, answer) = dlq
+        .post(
+            "/v1/dlq/retry",
+            json!({ "filter": {}, "at": past.to_string() }),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("in the past"),
+        "{answer}"
+    );
+    let (code, _, err) = cli(&server, &["dlq", "retry", "--all", "--at", "tonight"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--at `tonight`"), "{err}");
+    dlq.node.shutdown().await;
+}

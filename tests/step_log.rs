@@ -117,6 +117,7 @@ fn attempt_of(job: &JobRecord, at: Timestamp, decision: Decision) -> AttemptReco
         next_at: Some(at + SignedDuration::from_secs(2)),
         policy_version: "v1".into(),
         member: None,
+        quick_tries: 0,
     }
 }
 
@@ -485,6 +486,8 @@ async fn a_parallel_steps_branch_attempts_and_branches_are_recorded_together(db:
     let job = db.log.jobs_claim_due("a", t(1), t(301), 1).await.unwrap()[0].clone();
     let branch = |channel: &str| AttemptRecord {
         channel: channel.into(),
+        // A quick try within the attempt is kept with it.
+        quick_tries: u32::from(channel == "a") * 2,
         ..attempt_of(&job, t(2), Decision::Retry)
     };
     let branches = r#"{"announce":{"a":{"state":"pending","attempts":1},"b":{"state":"succeeded","attempts":1}}}"#;
@@ -502,6 +505,11 @@ async fn a_parallel_steps_branch_attempts_and_branches_are_recorded_together(db:
     let attempts = db.log.attempts_list(&job.id).await.unwrap();
     let channels: Vec<&str> = attempts.iter().map(|a| a.channel.as_str()).collect();
     assert_eq!(channels, ["a", "b"]);
+    assert_eq!(
+        attempts[0],
+        branch("a"),
+        "each attempt reads back as written"
+    );
     let stored = db.log.job_get(&job.id).await.unwrap().unwrap();
     assert_eq!(stored.branches.as_deref(), Some(branches));
     assert_eq!(stored.attempts_total, 2);

@@ -51,6 +51,12 @@ pub struct Operation {
     /// Retried jobs become due at this many per second.
     pub rate_per_second: f64,
     pub started_at: Timestamp,
+    /// When the first retried job becomes due: `started_at`, or the `at`
+    /// asked for. Until then the jobs wait `pending`, their retry
+    /// scheduled.
+    pub runs_at: Timestamp,
+    /// Whether `runs_at` is still ahead (as of this report).
+    pub scheduled: bool,
     pub finished_at: Option<Timestamp>,
     /// The first ids skipped (up to 100), to look at.
     pub skipped_ids: Vec<String>,
@@ -95,6 +101,17 @@ impl Operations {
         }
     }
 
+    /// Every operation kept, newest first.
+    pub fn list(&self) -> Vec<Operation> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| inner.by_id.get(id).cloned())
+            .collect()
+    }
+
     pub fn get(&self, id: &str) -> Option<Operation> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.by_id.get(id).cloned()
@@ -113,7 +130,16 @@ pub struct RetryRequest {
     /// `500/s`, `30/m`, `10000/h`, or a number per second.
     #[schema(value_type = Option<serde_json::Value>)]
     pub rate: Option<Value>,
+    /// Schedules the retry: the first job becomes due at this time (RFC
+    /// 3339, e.g. `2026-12-07T02:00:00Z`), the rest at `rate` after it;
+    /// until then they wait `pending`. At most [`MAX_AHEAD_DAYS`] days
+    /// ahead. Now, unless given.
+    #[schema(value_type = Option<String>)]
+    pub at: Option<Timestamp>,
 }
+
+/// How far ahead a bulk retry may be scheduled.
+pub const MAX_AHEAD_DAYS: i64 = 30;
 
 /// The slowest bulk retry: one an hour.
 const MIN_RATE_PER_SECOND: f64 = 1.0 / 3600.0;
@@ -175,6 +201,26 @@ pub async fn retry(
         None => DEFAULT_RATE_PER_SECOND,
     };
     let now = state.clock.now();
+    let runs_at = match request.at {
+        None => now,
+        Some(at) => {
+            // A minute's grace: `--at` resolved on a client a moment ago.
+            if at < now - jiff::SignedDuration::from_secs(60) {
+                return Err(ApiError::Unprocessable(format!(
+                    "`at` {at} is in the past (now {now}): give a time ahead, or leave `at` out \
+                     to retry now"
+                )));
+            }
+            if at > now + jiff::SignedDuration::from_hours(24 * MAX_AHEAD_DAYS) {
+                return Err(ApiError::Unprocessable(format!(
+                    "`at` {at} is more than {MAX_AHEAD_DAYS} days ahead: schedule it closer"
+                )));
+            }
+            // The step log keeps milliseconds: so does the schedule.
+            let at = Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at);
+            at.max(now)
+        }
+    };
     let target = match (request.ids, request.filter, request.flow) {
         (Some(ids), None, None) => {
             if ids.is_empty() {
@@ -243,10 +289,12 @@ pub async fn retry(
         error: None,
         rate_per_second: rate,
         started_at: now,
+        runs_at,
+        scheduled: runs_at > now,
         finished_at: None,
         skipped_ids: Vec::new(),
     });
-    tokio::spawn(run_retry(state.clone(), id.clone(), target, rate));
+    tokio::spawn(run_retry(state.clone(), id.clone(), target, rate, runs_at));
     Ok((StatusCode::ACCEPTED, Json(json!({ "operation": id }))))
 }
 
@@ -257,9 +305,10 @@ enum Target {
 
 /// Retries the jobs batch by batch; the k-th retried job is due at
 /// `start + k / rate`, so that a large retry reaches partners at the pace
-/// asked for instead of all at once.
-async fn run_retry(state: AppState, id: String, target: Target, rate: f64) {
-    let start = state.clock.now();
+/// asked for instead of all at once. A scheduled retry moves the jobs now
+/// (the step log holds the schedule, so a restart loses nothing) with
+/// `start` ahead.
+async fn run_retry(state: AppState, id: String, target: Target, rate: f64, start: Timestamp) {
     let spacing_us = (1_000_000.0 / rate).round() as i64;
     let due = |k: u64| {
         let offset_ms = spacing_us.saturating_mul(k as i64) / 1000;
@@ -339,6 +388,35 @@ async fn pause_between_batches() {
     tokio::time::sleep(Duration::from_millis(2)).await;
 }
 
+/// The operations of this node, as the API shows them.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OperationList {
+    /// Newest first: running and scheduled ones, and the last finished.
+    pub operations: Vec<Operation>,
+}
+
+/// `GET /v1/operations`.
+#[utoipa::path(
+    get, path = "/v1/operations", operation_id = "listOperations", tag = "dead-letter queue",
+    responses(
+        (status = 200, description = "This node's bulk operations, newest first", body = OperationList),
+    ),
+    security((), ("token" = [])),
+)]
+pub async fn operations(State(state): State<AppState>) -> Json<OperationList> {
+    let now = state.clock.now();
+    let operations = state
+        .operations
+        .list()
+        .into_iter()
+        .map(|mut operation| {
+            operation.scheduled = operation.runs_at > now;
+            operation
+        })
+        .collect();
+    Json(OperationList { operations })
+}
+
 /// `GET /v1/operations/{id}`.
 #[utoipa::path(
     get, path = "/v1/operations/{id}", operation_id = "getOperation", tag = "dead-letter queue",
@@ -353,7 +431,12 @@ pub async fn operation(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Operation>, ApiError> {
-    state.operations.get(&id).map(Json).ok_or_else(|| {
+    let now = state.clock.now();
+    let report = state.operations.get(&id).map(|mut operation| {
+        operation.scheduled = operation.runs_at > now;
+        operation
+    });
+    report.map(Json).ok_or_else(|| {
         ApiError::NotFound(format!(
             "no operation `{id}` on this node (operations are kept in memory, the last {KEPT_OPERATIONS})"
         ))

@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/retry", post(jobs::retry))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/dlq/retry", post(dlq::retry))
+        .route("/v1/operations", get(dlq::operations))
         .route("/v1/operations/{id}", get(dlq::operation))
         .route("/v1/nodes", get(nodes::list))
         .route("/v1/flows", get(flows::list))

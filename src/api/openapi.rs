@@ -33,6 +33,7 @@ use utoipa::{Modify, OpenApi};
         super::jobs::cancel,
         super::dlq::retry,
         super::dlq::operation,
+        super::dlq::operations,
         super::nodes::list,
         super::flows::list,
         super::flows::pause,

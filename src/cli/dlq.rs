@@ -42,6 +42,11 @@ pub enum DlqCommand {
         /// How fast retried jobs become due: 500/s, 30/m, 10000/h [default: 1000/s].
         #[arg(long)]
         rate: Option<String>,
+        /// Schedules the retry off-peak: `02:00` (the next 02:00 in this
+        /// machine's time zone) or an RFC 3339 time. The jobs wait
+        /// `pending` until then.
+        #[arg(long)]
+        at: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
         #[command(flatten)]
@@ -89,6 +94,7 @@ pub async fn run(command: DlqCommand) -> CliResult {
             all,
             filter,
             rate,
+            at,
             server,
             output,
         } => {
@@ -109,6 +115,11 @@ pub async fn run(command: DlqCommand) -> CliResult {
                     .map_err(|e| Failure::BadInput(anyhow!("--rate `{rate}`: {e}")))?;
                 body["rate"] = json!(rate);
             }
+            if let Some(at) = &at {
+                let when = resolve_at(at, jiff::Timestamp::now(), &jiff::tz::TimeZone::system())
+                    .map_err(|e| Failure::BadInput(anyhow!("--at `{at}`: {e}")))?;
+                body["at"] = json!(when.to_string());
+            }
             let client = ApiClient::new(&server)?;
             let (_, answer) = client.post_json("/v1/dlq/retry", &body).await?;
             let operation = answer["operation"]
@@ -118,6 +129,16 @@ pub async fn run(command: DlqCommand) -> CliResult {
             let finished = follow(&client, &operation, !output.json()).await?;
             if output.json() {
                 println!("{finished}");
+            } else if finished["scheduled"] == json!(true) {
+                println!(
+                    "{} scheduled to retry from {} at {}/s, {} skipped of {} matched \
+                     (operation {operation}; they wait `pending` until then)",
+                    cell(&finished["retried"]),
+                    cell(&finished["runs_at"]),
+                    cell(&finished["rate_per_second"]),
+                    cell(&finished["skipped"]),
+                    cell(&finished["matched"]),
+                );
             } else {
                 println!(
                     "{} retried, {} skipped of {} matched (operation {operation})",
@@ -166,6 +187,36 @@ pub async fn run(command: DlqCommand) -> CliResult {
     }
 }
 
+/// The time `--at` names: `HH:MM` is the next such time in `zone` after
+/// `now`; anything else must be an RFC 3339 time.
+fn resolve_at(
+    text: &str,
+    now: jiff::Timestamp,
+    zone: &jiff::tz::TimeZone,
+) -> Result<jiff::Timestamp, String> {
+    let text = text.trim();
+    if let Ok(time) = text.parse::<jiff::civil::Time>() {
+        if text.len() <= 8 {
+            let today = now.to_zoned(zone.clone()).date();
+            for date in [Some(today), today.tomorrow().ok()].into_iter().flatten() {
+                let at = date
+                    .to_datetime(time)
+                    .to_zoned(zone.clone())
+                    .map_err(|e| e.to_string())?
+                    .timestamp();
+                if at > now {
+                    return Ok(at);
+                }
+            }
+        }
+    }
+    text.parse::<jiff::Timestamp>().map_err(|_| {
+        "write a time of day (`02:00`, the next one in this machine's time zone) or an RFC \
+         3339 time (`2026-12-07T02:00:00Z`)"
+            .to_string()
+    })
+}
+
 /// Polls the operation until it is done, drawing a progress bar on a
 /// terminal; returns its last report.
 async fn follow(client: &ApiClient, operation: &str, show: bool) -> Result<Value, Failure> {
@@ -190,5 +241,37 @@ async fn follow(client: &ApiClient, operation: &str, show: bool) -> Result<Value
             return Ok(report);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_at;
+    use jiff::tz::TimeZone;
+    use jiff::Timestamp;
+
+    #[test]
+    fn at_reads_the_next_time_of_day_or_an_rfc_3339_time() {
+        let paris = TimeZone::get("Europe/Paris").unwrap();
+        let now: Timestamp = "2026-12-06T12:00:00Z".parse().unwrap();
+        // 02:00 has passed today in Paris: tomorrow's.
+        assert_eq!(
+            resolve_at("02:00", now, &paris).unwrap().to_string(),
+            "2026-12-07T01:00:00Z"
+        );
+        // 18:30 is still ahead today.
+        assert_eq!(
+            resolve_at("18:30", now, &paris).unwrap().to_string(),
+            "2026-12-06T17:30:00Z"
+        );
+        assert_eq!(
+            resolve_at("2026-12-08T02:00:00+01:00", now, &paris)
+                .unwrap()
+                .to_string(),
+            "2026-12-08T01:00:00Z"
+        );
+        let error = resolve_at("tonight", now, &paris).unwrap_err();
+        assert!(error.contains("02:00"), "{error}");
+        assert!(resolve_at("25:00", now, &paris).is_err());
     }
 }

@@ -218,11 +218,17 @@ pub fn print_job(job: &Value) {
         .into_iter()
         .flatten()
         .map(|a| {
-            let answer = match (a["status"].as_u64(), a["error"].as_str()) {
+            let mut answer = match (a["status"].as_u64(), a["error"].as_str()) {
                 (Some(status), _) => status.to_string(),
                 (None, Some(error)) => error.to_string(),
                 _ => "-".to_string(),
             };
+            // The channel's `quick_retry` tried again within the attempt.
+            match a["quick_tries"].as_u64() {
+                Some(1) => answer.push_str(" (+1 quick try)"),
+                Some(n) if n > 1 => answer.push_str(&format!(" (+{n} quick tries)")),
+                _ => {}
+            }
             // A pool's attempt shows the member it went to.
             let channel = match a["member"].as_str() {
                 Some(member) => format!("{}→{member}", cell(&a["channel"])),

@@ -16,14 +16,15 @@ use std::time::Duration;
 use super::context::{Ctx, Site};
 use super::duration::parse_duration;
 use super::names::Registry;
+use crate::model::ErrorKind;
 use crate::model::{
     signing, BreakerConfig, Channel, ChannelKind, FailureRatio, FileChannel, HttpChannel, Pool,
-    PoolMember, PoolStrategy, Rate, RefreshAuth, RefreshBody, Secret, SecretUrl, Signing,
-    SigningKey, TokenPath,
+    PoolMember, PoolStrategy, QuickRetry, Rate, RefreshAuth, RefreshBody, Secret, SecretUrl,
+    Signing, SigningKey, TokenPath,
 };
 use crate::policy::defs::{
     BreakerDef, ChannelDef, FileDef, HttpDef, OAuth2Def, PoolDef, PoolMembersDef, PoolStrategyDef,
-    RefreshAuthDef, SignDef, Text, TlsDef,
+    QuickRetryDef, RefreshAuthDef, SignDef, Text, TlsDef,
 };
 
 /// The timeout of one HTTP attempt unless `timeout` says otherwise.
@@ -268,12 +269,21 @@ fn compile_channel(
             compiled
         }
     };
+    let quick_retry = match &def.quick_retry {
+        None => None,
+        Some(quick) => {
+            let compiled = compile_quick_retry(ctx, &site.child("quick_retry"), quick);
+            ok &= compiled.is_some();
+            compiled
+        }
+    };
     if def.pool.is_some() {
         for (key, set) in [
             ("circuit_breaker", def.circuit_breaker.is_some()),
             ("rate", def.rate.is_some()),
             ("concurrency", def.concurrency.is_some()),
             ("refresh_auth", def.refresh_auth.is_some()),
+            ("quick_retry", def.quick_retry.is_some()),
         ] {
             if set {
                 ctx.error_at_key(
@@ -338,6 +348,83 @@ fn compile_channel(
         breaker,
         rate,
         concurrency: def.concurrency,
+        quick_retry,
+    })
+}
+
+/// `quick_retry`; every problem is reported, `None` if there was one.
+fn compile_quick_retry(ctx: &mut Ctx<'_>, site: &Site, def: &QuickRetryDef) -> Option<QuickRetry> {
+    let mut ok = true;
+    if !(1..=QuickRetry::MAX_ATTEMPTS).contains(&def.attempts) {
+        ctx.error(
+            &site.child("attempts"),
+            format_args!(
+                "attempts must be 1 to {}: the tries after the first within one attempt \
+                 (use the retry template for more)",
+                QuickRetry::MAX_ATTEMPTS
+            ),
+        );
+        ok = false;
+    }
+    let delay = match &def.delay {
+        None => QuickRetry::DEFAULT_DELAY,
+        Some(text) => match parse_duration(text.as_str()) {
+            Ok(delay) if delay <= QuickRetry::MAX_DELAY => delay,
+            Ok(_) => {
+                ctx.error(
+                    &site.child("delay"),
+                    "a quick retry's delay is at most 10s (longer waits belong to the retry \
+                     template, which frees the worker)",
+                );
+                ok = false;
+                Duration::ZERO
+            }
+            Err(err) => {
+                let shown = ctx.shown(&site.child("delay"), text.as_str()).to_string();
+                ctx.error(
+                    &site.child("delay"),
+                    format_args!("bad duration `{shown}`: {err}"),
+                );
+                ok = false;
+                Duration::ZERO
+            }
+        },
+    };
+    let on = match &def.on {
+        None => QuickRetry::DEFAULT_ON.to_vec(),
+        Some(kinds) => {
+            let mut on = Vec::new();
+            for (kind, item) in super::classifiers::items(ctx, &site.child("on"), kinds) {
+                let kind = super::classifiers::error_kind(*kind);
+                if matches!(kind, ErrorKind::Mapping | ErrorKind::Internal) {
+                    ctx.error(
+                        &item,
+                        format_args!(
+                            "`{}` fails before anything is sent: a quick try would fail the \
+                             same way; name transport errors (connect, reset, timeout, dns, \
+                             tls, io, other)",
+                            kind.as_str()
+                        ),
+                    );
+                    ok = false;
+                }
+                on.push(kind);
+            }
+            if on.is_empty() {
+                ctx.error(
+                    &site.child("on"),
+                    "`on` is empty: name the error kinds that get a quick try, e.g. \
+                     `[connect, reset]`",
+                );
+                ok = false;
+            }
+            on
+        }
+    };
+    ok.then_some(QuickRetry {
+        attempts: def.attempts,
+        delay,
+        on,
     })
 }
 

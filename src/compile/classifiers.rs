@@ -170,7 +170,11 @@ fn compile_rule(ctx: &mut Ctx<'_>, site: &Site, label: String, def: &RuleDef) ->
 }
 
 /// The items of a one-or-many value with the site of each.
-fn items<'d, T>(ctx: &Ctx<'_>, site: &Site, values: &'d OneOrMany<T>) -> Vec<(&'d T, Site)> {
+pub(super) fn items<'d, T>(
+    ctx: &Ctx<'_>,
+    site: &Site,
+    values: &'d OneOrMany<T>,
+) -> Vec<(&'d T, Site)> {
     values
         .0
         .iter()
@@ -203,7 +207,7 @@ fn status_pattern(def: &StatusDef) -> Option<StatusPattern> {
     }
 }
 
-fn error_kind(def: ErrorKindDef) -> ErrorKind {
+pub(super) fn error_kind(def: ErrorKindDef) -> ErrorKind {
     match def {
         ErrorKindDef::Timeout => ErrorKind::Timeout,
         ErrorKindDef::Connect => ErrorKind::Connect,

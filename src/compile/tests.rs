@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::model::{
-    Backoff, BreakerConfig, ChannelKind, FailureRatio, Jitter, MaintenanceRule, OffHours, Outcome,
-    Rate, RefreshAuth, RefreshBody, RetryAfter, RetryTemplate,
+    Backoff, BreakerConfig, ChannelKind, ErrorKind, FailureRatio, Jitter, MaintenanceRule,
+    OffHours, Outcome, Rate, RefreshAuth, RefreshBody, RetryAfter, RetryTemplate,
 };
 use crate::policy::{Format, MapEnv, SourceFile};
 
@@ -1342,6 +1342,59 @@ flows:
              dead-letter queue when one runs out",
             "p.yaml:11:9: error: flows.f.steps[3]: a step needs `channel: NAME` (or \
              `parallel: [A, B]` to deliver to several channels at once)",
+        ]
+    );
+}
+
+// ---------- quick_retry ----------
+
+#[test]
+fn quick_retry_compiles_with_its_defaults() {
+    let p = ok("\
+channels:
+  c:
+    http: { url: https://a.example }
+    quick_retry: { attempts: 2 }
+  d:
+    http: { url: https://b.example }
+    quick_retry: { attempts: 1, delay: 50ms, on: timeout }
+flows:
+  f:
+    steps:
+      - name: s
+        channel: c
+        fallback: [d]
+");
+    let c = p.channels["c"].quick_retry.clone().unwrap();
+    assert_eq!(c.attempts, 2);
+    assert_eq!(c.delay, Duration::from_millis(200));
+    assert_eq!(c.on, vec![ErrorKind::Connect, ErrorKind::Reset]);
+    let d = p.channels["d"].quick_retry.clone().unwrap();
+    assert_eq!(
+        (d.delay, d.on),
+        (Duration::from_millis(50), vec![ErrorKind::Timeout])
+    );
+}
+
+#[test]
+fn bad_quick_retries_are_reported_where_they_are() {
+    let text = format!(
+        "channels:\n  c:\n    http: {{ url: 'https://a.example' }}\n    \
+         quick_retry: {{ attempts: 0, delay: 1m, on: [internal] }}\n  \
+         p:\n    pool: {{ members: [c] }}\n    quick_retry: {{ attempts: 1 }}\n{USES}"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:4:30: error: channels.c.quick_retry.attempts: attempts must be 1 to 5: the \
+             tries after the first within one attempt (use the retry template for more)",
+            "p.yaml:4:40: error: channels.c.quick_retry.delay: a quick retry's delay is at most \
+             10s (longer waits belong to the retry template, which frees the worker)",
+            "p.yaml:4:49: error: channels.c.quick_retry.on[0]: `internal` fails before anything \
+             is sent: a quick try would fail the same way; name transport errors (connect, \
+             reset, timeout, dns, tls, io, other)",
+            "p.yaml:7:5: error: channels.p.quick_retry: `quick_retry` belongs to the pool's \
+             member channels: each partner has its own; set it on the members",
         ]
     );
 }

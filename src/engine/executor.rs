@@ -77,6 +77,7 @@ fn attempt_row(
         next_at: moved.landing.next_at,
         policy_version: policy.version.to_string(),
         member: answered.member,
+        quick_tries: answered.quick_tries,
     };
     (record, answered.result)
 }
@@ -124,6 +125,7 @@ struct Answered {
     channel: String,
     /// The member a pool sent it to.
     member: Option<String>,
+    quick_tries: u32,
     started: Timestamp,
     finished: Timestamp,
     result: DeliveryResult,
@@ -248,6 +250,7 @@ impl Executor {
             verdict,
             note,
             finished,
+            quick_tries,
         } = gate
             .send(
                 channel,
@@ -285,6 +288,7 @@ impl Executor {
                 step: step.name.clone(),
                 channel: located.channel.name.clone(),
                 member,
+                quick_tries,
                 started,
                 finished,
                 result,
@@ -436,6 +440,7 @@ impl Executor {
             verdict,
             note,
             finished,
+            quick_tries,
         } = gate.send(channel, &delivery, step, template).await;
         slot.finish(&verdict, &result, finished);
         let answered = Event::Answered {
@@ -460,6 +465,7 @@ impl Executor {
                 step: step.name.clone(),
                 channel: name.to_string(),
                 member: None,
+                quick_tries,
                 started,
                 finished,
                 result,
@@ -503,6 +509,7 @@ impl Executor {
                 step: located.step.name.clone(),
                 channel: located.channel.name.clone(),
                 member: None,
+                quick_tries: 0,
                 started: now,
                 finished: now,
                 result,
@@ -550,6 +557,7 @@ impl Executor {
                     step,
                     channel,
                     member: None,
+                    quick_tries: 0,
                     started: now,
                     finished: now,
                     result,
@@ -586,6 +594,7 @@ impl Executor {
             next_at: None,
             policy_version: job.policy_version.clone(),
             member: None,
+            quick_tries: 0,
         };
         Transition {
             to: JobState::Dead,
@@ -612,6 +621,7 @@ impl Executor {
             step: attempted_step,
             channel,
             member,
+            quick_tries,
             started,
             finished,
             result,
@@ -675,6 +685,7 @@ impl Executor {
                 step: attempted_step,
                 channel,
                 member,
+                quick_tries,
                 started,
                 finished,
                 result,
@@ -751,6 +762,7 @@ impl Executor {
                     next_at: moved.landing.next_at,
                     policy_version: policy.version.to_string(),
                     member: None,
+                    quick_tries: 0,
                 });
             }
             MoveKind::Skip { until, .. } => {
@@ -776,6 +788,7 @@ impl Executor {
                     next_at: Some(now),
                     policy_version: policy.version.to_string(),
                     member: None,
+                    quick_tries: 0,
                 });
             }
             _ => {}
@@ -925,6 +938,7 @@ impl Executor {
                 next_at: None,
                 policy_version: policy.version.to_string(),
                 member: None,
+                quick_tries: 0,
             };
             if let Err(error) = self.store.notification_record(record, None).await {
                 tracing::error!(%error, job = %job.id, "cannot record the skipped notification");
@@ -989,6 +1003,7 @@ impl Executor {
             next_at: moved.landing.notify_at,
             policy_version: policy.version.to_string(),
             member: None,
+            quick_tries: 0,
         };
         if let Err(error) = self
             .store

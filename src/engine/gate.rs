@@ -67,6 +67,9 @@ pub(super) struct Sent {
     /// attempt's `error_message`.
     pub note: Option<String>,
     pub finished: Timestamp,
+    /// Tries sent again at once within the attempt (the channel's
+    /// `quick_retry`).
+    pub quick_tries: u32,
 }
 
 /// The channels' shared state on this node, and the clock: all a gate
@@ -190,7 +193,7 @@ impl ChannelGate<'_> {
                 refreshed(channel, "before sending");
             }
         }
-        let (result, seen) = self.channels.send(channel, delivery).await;
+        let (result, seen, quick_tries) = self.send_with_quick_retry(channel, delivery).await;
         let finished = self.clock.now();
         let mut verdict = classify(step.classifier.as_deref(), &result, template, finished);
         let unauthorized = |result: &DeliveryResult| {
@@ -212,6 +215,7 @@ impl ChannelGate<'_> {
                 verdict,
                 note: None,
                 finished,
+                quick_tries,
             };
         };
         let Some(refresh) = refresh else {
@@ -225,6 +229,7 @@ impl ChannelGate<'_> {
                 verdict,
                 note: Some(note),
                 finished,
+                quick_tries,
             };
         };
         let refreshed_now = self
@@ -253,6 +258,34 @@ impl ChannelGate<'_> {
             verdict,
             note: Some(note),
             finished,
+            quick_tries,
+        }
+    }
+
+    /// Sends, and sends again after the channel's `quick_retry` delay while
+    /// the failure is of a kind it names and quick tries remain. Returns
+    /// the last answer, the token generation it was sent with, and the
+    /// quick tries made.
+    async fn send_with_quick_retry(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery<'_>,
+    ) -> (DeliveryResult, u64, u32) {
+        let mut quick_tries = 0;
+        loop {
+            let (result, seen) = self.channels.send(channel, delivery).await;
+            let Some(quick) = &channel.quick_retry else {
+                return (result, seen, quick_tries);
+            };
+            let named = matches!(&result, Err(error) if quick.on.contains(&error.kind));
+            if !named || quick_tries >= quick.attempts {
+                return (result, seen, quick_tries);
+            }
+            quick_tries += 1;
+            metrics::counter!("steadfast_quick_retries_total", "channel" => channel.name.clone())
+                .increment(1);
+            let wake = later(self.clock.now(), quick.delay);
+            self.clock.sleep_until(wake).await;
         }
     }
 
@@ -285,6 +318,7 @@ impl ChannelGate<'_> {
             verdict,
             note: Some(note),
             finished: self.clock.now(),
+            quick_tries: 0,
         }
     }
 }

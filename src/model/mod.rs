@@ -218,6 +218,23 @@ pub struct Channel {
     pub rate: Option<Rate>,
     /// The most attempts in flight at once.
     pub concurrency: Option<u32>,
+    pub quick_retry: Option<QuickRetry>,
+}
+
+/// Tries made again at once within one attempt, for the error kinds `on`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuickRetry {
+    /// Tries after the first.
+    pub attempts: u32,
+    pub delay: Duration,
+    pub on: Vec<ErrorKind>,
+}
+
+impl QuickRetry {
+    pub const MAX_ATTEMPTS: u32 = 5;
+    pub const MAX_DELAY: Duration = Duration::from_secs(10);
+    pub const DEFAULT_DELAY: Duration = Duration::from_millis(200);
+    pub const DEFAULT_ON: [ErrorKind; 2] = [ErrorKind::Connect, ErrorKind::Reset];
 }
 
 #[derive(Debug, Clone)]

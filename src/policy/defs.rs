@@ -336,6 +336,24 @@ pub struct ChannelDef {
     /// How an `http` channel gets a fresh token when a classifier answers
     /// `refresh_auth`.
     pub refresh_auth: Option<RefreshAuthDef>,
+    /// Tries again at once, within the same attempt, when sending fails
+    /// with one of the named error kinds: a dropped connection does not
+    /// cost a durable retry.
+    pub quick_retry: Option<QuickRetryDef>,
+}
+
+/// `quick_retry: { attempts: 2, delay: 200ms, on: [connect, reset] }`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct QuickRetryDef {
+    /// Tries after the first, within the attempt (1 to 5).
+    pub attempts: u32,
+    /// The pause before each quick try (at most 10s); 200ms unless written.
+    pub delay: Option<Text>,
+    /// The error kinds that get a quick try; `[connect, reset]` unless
+    /// written. Answers (any status) never do: the classifier judges them.
+    pub on: Option<OneOrMany<ErrorKindDef>>,
 }
 
 /// `pool`: member channels and how each attempt chooses one.

@@ -78,6 +78,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "job priority and step responses",
         include_str!("../../migrations/postgres/0008_payload_flows.sql"),
     ),
+    (
+        9,
+        "pacing: quick tries within an attempt",
+        include_str!("../../migrations/postgres/0009_pacing.sql"),
+    ),
 ];
 
 const MAX_PAGE: u32 = 1000;
@@ -482,6 +487,7 @@ struct AttemptColumns<'a> {
     next_ats: Vec<Option<i64>>,
     versions: Vec<&'a str>,
     members: Vec<Option<&'a str>>,
+    quick_tries: Vec<i64>,
 }
 
 /// The `INSERT INTO attempts` of [`AttemptColumns`] bound from parameter
@@ -493,14 +499,14 @@ fn insert_attempts_sql(first: usize, only: &str) -> String {
     format!(
         "INSERT INTO attempts (job_id, step, channel, attempt, started_at, finished_at, status, \
                                error, error_message, outcome, rule, decision, delay_ms, next_at, \
-                               policy_version, member) \
+                               policy_version, member, quick_tries) \
          SELECT a.job_id, a.step, a.channel, a.attempt, a.started_at, a.finished_at, a.status, \
                 a.error, a.error_message, a.outcome, a.rule, a.decision, a.delay_ms, a.next_at, \
-                a.version, a.member \
-         FROM unnest({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}) \
+                a.version, a.member, a.quick_tries \
+         FROM unnest({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}) \
               WITH ORDINALITY AS a (job_id, step, channel, attempt, started_at, finished_at, \
                                     status, error, error_message, outcome, rule, decision, \
-                                    delay_ms, next_at, version, member, n) \
+                                    delay_ms, next_at, version, member, quick_tries, n) \
          WHERE {only} \
          ORDER BY a.n",
         p(0, "text"),
@@ -519,6 +525,7 @@ fn insert_attempts_sql(first: usize, only: &str) -> String {
         p(13, "bigint"),
         p(14, "text"),
         p(15, "text"),
+        p(16, "bigint"),
     )
 }
 
@@ -544,10 +551,11 @@ impl<'a> AttemptColumns<'a> {
             next_ats: attempts.iter().map(|a| opt_ms(a.next_at)).collect(),
             versions: attempts.iter().map(|a| a.policy_version.as_str()).collect(),
             members: attempts.iter().map(|a| a.member.as_deref()).collect(),
+            quick_tries: attempts.iter().map(|a| i64::from(a.quick_tries)).collect(),
         }
     }
 
-    /// Binds the sixteen arrays, in the order of [`insert_attempts_sql`].
+    /// Binds the seventeen arrays, in the order of [`insert_attempts_sql`].
     fn bind<'q>(
         &'q self,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -569,6 +577,7 @@ impl<'a> AttemptColumns<'a> {
             .bind(&self.next_ats)
             .bind(&self.versions)
             .bind(&self.members)
+            .bind(&self.quick_tries)
     }
 }
 

@@ -152,6 +152,10 @@ pub struct AttemptRecord {
     /// pool).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
+    /// Tries sent again at once within this attempt (the channel's
+    /// `quick_retry`); the answer recorded is the last one's.
+    #[serde(default)]
+    pub quick_tries: u32,
 }
 
 /// The result of one attempt: the attempt row to append and where the job

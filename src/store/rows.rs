@@ -147,6 +147,7 @@ pub(super) fn attempt_from_row(row: &impl Columns) -> StoreResult<AttemptRecord>
         next_at: opt_time_of(row, "next_at")?,
         policy_version: row.text("policy_version")?,
         member: row.opt_text("member")?,
+        quick_tries: count_of(row, "quick_tries")?,
     })
 }
 

@@ -87,6 +87,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "job priority and step responses",
         include_str!("../../../migrations/sqlite/0010_payload_flows.sql"),
     ),
+    (
+        11,
+        "pacing: quick tries within an attempt",
+        include_str!("../../../migrations/sqlite/0011_pacing.sql"),
+    ),
 ];
 
 /// The most jobs one page of `jobs_list` returns.
@@ -841,6 +846,7 @@ mod tests {
                 next_at: None,
                 policy_version: "v1".into(),
                 member: None,
+                quick_tries: 0,
             }),
             to: JobState::Succeeded,
             step_index: 0,

@@ -462,8 +462,8 @@ const APPLY_TRANSITION: &str = "UPDATE OR FAIL jobs \
 pub(super) const INSERT_ATTEMPT: &str =
     "INSERT OR FAIL INTO attempts (job_id, step, channel, attempt, \
          started_at, finished_at, status, error, error_message, outcome, rule, decision, \
-         delay_ms, next_at, policy_version, member) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+         delay_ms, next_at, policy_version, member, quick_tries) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
 
 /// Claims up to ?5 due jobs of flow ?4 at priority ?6, earliest first. The limit is cast
 /// because SQLite plans with the value bound to a bare `LIMIT ?`, and so
@@ -706,6 +706,7 @@ pub(super) fn record_attempt(
         opt_ms(attempt.next_at),
         attempt.policy_version,
         attempt.member,
+        attempt.quick_tries,
     ])?;
     Ok(())
 }

@@ -1,0 +1,5 @@
+-- Pacing that adapts.
+--
+-- `quick_tries`: the tries a channel's `quick_retry` sent again at once
+-- within the attempt (the answer recorded is the last one's).
+ALTER TABLE attempts ADD COLUMN quick_tries INTEGER NOT NULL DEFAULT 0;
