@@ -129,6 +129,7 @@ async fn run(jobs: usize, normal: bool) -> Result<()> {
                     reason: None,
                     policy_version: "v1".into(),
                     attempts_added: 1,
+                    slowed_added: 0,
                     notify_at: None,
                     responses: None,
                     branches: None,

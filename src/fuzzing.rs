@@ -80,6 +80,7 @@ pub fn policy_file(text: &str, format: Format) {
                     let options = Options {
                         limit: ATTEMPTS,
                         split: JitterSplit::FollowNominal,
+                        history: Default::default(),
                     };
                     let _ = simulate(
                         &policy,

@@ -47,6 +47,8 @@
 //! - [`api`]: the HTTP API (axum).
 //! - [`payload`]: a job's payload, checked strictly once and then kept as
 //!   the client's bytes everywhere it goes.
+//! - [`pacing`]: what each channel's history says (hourly insights in the
+//!   step log) and the pacing that reads it.
 //! - [`node`]: one engine node: step log, engine and API started together.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`cli`]: one module per subcommand; `main.rs` only calls [`cli::main`].
@@ -67,6 +69,7 @@ pub mod fuzzing;
 pub mod lifecycle;
 pub mod model;
 pub mod node;
+pub mod pacing;
 pub(crate) mod payload;
 pub mod policy;
 pub mod policytest;

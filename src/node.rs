@@ -151,6 +151,8 @@ impl Node {
             channels,
             access: api::Access::new(&config.tokens, addr.ip().is_loopback()),
             operations: Arc::new(api::dlq::Operations::default()),
+            insights: engine.insights(),
+            errors: engine.errors(),
             node_timeout,
             paused: engine.paused(),
         };

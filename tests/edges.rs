@@ -942,6 +942,9 @@ flows:
         stats: std::sync::Arc::new(NoStats),
         metrics: Default::default(),
         traces: None,
+        insights: Default::default(),
+        cuts: Default::default(),
+        errors: Default::default(),
     };
     let InsertOutcome::Created(mut job) = store
         .job_insert(NewJob {

@@ -126,3 +126,353 @@ async fn kinds_not_named_and_channels_without_quick_retry_get_no_quick_try() {
     assert_eq!(attempts.len(), 2, "{job:#}");
     assert_eq!(attempts[0]["quick_tries"], 0);
 }
+
+/// Runs the CLI against `server`; returns (exit code, stdout, stderr).
+fn cli(server: &str, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(args)
+        .env("STEADFAST_SERVER", server)
+        .env_remove("STEADFAST_TOKEN")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insights_count_success_by_attempt_number_across_restarts() {
+    // Every job's first try gets a 503, its second a 200.
+    let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+    let partner = Partner::start(move |request| {
+        let first = seen.lock().unwrap().insert(request.body["n"].to_string());
+        if first {
+            status(503)
+        } else {
+            status(200)
+        }
+    })
+    .await;
+    let policies = policy_dir(&[("p.yaml", &policy(""))]);
+    let env = [("PARTNER", partner.url.as_str())];
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("steadfast.db");
+    let node = start_node(policies.path(), &env, &db).await;
+    let client = http_client();
+    let base = node.url();
+    for n in 0..5 {
+        let answer: Value = client
+            .post(format!("{base}/v1/flows/send/jobs"))
+            .json(&json!({ "payload": { "n": n } }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = answer["id"].as_str().unwrap().to_string();
+        let final_state = wait_for(
+            std::time::Duration::from_secs(30),
+            "job never finished",
+            || async {
+                let job: Value = client
+                    .get(format!("{base}/v1/jobs/{id}"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                job["state"].as_str().unwrap_or_default().to_string()
+            },
+            |state| state == "succeeded" || state == "dead",
+        )
+        .await;
+        assert_eq!(final_state, "succeeded");
+    }
+    // Read at once: the node flushes its latest counts before answering.
+    let insights: Value = client
+        .get(format!("{base}/v1/channels/partner/insights"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(insights["attempts"], 10, "{insights:#}");
+    assert_eq!(insights["successes"], 5);
+    assert_eq!(insights["by_attempt"]["1"]["success_rate"], 0.0);
+    assert_eq!(insights["by_attempt"]["2"]["success_rate"], 1.0);
+    assert_eq!(insights["errors"]["status:503"], 5);
+    assert!(insights["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    node.shutdown().await;
+
+    // Another node on the same step log reads the same history.
+    let node = start_node(policies.path(), &env, &db).await;
+    let server = node.url();
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let server = server.clone();
+        move || cli(&server, &["insights", "partner", "--window", "24h"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("partner: 10 attempts"), "{out}");
+    assert!(out.contains("status:503 5"), "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("2 "))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains("100.0%"), "{out}");
+
+    let (code, _, err) = tokio::task::spawn_blocking({
+        let server = server.clone();
+        move || cli(&server, &["insights", "nobody"])
+    })
+    .await
+    .unwrap();
+    assert_ne!(code, 0);
+    assert!(err.contains("no channel `nobody`"), "{err}");
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        cli(&server, &["insights", "partner", "--window", "forever"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--window `forever`"), "{err}");
+    node.shutdown().await;
+}
+
+/// A history in which attempts past the third never succeed: 300 first
+/// tries (200 succeed), 100 second and 60 third tries (some succeed), 100
+/// fourth and 100 fifth tries (none do), all in the current hour.
+fn history_past_the_third_never_succeeds(channel: &str) -> Vec<steadfast::store::InsightCount> {
+    let hour = steadfast::pacing::insights::hour_of(jiff::Timestamp::now());
+    let count = |metric: &str, key: u32, n: i64| steadfast::store::InsightCount {
+        channel: channel.into(),
+        hour,
+        metric: metric.into(),
+        key: key.to_string(),
+        count: n,
+    };
+    vec![
+        count("attempts", 1, 300),
+        count("successes", 1, 200),
+        count("attempts", 2, 100),
+        count("successes", 2, 40),
+        count("attempts", 3, 60),
+        count("successes", 3, 12),
+        count("attempts", 4, 100),
+        count("attempts", 5, 100),
+    ]
+}
+
+const ADAPT_POLICY: &str = r#"
+templates:
+  learned:
+    retries: 6
+    backoff: fixed
+    initial: 10ms
+    jitter: none
+    adapt: { window: 7d, min_samples: 150, stop_below: 1% }
+channels:
+  partner: { http: { url: "${PARTNER}/in" } }
+  backup: { http: { url: "${PARTNER}/backup" } }
+flows:
+  send:
+    steps: [ { name: deliver, channel: partner, retry: learned } ]
+  safe:
+    steps: [ { name: deliver, channel: partner, retry: learned, fallback: [backup] } ]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_cuts_retries_that_never_succeed_and_says_why() {
+    // The partner's `/in` always fails; `/backup` answers.
+    let partner = Partner::start(|request| match request.path.as_str() {
+        "/backup" => status(200),
+        _ => status(503),
+    })
+    .await;
+    let policies = policy_dir(&[("p.yaml", ADAPT_POLICY)]);
+    let node = TestNode::start(policies.path(), &[("PARTNER", partner.url.as_str())]).await;
+    node.node
+        .store
+        .insights_add(&history_past_the_third_never_succeeds("partner"))
+        .await
+        .unwrap();
+
+    // Six retries written; history stops them after the third attempt.
+    let id = node.submit_ok("send", json!({"n": 1}), None).await;
+    let job = node.wait_final(&id).await;
+    assert_eq!(job["state"], "dead", "{job:#}");
+    assert_eq!(job["reason"], "adapted", "{job:#}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "{job:#}");
+    let note = attempts[2]["error_message"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("adapted: attempts from #4 on `partner` succeeded 0 of 200"),
+        "{note}"
+    );
+    assert!(
+        attempts[1]["error_message"].is_null(),
+        "only the cut attempt says so"
+    );
+
+    // With a fallback, the cut sends the job there sooner.
+    let id = node.submit_ok("safe", json!({"n": 2}), None).await;
+    let job = node.wait_final(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 4, "{job:#}");
+    assert_eq!(attempts[2]["decision"], "fallback");
+    assert_eq!(attempts[3]["channel"], "backup");
+
+    // `explain --history` reads the same history and cuts the timeline
+    // where the engine does.
+    let server = node.node.url();
+    let dir = policies.path().display().to_string();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        cli(
+            &server,
+            &[
+                "explain",
+                "send",
+                "--policies",
+                &dir,
+                "--no-env",
+                "--history",
+                "--json",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let explained: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        explained["attempts"].as_array().unwrap().len(),
+        3,
+        "{explained:#}"
+    );
+    assert_eq!(explained["end"]["reason"], "adapted");
+    assert_eq!(explained["history"][0]["channel"], "partner");
+    assert_eq!(explained["history"][0]["cut_from_attempt"], 4);
+    // Without history the template's seven attempts.
+    let server = node.node.url();
+    let dir = policies.path().display().to_string();
+    let (_, out, _) = tokio::task::spawn_blocking(move || {
+        cli(
+            &server,
+            &["explain", "send", "--policies", &dir, "--no-env", "--json"],
+        )
+    })
+    .await
+    .unwrap();
+    let explained: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(explained["attempts"].as_array().unwrap().len(), 7);
+    node.shutdown().await;
+}
+
+const SLOW_POLICY: &str = r#"
+templates:
+  once: { retries: 0 }
+channels:
+  partner:
+    http: { url: "${PARTNER}/in" }
+    slow_down: { errors: 3, per: 3s, delay: 1s..1500ms, max_delays: 10 }
+  tight:
+    http: { url: "${PARTNER}/tight" }
+    slow_down: { errors: 3, per: 1m, delay: 1s, max_delays: 1 }
+flows:
+  send:
+    steps: [ { name: deliver, channel: partner, retry: once } ]
+  tight:
+    steps: [ { name: deliver, channel: tight, retry: once } ]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_burst_slows_new_attempts_down_until_it_ends() {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = failing.clone();
+    let partner = Partner::start(move |_| {
+        if flag.load(Ordering::SeqCst) {
+            status(503)
+        } else {
+            status(200)
+        }
+    })
+    .await;
+    let policies = policy_dir(&[("p.yaml", SLOW_POLICY)]);
+    let node = TestNode::start(policies.path(), &[("PARTNER", partner.url.as_str())]).await;
+    // The burst: four failures on each channel, past their threshold of 3.
+    for flow in ["send", "tight"] {
+        for n in 0..4 {
+            let id = node.submit_ok(flow, json!({ "burst": n }), None).await;
+            assert_eq!(node.wait_final(&id).await["state"], "dead");
+        }
+    }
+    failing.store(false, Ordering::SeqCst);
+    let sent_after_burst = partner.requests().len();
+    // The node sees it within its refresh (a second): GET /v1/channels says.
+    for channel in ["partner", "tight"] {
+        wait_for(
+            std::time::Duration::from_secs(5),
+            "the channel never said it was slowing down",
+            || async {
+                let view: Value = node
+                    .client
+                    .get(node.url(&format!("/v1/channels/{channel}")))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                view
+            },
+            |view| view["slow_down"]["slowing"] == true,
+        )
+        .await;
+    }
+
+    // A new job waits, suspended `slowed`, with nothing attempted.
+    let id = node.submit_ok("send", json!({ "n": 1 }), None).await;
+    let held = wait_for(
+        std::time::Duration::from_secs(10),
+        "the new job was never slowed",
+        || node.job(&id),
+        |job| job["reason"] == "slowed" || job["state"] == "succeeded",
+    )
+    .await;
+    assert_eq!(held["state"], "suspended", "{held:#}");
+    assert_eq!(held["attempts"], json!([]), "no attempt burnt");
+    assert!(held["slowed"].as_u64().unwrap() >= 1);
+
+    // Once the burst is more than `per` ago, it goes, and it succeeds.
+    let done = node.wait_final(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done["attempts"].as_array().unwrap().len(), 1);
+    let first = partner.requests()[sent_after_burst..]
+        .iter()
+        .filter(|r| r.path == "/in")
+        .count();
+    assert_eq!(first, 1, "one request for the held job");
+    // After the burst, new jobs go at once.
+    let id = node.submit_ok("send", json!({ "n": 2 }), None).await;
+    let done = node.wait_final(&id).await;
+    assert_eq!(
+        (done["state"].as_str(), done["slowed"].as_u64()),
+        (Some("succeeded"), Some(0))
+    );
+
+    // `max_delays: 1`: slowed once, then attempted though still past the
+    // threshold.
+    let id = node.submit_ok("tight", json!({ "n": 3 }), None).await;
+    let done = node.wait_final(&id).await;
+    assert_eq!(done["state"], "succeeded", "{done:#}");
+    assert_eq!(done["slowed"], 1, "{done:#}");
+    node.shutdown().await;
+}

@@ -138,6 +138,7 @@ fn retry_later(job: &JobRecord, owner: &str, at: Timestamp) -> Transition {
         reason: None,
         policy_version: "v1".into(),
         attempts_added: 1,
+        slowed_added: 0,
         notify_at: None,
         responses: None,
         branches: None,
@@ -1208,6 +1209,7 @@ async fn a_paused_flows_held_jobs_are_due_at_once_on_resume(db: Db) {
         held_ms: 3_600_000,
         attempt: None,
         attempts_added: 0,
+        slowed_added: 0,
         ..retry_later(job, "a", t(3))
     };
     let moves: Vec<Transition> = claimed.iter().map(hold).collect();
@@ -1362,7 +1364,48 @@ async fn a_submissions_traceparent_stays_with_its_job(db: Db) {
     assert_eq!(got.traceparent.as_deref(), Some(traceparent));
 }
 
+async fn insight_counts_add_up_across_flushes_and_are_pruned_by_hour(db: Db) {
+    use steadfast::store::InsightCount;
+    let count = |channel: &str, hour: i64, metric: &str, key: &str, n: i64| InsightCount {
+        channel: channel.into(),
+        hour,
+        metric: metric.into(),
+        key: key.into(),
+        count: n,
+    };
+    const H: i64 = 3_600_000;
+    // Two nodes' flushes of the same hour add up.
+    let first = vec![
+        count("acme", 10 * H, "attempts", "1", 3),
+        count("acme", 10 * H, "successes", "1", 2),
+        count("other", 10 * H, "attempts", "1", 7),
+    ];
+    db.log.insights_add(&first).await.unwrap();
+    db.log
+        .insights_add(&[
+            count("acme", 10 * H, "attempts", "1", 4),
+            count("acme", 11 * H, "errors", "status:503", 1),
+        ])
+        .await
+        .unwrap();
+    db.log.insights_add(&[]).await.unwrap();
+    let acme = db.log.insights_of("acme", 10 * H).await.unwrap();
+    assert_eq!(
+        acme,
+        vec![
+            count("acme", 10 * H, "attempts", "1", 7),
+            count("acme", 10 * H, "successes", "1", 2),
+            count("acme", 11 * H, "errors", "status:503", 1),
+        ]
+    );
+    assert_eq!(db.log.insights_of("acme", 11 * H).await.unwrap().len(), 1);
+    assert_eq!(db.log.insights_prune(11 * H).await.unwrap(), 3);
+    assert_eq!(db.log.insights_of("acme", 0).await.unwrap().len(), 1);
+    assert!(db.log.insights_of("other", 0).await.unwrap().is_empty());
+}
+
 conformance!(
+    insight_counts_add_up_across_flushes_and_are_pruned_by_hour,
     a_submissions_traceparent_stays_with_its_job,
     insert_is_idempotent_on_flow_and_key,
     concurrent_single_submissions_each_get_their_own_answer,

@@ -25,7 +25,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
     let channels: Vec<Value> = policy
         .channels
         .values()
-        .map(|channel| view(channel, &state.channels, now))
+        .map(|channel| view(channel, &state.channels, &state.errors, now))
         .collect();
     Json(json!({ "channels": channels }))
 }
@@ -49,10 +49,79 @@ pub async fn show(
             "no channel `{name}` in the policy in force; GET /v1/channels lists them"
         ))
     })?;
-    Ok(Json(view(channel, &state.channels, state.clock.now())))
+    Ok(Json(view(
+        channel,
+        &state.channels,
+        &state.errors,
+        state.clock.now(),
+    )))
 }
 
-fn view(channel: &Channel, channels: &Channels, now: Timestamp) -> Value {
+/// The longest window insights sum over (counts are kept as long).
+pub const MAX_INSIGHTS_WINDOW: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InsightsQuery {
+    /// How far back: `7d` unless given (at most `30d`).
+    pub window: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/v1/channels/{name}/insights", operation_id = "getChannelInsights", tag = "engine",
+    params(("name" = String, Path, description = "A channel, or a pool's member"), InsightsQuery),
+    responses(
+        (status = 200, description = "The channel's history over the window, from every node: attempts and success rate by attempt number and by hour of the week (UTC), error kinds, latency p50/p99", body = crate::pacing::insights::Insights),
+        (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::error::ErrorBody),
+        (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
+        (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
+    ),
+    security((), ("token" = [])),
+)]
+pub async fn insights(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<InsightsQuery>,
+) -> Result<Json<crate::pacing::insights::Insights>, ApiError> {
+    let window = match query.window.as_deref() {
+        None => std::time::Duration::from_secs(7 * 86_400),
+        Some(text) => match crate::compile::parse_duration(text) {
+            Ok(window) if window > std::time::Duration::ZERO && window <= MAX_INSIGHTS_WINDOW => {
+                window
+            }
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "window `{text}`: write a duration up to 30d, e.g. `24h` or `7d`"
+                )))
+            }
+        },
+    };
+    let policy = state.policy.current();
+    let since =
+        crate::pacing::insights::hour_of(state.clock.now() - crate::lifecycle::signed(window));
+    // This node's latest attempts count too.
+    if let Err(error) = state.insights.flush(&state.store).await {
+        tracing::warn!(%error, "flushing this node's insights before a read failed");
+    }
+    let counts = state.store.insights_of(&name, since).await?;
+    if counts.is_empty() && policy.channel(&name).is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no channel `{name}` in the policy in force, and no history of one; GET \
+             /v1/channels lists them"
+        )));
+    }
+    let since = Timestamp::from_millisecond(since).unwrap_or(Timestamp::UNIX_EPOCH);
+    Ok(Json(crate::pacing::insights::Insights::from_counts(
+        &name, since, &counts,
+    )))
+}
+
+fn view(
+    channel: &Channel,
+    channels: &Channels,
+    errors: &crate::pacing::ErrorWindows,
+    now: Timestamp,
+) -> Value {
     let target = match &channel.kind {
         ChannelKind::Http(http) => json!(http.url_display),
         ChannelKind::File(file) => json!(file.dir),
@@ -102,6 +171,13 @@ fn view(channel: &Channel, channels: &Channels, now: Timestamp) -> Value {
         "rate": rate,
         "concurrency": concurrency,
         "refresh_auth": refresh_auth,
+        "slow_down": channel.slow_down.as_ref().map(|slow| json!({
+            "errors": slow.errors,
+            "per": show_duration(slow.per),
+            "delay": [show_duration(slow.delay.0), show_duration(slow.delay.1)],
+            "max_delays": slow.max_delays,
+            "slowing": errors.is_over(&channel.name),
+        })),
     })
 }
 

@@ -54,6 +54,10 @@ pub struct AppState {
     pub access: Access,
     /// Bulk operations running or recently done on this node.
     pub operations: Arc<dlq::Operations>,
+    /// This node's channel insights, flushed before a read.
+    pub insights: Arc<crate::pacing::Recorder>,
+    /// Which channels are past their `slow_down` threshold.
+    pub errors: Arc<crate::pacing::ErrorWindows>,
     /// Silent this long, a node is dead (for `GET /v1/nodes`).
     pub node_timeout: std::time::Duration,
     /// The flows paused, as this node's engine knows them.
@@ -69,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/policies", get(policies))
         .route("/v1/channels", get(channels::list))
         .route("/v1/channels/{name}", get(channels::show))
+        .route("/v1/channels/{name}/insights", get(channels::insights))
         .route("/v1/flows/{flow}/jobs", post(jobs::submit))
         .route("/v1/flows/{flow}/jobs:batch", post(jobs::submit_batch))
         .route("/v1/jobs", get(jobs::list))

@@ -24,6 +24,7 @@ use utoipa::{Modify, OpenApi};
         super::policies,
         super::channels::list,
         super::channels::show,
+        super::channels::insights,
         super::jobs::submit,
         super::jobs::submit_batch,
         super::jobs::list,

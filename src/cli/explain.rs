@@ -59,8 +59,63 @@ pub struct ExplainArgs {
     /// The job's priority, as `job.priority` (the flow's unless given).
     #[arg(long, allow_hyphen_values = true)]
     priority: Option<i32>,
+    /// Reads each channel's history from the running engine (`--server`)
+    /// and shows where it cuts the retries of templates that `adapt`.
+    #[arg(long)]
+    history: bool,
+    #[command(flatten)]
+    server: super::client::ServerArgs,
     #[command(flatten)]
     output: OutputArgs,
+}
+
+/// A cut history makes in a channel's retries, as `explain` shows it.
+struct HistoryCut {
+    channel: String,
+    window: std::time::Duration,
+    cut: crate::pacing::cuts::Cut,
+}
+
+/// Where the running engine's history of each channel of `flow` (from
+/// `step_index` on) cuts the retries of the templates that adapt.
+async fn history_cuts(
+    args: &ExplainArgs,
+    flow: &Flow,
+    step_index: usize,
+) -> Result<Vec<HistoryCut>, Failure> {
+    let client = super::client::ApiClient::new(&args.server)?;
+    let mut cuts = Vec::new();
+    for step in flow.steps.iter().skip(step_index) {
+        let templates =
+            std::iter::once(&step.retry).chain(step.retry_when.iter().map(|e| &e.template));
+        let Some(adapt) = templates.filter_map(|t| t.adapt).next() else {
+            continue;
+        };
+        let channels = std::iter::once(&step.channel).chain(step.fallback.iter());
+        for channel in channels {
+            if cuts.iter().any(|c: &HistoryCut| &c.channel == channel) {
+                continue;
+            }
+            let path = format!(
+                "/v1/channels/{}/insights?window={}",
+                super::client::encode(channel),
+                format_duration(adapt.window)
+            );
+            let answer = client.get(&path).await?;
+            let insights: crate::pacing::insights::Insights = serde_json::from_value(answer)
+                .map_err(|e| {
+                    Failure::Operation(anyhow!("the engine's insights for `{channel}`: {e}"))
+                })?;
+            if let Some(cut) = crate::pacing::cuts::cut_of(&insights, &adapt) {
+                cuts.push(HistoryCut {
+                    channel: channel.clone(),
+                    window: adapt.window,
+                    cut,
+                });
+            }
+        }
+    }
+    Ok(cuts)
 }
 
 /// The job `--payload` (and `--response`, `--priority`) describe.
@@ -117,7 +172,7 @@ fn job_input(args: &ExplainArgs, flow: &Flow) -> Result<Option<JobInput>, Failur
     }))
 }
 
-pub fn run(args: ExplainArgs) -> CliResult {
+pub async fn run(args: ExplainArgs) -> CliResult {
     let env = if args.no_env {
         EnvMode::Placeholders
     } else {
@@ -172,6 +227,11 @@ pub fn run(args: ExplainArgs) -> CliResult {
     };
     let zone = zone.or_else(|| step_zone(flow, step_index));
     let job = job_input(&args, flow)?;
+    let history = if args.history {
+        history_cuts(&args, flow, step_index).await?
+    } else {
+        Vec::new()
+    };
     let run = simulate(
         policy,
         flow,
@@ -180,6 +240,10 @@ pub fn run(args: ExplainArgs) -> CliResult {
         Options {
             limit: args.limit.max(1),
             split: JitterSplit::FollowNominal,
+            history: history
+                .iter()
+                .map(|h| (h.channel.clone(), h.cut.from))
+                .collect(),
         },
         job.as_ref(),
         |_| Some(Answer::Failing),
@@ -193,6 +257,7 @@ pub fn run(args: ExplainArgs) -> CliResult {
         zone: zone.as_ref(),
         run: &run,
         payload: payload.as_deref(),
+        history: args.history.then_some(history.as_slice()),
     };
     if args.output.json() {
         println!("{}", explained.json());
@@ -214,6 +279,8 @@ struct Explained<'a> {
     run: &'a Run,
     /// With `--payload`: each step's expressions for it.
     payload: Option<&'a [StepReport]>,
+    /// With `--history`: the cuts the channels' histories make.
+    history: Option<&'a [HistoryCut]>,
 }
 
 impl Explained<'_> {
@@ -326,6 +393,7 @@ impl Explained<'_> {
                 }
                 let why = match reason {
                     Reason::Exhausted => "every channel's retries ran out",
+                    Reason::Adapted => "the channel's history cut the retries (see below)",
                     _ => "a permanent failure",
                 };
                 println!("{line}: {why}");
@@ -335,6 +403,26 @@ impl Explained<'_> {
                 self.run.attempts.len()
             ),
             _ => {}
+        }
+        match self.history {
+            Some([]) => {
+                println!("history: no cut (too few samples, or later attempts still succeed)")
+            }
+            Some(cuts) => {
+                for h in cuts {
+                    println!(
+                        "history: attempts from #{} on `{}` succeeded {} of {} times in the \
+                         last {}: no attempt #{} or later there",
+                        h.cut.from,
+                        h.channel,
+                        h.cut.successes,
+                        h.cut.attempts,
+                        format_duration(h.window),
+                        h.cut.from
+                    );
+                }
+            }
+            None => {}
         }
         let calendars = self.calendars();
         if calendars.is_empty() {
@@ -516,6 +604,13 @@ impl Explained<'_> {
             "fallbacks": fallbacks,
             "end": end,
             "payload": self.payload.map(payload_json),
+            "history": self.history.map(|cuts| cuts.iter().map(|h| json!({
+                "channel": h.channel,
+                "window": format_duration(h.window),
+                "cut_from_attempt": h.cut.from,
+                "attempts": h.cut.attempts,
+                "successes": h.cut.successes,
+            })).collect::<Vec<_>>()),
         })
     }
 }

@@ -7,6 +7,7 @@ mod demo;
 mod dlq;
 mod explain;
 mod flows;
+mod insights;
 mod jobs;
 mod nodes;
 mod output;
@@ -56,6 +57,8 @@ enum Command {
     Dlq(dlq::DlqCommand),
     /// The nodes sharing the step log: live or dead, jobs running, heartbeat.
     Nodes(nodes::NodesArgs),
+    /// A channel's history from every node: success by attempt number, errors, latency.
+    Insights(insights::InsightsArgs),
     /// Flows: list them with their jobs by state; pause and resume one.
     #[command(subcommand)]
     Flows(flows::FlowsCommand),
@@ -153,12 +156,13 @@ async fn dispatch(command: Command) -> CliResult {
         Command::Jobs(command) => jobs::run(command).await,
         Command::Dlq(command) => dlq::run(command).await,
         Command::Nodes(args) => nodes::run(args).await,
+        Command::Insights(args) => insights::run(args).await,
         Command::Flows(command) => flows::run(command).await,
         Command::Prune(args) => prune::run(args).await,
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Test(args) => test::run(args),
-        Command::Explain(args) => explain::run(args),
+        Command::Explain(args) => explain::run(args).await,
     }
 }
 

@@ -20,11 +20,11 @@ use crate::model::ErrorKind;
 use crate::model::{
     signing, BreakerConfig, Channel, ChannelKind, FailureRatio, FileChannel, HttpChannel, Pool,
     PoolMember, PoolStrategy, QuickRetry, Rate, RefreshAuth, RefreshBody, Secret, SecretUrl,
-    Signing, SigningKey, TokenPath,
+    Signing, SigningKey, SlowDown, TokenPath,
 };
 use crate::policy::defs::{
     BreakerDef, ChannelDef, FileDef, HttpDef, OAuth2Def, PoolDef, PoolMembersDef, PoolStrategyDef,
-    QuickRetryDef, RefreshAuthDef, SignDef, Text, TlsDef,
+    QuickRetryDef, RefreshAuthDef, SignDef, SlowDownDef, Text, TlsDef,
 };
 
 /// The timeout of one HTTP attempt unless `timeout` says otherwise.
@@ -277,6 +277,14 @@ fn compile_channel(
             compiled
         }
     };
+    let slow_down = match &def.slow_down {
+        None => None,
+        Some(slow) => {
+            let compiled = compile_slow_down(ctx, &site.child("slow_down"), slow);
+            ok &= compiled.is_some();
+            compiled
+        }
+    };
     if def.pool.is_some() {
         for (key, set) in [
             ("circuit_breaker", def.circuit_breaker.is_some()),
@@ -284,6 +292,7 @@ fn compile_channel(
             ("concurrency", def.concurrency.is_some()),
             ("refresh_auth", def.refresh_auth.is_some()),
             ("quick_retry", def.quick_retry.is_some()),
+            ("slow_down", def.slow_down.is_some()),
         ] {
             if set {
                 ctx.error_at_key(
@@ -349,7 +358,77 @@ fn compile_channel(
         rate,
         concurrency: def.concurrency,
         quick_retry,
+        slow_down,
     })
+}
+
+/// `slow_down`; every problem is reported, `None` if there was one.
+fn compile_slow_down(ctx: &mut Ctx<'_>, site: &Site, def: &SlowDownDef) -> Option<SlowDown> {
+    let mut ok = true;
+    if def.errors == 0 {
+        ctx.error(
+            &site.child("errors"),
+            "errors must be at least 1: the failed attempts within `per` past which the \
+             channel slows down",
+        );
+        ok = false;
+    }
+    let mut bounded = |ctx: &mut Ctx<'_>, key: &str, text: &str, max: Duration| {
+        let at = site.child(key);
+        match parse_duration(text) {
+            Ok(d) if d >= Duration::from_secs(1) && d <= max => Some(d),
+            Ok(_) => {
+                ctx.error(
+                    &at,
+                    format_args!(
+                        "{key} must be 1s to {}",
+                        crate::compile::format_duration(max)
+                    ),
+                );
+                ok = false;
+                None
+            }
+            Err(err) => {
+                let shown = ctx.shown(&at, text).to_string();
+                ctx.error(&at, format_args!("bad duration `{shown}`: {err}"));
+                ok = false;
+                None
+            }
+        }
+    };
+    let per = bounded(ctx, "per", def.per.as_str(), SlowDown::MAX_PER);
+    let (low, high) = match def.delay.as_str().split_once("..") {
+        Some((low, high)) => (low.trim(), high.trim()),
+        None => (def.delay.as_str().trim(), def.delay.as_str().trim()),
+    };
+    let low = bounded(ctx, "delay", low, SlowDown::MAX_DELAY);
+    let high = bounded(ctx, "delay", high, SlowDown::MAX_DELAY);
+    if let (Some(low), Some(high)) = (low, high) {
+        if low > high {
+            ctx.error(
+                &site.child("delay"),
+                "the delay range runs from the shorter to the longer, e.g. `10s..60s`",
+            );
+            ok = false;
+        }
+    }
+    let max_delays = def.max_delays.unwrap_or(SlowDown::DEFAULT_MAX_DELAYS);
+    if max_delays == 0 {
+        ctx.error(
+            &site.child("max_delays"),
+            "max_delays must be at least 1 (leave `slow_down` out to never delay)",
+        );
+        ok = false;
+    }
+    match (ok, per, low, high) {
+        (true, Some(per), Some(low), Some(high)) => Some(SlowDown {
+            errors: def.errors,
+            per,
+            delay: (low, high),
+            max_delays,
+        }),
+        _ => None,
+    }
 }
 
 /// `quick_retry`; every problem is reported, `None` if there was one.

@@ -217,6 +217,7 @@ mod tests {
             total_timeout: total.map(secs),
             jitter: Jitter::Proportional(0.2),
             retry_after_cap: secs(3600),
+            adapt: None,
         }
     }
 

@@ -17,8 +17,8 @@ use std::time::Duration;
 use super::context::{Ctx, Site};
 use super::duration::{parse_duration, parse_jitter};
 use super::names::{Ref, Registry};
-use crate::model::{Backoff, Jitter, RetryTemplate};
-use crate::policy::defs::{BackoffDef, TemplateDef, Text};
+use crate::model::{Adapt, Backoff, Jitter, RetryTemplate};
+use crate::policy::defs::{AdaptDef, BackoffDef, TemplateDef, Text};
 use crate::policy::Section;
 
 /// A template's keys, each as written (or inherited), not yet defaulted.
@@ -33,6 +33,7 @@ struct Fields {
     jitter: Option<Jitter>,
     schedule: Option<Vec<Duration>>,
     retry_after_cap: Option<Duration>,
+    adapt: Option<Adapt>,
 }
 
 impl Fields {
@@ -48,6 +49,7 @@ impl Fields {
             jitter: child.jitter.or(self.jitter),
             schedule: child.schedule.clone().or_else(|| self.schedule.clone()),
             retry_after_cap: child.retry_after_cap.or(self.retry_after_cap),
+            adapt: child.adapt.or(self.adapt),
         };
         if child.schedule.is_some() && child.retries.is_none() {
             out.retries = None;
@@ -323,6 +325,14 @@ fn own_fields(ctx: &mut Ctx<'_>, site: &Site, def: &TemplateDef) -> Option<Field
         );
         ok = false;
     }
+    let adapt = match &def.adapt {
+        None => None,
+        Some(adapt) => {
+            let compiled = compile_adapt(ctx, &site.child("adapt"), adapt);
+            ok &= compiled.is_some();
+            compiled
+        }
+    };
     if !ok {
         return None;
     }
@@ -340,7 +350,78 @@ fn own_fields(ctx: &mut Ctx<'_>, site: &Site, def: &TemplateDef) -> Option<Field
         jitter,
         schedule,
         retry_after_cap,
+        adapt,
     })
+}
+
+/// `adapt`; every problem is reported, `None` if there was one.
+fn compile_adapt(ctx: &mut Ctx<'_>, site: &Site, def: &AdaptDef) -> Option<Adapt> {
+    let mut ok = true;
+    let window = match &def.window {
+        None => Adapt::DEFAULT_WINDOW,
+        Some(text) => match parse_duration(text.as_str()) {
+            Ok(window) if window >= Duration::from_secs(3600) && window <= Adapt::MAX_WINDOW => {
+                window
+            }
+            Ok(_) => {
+                ctx.error(
+                    &site.child("window"),
+                    "window must be 1h to 30d (history is counted by the hour and kept 35 days)",
+                );
+                ok = false;
+                Duration::ZERO
+            }
+            Err(err) => {
+                let shown = ctx.shown(&site.child("window"), text.as_str()).to_string();
+                ctx.error(
+                    &site.child("window"),
+                    format_args!("bad duration `{shown}`: {err}"),
+                );
+                ok = false;
+                Duration::ZERO
+            }
+        },
+    };
+    let min_samples = def.min_samples.unwrap_or(Adapt::DEFAULT_MIN_SAMPLES);
+    if min_samples < 10 {
+        ctx.error(
+            &site.child("min_samples"),
+            "min_samples must be at least 10: fewer attempts say little about a partner",
+        );
+        ok = false;
+    }
+    let stop_below = match parse_share(def.stop_below.as_str()) {
+        Some(share) if share > 0.0 && share < 1.0 => share,
+        _ => {
+            let shown = ctx
+                .shown(&site.child("stop_below"), def.stop_below.as_str())
+                .to_string();
+            ctx.error(
+                &site.child("stop_below"),
+                format_args!(
+                    "bad stop_below `{shown}`: write a success rate between 0 and 100%, e.g. \
+                     `1%` or `0.01`"
+                ),
+            );
+            ok = false;
+            0.0
+        }
+    };
+    ok.then_some(Adapt {
+        window,
+        min_samples,
+        stop_below,
+    })
+}
+
+/// `1%`, `0.5 %` or `0.01`.
+fn parse_share(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let share = match text.strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().ok()? / 100.0,
+        None => text.parse::<f64>().ok()?,
+    };
+    share.is_finite().then_some(share)
 }
 
 /// Fills in the defaults and checks the keys against each other.
@@ -454,6 +535,7 @@ fn finish(
             .retry_after_cap
             .or(max_interval)
             .unwrap_or(RetryTemplate::DEFAULT_RETRY_AFTER_CAP),
+        adapt: fields.adapt,
     })
 }
 

@@ -93,6 +93,7 @@ fn template_defaults_follow_the_contract() {
             total_timeout: None,
             jitter: Jitter::Proportional(0.2),
             retry_after_cap: secs(60),
+            adapt: None,
         }
     );
     let fixed = template(&p, "fixed");
@@ -135,6 +136,7 @@ fn every_template_key_is_read() {
             total_timeout: Some(secs(1800)),
             jitter: Jitter::Full,
             retry_after_cap: secs(600),
+            adapt: None,
         }
     );
 }
@@ -1395,6 +1397,82 @@ fn bad_quick_retries_are_reported_where_they_are() {
              reset, timeout, dns, tls, io, other)",
             "p.yaml:7:5: error: channels.p.quick_retry: `quick_retry` belongs to the pool's \
              member channels: each partner has its own; set it on the members",
+        ]
+    );
+}
+
+// ---------- adapt ----------
+
+#[test]
+fn adapt_is_inherited_and_its_mistakes_are_reported_where_they_are() {
+    let p = ok(&format!(
+        "templates:\n  learned:\n    extends: standard\n    \
+         adapt: {{ window: 3d, min_samples: 200, stop_below: 1% }}\n  child:\n    \
+         extends: learned\n    retries: 9\n{CHANNEL}{USES}        retry: child\n"
+    ));
+    let adapt = p.templates["child"].adapt.unwrap();
+    assert_eq!(adapt.window, Duration::from_secs(3 * 86_400));
+    assert_eq!((adapt.min_samples, adapt.stop_below), (200, 0.01));
+    assert_eq!(p.templates["child"].retries, 9);
+
+    let text = format!(
+        "templates:\n  t:\n    adapt: {{ window: 90d, min_samples: 3, stop_below: 150% }}\n  \
+         u:\n    adapt: {{ stop_below: often }}\n{CHANNEL}{USES}"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:3:22: error: templates.t.adapt.window: window must be 1h to 30d (history \
+             is counted by the hour and kept 35 days)",
+            "p.yaml:3:40: error: templates.t.adapt.min_samples: min_samples must be at least \
+             10: fewer attempts say little about a partner",
+            "p.yaml:3:55: error: templates.t.adapt.stop_below: bad stop_below `150%`: write a \
+             success rate between 0 and 100%, e.g. `1%` or `0.01`",
+            "p.yaml:5:26: error: templates.u.adapt.stop_below: bad stop_below `often`: write \
+             a success rate between 0 and 100%, e.g. `1%` or `0.01`",
+        ]
+    );
+}
+
+// ---------- slow_down ----------
+
+#[test]
+fn slow_down_compiles_and_its_mistakes_are_reported_where_they_are() {
+    let p = ok("\
+channels:
+  c:
+    http: { url: https://a.example }
+    slow_down: { errors: 100, per: 3m, delay: 10s..60s }
+flows:
+  f:
+    steps:
+      - name: s
+        channel: c
+");
+    let slow = p.channels["c"].slow_down.clone().unwrap();
+    assert_eq!((slow.errors, slow.per), (100, secs(180)));
+    assert_eq!(slow.delay, (secs(10), secs(60)));
+    assert_eq!(slow.max_delays, 5);
+    assert_eq!(slow.delay_for(0.5), secs(35));
+
+    let text = format!(
+        "channels:\n  c:\n    http: {{ url: 'https://a.example' }}\n    \
+         slow_down: {{ errors: 0, per: 2h, delay: 60s..10s, max_delays: 0 }}\n  \
+         d:\n    http: {{ url: 'https://b.example' }}\n    \
+         slow_down: {{ errors: 1, per: soon, delay: 1s }}\n{USES}"
+    );
+    assert_eq!(
+        diags(&text),
+        vec![
+            "p.yaml:4:26: error: channels.c.slow_down.errors: errors must be at least 1: the \
+             failed attempts within `per` past which the channel slows down",
+            "p.yaml:4:34: error: channels.c.slow_down.per: per must be 1s to 1h",
+            "p.yaml:4:45: error: channels.c.slow_down.delay: the delay range runs from the \
+             shorter to the longer, e.g. `10s..60s`",
+            "p.yaml:4:67: error: channels.c.slow_down.max_delays: max_delays must be at least \
+             1 (leave `slow_down` out to never delay)",
+            "p.yaml:7:34: error: channels.d.slow_down.per: bad duration `soon`: \
+             write a number and a unit (ms, s, m, h, d), e.g. `30s`",
         ]
     );
 }

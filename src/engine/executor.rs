@@ -45,6 +45,49 @@ pub struct Executor {
     pub metrics: Arc<crate::telemetry::AttemptMetrics>,
     /// A span per attempt, with `[telemetry] otlp_endpoint`.
     pub traces: Option<Arc<crate::telemetry::traces::Traces>>,
+    /// Every attempt counted for its channel's insights.
+    pub insights: Arc<crate::pacing::Recorder>,
+    /// Where channels' histories cut `adapt` templates' retries.
+    pub cuts: Arc<crate::pacing::Cuts>,
+    /// Failed attempts per channel, for `slow_down`.
+    pub errors: Arc<crate::pacing::ErrorWindows>,
+}
+
+/// The attempt's note when history cut its retries.
+fn adapted_note(cut: &crate::pacing::cuts::Cut, window: Duration, channel: &str) -> String {
+    format!(
+        "adapted: attempts from #{} on `{channel}` succeeded {} of {} times in the last {}; \
+         no more retries here",
+        cut.from,
+        cut.successes,
+        cut.attempts,
+        crate::compile::format_duration(window)
+    )
+}
+
+/// An attempt as the channel's insights count it.
+fn counted<'a>(
+    channel: &'a str,
+    attempt: u32,
+    result: &DeliveryResult,
+    verdict: &crate::retry::Verdict,
+    started: Timestamp,
+    finished: Timestamp,
+) -> crate::pacing::insights::Counted<'a> {
+    let success = verdict.outcome == Verdicts::Success;
+    let error = match result {
+        _ if success => None,
+        Ok(response) => Some(format!("status:{}", response.status)),
+        Err(error) => Some(error.kind.as_str().to_string()),
+    };
+    crate::pacing::insights::Counted {
+        channel,
+        attempt,
+        success,
+        error,
+        latency: finished.duration_since(started).unsigned_abs(),
+        finished,
+    }
 }
 
 /// The row that records an answered attempt (number `attempt` of its
@@ -115,6 +158,7 @@ pub fn position_of(job: &JobRecord) -> Position {
         due: job.next_at,
         notify_attempts: job.notify_attempts,
         retry_choice: None,
+        adapt_cut: None,
     }
 }
 
@@ -126,6 +170,9 @@ struct Answered {
     /// The member a pool sent it to.
     member: Option<String>,
     quick_tries: u32,
+    /// The cut the channel's history makes (an `adapt` template), with the
+    /// template's window.
+    cut: Option<(crate::pacing::cuts::Cut, Duration)>,
     started: Timestamp,
     finished: Timestamp,
     result: DeliveryResult,
@@ -209,6 +256,9 @@ impl Executor {
             }
             _ => (located.channel, None),
         };
+        if let Some(slowed) = self.slowed_down(job, &policy, &position, channel) {
+            return slowed;
+        }
 
         let key = step_idempotency_key(&job.idempotency_key, step_index, &step.name);
         let gate = ChannelGate {
@@ -260,6 +310,17 @@ impl Executor {
             )
             .await;
         slot.finish(&verdict, &result, finished);
+        self.insights.record(&counted(
+            &channel.name,
+            position.attempts.saturating_add(1),
+            &result,
+            &verdict,
+            started,
+            finished,
+        ));
+        if channel.slow_down.is_some() && verdict.outcome != Verdicts::Success {
+            self.errors.failed(&channel.name, finished);
+        }
         if member.is_some() {
             let latency = finished.duration_since(started).unsigned_abs();
             self.channels.pools().record(
@@ -280,6 +341,11 @@ impl Executor {
                 error.as_deref(),
             );
         }
+        let template = step.template(position.retry_choice);
+        let cut = self
+            .adapt_cut(template, &channel.name, &verdict, finished)
+            .await;
+        position.adapt_cut = cut.as_ref().map(|(cut, _)| cut.from);
         self.conclude(
             job,
             &policy,
@@ -289,6 +355,7 @@ impl Executor {
                 channel: located.channel.name.clone(),
                 member,
                 quick_tries,
+                cut,
                 started,
                 finished,
                 result,
@@ -296,6 +363,47 @@ impl Executor {
                 note,
             },
         )
+    }
+
+    /// The job held instead of attempted when `channel` is past its
+    /// `slow_down` threshold and the job has delays left: suspended a
+    /// random time within the channel's delay, reason `slowed`, nothing
+    /// burnt.
+    fn slowed_down(
+        &self,
+        job: &JobRecord,
+        policy: &CompiledPolicy,
+        position: &Position,
+        channel: &crate::model::Channel,
+    ) -> Option<Transition> {
+        let slow = channel.slow_down.as_ref()?;
+        if job.slowed >= slow.max_delays || !self.errors.is_over(&channel.name) {
+            return None;
+        }
+        let now = self.clock.now();
+        let until = crate::clock::later(now, slow.delay_for(fastrand::f64()));
+        let held = next(position, &Event::SlowedDown { until }, policy, now);
+        metrics::counter!("steadfast_slowed_total", "channel" => channel.name.clone()).increment(1);
+        let mut transition = self.unattempted(job, policy, &held, now);
+        transition.slowed_added = 1;
+        Some(transition)
+    }
+
+    /// The cut `channel`'s history makes in `template`'s retries, asked
+    /// only when the answer calls for a retry and the template adapts.
+    async fn adapt_cut(
+        &self,
+        template: &crate::model::RetryTemplate,
+        channel: &str,
+        verdict: &crate::retry::Verdict,
+        now: Timestamp,
+    ) -> Option<(crate::pacing::cuts::Cut, Duration)> {
+        let adapt = template.adapt.as_ref()?;
+        if !matches!(verdict.outcome, Verdicts::Retry | Verdicts::RefreshAuth) {
+            return None;
+        }
+        let cut = self.cuts.cut(&self.store, channel, adapt, now).await?;
+        Some((cut, adapt.window))
     }
 
     /// A parallel step: every branch due now is attempted at once, each
@@ -443,6 +551,17 @@ impl Executor {
             quick_tries,
         } = gate.send(channel, &delivery, step, template).await;
         slot.finish(&verdict, &result, finished);
+        self.insights.record(&counted(
+            &channel.name,
+            at.attempts.saturating_add(1),
+            &result,
+            &verdict,
+            started,
+            finished,
+        ));
+        if channel.slow_down.is_some() && verdict.outcome != Verdicts::Success {
+            self.errors.failed(&channel.name, finished);
+        }
         let answered = Event::Answered {
             started,
             verdict: verdict.clone(),
@@ -466,6 +585,7 @@ impl Executor {
                 channel: name.to_string(),
                 member: None,
                 quick_tries,
+                cut: None,
                 started,
                 finished,
                 result,
@@ -510,6 +630,7 @@ impl Executor {
                 channel: located.channel.name.clone(),
                 member: None,
                 quick_tries: 0,
+                cut: None,
                 started: now,
                 finished: now,
                 result,
@@ -558,6 +679,7 @@ impl Executor {
                     channel,
                     member: None,
                     quick_tries: 0,
+                    cut: None,
                     started: now,
                     finished: now,
                     result,
@@ -622,6 +744,7 @@ impl Executor {
             channel,
             member,
             quick_tries,
+            cut,
             started,
             finished,
             result,
@@ -634,6 +757,27 @@ impl Executor {
             jitter: fastrand::f64(),
         };
         let mut moved = next(position, &event, policy, finished);
+        let note = match &cut {
+            Some((cut, window)) => {
+                // Whether history made the difference: the same answer
+                // without the cut would have been retried.
+                let uncut = Position {
+                    adapt_cut: None,
+                    ..position.clone()
+                };
+                let without = next(&uncut, &event, policy, finished);
+                if without.kind != moved.kind {
+                    let why = adapted_note(cut, *window, member.as_deref().unwrap_or(&channel));
+                    Some(match note {
+                        Some(note) => format!("{note}; {why}"),
+                        None => why,
+                    })
+                } else {
+                    note
+                }
+            }
+            None => note,
+        };
         if let MoveKind::Retry { at, delay } = moved.kind {
             match self.quotas.admit(&job.flow, finished) {
                 Ok(()) => {
@@ -686,6 +830,7 @@ impl Executor {
                 channel,
                 member,
                 quick_tries,
+                cut: None,
                 started,
                 finished,
                 result,
@@ -903,6 +1048,7 @@ impl Executor {
             reason: None,
             policy_version: job.policy_version.clone(),
             attempts_added: 0,
+            slowed_added: 0,
             notify_at: None,
             responses: None,
             branches: None,

@@ -101,6 +101,10 @@ pub struct Engine {
     node: crate::store::Membership,
     heart: JoinHandle<()>,
     pruner: JoinHandle<()>,
+    insights: Arc<crate::pacing::Recorder>,
+    insights_flusher: JoinHandle<()>,
+    errors: Arc<crate::pacing::ErrorWindows>,
+    error_windows: JoinHandle<()>,
     paused: Arc<PausedFlows>,
     traces: Option<Arc<crate::telemetry::traces::Traces>>,
 }
@@ -142,6 +146,8 @@ impl Engine {
                 .map(|p| p.flow),
         );
         let quotas = Arc::new(crate::retry::quota::RetryQuotas::new(config.quotas.clone()));
+        let insights = Arc::new(crate::pacing::Recorder::default());
+        let errors = Arc::new(crate::pacing::ErrorWindows::default());
         let executor = executor::Executor {
             policy: parts.policy,
             channels: parts.channels,
@@ -153,6 +159,9 @@ impl Engine {
             stats: parts.stats,
             metrics: Arc::default(),
             traces: config.traces.clone(),
+            insights: insights.clone(),
+            cuts: Arc::default(),
+            errors: errors.clone(),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let heart = membership::Heart {
@@ -173,6 +182,26 @@ impl Engine {
             retention: config.retention,
         };
         let pruner = tokio::spawn(pruner.run(shutdown_rx.clone()));
+        let insights_flusher = tokio::spawn(insights.clone().run(
+            parts.store.clone(),
+            executor.clock.clone(),
+            shutdown_rx.clone(),
+        ));
+        let watched_policy = executor.policy.clone();
+        let slow_channels = move || {
+            watched_policy
+                .current()
+                .channels
+                .values()
+                .filter_map(|c| c.slow_down.clone().map(|s| (c.name.clone(), s)))
+                .collect()
+        };
+        let error_windows = tokio::spawn(errors.clone().run(
+            parts.store.clone(),
+            executor.clock.clone(),
+            slow_channels,
+            shutdown_rx.clone(),
+        ));
         let scheduler = scheduler::Scheduler {
             executor,
             writer,
@@ -192,6 +221,10 @@ impl Engine {
             node,
             heart,
             pruner,
+            insights,
+            insights_flusher,
+            errors,
+            error_windows,
             paused,
             traces: config.traces,
         })
@@ -200,6 +233,16 @@ impl Engine {
     /// The flows paused, as this node knows them.
     pub fn paused(&self) -> Arc<PausedFlows> {
         self.paused.clone()
+    }
+
+    /// Which channels are past their `slow_down` threshold.
+    pub fn errors(&self) -> Arc<crate::pacing::ErrorWindows> {
+        self.errors.clone()
+    }
+
+    /// This node's channel insights on their way to the step log.
+    pub fn insights(&self) -> Arc<crate::pacing::Recorder> {
+        self.insights.clone()
     }
 
     /// A handle that wakes the scheduler (a job was submitted or retried).
@@ -224,6 +267,12 @@ impl Engine {
         }
         let _ = self.heart.await;
         let _ = self.pruner.await;
+        let _ = self.insights_flusher.await;
+        let _ = self.error_windows.await;
+        // The attempts that finished since the flusher's last turn.
+        if let Err(error) = self.insights.flush(&self.store).await {
+            tracing::error!(%error, "adding channel insights at shutdown failed");
+        }
         if let Err(error) = self.store.node_leave(&self.node).await {
             tracing::error!(%error, "leaving the nodes at shutdown failed");
         }

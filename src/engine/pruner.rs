@@ -125,6 +125,7 @@ mod tests {
                 reason: (to == JobState::Dead).then_some(crate::lifecycle::Reason::Permanent),
                 policy_version: "v".into(),
                 attempts_added: 0,
+                slowed_added: 0,
                 notify_at: None,
                 responses: None,
                 branches: None,

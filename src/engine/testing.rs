@@ -40,5 +40,8 @@ pub async fn executor(yaml: &str, now: Timestamp) -> Executor {
         stats: Arc::new(NoStats),
         metrics: Default::default(),
         traces: None,
+        insights: Arc::default(),
+        cuts: Arc::default(),
+        errors: Arc::default(),
     }
 }

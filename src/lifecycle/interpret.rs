@@ -56,6 +56,9 @@ pub struct Attempted {
     pub held: Duration,
     /// The step's `retry` entry chosen for the job (`None`: its own).
     pub retry_choice: Option<usize>,
+    /// The attempt number from which the channel's history says retries
+    /// do not succeed (an `adapt` template; `None`: no cut).
+    pub adapt_cut: Option<u32>,
 }
 
 /// What the engine does next.
@@ -135,8 +138,13 @@ pub fn decide(
                 Some(total) => when <= later(later(at.series_started_at, total), at.held),
                 None => true,
             };
-            match retry_at {
-                Some((when, delay)) if within_deadline(when) => match hold_at(step, when) {
+            let scheduled = retry_at.filter(|(when, _)| within_deadline(*when));
+            // History cuts a retry the template would have made.
+            let cut = at
+                .adapt_cut
+                .is_some_and(|cut| at.attempts.saturating_add(1) >= cut);
+            match scheduled {
+                Some((when, delay)) if !cut => match hold_at(step, when) {
                     Some(hold) => Then::Suspend {
                         at: when,
                         delay,
@@ -147,7 +155,10 @@ pub fn decide(
                 _ if at.channel_index + 1 < step.channel_count() => Then::Fallback {
                     channel_index: at.channel_index + 1,
                 },
-                _ => Then::Dead {
+                Some(_) => Then::Dead {
+                    reason: Reason::Adapted,
+                },
+                None => Then::Dead {
                     reason: Reason::Exhausted,
                 },
             }
@@ -299,6 +310,7 @@ mod tests {
             series_started_at: now,
             held: Duration::ZERO,
             retry_choice: None,
+            adapt_cut: None,
         };
         let mut out = Vec::new();
         loop {
@@ -395,6 +407,7 @@ mod tests {
             series_started_at: t0(),
             held: secs(3600),
             retry_choice: None,
+            adapt_cut: None,
         };
         // 10s of active time + 8s delay fits the 20s deadline once the held
         // hour is left out.
@@ -407,6 +420,7 @@ mod tests {
         let not_held = Attempted {
             held: Duration::ZERO,
             retry_choice: None,
+            adapt_cut: None,
             ..pos
         };
         assert!(matches!(
@@ -427,6 +441,7 @@ mod tests {
             total_timeout: None,
             jitter: Jitter::None,
             retry_after_cap: secs(3600),
+            adapt: None,
         };
         let f = flow(vec![step("s", template, &[])]);
         assert_eq!(offsets(&run_failing(&f, 0.5)), vec![0, 60, 360, 3960]);
@@ -442,6 +457,7 @@ mod tests {
             series_started_at: t0(),
             held: Duration::ZERO,
             retry_choice: None,
+            adapt_cut: None,
         };
         let v = Verdict {
             retry_after: Some(secs(30)),
@@ -488,6 +504,7 @@ mod tests {
             series_started_at: t0(),
             held: Duration::ZERO,
             retry_choice: None,
+            adapt_cut: None,
         };
         assert_eq!(
             decide(&f, &pos, &verdict(Outcome::Fail), t0(), 0.5),
@@ -510,6 +527,7 @@ mod tests {
             series_started_at: t0(),
             held: Duration::ZERO,
             retry_choice: None,
+            adapt_cut: None,
         };
         assert_eq!(
             decide(&f, &pos, &verdict(Outcome::Success), t0(), 0.5),
@@ -635,6 +653,57 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_by_history_ends_the_series_sooner_and_says_so_only_when_it_decided() {
+        let alone = flow(vec![step("s", no_jitter("standard"), &[])]);
+        let with_fallback = flow(vec![step("s", no_jitter("standard"), &["backup"])]);
+        let failed = verdict(Outcome::Retry);
+        let pos = |attempts, adapt_cut| Attempted {
+            step_index: 0,
+            channel_index: 0,
+            attempts,
+            series_started_at: t0(),
+            held: Duration::ZERO,
+            retry_choice: None,
+            adapt_cut,
+        };
+        // History says attempts from #4 do not succeed: after the third,
+        // no retry; dead for that reason, or on to the fallback.
+        assert!(matches!(
+            decide(&alone, &pos(2, Some(4)), &failed, t0(), 0.5),
+            Then::Retry { .. }
+        ));
+        assert_eq!(
+            decide(&alone, &pos(3, Some(4)), &failed, t0(), 0.5),
+            Then::Dead {
+                reason: Reason::Adapted
+            }
+        );
+        assert_eq!(
+            decide(&with_fallback, &pos(3, Some(4)), &failed, t0(), 0.5),
+            Then::Fallback { channel_index: 1 }
+        );
+        // Retries that ran out anyway are `exhausted`, cut or not.
+        let last = RetryTemplate::builtin("standard").unwrap().retries + 1;
+        assert_eq!(
+            decide(&alone, &pos(last, Some(2)), &failed, t0(), 0.5),
+            Then::Dead {
+                reason: Reason::Exhausted
+            }
+        );
+        // A success is a success.
+        assert_eq!(
+            decide(
+                &alone,
+                &pos(5, Some(2)),
+                &verdict(Outcome::Success),
+                t0(),
+                0.5
+            ),
+            Then::Succeeded
+        );
+    }
+
+    #[test]
     fn a_failure_off_hours_is_retried_with_the_off_hours_template() {
         let conservative = Arc::new(no_jitter("conservative"));
         let s = office_step(OffHours::Retry(conservative), MaintenanceRule::Suspend);
@@ -646,6 +715,7 @@ mod tests {
             series_started_at: at("2026-05-08T21:00:00Z"),
             held: Duration::ZERO,
             retry_choice: None,
+            adapt_cut: None,
         };
         let failed = verdict(Outcome::Retry);
         // 17:59 EDT: in hours, aggressive's second delay.
@@ -705,6 +775,7 @@ mod tests {
             series_started_at: at("2026-05-08T21:59:30Z"),
             held: Duration::ZERO,
             retry_choice: None,
+            adapt_cut: None,
         };
         // Failing at 17:59:55 EDT, the 8s retry would be at 18:00:03.
         let now = at("2026-05-08T21:59:55Z");
@@ -756,6 +827,7 @@ mod tests {
                 series_started_at,
                 held,
                 retry_choice: None,
+                adapt_cut: None,
             };
             match decide(f, &pos, &verdict(Outcome::Retry), now, 0.5) {
                 Then::Retry { at, .. } => now = at,
@@ -784,6 +856,7 @@ mod tests {
             total_timeout: Some(secs(40 * 60)),
             jitter: Jitter::None,
             retry_after_cap: secs(3600),
+            adapt: None,
         };
         let hourly = (0..24)
             .map(|h| format!("{h:02}:00-{h:02}:05"))

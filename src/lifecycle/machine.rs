@@ -12,6 +12,7 @@
 //! | --- | --- |
 //! | [`Event::Claimed`] | `Attempt`; `Hold` (calendar; flow, step or channel gone) |
 //! | [`Event::Paused`] | `Hold` (`paused`) |
+//! | [`Event::SlowedDown`] | `Hold` (`slowed`) |
 //! | [`Event::BreakerOpen`] | `Skip` to the next fallback; `Hold` (`breaker_open`) |
 //! | [`Event::NoSlot`], [`Event::HandedBack`] | `Wait` |
 //! | [`Event::Answered`] | `Retry`, `RetryHeld` (calendar), `Fallback`, `NextStep`, `Succeeded`, `Dead` |
@@ -69,6 +70,10 @@ pub struct Position {
     /// step's own template). Evaluated by the executor at each attempt, as
     /// the payload may have been edited.
     pub retry_choice: Option<usize>,
+    /// The attempt number from which the channel's history says retries
+    /// do not succeed (the template's `adapt`), as the executor read it
+    /// before deciding (`None`: no cut).
+    pub adapt_cut: Option<u32>,
 }
 
 impl Position {
@@ -89,6 +94,7 @@ impl Position {
             due: Some(due),
             notify_attempts: 0,
             retry_choice: None,
+            adapt_cut: None,
         }
     }
 
@@ -109,6 +115,7 @@ impl Position {
             due: landing.next_at,
             notify_attempts: landing.notify_attempts,
             retry_choice: self.retry_choice,
+            adapt_cut: self.adapt_cut,
         }
     }
 }
@@ -120,6 +127,9 @@ pub enum Event {
     Claimed,
     /// Claimed, but its flow is paused by an operator.
     Paused,
+    /// Claimed, but its channel is past its `slow_down` threshold: no
+    /// attempt before `until`.
+    SlowedDown { until: Timestamp },
     /// Claimed at the start of a step whose `when` does not hold for the
     /// job: the step is skipped.
     WhenFalse,
@@ -357,6 +367,7 @@ pub fn next(at: &Position, event: &Event, policy: &CompiledPolicy, now: Timestam
             Reason::Paused,
             now,
         ),
+        Event::SlowedDown { until } => hold(at, at.step_index, *until, Reason::Slowed, now),
         Event::NoSlot { until } => wait(at, *until, now),
         Event::HandedBack => wait(at, at.due.unwrap_or(now), now),
         Event::Answered {
@@ -562,6 +573,7 @@ fn attempted(at: &Position, located: &Located<'_>, started: Timestamp) -> Attemp
         },
         held: at.held,
         retry_choice: at.retry_choice,
+        adapt_cut: at.adapt_cut,
     }
 }
 

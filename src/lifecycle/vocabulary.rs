@@ -178,10 +178,16 @@ words! {
         FlowRemoved => "flow_removed",
         /// An operator paused the job's flow.
         Paused => "paused",
+        /// Held by its channel's `slow_down` (errors past the threshold)
+        /// or by the engine's health, burning nothing.
+        Slowed => "slowed",
         /// Dead: every channel's retries ran out.
         Exhausted => "exhausted",
         /// Dead: the classifier called the failure permanent.
         Permanent => "permanent",
+        /// Dead: the channel's history says retries past this attempt
+        /// number do not succeed (an `adapt` template).
+        Adapted => "adapted",
     }
 }
 

@@ -21,7 +21,7 @@ pub use limits::{
     BreakerConfig, FailureRatio, PathSegment, Rate, RefreshAuth, RefreshBody, TokenPath,
 };
 pub use signing::{Signing, SigningKey};
-pub use template::{Backoff, Jitter, RetryTemplate};
+pub use template::{Adapt, Backoff, Jitter, RetryTemplate};
 
 /// The step name under which `on_dead` notifications are recorded; no flow
 /// may name a step so.
@@ -219,6 +219,29 @@ pub struct Channel {
     /// The most attempts in flight at once.
     pub concurrency: Option<u32>,
     pub quick_retry: Option<QuickRetry>,
+    pub slow_down: Option<SlowDown>,
+}
+
+/// Past `errors` failed attempts within `per`, new attempts wait a random
+/// time in `delay`, each job at most `max_delays` times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlowDown {
+    pub errors: u32,
+    pub per: Duration,
+    pub delay: (Duration, Duration),
+    pub max_delays: u32,
+}
+
+impl SlowDown {
+    pub const DEFAULT_MAX_DELAYS: u32 = 5;
+    pub const MAX_PER: Duration = Duration::from_secs(3600);
+    pub const MAX_DELAY: Duration = Duration::from_secs(3600);
+
+    /// The wait for a uniform `sample` in `[0, 1)`.
+    pub fn delay_for(&self, sample: f64) -> Duration {
+        let (min, max) = self.delay;
+        min + (max - min).mul_f64(sample.clamp(0.0, 1.0))
+    }
 }
 
 /// Tries made again at once within one attempt, for the error kinds `on`.

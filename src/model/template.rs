@@ -15,6 +15,23 @@ pub struct RetryTemplate {
     pub jitter: Jitter,
     /// Upper bound of an honoured `Retry-After`.
     pub retry_after_cap: Duration,
+    /// Retries cut where the channel's history says they do not succeed.
+    pub adapt: Option<Adapt>,
+}
+
+/// `adapt`: the history a template's retries read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Adapt {
+    pub window: Duration,
+    pub min_samples: u64,
+    /// A fraction: 0.01 for `1%`.
+    pub stop_below: f64,
+}
+
+impl Adapt {
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+    pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+    pub const DEFAULT_MIN_SAMPLES: u64 = 100;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +84,7 @@ impl RetryTemplate {
             total_timeout: None,
             jitter: Self::DEFAULT_JITTER,
             retry_after_cap: Self::DEFAULT_RETRY_AFTER_CAP,
+            adapt: None,
         }
     }
 
@@ -92,6 +110,7 @@ impl RetryTemplate {
             total_timeout: None,
             jitter: Self::DEFAULT_JITTER,
             retry_after_cap: Self::DEFAULT_MAX_INTERVAL,
+            adapt: None,
         }
     }
 

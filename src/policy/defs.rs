@@ -165,6 +165,24 @@ pub struct TemplateDef {
     /// written, else 1h.
     #[schemars(with = "Option<super::schema::DurationText>")]
     pub retry_after_cap: Option<Text>,
+    /// Stop retrying past the attempt number after which this channel's
+    /// success rate fell below `stop_below`, by its recent history.
+    pub adapt: Option<AdaptDef>,
+}
+
+/// `adapt: { window: 7d, min_samples: 200, stop_below: 1% }`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct AdaptDef {
+    /// How much history counts: `7d` unless written (at most `30d`).
+    #[schemars(with = "Option<super::schema::DurationText>")]
+    pub window: Option<Text>,
+    /// Attempts needed at an attempt number (and after it) before history
+    /// may cut there; 100 unless written.
+    pub min_samples: Option<u64>,
+    /// The success rate below which retrying stops: `1%` or `0.01`.
+    pub stop_below: Text,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -340,6 +358,26 @@ pub struct ChannelDef {
     /// with one of the named error kinds: a dropped connection does not
     /// cost a durable retry.
     pub quick_retry: Option<QuickRetryDef>,
+    /// Past `errors` failed attempts within `per`, new attempts on the
+    /// channel wait a random `delay` (suspended, reason `slowed`, burning
+    /// nothing), each job at most `max_delays` times.
+    pub slow_down: Option<SlowDownDef>,
+}
+
+/// `slow_down: { errors: 100, per: 3m, delay: 10s..60s, max_delays: 5 }`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[derive(schemars::JsonSchema)]
+pub struct SlowDownDef {
+    /// Failed attempts within `per` past which the channel slows down.
+    pub errors: u32,
+    /// The sliding interval errors are counted over (1s to 1h).
+    pub per: Text,
+    /// How long a new attempt waits: `10s..60s` (a random time between) or
+    /// one duration.
+    pub delay: Text,
+    /// The most times one job is delayed so; 5 unless written.
+    pub max_delays: Option<u32>,
 }
 
 /// `quick_retry: { attempts: 2, delay: 200ms, on: [connect, reset] }`.

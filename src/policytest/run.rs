@@ -44,6 +44,7 @@ pub fn run_case(policy: &CompiledPolicy, case: Case) -> CaseResult {
         Options {
             limit: MAX_ANSWERS + 1,
             split: JitterSplit::Refuse,
+            history: Default::default(),
         },
         Some(&case.job),
         |_| answers.next(),

@@ -190,6 +190,7 @@ mod tests {
             total_timeout: None,
             jitter: Jitter::None,
             retry_after_cap: RetryTemplate::DEFAULT_RETRY_AFTER_CAP,
+            adapt: None,
         };
         assert_eq!(nominal_series(&t), vec![60, 300, 3600, 18000, 43200]);
         assert_eq!(nominal_delay(&t, 6), None);
@@ -208,6 +209,7 @@ mod tests {
             total_timeout: None,
             jitter: Jitter::Proportional(0.2),
             retry_after_cap: secs(3600),
+            adapt: None,
         };
         assert_eq!(delay_before_retry(&t, 2000, 0.99), Some(secs(3600)));
     }

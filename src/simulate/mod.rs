@@ -270,11 +270,15 @@ pub enum JitterSplit {
 }
 
 /// How a run is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// The most attempts before the run stops with [`End::Limit`].
     pub limit: u32,
     pub split: JitterSplit,
+    /// Where each channel's history cuts the retries of templates that
+    /// `adapt`: the first attempt number not made, by channel (`explain
+    /// --history`). Empty: no history.
+    pub history: std::collections::BTreeMap<String, u32>,
 }
 
 /// Where one lane stands: the job's position, and when its next attempt is
@@ -318,6 +322,7 @@ impl Lane {
         answer: &Answer,
         at: Timestamp,
         sample: f64,
+        history: &std::collections::BTreeMap<String, u32>,
     ) -> Result<(Move, Option<Verdict>), String> {
         let position = &self.position;
         let flow = policy.flow(&position.flow);
@@ -328,6 +333,20 @@ impl Lane {
         let channel = step
             .channel_at(position.channel_index)
             .unwrap_or(&step.channel);
+        // The cut history makes, for a template that adapts.
+        let adapts = template_at(step, at, position.retry_choice).adapt.is_some();
+        let cut = history.get(channel).copied().filter(|_| adapts);
+        let cut_position;
+        let position = match cut {
+            Some(cut) => {
+                cut_position = Position {
+                    adapt_cut: Some(cut),
+                    ..position.clone()
+                };
+                &cut_position
+            }
+            None => position,
+        };
         let result = match answer {
             Answer::BreakerOpen => {
                 let Some(breaker) = policy.channel(channel).and_then(|c| c.breaker.as_ref()) else {
@@ -544,7 +563,7 @@ pub fn simulate(
         let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(3);
         for ((lane, sample), at) in lanes.iter().zip(SAMPLES).zip(starts) {
             let (moved, verdict) = lane
-                .answer(policy, &answer, at, sample)
+                .answer(policy, &answer, at, sample, &options.history)
                 .map_err(|channel| SimError::NoBreaker {
                     answer: answered,
                     channel,

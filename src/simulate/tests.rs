@@ -21,6 +21,7 @@ fn opts(limit: u32) -> Options {
     Options {
         limit,
         split: JitterSplit::Refuse,
+        history: Default::default(),
     }
 }
 
@@ -273,6 +274,7 @@ fn a_path_that_depends_on_jitter_is_refused() {
         Options {
             limit: 100,
             split: JitterSplit::FollowNominal,
+            history: Default::default(),
         },
         None,
         |_| Some(Answer::Failing),

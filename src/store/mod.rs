@@ -28,9 +28,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 pub use records::{
-    AttemptRecord, ClaimedJob, Decision, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
-    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, Outcome, PausedFlow, PayloadEdit,
-    Reason, Retention, RetryBatch, StateCounts, Transition,
+    AttemptRecord, ClaimedJob, Decision, InsertOutcome, InsightCount, JobFilter, JobPage,
+    JobRecord, JobState, JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, Outcome,
+    PausedFlow, PayloadEdit, Reason, Retention, RetryBatch, StateCounts, Transition,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -290,6 +290,28 @@ pub trait StepLog: Send + Sync + 'static {
     /// The paused flows.
     async fn flows_paused(&self) -> StoreResult<Vec<PausedFlow>>;
 
+    /// Adds `counts` to the channels' hourly insight counts, in one
+    /// transaction.
+    async fn insights_add(&self, counts: &[InsightCount]) -> StoreResult<()>;
+
+    /// `channel`'s insight counts from the hour starting at `since_hour`
+    /// (milliseconds) on.
+    async fn insights_of(&self, channel: &str, since_hour: i64) -> StoreResult<Vec<InsightCount>>;
+
+    /// Deletes insight counts of hours before `before_hour`; how many.
+    async fn insights_prune(&self, before_hour: i64) -> StoreResult<u64>;
+
+    /// Adds failed attempts to channels' per-second counts: `(channel,
+    /// second in milliseconds, count)`.
+    async fn channel_errors_add(&self, counts: &[(String, i64, i64)]) -> StoreResult<()>;
+
+    /// `channel`'s failed attempts from second `since` (milliseconds) on,
+    /// from every node.
+    async fn channel_errors_since(&self, channel: &str, since: i64) -> StoreResult<i64>;
+
+    /// Deletes per-second error counts before `before`; how many.
+    async fn channel_errors_prune(&self, before: i64) -> StoreResult<u64>;
+
     /// Deletes up to `limit` jobs in `state` last changed before `before`,
     /// with their attempts and payload edits, in one short transaction;
     /// how many.
@@ -425,8 +447,8 @@ mod tests {
             include_str!("../../migrations/postgres/0002_vocabulary_checks.sql"),
         ];
         let jobs = [
-            include_str!("../../migrations/sqlite/0008_paused_flows.sql"),
-            include_str!("../../migrations/postgres/0005_paused_flows.sql"),
+            include_str!("../../migrations/sqlite/0013_pacing_reasons.sql"),
+            include_str!("../../migrations/postgres/0011_pacing_reasons.sql"),
         ];
         for sql in attempts.map(flat) {
             for check in [

@@ -22,14 +22,15 @@ use tokio::task::JoinHandle;
 
 use super::plan::{due_first, runs_of_distinct_jobs, DueLanes, Lease, RoundRobin};
 use super::rows::{
-    attempt_from_row, counts_by_flow, job_from_row, jobs_from_rows, ms, node_from_row, opt_ms,
-    opt_timestamp, paused_flow_from_row, payload_edit_from_row, same_payload, state_counts,
+    attempt_from_row, counts_by_flow, insight_count_from_row, job_from_row, jobs_from_rows, ms,
+    node_from_row, opt_ms, opt_timestamp, paused_flow_from_row, payload_edit_from_row,
+    same_payload, state_counts,
 };
 use super::sql::{Dialect, Sql};
 use super::{
-    migrator, AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
-    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PausedFlow, PayloadEdit,
-    RetryBatch, StateCounts, StepLog, StoreError, StoreResult, Transition,
+    migrator, AttemptRecord, ClaimedJob, InsertOutcome, InsightCount, JobFilter, JobPage,
+    JobRecord, JobState, JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PausedFlow,
+    PayloadEdit, RetryBatch, StateCounts, StepLog, StoreError, StoreResult, Transition,
 };
 use crate::channels::breaker::BreakerChange;
 use crate::lifecycle::Reason;
@@ -82,6 +83,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         9,
         "pacing: quick tries within an attempt",
         include_str!("../../migrations/postgres/0009_pacing.sql"),
+    ),
+    (
+        10,
+        "channel insights and error counts",
+        include_str!("../../migrations/postgres/0010_insights.sql"),
+    ),
+    (
+        11,
+        "reasons slowed and adapted; times slowed",
+        include_str!("../../migrations/postgres/0011_pacing_reasons.sql"),
     ),
 ];
 
@@ -615,21 +626,22 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
                      lease_owner = CASE WHEN t.running THEN jobs.lease_owner END, \
                      lease_until = CASE WHEN t.running THEN jobs.lease_until END, \
                      responses = COALESCE(t.responses, jobs.responses), \
-                     branches = COALESCE(t.branches, jobs.branches) \
+                     branches = COALESCE(t.branches, jobs.branches), \
+                     slowed = jobs.slowed + t.slowed \
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
                              $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], \
                              $10::bigint[], $11::text[], $12::text[], $13::bigint[], \
                              $14::bigint[], $15::bigint[], $16::boolean[], $17::bigint[], \
-                             $18::text[], $19::text[]) \
+                             $18::text[], $19::text[], $20::bigint[]) \
                       AS t (id, owner, state, step_index, step, channel_index, attempt, \
                             series_started_at, held_ms, next_at, reason, version, notify_at, \
-                            now, counts, running, lease, responses, branches) \
+                            now, counts, running, lease, responses, branches, slowed) \
                  WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_owner = t.owner \
                      AND jobs.lease_until IS NOT DISTINCT FROM t.lease \
                  RETURNING jobs.id), \
              recorded AS ({}) \
              SELECT id FROM moved",
-            insert_attempts_sql(20, "a.job_id IN (SELECT id FROM moved)")
+            insert_attempts_sql(21, "a.job_id IN (SELECT id FROM moved)")
         )
     });
     let ids: Vec<&str> = run.iter().map(|t| t.job_id.as_str()).collect();
@@ -651,6 +663,7 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
     let leases: Vec<Option<i64>> = run.iter().map(|t| opt_ms(t.lease_until)).collect();
     let responses: Vec<Option<&str>> = run.iter().map(|t| t.responses.as_deref()).collect();
     let branches: Vec<Option<&str>> = run.iter().map(|t| t.branches.as_deref()).collect();
+    let slowed: Vec<i64> = run.iter().map(|t| i64::from(t.slowed_added)).collect();
     let recorded: Vec<&AttemptRecord> = run
         .iter()
         .flat_map(|t| t.attempt.iter().chain(&t.branch_attempts))
@@ -675,7 +688,8 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
         .bind(&running)
         .bind(&leases)
         .bind(&responses)
-        .bind(&branches);
+        .bind(&branches)
+        .bind(&slowed);
     let moved = recorded.bind(query).fetch_all(&mut *conn).await?;
     let moved: HashSet<String> = moved
         .iter()
@@ -1038,6 +1052,100 @@ impl StepLog for PgStepLog {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn insights_add(&self, counts: &[InsightCount]) -> StoreResult<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        // One statement for the lot, in the order given (the same order on
+        // every node, so that concurrent flushes lock rows alike).
+        static ADD: LazyLock<String> = LazyLock::new(|| {
+            "INSERT INTO insight_counts (channel, hour, metric, key, count) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]) \
+             ON CONFLICT (channel, hour, metric, key) \
+             DO UPDATE SET count = insight_counts.count + excluded.count"
+                .to_string()
+        });
+        let channels: Vec<&str> = counts.iter().map(|c| c.channel.as_str()).collect();
+        let hours: Vec<i64> = counts.iter().map(|c| c.hour).collect();
+        let metrics: Vec<&str> = counts.iter().map(|c| c.metric.as_str()).collect();
+        let keys: Vec<&str> = counts.iter().map(|c| c.key.as_str()).collect();
+        let values: Vec<i64> = counts.iter().map(|c| c.count).collect();
+        sqlx::query(sqlx::AssertSqlSafe(ADD.as_str()))
+            .bind(&channels)
+            .bind(&hours)
+            .bind(&metrics)
+            .bind(&keys)
+            .bind(&values)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insights_of(&self, channel: &str, since_hour: i64) -> StoreResult<Vec<InsightCount>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.insights_of.as_str()))
+            .bind(channel)
+            .bind(since_hour)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(insight_count_from_row).collect()
+    }
+
+    async fn insights_prune(&self, before_hour: i64) -> StoreResult<u64> {
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(SQL.insights_prune.as_str()))
+            .bind(before_hour)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted)
+    }
+
+    async fn channel_errors_add(&self, counts: &[(String, i64, i64)]) -> StoreResult<()> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        static ADD: LazyLock<String> = LazyLock::new(|| {
+            "INSERT INTO channel_errors (channel, second, count) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
+             ON CONFLICT (channel, second) \
+             DO UPDATE SET count = channel_errors.count + excluded.count"
+                .to_string()
+        });
+        let channels: Vec<&str> = counts.iter().map(|(c, _, _)| c.as_str()).collect();
+        let seconds: Vec<i64> = counts.iter().map(|(_, s, _)| *s).collect();
+        let values: Vec<i64> = counts.iter().map(|(_, _, n)| *n).collect();
+        sqlx::query(sqlx::AssertSqlSafe(ADD.as_str()))
+            .bind(&channels)
+            .bind(&seconds)
+            .bind(&values)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn channel_errors_since(&self, channel: &str, since: i64) -> StoreResult<i64> {
+        // SUM of BIGINT is NUMERIC in PostgreSQL.
+        static SINCE: LazyLock<String> = LazyLock::new(|| {
+            "SELECT COALESCE(SUM(count), 0)::bigint FROM channel_errors \
+             WHERE channel = $1 AND second >= $2"
+                .to_string()
+        });
+        let sum: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(SINCE.as_str()))
+            .bind(channel)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(sum)
+    }
+
+    async fn channel_errors_prune(&self, before: i64) -> StoreResult<u64> {
+        let deleted = sqlx::query(sqlx::AssertSqlSafe(SQL.channel_errors_prune.as_str()))
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(deleted)
     }
 
     async fn flows_paused(&self) -> StoreResult<Vec<PausedFlow>> {

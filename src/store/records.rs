@@ -82,6 +82,9 @@ pub struct JobRecord {
     /// The branches of its parallel steps (see
     /// [`crate::engine::branches::Branches`]).
     pub branches: Option<String>,
+    /// How many times its channel's `slow_down` delayed it (for
+    /// `max_delays`).
+    pub slowed: u32,
 }
 
 #[cfg(test)]
@@ -115,6 +118,7 @@ impl JobRecord {
             priority: 0,
             responses: None,
             branches: None,
+            slowed: 0,
         }
     }
 }
@@ -184,6 +188,9 @@ pub struct Transition {
     /// Attempts of the job the transition records (0 or 1), added to
     /// `attempts_total`: decided by the state machine, not the store.
     pub attempts_added: u32,
+    /// Added to the job's `slowed` (1 when its channel's `slow_down`
+    /// delayed it).
+    pub slowed_added: u32,
     /// Set when the job dies and its flow has an `on_dead` notification.
     pub notify_at: Option<Timestamp>,
     /// The job's kept step responses, when this move adds one (`None`:
@@ -238,6 +245,20 @@ impl Retention {
         .filter_map(|(state, age)| Some((state, age?)))
         .collect()
     }
+}
+
+/// One count of a channel's hour (see `pacing::insights`): added to by
+/// every node, summed by readers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InsightCount {
+    pub channel: String,
+    /// The hour's start, in milliseconds since the epoch.
+    pub hour: i64,
+    /// `attempts`, `successes`, `errors` or `latency`.
+    pub metric: String,
+    /// The attempt number, error kind or latency bucket.
+    pub key: String,
+    pub count: i64,
 }
 
 /// A flow an operator paused.

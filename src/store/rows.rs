@@ -7,8 +7,8 @@ use jiff::Timestamp;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{
-    AttemptRecord, JobRecord, NodeRecord, PausedFlow, PayloadEdit, StateCounts, StoreError,
-    StoreResult,
+    AttemptRecord, InsightCount, JobRecord, NodeRecord, PausedFlow, PayloadEdit, StateCounts,
+    StoreError, StoreResult,
 };
 use crate::lifecycle::{JobState, Word};
 
@@ -115,6 +115,7 @@ pub(super) fn job_from_row(row: &impl Columns) -> StoreResult<JobRecord> {
             .map_err(|_| StoreError::Corrupt("priority out of range".into()))?,
         responses: row.opt_text("responses")?,
         branches: row.opt_text("branches")?,
+        slowed: count_of(row, "slowed")?,
         notify_at: opt_time_of(row, "notify_at")?,
         notify_attempts: count_of(row, "notify_attempts")?,
     })
@@ -166,6 +167,16 @@ pub(super) fn paused_flow_from_row(row: &impl Columns) -> StoreResult<PausedFlow
         flow: row.text("flow")?,
         paused_at: time_of(row, "paused_at")?,
         paused_by: row.text("paused_by")?,
+    })
+}
+
+pub(super) fn insight_count_from_row(row: &impl Columns) -> StoreResult<InsightCount> {
+    Ok(InsightCount {
+        channel: row.text("channel")?,
+        hour: row.int("hour")?,
+        metric: row.text("metric")?,
+        key: row.text("key")?,
+        count: row.int("count")?,
     })
 }
 

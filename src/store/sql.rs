@@ -146,6 +146,20 @@ pub(super) struct Sql {
     pub flow_unpause: String,
     /// The paused flows.
     pub flows_paused: String,
+    /// Adds to a channel's hourly count: `channel`, `hour`, `metric`,
+    /// `key`, `count`.
+    pub insight_add: String,
+    /// A channel's counts from an hour on: `channel`, `since`.
+    pub insights_of: String,
+    /// Counts of hours before `before` deleted.
+    pub insights_prune: String,
+    /// Adds to a channel's errors of a second: `channel`, `second`,
+    /// `count`.
+    pub channel_errors_add: String,
+    /// A channel's errors from a second on: `channel`, `since`.
+    pub channel_errors_since: String,
+    /// Error counts before `before` deleted.
+    pub channel_errors_prune: String,
     /// Jobs by flow and state.
     pub count_by_flow_and_state: String,
     /// Jobs a prune may delete: `state`, `before`, `limit`.
@@ -349,6 +363,39 @@ impl Sql {
             flow_unpause: format!("DELETE FROM paused_flows WHERE flow = {}", p(1)),
             flows_paused: "SELECT flow, paused_at, paused_by FROM paused_flows ORDER BY flow"
                 .to_string(),
+            insight_add: format!(
+                "INSERT INTO insight_counts (channel, hour, metric, key, count) \
+                 VALUES ({}, {}, {}, {}, {}) \
+                 ON CONFLICT (channel, hour, metric, key) \
+                 DO UPDATE SET count = insight_counts.count + excluded.count",
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5)
+            ),
+            insights_of: format!(
+                "SELECT channel, hour, metric, key, count FROM insight_counts \
+                 WHERE channel = {} AND hour >= {} ORDER BY hour, metric, key",
+                p(1),
+                p(2)
+            ),
+            insights_prune: format!("DELETE FROM insight_counts WHERE hour < {}", p(1)),
+            channel_errors_add: format!(
+                "INSERT INTO channel_errors (channel, second, count) VALUES ({}, {}, {}) \
+                 ON CONFLICT (channel, second) \
+                 DO UPDATE SET count = channel_errors.count + excluded.count",
+                p(1),
+                p(2),
+                p(3)
+            ),
+            channel_errors_since: format!(
+                "SELECT COALESCE(SUM(count), 0) FROM channel_errors \
+                 WHERE channel = {} AND second >= {}",
+                p(1),
+                p(2)
+            ),
+            channel_errors_prune: format!("DELETE FROM channel_errors WHERE second < {}", p(1)),
             prunable: format!(
                 "SELECT id FROM jobs WHERE state = {} AND updated_at < {} {}{}",
                 p(1),

@@ -24,6 +24,8 @@ pub struct JobView {
     pub idempotency_key: String,
     /// Within its flow, due jobs of higher priority start first.
     pub priority: i32,
+    /// How many times its channel's `slow_down` delayed it.
+    pub slowed: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub next_at: Option<Timestamp>,
@@ -84,6 +86,7 @@ impl JobView {
             policy_version: job.policy_version,
             attempts_total: job.attempts_total,
             priority: job.priority,
+            slowed: job.slowed,
             branches: attempts
                 .is_some()
                 .then_some(job.branches.as_deref())

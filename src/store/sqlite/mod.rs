@@ -24,14 +24,15 @@ use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 
 use super::plan::Lease;
 use super::rows::{
-    attempt_from_row, counts_by_flow, job_from_row, jobs_from_rows, ms, node_from_row, opt_ms,
-    opt_timestamp, paused_flow_from_row, payload_edit_from_row, state_counts,
+    attempt_from_row, counts_by_flow, insight_count_from_row, job_from_row, jobs_from_rows, ms,
+    node_from_row, opt_ms, opt_timestamp, paused_flow_from_row, payload_edit_from_row,
+    state_counts,
 };
 use super::sql::{Dialect, Sql};
 use super::{
-    migrator, AttemptRecord, ClaimedJob, InsertOutcome, JobFilter, JobPage, JobRecord, JobState,
-    JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PausedFlow, PayloadEdit, Reason,
-    RetryBatch, StateCounts, StepLog, StoreError, StoreResult, Transition,
+    migrator, AttemptRecord, ClaimedJob, InsertOutcome, InsightCount, JobFilter, JobPage,
+    JobRecord, JobState, JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PausedFlow,
+    PayloadEdit, Reason, RetryBatch, StateCounts, StepLog, StoreError, StoreResult, Transition,
 };
 use writer::{ClaimRequest, HotWriter};
 
@@ -91,6 +92,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "pacing: quick tries within an attempt",
         include_str!("../../../migrations/sqlite/0011_pacing.sql"),
+    ),
+    (
+        12,
+        "channel insights and error counts",
+        include_str!("../../../migrations/sqlite/0012_insights.sql"),
+    ),
+    (
+        13,
+        "reasons slowed and adapted; times slowed",
+        include_str!("../../../migrations/sqlite/0013_pacing_reasons.sql"),
     ),
 ];
 
@@ -444,6 +455,50 @@ impl StepLog for SqliteStepLog {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn insights_add(&self, counts: &[InsightCount]) -> StoreResult<()> {
+        let counts = counts.to_vec();
+        self.hot
+            .run(move |c| upkeep::insights_add(c, &counts))
+            .await
+    }
+
+    async fn insights_of(&self, channel: &str, since_hour: i64) -> StoreResult<Vec<InsightCount>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.insights_of.as_str()))
+            .bind(channel)
+            .bind(since_hour)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(insight_count_from_row).collect()
+    }
+
+    async fn insights_prune(&self, before_hour: i64) -> StoreResult<u64> {
+        self.hot
+            .run(move |c| upkeep::insights_prune(c, before_hour))
+            .await
+    }
+
+    async fn channel_errors_add(&self, counts: &[(String, i64, i64)]) -> StoreResult<()> {
+        let counts = counts.to_vec();
+        self.hot
+            .run(move |c| upkeep::channel_errors_add(c, &counts))
+            .await
+    }
+
+    async fn channel_errors_since(&self, channel: &str, since: i64) -> StoreResult<i64> {
+        let sum: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.channel_errors_since.as_str()))
+            .bind(channel)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(sum)
+    }
+
+    async fn channel_errors_prune(&self, before: i64) -> StoreResult<u64> {
+        self.hot
+            .run(move |c| upkeep::channel_errors_prune(c, before))
+            .await
     }
 
     async fn flows_paused(&self) -> StoreResult<Vec<PausedFlow>> {
@@ -859,6 +914,7 @@ mod tests {
             reason: None,
             policy_version: "v1".into(),
             attempts_added: 1,
+            slowed_added: 0,
             notify_at: None,
             responses: None,
             branches: None,

@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::super::rows::{ms, opt_ms};
 use super::super::{
-    AttemptRecord, JobFilter, JobState, JobUpdate, Membership, NotificationClaim, Reason,
-    RetryBatch, StoreResult,
+    AttemptRecord, InsightCount, JobFilter, JobState, JobUpdate, Membership, NotificationClaim,
+    Reason, RetryBatch, StoreResult,
 };
 use super::writer::{begin, job_from_written, record_attempt, INSERT_ATTEMPT};
 use super::SQL;
@@ -268,4 +268,54 @@ pub(super) fn job_update(
             .is_some();
     tx.commit()?;
     Ok(exists.then_some(changed == 1))
+}
+
+pub(super) fn insights_add(
+    connection: &mut Connection,
+    counts: &[InsightCount],
+) -> StoreResult<()> {
+    let tx = begin(connection)?;
+    {
+        let mut add = tx.prepare_cached(&SQL.insight_add)?;
+        for count in counts {
+            add.execute(params![
+                count.channel,
+                count.hour,
+                count.metric,
+                count.key,
+                count.count
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn insights_prune(connection: &mut Connection, before_hour: i64) -> StoreResult<u64> {
+    let deleted = connection
+        .prepare_cached(&SQL.insights_prune)?
+        .execute(params![before_hour])?;
+    Ok(deleted as u64)
+}
+
+pub(super) fn channel_errors_add(
+    connection: &mut Connection,
+    counts: &[(String, i64, i64)],
+) -> StoreResult<()> {
+    let tx = begin(connection)?;
+    {
+        let mut add = tx.prepare_cached(&SQL.channel_errors_add)?;
+        for (channel, second, count) in counts {
+            add.execute(params![channel, second, count])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn channel_errors_prune(connection: &mut Connection, before: i64) -> StoreResult<u64> {
+    let deleted = connection
+        .prepare_cached(&SQL.channel_errors_prune)?
+        .execute(params![before])?;
+    Ok(deleted as u64)
 }

@@ -328,7 +328,7 @@ fn serve(mut connection: Connection, inbox: mpsc::Receiver<Request>) {
 /// The columns of `jobs`, in the order the statements here return them.
 /// Rows are read by position: looking every column's name up in every
 /// claimed row cost an eighth of this thread's time.
-const JOB_COLUMNS: [&str; 25] = [
+const JOB_COLUMNS: [&str; 26] = [
     "id",
     "flow",
     "idempotency_key",
@@ -354,6 +354,7 @@ const JOB_COLUMNS: [&str; 25] = [
     "priority",
     "responses",
     "branches",
+    "slowed",
 ];
 
 /// A job from a row of [`JOB_COLUMNS`] (a `RETURNING *` of `jobs`).
@@ -402,6 +403,7 @@ fn job_column_position(column: &str) -> Option<usize> {
         "priority" => 22,
         "responses" => 23,
         "branches" => 24,
+        "slowed" => 25,
         _ => return None,
     })
 }
@@ -456,7 +458,8 @@ const APPLY_TRANSITION: &str = "UPDATE OR FAIL jobs \
          attempts_total = attempts_total + ?15, \
          lease_owner = CASE WHEN ?16 THEN lease_owner END, \
          lease_until = CASE WHEN ?16 THEN lease_until END, \
-         responses = COALESCE(?18, responses), branches = COALESCE(?19, branches) \
+         responses = COALESCE(?18, responses), branches = COALESCE(?19, branches), \
+         slowed = slowed + ?20 \
      WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND lease_until IS ?17";
 
 pub(super) const INSERT_ATTEMPT: &str =
@@ -603,6 +606,7 @@ fn created_record(job: &NewJob) -> StoreResult<JobRecord> {
         priority: job.priority,
         responses: None,
         branches: None,
+        slowed: 0,
     })
 }
 
@@ -671,6 +675,7 @@ fn apply(tx: &Transaction<'_>, transitions: &[Transition]) -> StoreResult<Vec<bo
             opt_ms(t.lease_until),
             t.responses,
             t.branches,
+            t.slowed_added,
         ])? == 1;
         if moved {
             // The job just updated: see `open` on foreign keys.
