@@ -4,7 +4,10 @@
 //! `healthiest` (the best recent success rate, then the lowest latency),
 //! skipping members whose circuit breaker is open. The state is per node:
 //! counters and each member's recent health, fed by every attempt the node
-//! makes on a member.
+//! makes on a member. Until this node has made [`LOCAL_ENOUGH`] attempts on
+//! a member, `healthiest` reads the member's last hour from the channel
+//! insights every node shares ([`Pools::set_shared`]), so that a node just
+//! started, or one that rarely uses a member, does not judge it on nothing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,6 +21,10 @@ use crate::model::{Pool, PoolStrategy};
 /// How much one attempt moves a member's health averages: about the last
 /// 20 attempts count.
 const HEALTH_WEIGHT: f64 = 0.1;
+
+/// This node's attempts on a member from which its own averages speak
+/// for it (before: the shared insights, when they have as many).
+pub const LOCAL_ENOUGH: u64 = 20;
 
 /// One member's recent health.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,6 +71,8 @@ struct PoolState {
 pub struct Pools {
     pools: Mutex<HashMap<String, PoolState>>,
     health: Mutex<HashMap<String, Health>>,
+    /// Each member's last hour from the shared insights.
+    shared: Mutex<HashMap<String, Health>>,
 }
 
 impl Pools {
@@ -86,9 +95,30 @@ impl Pools {
         }
     }
 
+    /// The health `healthiest` judges `member` by: this node's own
+    /// averages once it has [`LOCAL_ENOUGH`] attempts, else the shared
+    /// insights' when they have as many, else what this node has.
     pub fn health(&self, member: &str) -> Health {
-        let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
-        health.get(member).copied().unwrap_or_default()
+        let local = {
+            let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+            health.get(member).copied().unwrap_or_default()
+        };
+        if local.attempts >= LOCAL_ENOUGH {
+            return local;
+        }
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        match shared.get(member) {
+            Some(shared) if shared.attempts >= LOCAL_ENOUGH => *shared,
+            _ => local,
+        }
+    }
+
+    /// Sets `member`'s health from the insights every node shares.
+    pub fn set_shared(&self, member: &str, health: Health) {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(member.to_string(), health);
     }
 
     /// The member of `pool` (named `name`) the next attempt goes to at
@@ -213,6 +243,28 @@ mod tests {
                 Pick::AllOpen { .. } => "-".to_string(),
             })
             .collect()
+    }
+
+    #[test]
+    fn healthiest_reads_the_shared_history_until_this_node_has_its_own() {
+        let p = pool(PoolStrategy::Healthiest, &[("a", 1), ("b", 1)]);
+        let pools = Pools::default();
+        let breakers = Breakers::new();
+        // No attempts here yet: the cluster says `a` fails half the time.
+        let shared = |success| Health {
+            success,
+            latency: 0.1,
+            attempts: 500,
+        };
+        pools.set_shared("a", shared(0.5));
+        pools.set_shared("b", shared(0.99));
+        assert_eq!(picks(&pools, &p, &breakers, 4), ["b", "b", "b", "b"]);
+        // Once this node has its own say on `a` (all successes), it counts.
+        for _ in 0..LOCAL_ENOUGH {
+            pools.record("a", true, Duration::from_millis(100));
+        }
+        assert_eq!(pools.health("a").success, 1.0);
+        assert!(picks(&pools, &p, &breakers, 4).contains(&"a".to_string()));
     }
 
     #[test]

@@ -206,6 +206,7 @@ pub fn print_job(job: &Value) {
         ("next at", time(&job["next_at"])),
         ("idempotency key", cell(&job["idempotency_key"])),
         ("priority", cell(&job["priority"])),
+        ("times slowed", cell(&job["slowed"])),
         ("created", time(&job["created_at"])),
         ("policy version", cell(&job["policy_version"])),
         ("payload", job["payload"].to_string()),

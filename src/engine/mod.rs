@@ -105,6 +105,7 @@ pub struct Engine {
     insights_flusher: JoinHandle<()>,
     errors: Arc<crate::pacing::ErrorWindows>,
     error_windows: JoinHandle<()>,
+    pool_health: JoinHandle<()>,
     paused: Arc<PausedFlows>,
     traces: Option<Arc<crate::telemetry::traces::Traces>>,
 }
@@ -196,6 +197,30 @@ impl Engine {
                 .filter_map(|c| c.slow_down.clone().map(|s| (c.name.clone(), s)))
                 .collect()
         };
+        let healthiest_policy = executor.policy.clone();
+        let healthiest_members = move || {
+            healthiest_policy
+                .current()
+                .channels
+                .values()
+                .filter_map(|c| match &c.kind {
+                    crate::model::ChannelKind::Pool(pool)
+                        if pool.strategy == crate::model::PoolStrategy::Healthiest =>
+                    {
+                        Some(pool.members.iter().map(|m| m.name.clone()))
+                    }
+                    _ => None,
+                })
+                .flatten()
+                .collect()
+        };
+        let pool_health = tokio::spawn(crate::pacing::pool_health::run(
+            parts.store.clone(),
+            executor.clock.clone(),
+            executor.channels.clone(),
+            healthiest_members,
+            shutdown_rx.clone(),
+        ));
         let error_windows = tokio::spawn(errors.clone().run(
             parts.store.clone(),
             executor.clock.clone(),
@@ -225,6 +250,7 @@ impl Engine {
             insights_flusher,
             errors,
             error_windows,
+            pool_health,
             paused,
             traces: config.traces,
         })
@@ -269,6 +295,7 @@ impl Engine {
         let _ = self.pruner.await;
         let _ = self.insights_flusher.await;
         let _ = self.error_windows.await;
+        let _ = self.pool_health.await;
         // The attempts that finished since the flusher's last turn.
         if let Err(error) = self.insights.flush(&self.store).await {
             tracing::error!(%error, "adding channel insights at shutdown failed");

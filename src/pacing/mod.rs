@@ -3,11 +3,13 @@
 //! in the step log, shared by the nodes, and what they say;
 //! [`recorder`]: this node's counts on their way there; [`cuts`]: where
 //! that history cuts an `adapt` template's retries; [`errors`]: failed
-//! attempts per channel and second, for `slow_down`.
+//! attempts per channel and second, for `slow_down`; [`pool_health`]: the
+//! members' shared history for `healthiest` pools.
 
 pub mod cuts;
 pub mod errors;
 pub mod insights;
+pub mod pool_health;
 pub mod recorder;
 
 pub use cuts::Cuts;
