@@ -310,17 +310,17 @@ impl Executor {
             )
             .await;
         slot.finish(&verdict, &result, finished);
-        self.insights.record(&counted(
-            &channel.name,
-            position.attempts.saturating_add(1),
-            &result,
-            &verdict,
-            started,
-            finished,
-        ));
-        if channel.slow_down.is_some() && verdict.outcome != Verdicts::Success {
-            self.errors.failed(&channel.name, finished);
-        }
+        self.count_attempt(
+            channel,
+            &counted(
+                &channel.name,
+                position.attempts.saturating_add(1),
+                &result,
+                &verdict,
+                started,
+                finished,
+            ),
+        );
         if member.is_some() {
             let latency = finished.duration_since(started).unsigned_abs();
             self.channels.pools().record(
@@ -363,6 +363,19 @@ impl Executor {
                 note,
             },
         )
+    }
+
+    /// Counts an attempt for `channel`'s insights and, on a channel that
+    /// slows down, its failures.
+    fn count_attempt(
+        &self,
+        channel: &crate::model::Channel,
+        attempt: &crate::pacing::insights::Counted<'_>,
+    ) {
+        self.insights.record(attempt);
+        if channel.slow_down.is_some() && !attempt.success {
+            self.errors.failed(&channel.name, attempt.finished);
+        }
     }
 
     /// The job held instead of attempted when `channel` is past its
@@ -551,17 +564,17 @@ impl Executor {
             quick_tries,
         } = gate.send(channel, &delivery, step, template).await;
         slot.finish(&verdict, &result, finished);
-        self.insights.record(&counted(
-            &channel.name,
-            at.attempts.saturating_add(1),
-            &result,
-            &verdict,
-            started,
-            finished,
-        ));
-        if channel.slow_down.is_some() && verdict.outcome != Verdicts::Success {
-            self.errors.failed(&channel.name, finished);
-        }
+        self.count_attempt(
+            channel,
+            &counted(
+                &channel.name,
+                at.attempts.saturating_add(1),
+                &result,
+                &verdict,
+                started,
+                finished,
+            ),
+        );
         let answered = Event::Answered {
             started,
             verdict: verdict.clone(),

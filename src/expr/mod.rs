@@ -455,43 +455,28 @@ impl Shape {
         }
     }
 
-    /// Appends the template text that writes this shape's JSON, noting the
-    /// lines of each expression.
-    fn write(
+    /// Appends this shape's JSON text: `{`, `[`, `,` and `:` as they are,
+    /// literal JSON and keys through `literal`, each expression through
+    /// `expression`. The one walk behind the body's template and the short
+    /// way, so that both write the same text.
+    fn emit<E>(
         &self,
         out: &mut String,
-        lines: &mut Vec<(usize, usize, String)>,
-    ) -> Result<(), SyntaxError> {
+        literal: &impl Fn(&mut String, &str) -> Result<(), E>,
+        expression: &mut impl FnMut(&Expr, &mut String) -> Result<(), E>,
+    ) -> Result<(), E> {
         match self {
-            Shape::Literal(value) => push_literal(out, &value.to_string())?,
-            Shape::Expr(expr) => {
-                out.push('\n');
-                let first = out.matches('\n').count() + 1;
-                // `-` trims the line breaks around the tag from the output:
-                // they only place the expression on lines of its own.
-                match expr.0.kind {
-                    Kind::Text => {
-                        out.push_str(&format!("{{%- filter {JSON_FILTER} %}}"));
-                        out.push_str(expr.source());
-                        out.push_str("{% endfilter -%}");
-                    }
-                    Kind::Value | Kind::Condition => {
-                        out.push_str(&format!("{{{{- ({}) | {JSON_FILTER} -}}}}", expr.source()));
-                    }
-                }
-                let last = out.matches('\n').count() + 1;
-                lines.push((first, last, expr.source().to_string()));
-                out.push('\n');
-            }
+            Shape::Literal(value) => literal(out, &value.to_string())?,
+            Shape::Expr(expr) => expression(expr, out)?,
             Shape::Object(fields) => {
                 out.push('{');
                 for (index, (key, shape)) in fields.iter().enumerate() {
                     if index > 0 {
                         out.push(',');
                     }
-                    push_literal(out, &serde_json::Value::String(key.clone()).to_string())?;
+                    literal(out, &serde_json::Value::String(key.clone()).to_string())?;
                     out.push(':');
-                    shape.write(out, lines)?;
+                    shape.emit(out, literal, expression)?;
                 }
                 out.push('}');
             }
@@ -501,7 +486,7 @@ impl Shape {
                     if index > 0 {
                         out.push(',');
                     }
-                    shape.write(out, lines)?;
+                    shape.emit(out, literal, expression)?;
                 }
                 out.push(']');
             }
@@ -509,36 +494,49 @@ impl Shape {
         Ok(())
     }
 
+    /// Appends the template text that writes this shape's JSON, noting the
+    /// lines of each expression.
+    fn write(
+        &self,
+        out: &mut String,
+        lines: &mut Vec<(usize, usize, String)>,
+    ) -> Result<(), SyntaxError> {
+        self.emit(out, &push_literal, &mut |expr, out| {
+            out.push('\n');
+            let first = out.matches('\n').count() + 1;
+            // `-` trims the line breaks around the tag from the output:
+            // they only place the expression on lines of its own.
+            match expr.0.kind {
+                Kind::Text => {
+                    out.push_str(&format!("{{%- filter {JSON_FILTER} %}}"));
+                    out.push_str(expr.source());
+                    out.push_str("{% endfilter -%}");
+                }
+                Kind::Value | Kind::Condition => {
+                    out.push_str(&format!("{{{{- ({}) | {JSON_FILTER} -}}}}", expr.source()));
+                }
+            }
+            let last = out.matches('\n').count() + 1;
+            lines.push((first, last, expr.source().to_string()));
+            out.push('\n');
+            Ok(())
+        })
+    }
+
     /// Appends this shape's JSON by the expressions' short forms, where
     /// every one of them has one and knows its answer.
     fn write_quick(&self, scope: &Scope, out: &mut String) -> Option<()> {
-        match self {
-            Shape::Literal(value) => out.push_str(&value.to_string()),
-            Shape::Expr(expr) => expr.0.quick.as_ref()?.write_json(scope, out)?,
-            Shape::Object(fields) => {
-                out.push('{');
-                for (index, (key, shape)) in fields.iter().enumerate() {
-                    if index > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::to_string(key).ok()?);
-                    out.push(':');
-                    shape.write_quick(scope, out)?;
-                }
-                out.push('}');
-            }
-            Shape::Array(items) => {
-                out.push('[');
-                for (index, shape) in items.iter().enumerate() {
-                    if index > 0 {
-                        out.push(',');
-                    }
-                    shape.write_quick(scope, out)?;
-                }
-                out.push(']');
-            }
-        }
-        Some(())
+        // `Err(())`: an expression without an answer here; the template
+        // writes the body instead.
+        let literal = |out: &mut String, text: &str| -> Result<(), ()> {
+            out.push_str(text);
+            Ok(())
+        };
+        self.emit(out, &literal, &mut |expr, out| {
+            let quick = expr.0.quick.as_ref();
+            quick.and_then(|q| q.write_json(scope, out)).ok_or(())
+        })
+        .ok()
     }
 
     fn collect<'a>(&'a self, path: &mut Vec<PathPart>, out: &mut Vec<(Vec<PathPart>, &'a Expr)>) {
