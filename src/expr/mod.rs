@@ -278,7 +278,9 @@ enum Shape {
     Literal(serde_json::Value),
     /// `"{{ expr }}"` alone, or text with expressions inside.
     Expr(Expr),
-    Object(Vec<(String, Shape)>),
+    /// Each field's key, the key as JSON text (quoted once, here), and its
+    /// shape.
+    Object(Vec<(String, String, Shape)>),
     Array(Vec<Shape>),
 }
 
@@ -429,10 +431,11 @@ impl Shape {
                 let mut out = Vec::with_capacity(fields.len());
                 for (key, value) in fields {
                     path.push(PathPart::Key(key.clone()));
-                    out.push((key.clone(), Self::walk(value, path, errors)));
+                    let quoted = serde_json::Value::String(key.clone()).to_string();
+                    out.push((key.clone(), quoted, Self::walk(value, path, errors)));
                     path.pop();
                 }
-                if out.iter().all(|(_, m)| matches!(m, Shape::Literal(_))) {
+                if out.iter().all(|(_, _, m)| matches!(m, Shape::Literal(_))) {
                     Shape::Literal(shape.clone())
                 } else {
                     Shape::Object(out)
@@ -470,11 +473,11 @@ impl Shape {
             Shape::Expr(expr) => expression(expr, out)?,
             Shape::Object(fields) => {
                 out.push('{');
-                for (index, (key, shape)) in fields.iter().enumerate() {
+                for (index, (_, quoted, shape)) in fields.iter().enumerate() {
                     if index > 0 {
                         out.push(',');
                     }
-                    literal(out, &serde_json::Value::String(key.clone()).to_string())?;
+                    literal(out, quoted)?;
                     out.push(':');
                     shape.emit(out, literal, expression)?;
                 }
@@ -544,7 +547,7 @@ impl Shape {
             Shape::Literal(_) => {}
             Shape::Expr(expr) => out.push((path.clone(), expr)),
             Shape::Object(fields) => {
-                for (key, shape) in fields {
+                for (key, _, shape) in fields {
                     path.push(PathPart::Key(key.clone()));
                     shape.collect(path, out);
                     path.pop();
