@@ -476,3 +476,41 @@ async fn an_error_burst_slows_new_attempts_down_until_it_ends() {
     assert_eq!(done["slowed"], 1, "{done:#}");
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pools_insights_are_its_members_together() {
+    let partner = Partner::start(|_| status(200)).await;
+    let policy = r#"
+channels:
+  a: { http: { url: "${PARTNER}/a" } }
+  b: { http: { url: "${PARTNER}/b" } }
+  both: { pool: { members: [a, b] } }
+flows:
+  send:
+    steps: [ { name: deliver, channel: both } ]
+"#;
+    let policies = policy_dir(&[("p.yaml", policy)]);
+    let node = TestNode::start(policies.path(), &[("PARTNER", partner.url.as_str())]).await;
+    for n in 0..4 {
+        let id = node.submit_ok("send", json!({ "n": n }), None).await;
+        assert_eq!(node.wait_final(&id).await["state"], "succeeded");
+    }
+    let get = |name: &str| {
+        let url = node.url(&format!("/v1/channels/{name}/insights"));
+        let client = node.client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(get("a").await["attempts"], 2);
+    assert_eq!(get("b").await["attempts"], 2);
+    assert_eq!(get("both").await["attempts"], 4);
+    node.shutdown().await;
+}

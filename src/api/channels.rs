@@ -103,7 +103,16 @@ pub async fn insights(
     if let Err(error) = state.insights.flush(&state.store).await {
         tracing::warn!(%error, "flushing this node's insights before a read failed");
     }
-    let counts = state.store.insights_of(&name, since).await?;
+    // A pool's history is its members': attempts are counted for the
+    // channel they went to.
+    let members: Vec<String> = match policy.channel(&name).map(|c| &c.kind) {
+        Some(ChannelKind::Pool(pool)) => pool.members.iter().map(|m| m.name.clone()).collect(),
+        _ => vec![name.clone()],
+    };
+    let mut counts = Vec::new();
+    for member in &members {
+        counts.extend(state.store.insights_of(member, since).await?);
+    }
     if counts.is_empty() && policy.channel(&name).is_none() {
         return Err(ApiError::NotFound(format!(
             "no channel `{name}` in the policy in force, and no history of one; GET \
