@@ -114,6 +114,9 @@ impl Node {
             tokio::spawn(alerter.run(config.alerts.check_every))
         });
         let node_timeout = config.engine.node_timeout;
+        // The recorder first: the engine's tasks set gauges from their
+        // first turn.
+        let metrics = crate::telemetry::metrics_handle();
         let engine = Engine::start(
             EngineParts {
                 store: store.clone(),
@@ -147,12 +150,13 @@ impl Node {
             policy: policy.clone(),
             clock: config.clock,
             wake: engine.waker(),
-            metrics: crate::telemetry::metrics_handle(),
+            metrics,
             channels,
             access: api::Access::new(&config.tokens, addr.ip().is_loopback()),
             operations: Arc::new(api::dlq::Operations::default()),
             insights: engine.insights(),
             errors: engine.errors(),
+            health: engine.health(),
             node_timeout,
             paused: engine.paused(),
         };

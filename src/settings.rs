@@ -20,6 +20,10 @@
 //! [retention]                     # finished jobs kept this long; "0": for ever
 //! succeeded = "30d"
 //! cancelled = "30d"
+//!
+//! [pacing]                        # the engine's health by the lag of due jobs
+//! yellow_lag = "1s"
+//! red_lag = "10s"
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -62,6 +66,54 @@ pub struct Settings {
     pub retention: RetentionSettings,
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    #[serde(default)]
+    pub pacing: PacingSettings,
+}
+
+/// `[pacing]`: the lags of due jobs past which the engine is yellow, then
+/// red.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PacingSettings {
+    pub yellow_lag: String,
+    pub red_lag: String,
+}
+
+impl Default for PacingSettings {
+    fn default() -> Self {
+        Self {
+            yellow_lag: "1s".into(),
+            red_lag: "10s".into(),
+        }
+    }
+}
+
+impl PacingSettings {
+    /// The thresholds as durations, or what to fix.
+    pub fn thresholds(&self) -> Result<crate::pacing::health::Thresholds, String> {
+        let lag = |key: &str, text: &str| {
+            crate::compile::duration::parse_duration(text)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    format!(
+                        "[pacing] {key} = \"{text}\": write a duration longer than 0, e.g. \"1s\""
+                    )
+                })
+        };
+        let yellow_lag = lag("yellow_lag", &self.yellow_lag)?;
+        let red_lag = lag("red_lag", &self.red_lag)?;
+        if red_lag <= yellow_lag {
+            return Err(format!(
+                "[pacing] red_lag = \"{}\" must be longer than yellow_lag = \"{}\"",
+                self.red_lag, self.yellow_lag
+            ));
+        }
+        Ok(crate::pacing::health::Thresholds {
+            yellow_lag,
+            red_lag,
+        })
+    }
 }
 
 /// `[telemetry]`: where traces go.
@@ -141,6 +193,7 @@ impl Default for Settings {
             quotas: QuotaSettings::default(),
             alerts: Vec::new(),
             retention: RetentionSettings::default(),
+            pacing: PacingSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -265,6 +318,7 @@ struct SettingsFile {
     alerts: Option<Vec<crate::alerts::AlertRule>>,
     retention: Option<RetentionSettings>,
     telemetry: Option<TelemetrySettings>,
+    pacing: Option<PacingSettings>,
 }
 
 /// A TOML error as `FILE:LINE:COL: message`.
@@ -485,5 +539,23 @@ mod tests {
             error.contains("[retention] succeeded = \"a month\""),
             "{error}"
         );
+    }
+
+    #[test]
+    fn pacing_thresholds_read_durations_in_order() {
+        let written = |yellow: &str, red: &str| PacingSettings {
+            yellow_lag: yellow.into(),
+            red_lag: red.into(),
+        };
+        assert_eq!(
+            PacingSettings::default().thresholds(),
+            Ok(crate::pacing::health::Thresholds::default())
+        );
+        let t = written("500ms", "5s").thresholds().expect("valid");
+        assert_eq!(t.yellow_lag, std::time::Duration::from_millis(500));
+        let error = written("soon", "5s").thresholds().unwrap_err();
+        assert!(error.contains("[pacing] yellow_lag = \"soon\""), "{error}");
+        let error = written("5s", "1s").thresholds().unwrap_err();
+        assert!(error.contains("must be longer than yellow_lag"), "{error}");
     }
 }

@@ -945,6 +945,7 @@ flows:
         insights: Default::default(),
         cuts: Default::default(),
         errors: Default::default(),
+        health: Default::default(),
     };
     let InsertOutcome::Created(mut job) = store
         .job_insert(NewJob {

@@ -514,3 +514,91 @@ flows:
     assert_eq!(get("both").await["attempts"], 4);
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_reports_its_health_with_the_thresholds_of_its_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        "channels:\n  c: { file: { dir: spool } }\nflows:\n  f:\n    steps: [ { name: s, channel: c } ]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("steadfast.toml"),
+        "[pacing]\nyellow_lag = \"500ms\"\nred_lag = \"5s\"\n",
+    )
+    .unwrap();
+    let engine = common::EngineProcess::start(dir.path(), &[], &[]).await;
+    let client = http_client();
+    let id = client
+        .post(engine.url("/v1/flows/f/jobs"))
+        .json(&json!({ "payload": { "n": 1 } }))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for(
+        std::time::Duration::from_secs(10),
+        "the job never succeeded",
+        || async {
+            let job: Value = client
+                .get(engine.url(&format!("/v1/jobs/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            job["state"].as_str().unwrap_or_default().to_string()
+        },
+        |state| state == "succeeded",
+    )
+    .await;
+    let health: Value = client
+        .get(engine.url("/v1/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["health"], "green", "{health}");
+    assert_eq!(
+        (
+            health["yellow_lag_ms"].as_u64(),
+            health["red_lag_ms"].as_u64()
+        ),
+        (Some(500), Some(5000))
+    );
+    let metrics = client
+        .get(engine.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("steadfast_engine_health 0"), "{metrics}");
+    drop(engine);
+
+    // A bad threshold stops `run` at once, saying which key to fix.
+    std::fs::write(
+        dir.path().join("steadfast.toml"),
+        "[pacing]\nyellow_lag = \"5s\"\nred_lag = \"1s\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .current_dir(dir.path())
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("[pacing] red_lag"), "{err}");
+}

@@ -58,6 +58,8 @@ pub struct AppState {
     pub insights: Arc<crate::pacing::Recorder>,
     /// Which channels are past their `slow_down` threshold.
     pub errors: Arc<crate::pacing::ErrorWindows>,
+    /// The engine's health from the lag of due jobs.
+    pub health: Arc<crate::pacing::health::EngineHealth>,
     /// Silent this long, a node is dead (for `GET /v1/nodes`).
     pub node_timeout: std::time::Duration,
     /// The flows paused, as this node's engine knows them.
@@ -84,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/operations", get(dlq::operations))
         .route("/v1/operations/{id}", get(dlq::operation))
         .route("/v1/nodes", get(nodes::list))
+        .route("/v1/health", get(nodes::health))
         .route("/v1/flows", get(flows::list))
         .route("/v1/flows/{flow}/pause", post(flows::pause))
         .route("/v1/flows/{flow}/resume", post(flows::resume))

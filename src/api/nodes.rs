@@ -1,6 +1,7 @@
 //! `GET /v1/nodes`: the nodes sharing the step log, each with its version,
 //! start, last heartbeat, the jobs it holds running, and whether it is live
-//! (a heartbeat within the node timeout).
+//! (a heartbeat within the node timeout). `GET /v1/health`: this node's
+//! engine health.
 
 use axum::extract::State;
 use axum::Json;
@@ -34,4 +35,16 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
         })
         .collect();
     Ok(Json(json!({ "nodes": nodes })))
+}
+
+/// `GET /v1/health`: this node's engine health from the lag of due jobs.
+#[utoipa::path(
+    get, path = "/v1/health", operation_id = "getEngineHealth", tag = "engine",
+    responses(
+        (status = 200, description = "This node's health: `green`, `yellow` or `red` by the worst lag of a claimed job over the last five seconds, against `[pacing]`'s thresholds", body = crate::pacing::health::Report),
+    ),
+    security((), ("token" = [])),
+)]
+pub async fn health(State(state): State<AppState>) -> Json<crate::pacing::health::Report> {
+    Json(state.health.report(state.clock.now()))
 }

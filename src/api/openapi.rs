@@ -36,6 +36,7 @@ use utoipa::{Modify, OpenApi};
         super::dlq::operation,
         super::dlq::operations,
         super::nodes::list,
+        super::nodes::health,
         super::flows::list,
         super::flows::pause,
         super::flows::resume,

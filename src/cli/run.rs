@@ -127,6 +127,10 @@ pub async fn run(args: RunArgs) -> CliResult {
                 flows: settings.quotas.flows.clone(),
             },
             traces,
+            health: settings
+                .pacing
+                .thresholds()
+                .map_err(|e| Failure::BadInput(anyhow!("steadfast.toml: {e}")))?,
             ..EngineConfig::default()
         },
         clock: Arc::new(SystemClock),

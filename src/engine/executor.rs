@@ -51,6 +51,8 @@ pub struct Executor {
     pub cuts: Arc<crate::pacing::Cuts>,
     /// Failed attempts per channel, for `slow_down`.
     pub errors: Arc<crate::pacing::ErrorWindows>,
+    /// The engine's health, from each claim's lag.
+    pub health: Arc<crate::pacing::health::EngineHealth>,
 }
 
 /// The attempt's note when history cut its retries.
@@ -189,6 +191,8 @@ impl Executor {
         if let Some(due) = job.next_at {
             let lag = claimed_at.duration_since(due).as_secs_f64().max(0.0);
             self.metrics.claim_lag(lag);
+            self.health
+                .observe(Duration::from_secs_f64(lag), claimed_at);
         }
         let mut position = position_of(job);
         let event = if self.paused.contains(&job.flow) {

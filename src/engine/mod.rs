@@ -54,6 +54,8 @@ pub struct EngineConfig {
     pub retention: crate::store::Retention,
     /// A span per attempt (`[telemetry] otlp_endpoint`); `None`: no tracer.
     pub traces: Option<Arc<crate::telemetry::traces::Traces>>,
+    /// The lags past which the engine is yellow, then red (`[pacing]`).
+    pub health: crate::pacing::health::Thresholds,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +68,7 @@ impl Default for EngineConfig {
             quotas: crate::retry::quota::QuotaConfig::default(),
             retention: crate::store::Retention::default(),
             traces: None,
+            health: crate::pacing::health::Thresholds::default(),
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct Engine {
     errors: Arc<crate::pacing::ErrorWindows>,
     error_windows: JoinHandle<()>,
     pool_health: JoinHandle<()>,
+    health: Arc<crate::pacing::health::EngineHealth>,
+    health_gauge: JoinHandle<()>,
     paused: Arc<PausedFlows>,
     traces: Option<Arc<crate::telemetry::traces::Traces>>,
 }
@@ -149,6 +154,7 @@ impl Engine {
         let quotas = Arc::new(crate::retry::quota::RetryQuotas::new(config.quotas.clone()));
         let insights = Arc::new(crate::pacing::Recorder::default());
         let errors = Arc::new(crate::pacing::ErrorWindows::default());
+        let health = Arc::new(crate::pacing::health::EngineHealth::new(config.health));
         let executor = executor::Executor {
             policy: parts.policy,
             channels: parts.channels,
@@ -163,6 +169,7 @@ impl Engine {
             insights: insights.clone(),
             cuts: Arc::default(),
             errors: errors.clone(),
+            health: health.clone(),
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let heart = membership::Heart {
@@ -214,6 +221,11 @@ impl Engine {
                 .flatten()
                 .collect()
         };
+        let health_gauge = tokio::spawn(crate::pacing::health::publish(
+            health.clone(),
+            executor.clock.clone(),
+            shutdown_rx.clone(),
+        ));
         let pool_health = tokio::spawn(crate::pacing::pool_health::run(
             parts.store.clone(),
             executor.clock.clone(),
@@ -251,6 +263,8 @@ impl Engine {
             errors,
             error_windows,
             pool_health,
+            health,
+            health_gauge,
             paused,
             traces: config.traces,
         })
@@ -259,6 +273,11 @@ impl Engine {
     /// The flows paused, as this node knows them.
     pub fn paused(&self) -> Arc<PausedFlows> {
         self.paused.clone()
+    }
+
+    /// The engine's health from the lag of due jobs.
+    pub fn health(&self) -> Arc<crate::pacing::health::EngineHealth> {
+        self.health.clone()
     }
 
     /// Which channels are past their `slow_down` threshold.
@@ -296,6 +315,7 @@ impl Engine {
         let _ = self.insights_flusher.await;
         let _ = self.error_windows.await;
         let _ = self.pool_health.await;
+        let _ = self.health_gauge.await;
         // The attempts that finished since the flusher's last turn.
         if let Err(error) = self.insights.flush(&self.store).await {
             tracing::error!(%error, "adding channel insights at shutdown failed");

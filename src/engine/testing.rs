@@ -43,5 +43,6 @@ pub async fn executor(yaml: &str, now: Timestamp) -> Executor {
         insights: Arc::default(),
         cuts: Arc::default(),
         errors: Arc::default(),
+        health: Arc::default(),
     }
 }

@@ -4,10 +4,12 @@
 //! [`recorder`]: this node's counts on their way there; [`cuts`]: where
 //! that history cuts an `adapt` template's retries; [`errors`]: failed
 //! attempts per channel and second, for `slow_down`; [`pool_health`]: the
-//! members' shared history for `healthiest` pools.
+//! members' shared history for `healthiest` pools; [`health`]: the
+//! engine's health from the lag of due jobs.
 
 pub mod cuts;
 pub mod errors;
+pub mod health;
 pub mod insights;
 pub mod pool_health;
 pub mod recorder;
