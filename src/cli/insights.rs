@@ -77,5 +77,24 @@ pub async fn run(args: InsightsArgs) -> CliResult {
     if !errors.is_empty() {
         println!("\nfailures: {}", errors.join(", "));
     }
+    // The hours of the week that fare worst (all of them: `--json`).
+    let mut hours: Vec<(f64, String)> = answer["by_hour_of_week"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(hour, rate)| {
+            let success = rate["success_rate"].as_f64()?;
+            let attempts = cell(&rate["attempts"]);
+            Some((
+                success,
+                format!("{hour} {} ({attempts})", percent(&rate["success_rate"])),
+            ))
+        })
+        .collect();
+    hours.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if hours.len() > 1 {
+        let worst: Vec<String> = hours.into_iter().take(5).map(|(_, text)| text).collect();
+        println!("worst hours of the week (UTC): {}", worst.join(", "));
+    }
     Ok(())
 }
