@@ -24,6 +24,7 @@
 //! [pacing]                        # the engine's health by the lag of due jobs
 //! yellow_lag = "1s"
 //! red_lag = "10s"
+//! cut_retries = true              # retries get half the claims in yellow, a tenth in red
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -77,6 +78,9 @@ pub struct Settings {
 pub struct PacingSettings {
     pub yellow_lag: String,
     pub red_lag: String,
+    /// Whether retries' share of claims is cut in yellow (half) and red (a
+    /// tenth).
+    pub cut_retries: bool,
 }
 
 impl Default for PacingSettings {
@@ -84,6 +88,7 @@ impl Default for PacingSettings {
         Self {
             yellow_lag: "1s".into(),
             red_lag: "10s".into(),
+            cut_retries: true,
         }
     }
 }
@@ -112,6 +117,7 @@ impl PacingSettings {
         Ok(crate::pacing::health::Thresholds {
             yellow_lag,
             red_lag,
+            cut_retries: self.cut_retries,
         })
     }
 }
@@ -546,6 +552,7 @@ mod tests {
         let written = |yellow: &str, red: &str| PacingSettings {
             yellow_lag: yellow.into(),
             red_lag: red.into(),
+            cut_retries: true,
         };
         assert_eq!(
             PacingSettings::default().thresholds(),

@@ -1404,7 +1404,44 @@ async fn insight_counts_add_up_across_flushes_and_are_pruned_by_hour(db: Db) {
     assert!(db.log.insights_of("other", 0).await.unwrap().is_empty());
 }
 
+async fn under_a_cut_retries_get_their_share_and_fresh_jobs_the_rest_newest_first(db: Db) {
+    // Ten retries due since t(2) (made by a failed attempt each), then
+    // five fresh jobs due t(10)..t(14).
+    for n in 0..10 {
+        insert(&db, n, t(0)).await;
+    }
+    let claimed = db.log.jobs_claim_due("a", t(0), t(300), 10).await.unwrap();
+    let retried: Vec<Transition> = claimed.iter().map(|j| retry_later(j, "a", t(0))).collect();
+    db.log.transitions_apply(retried).await.unwrap();
+    for n in 10..15 {
+        insert(&db, n, t(i64::from(n))).await;
+    }
+    // Half the room for retries: 3 of 6, earliest due; 3 fresh, newest due.
+    db.log.set_retry_share(Some(0.5));
+    let claimed = db.log.jobs_claim_due("a", t(20), t(320), 6).await.unwrap();
+    let retries = claimed.iter().filter(|j| j.attempt > 0).count();
+    let mut fresh: Vec<String> = claimed
+        .iter()
+        .filter(|j| j.attempt == 0)
+        .map(|j| j.idempotency_key.clone())
+        .collect();
+    fresh.sort();
+    assert_eq!(retries, 3, "{claimed:#?}");
+    assert_eq!(fresh, ["key-12", "key-13", "key-14"]);
+    // No fresh jobs left: the retries' share is all they get.
+    db.log.set_retry_share(Some(0.1));
+    let claimed = db.log.jobs_claim_due("b", t(20), t(320), 20).await.unwrap();
+    let keys: Vec<u32> = claimed.iter().map(|j| j.attempt).collect();
+    assert_eq!(keys.iter().filter(|a| **a > 0).count(), 2, "{keys:?}");
+    assert_eq!(keys.iter().filter(|a| **a == 0).count(), 2, "key-10, key-11");
+    // Without a cut, everything due, earliest first.
+    db.log.set_retry_share(None);
+    let claimed = db.log.jobs_claim_due("c", t(20), t(320), 20).await.unwrap();
+    assert_eq!(claimed.len(), 5, "the last retries");
+}
+
 conformance!(
+    under_a_cut_retries_get_their_share_and_fresh_jobs_the_rest_newest_first,
     insight_counts_add_up_across_flushes_and_are_pruned_by_hour,
     a_submissions_traceparent_stays_with_its_job,
     insert_is_idempotent_on_flow_and_key,

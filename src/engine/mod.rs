@@ -223,6 +223,7 @@ impl Engine {
         };
         let health_gauge = tokio::spawn(crate::pacing::health::publish(
             health.clone(),
+            parts.store.clone(),
             executor.clock.clone(),
             shutdown_rx.clone(),
         ));

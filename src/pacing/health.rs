@@ -5,9 +5,11 @@
 //! under `red_lag` yellow, else red. Pure: the executor reports each lag
 //! with its time, readers ask at a time.
 //!
-//! Not yet done (issue 24, item 3): cutting the retries' share of claims
-//! in yellow and red. The level is reported (`GET /v1/health`, metric
-//! `steadfast_engine_health`), not acted on.
+//! In yellow retries get at most half of each claim, in red a tenth (the
+//! store claims them earliest due first up to that share, and fresh jobs,
+//! newest due first, for the rest), so that a large retry backlog drains
+//! without starving what arrives now. [`publish`] sets the share on the
+//! step log every second.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -40,11 +42,13 @@ impl Level {
     }
 }
 
-/// The lags past which the engine is yellow, then red (`[pacing]`).
+/// The lags past which the engine is yellow, then red, and whether
+/// retries' share of claims is cut then (`[pacing]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
     pub yellow_lag: Duration,
     pub red_lag: Duration,
+    pub cut_retries: bool,
 }
 
 impl Default for Thresholds {
@@ -52,6 +56,18 @@ impl Default for Thresholds {
         Self {
             yellow_lag: Duration::from_secs(1),
             red_lag: Duration::from_secs(10),
+            cut_retries: true,
+        }
+    }
+}
+
+impl Level {
+    /// The share of claims retries get at this level (`None`: no cut).
+    pub fn retry_share(self) -> Option<f64> {
+        match self {
+            Level::Green => None,
+            Level::Yellow => Some(0.5),
+            Level::Red => Some(0.1),
         }
     }
 }
@@ -64,6 +80,8 @@ pub struct Report {
     pub lag_ms: u64,
     pub yellow_lag_ms: u64,
     pub red_lag_ms: u64,
+    /// The share of claims retries get now (1.0: no cut).
+    pub retry_share: f64,
 }
 
 /// Recent lags, one per second at most (the worst of that second).
@@ -114,11 +132,13 @@ impl EngineHealth {
         } else {
             Level::Red
         };
+        let share = health.retry_share().filter(|_| self.thresholds.cut_retries);
         Report {
             health,
             lag_ms: lag.as_millis() as u64,
             yellow_lag_ms: self.thresholds.yellow_lag.as_millis() as u64,
             red_lag_ms: self.thresholds.red_lag.as_millis() as u64,
+            retry_share: share.unwrap_or(1.0),
         }
     }
 }
@@ -129,17 +149,21 @@ impl Default for EngineHealth {
     }
 }
 
-/// Sets `steadfast_engine_health` every second until shutdown (so that an
-/// engine gone idle turns green without a claim).
+/// Every second until shutdown: sets `steadfast_engine_health` (so that an
+/// engine gone idle turns green without a claim) and the retries' share of
+/// the step log's claims.
 pub async fn publish(
     health: std::sync::Arc<EngineHealth>,
+    store: crate::store::SharedStepLog,
     clock: crate::clock::SharedClock,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut last = None;
     loop {
         let now = clock.now();
-        let level = health.report(now).health;
+        let report = health.report(now);
+        let level = report.health;
+        store.set_retry_share((report.retry_share < 1.0).then_some(report.retry_share));
         // Asked for each time: the metrics recorder may be installed after
         // the engine starts.
         metrics::gauge!("steadfast_engine_health").set(level.gauge());
@@ -189,13 +213,26 @@ mod tests {
 
     #[test]
     fn thresholds_come_from_the_settings() {
-        let health = EngineHealth::new(Thresholds {
+        let thresholds = Thresholds {
             yellow_lag: Duration::from_millis(100),
             red_lag: Duration::from_millis(500),
-        });
+            cut_retries: true,
+        };
+        let health = EngineHealth::new(thresholds);
         health.observe(Duration::from_millis(200), at(0));
         let report = health.report(at(0));
         assert_eq!(report.health, Level::Yellow);
         assert_eq!((report.yellow_lag_ms, report.red_lag_ms), (100, 500));
+        assert_eq!(report.retry_share, 0.5);
+        health.observe(Duration::from_secs(1), at(0));
+        assert_eq!(health.report(at(0)).retry_share, 0.1);
+        // Pacing off: measured, not acted on.
+        let off = EngineHealth::new(Thresholds {
+            cut_retries: false,
+            ..thresholds
+        });
+        off.observe(Duration::from_secs(1), at(0));
+        let report = off.report(at(0));
+        assert_eq!((report.health, report.retry_share), (Level::Red, 1.0));
     }
 }

@@ -264,3 +264,62 @@ mod tests {
         assert_eq!(due, sorted);
     }
 }
+
+/// The share of claims retries may take while the engine is yellow or red
+/// (`None`: no cut), kept by a store as permille so that the scheduler can
+/// set it while claims read it.
+#[derive(Debug, Default)]
+pub struct RetryShare(std::sync::atomic::AtomicU32);
+
+/// The permille of [`RetryShare`] that means no cut.
+const NO_CUT: u32 = 0;
+
+/// A cut in force for one claim: retries get this many permille of a lane's
+/// room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryCut(u32);
+
+impl RetryCut {
+    /// Of `room` claims in a lane, how many retries may take: at least one,
+    /// so that a backlog still drains.
+    pub fn retry_room(self, room: usize) -> usize {
+        (room * self.0 as usize / 1000).clamp(1, room.max(1))
+    }
+}
+
+impl RetryShare {
+    /// Sets the share (`None`, or 1.0 and more: no cut).
+    pub fn set(&self, share: Option<f64>) {
+        let permille = match share {
+            Some(share) if share < 1.0 => ((share.max(0.0) * 1000.0).round() as u32).max(1),
+            _ => NO_CUT,
+        };
+        self.0.store(permille, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The cut in force, if any.
+    pub fn cut(&self) -> Option<RetryCut> {
+        let permille = self.0.load(std::sync::atomic::Ordering::Relaxed);
+        (permille != NO_CUT).then_some(RetryCut(permille))
+    }
+}
+
+#[cfg(test)]
+mod retry_share_tests {
+    use super::RetryShare;
+
+    #[test]
+    fn a_cut_leaves_retries_their_share_and_at_least_one() {
+        let share = RetryShare::default();
+        assert_eq!(share.cut(), None);
+        share.set(Some(0.5));
+        assert_eq!(share.cut().map(|c| c.retry_room(64)), Some(32));
+        share.set(Some(0.1));
+        let cut = share.cut().unwrap();
+        assert_eq!((cut.retry_room(64), cut.retry_room(3)), (6, 1));
+        share.set(None);
+        assert_eq!(share.cut(), None);
+        share.set(Some(1.0));
+        assert_eq!(share.cut(), None);
+    }
+}

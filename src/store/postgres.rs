@@ -20,7 +20,9 @@ use sqlx::{PgPool, Row};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::plan::{due_first, runs_of_distinct_jobs, DueLanes, Lease, RoundRobin};
+use super::plan::{
+    due_first, runs_of_distinct_jobs, DueLanes, Lease, RetryCut, RetryShare, RoundRobin,
+};
 use super::rows::{
     attempt_from_row, counts_by_flow, insight_count_from_row, job_from_row, jobs_from_rows, ms,
     node_from_row, opt_ms, opt_timestamp, paused_flow_from_row, payload_edit_from_row,
@@ -140,6 +142,8 @@ pub struct PgStepLog {
     /// held as long as the process lives, released by the server the
     /// moment the process dies, however it dies.
     node_lock: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+    /// The retries' share of claims (see [`StepLog::set_retry_share`]).
+    retry_share: RetryShare,
 }
 
 impl PgStepLog {
@@ -224,6 +228,7 @@ impl PgStepLog {
             pool,
             submissions,
             node_lock: tokio::sync::Mutex::new(None),
+            retry_share: RetryShare::default(),
         })
     }
 
@@ -709,31 +714,67 @@ async fn lanes_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> StoreResult
 }
 
 /// Claims up to `limit` due jobs of one flow's lane at `priority`,
-/// earliest first, skipping rows another node is claiming this very moment.
+/// earliest first (`only`: a further condition, `order`: the order taken),
+/// skipping rows another node is claiming this very moment.
 async fn claim_lane(
     conn: &mut sqlx::PgConnection,
     flow: &str,
     priority: i64,
     lease: &Lease,
     limit: usize,
+    (only, order): (&str, &str),
 ) -> StoreResult<Vec<JobRecord>> {
-    let rows = sqlx::query(
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
         "UPDATE jobs SET state = 'running', lease_owner = $1, lease_until = $2, updated_at = $3 \
          WHERE id IN (SELECT id FROM jobs \
                       WHERE state IN ('pending', 'suspended') AND flow = $4 \
-                          AND priority = $6 AND next_at <= $3 \
-                      ORDER BY next_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
-         RETURNING *",
-    )
-    .bind(&lease.owner)
-    .bind(ms(lease.lease_until))
-    .bind(ms(lease.now))
-    .bind(flow)
-    .bind(limit_i64(limit))
-    .bind(priority)
-    .fetch_all(&mut *conn)
-    .await?;
+                          AND priority = $6 AND next_at <= $3 {only} \
+                      ORDER BY {order} LIMIT $5 FOR UPDATE SKIP LOCKED) \
+         RETURNING *"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&lease.owner)
+        .bind(ms(lease.lease_until))
+        .bind(ms(lease.now))
+        .bind(flow)
+        .bind(limit_i64(limit))
+        .bind(priority)
+        .fetch_all(&mut *conn)
+        .await?;
     jobs_from_rows(&rows)
+}
+
+/// Every due job of a lane, earliest first.
+const ALL_DUE: (&str, &str) = ("", "next_at");
+/// Retries (`attempt > 0`), earliest due first.
+const RETRIES_DUE: (&str, &str) = ("AND attempt > 0", "next_at");
+/// Fresh jobs (`attempt = 0`), newest due first: under a retry backlog they
+/// are at the index's newer end, which a backward scan reaches at once.
+const FRESH_DUE: (&str, &str) = ("AND attempt = 0", "next_at DESC");
+
+/// A lane's claim: everything due, or under a cut, retries up to their
+/// share and fresh jobs for the rest of the room.
+async fn claim_lane_cut(
+    conn: &mut sqlx::PgConnection,
+    flow: &str,
+    priority: i64,
+    lease: &Lease,
+    limit: usize,
+    cut: Option<RetryCut>,
+) -> StoreResult<Vec<JobRecord>> {
+    match cut {
+        None => claim_lane(conn, flow, priority, lease, limit, ALL_DUE).await,
+        Some(cut) => {
+            let room = cut.retry_room(limit);
+            let mut jobs = claim_lane(&mut *conn, flow, priority, lease, room, RETRIES_DUE).await?;
+            let fresh = limit - jobs.len();
+            jobs.extend(claim_lane(conn, flow, priority, lease, fresh, FRESH_DUE).await?);
+            Ok(jobs)
+        }
+    }
 }
 
 /// Claims up to `limit` due jobs, flow by flow (see
@@ -747,6 +788,7 @@ async fn claim_due(
     now: Timestamp,
     lease_until: Timestamp,
     limit: usize,
+    cut: Option<RetryCut>,
 ) -> StoreResult<Vec<ClaimedJob>> {
     if limit == 0 {
         return Ok(Vec::new());
@@ -766,7 +808,7 @@ async fn claim_due(
             if left == 0 {
                 break;
             }
-            match claim_lane(&mut *conn, flow, priority, &lease, left).await {
+            match claim_lane_cut(&mut *conn, flow, priority, &lease, left, cut).await {
                 Ok(claimed) => jobs.extend(claimed),
                 Err(error) => {
                     failed = Some(error);
@@ -849,7 +891,15 @@ impl StepLog for PgStepLog {
             return Ok(Vec::new());
         }
         let mut conn = self.pool.acquire().await?;
-        claim_due(&mut conn, owner, now, lease_until, limit).await
+        claim_due(
+            &mut conn,
+            owner,
+            now,
+            lease_until,
+            limit,
+            self.retry_share.cut(),
+        )
+        .await
     }
 
     async fn transitions_apply(&self, transitions: Vec<Transition>) -> StoreResult<Vec<bool>> {
@@ -1052,6 +1102,10 @@ impl StepLog for PgStepLog {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn set_retry_share(&self, share: Option<f64>) {
+        self.retry_share.set(share);
     }
 
     async fn insights_add(&self, counts: &[InsightCount]) -> StoreResult<()> {

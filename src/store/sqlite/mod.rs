@@ -22,7 +22,7 @@ use jiff::Timestamp;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
 
-use super::plan::Lease;
+use super::plan::{Lease, RetryShare};
 use super::rows::{
     attempt_from_row, counts_by_flow, insight_count_from_row, job_from_row, jobs_from_rows, ms,
     node_from_row, opt_ms, opt_timestamp, paused_flow_from_row, payload_edit_from_row,
@@ -198,6 +198,8 @@ pub struct SqliteStepLog {
     /// thread's connection and sqlx's must see the same database, and every
     /// connection to `:memory:` is a database of its own.
     _scratch: Option<tempfile::TempDir>,
+    /// The retries' share of claims (see [`StepLog::set_retry_share`]).
+    retry_share: RetryShare,
 }
 
 impl SqliteStepLog {
@@ -249,6 +251,7 @@ impl SqliteStepLog {
             pool,
             hot,
             _scratch: scratch,
+            retry_share: RetryShare::default(),
         })
     }
 }
@@ -346,6 +349,7 @@ impl StepLog for SqliteStepLog {
                 lease_until,
             },
             limit,
+            retry_cut: self.retry_share.cut(),
         };
         // The batch goes to the writer thread, which hands it back: emptied
         // here once committed (freed on the threads that allocated it, its
@@ -455,6 +459,10 @@ impl StepLog for SqliteStepLog {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn set_retry_share(&self, share: Option<f64>) {
+        self.retry_share.set(share);
     }
 
     async fn insights_add(&self, counts: &[InsightCount]) -> StoreResult<()> {

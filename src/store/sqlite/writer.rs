@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::super::plan::{due_first, DueLanes, Lease, RoundRobin};
+use super::super::plan::{due_first, DueLanes, Lease, RetryCut, RoundRobin};
 use super::super::rows::{job_from_row, ms, opt_ms, opt_timestamp, same_payload, Columns};
 use super::super::{
     AttemptRecord, ClaimedJob, InsertOutcome, JobRecord, JobState, NewJob, StoreError, StoreResult,
@@ -38,6 +38,8 @@ use crate::lifecycle::Reason;
 pub(super) struct ClaimRequest {
     pub lease: Lease,
     pub limit: usize,
+    /// The retries' share of each lane's room, when cut.
+    pub retry_cut: Option<RetryCut>,
 }
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
@@ -473,18 +475,30 @@ pub(super) const INSERT_ATTEMPT: &str =
 /// prepares the statement again at every new binding. Rows are picked by
 /// row id, which the index entries carry: by `id`, each claimed job cost a
 /// search of the primary key's text index too.
-static CLAIM_LANE: LazyLock<String> = LazyLock::new(|| {
+static CLAIM_LANE: LazyLock<String> = LazyLock::new(|| claim_lane_sql("", "next_at"));
+
+/// [`CLAIM_LANE`] for retries alone (`attempt > 0`), earliest due first.
+static CLAIM_LANE_RETRIES: LazyLock<String> =
+    LazyLock::new(|| claim_lane_sql("AND attempt > 0", "next_at"));
+
+/// [`CLAIM_LANE`] for fresh jobs alone (`attempt = 0`), newest due first:
+/// under a retry backlog they are at the index's newer end, which a
+/// backward scan reaches at once.
+static CLAIM_LANE_FRESH: LazyLock<String> =
+    LazyLock::new(|| claim_lane_sql("AND attempt = 0", "next_at DESC"));
+
+fn claim_lane_sql(only: &str, order: &str) -> String {
     format!(
         "UPDATE OR FAIL jobs \
          SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
          WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_due_by_flow \
                          WHERE state IN ('pending', 'suspended') AND flow = ?4 \
-                             AND priority = ?6 AND next_at <= ?3 \
-                         ORDER BY next_at LIMIT CAST(?5 AS INTEGER)) \
+                             AND priority = ?6 AND next_at <= ?3 {only} \
+                         ORDER BY {order} LIMIT CAST(?5 AS INTEGER)) \
          RETURNING {}",
         JOB_COLUMNS.join(", ")
     )
-});
+}
 
 /// Commits a group of submissions in one transaction and answers each
 /// once it is durable. A submission whose deadline passed is answered
@@ -724,7 +738,6 @@ fn claim_due(tx: &Transaction<'_>, claim: &ClaimRequest) -> StoreResult<Vec<Clai
     }
     let due = lanes_due(tx, claim.lease.now)?;
     let mut round = RoundRobin::new(&due.flows, claim.limit);
-    let mut statement = tx.prepare_cached(&CLAIM_LANE)?;
     while let Some((flow, room)) = round.next() {
         let mut jobs: Vec<JobRecord> = Vec::with_capacity(room);
         for priority in due.priorities(flow) {
@@ -732,16 +745,35 @@ fn claim_due(tx: &Transaction<'_>, claim: &ClaimRequest) -> StoreResult<Vec<Clai
             if left == 0 {
                 break;
             }
-            let mut rows = statement.query(params![
-                claim.lease.owner,
-                ms(claim.lease.lease_until),
-                ms(claim.lease.now),
-                flow,
-                i64::try_from(left).unwrap_or(i64::MAX),
-                priority,
-            ])?;
-            while let Some(row) = rows.next()? {
-                jobs.push(job_from_row(&Written(row))?);
+            let lane = |sql: &str, limit: usize, jobs: &mut Vec<JobRecord>| -> StoreResult<usize> {
+                if limit == 0 {
+                    return Ok(0);
+                }
+                let mut statement = tx.prepare_cached(sql)?;
+                let mut rows = statement.query(params![
+                    claim.lease.owner,
+                    ms(claim.lease.lease_until),
+                    ms(claim.lease.now),
+                    flow,
+                    i64::try_from(limit).unwrap_or(i64::MAX),
+                    priority,
+                ])?;
+                let before = jobs.len();
+                while let Some(row) = rows.next()? {
+                    jobs.push(job_from_row(&Written(row))?);
+                }
+                Ok(jobs.len() - before)
+            };
+            match claim.retry_cut {
+                None => {
+                    lane(&CLAIM_LANE, left, &mut jobs)?;
+                }
+                Some(cut) => {
+                    // Retries up to their share, the rest of the room to
+                    // fresh jobs; room fresh jobs leave is left unused.
+                    let retries = lane(&CLAIM_LANE_RETRIES, cut.retry_room(left), &mut jobs)?;
+                    lane(&CLAIM_LANE_FRESH, left - retries, &mut jobs)?;
+                }
             }
         }
         round.claimed(flow, room, jobs);
