@@ -117,9 +117,9 @@ fn main() -> Result<()> {
         .and_then(|at| args.get(at + 1))
         .map(|list| list.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    const PHASES: [&str; 12] = [
+    const PHASES: [&str; 13] = [
         "bare", "full", "latency", "normal", "reload", "backlog", "pg", "ingest", "mixed", "prune",
-        "mapping", "chaos",
+        "mapping", "chaos", "pacing",
     ];
     if let Some(unknown) = only.iter().find(|p| !PHASES.contains(&p.as_str())) {
         bail!(
@@ -378,6 +378,9 @@ async fn run(sizes: Sizes) -> Result<()> {
     if sizes.runs("mapping") {
         mapping_phase(&sizes, work.path(), &partner.url, &mut figures).await?;
     }
+    if sizes.asked("pacing") {
+        pacing_phase(&sizes, work.path(), &partner.url, &mut figures).await?;
+    }
 
     if sizes.runs("latency") {
         eprintln!("latency: {} jobs at 200/s …", sizes.latency_jobs);
@@ -573,6 +576,51 @@ async fn backlog_phase(
     Ok(())
 }
 
+/// Engine health pacing: a backlog of retries made due at once in one
+/// flow while fresh jobs of the same flow keep arriving (200 a second);
+/// fresh jobs' submit-to-first-attempt latency with the retries' share of
+/// claims cut in yellow and red, and without. Runs only when named.
+async fn pacing_phase(
+    sizes: &Sizes,
+    work: &Path,
+    partner: &str,
+    figures: &mut Vec<Figure>,
+) -> Result<()> {
+    let retries = if sizes.quick { 50_000 } else { 500_000 };
+    for cut in [true, false] {
+        let label = if cut { "on" } else { "off" };
+        eprintln!("pacing {label}: {retries} retries due at once, fresh jobs arriving …");
+        let engine = Engine::start_on_with(
+            &work.join(format!("pacing-{label}")),
+            "full",
+            partner,
+            Retention::default(),
+            POLICY,
+            steadfast::pacing::health::Thresholds {
+                cut_retries: cut,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let storm = engine.retry_storm(retries).await?;
+        engine.stop().await;
+        let name = |on: &'static str, off: &'static str| if cut { on } else { off };
+        figures.push(Figure {
+            name: name(
+                "pacing on: fresh job submit → first attempt p99",
+                "pacing off: fresh job submit → first attempt p99",
+            ),
+            value: storm.fresh_p99,
+            unit: "ms",
+            note: format!(
+                "p50 {:.0} ms; {} fresh jobs while {retries} retries drained in {:.1} s",
+                storm.fresh_p50, storm.fresh, storm.drain_seconds
+            ),
+        });
+    }
+    Ok(())
+}
+
 async fn postgres_phase(
     sizes: &Sizes,
     partner: &str,
@@ -699,6 +747,14 @@ struct Engine {
     _policies: tempfile::TempDir,
 }
 
+/// What a retry storm showed (see [`pacing_phase`]).
+struct Storm {
+    fresh_p50: f64,
+    fresh_p99: f64,
+    fresh: usize,
+    drain_seconds: f64,
+}
+
 struct Backlog {
     rss_waiting_mb: f64,
     peak_rss_mb: f64,
@@ -729,6 +785,25 @@ impl Engine {
         retention: Retention,
         policy_text: &str,
     ) -> Result<Engine> {
+        Self::start_on_with(
+            dir,
+            synchronous,
+            partner,
+            retention,
+            policy_text,
+            Default::default(),
+        )
+        .await
+    }
+
+    async fn start_on_with(
+        dir: &Path,
+        synchronous: &str,
+        partner: &str,
+        retention: Retention,
+        policy_text: &str,
+        health: steadfast::pacing::health::Thresholds,
+    ) -> Result<Engine> {
         std::fs::create_dir_all(dir)?;
         let policies = tempfile::tempdir()?;
         std::fs::write(policies.path().join("bench.yaml"), policy_text)?;
@@ -751,6 +826,7 @@ impl Engine {
                     ..SchedulerConfig::default()
                 },
                 retention,
+                health,
                 ..EngineConfig::default()
             },
             clock: Arc::new(SystemClock),
@@ -918,6 +994,86 @@ impl Engine {
             probe_lag_p99: percentile(&lags, 0.99),
             probes,
         })
+    }
+
+    /// `retries` jobs of flow `bench` made retries (one attempt behind them)
+    /// and due at once, and a fresh job of the same flow every 5 ms until
+    /// they are done; the fresh jobs' submit-to-first-attempt latencies.
+    async fn retry_storm(&self, retries: usize) -> Result<Storm> {
+        let store = &self.node.store;
+        let far = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+        for chunk_start in (0..retries).step_by(10_000) {
+            let batch: Vec<NewJob> = (chunk_start..(chunk_start + 10_000).min(retries))
+                .map(|n| NewJob {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    flow: "bench".into(),
+                    idempotency_key: format!("retry-{n}"),
+                    payload: format!(r#"{{"n":{}}}"#, 2 * n + 1),
+                    step: "deliver".into(),
+                    created_at: jiff::Timestamp::now(),
+                    next_at: far,
+                    policy_version: self.node.policy.current().version.to_string(),
+                    traceparent: None,
+                    priority: 0,
+                })
+                .collect();
+            store.jobs_insert_batch(batch).await?;
+        }
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        sqlx::query(
+            "UPDATE jobs SET next_at = ?1, attempt = 1, attempts_total = 1, \
+                 series_started_at = ?1 WHERE flow = 'bench' AND state = 'pending'",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(5));
+        let mut fresh = 0;
+        loop {
+            tick.tick().await;
+            let body = json!({
+                "payload": { "n": 2 * fresh + 1 },
+                "idempotency_key": format!("fresh-{fresh}"),
+            });
+            self.client
+                .post(format!("{}/v1/flows/bench/jobs", self.node.url()))
+                .json(&body)
+                .send()
+                .await?
+                .error_for_status()?;
+            fresh += 1;
+            if fresh % 40 == 0 && !self.unfinished_retries().await? {
+                break;
+            }
+        }
+        let drain_seconds = started.elapsed().as_secs_f64();
+        let total = self.count("bench", None).await?;
+        self.wait_succeeded("bench", total).await?;
+        let lags = self
+            .query_lags(
+                "SELECT a.started_at - j.created_at FROM attempts a JOIN jobs j ON j.id = a.job_id \
+                 WHERE j.idempotency_key LIKE 'fresh-%' AND a.attempt = 1",
+            )
+            .await?;
+        Ok(Storm {
+            fresh_p50: percentile(&lags, 0.50),
+            fresh_p99: percentile(&lags, 0.99),
+            fresh,
+            drain_seconds,
+        })
+    }
+
+    /// Whether a retry of the storm is left waiting (read from the claim
+    /// index, where due retries come first).
+    async fn unfinished_retries(&self) -> Result<bool> {
+        let left: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_due_by_flow \
+                 WHERE state IN ('pending', 'suspended') AND flow = 'bench' AND attempt > 0)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(left)
     }
 
     /// Whether a job of `flow` is left to do, read from the indexes the
