@@ -5,11 +5,11 @@
 //! under `red_lag` yellow, else red. Pure: the executor reports each lag
 //! with its time, readers ask at a time.
 //!
-//! In yellow retries get at most half of each claim, in red a tenth (the
-//! store claims them earliest due first up to that share, and fresh jobs,
-//! newest due first, for the rest), so that a large retry backlog drains
-//! without starving what arrives now. [`publish`] sets the share on the
-//! step log every second.
+//! With `cut_retries` (off unless set), in yellow retries get at most half
+//! of each claim, in red a tenth (the store claims them earliest due first
+//! up to that share, and fresh jobs, newest due first, for the rest), so
+//! that a large retry backlog drains without starving what arrives now.
+//! [`publish`] sets the share on the step log every second.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -52,11 +52,16 @@ pub struct Thresholds {
 }
 
 impl Default for Thresholds {
+    /// The cut is off unless asked for: with no fresh job due, a claim's
+    /// fresh-jobs half still walks the lane's whole retry backlog (the
+    /// claim index does not tell them apart), a cost on every claim that
+    /// an index of fresh jobs would remove (BENCHMARKS.md, "Engine health
+    /// pacing").
     fn default() -> Self {
         Self {
             yellow_lag: Duration::from_secs(1),
             red_lag: Duration::from_secs(10),
-            cut_retries: true,
+            cut_retries: false,
         }
     }
 }
