@@ -1433,7 +1433,11 @@ async fn under_a_cut_retries_get_their_share_and_fresh_jobs_the_rest_newest_firs
     let claimed = db.log.jobs_claim_due("b", t(20), t(320), 20).await.unwrap();
     let keys: Vec<u32> = claimed.iter().map(|j| j.attempt).collect();
     assert_eq!(keys.iter().filter(|a| **a > 0).count(), 2, "{keys:?}");
-    assert_eq!(keys.iter().filter(|a| **a == 0).count(), 2, "key-10, key-11");
+    assert_eq!(
+        keys.iter().filter(|a| **a == 0).count(),
+        2,
+        "key-10, key-11"
+    );
     // Without a cut, everything due, earliest first.
     db.log.set_retry_share(None);
     let claimed = db.log.jobs_claim_due("c", t(20), t(320), 20).await.unwrap();
