@@ -923,26 +923,9 @@ impl Engine {
     }
 
     async fn backlog(&self, jobs: usize) -> Result<Backlog> {
-        let store = &self.node.store;
-        let far = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
         let loaded = Instant::now();
-        for chunk_start in (0..jobs).step_by(10_000) {
-            let batch: Vec<NewJob> = (chunk_start..(chunk_start + 10_000).min(jobs))
-                .map(|n| NewJob {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    flow: "backlog".into(),
-                    idempotency_key: format!("backlog-{n}"),
-                    payload: format!(r#"{{"n":{n}}}"#),
-                    step: "deliver".into(),
-                    created_at: jiff::Timestamp::now(),
-                    next_at: far,
-                    policy_version: self.node.policy.current().version.to_string(),
-                    traceparent: None,
-                    priority: 0,
-                })
-                .collect();
-            store.jobs_insert_batch(batch).await?;
-        }
+        self.insert_waiting("backlog", "backlog", jobs, |n| n)
+            .await?;
         eprintln!(
             "  inserted in {:.1}s; holding them …",
             loaded.elapsed().as_secs_f64()
@@ -996,29 +979,44 @@ impl Engine {
         })
     }
 
-    /// `retries` jobs of flow `bench` made retries (one attempt behind them)
-    /// and due at once, and a fresh job of the same flow every 5 ms until
-    /// they are done; the fresh jobs' submit-to-first-attempt latencies.
-    async fn retry_storm(&self, retries: usize) -> Result<Storm> {
-        let store = &self.node.store;
+    /// Inserts `jobs` jobs of `flow` straight into the step log, in batches
+    /// of 10,000, due in an hour: keys `{prefix}-{n}`, payloads
+    /// `{"n": number(n)}`.
+    async fn insert_waiting(
+        &self,
+        flow: &str,
+        prefix: &str,
+        jobs: usize,
+        number: impl Fn(usize) -> usize,
+    ) -> Result<()> {
         let far = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
-        for chunk_start in (0..retries).step_by(10_000) {
-            let batch: Vec<NewJob> = (chunk_start..(chunk_start + 10_000).min(retries))
+        let version = self.node.policy.current().version.to_string();
+        for chunk_start in (0..jobs).step_by(10_000) {
+            let batch: Vec<NewJob> = (chunk_start..(chunk_start + 10_000).min(jobs))
                 .map(|n| NewJob {
                     id: uuid::Uuid::now_v7().to_string(),
-                    flow: "bench".into(),
-                    idempotency_key: format!("retry-{n}"),
-                    payload: format!(r#"{{"n":{}}}"#, 2 * n + 1),
+                    flow: flow.into(),
+                    idempotency_key: format!("{prefix}-{n}"),
+                    payload: format!(r#"{{"n":{}}}"#, number(n)),
                     step: "deliver".into(),
                     created_at: jiff::Timestamp::now(),
                     next_at: far,
-                    policy_version: self.node.policy.current().version.to_string(),
+                    policy_version: version.clone(),
                     traceparent: None,
                     priority: 0,
                 })
                 .collect();
-            store.jobs_insert_batch(batch).await?;
+            self.node.store.jobs_insert_batch(batch).await?;
         }
+        Ok(())
+    }
+
+    /// `retries` jobs of flow `bench` made retries (one attempt behind them)
+    /// and due at once, and a fresh job of the same flow every 5 ms until
+    /// they are done; the fresh jobs' submit-to-first-attempt latencies.
+    async fn retry_storm(&self, retries: usize) -> Result<Storm> {
+        self.insert_waiting("bench", "retry", retries, |n| 2 * n + 1)
+            .await?;
         let now_ms = jiff::Timestamp::now().as_millisecond();
         sqlx::query(
             "UPDATE jobs SET next_at = ?1, attempt = 1, attempts_total = 1, \
