@@ -159,6 +159,7 @@ impl Node {
             health: engine.health(),
             node_timeout,
             paused: engine.paused(),
+            console: Arc::default(),
         };
         let (stop_api, stopped) = oneshot::channel::<()>();
         let api = tokio::spawn(api::serve(listener, state, config.serve, async {

@@ -69,7 +69,7 @@ impl Access {
 
     /// The token whose secret this is; every token is compared, in constant
     /// time, whether or not one matched already.
-    fn find(&self, secret: &str) -> Option<Caller> {
+    pub(crate) fn find(&self, secret: &str) -> Option<Caller> {
         let presented = digest(secret);
         let mut found = None;
         for (caller, stored) in self.tokens.iter() {
@@ -99,6 +99,9 @@ fn digest(secret: &str) -> [u8; 32] {
 fn needs(method: &Method, path: &str, open_metrics: bool) -> Option<Option<Scope>> {
     match path {
         "/healthz" | "/readyz" => None,
+        // The console checks its own sessions (console::session).
+        "/ui" => None,
+        _ if path.starts_with("/ui/") => None,
         "/metrics" if open_metrics => None,
         "/metrics" => Some(None),
         _ if method == Method::GET || method == Method::HEAD => Some(None),

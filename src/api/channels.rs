@@ -96,6 +96,16 @@ pub async fn insights(
             }
         },
     };
+    insights_over(&state, &name, window).await.map(Json)
+}
+
+/// A channel's insights over `window` back from now, from every node (this
+/// node's latest attempts flushed first); a pool's are its members'.
+pub(crate) async fn insights_over(
+    state: &AppState,
+    name: &str,
+    window: std::time::Duration,
+) -> Result<crate::pacing::insights::Insights, ApiError> {
     let policy = state.policy.current();
     let since =
         crate::pacing::insights::hour_of(state.clock.now() - crate::lifecycle::signed(window));
@@ -105,27 +115,27 @@ pub async fn insights(
     }
     // A pool's history is its members': attempts are counted for the
     // channel they went to.
-    let members: Vec<String> = match policy.channel(&name).map(|c| &c.kind) {
+    let members: Vec<String> = match policy.channel(name).map(|c| &c.kind) {
         Some(ChannelKind::Pool(pool)) => pool.members.iter().map(|m| m.name.clone()).collect(),
-        _ => vec![name.clone()],
+        _ => vec![name.to_string()],
     };
     let mut counts = Vec::new();
     for member in &members {
         counts.extend(state.store.insights_of(member, since).await?);
     }
-    if counts.is_empty() && policy.channel(&name).is_none() {
+    if counts.is_empty() && policy.channel(name).is_none() {
         return Err(ApiError::NotFound(format!(
             "no channel `{name}` in the policy in force, and no history of one; GET \
              /v1/channels lists them"
         )));
     }
     let since = Timestamp::from_millisecond(since).unwrap_or(Timestamp::UNIX_EPOCH);
-    Ok(Json(crate::pacing::insights::Insights::from_counts(
-        &name, since, &counts,
-    )))
+    Ok(crate::pacing::insights::Insights::from_counts(
+        name, since, &counts,
+    ))
 }
 
-fn view(
+pub(crate) fn view(
     channel: &Channel,
     channels: &Channels,
     errors: &crate::pacing::ErrorWindows,

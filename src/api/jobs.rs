@@ -408,6 +408,9 @@ pub struct ListQuery {
     pub since: Option<String>,
     #[serde(default, deserialize_with = "blank_is_none")]
     pub until: Option<String>,
+    /// Text the idempotency key contains.
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub key: Option<String>,
     /// 100 unless given.
     #[serde(default, deserialize_with = "blank_is_none")]
     #[param(value_type = Option<LimitFilter>)]
@@ -448,6 +451,8 @@ pub struct FilterQuery {
     /// RFC 3339 time, or a duration back from now (`2h`).
     pub since: Option<String>,
     pub until: Option<String>,
+    /// Text the idempotency key contains.
+    pub key: Option<String>,
 }
 
 /// Query strings carry numbers as text; JSON bodies as numbers.
@@ -505,6 +510,7 @@ impl FilterQuery {
             rule: self.rule.clone(),
             since,
             until,
+            key: self.key.clone(),
             ..JobFilter::default()
         })
     }
@@ -526,7 +532,7 @@ pub async fn list(
     let Query(query) = query.map_err(|e| {
         ApiError::BadRequest(format!(
             "bad query: {}; parameters are state, flow, step, status, error, rule, since, \
-             until, limit, cursor",
+             until, key, limit, cursor",
             e.body_text()
         ))
     })?;
@@ -561,6 +567,7 @@ pub async fn list(
             rule: query.rule,
             since: query.since,
             until: query.until,
+            key: query.key,
         }
         .to_filter(state.clock.now())?
     };

@@ -2,11 +2,12 @@
 //! force, health and Prometheus metrics.
 
 pub(crate) mod auth;
-mod body;
-mod channels;
+pub(crate) mod body;
+pub(crate) mod channels;
+pub mod console;
 pub(crate) mod dlq;
 mod error;
-mod flows;
+pub(crate) mod flows;
 pub(crate) mod jobs;
 mod nodes;
 pub mod openapi;
@@ -64,9 +65,12 @@ pub struct AppState {
     pub node_timeout: std::time::Duration,
     /// The flows paused, as this node's engine knows them.
     pub paused: Arc<crate::engine::PausedFlows>,
+    /// The console's sessions and cached counts.
+    pub console: Arc<console::Console>,
 }
 
 pub fn router(state: AppState) -> Router {
+    let console = console::router(state.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -101,6 +105,7 @@ pub fn router(state: AppState) -> Router {
             Duration::from_secs(60),
         ))
         .layer(axum::middleware::map_response(error::json_errors))
+        .merge(console)
         .with_state(state)
 }
 

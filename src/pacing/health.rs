@@ -7,8 +7,9 @@
 //!
 //! With `cut_retries` (off unless set), in yellow retries get at most half
 //! of each claim, in red a tenth (the store claims them earliest due first
-//! up to that share, and fresh jobs, newest due first, for the rest), so
-//! that a large retry backlog drains without starving what arrives now.
+//! up to that share, and fresh jobs, from an index of their own, for the
+//! rest), so that a large retry backlog drains without starving what
+//! arrives now.
 //! [`publish`] sets the share on the step log every second.
 
 use std::collections::VecDeque;
@@ -32,6 +33,15 @@ pub enum Level {
 }
 
 impl Level {
+    /// As the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Green => "green",
+            Level::Yellow => "yellow",
+            Level::Red => "red",
+        }
+    }
+
     /// The value of `steadfast_engine_health`.
     pub fn gauge(self) -> f64 {
         match self {

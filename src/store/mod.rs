@@ -294,8 +294,8 @@ pub trait StepLog: Send + Sync + 'static {
     /// may take from now on: `None`, no cut (claims take the earliest due
     /// first); `Some(share)`, each lane's retries are claimed earliest due
     /// first up to that share, and the rest of the room goes to fresh jobs,
-    /// newest due first, so that what arrives now is not queued behind a
-    /// backlog. Set by the scheduler from the engine's health.
+    /// earliest due first from an index of their own, so that what arrives
+    /// now is not queued behind a backlog. Set by the scheduler from the engine's health.
     fn set_retry_share(&self, share: Option<f64>);
 
     /// Adds `counts` to the channels' hourly insight counts, in one

@@ -398,6 +398,7 @@ fn bind_filter<'q>(
         .bind(&filter.rule)
         .bind(filter.since.map(ms))
         .bind(filter.until.map(ms))
+        .bind(&filter.key)
 }
 
 fn limit_i64(limit: usize) -> i64 {
@@ -714,15 +715,15 @@ async fn lanes_due(conn: &mut sqlx::PgConnection, now: Timestamp) -> StoreResult
 }
 
 /// Claims up to `limit` due jobs of one flow's lane at `priority`,
-/// earliest first (`only`: a further condition, `order`: the order taken),
-/// skipping rows another node is claiming this very moment.
+/// earliest due first (`only`: a further condition), skipping rows another
+/// node is claiming this very moment.
 async fn claim_lane(
     conn: &mut sqlx::PgConnection,
     flow: &str,
     priority: i64,
     lease: &Lease,
     limit: usize,
-    (only, order): (&str, &str),
+    only: &str,
 ) -> StoreResult<Vec<JobRecord>> {
     if limit == 0 {
         return Ok(Vec::new());
@@ -732,7 +733,7 @@ async fn claim_lane(
          WHERE id IN (SELECT id FROM jobs \
                       WHERE state IN ('pending', 'suspended') AND flow = $4 \
                           AND priority = $6 AND next_at <= $3 {only} \
-                      ORDER BY {order} LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                      ORDER BY next_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
          RETURNING *"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -747,13 +748,13 @@ async fn claim_lane(
     jobs_from_rows(&rows)
 }
 
-/// Every due job of a lane, earliest first.
-const ALL_DUE: (&str, &str) = ("", "next_at");
-/// Retries (`attempt > 0`), earliest due first.
-const RETRIES_DUE: (&str, &str) = ("AND attempt > 0", "next_at");
-/// Fresh jobs (`attempt = 0`), newest due first: under a retry backlog they
-/// are at the index's newer end, which a backward scan reaches at once.
-const FRESH_DUE: (&str, &str) = ("AND attempt = 0", "next_at DESC");
+/// Every due job of a lane.
+const ALL_DUE: &str = "";
+/// Retries alone.
+const RETRIES_DUE: &str = "AND attempt > 0";
+/// Fresh jobs alone: `jobs_fresh_due` holds them (the claim index would
+/// walk the whole retry backlog to find them).
+const FRESH_DUE: &str = "AND attempt = 0";
 
 /// A lane's claim: everything due, or under a cut, retries up to their
 /// share and fresh jobs for the rest of the room.
@@ -1582,7 +1583,7 @@ mod plans {
             .expect("set");
         for state in [JobState::Dead, JobState::Suspended, JobState::Cancelled] {
             // Every parameter NULL: no other condition, no cursor, no limit.
-            for (sql, parameters) in [(SQL.list(Some(state)), 10), (SQL.count(Some(state)), 8)] {
+            for (sql, parameters) in [(SQL.list(Some(state)), 11), (SQL.count(Some(state)), 9)] {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE q AS {sql}")))
                     .execute(&mut *conn)
                     .await

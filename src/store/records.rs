@@ -300,6 +300,8 @@ pub struct JobFilter {
     pub since: Option<Timestamp>,
     /// `updated_at < until`.
     pub until: Option<Timestamp>,
+    /// Text the idempotency key contains (case as written).
+    pub key: Option<String>,
     /// At most this many (the store caps it at 1000).
     pub limit: u32,
     /// The last id of the previous page.

@@ -439,10 +439,10 @@ impl Sql {
         }
     }
 
-    /// The conditions of a [`super::JobFilter`], parameters 1 to 8: state,
+    /// The conditions of a [`super::JobFilter`], parameters 1 to 9: state,
     /// flow, step, then the status, error kind and rule of the job's last
     /// attempt (its `on_dead` notifications left out), then `updated_at`
-    /// since and until. With `state`, the state is also named as a literal:
+    /// since and until, then text within the idempotency key. With `state`, the state is also named as a literal:
     /// SQLite can then prove that the partial index `jobs_parked` holds
     /// every suspended, dead or cancelled job, which it cannot of a bound
     /// parameter. (The text is one of [`JobState`]'s names, never input.)
@@ -461,7 +461,8 @@ impl Sql {
                  AND ({err} IS NULL OR a.error = {perr}) \
                  AND ({rule} IS NULL OR a.rule = {prule}))) \
              AND ({since} IS NULL OR updated_at >= {psince}) \
-             AND ({until} IS NULL OR updated_at < {puntil})",
+             AND ({until} IS NULL OR updated_at < {puntil}) \
+             AND ({key} IS NULL OR {key_has})",
             s = text(1),
             ps = p(1),
             f = text(2),
@@ -478,6 +479,11 @@ impl Sql {
             psince = p(7),
             until = int(8),
             puntil = p(8),
+            key = text(9),
+            key_has = match d {
+                Dialect::Sqlite => "instr(idempotency_key, ?9) > 0",
+                Dialect::Postgres => "strpos(idempotency_key, $9) > 0",
+            },
         );
         match state {
             Some(state) => format!("state = '{}' AND {conditions}", state.as_str()),
@@ -486,15 +492,15 @@ impl Sql {
     }
 
     /// A page of jobs matching the filter, newest first, after the cursor
-    /// (parameter 9), at most parameter 10.
+    /// (parameter 10), at most parameter 11.
     pub fn list(&self, state: Option<JobState>) -> String {
         let d = self.dialect;
         format!(
             "SELECT * FROM jobs WHERE {} AND ({} IS NULL OR id < {}) ORDER BY id DESC LIMIT {}",
             self.filter_where(state),
-            d.typed(9, "text"),
-            d.p(9),
-            d.p(10)
+            d.typed(10, "text"),
+            d.p(10),
+            d.p(11)
         )
     }
 
@@ -506,16 +512,16 @@ impl Sql {
         )
     }
 
-    /// The next dead jobs to retry, oldest first, after parameter 9, at
-    /// most parameter 10.
+    /// The next dead jobs to retry, oldest first, after parameter 10, at
+    /// most parameter 11.
     pub fn dead_to_retry(&self) -> String {
         let d = self.dialect;
         format!(
             "SELECT id FROM jobs WHERE {} AND ({} IS NULL OR id > {}) ORDER BY id ASC LIMIT {}{}",
             self.filter_where(Some(JobState::Dead)),
-            d.typed(9, "text"),
-            d.p(9),
+            d.typed(10, "text"),
             d.p(10),
+            d.p(11),
             d.skip_locked()
         )
     }

@@ -273,6 +273,7 @@ fn bind_filter<'q>(
         .bind(&filter.rule)
         .bind(opt_ms(filter.since))
         .bind(opt_ms(filter.until))
+        .bind(&filter.key)
 }
 
 #[async_trait]

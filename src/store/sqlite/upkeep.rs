@@ -198,6 +198,7 @@ pub(super) fn jobs_retry_batch(
                 filter.rule,
                 opt_ms(filter.since),
                 opt_ms(filter.until),
+                filter.key,
                 after,
                 i64::from(limit.max(1)),
             ],

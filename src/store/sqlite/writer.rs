@@ -475,26 +475,26 @@ pub(super) const INSERT_ATTEMPT: &str =
 /// prepares the statement again at every new binding. Rows are picked by
 /// row id, which the index entries carry: by `id`, each claimed job cost a
 /// search of the primary key's text index too.
-static CLAIM_LANE: LazyLock<String> = LazyLock::new(|| claim_lane_sql("", "next_at"));
+static CLAIM_LANE: LazyLock<String> = LazyLock::new(|| claim_lane_sql("jobs_due_by_flow", ""));
 
 /// [`CLAIM_LANE`] for retries alone (`attempt > 0`), earliest due first.
 static CLAIM_LANE_RETRIES: LazyLock<String> =
-    LazyLock::new(|| claim_lane_sql("AND attempt > 0", "next_at"));
+    LazyLock::new(|| claim_lane_sql("jobs_due_by_flow", "AND attempt > 0"));
 
-/// [`CLAIM_LANE`] for fresh jobs alone (`attempt = 0`), newest due first:
-/// under a retry backlog they are at the index's newer end, which a
-/// backward scan reaches at once.
+/// [`CLAIM_LANE`] for fresh jobs alone (`attempt = 0`), earliest due
+/// first, from the index that holds them alone: in the claim index they
+/// sit among the whole retry backlog.
 static CLAIM_LANE_FRESH: LazyLock<String> =
-    LazyLock::new(|| claim_lane_sql("AND attempt = 0", "next_at DESC"));
+    LazyLock::new(|| claim_lane_sql("jobs_fresh_due", "AND attempt = 0"));
 
-fn claim_lane_sql(only: &str, order: &str) -> String {
+fn claim_lane_sql(index: &str, only: &str) -> String {
     format!(
         "UPDATE OR FAIL jobs \
          SET state = 'running', lease_owner = ?1, lease_until = ?2, updated_at = ?3 \
-         WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY jobs_due_by_flow \
+         WHERE rowid IN (SELECT rowid FROM jobs INDEXED BY {index} \
                          WHERE state IN ('pending', 'suspended') AND flow = ?4 \
                              AND priority = ?6 AND next_at <= ?3 {only} \
-                         ORDER BY {order} LIMIT CAST(?5 AS INTEGER)) \
+                         ORDER BY next_at LIMIT CAST(?5 AS INTEGER)) \
          RETURNING {}",
         JOB_COLUMNS.join(", ")
     )
