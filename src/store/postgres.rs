@@ -96,6 +96,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reasons slowed and adapted; times slowed",
         include_str!("../../migrations/postgres/0011_pacing_reasons.sql"),
     ),
+    (
+        12,
+        "due fresh jobs indexed alone",
+        include_str!("../../migrations/postgres/0012_fresh_due.sql"),
+    ),
 ];
 
 const MAX_PAGE: u32 = 1000;

@@ -103,6 +103,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reasons slowed and adapted; times slowed",
         include_str!("../../../migrations/sqlite/0013_pacing_reasons.sql"),
     ),
+    (
+        14,
+        "due fresh jobs indexed alone",
+        include_str!("../../../migrations/sqlite/0014_fresh_due.sql"),
+    ),
 ];
 
 /// The most jobs one page of `jobs_list` returns.
