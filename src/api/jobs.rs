@@ -455,6 +455,32 @@ pub struct FilterQuery {
     pub key: Option<String>,
 }
 
+/// `HH:MM` as the latest such time in UTC at or before `now` (an operator's
+/// "since 02:10"); `None` for any other text.
+fn latest_utc_time_of_day(text: &str, now: Timestamp) -> Option<Timestamp> {
+    let (hours, minutes) = text.split_once(':')?;
+    if hours.len() != 2 || minutes.len() != 2 {
+        return None;
+    }
+    let hour: i8 = hours.parse().ok()?;
+    let minute: i8 = minutes.parse().ok()?;
+    if !(0..24).contains(&hour) || !(0..60).contains(&minute) {
+        return None;
+    }
+    let time = jiff::civil::time(hour, minute, 0, 0);
+    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let at = today
+        .to_datetime(time)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()?
+        .timestamp();
+    if at <= now {
+        Some(at)
+    } else {
+        at.checked_sub(jiff::SignedDuration::from_hours(24)).ok()
+    }
+}
+
 /// Query strings carry numbers as text; JSON bodies as numbers.
 fn number_or_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
     #[derive(Deserialize)]
@@ -480,10 +506,14 @@ impl FilterQuery {
             if let Ok(at) = text.parse::<Timestamp>() {
                 return Ok(Some(at));
             }
+            if let Some(at) = latest_utc_time_of_day(text, now) {
+                return Ok(Some(at));
+            }
             let back = crate::compile::parse_duration(text).map_err(|_| {
                 ApiError::BadRequest(format!(
-                    "`{name}` = `{text}`: write an RFC 3339 time (2026-11-20T08:00:00Z) \
-                     or a duration back from now (2h, 30m)"
+                    "`{name}` = `{text}`: write an RFC 3339 time (2026-11-20T08:00:00Z), \
+                     a time of day in UTC (02:10: the latest one), or a duration back from \
+                     now (2h, 30m)"
                 ))
             })?;
             let back = jiff::SignedDuration::try_from(back).map_err(|_| {
@@ -767,3 +797,20 @@ impl utoipa::PartialSchema for StatusFilter {
 }
 
 impl utoipa::ToSchema for StatusFilter {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_of_day_is_the_latest_one_in_utc() {
+        let now: Timestamp = "2026-12-06T03:00:00Z".parse().unwrap();
+        let at = |text| latest_utc_time_of_day(text, now).map(|t| t.to_string());
+        assert_eq!(at("02:10").as_deref(), Some("2026-12-06T02:10:00Z"));
+        assert_eq!(at("03:00").as_deref(), Some("2026-12-06T03:00:00Z"));
+        assert_eq!(at("23:30").as_deref(), Some("2026-12-05T23:30:00Z"));
+        for bad in ["24:00", "12:60", "2:10", "-1:00", "ab:cd", "02:10:00", "2h"] {
+            assert_eq!(at(bad), None, "{bad}");
+        }
+    }
+}

@@ -129,8 +129,8 @@ fn filter_form(state: &AppState, query: &JobsQuery) -> Markup {
             label { "Status " input name="status" value=(query.status) size="4" placeholder="503"; }
             label { "Error " input name="error" value=(query.error) size="8" placeholder="timeout"; }
             label { "Rule " input name="rule" value=(query.rule) size="10"; }
-            label { "Since " input name="since" value=(query.since) size="12" placeholder="2h or 02:10Z time"; }
-            label { "Until " input name="until" value=(query.until) size="12"; }
+            label { "Since " input name="since" value=(query.since) size="12" placeholder="2h, 02:10 (UTC)"; }
+            label { "Until " input name="until" value=(query.until) size="12" placeholder="RFC 3339, 03:00"; }
             label { "Key contains " input name="key" value=(query.key) size="12"; }
             button type="submit" { "Filter" }
             " " a href="/ui/jobs" { "Clear" }
@@ -169,6 +169,12 @@ pub async fn list(
         }
     };
     let listed = state.store.jobs_list(&filter).await;
+    let mut answers = Vec::new();
+    if let Ok(listed) = &listed {
+        for job in &listed.jobs {
+            answers.push(last_answer(&state, job).await);
+        }
+    }
     // Bulk retry counts the dead jobs the filter matches (an index holds
     // dead jobs alone), only when the list shows dead jobs.
     let dead_matching = if viewer.admin && filter.state == Some(JobState::Dead) {
@@ -185,7 +191,7 @@ pub async fn list(
                 @if listed.jobs.is_empty() {
                     p.muted { "No jobs match." }
                 } @else {
-                    (job_table(&listed.jobs))
+                    (job_table(&listed.jobs, &answers))
                 }
                 nav.pager {
                     @if !query.cursor.is_empty() {
@@ -206,15 +212,31 @@ pub async fn list(
     respond(StatusCode::OK, page(Some(&viewer), title, tab, body))
 }
 
-fn job_table(jobs: &[JobRecord]) -> Markup {
+/// The last answer a job had: the status or error kind of its last
+/// attempt (notifications left out), with the rule that decided.
+async fn last_answer(state: &AppState, job: &JobRecord) -> Option<(String, String)> {
+    if job.attempts_total == 0 {
+        return None;
+    }
+    let attempts = state.store.attempts_list(&job.id).await.ok()?;
+    let last = attempts.iter().rev().find(|a| a.step != "on_dead")?;
+    let answer = match (last.status, &last.error) {
+        (Some(status), _) => format!("HTTP {status}"),
+        (None, Some(kind)) => kind.clone(),
+        (None, None) => last.outcome.as_str().to_string(),
+    };
+    Some((answer, last.rule.clone().unwrap_or_default()))
+}
+
+fn job_table(jobs: &[JobRecord], answers: &[Option<(String, String)>]) -> Markup {
     html! {
         table.grid.jobs {
             thead { tr {
                 th { "Job" } th { "Flow" } th { "Step" } th { "State" } th.num { "Attempts" }
-                th { "Key" } th { "Changed" } th { "Next attempt" }
+                th { "Last answer" } th { "Key" } th { "Changed" } th { "Next attempt" }
             } }
             tbody {
-                @for job in jobs {
+                @for (job, answer) in jobs.iter().zip(answers.iter().chain(std::iter::repeat(&None))) {
                     tr {
                         td { a href={ "/ui/jobs/" (urlencode(&job.id)) } { code { (short_id(&job.id)) } } }
                         td { (job.flow) }
@@ -222,6 +244,9 @@ fn job_table(jobs: &[JobRecord]) -> Markup {
                         td { (state_badge(job.state.as_str()))
                              @if let Some(reason) = job.reason { " " span.muted { (reason.as_str()) } } }
                         td.num { (job.attempts_total) }
+                        td { @if let Some((answer, rule)) = answer {
+                            (answer) @if !rule.is_empty() { " " span.muted { (rule) } }
+                        } }
                         td.key { (job.idempotency_key) }
                         td { (time(job.updated_at)) }
                         td { (maybe_time(job.next_at)) }
