@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Phases: `bare`, `full`, `latency`, `normal`, `reload`, `backlog`, `pg`,
-//! `ingest` and `mixed` (single submissions over HTTP, see `ingest.rs`).
+//! `ingest` and `mixed` (single submissions over HTTP, see `ingest.rs`),
+//! `prune`, `mapping`, `console` (pages over 1,000,000 jobs, `console.rs`);
+//! `chaos` and `pacing` run only when named.
 //! The engine / bare ratio needs `bare` in the same run. The throughput
 //! phases run in rounds (`--rounds N`, 3 by default, 1 with `--quick`):
 //! bare, FULL, NORMAL, then again; each figure is the median over the
@@ -26,6 +28,8 @@
 
 #[path = "delivery/chaos.rs"]
 mod chaos;
+#[path = "delivery/console.rs"]
+mod console;
 #[path = "delivery/ingest.rs"]
 mod ingest;
 #[path = "../tests/common/postgres.rs"]
@@ -117,9 +121,9 @@ fn main() -> Result<()> {
         .and_then(|at| args.get(at + 1))
         .map(|list| list.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    const PHASES: [&str; 13] = [
+    const PHASES: [&str; 14] = [
         "bare", "full", "latency", "normal", "reload", "backlog", "pg", "ingest", "mixed", "prune",
-        "mapping", "chaos", "pacing",
+        "mapping", "console", "chaos", "pacing",
     ];
     if let Some(unknown) = only.iter().find(|p| !PHASES.contains(&p.as_str())) {
         bail!(
@@ -430,6 +434,10 @@ async fn run(sizes: Sizes) -> Result<()> {
 
     if sizes.runs("prune") {
         prune_phase(&sizes, work.path(), &partner.url, &mut figures).await?;
+    }
+
+    if sizes.runs("console") {
+        console::console_phase(&sizes, work.path(), &partner.url, &mut figures).await?;
     }
 
     if sizes.asked("chaos") {

@@ -24,7 +24,7 @@
 //! [pacing]                        # the engine's health by the lag of due jobs
 //! yellow_lag = "1s"
 //! red_lag = "10s"
-//! cut_retries = false             # true: retries get half the claims in yellow, a tenth in red
+//! cut_retries = true              # retries get half the claims in yellow, a tenth in red
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -79,7 +79,7 @@ pub struct PacingSettings {
     pub yellow_lag: String,
     pub red_lag: String,
     /// Whether retries' share of claims is cut in yellow (half) and red (a
-    /// tenth); off unless set (see `pacing::health::Thresholds`).
+    /// tenth); on unless set off (see `pacing::health::Thresholds`).
     pub cut_retries: bool,
 }
 
@@ -88,7 +88,7 @@ impl Default for PacingSettings {
         Self {
             yellow_lag: "1s".into(),
             red_lag: "10s".into(),
-            cut_retries: false,
+            cut_retries: true,
         }
     }
 }

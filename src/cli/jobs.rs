@@ -6,6 +6,8 @@ use super::client::{encode, ApiClient, ServerArgs};
 use super::output::{cell, print_table, time};
 use super::{CliResult, OutputArgs};
 
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, clap::Subcommand)]
 pub enum JobsCommand {
     /// A page of jobs, newest first.
@@ -101,12 +103,16 @@ pub struct FilterArgs {
     /// The rule that decided the last attempt, e.g. `builtin[5]` or `acme[2]`.
     #[arg(long)]
     pub rule: Option<String>,
-    /// Changed (for a dead job: died) at or after: RFC 3339, or a duration back (2h).
+    /// Changed (for a dead job: died) at or after: RFC 3339, a time of day
+    /// in UTC (02:10, the latest), or a duration back (2h).
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// Changed before: RFC 3339, or a duration back (30m).
+    /// Changed before: RFC 3339, a time of day in UTC, or a duration back (30m).
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+    /// Text the idempotency key contains.
+    #[arg(long, value_name = "TEXT")]
+    pub key: Option<String>,
 }
 
 impl FilterArgs {
@@ -120,6 +126,7 @@ impl FilterArgs {
             ("rule", self.rule.clone()),
             ("since", self.since.clone()),
             ("until", self.until.clone()),
+            ("key", self.key.clone()),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.map(|v| (name, v)))

@@ -747,6 +747,7 @@ mod tests {
             indexes,
             [
                 "jobs_due_by_flow",
+                "jobs_fresh_due",
                 "jobs_leased",
                 "jobs_notify",
                 "jobs_parked"
