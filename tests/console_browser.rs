@@ -126,6 +126,26 @@ impl Screens {
     }
 }
 
+async fn click(browser: &Client, css: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn type_into(browser: &Client, css: &str, text: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
 /// Waits until the page's source contains `text`, reloading it meanwhile
 /// when `reload`.
 async fn wait_for_text(browser: &Client, text: &str, reload: bool) -> String {
@@ -144,30 +164,11 @@ async fn wait_for_text(browser: &Client, text: &str, reload: bool) -> String {
 }
 
 async fn api(node: &TestNode, path: &str) -> Value {
-    node.client
-        .get(node.url(path))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    node.get_as(ADMIN, path).await
 }
 
 async fn submit(node: &TestNode, flow: &str, payload: Value, key: &str) -> String {
-    let answer: Value = node
-        .client
-        .post(node.url(&format!("/v1/flows/{flow}/jobs")))
-        .bearer_auth(ADMIN)
-        .json(&json!({ "payload": payload, "idempotency_key": key }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["id"].as_str().expect("created").to_string()
+    node.submit_as(ADMIN, flow, payload, key).await
 }
 
 async fn count_dead(node: &TestNode, flow: &str) -> usize {
@@ -236,15 +237,8 @@ async fn an_operator_fixes_and_replays_failed_deliveries_in_the_browser() {
         .unwrap();
     assert!(browser.current_url().await.unwrap().path() == "/ui/login");
     screens.take(&browser, "login").await;
-    let token = browser.find(Locator::Css("#token")).await.unwrap();
-    token.send_keys(ADMIN).await.unwrap();
-    browser
-        .find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, "#token", ADMIN).await;
+    click(&browser, "form button[type=submit]").await;
     let source = wait_for_text(&browser, "night-shift", false).await;
     let url = browser.current_url().await.unwrap();
     assert_eq!(url.path(), "/ui/jobs");
@@ -259,20 +253,8 @@ async fn an_operator_fixes_and_replays_failed_deliveries_in_the_browser() {
         .select_by_value("leads")
         .await
         .unwrap();
-    browser
-        .find(Locator::Css("input[name=status]"))
-        .await
-        .unwrap()
-        .send_keys("422")
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form.filters button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, "input[name=status]", "422").await;
+    click(&browser, "form.filters button[type=submit]").await;
     let source = wait_for_text(&browser, "12</strong> dead jobs match", false).await;
     assert!(!source.contains("order-"), "filtered by flow");
     let rows = browser
@@ -289,13 +271,7 @@ async fn an_operator_fixes_and_replays_failed_deliveries_in_the_browser() {
     screens.take(&browser, "dead-letters").await;
 
     // Open a job: its timeline shows the partner's answer, as text.
-    browser
-        .find(Locator::Css("table.jobs tbody tr td a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "table.jobs tbody tr td a").await;
     let source = wait_for_text(&browser, "HTTP 422", false).await;
     assert!(source.contains("&lt;script&gt;alert("), "payload as text");
     let job_id = browser
@@ -315,26 +291,10 @@ async fn an_operator_fixes_and_replays_failed_deliveries_in_the_browser() {
         .unwrap();
     textarea.clear().await.unwrap();
     textarea.send_keys("{\"n\": 0, \"email\": ").await.unwrap();
-    browser
-        .find(Locator::Css("form.payload button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "form.payload button[type=submit]").await;
     wait_for_text(&browser, "Not saved", false).await;
-    let textarea = browser
-        .find(Locator::Css("textarea[name=payload]"))
-        .await
-        .unwrap();
-    textarea.send_keys("\"ops@example.com\"}").await.unwrap();
-    browser
-        .find(Locator::Css("form.payload button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&browser, "textarea[name=payload]", "\"ops@example.com\"}").await;
+    click(&browser, "form.payload button[type=submit]").await;
     wait_for_text(&browser, "Payload saved", false).await;
     let job = api(&node, &format!("/v1/jobs/{job_id}")).await;
     assert_eq!(
@@ -345,13 +305,7 @@ async fn an_operator_fixes_and_replays_failed_deliveries_in_the_browser() {
 
     // The partner is fixed: retry this one job.
     healthy.store(true, Ordering::SeqCst);
-    browser
-        .find(Locator::Css("div.actions form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "div.actions form button[type=submit]").await;
     wait_for_text(&browser, "Retried", false).await;
     wait_for_text(&browser, "state succeeded", true).await;
 
@@ -368,13 +322,7 @@ async fn an_operator_fixes_and_replays_failed_deliveries_in_the_browser() {
         .unwrap();
     rate.clear().await.unwrap();
     rate.send_keys("50/s").await.unwrap();
-    browser
-        .find(Locator::Css("section.bulk button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "section.bulk button[type=submit]").await;
     // The progress page refreshes itself until the operation is done.
     let source = wait_for_text(&browser, ">done<", false).await;
     assert!(browser
@@ -403,11 +351,7 @@ async fn an_operator_fixes_and_replays_failed_deliveries_in_the_browser() {
 
     // Pause a flow from the overview, then resume it.
     browser.goto(&format!("{base}/ui/")).await.unwrap();
-    let pause = browser
-        .find(Locator::Css("form[action='/ui/flows/orders/pause'] button"))
-        .await
-        .unwrap();
-    pause.click().await.unwrap();
+    click(&browser, "form[action='/ui/flows/orders/pause'] button").await;
     wait_for_text(&browser, "Flow orders paused", false).await;
     let flows = api(&node, "/v1/flows").await;
     let orders = flows["flows"]
@@ -420,15 +364,7 @@ async fn an_operator_fixes_and_replays_failed_deliveries_in_the_browser() {
     assert_eq!(orders["paused"], true);
     assert_eq!(orders["paused_by"], "night-shift");
     screens.take(&browser, "overview").await;
-    browser
-        .find(Locator::Css(
-            "form[action='/ui/flows/orders/resume'] button",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "form[action='/ui/flows/orders/resume'] button").await;
     wait_for_text(&browser, "Flow orders resumed", false).await;
     let flows = api(&node, "/v1/flows").await;
     assert!(flows["flows"]

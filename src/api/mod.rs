@@ -99,13 +99,14 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::check,
         ))
+        // The console checks its own sessions; the limits below hold for it too.
+        .merge(console)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
         ))
         .layer(axum::middleware::map_response(error::json_errors))
-        .merge(console)
         .with_state(state)
 }
 

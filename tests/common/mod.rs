@@ -237,6 +237,38 @@ impl TestNode {
         answer["id"].as_str().unwrap().to_string()
     }
 
+    /// `GET path` with a bearer token; the JSON answer.
+    pub async fn get_as(&self, token: &str, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Submits a job with a bearer token; the new job's id.
+    pub async fn submit_as(&self, token: &str, flow: &str, payload: Value, key: &str) -> String {
+        let answer: Value = self
+            .client
+            .post(self.url(&format!("/v1/flows/{flow}/jobs")))
+            .bearer_auth(token)
+            .json(&json!({ "payload": payload, "idempotency_key": key }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not created: {answer}"))
+            .to_string()
+    }
+
     pub async fn job(&self, id: &str) -> Value {
         self.client
             .get(self.url(&format!("/v1/jobs/{id}")))
