@@ -598,3 +598,54 @@ async fn a_cancel_from_the_console_is_final_and_pages_of_channels_and_policy_ans
     assert_eq!(missing.status, 404);
     console.node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failed_reload_shows_on_the_overview_and_the_policy_page_with_its_place() {
+    let partner = Partner::start(|_| status(200)).await;
+    let policies = policy_dir(&[("console.yaml", POLICY)]);
+    let node =
+        TestNode::start_watching(policies.path(), &[("PARTNER", partner.url.as_str())]).await;
+    std::fs::write(
+        policies.path().join("console.yaml"),
+        POLICY.replace("retries: 0", "retries: lots"),
+    )
+    .unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "the reload refused".to_string(),
+        || async {
+            node.client
+                .get(node.url("/v1/policies"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        },
+        |status| status["failed_reloads"] == 1,
+    )
+    .await;
+    let console = Console {
+        node,
+        healthy: Arc::new(AtomicBool::new(true)),
+        _partner: partner,
+        _policies: policies,
+    };
+    let mut visitor = Visitor::new(&console);
+    for path in ["/ui/", "/ui/policy"] {
+        let page = visitor.get(path).await;
+        assert_eq!(page.status, 200);
+        assert!(
+            page.body.contains("The last reload failed"),
+            "{path}: {}",
+            page.body
+        );
+        assert!(
+            page.body.contains("console.yaml:3:"),
+            "{path}: the place: {}",
+            page.body
+        );
+    }
+    console.node.shutdown().await;
+}

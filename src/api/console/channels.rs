@@ -6,7 +6,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use maud::html;
+use maud::{html, Markup};
 
 use super::layout::{self, page, respond, time, Tab};
 use super::overview::channel_table;
@@ -22,43 +22,12 @@ pub async fn list(State(state): State<AppState>, Looking(viewer): Looking) -> Re
         .values()
         .map(|c| crate::api::channels::view(c, &state.channels, &state.errors, now))
         .collect();
-    let hour = std::time::Duration::from_secs(3600);
-    let mut last_hour = Vec::new();
-    for name in policy.channels.keys() {
-        let insights = crate::api::channels::insights_over(&state, name, hour).await;
-        last_hour.push((name.clone(), insights));
-    }
+    let last_hour = last_hour(&state).await;
     let body = html! {
         h1 { "Channels" }
         (channel_table(&views))
         h2 { "This hour and the last, from every node" }
-        table.grid {
-            thead { tr { th { "Channel" } th.num { "Attempts" } th.num { "Succeeded" } th.num { "Success" }
-                         th.num { "p50" } th.num { "p99" } th { "Top errors" } } }
-            tbody {
-                @for (name, insights) in &last_hour {
-                    tr {
-                        td { (name) }
-                        @match insights {
-                            Err(error) => td colspan="6" { span.error { (error.to_string()) } },
-                            Ok(i) => {
-                                td.num { (i.total.attempts) }
-                                td.num { (i.total.successes) }
-                                td.num { @match i.total.success_rate {
-                                    Some(r) => (format!("{:.1} %", r * 100.0)),
-                                    None => span.muted { "—" },
-                                } }
-                                td.num { @match i.latency_ms.p50 { Some(v) => (layout::duration_ms(v.round() as i64)), None => span.muted { "—" } } }
-                                td.num { @match i.latency_ms.p99 { Some(v) => (layout::duration_ms(v.round() as i64)), None => span.muted { "—" } } }
-                                td {
-                                    @for (kind, n) in top_errors(&i.errors) { code { (kind) } " " (n) " " }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        (last_hour)
         p.muted { "Breakers and limits are this node's view; the history is every node's. "
                   "Per channel: " code { "steadfast insights CHANNEL" } "." }
     };
@@ -114,6 +83,47 @@ pub async fn policy(State(state): State<AppState>, Looking(viewer): Looking) -> 
         StatusCode::OK,
         page(Some(&viewer), "Policy", Tab::Policy, body),
     )
+}
+
+/// Each channel's attempts over this hour and the last, from every node:
+/// how many, how many succeeded, latency, the commonest failures.
+pub async fn last_hour(state: &AppState) -> Markup {
+    let policy = state.policy.current();
+    let hour = std::time::Duration::from_secs(3600);
+    let mut last_hour = Vec::new();
+    for name in policy.channels.keys() {
+        let insights = crate::api::channels::insights_over(state, name, hour).await;
+        last_hour.push((name.clone(), insights));
+    }
+    html! {
+        table.grid {
+            thead { tr { th { "Channel" } th.num { "Attempts" } th.num { "Succeeded" } th.num { "Success" }
+                         th.num { "p50" } th.num { "p99" } th { "Top errors" } } }
+            tbody {
+                @for (name, insights) in &last_hour {
+                    tr {
+                        td { (name) }
+                        @match insights {
+                            Err(error) => td colspan="6" { span.error { (error.to_string()) } },
+                            Ok(i) => {
+                                td.num { (i.total.attempts) }
+                                td.num { (i.total.successes) }
+                                td.num { @match i.total.success_rate {
+                                    Some(r) => (format!("{:.1} %", r * 100.0)),
+                                    None => span.muted { "—" },
+                                } }
+                                td.num { @match i.latency_ms.p50 { Some(v) => (layout::duration_ms(v.round() as i64)), None => span.muted { "—" } } }
+                                td.num { @match i.latency_ms.p99 { Some(v) => (layout::duration_ms(v.round() as i64)), None => span.muted { "—" } } }
+                                td {
+                                    @for (kind, n) in top_errors(&i.errors) { code { (kind) } " " (n) " " }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The three commonest failures, most first.

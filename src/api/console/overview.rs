@@ -56,6 +56,7 @@ pub async fn page_of(state: &AppState, viewer: &Viewer, query: &NoticeQuery) -> 
         .values()
         .map(|c| crate::api::channels::view(c, &state.channels, &state.errors, now))
         .collect();
+    let last_hour = super::channels::last_hour(state).await;
     let body = html! {
         @if let Some(notice) = notice { p.notice role="status" { (notice) } }
         h1 { "Overview" }
@@ -117,6 +118,8 @@ pub async fn page_of(state: &AppState, viewer: &Viewer, query: &NoticeQuery) -> 
         }
         h2 { "Channels" }
         (channel_table(&channels))
+        h2 { "Deliveries this hour and the last, from every node" }
+        (last_hour)
     };
     respond(
         StatusCode::OK,
