@@ -324,7 +324,7 @@ async fn an_operator_fixes_and_replays_failed_deliveries_in_the_browser() {
     rate.send_keys("50/s").await.unwrap();
     click(&browser, "section.bulk button[type=submit]").await;
     // The progress page refreshes itself until the operation is done.
-    let source = wait_for_text(&browser, ">done<", false).await;
+    let source = wait_for_text(&browser, "<strong>23</strong> of 23 due", false).await;
     assert!(browser
         .current_url()
         .await

@@ -104,8 +104,25 @@ pub async fn progress(
     let handled = op.retried + op.skipped;
     let max = op.matched.max(handled).max(1);
     let percent = handled * 100 / max;
+    // The k-th retried job is due at `runs_at + k / rate`: how many are due
+    // by now, and when the last one is.
+    let now = state.clock.now();
+    let since_start = now.duration_since(op.runs_at).as_secs_f64();
+    let due = if since_start < 0.0 {
+        0
+    } else {
+        ((since_start * op.rate_per_second).floor() as u64 + 1).min(op.retried)
+    };
+    let spread_ms = if op.retried > 1 {
+        ((op.retried - 1) as f64 / op.rate_per_second * 1000.0).round() as i64
+    } else {
+        0
+    };
+    let last_due = op.runs_at + jiff::SignedDuration::from_millis(spread_ms);
+    let pacing = op.done && op.error.is_none() && due < op.retried;
     let body = html! {
         h1 { "Bulk retry" }
+        p { "Moved back to pending" }
         progress #progress max=(max) value=(handled) { (percent) "%" }
         p.big {
             strong { (op.retried) } " of " (op.matched) " retried"
@@ -113,10 +130,17 @@ pub async fn progress(
             @if op.done { " — " strong.done { "done" } } @else { " — running…" }
         }
         @if let Some(error) = &op.error { p.error role="alert" { "Stopped: " (error) } }
+        @if op.retried > 0 {
+            p { "Due to their partner so far, at the pace chosen" }
+            progress #due max=(op.retried) value=(due) {}
+            p { strong { (due) } " of " (op.retried) " due"
+                @if pacing { " — the last at " (time(last_due)) } }
+        }
         dl.facts {
             dt { "Pace" } dd { (format!("{:.2}", op.rate_per_second).trim_end_matches('0').trim_end_matches('.')) " per second" }
             dt { "Started" } dd { (time(op.started_at)) }
             dt { "First due" } dd { (time(op.runs_at)) }
+            dt { "Last due" } dd { (time(last_due)) }
             dt { "Finished" } dd { (layout::maybe_time(op.finished_at)) }
         }
         p.muted { "Retried jobs are pending again and become due at the pace above; follow them in "
@@ -127,7 +151,10 @@ pub async fn progress(
                 ul { @for id in &op.skipped_ids { li { a href={ "/ui/jobs/" (urlencode(id)) } { code { (id) } } } } } }
         }
     };
-    let refresh = (!op.done).then_some(1);
+    // Refreshed while jobs are being moved, then while they come due (a
+    // retry scheduled far ahead is not watched second by second).
+    let soon = last_due.duration_since(now) < jiff::SignedDuration::from_secs(600);
+    let refresh = (!op.done || (pacing && soon)).then_some(1);
     respond(
         StatusCode::OK,
         page_refreshing(Some(&viewer), "Bulk retry", Tab::DeadLetters, body, refresh),
