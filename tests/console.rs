@@ -379,6 +379,12 @@ async fn payloads_and_partner_answers_render_as_text() {
         "the timeline: {}",
         page.body
     );
+    assert!(
+        page.body
+            .contains("&lt;script&gt;alert('partner')&lt;/script&gt;"),
+        "the partner's refusal, as text: {}",
+        page.body
+    );
     console.node.shutdown().await;
 }
 

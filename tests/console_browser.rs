@@ -274,6 +274,10 @@ async fn an_operator_fixes_and_replays_failed_deliveries_in_the_browser() {
     click(&browser, "table.jobs tbody tr td a").await;
     let source = wait_for_text(&browser, "HTTP 422", false).await;
     assert!(source.contains("&lt;script&gt;alert("), "payload as text");
+    assert!(
+        source.contains("field `email` is &lt;b&gt;required&lt;/b&gt;"),
+        "what the partner said, as text"
+    );
     let job_id = browser
         .current_url()
         .await

@@ -103,6 +103,13 @@ fn attempt_row(
     moved: &Move,
 ) -> (AttemptRecord, DeliveryResult) {
     let (status, error, error_message) = split_result(&answered.result);
+    // What a partner said when it refused is what an operator reads first.
+    let refusal = match &answered.result {
+        Ok(response) if answered.verdict.outcome != Verdicts::Success => {
+            body_excerpt(&response.body)
+        }
+        _ => None,
+    };
     let record = AttemptRecord {
         job_id: job.id.clone(),
         step: answered.step,
@@ -112,7 +119,7 @@ fn attempt_row(
         finished_at: answered.finished,
         status,
         error,
-        error_message: answered.note.or(error_message),
+        error_message: answered.note.or(error_message).or(refusal),
         outcome: answered.verdict.outcome.into(),
         rule: Some(answered.verdict.rule),
         decision: moved
@@ -1213,6 +1220,23 @@ fn retry_reason(result: &DeliveryResult) -> String {
     }
 }
 
+/// The most of a refusing answer's body an attempt keeps.
+pub const ANSWER_EXCERPT: usize = 500;
+
+/// The start of a body, whole characters only; `None` when blank.
+fn body_excerpt(body: &str) -> Option<String> {
+    let body = body.trim();
+    if body.is_empty() {
+        return None;
+    }
+    let mut end = body.len().min(ANSWER_EXCERPT);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    let more = if end < body.len() { "…" } else { "" };
+    Some(format!("{}{more}", &body[..end]))
+}
+
 fn split_result(result: &DeliveryResult) -> (Option<u16>, Option<String>, Option<String>) {
     match result {
         Ok(response) => (Some(response.status), None, None),
@@ -1249,6 +1273,17 @@ mod tests {
 
     fn t0() -> Timestamp {
         "2026-05-04T10:00:00Z".parse().expect("a time")
+    }
+
+    #[test]
+    fn a_refusals_body_is_kept_in_whole_characters() {
+        assert_eq!(body_excerpt("  \n "), None);
+        assert_eq!(body_excerpt(" busy ").as_deref(), Some("busy"));
+        let long = "é".repeat(ANSWER_EXCERPT);
+        let kept = body_excerpt(&long).expect("kept");
+        assert!(kept.ends_with('…'));
+        assert!(kept.len() <= ANSWER_EXCERPT + '…'.len_utf8());
+        assert!(kept.trim_end_matches('…').chars().all(|c| c == 'é'));
     }
 
     async fn executor(dir: &std::path::Path) -> Executor {

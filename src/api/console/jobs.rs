@@ -368,20 +368,6 @@ async fn job_page(
                 }
             }
         }
-        h2 { "Payload" }
-        @if let Some((_, problem)) = edit { p.error role="alert" { "Not saved: " (problem) } }
-        @if viewer.admin && editable {
-            form.payload method="post" action={ "/ui/jobs/" (urlencode(&job.id)) "/payload" } {
-                (csrf_field(viewer))
-                textarea name="payload" rows="12" spellcheck="false" {
-                    @match edit { Some((typed, _)) => (typed), None => (job.payload) }
-                }
-                p.muted { "Saved exactly as written, once it is valid JSON; the old payload stays in the edits below." }
-                button type="submit" { "Save payload" }
-            }
-        } @else {
-            pre.payload { (job.payload) }
-        }
         h2 { "Attempts" }
         @if attempts.is_empty() { p.muted { "None yet." } }
         @else {
@@ -407,6 +393,20 @@ async fn job_page(
                     }
                 }
             }
+        }
+        h2 { "Payload" }
+        @if let Some((_, problem)) = edit { p.error role="alert" { "Not saved: " (problem) } }
+        @if viewer.admin && editable {
+            form.payload method="post" action={ "/ui/jobs/" (urlencode(&job.id)) "/payload" } {
+                (csrf_field(viewer))
+                textarea name="payload" rows="8" spellcheck="false" {
+                    @match edit { Some((typed, _)) => (typed), None => (job.payload) }
+                }
+                p.muted { "Saved exactly as written, once it is valid JSON; the old payload stays in the edits below." }
+                button type="submit" { "Save payload" }
+            }
+        } @else {
+            pre.payload { (job.payload) }
         }
         @if !edits.is_empty() {
             h2 { "Payload edits" }
