@@ -155,7 +155,8 @@ pub async fn run(args: RunArgs) -> CliResult {
     let node = Node::start(config)
         .await
         .map_err(|e| Failure::BadInput(anyhow!(e)))?;
-    tracing::info!(api = %node.url(), db = %crate::store::redact_url(&settings.db),
+    tracing::info!(api = %node.url(), console = %format!("{}/ui/", node.url()),
+        db = %crate::store::redact_url(&settings.db),
         policies = %settings.policies.display(), tokens = settings.tokens.len(),
         "engine running; policy files are watched");
     tokio::select! {

@@ -378,6 +378,7 @@ async fn print_summary(store: &SharedStepLog, jobs: &[JobRecord]) -> CliResult {
 fn print_next_steps(api: &str, keep: bool) {
     if keep {
         println!("\nexplore the engine while it runs:");
+        println!("  {api}/ui/                          the console, in a browser");
         println!("  steadfast jobs list --state dead --server {api}");
         println!("  steadfast jobs show ID --server {api}");
         println!("  curl {api}/v1/jobs?state=dead");
@@ -388,7 +389,7 @@ fn print_next_steps(api: &str, keep: bool) {
             "  steadfast demo --keep                 keep this engine running and explore it with"
         );
         println!("                                        `steadfast jobs list --state dead`, `jobs show ID`,");
-        println!("                                        GET /v1/jobs, GET /metrics");
+        println!("                                        GET /v1/jobs, GET /metrics, or the console at /ui/");
         println!("  steadfast validate --no-env policies/ check the policies this demo ran");
         println!(
             "  steadfast run --policies policies/    the engine on your own partners (see README)"
