@@ -10,7 +10,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{self, page_refreshing, respond, time, Tab};
-use super::overview::urlencode;
+use super::layout::{given, urlencode};
 use super::session::{AdminForm, Looking};
 use crate::api::body::JsonBody;
 use crate::api::dlq::RetryRequest;
@@ -37,11 +37,6 @@ pub struct BulkForm {
     key: String,
     #[serde(default)]
     rate: String,
-}
-
-fn given(text: &str) -> Option<String> {
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_string())
 }
 
 /// `POST /ui/retry`.

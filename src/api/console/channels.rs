@@ -63,7 +63,7 @@ pub async fn policy(State(state): State<AppState>, Looking(viewer): Looking) -> 
         table.grid {
             thead { tr { th { "Flow" } th { "Steps" } } }
             tbody { @for (name, flow) in &policy.flows { tr {
-                td { a href={ "/ui/jobs?flow=" (super::overview::urlencode(name)) } { (name) } }
+                td { a href={ "/ui/jobs?flow=" (super::layout::urlencode(name)) } { (name) } }
                 td { @for (k, step) in flow.steps.iter().enumerate() {
                     @if k > 0 { " → " }
                     (step.name)

@@ -5,17 +5,16 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Extension;
 use maud::{html, Markup};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::layout::{self, csrf_field, maybe_time, page, respond, state_badge, time, Tab};
-use super::overview::urlencode;
+use super::layout::{given, urlencode};
 use super::session::{AdminForm, Looking, Viewer};
 use crate::api::body::JsonBody;
 use crate::api::jobs::{EditRequest, FilterQuery};
-use crate::api::{ApiError, AppState, Caller, Scope};
+use crate::api::{ApiError, AppState};
 use crate::store::{JobFilter, JobRecord, JobState};
 
 /// Jobs on one page of the list.
@@ -45,11 +44,6 @@ pub struct JobsQuery {
     pub key: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cursor: String,
-}
-
-fn given(text: &str) -> Option<String> {
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_string())
 }
 
 impl JobsQuery {
@@ -432,13 +426,6 @@ pub struct PayloadForm {
     payload: String,
 }
 
-fn caller_of(viewer: &Viewer) -> Option<Extension<Caller>> {
-    Some(Extension(Caller {
-        name: viewer.name.clone(),
-        scope: Scope::Admin,
-    }))
-}
-
 /// `POST /ui/jobs/{id}/payload`.
 pub async fn edit(
     State(state): State<AppState>,
@@ -473,7 +460,7 @@ pub async fn edit(
     };
     let done = crate::api::jobs::edit(
         State(state.clone()),
-        caller_of(&viewer),
+        viewer.as_caller(),
         Path(id.clone()),
         JsonBody(EditRequest { payload: Some(raw) }),
     )

@@ -5,13 +5,13 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Extension, Form};
+use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::layout::{self, csrf_field, page, respond, state_badge, Tab};
+use super::layout::{self, csrf_field, page, respond, state_badge, urlencode, Tab};
 use super::session::{self, AdminForm, Looking, Viewer};
-use crate::api::{AppState, Caller, Scope};
+use crate::api::AppState;
 use crate::store::JobState;
 
 pub async fn page_of(state: &AppState, viewer: &Viewer, query: &NoticeQuery) -> Response {
@@ -162,20 +162,6 @@ pub fn channel_table(channels: &[serde_json::Value]) -> Markup {
     }
 }
 
-/// A value for a query string or path segment.
-pub fn urlencode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
 #[derive(Deserialize)]
 pub struct NoticeQuery {
     paused: Option<String>,
@@ -292,14 +278,6 @@ pub struct LogoutForm {
     csrf: String,
 }
 
-/// The caller the API's pause and resume record.
-fn caller_of(viewer: &Viewer) -> Option<Extension<Caller>> {
-    Some(Extension(Caller {
-        name: viewer.name.clone(),
-        scope: Scope::Admin,
-    }))
-}
-
 /// `POST /ui/flows/{flow}/pause`.
 pub async fn pause(
     State(state): State<AppState>,
@@ -307,7 +285,7 @@ pub async fn pause(
     AdminForm(viewer, _): AdminForm<CsrfOnly>,
 ) -> Response {
     let done =
-        crate::api::flows::pause(State(state.clone()), Path(flow.clone()), caller_of(&viewer))
+        crate::api::flows::pause(State(state.clone()), Path(flow.clone()), viewer.as_caller())
             .await;
     after_flow_change(
         &state,
