@@ -286,6 +286,11 @@ flows:
     steps: [ { name: deliver, channel: partner, retry: learned } ]
   safe:
     steps: [ { name: deliver, channel: partner, retry: learned, fallback: [backup] } ]
+  fanout:
+    steps:
+      - name: deliver
+        parallel: [partner, backup]
+        retry: learned
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,6 +334,21 @@ async fn history_cuts_retries_that_never_succeed_and_says_why() {
     assert_eq!(attempts.len(), 4, "{job:#}");
     assert_eq!(attempts[2]["decision"], "fallback");
     assert_eq!(attempts[3]["channel"], "backup");
+
+    // A parallel step's branch on that channel is cut the same way.
+    let id = node.submit_ok("fanout", json!({"n": 3}), None).await;
+    let job = node.wait_final(&id).await;
+    assert_eq!(job["state"], "dead", "{job:#}");
+    assert_eq!(job["reason"], "adapted", "{job:#}");
+    let on_partner: Vec<&Value> = job["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["channel"] == "partner")
+        .collect();
+    assert_eq!(on_partner.len(), 3, "{job:#}");
+    let note = on_partner[2]["error_message"].as_str().unwrap_or_default();
+    assert!(note.contains("adapted: attempts from #4"), "{note}");
 
     // `explain --history` reads the same history and cuts the timeline
     // where the engine does.
@@ -386,11 +406,17 @@ channels:
   tight:
     http: { url: "${PARTNER}/tight" }
     slow_down: { errors: 3, per: 1m, delay: 1s, max_delays: 1 }
+  spare: { http: { url: "${PARTNER}/spare" } }
 flows:
   send:
     steps: [ { name: deliver, channel: partner, retry: once } ]
   tight:
     steps: [ { name: deliver, channel: tight, retry: once } ]
+  fanout:
+    steps:
+      - name: deliver
+        parallel: [partner, spare]
+        retry: once
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,6 +477,26 @@ async fn an_error_burst_slows_new_attempts_down_until_it_ends() {
     assert_eq!(held["attempts"], json!([]), "no attempt burnt");
     assert!(held["slowed"].as_u64().unwrap() >= 1);
 
+    // A parallel step's branch on that channel waits too; the other
+    // branch goes at once.
+    let fan = node.submit_ok("fanout", json!({ "n": 9 }), None).await;
+    let waiting = wait_for(
+        std::time::Duration::from_secs(10),
+        "the branch was never slowed",
+        || node.job(&fan),
+        |job| job["slowed"].as_u64().unwrap_or(0) >= 1 || job["state"] == "succeeded",
+    )
+    .await;
+    assert!(waiting["slowed"].as_u64().unwrap() >= 1, "{waiting:#}");
+    assert!(
+        waiting["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["channel"] == "spare"),
+        "only the other branch attempted: {waiting:#}"
+    );
+
     // Once the burst is more than `per` ago, it goes, and it succeeds.
     let done = node.wait_final(&id).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
@@ -460,6 +506,8 @@ async fn an_error_burst_slows_new_attempts_down_until_it_ends() {
         .filter(|r| r.path == "/in")
         .count();
     assert_eq!(first, 1, "one request for the held job");
+    let fanned = node.wait_final(&fan).await;
+    assert_eq!(fanned["state"], "succeeded", "{fanned:#}");
     // After the burst, new jobs go at once.
     let id = node.submit_ok("send", json!({ "n": 2 }), None).await;
     let done = node.wait_final(&id).await;

@@ -400,17 +400,27 @@ impl Executor {
         position: &Position,
         channel: &crate::model::Channel,
     ) -> Option<Transition> {
+        let until = self.slowed_until(job, channel)?;
+        let now = self.clock.now();
+        let held = next(position, &Event::SlowedDown { until }, policy, now);
+        let mut transition = self.unattempted(job, policy, &held, now);
+        transition.slowed_added = 1;
+        Some(transition)
+    }
+
+    /// Until when an attempt of `job` on `channel` waits, when the channel
+    /// is past its `slow_down` threshold and the job has delays left: a
+    /// random time within the channel's delay.
+    fn slowed_until(&self, job: &JobRecord, channel: &crate::model::Channel) -> Option<Timestamp> {
         let slow = channel.slow_down.as_ref()?;
         if job.slowed >= slow.max_delays || !self.errors.is_over(&channel.name) {
             return None;
         }
-        let now = self.clock.now();
-        let until = crate::clock::later(now, slow.delay_for(fastrand::f64()));
-        let held = next(position, &Event::SlowedDown { until }, policy, now);
         metrics::counter!("steadfast_slowed_total", "channel" => channel.name.clone()).increment(1);
-        let mut transition = self.unattempted(job, policy, &held, now);
-        transition.slowed_added = 1;
-        Some(transition)
+        Some(crate::clock::later(
+            self.clock.now(),
+            slow.delay_for(fastrand::f64()),
+        ))
     }
 
     /// The cut `channel`'s history makes in `template`'s retries, asked
@@ -461,7 +471,9 @@ impl Executor {
         .await;
         let mut records = Vec::new();
         let mut dead_move = None;
-        for ((name, _), (branch, record, moved)) in due.iter().zip(sent) {
+        let mut slowed = 0;
+        for ((name, _), (branch, record, moved, delayed)) in due.iter().zip(sent) {
+            slowed += u32::from(delayed);
             if let Some(moved) = moved.filter(|m| matches!(m.kind, MoveKind::Dead { .. })) {
                 dead_move.get_or_insert(moved);
             }
@@ -505,12 +517,13 @@ impl Executor {
         }
         transition.branches = Some(all.to_log());
         transition.branch_attempts = records;
+        transition.slowed_added = slowed;
         transition
     }
 
     /// One branch's attempt: the branch after it, the attempt's row (none
-    /// when the channel's breaker or limits held it back), and the
-    /// machine's move for the branch.
+    /// when the channel's breaker, limits or `slow_down` held it back), the
+    /// machine's move for the branch, and whether `slow_down` delayed it.
     #[allow(clippy::too_many_arguments)]
     async fn attempt_branch(
         &self,
@@ -521,7 +534,7 @@ impl Executor {
         name: &str,
         branch: &Branch,
         body: Option<&str>,
-    ) -> (Branch, Option<AttemptRecord>, Option<Move>) {
+    ) -> (Branch, Option<AttemptRecord>, Option<Move>, bool) {
         let at = branch.position(position);
         let Some(channel) = policy.channel(name) else {
             let until = crate::clock::later(
@@ -532,8 +545,15 @@ impl Executor {
                 next_at: Some(until),
                 ..branch.clone()
             };
-            return (waiting, None, None);
+            return (waiting, None, None, false);
         };
+        if let Some(until) = self.slowed_until(job, channel) {
+            let waiting = Branch {
+                next_at: Some(until),
+                ..branch.clone()
+            };
+            return (waiting, None, None, true);
+        }
         let gate = ChannelGate {
             channels: &self.channels,
             clock: &self.clock,
@@ -545,9 +565,9 @@ impl Executor {
                     next_at: Some(until),
                     ..branch.clone()
                 };
-                return (waiting, None, None);
+                return (waiting, None, None, false);
             }
-            Gate::Refused(_) => return (branch.clone(), None, None),
+            Gate::Refused(_) => return (branch.clone(), None, None, false),
         };
         let key = format!(
             "{}:{name}",
@@ -591,7 +611,20 @@ impl Executor {
             verdict: verdict.clone(),
             jitter: fastrand::f64(),
         };
+        let cut = self.adapt_cut(template, name, &verdict, finished).await;
+        let mut at = at;
+        at.adapt_cut = cut.as_ref().map(|(cut, _)| cut.from);
         let moved = next(&at, &answered, policy, finished);
+        let note = with_adapted_note(
+            note,
+            cut.as_ref(),
+            &at,
+            &answered,
+            &moved,
+            policy,
+            finished,
+            name,
+        );
         self.metrics.attempt(
             &job.flow,
             &step.name,
@@ -619,7 +652,7 @@ impl Executor {
             at.attempts.saturating_add(1),
             &moved,
         );
-        (branch.after(&moved), Some(record), Some(moved))
+        (branch.after(&moved), Some(record), Some(moved), false)
     }
 
     /// The transition of an attempt whose expressions failed for this job:
@@ -781,27 +814,16 @@ impl Executor {
             jitter: fastrand::f64(),
         };
         let mut moved = next(position, &event, policy, finished);
-        let note = match &cut {
-            Some((cut, window)) => {
-                // Whether history made the difference: the same answer
-                // without the cut would have been retried.
-                let uncut = Position {
-                    adapt_cut: None,
-                    ..position.clone()
-                };
-                let without = next(&uncut, &event, policy, finished);
-                if without.kind != moved.kind {
-                    let why = adapted_note(cut, *window, member.as_deref().unwrap_or(&channel));
-                    Some(match note {
-                        Some(note) => format!("{note}; {why}"),
-                        None => why,
-                    })
-                } else {
-                    note
-                }
-            }
-            None => note,
-        };
+        let note = with_adapted_note(
+            note,
+            cut.as_ref(),
+            position,
+            &event,
+            &moved,
+            policy,
+            finished,
+            member.as_deref().unwrap_or(&channel),
+        );
         if let MoveKind::Retry { at, delay } = moved.kind {
             match self.quotas.admit(&job.flow, finished) {
                 Ok(()) => {
@@ -1218,6 +1240,36 @@ fn retry_reason(result: &DeliveryResult) -> String {
         (None, Some(kind), _) => kind,
         _ => "other".to_string(),
     }
+}
+
+/// An attempt's note, with why history cut the retries when it made the
+/// difference: the same answer without the cut would have been retried.
+#[allow(clippy::too_many_arguments)]
+fn with_adapted_note(
+    note: Option<String>,
+    cut: Option<&(crate::pacing::cuts::Cut, Duration)>,
+    position: &Position,
+    event: &Event,
+    moved: &Move,
+    policy: &CompiledPolicy,
+    finished: Timestamp,
+    channel: &str,
+) -> Option<String> {
+    let Some((cut, window)) = cut else {
+        return note;
+    };
+    let uncut = Position {
+        adapt_cut: None,
+        ..position.clone()
+    };
+    if next(&uncut, event, policy, finished).kind == moved.kind {
+        return note;
+    }
+    let why = adapted_note(cut, *window, channel);
+    Some(match note {
+        Some(note) => format!("{note}; {why}"),
+        None => why,
+    })
 }
 
 /// The most of a refusing answer's body an attempt keeps.
