@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,23 +128,6 @@ impl Dlq {
         };
         self.node.node.store.jobs_count(&filter).await.unwrap()
     }
-}
-
-/// Runs the CLI against the node; returns (exit code, stdout, stderr).
-async fn cli(server: &str, args: &[&str]) -> (i32, String, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_steadfast"));
-    command
-        .args(args)
-        .env("STEADFAST_SERVER", server)
-        .env_remove("STEADFAST_TOKEN");
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

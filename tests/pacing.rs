@@ -127,21 +127,6 @@ async fn kinds_not_named_and_channels_without_quick_retry_get_no_quick_try() {
     assert_eq!(attempts[0]["quick_tries"], 0);
 }
 
-/// Runs the CLI against `server`; returns (exit code, stdout, stderr).
-fn cli(server: &str, args: &[&str]) -> (i32, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
-        .args(args)
-        .env("STEADFAST_SERVER", server)
-        .env_remove("STEADFAST_TOKEN")
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insights_count_success_by_attempt_number_across_restarts() {
     // Every job's first try gets a 503, its second a 200.
@@ -212,12 +197,7 @@ async fn insights_count_success_by_attempt_number_across_restarts() {
     // Another node on the same step log reads the same history.
     let node = start_node(policies.path(), &env, &db).await;
     let server = node.url();
-    let (code, out, err) = tokio::task::spawn_blocking({
-        let server = server.clone();
-        move || cli(&server, &["insights", "partner", "--window", "24h"])
-    })
-    .await
-    .unwrap();
+    let (code, out, err) = cli(&server, &["insights", "partner", "--window", "24h"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("partner: 10 attempts"), "{out}");
     assert!(out.contains("status:503 5"), "{out}");
@@ -228,19 +208,10 @@ async fn insights_count_success_by_attempt_number_across_restarts() {
         .to_string();
     assert!(row.contains("100.0%"), "{out}");
 
-    let (code, _, err) = tokio::task::spawn_blocking({
-        let server = server.clone();
-        move || cli(&server, &["insights", "nobody"])
-    })
-    .await
-    .unwrap();
+    let (code, _, err) = cli(&server, &["insights", "nobody"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("no channel `nobody`"), "{err}");
-    let (code, _, err) = tokio::task::spawn_blocking(move || {
-        cli(&server, &["insights", "partner", "--window", "forever"])
-    })
-    .await
-    .unwrap();
+    let (code, _, err) = cli(&server, &["insights", "partner", "--window", "forever"]).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--window `forever`"), "{err}");
     node.shutdown().await;
@@ -354,22 +325,19 @@ async fn history_cuts_retries_that_never_succeed_and_says_why() {
     // where the engine does.
     let server = node.node.url();
     let dir = policies.path().display().to_string();
-    let (code, out, err) = tokio::task::spawn_blocking(move || {
-        cli(
-            &server,
-            &[
-                "explain",
-                "send",
-                "--policies",
-                &dir,
-                "--no-env",
-                "--history",
-                "--json",
-            ],
-        )
-    })
-    .await
-    .unwrap();
+    let (code, out, err) = cli(
+        &server,
+        &[
+            "explain",
+            "send",
+            "--policies",
+            &dir,
+            "--no-env",
+            "--history",
+            "--json",
+        ],
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
     let explained: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -383,14 +351,11 @@ async fn history_cuts_retries_that_never_succeed_and_says_why() {
     // Without history the template's seven attempts.
     let server = node.node.url();
     let dir = policies.path().display().to_string();
-    let (_, out, _) = tokio::task::spawn_blocking(move || {
-        cli(
-            &server,
-            &["explain", "send", "--policies", &dir, "--no-env", "--json"],
-        )
-    })
-    .await
-    .unwrap();
+    let (_, out, _) = cli(
+        &server,
+        &["explain", "send", "--policies", &dir, "--no-env", "--json"],
+    )
+    .await;
     let explained: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(explained["attempts"].as_array().unwrap().len(), 7);
     node.shutdown().await;

@@ -691,3 +691,20 @@ impl Setup {
         }
     }
 }
+
+/// Runs the CLI against `server` (no token); (exit code, stdout, stderr).
+pub async fn cli(server: &str, args: &[&str]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"));
+    command
+        .args(args)
+        .env("STEADFAST_SERVER", server)
+        .env_remove("STEADFAST_TOKEN");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
