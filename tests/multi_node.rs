@@ -701,3 +701,102 @@ async fn submit_batch(
         answer.text().await.unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_on_one_node_holds_the_flow_on_every_node_until_resumed_on_another() {
+    let Some(db) = postgres::fresh_database().await else {
+        return;
+    };
+    let partner = Partner::start(|_| status(200)).await;
+    let policies = policy_dir(&[("shared.yaml", POLICY)]);
+    let client = common::http_client();
+    let engines: Vec<Engine> = ["p1", "p2"]
+        .iter()
+        .map(|name| spawn_engine(name, policies.path(), &db, &partner.url))
+        .collect();
+    for engine in &engines {
+        wait_healthy(&client, &engine.base, Duration::from_secs(30)).await;
+    }
+    let paused: Value = client
+        .post(format!("{}/v1/flows/shared/pause", engines[0].base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused["paused"], true, "{paused}");
+    // Every node reads the paused flows once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Jobs submitted through either node wait, suspended `paused`, with
+    // nothing sent.
+    let mut ids = Vec::new();
+    for (n, engine) in engines.iter().enumerate() {
+        for k in 0..20 {
+            let answer: Value = client
+                .post(format!("{}/v1/flows/shared/jobs", engine.base))
+                .json(
+                    &json!({ "payload": { "n": k }, "idempotency_key": format!("paused-{n}-{k}") }),
+                )
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ids.push(answer["id"].as_str().expect("created").to_string());
+        }
+    }
+    let base = engines[1].base.clone();
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        "the paused flow's jobs never all suspended".to_string(),
+        async || {
+            let suspended = count_in_state(&client, &base, "suspended").await;
+            if suspended == ids.len() {
+                Ok(())
+            } else {
+                Err(format!("{suspended} suspended"))
+            }
+        },
+    )
+    .await;
+    assert!(partner.requests().is_empty(), "nothing sent while paused");
+    let job: Value = client
+        .get(format!("{base}/v1/jobs/{}", ids[0]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(job["reason"], "paused", "{job}");
+    assert_eq!(job["attempts"], json!([]), "nothing burnt");
+
+    // Resumed through the other node: delivered, each once.
+    let resumed: Value = client
+        .post(format!("{base}/v1/flows/shared/resume"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resumed["resumed"], 40, "{resumed}");
+    eventually(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        "the resumed jobs never all succeeded".to_string(),
+        async || {
+            let done = count_in_state(&client, &base, "succeeded").await;
+            if done == ids.len() {
+                Ok(())
+            } else {
+                Err(format!("{done} succeeded"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(partner.requests().len(), ids.len(), "each sent once");
+}
