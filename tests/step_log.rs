@@ -1444,7 +1444,37 @@ async fn under_a_cut_retries_get_their_share_and_fresh_jobs_the_rest(db: Db) {
     assert_eq!(claimed.len(), 5, "the last retries");
 }
 
+async fn the_last_attempt_of_each_job_is_read_in_one_go(db: Db) {
+    let twice = insert(&db, 1, t(0)).await;
+    let never = insert(&db, 2, t(0)).await;
+    let once = insert(&db, 3, t(0)).await;
+    for round in 0..2 {
+        let claimed = db
+            .log
+            .jobs_claim_due("a", t(10 * round + 5), t(300), 10)
+            .await
+            .unwrap();
+        let moves: Vec<Transition> = claimed
+            .iter()
+            .filter(|j| j.id == twice.id || (round == 0 && j.id == once.id))
+            .map(|j| retry_later(j, "a", t(10 * round + 5)))
+            .collect();
+        db.log.transitions_apply(moves).await.unwrap();
+        db.log.leases_release("a").await.unwrap();
+    }
+    let ids = vec![twice.id.clone(), never.id.clone(), once.id.clone()];
+    let mut last = db.log.attempts_last_of(&ids).await.unwrap();
+    last.sort_by_key(|a| a.job_id == once.id);
+    let seen: Vec<(&str, u32)> = last
+        .iter()
+        .map(|a| (a.job_id.as_str(), a.attempt))
+        .collect();
+    assert_eq!(seen, [(twice.id.as_str(), 2), (once.id.as_str(), 1)]);
+    assert!(db.log.attempts_last_of(&[]).await.unwrap().is_empty());
+}
+
 conformance!(
+    the_last_attempt_of_each_job_is_read_in_one_go,
     under_a_cut_retries_get_their_share_and_fresh_jobs_the_rest,
     insight_counts_add_up_across_flushes_and_are_pruned_by_hour,
     a_submissions_traceparent_stays_with_its_job,

@@ -372,6 +372,11 @@ pub trait StepLog: Send + Sync + 'static {
     /// Every attempt of a job, oldest first.
     async fn attempts_list(&self, job_id: &str) -> StoreResult<Vec<AttemptRecord>>;
 
+    /// The last attempt of each of these jobs (their `on_dead`
+    /// notifications left out), in no particular order; a job without
+    /// attempts has none.
+    async fn attempts_last_of(&self, job_ids: &[String]) -> StoreResult<Vec<AttemptRecord>>;
+
     /// A page of jobs, newest first; `cursor` is the last id of the previous
     /// page.
     async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage>;

@@ -1342,6 +1342,17 @@ impl StepLog for PgStepLog {
         rows.iter().map(attempt_from_row).collect()
     }
 
+    async fn attempts_last_of(&self, job_ids: &[String]) -> StoreResult<Vec<AttemptRecord>> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.last_attempts_of_jobs.as_str()))
+            .bind(job_ids)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+
     async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
         let sql = SQL.list(filter.state);

@@ -106,6 +106,9 @@ pub(super) struct Sql {
     pub job_exists: String,
     /// A job's attempts in the order they were recorded: `job_id`.
     pub attempts_of_job: String,
+    /// The last attempt (notifications left out) of each of a list of
+    /// jobs: the ids as a JSON array (SQLite) or a text array (PostgreSQL).
+    pub last_attempts_of_jobs: String,
     /// A job's payload edits in order: `job_id`.
     pub payload_edits_of_job: String,
     /// `dead` → `pending`: the failed step starts afresh on its primary
@@ -244,6 +247,15 @@ impl Sql {
             job_by_id: format!("SELECT * FROM jobs WHERE id = {}", p(1)),
             job_exists: format!("SELECT 1 FROM jobs WHERE id = {}", p(1)),
             attempts_of_job: format!("SELECT * FROM attempts WHERE job_id = {} ORDER BY id", p(1)),
+            last_attempts_of_jobs: format!(
+                "SELECT * FROM attempts WHERE id IN ( \
+                     SELECT MAX(id) FROM attempts \
+                     WHERE job_id {} AND step <> 'on_dead' GROUP BY job_id)",
+                match d {
+                    Dialect::Sqlite => "IN (SELECT value FROM json_each(?1))",
+                    Dialect::Postgres => "= ANY($1)",
+                }
+            ),
             payload_edits_of_job: format!(
                 "SELECT * FROM payload_edits WHERE job_id = {} ORDER BY id",
                 p(1)

@@ -163,12 +163,10 @@ pub async fn list(
         }
     };
     let listed = state.store.jobs_list(&filter).await;
-    let mut answers = Vec::new();
-    if let Ok(listed) = &listed {
-        for job in &listed.jobs {
-            answers.push(last_answer(&state, job).await);
-        }
-    }
+    let answers = match &listed {
+        Ok(listed) => last_answers(&state, &listed.jobs).await,
+        Err(_) => Vec::new(),
+    };
     // Bulk retry counts the dead jobs the filter matches (an index holds
     // dead jobs alone), only when the list shows dead jobs.
     let dead_matching = if viewer.admin && filter.state == Some(JobState::Dead) {
@@ -206,20 +204,29 @@ pub async fn list(
     respond(StatusCode::OK, page(Some(&viewer), title, tab, body))
 }
 
-/// The last answer a job had: the status or error kind of its last
-/// attempt (notifications left out), with the rule that decided.
-async fn last_answer(state: &AppState, job: &JobRecord) -> Option<(String, String)> {
-    if job.attempts_total == 0 {
-        return None;
-    }
-    let attempts = state.store.attempts_list(&job.id).await.ok()?;
-    let last = attempts.iter().rev().find(|a| a.step != "on_dead")?;
-    let answer = match (last.status, &last.error) {
-        (Some(status), _) => format!("HTTP {status}"),
-        (None, Some(kind)) => kind.clone(),
-        (None, None) => last.outcome.as_str().to_string(),
-    };
-    Some((answer, last.rule.clone().unwrap_or_default()))
+/// Each job's last answer: the status or error kind of its last attempt
+/// (notifications left out), with the rule that decided; one query for the
+/// page.
+async fn last_answers(state: &AppState, jobs: &[JobRecord]) -> Vec<Option<(String, String)>> {
+    let ids: Vec<String> = jobs
+        .iter()
+        .filter(|job| job.attempts_total > 0)
+        .map(|job| job.id.clone())
+        .collect();
+    let last = state.store.attempts_last_of(&ids).await.unwrap_or_default();
+    let by_job: std::collections::HashMap<&str, &crate::store::AttemptRecord> =
+        last.iter().map(|a| (a.job_id.as_str(), a)).collect();
+    jobs.iter()
+        .map(|job| {
+            let last = by_job.get(job.id.as_str())?;
+            let answer = match (last.status, &last.error) {
+                (Some(status), _) => format!("HTTP {status}"),
+                (None, Some(kind)) => kind.clone(),
+                (None, None) => last.outcome.as_str().to_string(),
+            };
+            Some((answer, last.rule.clone().unwrap_or_default()))
+        })
+        .collect()
 }
 
 fn job_table(jobs: &[JobRecord], answers: &[Option<(String, String)>]) -> Markup {

@@ -569,6 +569,19 @@ impl StepLog for SqliteStepLog {
         rows.iter().map(attempt_from_row).collect()
     }
 
+    async fn attempts_last_of(&self, job_ids: &[String]) -> StoreResult<Vec<AttemptRecord>> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Text always serializes; the list goes as one JSON parameter.
+        let ids = serde_json::to_string(job_ids).unwrap_or_else(|_| "[]".into());
+        let rows = sqlx::query(sqlx::AssertSqlSafe(SQL.last_attempts_of_jobs.as_str()))
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+
     async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
         let sql = SQL.list(filter.state);
