@@ -1355,7 +1355,7 @@ impl StepLog for PgStepLog {
 
     async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let sql = SQL.list(filter.state);
+        let sql = SQL.list(filter.state, filter.cursor.is_some());
         // Only constant text is formatted into `sql`; values are bound.
         let rows = bind_filter(
             sqlx::query(sqlx::AssertSqlSafe(sql)),
@@ -1599,7 +1599,10 @@ mod plans {
             .expect("set");
         for state in [JobState::Dead, JobState::Suspended, JobState::Cancelled] {
             // Every parameter NULL: no other condition, no cursor, no limit.
-            for (sql, parameters) in [(SQL.list(Some(state)), 11), (SQL.count(Some(state)), 9)] {
+            for (sql, parameters) in [
+                (SQL.list(Some(state), false), 11),
+                (SQL.count(Some(state)), 9),
+            ] {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE q AS {sql}")))
                     .execute(&mut *conn)
                     .await

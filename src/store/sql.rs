@@ -504,14 +504,20 @@ impl Sql {
     }
 
     /// A page of jobs matching the filter, newest first, after the cursor
-    /// (parameter 10), at most parameter 11.
-    pub fn list(&self, state: Option<JobState>) -> String {
+    /// (parameter 10, `NULL` unless `after`), at most parameter 11. With a
+    /// cursor the condition is a plain `id < cursor`, which the planner
+    /// seeks to in the primary key (an `IS NULL OR` would have it walk
+    /// every newer job first).
+    pub fn list(&self, state: Option<JobState>, after: bool) -> String {
         let d = self.dialect;
+        let cursor = if after {
+            format!("id < {}", d.p(10))
+        } else {
+            format!("{} IS NULL", d.typed(10, "text"))
+        };
         format!(
-            "SELECT * FROM jobs WHERE {} AND ({} IS NULL OR id < {}) ORDER BY id DESC LIMIT {}",
+            "SELECT * FROM jobs WHERE {} AND {cursor} ORDER BY id DESC LIMIT {}",
             self.filter_where(state),
-            d.typed(10, "text"),
-            d.p(10),
             d.p(11)
         )
     }

@@ -584,7 +584,7 @@ impl StepLog for SqliteStepLog {
 
     async fn jobs_list(&self, filter: &JobFilter) -> StoreResult<JobPage> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let sql = SQL.list(filter.state);
+        let sql = SQL.list(filter.state, filter.cursor.is_some());
         let rows = // Only constant text is formatted into `sql`; values are bound.
         bind_filter(sqlx::query(sqlx::AssertSqlSafe(sql)), filter, filter.state.map(JobState::as_str))
             .bind(&filter.cursor)
@@ -856,7 +856,11 @@ mod tests {
             steps.join("; ")
         };
         for state in [JobState::Dead, JobState::Suspended, JobState::Cancelled] {
-            for sql in [SQL.list(Some(state)), SQL.count(Some(state))] {
+            for sql in [
+                SQL.list(Some(state), false),
+                SQL.list(Some(state), true),
+                SQL.count(Some(state)),
+            ] {
                 let steps = plan(&sql);
                 assert!(
                     steps.contains("USING INDEX jobs_parked"),
