@@ -195,9 +195,13 @@ async fn openapi_json() -> impl IntoResponse {
     ([(CONTENT_TYPE, "application/json")], openapi::document())
 }
 
-async fn not_found() -> ApiError {
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    if uri.path().starts_with("/ui/") {
+        return console::not_found();
+    }
     ApiError::NotFound(
         "no such endpoint; see the API reference in the README (e.g. POST /v1/flows/{flow}/jobs, GET /v1/jobs)"
             .to_string(),
     )
+    .into_response()
 }

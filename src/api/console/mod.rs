@@ -111,6 +111,14 @@ pub fn router(state: AppState) -> Router<AppState> {
         .layer(axum::middleware::from_fn_with_state(state, session::guard))
 }
 
+/// A console path that is no page: a page saying so.
+pub fn not_found() -> Response {
+    layout::refusal(
+        axum::http::StatusCode::NOT_FOUND,
+        "No such page in the console. The overview links to every page.",
+    )
+}
+
 async fn secure(response: Response) -> Response {
     layout::secure(response)
 }
