@@ -562,6 +562,20 @@ async fn a_bulk_retry_takes_everything_the_filter_matches_at_the_rate_given() {
             "dead"
         );
     }
+    // The overview counts each flow's deliveries and deaths of the hour.
+    let overview = visitor.get("/ui/").await;
+    assert!(
+        overview
+            .body
+            .contains(r#"<td class="num delivered">70</td>"#),
+        "{}",
+        overview.body
+    );
+    assert!(
+        overview.body.contains(r#"<span class="dead">72</span>"#),
+        "{}",
+        overview.body
+    );
     // A bad rate is said on a page, nothing started.
     let bad = visitor
         .post("/ui/retry", &[("csrf", &page.csrf()), ("rate", "fast")])

@@ -468,7 +468,7 @@ async fn an_error_burst_slows_new_attempts_down_until_it_ends() {
     assert_eq!(done["attempts"].as_array().unwrap().len(), 1);
     let first = partner.requests()[sent_after_burst..]
         .iter()
-        .filter(|r| r.path == "/in")
+        .filter(|r| r.path == "/in" && r.body["n"] == json!(1))
         .count();
     assert_eq!(first, 1, "one request for the held job");
     let fanned = node.wait_final(&fan).await;

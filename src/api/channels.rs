@@ -121,7 +121,15 @@ pub(crate) async fn insights_over(
     };
     let mut counts = Vec::new();
     for member in &members {
-        counts.extend(state.store.insights_of(member, since).await?);
+        counts.extend(
+            state
+                .store
+                .insights_of(member, since)
+                .await?
+                .into_iter()
+                // A flow of the same name counts its jobs under this name.
+                .filter(|c| c.metric != crate::pacing::insights::metric::FLOW_ENDS),
+        );
     }
     if counts.is_empty() && policy.channel(name).is_none() {
         return Err(ApiError::NotFound(format!(

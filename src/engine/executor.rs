@@ -1036,6 +1036,13 @@ impl Executor {
         now: Timestamp,
     ) -> Transition {
         let landing = &moved.landing;
+        // Every move of a job passes here once: a job that ends is counted
+        // for its flow's deliveries of the hour.
+        match landing.state {
+            JobState::Succeeded => self.insights.ended(&job.flow, now, "succeeded"),
+            JobState::Dead => self.insights.ended(&job.flow, now, "dead"),
+            _ => {}
+        }
         Transition {
             to: landing.state,
             step_index: landing.step_index as u32,

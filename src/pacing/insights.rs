@@ -28,6 +28,10 @@ pub mod metric {
     pub const ERRORS: &str = "errors";
     /// Attempts, keyed by latency bucket (see [`super::bucket_of`]).
     pub const LATENCY: &str = "latency";
+    /// A flow's jobs that ended in the hour, keyed by how (`succeeded`,
+    /// `dead`); the row's `channel` names the flow. Not a channel's: the
+    /// channel readers leave it out.
+    pub const FLOW_ENDS: &str = "flow_ends";
 }
 
 /// The highest attempt number counted on its own; later ones count as
@@ -101,6 +105,19 @@ impl Tally {
         bump(metric::LATENCY, bucket_of(attempt.latency).to_string());
     }
 
+    /// Counts a job of `flow` that ended (`how`: `succeeded` or `dead`).
+    pub fn add_end(&mut self, flow: &str, at: Timestamp, how: &'static str) {
+        *self
+            .counts
+            .entry((
+                flow.to_string(),
+                hour_of(at),
+                metric::FLOW_ENDS,
+                how.to_string(),
+            ))
+            .or_insert(0) += 1;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.counts.is_empty()
     }
@@ -134,6 +151,7 @@ impl Tally {
                 metric::SUCCESSES,
                 metric::ERRORS,
                 metric::LATENCY,
+                metric::FLOW_ENDS,
             ]
             .into_iter()
             .find(|m| *m == count.metric);

@@ -64,6 +64,14 @@ impl Recorder {
             .increment(1);
     }
 
+    /// Counts a job of `flow` that ended at `at`, `succeeded` or `dead`.
+    pub fn ended(&self, flow: &str, at: jiff::Timestamp, how: &'static str) {
+        self.tally
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add_end(flow, at, how);
+    }
+
     /// Adds the counts gathered so far to the step log; on failure they
     /// stay for the next flush.
     pub async fn flush(&self, store: &SharedStepLog) -> StoreResult<()> {

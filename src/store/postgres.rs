@@ -101,6 +101,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "due fresh jobs indexed alone",
         include_str!("../../migrations/postgres/0012_fresh_due.sql"),
     ),
+    (
+        13,
+        "flows' delivered and dead jobs by hour",
+        include_str!("../../migrations/postgres/0013_flow_ends.sql"),
+    ),
 ];
 
 const MAX_PAGE: u32 = 1000;
@@ -628,10 +633,14 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
     static APPLY: LazyLock<String> = LazyLock::new(|| {
         format!(
             "WITH moved AS ( \
-                 UPDATE jobs SET state = t.state, step_index = t.step_index, step = t.step, \
+                 UPDATE jobs SET state = CASE WHEN {stale} THEN 'pending' ELSE t.state END, \
+                     step_index = t.step_index, step = t.step, \
                      channel_index = t.channel_index, attempt = t.attempt, \
-                     series_started_at = t.series_started_at, held_ms = t.held_ms, \
-                     next_at = t.next_at, reason = t.reason, policy_version = t.version, \
+                     series_started_at = t.series_started_at, \
+                     held_ms = CASE WHEN {stale} THEN jobs.held_ms ELSE t.held_ms END, \
+                     next_at = CASE WHEN {stale} THEN t.now ELSE t.next_at END, \
+                     reason = CASE WHEN {stale} THEN NULL ELSE t.reason END, \
+                     policy_version = t.version, \
                      notify_at = t.notify_at, updated_at = t.now, \
                      attempts_total = jobs.attempts_total + t.counts, \
                      lease_owner = CASE WHEN t.running THEN jobs.lease_owner END, \
@@ -652,7 +661,11 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
                  RETURNING jobs.id), \
              recorded AS ({}) \
              SELECT id FROM moved",
-            insert_attempts_sql(21, "a.job_id IN (SELECT id FROM moved)")
+            insert_attempts_sql(21, "a.job_id IN (SELECT id FROM moved)"),
+            // A hold for a pause lifted since (see the SQLite writer's
+            // APPLY_TRANSITION): pending and due instead.
+            stale = "t.reason = 'paused' AND NOT EXISTS \
+                     (SELECT 1 FROM paused_flows p WHERE p.flow = jobs.flow)",
         )
     });
     let ids: Vec<&str> = run.iter().map(|t| t.job_id.as_str()).collect();

@@ -57,6 +57,7 @@ pub async fn page_of(state: &AppState, viewer: &Viewer, query: &NoticeQuery) -> 
         .map(|c| crate::api::channels::view(c, &state.channels, &state.errors, now))
         .collect();
     let last_hour = super::channels::last_hour(state).await;
+    let ends = flow_ends(state, &names).await;
     let body = html! {
         @if let Some(notice) = notice { p.notice role="status" { (notice) } }
         h1 { "Overview" }
@@ -81,6 +82,8 @@ pub async fn page_of(state: &AppState, viewer: &Viewer, query: &NoticeQuery) -> 
                     thead { tr {
                         th { "Flow" }
                         @for s in &states { th.num { (s.as_str()) } }
+                        th.num title="this hour and the last, from every node" { "delivered, 1–2 h" }
+                        th.num title="this hour and the last, from every node" { "died, 1–2 h" }
                         th { "Paused" }
                         @if viewer.admin { th {} }
                     } }
@@ -97,6 +100,9 @@ pub async fn page_of(state: &AppState, viewer: &Viewer, query: &NoticeQuery) -> 
                                         a href={ "/ui/jobs?flow=" (urlencode(name)) "&state=" (s.as_str()) } class=[(*s == JobState::Dead).then_some("dead")] { (n) }
                                     } @else { span.muted { "0" } } }
                                 }
+                                @let (delivered, died) = ends.get(name).copied().unwrap_or_default();
+                                td.num.delivered { (delivered) }
+                                td.num.died { @if died > 0 { span.dead { (died) } } @else { span.muted { "0" } } }
                                 td { @if let Some(p) = pause { (state_badge("paused")) " by " (p.paused_by) " " (layout::time(p.paused_at)) } @else { span.muted { "no" } } }
                                 @if viewer.admin && policy.flows.contains_key(name) {
                                     td {
@@ -125,6 +131,35 @@ pub async fn page_of(state: &AppState, viewer: &Viewer, query: &NoticeQuery) -> 
         StatusCode::OK,
         page(Some(viewer), "Overview", Tab::Overview, body),
     )
+}
+
+/// Each flow's jobs delivered and dead this hour and the last, from every
+/// node (the insight counts; this node's latest flushed first).
+async fn flow_ends(
+    state: &AppState,
+    flows: &[String],
+) -> std::collections::HashMap<String, (i64, i64)> {
+    use crate::pacing::insights::{hour_of, metric};
+    if let Err(error) = state.insights.flush(&state.store).await {
+        tracing::warn!(%error, "flushing this node's insights before a read failed");
+    }
+    let since = hour_of(state.clock.now() - jiff::SignedDuration::from_hours(1));
+    let mut ends = std::collections::HashMap::new();
+    for flow in flows {
+        let Ok(counts) = state.store.insights_of(flow, since).await else {
+            continue;
+        };
+        let mut tally = (0, 0);
+        for count in counts.iter().filter(|c| c.metric == metric::FLOW_ENDS) {
+            match count.key.as_str() {
+                "succeeded" => tally.0 += count.count,
+                "dead" => tally.1 += count.count,
+                _ => {}
+            }
+        }
+        ends.insert(flow.clone(), tally);
+    }
+    ends
 }
 
 /// The channels with their breaker, limits and slow-down, from the same

@@ -108,6 +108,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "due fresh jobs indexed alone",
         include_str!("../../../migrations/sqlite/0014_fresh_due.sql"),
     ),
+    (
+        15,
+        "flows' delivered and dead jobs by hour",
+        include_str!("../../../migrations/sqlite/0015_flow_ends.sql"),
+    ),
 ];
 
 /// The most jobs one page of `jobs_list` returns.

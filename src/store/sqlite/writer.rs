@@ -452,10 +452,25 @@ static JOB_BY_KEY: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// Moves a job, only while it is still `running` under the lease the
-/// transition was claimed with.
+/// transition was claimed with. A hold for a pause that is no longer in
+/// the step log (a node that had not yet heard of a resume on another)
+/// lands the job pending and due instead: the resume already swept the
+/// flow's held jobs and would not see this one.
 const APPLY_TRANSITION: &str = "UPDATE OR FAIL jobs \
-     SET state = ?3, step_index = ?4, step = ?5, channel_index = ?6, attempt = ?7, \
-         series_started_at = ?8, held_ms = ?9, next_at = ?10, reason = ?11, \
+     SET state = CASE WHEN ?11 = 'paused' AND NOT EXISTS \
+                     (SELECT 1 FROM paused_flows p WHERE p.flow = jobs.flow) \
+                 THEN 'pending' ELSE ?3 END, \
+         step_index = ?4, step = ?5, channel_index = ?6, attempt = ?7, \
+         series_started_at = ?8, \
+         held_ms = CASE WHEN ?11 = 'paused' AND NOT EXISTS \
+                     (SELECT 1 FROM paused_flows p WHERE p.flow = jobs.flow) \
+                 THEN held_ms ELSE ?9 END, \
+         next_at = CASE WHEN ?11 = 'paused' AND NOT EXISTS \
+                     (SELECT 1 FROM paused_flows p WHERE p.flow = jobs.flow) \
+                 THEN ?14 ELSE ?10 END, \
+         reason = CASE WHEN ?11 = 'paused' AND NOT EXISTS \
+                     (SELECT 1 FROM paused_flows p WHERE p.flow = jobs.flow) \
+                 THEN NULL ELSE ?11 END, \
          policy_version = ?12, notify_at = ?13, updated_at = ?14, \
          attempts_total = attempts_total + ?15, \
          lease_owner = CASE WHEN ?16 THEN lease_owner END, \
