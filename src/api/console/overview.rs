@@ -82,8 +82,8 @@ pub async fn page_of(state: &AppState, viewer: &Viewer, query: &NoticeQuery) -> 
                     thead { tr {
                         th { "Flow" }
                         @for s in &states { th.num { (s.as_str()) } }
-                        th.num title="this hour and the last, from every node" { "delivered, 1–2 h" }
-                        th.num title="this hour and the last, from every node" { "died, 1–2 h" }
+                        th.num title="this hour and the last, from every node" { "delivered (2 h)" }
+                        th.num title="this hour and the last, from every node" { "died (2 h)" }
                         th { "Paused" }
                         @if viewer.admin { th {} }
                     } }
