@@ -702,6 +702,26 @@ async fn submit_batch(
     );
 }
 
+/// Waits until `count` jobs are in `state`.
+async fn wait_in_state(
+    client: &reqwest::Client,
+    base: &str,
+    state: &str,
+    count: usize,
+    within: Duration,
+) {
+    let what = format!("never {count} jobs {state}");
+    eventually(within, Duration::from_millis(200), what, async || {
+        let seen = count_in_state(client, base, state).await;
+        if seen == count {
+            Ok(())
+        } else {
+            Err(format!("{seen} {state}"))
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_on_one_node_holds_the_flow_on_every_node_until_resumed_on_another() {
     let Some(db) = postgres::fresh_database().await else {
@@ -748,18 +768,12 @@ async fn a_pause_on_one_node_holds_the_flow_on_every_node_until_resumed_on_anoth
         }
     }
     let base = engines[1].base.clone();
-    eventually(
+    wait_in_state(
+        &client,
+        &base,
+        "suspended",
+        ids.len(),
         Duration::from_secs(10),
-        Duration::from_millis(200),
-        "the paused flow's jobs never all suspended".to_string(),
-        async || {
-            let suspended = count_in_state(&client, &base, "suspended").await;
-            if suspended == ids.len() {
-                Ok(())
-            } else {
-                Err(format!("{suspended} suspended"))
-            }
-        },
     )
     .await;
     assert!(partner.requests().is_empty(), "nothing sent while paused");
@@ -784,18 +798,12 @@ async fn a_pause_on_one_node_holds_the_flow_on_every_node_until_resumed_on_anoth
         .await
         .unwrap();
     assert_eq!(resumed["resumed"], 40, "{resumed}");
-    eventually(
+    wait_in_state(
+        &client,
+        &base,
+        "succeeded",
+        ids.len(),
         Duration::from_secs(20),
-        Duration::from_millis(200),
-        "the resumed jobs never all succeeded".to_string(),
-        async || {
-            let done = count_in_state(&client, &base, "succeeded").await;
-            if done == ids.len() {
-                Ok(())
-            } else {
-                Err(format!("{done} succeeded"))
-            }
-        },
     )
     .await;
     assert_eq!(partner.requests().len(), ids.len(), "each sent once");
