@@ -87,6 +87,10 @@ async fn the_second_step_sends_a_body_mapped_from_the_first_steps_answer() {
             "trace": "t-42",
         })
     );
+    // In the order the policy writes the keys, as a partner reading the
+    // text sees them.
+    let keys: Vec<&String> = crm[0].body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["email", "score", "note", "trace"]);
     assert_eq!(attempts.len(), 2);
     // The first step got the payload as submitted.
     assert_eq!(s.partner.requests_to("/score")[0].body["lead_score"], 72);
@@ -630,5 +634,65 @@ async fn a_slow_branch_times_out_on_its_own_while_the_other_answers() {
         .collect();
     assert_eq!(warehouse[0]["error"], "timeout", "{job:#}");
     assert_eq!(warehouse[1]["status"], 200, "{job:#}");
+    s.node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pool_as_a_branch_of_a_parallel_step_picks_a_member_per_attempt() {
+    let policy = r#"
+templates:
+  quick: { retries: 3, initial: 10ms, jitter: none }
+channels:
+  warehouse: { http: { url: "${PARTNER}/warehouse" } }
+  crm-a: { http: { url: "${PARTNER}/a" } }
+  crm-b: { http: { url: "${PARTNER}/b" } }
+  crms: { pool: { members: [crm-a, crm-b] } }
+flows:
+  orders:
+    steps:
+      - name: announce
+        parallel: [warehouse, crms]
+        retry: quick
+        body: { order: "{{ payload.order }}" }
+"#;
+    let s = Setup::start(policy, |r| match r.path.as_str() {
+        "/a" => status(503),
+        _ => status(200),
+    })
+    .await;
+    let id = s
+        .node
+        .submit_ok("orders", json!({ "order": "SO-9", "extra": 1 }), None)
+        .await;
+    let job = s.node.wait_final(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    // The pool's branch went to crm-a (503), then to crm-b; each row names
+    // the pool as its channel and the member it went to.
+    let rows: Vec<(String, String)> = job["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["channel"].as_str().unwrap().to_string(),
+                a["member"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows.iter()
+            .filter(|(c, _)| c == "crms")
+            .map(|(_, m)| m.as_str())
+            .collect::<Vec<_>>(),
+        ["crm-a", "crm-b"],
+        "{rows:?}"
+    );
+    assert!(rows.contains(&("warehouse".to_string(), "-".to_string())));
+    assert_eq!(job["branches"]["announce"]["crms"]["state"], "succeeded");
+    // Every member got the step's body, under the branch's one key.
+    let (a, b) = (s.partner.requests_to("/a"), s.partner.requests_to("/b"));
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_eq!(b[0].body, json!({ "order": "SO-9" }));
+    assert_eq!(a[0].idempotency_key, b[0].idempotency_key);
     s.node.shutdown().await;
 }

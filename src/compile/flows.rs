@@ -186,7 +186,7 @@ impl Refs<'_, '_, '_, '_> {
                 Some(ChannelKind::Pool(_))
             )
         };
-        let (channel_name, parallel, found) = self.channels_of(site, def, compiled, &is_pool)?;
+        let (channel_name, parallel, found) = self.channels_of(site, def, compiled)?;
         ok &= found;
         if def.circuit_breaker.is_some() && (is_pool(&channel_name) || !parallel.is_empty()) {
             self.ctx.error_at_key(
@@ -256,7 +256,13 @@ impl Refs<'_, '_, '_, '_> {
                     body: Some(body), ..
                 }) => {
                     let body_site = sites[i].child("body");
-                    match self.body(&body_site, body, channel, compiled, earlier) {
+                    match self.body(
+                        &body_site,
+                        body,
+                        std::slice::from_ref(channel),
+                        compiled,
+                        earlier,
+                    ) {
                         Some(mapping) => Some(mapping),
                         None => {
                             ok = false;
@@ -278,9 +284,15 @@ impl Refs<'_, '_, '_, '_> {
         };
         let body = match &def.body {
             None => Some(None),
-            Some(body) => self
-                .body(&site.child("body"), body, &channel_name, compiled, earlier)
-                .map(Some),
+            Some(body) => {
+                let channels = if parallel.is_empty() {
+                    std::slice::from_ref(&channel_name)
+                } else {
+                    parallel.as_slice()
+                };
+                self.body(&site.child("body"), body, channels, compiled, earlier)
+                    .map(Some)
+            }
         };
         let classifier = match &def.classify {
             None => Some(None),
@@ -335,7 +347,6 @@ impl Refs<'_, '_, '_, '_> {
         site: &Site,
         def: &StepDef,
         compiled: &Compiled<'_>,
-        is_pool: &dyn Fn(&str) -> bool,
     ) -> Option<(String, Vec<String>, bool)> {
         match (&def.parallel, def.channel.is_empty()) {
             (None, false) => {
@@ -371,15 +382,6 @@ impl Refs<'_, '_, '_, '_> {
                 for (index, name) in list.iter().enumerate() {
                     let item = at.index(index);
                     if self.channel(&item, name, compiled).is_none() {
-                        ok = false;
-                    } else if is_pool(name) {
-                        self.ctx.error(
-                            &item,
-                            format_args!(
-                                "`{name}` is a pool: a parallel step's channels are `http` \
-                                 or `file` channels"
-                            ),
-                        );
                         ok = false;
                     } else if list[..index].contains(name) {
                         self.ctx
@@ -486,29 +488,32 @@ impl Refs<'_, '_, '_, '_> {
         }
     }
 
-    /// A `body` for `channel`: compiled, and refused where the channel
-    /// sends no body.
+    /// A `body` for `channels` (a step's channel, or a parallel step's
+    /// channels): compiled, and refused where one of them, or a member of
+    /// one that is a pool, sends no body.
     fn body(
         &mut self,
         site: &Site,
         shape: &serde_json::Value,
-        channel: &str,
+        channels: &[String],
         compiled: &Compiled<'_>,
         earlier: &[&str],
     ) -> Option<Mapping> {
-        let targets: Vec<&Channel> = match compiled.channels.get(channel).map(|c| c.as_ref()) {
-            Some(Channel {
-                kind: ChannelKind::Pool(pool),
-                ..
-            }) => pool
-                .members
-                .iter()
-                .filter_map(|m| compiled.channels.get(&m.name).map(|c| c.as_ref()))
-                .collect(),
-            Some(other) => vec![other],
-            None => Vec::new(),
-        };
-        for target in targets {
+        let found = |name: &str| compiled.channels.get(name).map(|c| c.as_ref());
+        // Each channel that would send the body, with the pool it is in.
+        let targets = channels
+            .iter()
+            .filter_map(|name| found(name))
+            .flat_map(|channel| match &channel.kind {
+                ChannelKind::Pool(pool) => pool
+                    .members
+                    .iter()
+                    .filter_map(|m| found(&m.name))
+                    .map(|member| (member, Some(channel.name.as_str())))
+                    .collect::<Vec<_>>(),
+                _ => vec![(channel, None)],
+            });
+        for (target, pool) in targets {
             let Channel {
                 kind: ChannelKind::Http(http),
                 ..
@@ -518,11 +523,14 @@ impl Refs<'_, '_, '_, '_> {
             };
             if matches!(http.method.as_str(), "GET" | "HEAD") {
                 let shown = self.ctx.shown(site, &target.name).to_string();
+                let within = pool.map_or_else(String::new, |pool| {
+                    format!(" (a member of pool `{}`)", self.ctx.shown(site, pool))
+                });
                 self.ctx.error_at_key(
                     site,
                     format_args!(
-                        "channel `{shown}` sends {} requests, which carry no body: remove \
-                         `body`, or give the channel `method: POST` (or PUT, PATCH)",
+                        "channel `{shown}`{within} sends {} requests, which carry no body: \
+                         remove `body`, or give the channel `method: POST` (or PUT, PATCH)",
                         http.method
                     ),
                 );

@@ -1322,6 +1322,8 @@ fn parallel_step_mistakes_are_reported() {
   a: { file: { dir: a } }
   b: { file: { dir: b } }
   p: { pool: { members: [a, b] } }
+  g: { http: { url: 'http://127.0.0.1:9/g', method: GET } }
+  pg: { pool: { members: [a, g] } }
 flows:
   f:
     steps:
@@ -1329,21 +1331,27 @@ flows:
       - { name: two, parallel: [a, p, a] }
       - { name: three, parallel: [a, b], fallback: [b] }
       - { name: four }
+      - { name: five, parallel: [a, g], body: { x: 1 } }
+      - { name: six, parallel: [b, pg], body: { x: 1 } }
 ",
     );
     assert_eq!(
         errors,
         [
-            "p.yaml:8:34: error: flows.f.steps[0].parallel: a step has `channel` or \
+            "p.yaml:10:34: error: flows.f.steps[0].parallel: a step has `channel` or \
              `parallel`, not both: list every channel under `parallel`",
-            "p.yaml:9:36: error: flows.f.steps[1].parallel[1]: `p` is a pool: a parallel \
-             step's channels are `http` or `file` channels",
-            "p.yaml:9:39: error: flows.f.steps[1].parallel[2]: `a` is listed twice",
-            "p.yaml:10:42: error: flows.f.steps[2].fallback: a parallel step has no \
+            "p.yaml:11:39: error: flows.f.steps[1].parallel[2]: `a` is listed twice",
+            "p.yaml:12:42: error: flows.f.steps[2].fallback: a parallel step has no \
              fallback: each of its channels retries on its own, and the job goes to the \
              dead-letter queue when one runs out",
-            "p.yaml:11:9: error: flows.f.steps[3]: a step needs `channel: NAME` (or \
+            "p.yaml:13:9: error: flows.f.steps[3]: a step needs `channel: NAME` (or \
              `parallel: [A, B]` to deliver to several channels at once)",
+            "p.yaml:14:41: error: flows.f.steps[4].body: channel `g` sends GET requests, \
+             which carry no body: remove `body`, or give the channel `method: POST` (or \
+             PUT, PATCH)",
+            "p.yaml:15:41: error: flows.f.steps[5].body: channel `g` (a member of pool \
+             `pg`) sends GET requests, which carry no body: remove `body`, or give the \
+             channel `method: POST` (or PUT, PATCH)",
         ]
     );
 }
@@ -1475,4 +1483,50 @@ flows:
              write a number and a unit (ms, s, m, h, d), e.g. `30s`",
         ]
     );
+}
+
+#[test]
+fn a_body_keeps_the_key_order_of_the_file_in_yaml_and_toml() {
+    let yaml_text = "\
+channels:
+  crm: { http: { url: 'http://127.0.0.1:9/crm' } }
+flows:
+  leads:
+    steps:
+      - name: deliver
+        channel: crm
+        body: { zip: '{{ payload.zip }}', email: x, nested: { z: 1, a: 2 }, b: [3] }
+";
+    let toml_text = "\
+[channels.crm.http]
+url = 'http://127.0.0.1:9/crm'
+
+[[flows.leads.steps]]
+name = 'deliver'
+channel = 'crm'
+body = { zip = '{{ payload.zip }}', email = 'x', nested = { z = 1, a = 2 }, b = [3] }
+";
+    for source in [yaml("p.yaml", yaml_text), toml("p.toml", toml_text)] {
+        let c = run(&[source]);
+        assert!(!c.has_errors(), "{:#?}", shown(&c));
+        let policy = c.policy.expect("a policy");
+        let step = &policy.flow("leads").expect("the flow").steps[0];
+        let scope = crate::expr::Scope::new(
+            r#"{"zip": "75001"}"#,
+            crate::expr::JobFacts {
+                id: "j",
+                key: "k",
+                flow: "leads",
+                priority: 0,
+                created_at: jiff::Timestamp::UNIX_EPOCH,
+            },
+            &crate::expr::Responses::default(),
+        );
+        let body = step.body.as_ref().expect("a body").render(&scope).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body.to_string(),
+            r#"{"zip":"75001","email":"x","nested":{"z":1,"a":2},"b":[3]}"#
+        );
+    }
 }

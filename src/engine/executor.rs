@@ -20,7 +20,7 @@ use crate::expr::{KeptResponse, Responses};
 use crate::lifecycle::machine::notify_template;
 use crate::lifecycle::{locate, next, Event, JobState, Move, MoveKind, Position, Reason};
 use crate::model::{
-    ChannelKind, CompiledPolicy, DeliveryResult, ErrorKind, Flow, Outcome as Verdicts,
+    Channel, ChannelKind, CompiledPolicy, DeliveryResult, ErrorKind, Flow, Outcome as Verdicts,
     TransportError,
 };
 use crate::retry::classify;
@@ -155,6 +155,19 @@ fn kept_responses(
 }
 
 /// Where `job` stands, for the state machine.
+/// Where one attempt goes (see [`Executor::route`]).
+enum Route<'p> {
+    Send {
+        channel: &'p Channel,
+        /// The member a pool picked.
+        member: Option<String>,
+    },
+    /// Every member of the pool has its breaker open until then.
+    AllOpen { until: Timestamp },
+    /// The member picked is gone from the policy (a reload just now).
+    Vanished,
+}
+
 pub fn position_of(job: &JobRecord) -> Position {
     Position {
         flow: job.flow.clone(),
@@ -243,29 +256,14 @@ impl Executor {
                 .await;
         }
         let step = located.step;
-        // A pool sends each attempt to one member: that channel's breaker,
-        // limits and sender carry the attempt.
-        let (channel, member) = match &located.channel.kind {
-            ChannelKind::Pool(pool) => {
+        let (channel, member) = match self.route(&policy, located.channel) {
+            Route::Send { channel, member } => (channel, member),
+            Route::AllOpen { until } => {
                 let now = self.clock.now();
-                let pick = self.channels.pools().pick(
-                    &located.channel.name,
-                    pool,
-                    self.channels.breakers(),
-                    now,
-                );
-                match pick {
-                    Pick::Member(name) => match policy.channel(&name) {
-                        Some(member) => (member.as_ref(), Some(name)),
-                        None => return self.release(job),
-                    },
-                    Pick::AllOpen { until } => {
-                        let refused = next(&position, &Event::BreakerOpen { until }, &policy, now);
-                        return self.unattempted(job, &policy, &refused, now);
-                    }
-                }
+                let refused = next(&position, &Event::BreakerOpen { until }, &policy, now);
+                return self.unattempted(job, &policy, &refused, now);
             }
-            _ => (located.channel, None),
+            Route::Vanished => return self.release(job),
         };
         if let Some(slowed) = self.slowed_down(job, &policy, &position, channel) {
             return slowed;
@@ -332,14 +330,7 @@ impl Executor {
                 finished,
             ),
         );
-        if member.is_some() {
-            let latency = finished.duration_since(started).unsigned_abs();
-            self.channels.pools().record(
-                &channel.name,
-                verdict.outcome == Verdicts::Success,
-                latency,
-            );
-        }
+        self.record_member_health(channel, member.as_deref(), &verdict, started, finished);
         if let Some(span) = span {
             let (status, error) = match &result {
                 Ok(response) => (Some(response.status), None),
@@ -374,6 +365,53 @@ impl Executor {
                 note,
             },
         )
+    }
+
+    /// Where an attempt on `channel` goes: the channel itself, or the
+    /// member its pool picks now (that member's breaker, limits and
+    /// sender then carry the attempt).
+    fn route<'p>(&self, policy: &'p CompiledPolicy, channel: &'p Channel) -> Route<'p> {
+        let ChannelKind::Pool(pool) = &channel.kind else {
+            return Route::Send {
+                channel,
+                member: None,
+            };
+        };
+        let pick = self.channels.pools().pick(
+            &channel.name,
+            pool,
+            self.channels.breakers(),
+            self.clock.now(),
+        );
+        match pick {
+            Pick::Member(name) => match policy.channel(&name) {
+                Some(member) => Route::Send {
+                    channel: member.as_ref(),
+                    member: Some(name),
+                },
+                None => Route::Vanished,
+            },
+            Pick::AllOpen { until } => Route::AllOpen { until },
+        }
+    }
+
+    /// Feeds a pool's `healthiest` choice with an attempt on `member`.
+    fn record_member_health(
+        &self,
+        channel: &Channel,
+        member: Option<&str>,
+        verdict: &crate::retry::Verdict,
+        started: Timestamp,
+        finished: Timestamp,
+    ) {
+        if member.is_some() {
+            let latency = finished.duration_since(started).unsigned_abs();
+            self.channels.pools().record(
+                &channel.name,
+                verdict.outcome == Verdicts::Success,
+                latency,
+            );
+        }
     }
 
     /// Counts an attempt for `channel`'s insights and, on a channel that
@@ -536,23 +574,27 @@ impl Executor {
         body: Option<&str>,
     ) -> (Branch, Option<AttemptRecord>, Option<Move>, bool) {
         let at = branch.position(position);
-        let Some(channel) = policy.channel(name) else {
+        let waiting = |until| Branch {
+            next_at: Some(until),
+            ..branch.clone()
+        };
+        let vanished = || {
             let until = crate::clock::later(
                 self.clock.now(),
                 crate::lifecycle::machine::VANISHED_RECHECK,
             );
-            let waiting = Branch {
-                next_at: Some(until),
-                ..branch.clone()
-            };
-            return (waiting, None, None, false);
+            (waiting(until), None, None, false)
+        };
+        let Some(branch_channel) = policy.channel(name) else {
+            return vanished();
+        };
+        let (channel, member) = match self.route(policy, branch_channel) {
+            Route::Send { channel, member } => (channel, member),
+            Route::AllOpen { until } => return (waiting(until), None, None, false),
+            Route::Vanished => return vanished(),
         };
         if let Some(until) = self.slowed_until(job, channel) {
-            let waiting = Branch {
-                next_at: Some(until),
-                ..branch.clone()
-            };
-            return (waiting, None, None, true);
+            return (waiting(until), None, None, true);
         }
         let gate = ChannelGate {
             channels: &self.channels,
@@ -561,11 +603,7 @@ impl Executor {
         let slot = match gate.admit(channel).await {
             Gate::Go(slot) => slot,
             Gate::Refused(Event::BreakerOpen { until } | Event::NoSlot { until }) => {
-                let waiting = Branch {
-                    next_at: Some(until),
-                    ..branch.clone()
-                };
-                return (waiting, None, None, false);
+                return (waiting(until), None, None, false);
             }
             Gate::Refused(_) => return (branch.clone(), None, None, false),
         };
@@ -611,7 +649,10 @@ impl Executor {
             verdict: verdict.clone(),
             jitter: fastrand::f64(),
         };
-        let cut = self.adapt_cut(template, name, &verdict, finished).await;
+        self.record_member_health(channel, member.as_deref(), &verdict, started, finished);
+        let cut = self
+            .adapt_cut(template, &channel.name, &verdict, finished)
+            .await;
         let mut at = at;
         at.adapt_cut = cut.as_ref().map(|(cut, _)| cut.from);
         let moved = next(&at, &answered, policy, finished);
@@ -623,7 +664,7 @@ impl Executor {
             &moved,
             policy,
             finished,
-            name,
+            &channel.name,
         );
         self.metrics.attempt(
             &job.flow,
@@ -640,7 +681,7 @@ impl Executor {
             Answered {
                 step: step.name.clone(),
                 channel: name.to_string(),
-                member: None,
+                member,
                 quick_tries,
                 cut: None,
                 started,

@@ -321,7 +321,16 @@ fn push_literal(out: &mut String, text: &str) -> Result<(), SyntaxError> {
                 "a key holds `{{`, `{%` or `{#` and `endraw`; rename the key".to_string(),
             ));
         }
+        // An object's `{` just before would make `{{% raw %}`, which
+        // MiniJinja reads as an expression: it goes inside the raw block.
+        let brace = out.ends_with('{');
+        if brace {
+            out.pop();
+        }
         out.push_str("{% raw %}");
+        if brace {
+            out.push('{');
+        }
         out.push_str(text);
         out.push_str("{% endraw %}");
     } else {

@@ -256,3 +256,20 @@ fn the_short_way_and_minijinja_write_the_same_bodies() {
         }
     }
 }
+
+#[test]
+fn a_body_keeps_its_keys_in_the_order_written_and_received() {
+    let s = scope(r#"{"zeta": 1, "alpha": {"y": 2, "b": 3}}"#);
+    let shape: serde_json::Value = serde_json::from_str(
+        r#"{"to": "{{ payload.zeta }}", "from": "x", "lead": "{{ payload }}",
+            "answer": "{{ steps.score.response.json }}", "aa": "{{ payload.alpha | tojson }}"}"#,
+    )
+    .unwrap();
+    let mapping = Mapping::compile(&shape).unwrap();
+    let expected = r#"{"to":1,"from":"x","lead":{"zeta":1,"alpha":{"y":2,"b":3}},"answer":{"score":72,"tier":"gold"},"aa":"{\"y\": 2, \"b\": 3}"}"#;
+    let written: serde_json::Value = serde_json::from_str(&mapping.render(&s).unwrap()).unwrap();
+    assert_eq!(written.to_string(), expected, "the short way");
+    let by_template: serde_json::Value =
+        serde_json::from_str(&mapping.render_by_template(&s).unwrap()).unwrap();
+    assert_eq!(by_template.to_string(), expected, "MiniJinja");
+}
