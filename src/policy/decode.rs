@@ -432,24 +432,69 @@ fn decode_entry<T: DeserializeOwned>(
             return None;
         }
     };
-    match serde_path_to_error::deserialize::<_, T>(json) {
-        Ok(def) => Some(def),
-        Err(err) => {
-            let mut at = path.to_string();
-            for segment in err.path().iter() {
-                match segment {
-                    Segment::Seq { index } => at = index_path(&at, *index),
-                    Segment::Map { key } => at = child_path(&at, key),
-                    // Enum segments name a variant, not a key in the file.
-                    Segment::Enum { .. } => {}
-                    Segment::Unknown => break,
-                }
+    // A misspelt key stops serde at the first one; each is reported and
+    // taken out, and the entry decoded again, so that every misspelling of
+    // an entry shows in one run (bounded, should a key not come out).
+    let mut json = json;
+    let mut misspelt = 0;
+    loop {
+        let err = match serde_path_to_error::deserialize::<_, T>(json.clone()) {
+            Ok(def) if misspelt == 0 => return Some(def),
+            Ok(_) => return None,
+            Err(err) => err,
+        };
+        let mut at = path.to_string();
+        for segment in err.path().iter() {
+            match segment {
+                Segment::Seq { index } => at = index_path(&at, *index),
+                Segment::Map { key } => at = child_path(&at, key),
+                // Enum segments name a variant, not a key in the file.
+                Segment::Enum { .. } => {}
+                Segment::Unknown => break,
             }
-            let message = err.into_inner().to_string();
-            diags.push(serde_diagnostic(file, at, &message));
-            None
+        }
+        let segments: Vec<Segment> = err.path().iter().cloned().collect();
+        let message = err.into_inner().to_string();
+        if misspelt > 0 && message.starts_with("missing field `") {
+            // Most likely the key misspelt above: said once is enough.
+            return None;
+        }
+        diags.push(serde_diagnostic(file, at, &message));
+        let removed = quoted_after(&message, "unknown field `")
+            .is_some_and(|field| remove_key(&mut json, &segments, field));
+        misspelt += 1;
+        if !removed || misspelt >= MAX_MISSPELT_PER_ENTRY {
+            return None;
         }
     }
+}
+
+/// How many misspelt keys one entry reports at most.
+const MAX_MISSPELT_PER_ENTRY: usize = 32;
+
+/// Takes key `field` out of the object that `segments` lead to in `json`
+/// (the path may end at the object or at the key itself). Whether it was
+/// there.
+fn remove_key(json: &mut serde_json::Value, segments: &[Segment], field: &str) -> bool {
+    let mut here = json;
+    for (n, segment) in segments.iter().enumerate() {
+        let last = n + 1 == segments.len();
+        here = match segment {
+            Segment::Map { key } if last && key == field => break,
+            Segment::Map { key } => match here.get_mut(key.as_str()) {
+                Some(next) => next,
+                None => return false,
+            },
+            Segment::Seq { index } => match here.get_mut(*index) {
+                Some(next) => next,
+                None => return false,
+            },
+            Segment::Enum { .. } => here,
+            Segment::Unknown => return false,
+        };
+    }
+    here.as_object_mut()
+        .is_some_and(|object| object.shift_remove(field).is_some())
 }
 
 /// Turns a serde message into a diagnostic that points at the right key and
@@ -620,6 +665,42 @@ mod tests {
                  `name`, `channel`, `parallel`, `when`, `retry`, `body`, `classify`, \
                  `fallback`, `hours`, `circuit_breaker`"
             ]
+        );
+    }
+
+    #[test]
+    fn every_misspelt_key_of_an_entry_is_reported_in_one_run() {
+        let (file, diags) = decode(
+            &yaml(
+                "flows:\n  f:\n    steps:\n      - name: a\n        chanel: c\n        \
+                 retyr: x\n      - name: b\n        channel: c\n        fallbak: [d]\n    \
+                 on_dead: { notfiy: n }\n",
+            ),
+            &env(),
+        );
+        let shown: Vec<(String, u32)> = diags.iter().map(|d| (d.path.clone(), d.line)).collect();
+        // `chanel` is not followed by "missing field `channel`": the
+        // misspelling says it.
+        assert_eq!(
+            shown,
+            [
+                ("flows.f.steps[0].chanel".to_string(), 5),
+                ("flows.f.steps[0].retyr".to_string(), 6),
+                ("flows.f.steps[1].fallbak".to_string(), 9),
+                ("flows.f.on_dead.notfiy".to_string(), 10),
+            ],
+            "{:#?}",
+            messages(&diags)
+        );
+        assert!(file.defs.flows.is_empty(), "a broken entry is not kept");
+        // A wrong type after a misspelling is reported too.
+        let (_, diags) = decode(
+            &yaml("templates:\n  t:\n    retires: 3\n    multiplier: x\n"),
+            &env(),
+        );
+        assert_eq!(
+            diags.iter().map(|d| d.path.as_str()).collect::<Vec<_>>(),
+            ["templates.t.retires", "templates.t.multiplier"]
         );
     }
 
