@@ -2,7 +2,8 @@
 //! real HTTP partner on loopback, with a manual clock so that every instant
 //! is exact. No attempt inside a maintenance window and delivery right after
 //! it; the off-hours template; holding until the calendar opens; held time
-//! left out of `total_timeout`; what the API and the CLI show.
+//! left out of `total_timeout` (a calendar's, and a retry's wait for the
+//! engine); what the API and the CLI show.
 
 mod common;
 
@@ -70,6 +71,11 @@ flows:
         channel: partner
         retry: steady
         hours: { calendar: office, off_hours: hold }
+  plain:
+    steps:
+      - name: deliver
+        channel: partner
+        retry: steady
 "#;
 
 struct Setup {
@@ -592,4 +598,35 @@ fn the_readme_walk_through() {
     for (flow, start, failures, expected) in cases {
         assert_eq!(walk(flow, start, failures), expected, "{flow} from {start}");
     }
+}
+
+#[tokio::test]
+async fn a_retry_claimed_an_hour_late_keeps_its_total_timeout() {
+    // `steady`: 5 s apart, no new attempt 30 s after the first. The retry
+    // due at 10:00:05 is claimed an hour late (the engine was stopped, or
+    // behind): that hour is the engine's, not the partner's, so the job
+    // retries on instead of dying `exhausted`.
+    let s = setup("2026-05-06T10:00:00Z", |r| {
+        if r.attempt <= 2 {
+            status(503)
+        } else {
+            status(200)
+        }
+    })
+    .await;
+    let id = s.submit("plain", "late-1").await;
+    let job = s.wait_attempts(&id, 1).await;
+    assert_eq!(job["next_at"], "2026-05-06T10:00:05Z", "{job:#}");
+    s.set_clock("2026-05-06T11:00:05Z");
+    let job = s.wait_attempts(&id, 2).await;
+    assert_eq!(
+        (&job["state"], &job["next_at"]),
+        (&json!("pending"), &json!("2026-05-06T11:00:10Z")),
+        "{job:#}"
+    );
+    s.set_clock("2026-05-06T11:00:10Z");
+    let job = s.wait_state(&id, "succeeded").await;
+    assert_eq!(job["attempts_total"], 3);
+    assert_eq!(s.requests(), 3);
+    s.node.shutdown().await;
 }

@@ -76,6 +76,25 @@ impl Branch {
         }
     }
 
+    /// The branch waiting, unattempted, until `until` (a breaker, a slot,
+    /// `slow_down`; decided at `now`): held from the time it was due, as
+    /// the state machine holds a job, so the wait never counts against
+    /// `total_timeout`. Nothing is held before the series' first attempt.
+    pub fn waiting(&self, now: Timestamp, until: Timestamp) -> Self {
+        let from = self.next_at.map_or(now, |due| due.min(now));
+        let held = if self.attempts == 0 {
+            0
+        } else {
+            let wait = Duration::try_from(from.duration_until(until)).unwrap_or_default();
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)
+        };
+        Self {
+            next_at: Some(until),
+            held_ms: self.held_ms.saturating_add(held),
+            ..self.clone()
+        }
+    }
+
     /// The branch after the machine's `moved` for it.
     pub fn after(&self, moved: &Move) -> Self {
         let landing = &moved.landing;
@@ -253,6 +272,27 @@ mod tests {
         }
         assert!(!branches["a"].is_due(t(100)));
         assert!(branches["b"].is_due(t(100)));
+    }
+
+    #[test]
+    fn a_branch_waiting_is_held_from_its_due_time_once_its_series_began() {
+        let fresh = Branch::fresh(t(0));
+        assert_eq!(
+            fresh.waiting(t(5), t(35)).held_ms,
+            0,
+            "not before a first attempt"
+        );
+        let retrying = Branch {
+            attempts: 1,
+            next_at: Some(t(10)),
+            series_started_at: Some(t(0)),
+            held_ms: 2_000,
+            ..fresh
+        };
+        // Due at 10, found at 12 behind an open breaker until 40.
+        let waiting = retrying.waiting(t(12), t(40));
+        assert_eq!(waiting.next_at, Some(t(40)));
+        assert_eq!(waiting.held_ms, 2_000 + 30_000);
     }
 
     #[test]

@@ -574,10 +574,7 @@ impl Executor {
         body: Option<&str>,
     ) -> (Branch, Option<AttemptRecord>, Option<Move>, bool) {
         let at = branch.position(position);
-        let waiting = |until| Branch {
-            next_at: Some(until),
-            ..branch.clone()
-        };
+        let waiting = |until| branch.waiting(self.clock.now(), until);
         let vanished = || {
             let until = crate::clock::later(
                 self.clock.now(),

@@ -23,10 +23,13 @@
 //! # Held time
 //!
 //! Time a job waits without an attempt (a calendar, an open breaker, a
-//! quota, a concurrency or rate slot) is added to the series' `held`, which
-//! the deadline check subtracts: it never counts against `total_timeout`.
-//! Before a series' first attempt nothing is added: the deadline runs from
-//! that attempt.
+//! quota, a concurrency or rate slot, a pause, `slow_down`) is added to the
+//! series' `held`, which the deadline check subtracts: it never counts
+//! against `total_timeout`. So is the time a due retry waits for the
+//! engine to claim it (a backlog, engine health giving retries a smaller
+//! share, the engine stopped): the series is held from the time it was
+//! due. Before a series' first attempt nothing is added: the deadline runs
+//! from that attempt.
 
 use std::time::Duration;
 
@@ -441,14 +444,17 @@ impl Landing {
     }
 }
 
-/// The series' held time after waiting `wait` unattempted: nothing is added
-/// before its first attempt.
-fn held_through(at: &Position, wait: Duration) -> Duration {
-    if at.attempts > 0 {
-        at.held.saturating_add(wait)
-    } else {
-        at.held
+/// The series' held time once it waits, unattempted, until `until`
+/// (decided at `now`): all of it from the time the job was due, so that
+/// the time it waited for the engine past that (a backlog, retries held
+/// back by engine health, the engine stopped) counts as held too. Nothing
+/// counts before a series' first attempt: the series starts with it.
+fn held_through(at: &Position, now: Timestamp, until: Timestamp) -> Duration {
+    if at.attempts == 0 {
+        return at.held;
     }
+    let from = at.due.map_or(now, |due| due.min(now));
+    at.held.saturating_add(until_from(from, until))
 }
 
 fn until_from(now: Timestamp, until: Timestamp) -> Duration {
@@ -459,7 +465,7 @@ fn wait(at: &Position, until: Timestamp, now: Timestamp) -> Move {
     Move {
         kind: MoveKind::Wait { until },
         landing: Landing {
-            held: held_through(at, until_from(now, until)),
+            held: held_through(at, now, until),
             next_at: Some(until),
             ..Landing::staying(at)
         },
@@ -478,7 +484,7 @@ fn hold(
         landing: Landing {
             state: JobState::Suspended,
             step_index,
-            held: held_through(at, until_from(now, until)),
+            held: held_through(at, now, until),
             next_at: Some(until),
             reason: Some(reason),
             ..Landing::staying(at)
@@ -571,7 +577,7 @@ fn attempted(at: &Position, located: &Located<'_>, started: Timestamp) -> Attemp
             (0, _) | (_, None) => started,
             (_, Some(first)) => first,
         },
-        held: at.held,
+        held: held_through(at, started, started),
         retry_choice: at.retry_choice,
         adapt_cut: at.adapt_cut,
     }
@@ -592,6 +598,7 @@ fn answered(
         channel_index: located.channel_index,
         attempts: series.attempts,
         series_started_at: Some(series.series_started_at),
+        held: series.held,
         attempts_added: 1,
         ..Landing::staying(at)
     };

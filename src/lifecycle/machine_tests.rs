@@ -407,7 +407,10 @@ fn every_state_and_event_makes_its_move() {
         },
         Row {
             name: "retries spent on the last channel: dead, exhausted",
-            position: last_spent.clone(),
+            position: Position {
+                due: Some(t20),
+                ..last_spent.clone()
+            },
             event: answered(Verdicts::Retry, t20),
             now: t20,
             kind: MoveKind::Dead {
@@ -687,6 +690,9 @@ enum Happening {
     Quota { secs: u64 },
     /// Handed back unattempted.
     HandedBack,
+    /// The engine claims the job `secs` seconds after it is due (a
+    /// backlog, retries held back by engine health, the engine stopped).
+    Late { secs: u64 },
 }
 
 fn happening() -> impl Strategy<Value = Happening> {
@@ -697,6 +703,7 @@ fn happening() -> impl Strategy<Value = Happening> {
         1 => (1u64..20).prop_map(|secs| Happening::NoSlot { secs }),
         1 => (1u64..4000).prop_map(|secs| Happening::Quota { secs }),
         1 => Just(Happening::HandedBack),
+        1 => (1u64..7200).prop_map(|secs| Happening::Late { secs }),
     ]
 }
 
@@ -713,9 +720,21 @@ fn drive(p: &CompiledPolicy, flow_name: &str, start: Timestamp, history: &[Happe
     // Active time of the series, counted here independently: the time
     // between its first attempt and now, less every wait without an attempt.
     let mut waited_in_series = Duration::ZERO;
+    // How late the next claim comes.
+    let mut late = Duration::ZERO;
     for happening in history {
+        if let Happening::Late { secs: by } = happening {
+            late = late.saturating_add(secs(*by));
+            continue;
+        }
         let due = position.due.expect("a waiting job has a due time");
-        now = now.max(due);
+        now = later_by(now.max(due), std::mem::take(&mut late));
+        // A series in progress is held from the time it was due.
+        let lag = if position.attempts > 0 {
+            Duration::try_from(due.duration_until(now)).unwrap_or_default()
+        } else {
+            Duration::ZERO
+        };
         let claimed = next(&position, &Event::Claimed, p, now);
         let moved = match claimed.kind {
             MoveKind::Attempt { .. } => {
@@ -747,7 +766,7 @@ fn drive(p: &CompiledPolicy, flow_name: &str, start: Timestamp, history: &[Happe
                             &template,
                             now,
                             finished,
-                            waited_in_series,
+                            waited_in_series.saturating_add(lag),
                         );
                         now = finished;
                         moved
@@ -777,6 +796,7 @@ fn drive(p: &CompiledPolicy, flow_name: &str, start: Timestamp, history: &[Happe
                         next(&position, &Event::NoSlot { until }, p, now)
                     }
                     Happening::HandedBack => next(&position, &Event::HandedBack, p, now),
+                    Happening::Late { .. } => unreachable!("taken before the claim"),
                 }
             }
             _ => claimed,
@@ -802,6 +822,11 @@ fn drive(p: &CompiledPolicy, flow_name: &str, start: Timestamp, history: &[Happe
                 if position.attempts > 0 || moved.landing.attempts_added > 0 {
                     waited_in_series = waited_in_series.saturating_add(waited);
                 }
+            }
+            // Handed back, the job keeps its due time: its lag is counted
+            // when it is claimed again.
+            if !matches!(happening, Happening::HandedBack) {
+                waited_in_series = waited_in_series.saturating_add(lag);
             }
             assert_eq!(moved.landing.held, waited_in_series, "held time drifted");
         } else {
@@ -893,4 +918,36 @@ fn a_job_always_ends_when_its_partner_keeps_failing() {
             position = position.landed(&flow_def, &moved.landing);
         }
     }
+}
+
+#[test]
+fn a_retry_claimed_late_spends_none_of_its_total_timeout_waiting_for_the_engine() {
+    let p = policy();
+    let t = at(MONDAY);
+    // `timed`: a retry every 10 s within 60 s. The first attempt failed at
+    // t; its retry was due at t+10 s, but the engine (stopped, or holding
+    // retries back while it catches up) claims it an hour later.
+    let due = later_by(t, secs(10));
+    let waiting = Position {
+        attempts: 1,
+        series_started_at: Some(t),
+        due: Some(due),
+        ..fresh(&p, "timed", t)
+    };
+    let late = later_by(due, secs(3600));
+    let moved = next(&waiting, &answered(Verdicts::Retry, late), &p, late);
+    assert!(
+        matches!(moved.kind, MoveKind::Retry { .. }),
+        "retried, not dead: {moved:?}"
+    );
+    assert_eq!(moved.landing.held, secs(3600));
+    // A hold decided late keeps the lag as well as the wait.
+    let until = later_by(late, secs(30));
+    let held = next(&waiting, &Event::NoSlot { until }, &p, late);
+    assert_eq!(held.landing.held, secs(3630));
+    // Handed back, the job keeps its due time: the lag is counted once,
+    // when it is claimed again.
+    let handed = next(&waiting, &Event::HandedBack, &p, late);
+    assert_eq!(handed.landing.held, Duration::ZERO);
+    assert_eq!(handed.landing.next_at, Some(due));
 }
