@@ -1480,6 +1480,42 @@ async fn the_last_attempt_of_each_job_is_read_in_one_go(db: Db) {
     assert!(db.log.attempts_last_of(&[]).await.unwrap().is_empty());
 }
 
+/// The sweep after a resume makes due the jobs still held for a pause no
+/// longer in force, and leaves them while the flow is paused again.
+async fn the_sweep_after_a_resume_frees_holds_unless_the_flow_is_paused_again(db: Db) {
+    let job = insert(&db, 1, t(0)).await;
+    assert!(db.log.flow_pause("leads", "ops", t(1)).await.unwrap());
+    let claimed = db.log.jobs_claim_due("a", t(2), t(300), 10).await.unwrap();
+    let hold = Transition {
+        to: JobState::Suspended,
+        reason: Some(Reason::Paused),
+        next_at: Some(t(3_602)),
+        held_ms: 3_600_000,
+        attempt: None,
+        attempts_added: 0,
+        slowed_added: 0,
+        ..retry_later(&claimed[0], "a", t(2))
+    };
+    assert_eq!(db.log.transitions_apply(vec![hold]).await.unwrap(), [true]);
+    // Paused: the sweep leaves the hold.
+    assert_eq!(db.log.flow_resume_sweep("leads", t(10)).await.unwrap(), 0);
+    let held = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!(
+        (held.state, held.next_at),
+        (JobState::Suspended, Some(t(3_602)))
+    );
+    // The pause lifted while the hold was written (the resume's own update
+    // did not see it: here, a resume whose instant is past the hold's end).
+    assert_eq!(
+        db.log.flow_resume("leads", t(4_000)).await.unwrap(),
+        Some(0)
+    );
+    assert_eq!(db.log.flow_resume_sweep("leads", t(20)).await.unwrap(), 1);
+    let freed = db.log.job_get(&job.id).await.unwrap().unwrap();
+    assert_eq!(freed.next_at, Some(t(20)));
+    assert_eq!(db.log.flow_resume_sweep("leads", t(21)).await.unwrap(), 0);
+}
+
 /// A node that has not yet heard of a resume holds a job for the pause:
 /// the step log lands it pending and due instead (the resume's sweep came
 /// before and would not see it); while the flow is paused, the hold stands.
@@ -1561,6 +1597,7 @@ conformance!(
     a_dead_nodes_jobs_come_back_before_their_lease_ends,
     nodes_are_listed_with_their_running_jobs_and_leave,
     a_paused_flows_held_jobs_are_due_at_once_on_resume,
+    the_sweep_after_a_resume_frees_holds_unless_the_flow_is_paused_again,
     nodes_silent_for_a_day_are_forgotten,
     old_finished_jobs_are_pruned_with_their_attempts,
 );

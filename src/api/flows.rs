@@ -99,6 +99,7 @@ pub async fn resume(
     if let Some(count) = resumed {
         tracing::info!(%flow, jobs = count, "flow resumed");
         state.wake.notify_one();
+        sweep_after_resume(&state, flow.clone());
     }
     Ok(Json(json!({
         "flow": flow,
@@ -106,6 +107,31 @@ pub async fn resume(
         "changed": resumed.is_some(),
         "resumed": resumed.unwrap_or(0),
     })))
+}
+
+/// How long after a resume its sweep runs: past the second in which
+/// every node reads the paused flows, and past any hold a node was writing
+/// as the resume committed.
+const RESUME_SWEEP_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Makes due, a little after a resume, the jobs a node held for the pause
+/// as the resume committed (see [`crate::store::StepLog::flow_resume_sweep`]);
+/// without it they would wait for the pause's hourly recheck.
+fn sweep_after_resume(state: &AppState, flow: String) {
+    let (store, clock, wake) = (state.store.clone(), state.clock.clone(), state.wake.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(RESUME_SWEEP_AFTER).await;
+        match store.flow_resume_sweep(&flow, clock.now()).await {
+            Ok(0) => {}
+            Ok(count) => {
+                tracing::info!(%flow, jobs = count, "jobs held for a pause lifted meanwhile are due");
+                wake.notify_one();
+            }
+            Err(error) => {
+                tracing::warn!(%flow, %error, "the sweep after a resume failed; the pause's hourly recheck will find its jobs");
+            }
+        }
+    });
 }
 
 /// A flow of the policy in force, or 404 naming the ones that are.

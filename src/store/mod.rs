@@ -287,6 +287,13 @@ pub trait StepLog: Send + Sync + 'static {
     /// how many, or `None` when the flow was not paused.
     async fn flow_resume(&self, flow: &str, now: Timestamp) -> StoreResult<Option<u64>>;
 
+    /// Makes due at `now` the jobs of `flow` still held for a pause, unless
+    /// the flow is paused again: how many. Run a few seconds after a
+    /// resume, it catches a hold that a node wrote as the resume committed
+    /// (a statement that began before it, on PostgreSQL, still saw the
+    /// pause).
+    async fn flow_resume_sweep(&self, flow: &str, now: Timestamp) -> StoreResult<u64>;
+
     /// The paused flows.
     async fn flows_paused(&self) -> StoreResult<Vec<PausedFlow>>;
 

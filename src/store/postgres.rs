@@ -1089,6 +1089,22 @@ impl StepLog for PgStepLog {
         Ok(resumed)
     }
 
+    async fn flow_resume_sweep(&self, flow: &str, now: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let swept = sqlx::query(sqlx::AssertSqlSafe(SQL.resume_flow_unless_paused.as_str()))
+            .bind(Reason::Paused.as_str())
+            .bind(ms(now))
+            .bind(flow)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if swept > 0 {
+            wake_nodes(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(swept)
+    }
+
     async fn jobs_prune(&self, state: JobState, before: Timestamp, limit: u32) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(SQL.prunable.as_str()))

@@ -143,6 +143,9 @@ pub(super) struct Sql {
     pub resume: String,
     /// The same, for one flow: `reason`, `now`, `flow`.
     pub resume_flow: String,
+    /// [`Sql::resume_flow`] unless the flow is paused again: `reason`,
+    /// `now`, `flow`.
+    pub resume_flow_unless_paused: String,
     /// A flow paused: `flow`, `at`, `by`.
     pub flow_pause: String,
     /// A flow's pause lifted: `flow`.
@@ -354,16 +357,11 @@ impl Sql {
                 now = p(2),
                 max = d.greatest(),
             ),
-            resume_flow: format!(
-                "UPDATE jobs SET next_at = {now}, updated_at = {now}, \
-                     held_ms = CASE WHEN attempt > 0 \
-                         THEN {max}(held_ms - (next_at - {now}), 0) ELSE held_ms END \
-                 WHERE state = 'suspended' AND reason = {reason} AND next_at > {now} \
-                     AND flow = {flow}",
-                reason = p(1),
-                now = p(2),
-                max = d.greatest(),
-                flow = p(3),
+            resume_flow: resume_flow(d),
+            resume_flow_unless_paused: format!(
+                "{} AND NOT EXISTS (SELECT 1 FROM paused_flows WHERE flow = {})",
+                resume_flow(d),
+                p(3)
             ),
             flow_pause: format!(
                 "INSERT INTO paused_flows (flow, paused_at, paused_by) VALUES ({}, {}, {}) \
@@ -543,6 +541,23 @@ impl Sql {
             d.skip_locked()
         )
     }
+}
+
+/// Makes due at once the jobs of a flow held for its pause: `reason`,
+/// `now`, `flow`. The hold's remaining time is taken back out of the
+/// series' held time.
+fn resume_flow(d: Dialect) -> String {
+    format!(
+        "UPDATE jobs SET next_at = {now}, updated_at = {now}, \
+             held_ms = CASE WHEN attempt > 0 \
+                 THEN {max}(held_ms - (next_at - {now}), 0) ELSE held_ms END \
+         WHERE state = 'suspended' AND reason = {reason} AND next_at > {now} \
+             AND flow = {flow}",
+        reason = d.p(1),
+        now = d.p(2),
+        max = d.greatest(),
+        flow = d.p(3),
+    )
 }
 
 #[cfg(test)]

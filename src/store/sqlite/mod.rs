@@ -457,6 +457,13 @@ impl StepLog for SqliteStepLog {
             .await
     }
 
+    async fn flow_resume_sweep(&self, flow: &str, now: Timestamp) -> StoreResult<u64> {
+        let flow = flow.to_string();
+        self.hot
+            .run(move |c| upkeep::flow_resume_sweep(c, &flow, now))
+            .await
+    }
+
     async fn jobs_prune(&self, state: JobState, before: Timestamp, limit: u32) -> StoreResult<u64> {
         self.hot
             .run(move |c| upkeep::jobs_prune(c, state, before, limit))

@@ -83,6 +83,17 @@ pub(super) fn flow_resume(
     Ok(resumed)
 }
 
+pub(super) fn flow_resume_sweep(
+    connection: &mut Connection,
+    flow: &str,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let swept = connection
+        .prepare_cached(&SQL.resume_flow_unless_paused)?
+        .execute(params![Reason::Paused.as_str(), ms(now), flow])?;
+    Ok(swept as u64)
+}
+
 /// Forgets the nodes silent since before `before` that hold no job.
 pub(super) fn nodes_forget(connection: &mut Connection, before: Timestamp) -> StoreResult<()> {
     connection
