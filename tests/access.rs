@@ -290,3 +290,61 @@ fn the_engine_refuses_a_public_listen_address_without_tokens() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listn"));
 }
+
+#[tokio::test]
+async fn an_address_guessing_tokens_is_refused_for_the_rest_of_the_minute() {
+    let (node, _partner, _policies) = start().await;
+    for n in 0..20 {
+        let (code, _) = call(
+            &node,
+            reqwest::Method::GET,
+            "/v1/jobs",
+            Some(&format!("guess-{n}")),
+            None,
+        )
+        .await;
+        assert_eq!(code, 401, "guess {n}");
+    }
+    // Past 20 unknown tokens a minute, nothing this address sends is
+    // compared, the right secret included.
+    let response = node
+        .client
+        .get(node.url("/v1/jobs"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many unknown tokens"),
+        "{body}"
+    );
+    // The console's login counts the same way.
+    let login = node
+        .client
+        .post(node.url("/ui/login"))
+        .form(&[("token", ADMIN), ("next", "/ui/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 429);
+    assert!(login
+        .text()
+        .await
+        .unwrap()
+        .contains("Too many unknown tokens"));
+    // Liveness needs no token and stays open.
+    let (code, _) = call(&node, reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(code, 200);
+    node.shutdown().await;
+}

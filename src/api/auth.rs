@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
@@ -21,6 +22,7 @@ use axum::Json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::guesses::{ClientAddress, Guesses, MOST_UNKNOWN};
 use super::AppState;
 
 pub use crate::tokens::{Scope, Token};
@@ -41,6 +43,18 @@ pub struct Access {
     tokens: Arc<Vec<(Caller, [u8; 32])>>,
     /// Serve `/metrics` without a token (the API listens on loopback only).
     pub open_metrics: bool,
+    /// Unknown tokens by client address.
+    guesses: Arc<Guesses>,
+}
+
+/// Why a secret presented was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No token has this secret.
+    Unknown,
+    /// The client's address sent too many unknown tokens: nothing is
+    /// compared for `wait` more.
+    Guessing { wait: Duration },
 }
 
 impl Access {
@@ -60,7 +74,34 @@ impl Access {
         Access {
             tokens: Arc::new(tokens),
             open_metrics,
+            guesses: Arc::default(),
         }
+    }
+
+    /// The token whose secret this is, presented from `from`; refused
+    /// without a comparison while that address is past its unknown
+    /// tokens (see [`super::guesses`]).
+    pub(crate) fn identify(&self, secret: &str, from: ClientAddress) -> Result<Caller, Refused> {
+        let now = Instant::now();
+        if let Some(wait) = from
+            .0
+            .and_then(|address| self.guesses.refused(address, now))
+        {
+            return Err(Refused::Guessing { wait });
+        }
+        if let Some(caller) = self.find(secret) {
+            return Ok(caller);
+        }
+        if let Some(address) = from.0 {
+            if self.guesses.unknown(address, now) {
+                tracing::warn!(
+                    client = %address,
+                    "{MOST_UNKNOWN} unknown tokens within a minute from one address: \
+                     its tokens are refused (429) until the minute ends"
+                );
+            }
+        }
+        Err(Refused::Unknown)
     }
 
     pub fn is_open(&self) -> bool {
@@ -126,6 +167,23 @@ fn refuse(status: StatusCode, message: String) -> Response {
     response
 }
 
+/// 429 for an address that sent too many unknown tokens, with the
+/// seconds until it may try again.
+fn too_many_guesses(wait: Duration) -> Response {
+    let seconds = wait.as_secs().max(1);
+    let mut response = refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!(
+            "too many unknown tokens from this address ({MOST_UNKNOWN} a minute at most): \
+             try again in {seconds} s"
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    response
+}
+
 /// The middleware: 401 without a known token, 403 with a token whose scope
 /// does not allow the call.
 pub async fn check(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
@@ -150,11 +208,15 @@ pub async fn check(State(state): State<AppState>, mut request: Request, next: Ne
                 .into(),
         );
     };
-    let Some(caller) = access.find(secret) else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "unknown token: check the secret against the `[[tokens]]` of steadfast.toml".into(),
-        );
+    let caller = match access.identify(secret, ClientAddress::of(request.extensions())) {
+        Ok(caller) => caller,
+        Err(Refused::Unknown) => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "unknown token: check the secret against the `[[tokens]]` of steadfast.toml".into(),
+            );
+        }
+        Err(Refused::Guessing { wait }) => return too_many_guesses(wait),
     };
     if let Some(scope) = needed {
         let allowed = caller.scope == Scope::Admin || caller.scope == scope;

@@ -8,6 +8,7 @@ pub mod console;
 pub(crate) mod dlq;
 mod error;
 pub(crate) mod flows;
+pub(crate) mod guesses;
 pub(crate) mod jobs;
 mod nodes;
 pub mod openapi;

@@ -27,6 +27,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::Layer;
 
 /// How the listener bounds its connections.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,9 +127,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     if !is_connection_error(&error) {
                         tracing::warn!(%error, "accepting an API connection failed; retrying");
@@ -140,7 +141,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // The client's address, for the count of unknown tokens.
+        let service = TowerToHyperService::new(
+            axum::Extension(axum::extract::ConnectInfo(peer)).layer(router.clone()),
+        );
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             // A client that goes away mid-request is not the server's error.

@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use super::layout::{self, csrf_field, page, respond, state_badge, urlencode, Tab};
 use super::session::{self, AdminForm, Looking, Viewer};
+use crate::api::auth::Refused;
+use crate::api::guesses::ClientAddress;
 use crate::api::AppState;
 use crate::store::JobState;
 
@@ -256,6 +258,7 @@ pub struct LoginForm {
 /// `POST /ui/login`.
 pub async fn login(
     State(state): State<AppState>,
+    from: ClientAddress,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -269,12 +272,22 @@ pub async fn login(
     if state.access.is_open() {
         return Redirect::to(next).into_response();
     }
-    match session::log_in(&state, &form.token, next) {
-        Some(response) => {
+    match session::log_in(&state, &form.token, from, next) {
+        Ok(response) => {
             tracing::info!("console login");
             response
         }
-        None => {
+        Err(Refused::Guessing { wait }) => respond(
+            StatusCode::TOO_MANY_REQUESTS,
+            login_form(
+                next,
+                Some(&format!(
+                    "Too many unknown tokens from this address: try again in {} s.",
+                    wait.as_secs().max(1)
+                )),
+            ),
+        ),
+        Err(Refused::Unknown) => {
             tracing::warn!("console login with an unknown token");
             respond(
                 StatusCode::UNAUTHORIZED,

@@ -26,6 +26,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::layout;
+use crate::api::auth::Refused;
+use crate::api::guesses::ClientAddress;
 use crate::api::{AppState, Caller, Scope};
 
 /// The session cookie's name.
@@ -242,16 +244,21 @@ pub fn safe_next(next: Option<&str>) -> &str {
     }
 }
 
-/// Logs in with a token: a new session and its cookie, then on to `next`;
-/// `None` when no token has this secret.
-pub fn log_in(state: &AppState, secret: &str, next: &str) -> Option<Response> {
-    let caller = state.access.find(secret.trim())?;
+/// Logs in with a token presented from `from`: a new session and its
+/// cookie, then on to `next`.
+pub fn log_in(
+    state: &AppState,
+    secret: &str,
+    from: ClientAddress,
+    next: &str,
+) -> Result<Response, Refused> {
+    let caller = state.access.identify(secret.trim(), from)?;
     let id = state.console.sessions.open(Viewer::from_caller(&caller));
     let mut response = Redirect::to(next).into_response();
     response
         .headers_mut()
         .append(header::SET_COOKIE, set_cookie(&id));
-    Some(response)
+    Ok(response)
 }
 
 /// Ends the request's session.
