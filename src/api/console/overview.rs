@@ -272,7 +272,8 @@ pub async fn login(
     if state.access.is_open() {
         return Redirect::to(next).into_response();
     }
-    match session::log_in(&state, &form.token, from, next) {
+    let secure = session::over_https(&headers);
+    match session::log_in(&state, &form.token, from, secure, next) {
         Ok(response) => {
             tracing::info!("console login");
             response

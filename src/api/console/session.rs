@@ -148,12 +148,40 @@ fn session_id(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value.trim())
 }
 
-fn set_cookie(id: &str) -> HeaderValue {
+/// The session cookie; `secure` (the browser reached the console over
+/// HTTPS) adds `Secure`, so that it never travels over plain HTTP.
+fn set_cookie(id: &str, secure: bool) -> HeaderValue {
     let max_age = SESSION_TTL.as_secs();
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+        "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Whether the browser reached the console over HTTPS: the engine serves
+/// plain HTTP, so this is a TLS proxy's `X-Forwarded-Proto: https` or
+/// `Forwarded: proto=https`. (Set by a client itself, it only makes that
+/// client's own cookie stricter.)
+pub(super) fn over_https(headers: &HeaderMap) -> bool {
+    let forwarded_proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    let forwarded = headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|first| {
+            first.split(';').any(|pair| {
+                pair.trim()
+                    .to_ascii_lowercase()
+                    .strip_prefix("proto=")
+                    .is_some_and(|proto| proto.trim_matches('"') == "https")
+            })
+        });
+    forwarded_proto || forwarded
 }
 
 fn clear_cookie() -> HeaderValue {
@@ -227,11 +255,12 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         }
     };
     request.extensions_mut().insert(viewer);
+    let secure = over_https(request.headers());
     let mut response = next.run(request).await;
     if let Some(id) = new_cookie {
         response
             .headers_mut()
-            .append(header::SET_COOKIE, set_cookie(&id));
+            .append(header::SET_COOKIE, set_cookie(&id, secure));
     }
     response
 }
@@ -250,6 +279,7 @@ pub fn log_in(
     state: &AppState,
     secret: &str,
     from: ClientAddress,
+    secure: bool,
     next: &str,
 ) -> Result<Response, Refused> {
     let caller = state.access.identify(secret.trim(), from)?;
@@ -257,7 +287,7 @@ pub fn log_in(
     let mut response = Redirect::to(next).into_response();
     response
         .headers_mut()
-        .append(header::SET_COOKIE, set_cookie(&id));
+        .append(header::SET_COOKIE, set_cookie(&id, secure));
     Ok(response)
 }
 
@@ -358,6 +388,22 @@ mod tests {
             map.append(*name, HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    #[test]
+    fn the_cookie_is_secure_where_a_tls_proxy_says_the_browser_used_https() {
+        let with = |name: &'static str, value: &str| over_https(&headers(&[(name, value)]));
+        assert!(with("x-forwarded-proto", "https"));
+        assert!(with("x-forwarded-proto", "HTTPS, http"));
+        assert!(!with("x-forwarded-proto", "http"));
+        assert!(with("forwarded", "for=1.2.3.4;proto=https;by=5.6.7.8"));
+        assert!(with("forwarded", "proto=\"https\""));
+        assert!(!with("forwarded", "for=1.2.3.4;proto=http"));
+        assert!(!over_https(&HeaderMap::new()));
+        let cookie = |secure| set_cookie("abc", secure).to_str().unwrap().to_string();
+        assert!(cookie(true).ends_with("; Secure"), "{}", cookie(true));
+        assert!(!cookie(false).contains("Secure"));
+        assert!(cookie(false).contains("HttpOnly; SameSite=Strict"));
     }
 
     #[test]
