@@ -111,6 +111,11 @@ fn environment() -> Environment<'static> {
 fn describe(error: &minijinja::Error) -> String {
     match error.detail() {
         Some(detail) => format!("{}: {detail}", kind_text(error)),
+        // A missing field compared or used in arithmetic: say which fix.
+        None if error.kind() == minijinja::ErrorKind::UndefinedError => format!(
+            "{}: a field it reads is missing (add `| default(…)` where it may be)",
+            kind_text(error)
+        ),
         None => kind_text(error),
     }
 }

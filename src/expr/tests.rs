@@ -38,6 +38,22 @@ fn conditions_read_the_payload_and_a_missing_field_is_false() {
 }
 
 #[test]
+fn a_missing_field_compared_fails_and_says_how_to_allow_it() {
+    let s = scope(r#"{"email": "a@b.c"}"#);
+    let error = Expr::condition("payload.amount >= 10000")
+        .unwrap()
+        .holds(&s)
+        .unwrap_err();
+    assert_eq!(error.expression, "payload.amount >= 10000");
+    assert!(
+        error.message.contains("missing") && error.message.contains("| default("),
+        "{error}"
+    );
+    let allowed = Expr::condition("payload.amount | default(0) >= 10000").unwrap();
+    assert_eq!(allowed.holds(&s), Ok(false));
+}
+
+#[test]
 fn a_lone_expression_keeps_its_json_type_and_text_renders() {
     let s = scope(r#"{"email": "a@b.c", "amount": 12000.5, "tags": ["x"]}"#);
     let shape = json!({
