@@ -154,7 +154,6 @@ fn kept_responses(
     Some(responses.to_log())
 }
 
-/// Where `job` stands, for the state machine.
 /// Where one attempt goes (see [`Executor::route`]).
 enum Route<'p> {
     Send {
@@ -168,6 +167,7 @@ enum Route<'p> {
     Vanished,
 }
 
+/// Where `job` stands, for the state machine.
 pub fn position_of(job: &JobRecord) -> Position {
     Position {
         flow: job.flow.clone(),
