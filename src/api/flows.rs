@@ -4,21 +4,56 @@
 //! no attempt, on every node (each reads the paused flows once a second),
 //! across restarts; a resume makes them due at once.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
-use serde_json::{json, Map, Value};
+use jiff::Timestamp;
+use serde::Serialize;
 
 use super::{ApiError, AppState, Caller};
+
+/// `GET /v1/flows`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FlowList {
+    pub flows: Vec<FlowSummary>,
+}
+
+/// A flow with its jobs by state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FlowSummary {
+    pub name: String,
+    /// False for a flow gone from the policy that still has jobs.
+    pub in_policy: bool,
+    pub paused: bool,
+    pub paused_at: Option<Timestamp>,
+    /// The token (or `local`) that paused it.
+    pub paused_by: Option<String>,
+    /// Jobs by state (`pending`, `dead`, …); a state without jobs is absent.
+    pub jobs: BTreeMap<String, u64>,
+}
+
+/// What a pause or a resume did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FlowPause {
+    pub flow: String,
+    pub paused: bool,
+    /// False when the flow already was as asked.
+    pub changed: bool,
+    /// On a resume: the jobs held for the pause, now due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<u64>,
+}
 
 #[utoipa::path(
     get, path = "/v1/flows", operation_id = "listFlows", tag = "flows",
     responses(
-        (status = 200, description = "`{\"flows\": [...]}`: each flow with its jobs by state, paused or not", body = serde_json::Value),
+        (status = 200, description = "Each flow with its jobs by state, paused or not", body = FlowList),
         (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
     security((), ("token" = [])),
 )]
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(state): State<AppState>) -> Result<Json<FlowList>, ApiError> {
     let policy = state.policy.current();
     let counts = state.store.jobs_count_by_flow().await?;
     let paused = state.store.flows_paused().await?;
@@ -26,36 +61,36 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     // Flows with jobs but gone from the policy are listed too.
     names.extend(counts.keys().filter(|f| !policy.flows.contains_key(*f)));
     names.sort();
-    let flows: Vec<Value> = names
+    let flows = names
         .into_iter()
         .map(|name| {
-            let jobs: Map<String, Value> = counts
+            let jobs = counts
                 .get(name)
                 .map(|by_state| {
                     by_state
                         .iter()
-                        .map(|(state, n)| (state.as_str().to_string(), json!(n)))
+                        .map(|(state, n)| (state.as_str().to_string(), *n))
                         .collect()
                 })
                 .unwrap_or_default();
             let pause = paused.iter().find(|p| &p.flow == name);
-            json!({
-                "name": name,
-                "in_policy": policy.flows.contains_key(name),
-                "paused": pause.is_some(),
-                "paused_at": pause.map(|p| p.paused_at),
-                "paused_by": pause.map(|p| p.paused_by.clone()),
-                "jobs": jobs,
-            })
+            FlowSummary {
+                name: name.clone(),
+                in_policy: policy.flows.contains_key(name),
+                paused: pause.is_some(),
+                paused_at: pause.map(|p| p.paused_at),
+                paused_by: pause.map(|p| p.paused_by.clone()),
+                jobs,
+            }
         })
         .collect();
-    Ok(Json(json!({ "flows": flows })))
+    Ok(Json(FlowList { flows }))
 }
 
 #[utoipa::path(
     post, path = "/v1/flows/{flow}/pause", operation_id = "pauseFlow", tag = "flows", params(("flow" = String, Path, description = "A flow of the policy in force")),
     responses(
-        (status = 200, description = "Paused (or already was)", body = serde_json::Value),
+        (status = 200, description = "Paused (or already was)", body = FlowPause),
         (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
         (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
@@ -65,7 +100,7 @@ pub async fn pause(
     State(state): State<AppState>,
     Path(flow): Path<String>,
     caller: Option<Extension<Caller>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FlowPause>, ApiError> {
     known(&state, &flow)?;
     let by = caller.map_or_else(|| "local".to_string(), |c| c.0.name.clone());
     let changed = state
@@ -76,15 +111,18 @@ pub async fn pause(
     if changed {
         tracing::info!(%flow, %by, "flow paused");
     }
-    Ok(Json(
-        json!({ "flow": flow, "paused": true, "changed": changed }),
-    ))
+    Ok(Json(FlowPause {
+        flow,
+        paused: true,
+        changed,
+        resumed: None,
+    }))
 }
 
 #[utoipa::path(
     post, path = "/v1/flows/{flow}/resume", operation_id = "resumeFlow", tag = "flows", params(("flow" = String, Path, description = "A flow of the policy in force")),
     responses(
-        (status = 200, description = "Resumed: its held jobs are due now", body = serde_json::Value),
+        (status = 200, description = "Resumed: its held jobs are due now", body = FlowPause),
         (status = 404, description = "No such flow or job", body = crate::api::error::ErrorBody),
         (status = 503, description = "The step log cannot take writes now; nothing was written (`Retry-After`)", body = crate::api::error::ErrorBody),
     ),
@@ -93,7 +131,7 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     Path(flow): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FlowPause>, ApiError> {
     let resumed = state.store.flow_resume(&flow, state.clock.now()).await?;
     state.paused.resume(&flow);
     if let Some(count) = resumed {
@@ -101,12 +139,12 @@ pub async fn resume(
         state.wake.notify_one();
         sweep_after_resume(&state, flow.clone());
     }
-    Ok(Json(json!({
-        "flow": flow,
-        "paused": false,
-        "changed": resumed.is_some(),
-        "resumed": resumed.unwrap_or(0),
-    })))
+    Ok(Json(FlowPause {
+        flow,
+        paused: false,
+        changed: resumed.is_some(),
+        resumed: Some(resumed.unwrap_or(0)),
+    }))
 }
 
 /// How long after a resume its sweep runs: past the second in which

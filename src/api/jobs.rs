@@ -245,10 +245,17 @@ impl BatchItem {
 #[utoipa::path(
     post, path = "/v1/flows/{flow}/jobs:batch", operation_id = "submitJobs", tag = "jobs",
     params(("flow" = String, Path, description = "A flow of the policy in force")),
+    // Typed loosely on purpose: a body that is not an array is read as
+    // NDJSON (a lone object is one job), and each job is checked on its
+    // own: one the API refuses is reported in its result while the others
+    // go in (the batch still answers 200).
     request_body(content(
-        (Vec<SubmitRequest> = "application/json"),
-        (SubmitRequest = "application/x-ndjson"),
-    ), description = "A JSON array of jobs, or one JSON job per line (NDJSON)"),
+        (serde_json::Value = "application/json"),
+        (serde_json::Value = "application/x-ndjson"),
+    ), description = "A JSON array of jobs, or one JSON job per line (NDJSON, whatever the \
+        content type); each job is what `submitJob` takes (`payload`, `idempotency_key`, \
+        `run_at`, `priority`), checked on its own: an item refused gets its status and error \
+        in its result"),
     responses(
         (status = 200, description = "A result per item, in the order sent", body = BatchResponse),
         (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::error::ErrorBody),
