@@ -251,7 +251,7 @@ impl BatchItem {
     // go in (the batch still answers 200).
     request_body(content(
         (serde_json::Value = "application/json"),
-        (serde_json::Value = "application/x-ndjson"),
+        (SubmitRequest = "application/x-ndjson"),
     ), description = "A JSON array of jobs, or one JSON job per line (NDJSON, whatever the \
         content type); each job is what `submitJob` takes (`payload`, `idempotency_key`, \
         `run_at`, `priority`), checked on its own: an item refused gets its status and error \

@@ -165,27 +165,65 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, Api
 
 #[utoipa::path(
     get, path = "/v1/policies", operation_id = "getPolicy", tag = "engine",
-    responses((status = 200, description = "The policy in force: version, files, names, and the last reload and its error", body = serde_json::Value)),
+    responses((status = 200, description = "The policy in force: version, files, names, and the last reload and its error", body = PolicyView)),
     security((), ("token" = [])),
 )]
-async fn policies(State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn policies(State(state): State<AppState>) -> Json<PolicyView> {
     let policy = state.policy.current();
     let status = state.policy.status();
-    Json(json!({
-        "version": policy.version.to_string(),
-        "files": policy.files,
-        "loaded_at": status.loaded_at,
-        "last_error": status.last_error,
-        "last_error_at": status.last_error_at,
-        "reloads": status.reloads,
-        "failed_reloads": status.failed_reloads,
-        "flows": policy.flows.keys().collect::<Vec<_>>(),
-        "channels": policy.channels.values()
-            .map(|c| json!({ "name": c.name, "kind": c.kind.kind_name() }))
-            .collect::<Vec<_>>(),
-        "templates": policy.templates.keys().collect::<Vec<_>>(),
-        "classifiers": policy.classifiers.keys().collect::<Vec<_>>(),
-    }))
+    Json(PolicyView {
+        version: policy.version.to_string(),
+        files: policy
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect(),
+        loaded_at: status.loaded_at,
+        last_error: status.last_error,
+        last_error_at: status.last_error_at,
+        reloads: status.reloads,
+        failed_reloads: status.failed_reloads,
+        flows: policy.flows.keys().cloned().collect(),
+        channels: policy
+            .channels
+            .values()
+            .map(|c| ChannelName {
+                name: c.name.clone(),
+                kind: c.kind.kind_name().to_string(),
+            })
+            .collect(),
+        templates: policy.templates.keys().cloned().collect(),
+        classifiers: policy.classifiers.keys().cloned().collect(),
+    })
+}
+
+/// `GET /v1/policies`: the policy in force and how its reloads went.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct PolicyView {
+    /// The version in force (a hash of its files).
+    pub version: String,
+    pub files: Vec<String>,
+    /// When the version in force was loaded.
+    pub loaded_at: jiff::Timestamp,
+    /// The problems of the last failed reload, `file:line:col: message`
+    /// each; empty when the last reload succeeded.
+    pub last_error: Vec<String>,
+    pub last_error_at: Option<jiff::Timestamp>,
+    /// Reloads that put a new version in force since the start.
+    pub reloads: u64,
+    /// Reloads refused because the files had errors.
+    pub failed_reloads: u64,
+    pub flows: Vec<String>,
+    pub channels: Vec<ChannelName>,
+    pub templates: Vec<String>,
+    pub classifiers: Vec<String>,
+}
+
+/// A channel of the policy and its kind (`http`, `file`, `pool`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ChannelName {
+    pub name: String,
+    pub kind: String,
 }
 
 #[utoipa::path(

@@ -41,7 +41,12 @@ use utoipa::{Modify, OpenApi};
         super::flows::pause,
         super::flows::resume,
     ),
-    components(schemas(super::error::ErrorBody)),
+    components(schemas(
+        super::error::ErrorBody,
+        super::jobs::StateFilter,
+        super::jobs::LimitFilter,
+        super::jobs::StatusFilter
+    )),
     modifiers(&BearerTokens),
     tags(
         (name = "jobs", description = "Submit jobs and look at them"),

@@ -193,7 +193,9 @@ pub struct Insights {
     #[serde(flatten)]
     pub total: Rate,
     /// By attempt number within a series (`"1"`: first tries); the last,
-    /// `"50"`, counts every later one too.
+    /// `"50"`, counts every later one too. (JSON keys are text: the
+    /// document says so.)
+    #[schema(value_type = BTreeMap<String, Rate>)]
     pub by_attempt: BTreeMap<u32, Rate>,
     /// By hour of the week in UTC, `mon 00` to `sun 23`, hours with
     /// attempts only.
