@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::body::JsonBody;
 use super::jobs::FilterQuery;
@@ -179,12 +179,19 @@ pub fn parse_rate(value: &Value) -> Result<f64, String> {
     Ok(per_second)
 }
 
+/// A bulk operation started.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OperationStarted {
+    /// Followed at `GET /v1/operations/{id}`.
+    pub operation: String,
+}
+
 /// `POST /v1/dlq/retry`: 202 `{"operation": id}`.
 #[utoipa::path(
     post, path = "/v1/dlq/retry", operation_id = "retryDeadJobs", tag = "dead-letter queue",
     request_body = RetryRequest,
     responses(
-        (status = 202, description = "Started: `{\"operation\": ID}`, followed at GET /v1/operations/{id}", body = serde_json::Value),
+        (status = 202, description = "Started: followed at GET /v1/operations/{id}", body = OperationStarted),
         (status = 400, description = "The body or a parameter is not what it should be", body = crate::api::error::ErrorBody),
         (status = 422, description = "Well-formed but refused", body = crate::api::error::ErrorBody),
         (status = 413, description = "The body is larger than 10 MiB", body = crate::api::error::ErrorBody),
@@ -195,7 +202,7 @@ pub fn parse_rate(value: &Value) -> Result<f64, String> {
 pub async fn retry(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<RetryRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<OperationStarted>), ApiError> {
     let rate = match &request.rate {
         Some(value) => parse_rate(value).map_err(ApiError::Unprocessable)?,
         None => DEFAULT_RATE_PER_SECOND,
@@ -295,7 +302,12 @@ pub async fn retry(
         skipped_ids: Vec::new(),
     });
     tokio::spawn(run_retry(state.clone(), id.clone(), target, rate, runs_at));
-    Ok((StatusCode::ACCEPTED, Json(json!({ "operation": id }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(OperationStarted {
+            operation: id.to_string(),
+        }),
+    ))
 }
 
 enum Target {

@@ -73,10 +73,7 @@ pub async fn start(
     match crate::api::dlq::retry(State(state.clone()), JsonBody(request)).await {
         Ok((_, answer)) => {
             state.console.recount();
-            let id = answer.0["operation"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let id = answer.0.operation;
             Redirect::to(&format!("/ui/operations/{}", urlencode(&id))).into_response()
         }
         Err(error) => layout::refusal(error.status(), &error.to_string()),
