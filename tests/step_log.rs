@@ -1663,3 +1663,45 @@ async fn sqlite_is_one_process_and_needs_no_watch() {
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     assert!(db.log.inserts_watch(wake).is_none());
 }
+
+/// A node whose deliveries keep every pooled connection busy still beats:
+/// the heartbeat goes over the node id's own connection, so the others do
+/// not take a live node for dead and send its jobs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_heartbeats_go_through_while_the_pool_is_busy() {
+    use sqlx::Connection;
+    use std::time::Duration;
+    let Some(url) = pg::fresh_database().await else {
+        return;
+    };
+    let log = store::open(&format!("{url}?pool_max=2")).await.unwrap();
+    log.node_join(&node("busy"), t(0)).await.unwrap();
+    // Another session locks the jobs table: two reads of it wait there,
+    // holding both pooled connections.
+    let mut locker = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let log = log.clone();
+            tokio::spawn(async move { log.job_get("nobody").await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let beat = tokio::time::timeout(
+        Duration::from_secs(5),
+        log.node_heartbeat(&node("busy"), t(10)),
+    )
+    .await;
+    assert!(
+        matches!(beat, Ok(Ok(()))),
+        "the heartbeat waited for the pool: {beat:?}"
+    );
+    lock.rollback().await.unwrap();
+    for read in waiting {
+        read.await.unwrap().unwrap();
+    }
+}

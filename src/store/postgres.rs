@@ -1005,25 +1005,34 @@ impl StepLog for PgStepLog {
     }
 
     async fn node_heartbeat(&self, node: &Membership, now: Timestamp) -> StoreResult<()> {
-        {
-            // The lock's connection may have been lost with the server
-            // (a restart): take the id again.
-            let mut held = self.node_lock.lock().await;
-            let alive = match held.as_mut() {
-                Some(connection) => {
-                    let probe = sqlx::query("SELECT 1").execute(&mut *connection);
-                    matches!(
-                        tokio::time::timeout(Duration::from_secs(2), probe).await,
-                        Ok(Ok(_))
-                    )
-                }
-                None => false,
-            };
-            if !alive {
-                *held = Some(lock_node_id(&self.pool, &node.id).await?);
+        // The lock's connection may have been lost with the server (a
+        // restart): take the id again.
+        let mut held = self.node_lock.lock().await;
+        let alive = match held.as_mut() {
+            Some(connection) => {
+                let probe = sqlx::query("SELECT 1").execute(&mut *connection);
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(2), probe).await,
+                    Ok(Ok(_))
+                )
             }
-        }
-        self.node_write(&SQL.node_heartbeat, node, now).await
+            None => false,
+        };
+        let connection = match held.as_mut() {
+            Some(connection) if alive => connection,
+            _ => held.insert(lock_node_id(&self.pool, &node.id).await?),
+        };
+        // On the id's own connection, not the pool's: workers that keep
+        // every pooled connection busy must not hold the heartbeat back
+        // until the other nodes take this live node for dead.
+        sqlx::query(sqlx::AssertSqlSafe(SQL.node_heartbeat.as_str()))
+            .bind(&node.id)
+            .bind(&node.instance)
+            .bind(&node.version)
+            .bind(ms(now))
+            .execute(connection)
+            .await?;
+        Ok(())
     }
 
     async fn node_leave(&self, node: &Membership) -> StoreResult<()> {
