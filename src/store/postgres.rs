@@ -175,6 +175,23 @@ impl PgStepLog {
     }
 }
 
+/// Makes `flow`'s jobs held for its pause due at `now` by `statement`
+/// (`resume_flow`, or the sweep after a resume): how many.
+async fn held_for_pause_due(
+    tx: &mut sqlx::PgConnection,
+    statement: &str,
+    flow: &str,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    Ok(sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(Reason::Paused.as_str())
+        .bind(ms(now))
+        .bind(flow)
+        .execute(tx)
+        .await?
+        .rows_affected())
+}
+
 /// Tells every node listening on [`JOBS_CHANNEL`] (this one too), when
 /// `tx` commits, that jobs may be due now.
 async fn wake_nodes(tx: &mut sqlx::PgConnection) -> StoreResult<()> {
@@ -1082,13 +1099,7 @@ impl StepLog for PgStepLog {
             .await?
             .rows_affected();
         let resumed = if unpaused == 1 {
-            let count = sqlx::query(sqlx::AssertSqlSafe(SQL.resume_flow.as_str()))
-                .bind(Reason::Paused.as_str())
-                .bind(ms(now))
-                .bind(flow)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let count = held_for_pause_due(&mut tx, &SQL.resume_flow, flow, now).await?;
             wake_nodes(&mut tx).await?;
             Some(count)
         } else {
@@ -1100,13 +1111,7 @@ impl StepLog for PgStepLog {
 
     async fn flow_resume_sweep(&self, flow: &str, now: Timestamp) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
-        let swept = sqlx::query(sqlx::AssertSqlSafe(SQL.resume_flow_unless_paused.as_str()))
-            .bind(Reason::Paused.as_str())
-            .bind(ms(now))
-            .bind(flow)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let swept = held_for_pause_due(&mut tx, &SQL.resume_flow_unless_paused, flow, now).await?;
         if swept > 0 {
             wake_nodes(&mut tx).await?;
         }
