@@ -246,6 +246,19 @@ fn a_payload_shows_the_entries_it_selects_and_the_bodies_it_builds() {
     assert!(text.contains("5  score    5"), "{text}");
     assert!(text.contains("five      dead (exhausted)"), "{text}");
 
+    // Without the answer of the step it reads, the hint is to give one.
+    let out = explain(
+        dir.path(),
+        &["leads", "--payload", r#"{"email": "a@x", "amount": 5}"#],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("(it reads an earlier step's answer: give one with --response STEP=JSON)"),
+        "{text}"
+    );
+    assert!(!text.contains("default("), "{text}");
+
     let out = explain(
         dir.path(),
         &[

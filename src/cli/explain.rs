@@ -624,8 +624,12 @@ fn print_payload_report(report: &[StepReport]) {
             Some((source, Ok(true))) => format!("runs: `{source}` holds"),
             Some((source, Ok(false))) => format!("skipped: `{source}` does not hold"),
             Some((source, Err(error))) => format!(
-                "`{source}` fails: {error}{}",
-                earlier_hint(source).unwrap_or(" (an attempt with error kind `mapping`)")
+                "`{source}` fails: {}",
+                with_hint(
+                    &error.to_string(),
+                    source.contains("steps."),
+                    " (an attempt with error kind `mapping`)"
+                )
             ),
         };
         println!("  step {}: {when}", step.step);
@@ -642,19 +646,29 @@ fn print_payload_report(report: &[StepReport]) {
                 None => println!("    body to {channel}: the payload as submitted"),
                 Some(Ok(value)) => println!("    body to {channel}: {value}"),
                 Some(Err(error)) => println!(
-                    "    body to {channel}: cannot be built: {error}{}",
-                    earlier_hint(error).unwrap_or("")
+                    "    body to {channel}: cannot be built: {}",
+                    with_hint(error, error.contains("steps."), "")
                 ),
             }
         }
     }
 }
 
-/// Where an expression that failed reads an earlier step's answer, which
-/// `explain` only knows when given.
-fn earlier_hint(text: &str) -> Option<&'static str> {
-    text.contains("steps.")
-        .then_some(" (it reads an earlier step's answer: give one with --response STEP=JSON)")
+/// `error` as `explain` shows it. Where the expression reads an earlier
+/// step's answer, which `explain` only knows when given, the hint is to
+/// give one (rather than a `default`, which a policy may not need);
+/// `otherwise` follows the other errors.
+fn with_hint(error: &str, reads_earlier: bool, otherwise: &str) -> String {
+    const GIVE_ONE: &str = "it reads an earlier step's answer: give one with --response STEP=JSON";
+    if !reads_earlier {
+        return format!("{error}{otherwise}");
+    }
+    let default_hint = format!("({})", crate::expr::MISSING_FIELD_HINT);
+    if error.contains(&default_hint) {
+        error.replace(&default_hint, &format!("({GIVE_ONE})"))
+    } else {
+        format!("{error} ({GIVE_ONE})")
+    }
 }
 
 fn payload_json(report: &[StepReport]) -> Value {

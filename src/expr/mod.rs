@@ -85,6 +85,9 @@ pub struct EvalError {
     pub message: String,
 }
 
+/// What to do about a field that may be missing, in messages.
+pub const MISSING_FIELD_HINT: &str = "add `| default(…)` where it may be missing";
+
 /// The filter a lone expression is rendered through: its value as JSON,
 /// and an error where the value is undefined (MiniJinja's `tojson` would
 /// write `null` for a missing field, hiding a mapping mistake).
@@ -98,7 +101,7 @@ fn environment() -> Environment<'static> {
         if value.is_undefined() {
             return Err(minijinja::Error::new(
                 minijinja::ErrorKind::UndefinedError,
-                "no such field (add `| default(…)` where it may be missing)",
+                format!("no such field ({MISSING_FIELD_HINT})"),
             ));
         }
         serde_json::to_string(&value).map_err(|e| {
@@ -113,7 +116,7 @@ fn describe(error: &minijinja::Error) -> String {
         Some(detail) => format!("{}: {detail}", kind_text(error)),
         // A missing field compared or used in arithmetic: say which fix.
         None if error.kind() == minijinja::ErrorKind::UndefinedError => format!(
-            "{}: a field it reads is missing (add `| default(…)` where it may be)",
+            "{}: a field it reads is missing ({MISSING_FIELD_HINT})",
             kind_text(error)
         ),
         None => kind_text(error),
