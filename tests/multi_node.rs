@@ -56,6 +56,19 @@ fn spawn_engine(name: &str, policies: &std::path::Path, db: &str, partner: &str)
     spawn_node(name, policies, db, partner, &["--lease", LEASE])
 }
 
+/// A node for each of `names`, started by `spawn` and healthy.
+async fn start_healthy(
+    client: &reqwest::Client,
+    names: &[&str],
+    spawn: impl Fn(&str) -> Engine,
+) -> Vec<Engine> {
+    let engines: Vec<Engine> = names.iter().map(|name| spawn(name)).collect();
+    for engine in &engines {
+        wait_healthy(client, &engine.base, Duration::from_secs(30)).await;
+    }
+    engines
+}
+
 /// `steadfast run` as node `name`, with `extra` arguments.
 fn spawn_node(
     name: &str,
@@ -97,15 +110,8 @@ async fn submit_all(client: &reqwest::Client, engines: &[Engine]) {
             .map(|n| json!({ "payload": { "n": n }, "idempotency_key": format!("job-{n}") }))
             .collect();
         let base = &engines[n % engines.len()].base;
-        let answer: Value = client
-            .post(format!("{base}/v1/flows/shared/jobs:batch"))
-            .json(&batch)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("{base}/v1/flows/shared/jobs:batch");
+        let answer = post_json(client, url, &batch).await;
         assert_eq!(answer["created"], chunk.len(), "{answer}");
     }
 }
@@ -150,13 +156,10 @@ async fn three_nodes_deliver_every_job_once() {
     let partner = Partner::start(|_| status(200)).await;
     let policies = policy_dir(&[("shared.yaml", POLICY)]);
     let client = common::http_client();
-    let engines: Vec<Engine> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|name| spawn_engine(name, policies.path(), &db, &partner.url))
-        .collect();
-    for engine in &engines {
-        wait_healthy(&client, &engine.base, Duration::from_secs(30)).await;
-    }
+    let engines = start_healthy(&client, &["n1", "n2", "n3"], |name| {
+        spawn_engine(name, policies.path(), &db, &partner.url)
+    })
+    .await;
     submit_all(&client, &engines).await;
     wait_all_succeeded(&client, &engines[0].base, Duration::from_secs(180)).await;
 
@@ -189,13 +192,10 @@ async fn a_killed_nodes_jobs_finish_on_the_others() {
     let partner = Partner::start(|_| delayed(Duration::from_millis(5), status(200))).await;
     let policies = policy_dir(&[("shared.yaml", POLICY)]);
     let client = common::http_client();
-    let mut engines: Vec<Engine> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|name| spawn_engine(name, policies.path(), &db, &partner.url))
-        .collect();
-    for engine in &engines {
-        wait_healthy(&client, &engine.base, Duration::from_secs(30)).await;
-    }
+    let mut engines = start_healthy(&client, &["n1", "n2", "n3"], |name| {
+        spawn_engine(name, policies.path(), &db, &partner.url)
+    })
+    .await;
     submit_all(&client, &engines).await;
 
     // Polled often: the kill must come while most jobs are still waiting.
@@ -312,14 +312,7 @@ async fn a_dead_nodes_jobs_are_back_within_the_node_timeout() {
     // start: far from the 300 s lease.
     assert!(took < Duration::from_secs(10), "{took:?}");
 
-    let nodes: Value = client
-        .get(format!("{}/v1/nodes", survivor.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let nodes: Value = get_json(&client, format!("{}/v1/nodes", survivor.base)).await;
     let state = |id: &str| {
         nodes["nodes"]
             .as_array()
@@ -490,13 +483,10 @@ async fn a_rate_limit_holds_for_the_whole_cluster() {
     let limited = POLICY.replace("    http: { url:", "    rate: 20/s\n    http: { url:");
     let policies = policy_dir(&[("shared.yaml", limited.as_str())]);
     let client = common::http_client();
-    let engines: Vec<Engine> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|name| spawn_node(name, policies.path(), &db, &partner.url, &[]))
-        .collect();
-    for engine in &engines {
-        wait_healthy(&client, &engine.base, Duration::from_secs(30)).await;
-    }
+    let engines = start_healthy(&client, &["n1", "n2", "n3"], |name| {
+        spawn_node(name, policies.path(), &db, &partner.url, &[])
+    })
+    .await;
     // Every node has counted the others (a heartbeat every 2 s).
     let what = "the nodes never saw each other";
     eventually(Duration::from_secs(15), POLL, what, async || {
@@ -599,22 +589,13 @@ flows:
 "#;
     let policies = policy_dir(&[("shared.yaml", BREAKER_POLICY)]);
     let client = common::http_client();
-    let engines: Vec<Engine> = ["n1", "n2", "n3"]
-        .iter()
-        .map(|name| spawn_node(name, policies.path(), &db, &partner.url, &[]))
-        .collect();
-    for engine in &engines {
-        wait_healthy(&client, &engine.base, Duration::from_secs(30)).await;
-    }
+    let engines = start_healthy(&client, &["n1", "n2", "n3"], |name| {
+        spawn_node(name, policies.path(), &db, &partner.url, &[])
+    })
+    .await;
     let breaker = async |engine: &Engine| -> Value {
-        let channel: Value = client
-            .get(format!("{}/v1/channels/partner", engine.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let channel: Value =
+            get_json(&client, format!("{}/v1/channels/partner", engine.base)).await;
         channel["breaker"].clone()
     };
     // Jobs until n1 has failed twice and opened its breaker.
@@ -678,6 +659,29 @@ flows:
     assert!(partner.requests_to("/backup").len() >= 90);
 }
 
+/// The JSON answer of `GET url`.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The JSON answer of `POST url` with `body` as JSON.
+async fn post_json(client: &reqwest::Client, url: String, body: &impl serde::Serialize) -> Value {
+    client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The JSON answer of `POST url` without a body.
+async fn post_empty(client: &reqwest::Client, url: String) -> Value {
+    client.post(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Jobs `keys` (keys `{prefix}-{n}`) submitted to `engine` in one batch.
 async fn submit_batch(
     client: &reqwest::Client,
@@ -730,21 +734,15 @@ async fn a_pause_on_one_node_holds_the_flow_on_every_node_until_resumed_on_anoth
     let partner = Partner::start(|_| status(200)).await;
     let policies = policy_dir(&[("shared.yaml", POLICY)]);
     let client = common::http_client();
-    let engines: Vec<Engine> = ["p1", "p2"]
-        .iter()
-        .map(|name| spawn_engine(name, policies.path(), &db, &partner.url))
-        .collect();
-    for engine in &engines {
-        wait_healthy(&client, &engine.base, Duration::from_secs(30)).await;
-    }
-    let paused: Value = client
-        .post(format!("{}/v1/flows/shared/pause", engines[0].base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let engines = start_healthy(&client, &["p1", "p2"], |name| {
+        spawn_engine(name, policies.path(), &db, &partner.url)
+    })
+    .await;
+    let paused: Value = post_empty(
+        &client,
+        format!("{}/v1/flows/shared/pause", engines[0].base),
+    )
+    .await;
     assert_eq!(paused["paused"], true, "{paused}");
     // Every node reads the paused flows once a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -753,17 +751,10 @@ async fn a_pause_on_one_node_holds_the_flow_on_every_node_until_resumed_on_anoth
     let mut ids = Vec::new();
     for (n, engine) in engines.iter().enumerate() {
         for k in 0..20 {
-            let answer: Value = client
-                .post(format!("{}/v1/flows/shared/jobs", engine.base))
-                .json(
-                    &json!({ "payload": { "n": k }, "idempotency_key": format!("paused-{n}-{k}") }),
-                )
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let job =
+                json!({ "payload": { "n": k }, "idempotency_key": format!("paused-{n}-{k}") });
+            let url = format!("{}/v1/flows/shared/jobs", engine.base);
+            let answer = post_json(&client, url, &job).await;
             ids.push(answer["id"].as_str().expect("created").to_string());
         }
     }
@@ -777,26 +768,12 @@ async fn a_pause_on_one_node_holds_the_flow_on_every_node_until_resumed_on_anoth
     )
     .await;
     assert!(partner.requests().is_empty(), "nothing sent while paused");
-    let job: Value = client
-        .get(format!("{base}/v1/jobs/{}", ids[0]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = get_json(&client, format!("{base}/v1/jobs/{}", ids[0])).await;
     assert_eq!(job["reason"], "paused", "{job}");
     assert_eq!(job["attempts"], json!([]), "nothing burnt");
 
     // Resumed through the other node: delivered, each once.
-    let resumed: Value = client
-        .post(format!("{base}/v1/flows/shared/resume"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let resumed: Value = post_empty(&client, format!("{base}/v1/flows/shared/resume")).await;
     assert_eq!(resumed["resumed"], 40, "{resumed}");
     wait_in_state(
         &client,
