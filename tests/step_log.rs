@@ -1181,6 +1181,21 @@ async fn nodes_silent_for_a_day_are_forgotten(db: Db) {
     assert_eq!(ids, ["holder", "new"]);
 }
 
+/// `job`, claimed by `owner`, held at `at` for its flow's pause: an hour,
+/// counted as held time (the machine's move for a paused flow).
+fn held_for_the_pause(job: &JobRecord, owner: &str, at: Timestamp) -> Transition {
+    Transition {
+        to: JobState::Suspended,
+        reason: Some(Reason::Paused),
+        next_at: Some(at + SignedDuration::from_secs(3600)),
+        held_ms: 3_600_000,
+        attempt: None,
+        attempts_added: 0,
+        slowed_added: 0,
+        ..retry_later(job, owner, at)
+    }
+}
+
 /// A paused flow: listed, paused once, its held jobs due at once on resume
 /// with the unspent hold taken back from their held time.
 async fn a_paused_flows_held_jobs_are_due_at_once_on_resume(db: Db) {
@@ -1194,17 +1209,10 @@ async fn a_paused_flows_held_jobs_are_due_at_once_on_resume(db: Db) {
     // Another flow paused too, whose jobs a resume of this one leaves.
     assert!(db.log.flow_pause("elsewhere", "ops", t(2)).await.unwrap());
     let claimed = db.log.jobs_claim_due("a", t(3), t(300), 10).await.unwrap();
-    let hold = |job: &JobRecord| Transition {
-        to: JobState::Suspended,
-        reason: Some(Reason::Paused),
-        next_at: Some(t(3_603)),
-        held_ms: 3_600_000,
-        attempt: None,
-        attempts_added: 0,
-        slowed_added: 0,
-        ..retry_later(job, "a", t(3))
-    };
-    let moves: Vec<Transition> = claimed.iter().map(hold).collect();
+    let moves: Vec<Transition> = claimed
+        .iter()
+        .map(|job| held_for_the_pause(job, "a", t(3)))
+        .collect();
     assert_eq!(db.log.transitions_apply(moves).await.unwrap(), [true, true]);
 
     assert_eq!(db.log.flow_resume("leads", t(63)).await.unwrap(), Some(1));
@@ -1486,16 +1494,7 @@ async fn the_sweep_after_a_resume_frees_holds_unless_the_flow_is_paused_again(db
     let job = insert(&db, 1, t(0)).await;
     assert!(db.log.flow_pause("leads", "ops", t(1)).await.unwrap());
     let claimed = db.log.jobs_claim_due("a", t(2), t(300), 10).await.unwrap();
-    let hold = Transition {
-        to: JobState::Suspended,
-        reason: Some(Reason::Paused),
-        next_at: Some(t(3_602)),
-        held_ms: 3_600_000,
-        attempt: None,
-        attempts_added: 0,
-        slowed_added: 0,
-        ..retry_later(&claimed[0], "a", t(2))
-    };
+    let hold = held_for_the_pause(&claimed[0], "a", t(2));
     assert_eq!(db.log.transitions_apply(vec![hold]).await.unwrap(), [true]);
     // Paused: the sweep leaves the hold.
     assert_eq!(db.log.flow_resume_sweep("leads", t(10)).await.unwrap(), 0);
@@ -1521,16 +1520,6 @@ async fn the_sweep_after_a_resume_frees_holds_unless_the_flow_is_paused_again(db
 /// before and would not see it); while the flow is paused, the hold stands.
 async fn a_hold_for_a_pause_lifted_meanwhile_lands_the_job_due(db: Db) {
     let job = insert(&db, 1, t(0)).await;
-    let hold = |job: &JobRecord, at: Timestamp| Transition {
-        to: JobState::Suspended,
-        reason: Some(Reason::Paused),
-        next_at: Some(at + SignedDuration::from_secs(3600)),
-        held_ms: 3_600_000,
-        attempt: None,
-        attempts_added: 0,
-        slowed_added: 0,
-        ..retry_later(job, "stale", at)
-    };
     assert!(db.log.flow_pause("leads", "ops", t(1)).await.unwrap());
     let claimed = db
         .log
@@ -1541,7 +1530,7 @@ async fn a_hold_for_a_pause_lifted_meanwhile_lands_the_job_due(db: Db) {
     // Resumed elsewhere while this node still thinks the flow paused.
     assert_eq!(db.log.flow_resume("leads", t(3)).await.unwrap(), Some(0));
     db.log
-        .transitions_apply(vec![hold(&claimed[0], t(4))])
+        .transitions_apply(vec![held_for_the_pause(&claimed[0], "stale", t(4))])
         .await
         .unwrap();
     let landed = db.log.job_get(&job.id).await.unwrap().unwrap();
@@ -1557,7 +1546,7 @@ async fn a_hold_for_a_pause_lifted_meanwhile_lands_the_job_due(db: Db) {
         .await
         .unwrap();
     db.log
-        .transitions_apply(vec![hold(&claimed[0], t(6))])
+        .transitions_apply(vec![held_for_the_pause(&claimed[0], "stale", t(6))])
         .await
         .unwrap();
     let held = db.log.job_get(&job.id).await.unwrap().unwrap();
