@@ -224,15 +224,7 @@ async fn setup() -> Setup {
 
 impl Setup {
     async fn get(&self, path: &str) -> Value {
-        self.node
-            .client
-            .get(self.node.url(path))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&self.node.client, self.node.url(path)).await
     }
 
     async fn text(&self, path: &str) -> String {

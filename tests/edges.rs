@@ -286,14 +286,7 @@ flows:
 "#;
 
 async fn policies_shown(engine: &EngineProcess) -> Value {
-    http_client()
-        .get(engine.url("/v1/policies"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(&http_client(), engine.url("/v1/policies")).await
 }
 
 /// Waits until `/readyz` (at `url`) answers 200: the step log takes writes

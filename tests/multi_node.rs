@@ -659,29 +659,6 @@ flows:
     assert!(partner.requests_to("/backup").len() >= 90);
 }
 
-/// The JSON answer of `GET url`.
-async fn get_json(client: &reqwest::Client, url: String) -> Value {
-    client.get(url).send().await.unwrap().json().await.unwrap()
-}
-
-/// The JSON answer of `POST url` with `body` as JSON.
-async fn post_json(client: &reqwest::Client, url: String, body: &impl serde::Serialize) -> Value {
-    client
-        .post(url)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// The JSON answer of `POST url` without a body.
-async fn post_empty(client: &reqwest::Client, url: String) -> Value {
-    client.post(url).send().await.unwrap().json().await.unwrap()
-}
-
 /// Jobs `keys` (keys `{prefix}-{n}`) submitted to `engine` in one batch.
 async fn submit_batch(
     client: &reqwest::Client,

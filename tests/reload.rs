@@ -72,15 +72,7 @@ impl Setup {
     }
 
     async fn policies(&self) -> Value {
-        self.node
-            .client
-            .get(self.node.url("/v1/policies"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(&self.node.client, self.node.url("/v1/policies")).await
     }
 
     /// Polls `/v1/policies` until `check` holds.

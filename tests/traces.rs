@@ -92,16 +92,7 @@ async fn deliver(engine: &EngineProcess, n: u32, traceparent: Option<&str>) -> S
     wait_for(
         Duration::from_secs(10),
         format!("job {id} never succeeded"),
-        async || -> Value {
-            client
-                .get(engine.url(&format!("/v1/jobs/{id}")))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap()
-        },
+        async || -> Value { get_json(&client, engine.url(&format!("/v1/jobs/{id}"))).await },
         |job| job["state"] == "succeeded",
     )
     .await;

@@ -563,6 +563,33 @@ pub async fn wait_healthy(client: &reqwest::Client, base: &str, within: Duration
 }
 
 /// How many jobs are in `state`, every page of `GET /v1/jobs` counted.
+/// The JSON answer of `GET url`.
+pub async fn get_json(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The JSON answer of `POST url` with `body` as JSON.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    body: &impl serde::Serialize,
+) -> Value {
+    client
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The JSON answer of `POST url` without a body.
+pub async fn post_empty(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    client.post(url).send().await.unwrap().json().await.unwrap()
+}
+
 pub async fn count_in_state(client: &reqwest::Client, base: &str, state: &str) -> usize {
     let mut total = 0;
     let mut cursor: Option<String> = None;
@@ -571,7 +598,7 @@ pub async fn count_in_state(client: &reqwest::Client, base: &str, state: &str) -
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        let page = get_json(client, url).await;
         total += page["jobs"].as_array().unwrap().len();
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
