@@ -28,7 +28,7 @@ use super::rows::{
     node_from_row, opt_ms, opt_timestamp, paused_flow_from_row, payload_edit_from_row,
     same_payload, state_counts,
 };
-use super::sql::{Dialect, Sql};
+use super::sql::{pause_lifted, Dialect, Sql};
 use super::{
     migrator, AttemptRecord, ClaimedJob, InsertOutcome, InsightCount, JobFilter, JobPage,
     JobRecord, JobState, JobUpdate, Membership, NewJob, NodeRecord, NotificationClaim, PausedFlow,
@@ -679,10 +679,8 @@ async fn apply_run(conn: &mut sqlx::PgConnection, run: &[Transition]) -> StoreRe
              recorded AS ({}) \
              SELECT id FROM moved",
             insert_attempts_sql(21, "a.job_id IN (SELECT id FROM moved)"),
-            // A hold for a pause lifted since (see the SQLite writer's
-            // APPLY_TRANSITION): pending and due instead.
-            stale = "t.reason = 'paused' AND NOT EXISTS \
-                     (SELECT 1 FROM paused_flows p WHERE p.flow = jobs.flow)",
+            // A hold for a pause lifted since: pending and due instead.
+            stale = pause_lifted("t.reason"),
         )
     });
     let ids: Vec<&str> = run.iter().map(|t| t.job_id.as_str()).collect();

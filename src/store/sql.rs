@@ -543,6 +543,17 @@ impl Sql {
     }
 }
 
+/// Whether a transition whose reason is `reason` (an SQL expression) holds
+/// a job for a pause that is no longer in the step log: a node that had
+/// not yet heard of a resume on another. Such a hold lands the job pending
+/// and due instead, in both stores' transition statements.
+pub(super) fn pause_lifted(reason: &str) -> String {
+    format!(
+        "{reason} = 'paused' AND NOT EXISTS \
+         (SELECT 1 FROM paused_flows p WHERE p.flow = jobs.flow)"
+    )
+}
+
 /// Makes due at once the jobs of a flow held for its pause: `reason`,
 /// `now`, `flow`. The hold's remaining time is taken back out of the
 /// series' held time.

@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 
 use super::super::plan::{due_first, DueLanes, Lease, RetryCut, RoundRobin};
 use super::super::rows::{job_from_row, ms, opt_ms, opt_timestamp, same_payload, Columns};
+use super::super::sql::pause_lifted;
 use super::super::{
     AttemptRecord, ClaimedJob, InsertOutcome, JobRecord, JobState, NewJob, StoreError, StoreResult,
     Transition,
@@ -456,28 +457,25 @@ static JOB_BY_KEY: LazyLock<String> = LazyLock::new(|| {
 /// the step log (a node that had not yet heard of a resume on another)
 /// lands the job pending and due instead: the resume already swept the
 /// flow's held jobs and would not see this one.
-const APPLY_TRANSITION: &str = "UPDATE OR FAIL jobs \
-     SET state = CASE WHEN ?11 = 'paused' AND NOT EXISTS \
-                     (SELECT 1 FROM paused_flows p WHERE p.flow = jobs.flow) \
-                 THEN 'pending' ELSE ?3 END, \
-         step_index = ?4, step = ?5, channel_index = ?6, attempt = ?7, \
-         series_started_at = ?8, \
-         held_ms = CASE WHEN ?11 = 'paused' AND NOT EXISTS \
-                     (SELECT 1 FROM paused_flows p WHERE p.flow = jobs.flow) \
-                 THEN held_ms ELSE ?9 END, \
-         next_at = CASE WHEN ?11 = 'paused' AND NOT EXISTS \
-                     (SELECT 1 FROM paused_flows p WHERE p.flow = jobs.flow) \
-                 THEN ?14 ELSE ?10 END, \
-         reason = CASE WHEN ?11 = 'paused' AND NOT EXISTS \
-                     (SELECT 1 FROM paused_flows p WHERE p.flow = jobs.flow) \
-                 THEN NULL ELSE ?11 END, \
-         policy_version = ?12, notify_at = ?13, updated_at = ?14, \
-         attempts_total = attempts_total + ?15, \
-         lease_owner = CASE WHEN ?16 THEN lease_owner END, \
-         lease_until = CASE WHEN ?16 THEN lease_until END, \
-         responses = COALESCE(?18, responses), branches = COALESCE(?19, branches), \
-         slowed = slowed + ?20 \
-     WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND lease_until IS ?17";
+static APPLY_TRANSITION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE OR FAIL jobs \
+         SET state = CASE WHEN {lifted} THEN 'pending' ELSE ?3 END, \
+             step_index = ?4, step = ?5, channel_index = ?6, attempt = ?7, \
+             series_started_at = ?8, \
+             held_ms = CASE WHEN {lifted} THEN held_ms ELSE ?9 END, \
+             next_at = CASE WHEN {lifted} THEN ?14 ELSE ?10 END, \
+             reason = CASE WHEN {lifted} THEN NULL ELSE ?11 END, \
+             policy_version = ?12, notify_at = ?13, updated_at = ?14, \
+             attempts_total = attempts_total + ?15, \
+             lease_owner = CASE WHEN ?16 THEN lease_owner END, \
+             lease_until = CASE WHEN ?16 THEN lease_until END, \
+             responses = COALESCE(?18, responses), branches = COALESCE(?19, branches), \
+             slowed = slowed + ?20 \
+         WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND lease_until IS ?17",
+        lifted = pause_lifted("?11"),
+    )
+});
 
 pub(super) const INSERT_ATTEMPT: &str =
     "INSERT OR FAIL INTO attempts (job_id, step, channel, attempt, \
@@ -681,7 +679,7 @@ fn apply(tx: &Transaction<'_>, transitions: &[Transition]) -> StoreResult<Vec<bo
     if transitions.is_empty() {
         return Ok(applied);
     }
-    let mut update = tx.prepare_cached(APPLY_TRANSITION)?;
+    let mut update = tx.prepare_cached(&APPLY_TRANSITION)?;
     let mut record = tx.prepare_cached(INSERT_ATTEMPT)?;
     for t in transitions {
         let moved = update.execute(params![
